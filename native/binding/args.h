@@ -1,0 +1,90 @@
+// Argument checks for the raw addon functions. lib/ validates user input and
+// names the user's arguments; these checks are the second line of defence so
+// that no call from JavaScript, however wrong, can crash the process.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace qkb {
+
+[[noreturn]] inline void throw_type(Napi::Env env, const std::string& fn, const std::string& arg,
+                                    const std::string& what) {
+    throw Napi::TypeError::New(env, fn + ": '" + arg + "' " + what);
+}
+[[noreturn]] inline void throw_range(Napi::Env env, const std::string& fn, const std::string& arg,
+                                     const std::string& what) {
+    throw Napi::RangeError::New(env, fn + ": '" + arg + "' " + what);
+}
+
+// A non-negative integer argument that fits in size_t.
+inline size_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name) {
+    Napi::Value v = info[i];
+    if (!v.IsNumber()) throw_type(info.Env(), fn, name, "must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d != double(int64_t(d)) || d > 9007199254740991.0)
+        throw_range(info.Env(), fn, name, "must be a non-negative integer");
+    return size_t(d);
+}
+
+inline int int_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name, int lo, int hi) {
+    const size_t v = size_arg(info, i, fn, name);
+    if (v < size_t(lo) || v > size_t(hi))
+        throw_range(info.Env(), fn, name, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return int(v);
+}
+
+inline bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name) {
+    Napi::Value v = info[i];
+    if (!v.IsBoolean()) throw_type(info.Env(), fn, name, "must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+}
+
+inline const char* typed_array_name(napi_typedarray_type t) {
+    switch (t) {
+        case napi_int8_array: return "Int8Array";
+        case napi_uint8_array: return "Uint8Array";
+        case napi_uint8_clamped_array: return "Uint8ClampedArray";
+        case napi_int16_array: return "Int16Array";
+        case napi_uint16_array: return "Uint16Array";
+        case napi_int32_array: return "Int32Array";
+        case napi_uint32_array: return "Uint32Array";
+        case napi_float32_array: return "Float32Array";
+        case napi_float64_array: return "Float64Array";
+        default: return "TypedArray";
+    }
+}
+
+// A typed array of type `t` with exactly `len` elements (len == SIZE_MAX: any).
+// nullable: null/undefined gives {nullptr, 0}.
+struct View {
+    void* data = nullptr;
+    size_t length = 0;
+};
+inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name,
+                      napi_typedarray_type t, size_t len, bool nullable = false) {
+    Napi::Value v = info[i];
+    if (nullable && (v.IsNull() || v.IsUndefined())) return {};
+    if (!v.IsTypedArray()) throw_type(info.Env(), fn, name, std::string("must be a ") + typed_array_name(t));
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != t)
+        throw_type(info.Env(), fn, name, std::string("must be a ") + typed_array_name(t) + ", got " +
+                                             typed_array_name(ta.TypedArrayType()));
+    const size_t n = ta.ElementLength();
+    if (len != SIZE_MAX && n != len)
+        throw_range(info.Env(), fn, name,
+                    "has " + std::to_string(n) + " elements, expected " + std::to_string(len));
+    uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data());
+    if (n > 0 && base == nullptr) throw_type(info.Env(), fn, name, "is detached");
+    return {base + ta.ByteOffset(), n};
+}
+
+// a * b with an overflow check.
+inline size_t mul_checked(Napi::Env env, const char* fn, size_t a, size_t b) {
+    if (a != 0 && b > SIZE_MAX / a) throw Napi::RangeError::New(env, std::string(fn) + ": size overflow");
+    return a * b;
+}
+
+}  // namespace qkb

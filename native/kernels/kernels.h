@@ -1,0 +1,128 @@
+// The kernel contract: every ISA (ref = scalar spec, avx2, avx512, neon)
+// provides a function with each of these signatures, and dispatch.cpp picks
+// one set at load time into a single Kernels table. Only the files under
+// kernels/ are compiled with ISA flags; everything else calls through the
+// table and never uses #ifdef on an ISA.
+//
+// Conventions
+//   - Weights are W[N, K] row-major (one output channel per row), activations
+//     X[M, K] row-major, outputs Y[M, N]; Y = X · W^T (+ bias).
+//   - "Group" means G consecutive values along K inside one row. Per-channel
+//     quantization is a single group of G = K per row; per-tensor quantization
+//     is expressed by the caller as per-channel with the same parameters in
+//     every row.
+//   - Sub-byte packing is along K, two int4 per byte with the even element in
+//     the low nibble (ONNX order); int2: element 4i+j in bits 2j..2j+1.
+//     Signed int4 (symmetric) is stored as the two's-complement low nibble
+//     (-8..7 -> 0x8..0x7); unsigned int4 (asymmetric) as 0..15.
+//     A row of K int4 values occupies ceil(K/2) bytes (an odd K leaves the
+//     last high nibble 0).
+//   - Quantize and dequantize, pack and unpack are bit-exact across ISAs
+//     (the element formulas use one IEEE division / multiplication each).
+//     GEMM results differ between ISAs only by float summation order.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qk {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, neon = 3, neon_dot = 4 };
+
+// Storage format of a weight matrix in GEMM.
+enum class WFormat : int { f32 = 0, f16 = 1, bf16 = 2, i8 = 3, i4 = 4 };
+
+// A weight matrix W[N, K] as the GEMM kernels see it.
+struct WeightView {
+    WFormat fmt;
+    const void* data;      // row n starts at (const uint8_t*)data + n * row_bytes
+    size_t row_bytes;      // f32: 4K, f16/bf16: 2K, i8: K, i4: ceil(K/2)
+    const float* scales;   // i8/i4: [N, K/G]; unused for float formats
+    const void* zps;       // i8 asym: int8_t [N, K/G]; i4 asym: uint8_t [N, K/G] (0..15); nullptr = symmetric
+    size_t group;          // G (divides K, even for i4); per-channel: G = K
+};
+
+// Arguments of one GEMM call: Y[M, N] = X[M, K] · W[N, K]^T (+ bias[N]).
+struct GemmArgs {
+    const float* x;  size_t ldx;   // X[M, K], row stride ldx >= K (elements)
+    size_t M, N, K;
+    WeightView w;
+    const float* bias;             // [N] or nullptr
+    float* y;        size_t ldy;   // Y[M, N], row stride ldy >= N (elements)
+};
+
+struct Kernels {
+    Isa isa;
+    const char* name;
+
+    // ---- conversions (exact) ---------------------------------------------
+    // f16 -> f32 and bf16 -> f32 for n values (IEEE half incl. subnormals, inf, nan).
+    void (*f16_to_f32)(const uint16_t* src, float* dst, size_t n);
+    void (*bf16_to_f32)(const uint16_t* src, float* dst, size_t n);
+
+    // ---- quantization element loops ------------------------------------
+    // Per-group min and max of x[n_groups * G]: mn[g], mx[g].
+    // Returns the index of the first NaN/Inf value, or SIZE_MAX if all finite
+    // (mn/mx are then valid).
+    size_t (*minmax)(const float* x, size_t n_groups, size_t G, float* mn, float* mx);
+
+    // Per-group absolute maximum of x[n_groups * G]: amax[g]. Same return value as minmax.
+    size_t (*absmax)(const float* x, size_t n_groups, size_t G, float* amax);
+
+    // q[g*G + i] = clamp(round_half_even(x[g*G+i] / scale[g]) + zp[g], qmin, qmax)
+    // zp == nullptr means 0. scale[g] is finite and > 0 (the caller guarantees it).
+    void (*quantize)(const float* x, size_t n_groups, size_t G, const float* scale,
+                     const int32_t* zp, int32_t qmin, int32_t qmax, int8_t* q);
+
+    // y[g*G + i] = (float)(q[g*G+i] - zp[g]) * scale[g]   (zp == nullptr means 0)
+    void (*dequantize_i8)(const int8_t* q, size_t n_groups, size_t G, const float* scale,
+                          const int32_t* zp, float* y);
+
+    // Same for a packed int4 row segment: n_groups*G values (G even) starting
+    // at a byte boundary of `packed`. is_signed selects two's-complement
+    // nibbles (symmetric) or unsigned 0..15 (asymmetric).
+    void (*dequantize_i4)(const uint8_t* packed, size_t n_groups, size_t G, const float* scale,
+                          const int32_t* zp, bool is_signed, float* y);
+
+    // ---- sub-byte packing -----------------------------------------------
+    // n values (each already in range: -8..7 or 0..15) -> ceil(n/2) bytes.
+    void (*pack_i4)(const int8_t* q, size_t n, uint8_t* packed);
+    // ceil(n/2) bytes -> n values; is_signed sign-extends each nibble.
+    void (*unpack_i4)(const uint8_t* packed, size_t n, bool is_signed, int8_t* q);
+    // n values in 0..3 -> ceil(n/4) bytes, element 4i+j in bits 2j..2j+1.
+    void (*pack_i2)(const int8_t* q, size_t n, uint8_t* packed);
+    void (*unpack_i2)(const uint8_t* packed, size_t n, int8_t* q);
+
+    // ---- GEMM -----------------------------------------------------------
+    // Small-M path (decode): for m in [m0, m0+mc) (mc <= 4) and n in [n0, n1),
+    // Y[m, n] = sum_k X[m, k] * W[n, k] (+ bias[n]), every weight format,
+    // weights dequantized in registers (never to memory).
+    void (*gemv)(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1);
+
+    // Large-M path (prefill), f32 micro-kernel over a panel P of nr rows of
+    // already-f32 weights: for m in [0, M), j in [0, nr):
+    //   Y[m, j] (accumulate ? += : =) sum_{k < kc} X[m, k] * P[j, k]
+    // X has row stride ldx, P row stride ldp, Y row stride ldy (all in floats).
+    void (*gemm_panel_f32)(const float* x, size_t ldx, size_t M, const float* p, size_t ldp,
+                           size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
+
+    // Fill a panel for gemm_panel_f32: P[j, k] = W[n0 + j, k0 + k] as f32 for
+    // j < nr, k < kc (dequantized for i8/i4, converted for f16/bf16, copied
+    // for f32). k0 and kc are multiples of the group size G when W is
+    // quantized, and even for i4.
+    void (*dequant_panel)(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc,
+                          float* p, size_t ldp);
+};
+
+// Per-ISA tables (defined in the kernel files; a table is only linked for
+// the ISAs the build targets: ref always, x86 ones on x64, neon on arm64).
+extern const Kernels kernels_ref;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const Kernels kernels_avx2;
+extern const Kernels kernels_avx512;
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+extern const Kernels kernels_neon;
+#endif
+
+}  // namespace qk

@@ -1,0 +1,50 @@
+// A minimal test harness for the plain native kernel test program (no Node,
+// so it also runs cross-compiled under qemu-aarch64). Each test is a function
+// run once per ISA table available on this CPU, compared against the scalar
+// reference table qk::kernels_ref.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "../kernels/kernels.h"
+
+namespace qkt {
+
+struct Failure {};
+
+// Counts checks and failures; a failing CHECK prints and aborts the current
+// test case (throws Failure), the program goes on with the next one.
+struct Ctx {
+    const qk::Kernels* k = nullptr;    // ISA under test
+    const qk::Kernels* ref = nullptr;  // the scalar reference
+    long checks = 0;
+};
+
+using TestFn = void (*)(Ctx&);
+struct TestCase { const char* name; TestFn fn; };
+std::vector<TestCase>& registry();
+
+struct Register {
+    Register(const char* name, TestFn fn) { registry().push_back({name, fn}); }
+};
+
+[[noreturn]] void fail(const char* file, int line, const std::string& msg);
+
+}  // namespace qkt
+
+#define QKT_TEST(name)                                            \
+    static void name(qkt::Ctx& ctx);                              \
+    static qkt::Register name##_reg(#name, name);                 \
+    static void name(qkt::Ctx& ctx)
+
+#define QKT_CHECK(cond, ...)                                                      \
+    do {                                                                          \
+        ++ctx.checks;                                                             \
+        if (!(cond)) {                                                            \
+            char qkt_buf_[512];                                                   \
+            std::snprintf(qkt_buf_, sizeof qkt_buf_, __VA_ARGS__);                \
+            qkt::fail(__FILE__, __LINE__, std::string(#cond) + ": " + qkt_buf_); \
+        }                                                                         \
+    } while (0)

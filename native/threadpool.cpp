@@ -1,0 +1,131 @@
+#include "threadpool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace qk {
+
+namespace {
+
+class Pool {
+public:
+    explicit Pool(size_t n) { start(n); }
+    ~Pool() { stop(); }
+
+    size_t size() const { return size_; }
+
+    void resize(size_t n) {
+        std::lock_guard<std::mutex> busy(busy_);
+        stop();
+        start(n);
+    }
+
+    void run(size_t n_tasks, const std::function<void(size_t, size_t)>& fn) {
+        if (n_tasks == 0) return;
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (!busy.owns_lock() || size_ == 1 || n_tasks == 1) {
+            // Pool taken by another caller (or nothing to share): run here.
+            for (size_t t = 0; t < n_tasks; ++t) fn(t, 0);
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            fn_ = &fn;
+            n_tasks_ = n_tasks;
+            next_.store(0, std::memory_order_relaxed);
+            pending_ = workers_.size();
+            ++generation_;
+        }
+        cv_.notify_all();
+        drain(0);
+        std::unique_lock<std::mutex> lk(m_);
+        done_cv_.wait(lk, [&] { return pending_ == 0; });
+        fn_ = nullptr;
+    }
+
+private:
+    void start(size_t n) {
+        size_ = n < 1 ? 1 : n;
+        quit_ = false;
+        // Workers start from the current generation so none can miss a run
+        // that begins before they first take the lock.
+        const size_t gen = generation_;
+        for (size_t i = 1; i < size_; ++i) workers_.emplace_back([this, i, gen] { loop(i, gen); });
+    }
+
+    void stop() {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            quit_ = true;
+            ++generation_;
+        }
+        cv_.notify_all();
+        for (auto& t : workers_) t.join();
+        workers_.clear();
+    }
+
+    void drain(size_t worker) {
+        for (;;) {
+            size_t t = next_.fetch_add(1, std::memory_order_relaxed);
+            if (t >= n_tasks_) break;
+            (*fn_)(t, worker);
+        }
+    }
+
+    void loop(size_t worker, size_t seen) {
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lk(m_);
+                cv_.wait(lk, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (quit_) return;
+            }
+            drain(worker);
+            {
+                std::lock_guard<std::mutex> lk(m_);
+                if (--pending_ == 0) done_cv_.notify_one();
+            }
+        }
+    }
+
+    size_t size_ = 1;
+    std::vector<std::thread> workers_;
+    std::mutex busy_;  // held by the caller that owns the pool for one run
+    std::mutex m_;
+    std::condition_variable cv_, done_cv_;
+    size_t generation_ = 0;
+    bool quit_ = false;
+    const std::function<void(size_t, size_t)>* fn_ = nullptr;
+    size_t n_tasks_ = 0;
+    std::atomic<size_t> next_{0};
+    size_t pending_ = 0;
+};
+
+size_t default_threads() {
+    unsigned n = std::thread::hardware_concurrency();
+    return n ? n : 1;
+}
+
+Pool& pool() {
+    // Leaked on purpose: joining threads during static destruction at
+    // process exit can deadlock; the OS reclaims them.
+    static Pool* p = new Pool(default_threads());
+    return *p;
+}
+
+}  // namespace
+
+void parallel_for(size_t n_tasks, const std::function<void(size_t, size_t)>& fn) {
+    pool().run(n_tasks, fn);
+}
+
+size_t threads() { return pool().size(); }
+
+void set_threads(size_t n) {
+    if (n != pool().size()) pool().resize(n);
+}
+
+}  // namespace qk

@@ -1,0 +1,25 @@
+// A small fork-join pool shared by every native op.
+//
+// Work is split into tasks over output rows/columns only (never along K), so
+// every output element is computed by one thread with one summation order:
+// results do not depend on the thread count.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+namespace qk {
+
+// Run fn(task, worker) for task in [0, n_tasks). `worker` is in
+// [0, threads()) and identifies per-thread scratch. The caller takes part.
+// Calls from several threads at once are safe: while the pool is busy,
+// another caller runs its tasks on its own thread (same results).
+void parallel_for(size_t n_tasks, const std::function<void(size_t task, size_t worker)>& fn);
+
+// Pool size (calling thread included). Default: the number of online CPUs.
+size_t threads();
+
+// Resize the pool; n >= 1. Waits for running work to finish.
+void set_threads(size_t n);
+
+}  // namespace qk
