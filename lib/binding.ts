@@ -1,0 +1,104 @@
+/**
+ * The only module that loads the native addon. It types the raw functions;
+ * public classes in lib/ validate their arguments and call these.
+ *
+ * The addon comes from prebuilds/ (a packed package) or build/Release (a
+ * source build), found by node-gyp-build from the package root.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { QuantkitError } from './errors.js';
+
+/** Source dtype codes of the raw addon. */
+export const SrcType = { f32: 0, f16: 1, bf16: 2 } as const;
+export type SrcType = (typeof SrcType)[keyof typeof SrcType];
+/** Weight format codes of the raw addon's gemm. */
+export const WFormat = { f32: 0, f16: 1, bf16: 2, i8: 3, i4: 4 } as const;
+export type WFormat = (typeof WFormat)[keyof typeof WFormat];
+/** Granularity codes of the raw addon. */
+export const Gran = { tensor: 0, channel: 1, group: 2 } as const;
+export type Gran = (typeof Gran)[keyof typeof Gran];
+
+export type IsaName = 'scalar' | 'avx2' | 'avx512' | 'neon';
+export const ISA_NAMES: readonly IsaName[] = ['scalar', 'avx2', 'avx512', 'neon'];
+
+type Codes = Int8Array | Uint8Array;
+
+export interface Addon {
+  isa(): IsaName;
+  cpuFeatures(): { avx2: boolean; avx512: boolean; neon: boolean; neonDot: boolean; arch: string };
+  selectIsa(name: IsaName): IsaName;
+  setThreads(n: number): void;
+  getThreads(): number;
+  /** Returns -1, or the flat index of the first NaN/Inf in src. */
+  quantize(
+    src: Float32Array | Uint16Array,
+    srcType: SrcType,
+    rows: number,
+    K: number,
+    bits: number,
+    asymmetric: boolean,
+    granularity: Gran,
+    groupSize: number,
+    codes: Codes,
+    scales: Float32Array,
+    zeroPoints: Codes | null,
+  ): number;
+  dequantize(
+    codes: Codes,
+    rows: number,
+    K: number,
+    bits: number,
+    asymmetric: boolean,
+    granularity: Gran,
+    groupSize: number,
+    scales: Float32Array,
+    zeroPoints: Codes | null,
+    out: Float32Array,
+  ): void;
+  packRows(bits: number, values: Int8Array, rows: number, K: number, out: Uint8Array): void;
+  unpackRows(bits: number, signed: boolean, packed: Uint8Array, rows: number, K: number, out: Int8Array): void;
+  toF32(srcType: SrcType, src: Uint16Array, out: Float32Array): void;
+  gemm(
+    x: Float32Array,
+    M: number,
+    K: number,
+    wFormat: WFormat,
+    w: Float32Array | Uint16Array | Int8Array | Uint8Array,
+    N: number,
+    groupSize: number,
+    scales: Float32Array | null,
+    zeroPoints: Codes | null,
+    bias: Float32Array | null,
+    y: Float32Array,
+  ): void;
+  /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
+  streamRead(buf: Float32Array): number;
+}
+
+function packageRoot(): string {
+  // lib/binding.ts (tests) and dist/binding.js (package) both sit one level below the root.
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+}
+
+function load(): Addon {
+  const env = process.env.QUANTKIT_ISA;
+  if (env !== undefined && env !== '' && !(ISA_NAMES as readonly string[]).includes(env)) {
+    throw new QuantkitError('ERR_UNSUPPORTED', `QUANTKIT_ISA must be one of ${ISA_NAMES.join(', ')}; got '${env}'`);
+  }
+  const require = createRequire(import.meta.url);
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+  try {
+    return nodeGypBuild(packageRoot()) as Addon;
+  } catch (err) {
+    throw new QuantkitError(
+      'ERR_NATIVE',
+      `quantkit: could not load the native addon (${(err as Error).message}). ` +
+        'Run `npm install` (or `npm run build:native`) to build it from source.',
+      { cause: err },
+    );
+  }
+}
+
+export const addon: Addon = load();

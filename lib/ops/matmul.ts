@@ -1,0 +1,82 @@
+/**
+ * matmul(x, w, bias?) = x · w^T (+ bias): the linear-layer product.
+ *   x: f32 [..., K]   w: [N, K] (Tensor f32/f16/bf16, or QuantizedTensor int8/int4)
+ *   -> f32 [..., N]
+ * Quantized weights stay packed; the kernels dequantize them in registers.
+ */
+import { WFormat, addon } from '../binding.js';
+import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
+import { QuantizedTensor } from '../quant/qtensor.js';
+import { Tensor } from '../tensor.js';
+
+/** A weight in the form the native gemm takes; built once per layer and reused. */
+export interface PreparedWeight {
+  readonly N: number;
+  readonly K: number;
+  readonly format: WFormat;
+  readonly data: Float32Array | Uint16Array | Int8Array | Uint8Array;
+  readonly groupSize: number;
+  readonly scales: Float32Array | null;
+  readonly zeroPoints: Int8Array | Uint8Array | null;
+}
+
+const FLOAT_FORMAT = { f32: WFormat.f32, f16: WFormat.f16, bf16: WFormat.bf16 } as const;
+
+/**
+ * Check a weight and describe it for the native gemm. Per-tensor scales are
+ * broadcast to one per row here, once, so the kernels only know per-group
+ * (per-channel = one group of K).
+ */
+export function prepareWeight(fn: string, arg: string, w: Tensor | QuantizedTensor): PreparedWeight {
+  if (w instanceof QuantizedTensor) {
+    if (w.shape.length !== 2) throw rangeError(fn, arg, `must be 2-D [N, K], got shape [${w.shape.join(', ')}]`);
+    const [N, K] = w.shape as [number, number];
+    if (w.bits === 2) throw new QuantkitError('ERR_UNSUPPORTED', `${fn}: '${arg}' is 2-bit; there is no int2 matrix multiplication yet (dequantize() it first)`);
+    if (w.bits === 4 && K % 2 !== 0) throw new QuantkitError('ERR_UNSUPPORTED', `${fn}: '${arg}' is int4 with an odd K = ${K}; int4 matmul needs an even K`);
+    let scales = w.scales;
+    let zps = w.zeroPoints;
+    let G = w.groupSize;
+    if (w.granularity === 'tensor') {
+      scales = new Float32Array(N).fill(w.scales[0] ?? 1);
+      if (zps) zps = zps instanceof Int8Array ? new Int8Array(N).fill(zps[0] ?? 0) : new Uint8Array(N).fill(zps[0] ?? 0);
+      G = K;
+    }
+    return { N, K, format: w.bits === 8 ? WFormat.i8 : WFormat.i4, data: w.data, groupSize: G, scales, zeroPoints: zps };
+  }
+  if (!(w instanceof Tensor)) throw typeError(fn, arg, `must be a Tensor or QuantizedTensor, got ${describe(w)}`);
+  if (w.dtype !== 'f32' && w.dtype !== 'f16' && w.dtype !== 'bf16') {
+    throw typeError(fn, arg, `must have dtype f32, f16 or bf16 (or be a QuantizedTensor), got ${w.dtype}`);
+  }
+  if (w.shape.length !== 2) throw rangeError(fn, arg, `must be 2-D [N, K], got shape [${w.shape.join(', ')}]`);
+  const [N, K] = w.shape as [number, number];
+  return { N, K, format: FLOAT_FORMAT[w.dtype], data: w.data as Float32Array | Uint16Array, groupSize: K, scales: null, zeroPoints: null };
+}
+
+export function checkBias(fn: string, bias: Tensor | null | undefined, N: number): Float32Array | null {
+  if (bias === undefined || bias === null) return null;
+  if (!(bias instanceof Tensor) || bias.dtype !== 'f32') throw typeError(fn, 'bias', `must be an f32 Tensor, got ${describe(bias)}`);
+  if (bias.size !== N || bias.shape.length !== 1) throw rangeError(fn, 'bias', `must have shape [${N}], got [${bias.shape.join(', ')}]`);
+  return bias.data as Float32Array;
+}
+
+/** Run a prepared weight on x [..., K]. */
+export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Tensor<'f32'> {
+  if (!(x instanceof Tensor)) throw typeError(fn, 'x', `must be a Tensor, got ${describe(x)}`);
+  if (x.dtype !== 'f32') throw typeError(fn, 'x', `must have dtype f32, got ${x.dtype}`);
+  if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
+  const K = x.shape[x.shape.length - 1]!;
+  if (K !== w.K) throw rangeError(fn, 'x', `has last dimension ${K}, but the weight has K = ${w.K}`);
+  const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
+  const outShape = [...x.shape.slice(0, -1), w.N];
+  const y = new Float32Array(rows * w.N);
+  if (y.length > 0) {
+    addon.gemm(x.data as Float32Array, rows, K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y);
+  }
+  return new Tensor('f32', outShape, y);
+}
+
+/** x · w^T (+ bias): x f32 [..., K], w [N, K] -> f32 [..., N]. */
+export function matmul(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tensor | null): Tensor<'f32'> {
+  const pw = prepareWeight('matmul', 'w', w);
+  return matmulPrepared('matmul', x, pw, checkBias('matmul', bias, pw.N));
+}

@@ -1,0 +1,83 @@
+/**
+ * Quantization options and their validation. A QuantSpec is the resolved,
+ * validated form of the user's QuantizeOptions for one tensor shape.
+ */
+import { Gran } from '../binding.js';
+import { describe, rangeError, typeError } from '../errors.js';
+
+export type Bits = 8 | 4 | 2;
+export type Scheme = 'symmetric' | 'asymmetric';
+export type Granularity = 'tensor' | 'channel' | 'group';
+
+export interface QuantizeOptions {
+  /** 8, 4 or 2 (default 8). */
+  bits?: Bits;
+  /** Default 'symmetric' ('asymmetric' for 2 bits, which has no symmetric form). */
+  scheme?: Scheme;
+  /** Default 'channel' for 8 bits, 'group' for 4 and 2 bits. */
+  granularity?: Granularity;
+  /** Values per group along the last dimension (default 32); even, dividing it. */
+  groupSize?: number;
+}
+
+export interface QuantSpec {
+  bits: Bits;
+  scheme: Scheme;
+  granularity: Granularity;
+  /** G for 'group'; K for 'channel'; rows*K for 'tensor'. */
+  groupSize: number;
+}
+
+export const GRAN_CODE: Record<Granularity, Gran> = { tensor: Gran.tensor, channel: Gran.channel, group: Gran.group };
+
+/** Integer code range for a bit width and scheme. */
+export function codeRange(bits: Bits, scheme: Scheme): [number, number] {
+  if (bits === 8) return scheme === 'symmetric' ? [-127, 127] : [-128, 127];
+  if (bits === 4) return scheme === 'symmetric' ? [-8, 7] : [0, 15];
+  return [0, 3];
+}
+
+/** Bytes of one row of K codes. */
+export function packedRowBytes(bits: Bits, K: number): number {
+  return bits === 8 ? K : bits === 4 ? Math.ceil(K / 2) : Math.ceil(K / 4);
+}
+
+/** rows x K view of a shape: K is the last dimension (1 for a scalar). */
+export function rowsK(shape: readonly number[]): [number, number] {
+  if (shape.length === 0) return [1, 1];
+  const K = shape[shape.length - 1]!;
+  const rows = shape.slice(0, -1).reduce((a, d) => a * d, 1);
+  return [rows, K];
+}
+
+export function resolveOptions(fn: string, shape: readonly number[], opts: QuantizeOptions | undefined): QuantSpec {
+  if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
+    throw typeError(fn, 'options', `must be an object, got ${describe(opts)}`);
+  }
+  const o = opts ?? {};
+  const bits = o.bits ?? 8;
+  if (bits !== 8 && bits !== 4 && bits !== 2) throw rangeError(fn, 'options.bits', `must be 8, 4 or 2, got ${describe(bits)}`);
+  const scheme = o.scheme ?? (bits === 2 ? 'asymmetric' : 'symmetric');
+  if (scheme !== 'symmetric' && scheme !== 'asymmetric') {
+    throw rangeError(fn, 'options.scheme', `must be 'symmetric' or 'asymmetric', got ${describe(scheme)}`);
+  }
+  if (bits === 2 && scheme !== 'asymmetric') throw rangeError(fn, 'options.scheme', `must be 'asymmetric' for 2 bits`);
+  const granularity = o.granularity ?? (bits === 8 ? 'channel' : 'group');
+  if (granularity !== 'tensor' && granularity !== 'channel' && granularity !== 'group') {
+    throw rangeError(fn, 'options.granularity', `must be 'tensor', 'channel' or 'group', got ${describe(granularity)}`);
+  }
+  const [rows, K] = rowsK(shape);
+  let groupSize: number;
+  if (granularity === 'group') {
+    const g = o.groupSize ?? 32;
+    if (typeof g !== 'number' || !Number.isInteger(g) || g < 2 || g % 2 !== 0) {
+      throw rangeError(fn, 'options.groupSize', `must be an even integer >= 2, got ${describe(g)}`);
+    }
+    if (K % g !== 0) throw rangeError(fn, 'options.groupSize', `${g} does not divide the last dimension K = ${K}`);
+    groupSize = g;
+  } else {
+    if (o.groupSize !== undefined) throw rangeError(fn, 'options.groupSize', `is only valid with granularity 'group'`);
+    groupSize = granularity === 'channel' ? K : rows * K;
+  }
+  return { bits, scheme, granularity, groupSize };
+}

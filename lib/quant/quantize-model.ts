@@ -1,0 +1,189 @@
+/**
+ * quantizeModel: swap every Linear of a module tree for a QLinear.
+ *
+ * It is modality-agnostic: it only walks Module.namedModules() and knows
+ * Linear, so it works on any model built from lib/nn. Each replaced layer's
+ * float weight is dropped with its Linear (parent.replaceChild; the model
+ * keeps no other reference), except where another module shares the tensor
+ * (a tied embedding keeps it alive, as it must).
+ *
+ * Exclude patterns (option `exclude`, default ['lm_head']) are matched
+ * against dotted module names ("model.layers.0.mlp.up_proj"):
+ *   - a pattern is a dotted name whose segments may use `*` (any characters
+ *     within one segment) and `**` (any number of whole segments, including none);
+ *   - it matches a layer when it matches a run of whole segments of the
+ *     layer's name: the full name, a suffix ('lm_head' matches 'lm_head' and
+ *     'model.lm_head'; 'q_proj' matches every q_proj) or an ancestor
+ *     ('layers.0' excludes every Linear of layer 0);
+ *   - examples: 'lm_head', 'layers.*.mlp.down_proj', 'layers.0.**', '**.v_proj'.
+ * These are the semantics of HF's modules_to_not_convert (a name is skipped
+ * when it contains the key), made segment-aligned so 'proj' does not match
+ * 'q_proj'.
+ */
+import { describe, rangeError, typeError } from '../errors.js';
+import { Linear, QLinear } from '../nn/linear.js';
+import type { Module } from '../nn/module.js';
+import type { Granularity, QuantizeOptions, Scheme } from './qtypes.js';
+import { rowsK } from './qtypes.js';
+
+export type WeightsFormat = 'int8' | 'int4';
+
+export interface QuantizeModelOptions {
+  weights: WeightsFormat;
+  /** Default 'symmetric'. */
+  scheme?: Scheme;
+  /** Default 'channel' for int8, 'group' for int4. */
+  granularity?: Granularity;
+  /** Values per scale along K for 'group' (default 32). */
+  groupSize?: number;
+  /** Module-name patterns left in float (default ['lm_head']); see the header. */
+  exclude?: readonly string[];
+  /**
+   * A layer whose K the group size does not divide (e.g. K = 172 with
+   * groups of 32): 'channel' quantizes that layer per channel (default),
+   * 'keep' leaves it in float, 'error' throws a RangeError.
+   */
+  groupFallback?: 'channel' | 'keep' | 'error';
+}
+
+/** The validated, defaulted options (what a checkpoint records). */
+export interface ResolvedQuantConfig {
+  weights: WeightsFormat;
+  bits: 8 | 4;
+  scheme: Scheme;
+  granularity: Granularity;
+  /** Set for 'group' only. */
+  groupSize: number | undefined;
+  exclude: string[];
+  groupFallback: 'channel' | 'keep' | 'error';
+}
+
+export interface QuantizeModelSummary {
+  config: ResolvedQuantConfig;
+  /** Dotted names of the Linear layers now QLinear. */
+  replaced: string[];
+  /** Linear layers left in float (excluded, or kept by groupFallback 'keep'). */
+  kept: string[];
+  /** Layers quantized per channel because the group size does not divide K. */
+  fallbacks: string[];
+  /** Bytes of the replaced layers' float weights (biases excluded: they stay f32). */
+  bytesBefore: number;
+  /** Bytes of their quantized weights: codes + scales + zero points. */
+  bytesAfter: number;
+}
+
+const FN = 'quantizeModel';
+
+export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): ResolvedQuantConfig {
+  if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
+  const { weights } = options;
+  if (weights !== 'int8' && weights !== 'int4') throw rangeError(fn, 'options.weights', `must be 'int8' or 'int4', got ${describe(weights)}`);
+  const bits = weights === 'int8' ? 8 : 4;
+  const scheme = options.scheme ?? 'symmetric';
+  if (scheme !== 'symmetric' && scheme !== 'asymmetric') {
+    throw rangeError(fn, 'options.scheme', `must be 'symmetric' or 'asymmetric', got ${describe(scheme)}`);
+  }
+  const granularity = options.granularity ?? (bits === 8 ? 'channel' : 'group');
+  if (granularity !== 'channel' && granularity !== 'group' && granularity !== 'tensor') {
+    throw rangeError(fn, 'options.granularity', `must be 'channel', 'group' or 'tensor', got ${describe(granularity)}`);
+  }
+  let groupSize: number | undefined;
+  if (granularity === 'group') {
+    const g = options.groupSize ?? 32;
+    if (typeof g !== 'number') throw typeError(fn, 'options.groupSize', `must be a number, got ${describe(g)}`);
+    if (!Number.isInteger(g) || g < 2 || g % 2 !== 0) throw rangeError(fn, 'options.groupSize', `must be an even integer >= 2, got ${g}`);
+    groupSize = g;
+  } else if (options.groupSize !== undefined) {
+    throw rangeError(fn, 'options.groupSize', `is only valid with granularity 'group' (granularity is '${granularity}')`);
+  }
+  const exclude = options.exclude ?? ['lm_head'];
+  if (!Array.isArray(exclude)) throw typeError(fn, 'options.exclude', `must be an array of strings, got ${describe(exclude)}`);
+  for (const p of exclude) {
+    if (typeof p !== 'string') throw typeError(fn, 'options.exclude', `must hold strings, got ${describe(p)}`);
+    if (p === '' || p.startsWith('.') || p.endsWith('.') || p.includes('..')) {
+      throw rangeError(fn, 'options.exclude', `holds '${p}', which is not a dotted name pattern`);
+    }
+  }
+  const groupFallback = options.groupFallback ?? 'channel';
+  if (groupFallback !== 'channel' && groupFallback !== 'keep' && groupFallback !== 'error') {
+    throw rangeError(fn, 'options.groupFallback', `must be 'channel', 'keep' or 'error', got ${describe(groupFallback)}`);
+  }
+  return { weights, bits, scheme, granularity, groupSize, exclude: [...exclude], groupFallback };
+}
+
+/** Compile one exclude pattern to a regex over whole dotted names (see the header). */
+export function excludePatternRegex(pattern: string): RegExp {
+  // Matched against '.' + name: every segment carries its leading dot, so a
+  // '**' (zero or more whole segments) needs no special dot handling.
+  const body = pattern
+    .split('.')
+    .map((s) => (s === '**' ? '(?:\\.[^.]+)*' : `\\.${s.split('*').map((lit) => lit.replace(/[\\^$+?()[\]{}|.]/g, '\\$&')).join('[^.]*')}`))
+    .join('');
+  // leading/trailing runs of segments: the pattern may match a suffix of an ancestor's name
+  return new RegExp(`^(?:\\.[^.]+)*${body}(?:\\.[^.]+)*$`);
+}
+
+/** A predicate telling whether a dotted module name is excluded by any pattern. */
+export function makeExcludeMatcher(patterns: readonly string[]): (name: string) => boolean {
+  const res = patterns.map(excludePatternRegex);
+  return (name) => res.some((r) => r.test(`.${name}`));
+}
+
+/** The quantize() options for one layer, or null to keep it in float. */
+export function layerQuantizeOptions(cfg: ResolvedQuantConfig, name: string, weightShape: readonly number[]): (QuantizeOptions & { bits: 8 | 4 }) | null {
+  const [, K] = rowsK(weightShape);
+  if (cfg.granularity === 'group' && K % cfg.groupSize! !== 0) {
+    if (cfg.groupFallback === 'keep') return null;
+    if (cfg.groupFallback === 'error') {
+      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set groupFallback to 'channel' or 'keep')`);
+    }
+    return { bits: cfg.bits, scheme: cfg.scheme, granularity: 'channel' };
+  }
+  return {
+    bits: cfg.bits,
+    scheme: cfg.scheme,
+    granularity: cfg.granularity,
+    ...(cfg.granularity === 'group' ? { groupSize: cfg.groupSize } : {}),
+  };
+}
+
+/** Every Linear of the tree with its dotted name, parent and local name. */
+export function findLinears(model: Module): { name: string; parent: Module; local: string; layer: Linear }[] {
+  const out: { name: string; parent: Module; local: string; layer: Linear }[] = [];
+  for (const [pname, parent] of model.namedModules()) {
+    for (const [local, child] of parent.namedChildren()) {
+      if (child instanceof Linear) out.push({ name: pname ? `${pname}.${local}` : local, parent, local, layer: child });
+    }
+  }
+  return out;
+}
+
+/** Replace the model's Linear layers by QLinear in place; see the header for `exclude`. */
+export function quantizeModel(model: Module, options: QuantizeModelOptions): QuantizeModelSummary {
+  if (model === null || typeof model !== 'object' || typeof (model as Module).namedModules !== 'function') {
+    throw typeError(FN, 'model', `must be a Module, got ${describe(model)}`);
+  }
+  const config = resolveQuantConfig(options);
+  const excluded = makeExcludeMatcher(config.exclude);
+  const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], bytesBefore: 0, bytesAfter: 0 };
+  // collect first: replacing while iterating namedModules() would walk the new children
+  for (const { name, parent, local, layer } of findLinears(model)) {
+    if (excluded(name)) {
+      summary.kept.push(name);
+      continue;
+    }
+    const opts = layerQuantizeOptions(config, name, layer.weight.shape);
+    if (opts === null) {
+      summary.kept.push(name);
+      continue;
+    }
+    if (config.granularity === 'group' && opts.granularity === 'channel') summary.fallbacks.push(name);
+    const q = QLinear.fromLinear(layer, opts);
+    q.qweight.name = `${name}.weight`;
+    parent.replaceChild(local, q);
+    summary.replaced.push(name);
+    summary.bytesBefore += layer.weight.nbytes;
+    summary.bytesAfter += q.qweight.nbytes;
+  }
+  return summary;
+}
