@@ -1,0 +1,191 @@
+/**
+ * quantkit kernel benchmarks: GEMV/GEMM for f32, bf16, int8 (per channel)
+ * and int4 (g32) weights at real layer shapes, quantize throughput, and the
+ * machine's DRAM read bandwidth measured in the same run, so every GEMV is
+ * reported as a fraction of it and every quantized case as a ratio to fp32.
+ *
+ *   npm run bench                 # the full table
+ *   npm run bench -- --json       # one JSON row per case
+ *   npm run bench -- --quick      # one shape, fewer repetitions (smoke)
+ *
+ * M = 1 uses cold weights: the case cycles through distinct copies of the
+ * weight totalling >= 256 MB, so each call streams from DRAM, not L3.
+ */
+import { performance } from 'node:perf_hooks';
+import { addon } from '../lib/binding.js';
+import { Tensor, isa, matmul, quantize, setThreads, type QuantizedTensor } from '../lib/index.js';
+
+const args = new Set(process.argv.slice(2));
+const JSON_OUT = args.has('--json');
+const QUICK = args.has('--quick');
+const COLD_BYTES = 256 * 2 ** 20;
+
+type Weight = Tensor | QuantizedTensor;
+type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32';
+const KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32'];
+
+interface Row {
+  op: string;
+  M: number;
+  N: number;
+  K: number;
+  weight: string;
+  threads: number;
+  ms: number;
+  gbps: number;
+  gflops: number;
+  ratioToF32: number | null;
+  fracBandwidth: number | null;
+}
+
+function log(msg: string) {
+  if (!JSON_OUT) process.stderr.write(msg + '\n');
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Run fn repeatedly (after a warm-up) for about `budgetMs`; median ms per call. */
+function time(fn: (i: number) => void, budgetMs: number, minReps = 5): number {
+  fn(0);
+  const samples: number[] = [];
+  const start = performance.now();
+  for (let i = 1; samples.length < minReps || performance.now() - start < budgetMs; i++) {
+    const t0 = performance.now();
+    fn(i);
+    samples.push(performance.now() - t0);
+    if (samples.length >= 200) break;
+  }
+  return median(samples);
+}
+
+function randomF32(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 4294967296 - 0.5) * 0.1;
+  }
+  return out;
+}
+
+function toBf16(w: Float32Array): Uint16Array {
+  const u = new Uint32Array(w.buffer, w.byteOffset, w.length);
+  const out = new Uint16Array(w.length);
+  for (let i = 0; i < w.length; i++) out[i] = u[i]! >>> 16;
+  return out;
+}
+
+function makeWeight(kind: WKind, w: Float32Array, N: number, K: number): Weight {
+  const t = new Tensor('f32', [N, K], w);
+  switch (kind) {
+    case 'f32': return t;
+    case 'bf16': return new Tensor('bf16', [N, K], toBf16(w));
+    case 'int8': return quantize(t, { bits: 8, granularity: 'channel' });
+    case 'int4-g32': return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
+  }
+}
+
+function weightBytes(w: Weight): number {
+  return w instanceof Tensor ? w.nbytes : w.nbytes;
+}
+
+/** A distinct copy (new memory) of a weight. */
+function copyWeight(w: Weight): Weight {
+  if (w instanceof Tensor) return new Tensor(w.dtype, w.shape, w.data.slice() as Float32Array);
+  const Q = w.constructor as new (init: ConstructorParameters<typeof QuantizedTensor>[0]) => QuantizedTensor;
+  return new Q({
+    bits: w.bits, scheme: w.scheme, granularity: w.granularity,
+    groupSize: w.granularity === 'group' ? w.groupSize : undefined,
+    shape: w.shape, data: w.data.slice(), scales: w.scales.slice(), zeroPoints: w.zeroPoints?.slice() ?? null,
+  });
+}
+
+function measureBandwidth(threads: number): number {
+  setThreads(threads);
+  const buf = new Float32Array(2 ** 28); // 1 GiB
+  for (let i = 0; i < buf.length; i += 1024) buf[i] = i; // touch every page
+  const ms = time(() => addon.streamRead(buf), 1500, 3);
+  return buf.byteLength / (ms / 1000) / 1e9;
+}
+
+function main() {
+  const shapes: [number, number][] = QUICK ? [[4096, 4096]] : [[4096, 4096], [11008, 4096], [4096, 11008]];
+  const Ms = [1, 16, 128];
+  const threadCounts = [1, 2];
+  const budget = QUICK ? 200 : 600;
+  const rows: Row[] = [];
+  const bw: Record<number, number> = {};
+  log(`quantkit bench: isa ${isa()}, cold-weight working set ${COLD_BYTES / 2 ** 20} MB for M = 1`);
+  for (const t of threadCounts) {
+    bw[t] = measureBandwidth(t);
+    log(`DRAM read bandwidth, ${t} thread(s): ${bw[t]!.toFixed(1)} GB/s`);
+  }
+
+  for (const [N, K] of shapes) {
+    const base = randomF32(N * K, N + K);
+    for (const kind of KINDS) {
+      const first = makeWeight(kind, base, N, K);
+      const per = weightBytes(first);
+      const copies = Math.max(1, Math.ceil(COLD_BYTES / per));
+      const cold: Weight[] = [first];
+      for (let i = 1; i < copies; i++) cold.push(copyWeight(first));
+      for (const M of Ms) {
+        const x = new Tensor('f32', [M, K], randomF32(M * K, 7));
+        for (const threads of threadCounts) {
+          setThreads(threads);
+          const ws = M === 1 ? cold : [first];
+          const ms = time((i) => matmul(x, ws[i % ws.length]!), budget);
+          const gbps = per / (ms / 1000) / 1e9;
+          const gflops = (2 * M * N * K) / (ms / 1000) / 1e9;
+          rows.push({
+            op: M === 1 ? 'gemv' : 'gemm', M, N, K, weight: kind, threads, ms, gbps, gflops,
+            ratioToF32: null, fracBandwidth: M === 1 ? gbps / bw[threads]! : null,
+          });
+          log(`  ${kind.padEnd(8)} M=${String(M).padEnd(3)} ${N}x${K} t=${threads}: ${ms.toFixed(3)} ms`);
+        }
+      }
+      cold.length = 0;
+    }
+  }
+  // Ratios to fp32 from the same run.
+  for (const r of rows) {
+    const f = rows.find((o) => o.weight === 'f32' && o.M === r.M && o.N === r.N && o.K === r.K && o.threads === r.threads);
+    if (f) r.ratioToF32 = f.ms / r.ms;
+  }
+
+  // Quantize throughput (GB/s of f32 input).
+  const qrows: Row[] = [];
+  {
+    const [N, K] = [4096, 4096];
+    const t = new Tensor('f32', [N, K], randomF32(N * K, 3));
+    for (const threads of threadCounts) {
+      setThreads(threads);
+      for (const [name, opts] of [['quantize int8 channel', { bits: 8 as const }], ['quantize int4 g32', { bits: 4 as const, groupSize: 32 }]] as const) {
+        const ms = time(() => quantize(t, opts), budget);
+        qrows.push({ op: name, M: 0, N, K, weight: 'f32 input', threads, ms, gbps: t.nbytes / (ms / 1000) / 1e9, gflops: 0, ratioToF32: null, fracBandwidth: null });
+      }
+    }
+  }
+
+  if (JSON_OUT) {
+    for (const t of threadCounts) process.stdout.write(JSON.stringify({ op: 'dram-read', threads: t, gbps: bw[t] }) + '\n');
+    for (const r of [...rows, ...qrows]) process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  const fmt = (v: number | null, d = 2) => (v === null ? '' : v.toFixed(d));
+  const header = ['op', 'M', 'N', 'K', 'weight', 'thr', 'median ms', 'GB/s', 'GFLOP/s', 'x fp32', 'of BW'];
+  const table = rows.map((r) => [r.op, r.M, r.N, r.K, r.weight, r.threads, fmt(r.ms, 3), fmt(r.gbps, 1), fmt(r.gflops, 1), fmt(r.ratioToF32), r.fracBandwidth === null ? '' : fmt(r.fracBandwidth)].map(String));
+  for (const r of qrows) table.push([r.op, '', String(r.N), String(r.K), r.weight, String(r.threads), fmt(r.ms, 2), fmt(r.gbps, 1), '', '', '']);
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+  console.log(`\nisa ${isa()}; DRAM read ${threadCounts.map((t) => `${bw[t]!.toFixed(1)} GB/s (${t} thr)`).join(', ')}`);
+  console.log(line(header));
+  console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
+  for (const row of table) console.log(line(row));
+}
+
+main();

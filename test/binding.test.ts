@@ -1,0 +1,47 @@
+/**
+ * The raw addon must never crash the process, whatever JavaScript passes it:
+ * every wrong type, length or value is a TypeError/RangeError naming the
+ * argument. (lib/ validates first; this is the second line of defence.)
+ */
+import { describe, expect, it } from 'vitest';
+import { addon } from '../lib/binding.js';
+
+describe('raw addon argument checks', () => {
+  it('rejects wrong types and lengths in quantize', () => {
+    const src = new Float32Array(8);
+    const ok = () => addon.quantize(src, 0, 2, 4, 8, false, 1, 0, new Int8Array(8), new Float32Array(2), null);
+    expect(ok()).toBe(-1);
+    expect(() => addon.quantize(new Float64Array(8) as unknown as Float32Array, 0, 2, 4, 8, false, 1, 0, new Int8Array(8), new Float32Array(2), null)).toThrow(/'src' must be a Float32Array, got Float64Array/);
+    expect(() => addon.quantize(src, 0, 3, 4, 8, false, 1, 0, new Int8Array(8), new Float32Array(2), null)).toThrow(/'src' has 8 elements, expected 12/);
+    expect(() => addon.quantize(src, 0, 2, 4, 8, false, 1, 0, new Int8Array(7), new Float32Array(2), null)).toThrow(/'codes'/);
+    expect(() => addon.quantize(src, 0, 2, 4, 8, false, 1, 0, new Int8Array(8), new Float32Array(1), null)).toThrow(/'scales'/);
+    expect(() => addon.quantize(src, 0, 2, 4, 8, true, 1, 0, new Int8Array(8), new Float32Array(2), null)).toThrow(/'zeroPoints'/);
+    expect(() => addon.quantize(src, 0, 2, 4, 5, false, 1, 0, new Int8Array(8), new Float32Array(2), null)).toThrow(/'bits'/);
+    expect(() => addon.quantize(src, 0, 2, 4, 8, false, 2, 3, new Int8Array(8), new Float32Array(2), null)).toThrow(/'groupSize'/);
+    expect(() => addon.quantize(src, 0, -1, 4, 8, false, 1, 0, new Int8Array(8), new Float32Array(2), null)).toThrow(RangeError);
+    expect(() => addon.quantize(src, 0, 2 ** 40, 2 ** 40, 8, false, 1, 0, new Int8Array(8), new Float32Array(2), null)).toThrow(RangeError);
+    expect(() => (addon.quantize as unknown as () => void)()).toThrow(TypeError);
+  });
+
+  it('rejects wrong arguments in gemm', () => {
+    const x = new Float32Array(4);
+    const y = new Float32Array(2);
+    expect(() => addon.gemm(x, 1, 4, 0, new Float32Array(8), 2, 4, null, null, null, y)).not.toThrow();
+    expect(() => addon.gemm(x, 1, 4, 0, new Float32Array(7), 2, 4, null, null, null, y)).toThrow(/'w'/);
+    expect(() => addon.gemm(x, 1, 4, 3, new Int8Array(8), 2, 4, null, null, null, y)).toThrow(/'scales'/);
+    expect(() => addon.gemm(x, 1, 4, 3, new Int8Array(8), 2, 3, new Float32Array(2), null, null, y)).toThrow(/'groupSize'/);
+    expect(() => addon.gemm(x, 1, 4, 4, new Uint8Array(4), 2, 4, new Float32Array(2), new Int8Array(2), null, y)).toThrow(/'zeroPoints'/);
+    expect(() => addon.gemm(x, 1, 4, 7 as 0, new Float32Array(8), 2, 4, null, null, null, y)).toThrow(/'wFormat'/);
+    expect(() => addon.gemm(x, 1, 4, 0, new Float32Array(8), 2, 4, null, null, new Float32Array(3), y)).toThrow(/'bias'/);
+    expect(() => addon.gemm(x, 1, 4, 0, new Float32Array(8), 2, 4, null, null, null, new Float32Array(1))).toThrow(/'y'/);
+  });
+
+  it('rejects wrong arguments elsewhere', () => {
+    expect(() => addon.setThreads(0)).toThrow(RangeError);
+    expect(() => addon.selectIsa('mmx' as 'avx2')).toThrow(RangeError);
+    expect(() => addon.packRows(3, new Int8Array(4), 1, 4, new Uint8Array(2))).toThrow(/'bits'/);
+    expect(() => addon.unpackRows(4, true, new Uint8Array(1), 1, 4, new Int8Array(4))).toThrow(/'packed'/);
+    expect(() => addon.toF32(1, new Uint16Array(4), new Float32Array(3))).toThrow(/'out'/);
+    expect(() => addon.dequantize(new Int8Array(4), 1, 4, 8, false, 1, 0, new Float32Array(1), null, new Float32Array(5))).toThrow(/'out'/);
+  });
+});

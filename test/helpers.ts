@@ -1,0 +1,154 @@
+/**
+ * Test-only helpers: a seeded PRNG, f16/bf16 encoders, and the quantization
+ * formulas written out independently of lib/ and native/ (the spec as the
+ * README states it), so tests compare the kernels against a second
+ * implementation rather than against themselves.
+ */
+
+/** mulberry32: small, seeded, good enough for test data. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Uniform values in [lo, hi). */
+export function randomF32(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** f32 -> bf16 bits, round to nearest even (finite inputs). */
+export function toBf16Bits(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+export function bf16BitsToNumber(h: number): number {
+  u32[0] = h << 16;
+  return f32[0]!;
+}
+
+/** f32 -> IEEE half bits, round to nearest even, with subnormals and inf. */
+export function toF16Bits(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let r = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    if (rem > half || (rem === half && (r & 1))) r++;
+    return sign | r;
+  }
+  let r = mant >>> 13;
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
+  if (r === 0x400) {
+    r = 0;
+    e++;
+    if (e >= 0x1f) return sign | 0x7c00;
+  }
+  return sign | (e << 10) | r;
+}
+export function f16BitsToNumber(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 0x1f) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** Round half to even. */
+export function rne(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v - Math.trunc(v)) === 0.5 ? 2 * Math.round(v / 2) : r;
+}
+
+export type RefSpec = { bits: 8 | 4 | 2; asym: boolean; gran: 'tensor' | 'channel' | 'group'; G?: number };
+
+export function refRange(s: RefSpec): [number, number] {
+  if (s.bits === 8) return s.asym ? [-128, 127] : [-127, 127];
+  if (s.bits === 4) return s.asym ? [0, 15] : [-8, 7];
+  return [0, 3];
+}
+
+const FLT_TRUE_MIN = 1.401298464324817e-45;
+
+/** Scale and zero point of one block, as the README specifies them. */
+export function refParams(s: RefSpec, mn: number, mx: number): { scale: number; zp: number } {
+  const [qmin, qmax] = refRange(s);
+  let scale: number;
+  if (mn === mx) scale = mn === 0 ? 1 : Math.abs(mn);
+  else if (!s.asym) scale = Math.fround(Math.max(Math.abs(mn), Math.abs(mx)) / qmax);
+  else scale = Math.fround((Math.max(mx, 0) - Math.min(mn, 0)) / (qmax - qmin));
+  if (scale === 0) scale = FLT_TRUE_MIN;
+  if (!s.asym) return { scale, zp: 0 };
+  const lo = Math.min(mn, 0);
+  const z = rne(Math.fround(qmin - Math.fround(lo / scale)));
+  return { scale, zp: Math.min(Math.max(z, qmin), qmax) };
+}
+
+/** Reference quantization of x [rows, K]: codes (unpacked), scales, zero points. */
+export function refQuantize(x: Float32Array, rows: number, K: number, s: RefSpec) {
+  const [qmin, qmax] = refRange(s);
+  const G = s.gran === 'group' ? s.G! : K;
+  const ng = s.gran === 'tensor' ? 1 : rows * (K / G);
+  const scales = new Float32Array(ng);
+  const zps = new Int32Array(ng);
+  const codes = new Int8Array(rows * K);
+  const block = (start: number, len: number) => {
+    let mn = Infinity, mx = -Infinity;
+    for (let i = 0; i < len; i++) {
+      mn = Math.min(mn, x[start + i]!);
+      mx = Math.max(mx, x[start + i]!);
+    }
+    return refParams(s, mn, mx);
+  };
+  if (s.gran === 'tensor') {
+    const p = block(0, rows * K);
+    scales[0] = p.scale;
+    zps[0] = p.zp;
+  } else {
+    for (let g = 0; g < ng; g++) {
+      const p = block(g * G, G);
+      scales[g] = p.scale;
+      zps[g] = p.zp;
+    }
+  }
+  for (let i = 0; i < rows * K; i++) {
+    const g = s.gran === 'tensor' ? 0 : Math.floor(i / G);
+    const v = rne(Math.fround(x[i]! / scales[g]!)) + zps[g]!;
+    codes[i] = Math.min(Math.max(v, qmin), qmax);
+  }
+  return { codes, scales, zps, G };
+}
+
+/** Reference dequantization of unpacked codes. */
+export function refDequantize(codes: Int8Array, scales: Float32Array, zps: Int32Array | null, G: number, perTensor: boolean): Float32Array {
+  const out = new Float32Array(codes.length);
+  for (let i = 0; i < codes.length; i++) {
+    const g = perTensor ? 0 : Math.floor(i / G);
+    out[i] = Math.fround((codes[i]! - (zps ? zps[g]! : 0)) * scales[g]!);
+  }
+  return out;
+}
