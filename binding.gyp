@@ -4,6 +4,7 @@
       "-O3",
       "-fPIC",
       "-fno-math-errno",
+      "-ffp-contract=off",
       "-Wall",
       "-Wextra",
       "-Wno-unused-parameter"
