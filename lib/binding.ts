@@ -73,6 +73,10 @@ export interface Addon {
     bias: Float32Array | null,
     y: Float32Array,
   ): void;
+  /** quantize on a libuv worker thread. */
+  quantizeAsync(...args: Parameters<Addon['quantize']>): Promise<number>;
+  /** gemm on a libuv worker thread; every buffer stays referenced until it settles. */
+  gemmAsync(...args: Parameters<Addon['gemm']>): Promise<void>;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

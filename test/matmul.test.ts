@@ -109,6 +109,8 @@ function run(M: number, N: number, K: number, seed: number, label: string, withB
   const bias = withBias ? randomF32(N, seed + 2) : undefined;
   for (const c of weightCases(K)) {
     const { weight, deq } = c.make(w, N, K);
+    // Values beyond a format's range (f16 tops out at 65504) become Inf there: not this test's subject.
+    if (deq.some((v) => !Number.isFinite(v))) continue;
     const y = matmul(new Tensor('f32', [M, K], x), weight, bias ? new Tensor('f32', [N], bias) : undefined);
     expect(y.shape).toEqual([M, N]);
     expectClose(y.data, reference(x, M, K, deq, N, bias), `${label} ${c.name} M=${M} N=${N} K=${K}`);

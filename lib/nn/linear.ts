@@ -4,7 +4,7 @@
  * that stays packed (its forward is one native call).
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { type PreparedWeight, checkBias, matmulPrepared, prepareWeight } from '../ops/matmul.js';
+import { type PreparedWeight, checkBias, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import { quantize } from '../quant/quantize.js';
 import type { QuantizeOptions } from '../quant/qtypes.js';
@@ -36,6 +36,11 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor<'f32'> {
     return matmulPrepared('Linear.forward', x, this.#w, this.#b);
+  }
+
+  /** forward() on a worker thread. */
+  forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
+    return matmulPreparedAsync('Linear.forwardAsync', x, this.#w, this.#b);
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {
@@ -82,6 +87,11 @@ export class QLinear extends Module {
 
   forward(x: Tensor): Tensor<'f32'> {
     return matmulPrepared('QLinear.forward', x, this.#w, this.#b);
+  }
+
+  /** forward() on a worker thread. */
+  forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
+    return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b);
   }
 
   override ownTensors(): Iterable<[string, Tensor | QuantizedTensor]> {

@@ -59,24 +59,43 @@ export function checkBias(fn: string, bias: Tensor | null | undefined, N: number
   return bias.data as Float32Array;
 }
 
-/** Run a prepared weight on x [..., K]. */
-export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Tensor<'f32'> {
+type GemmArgs = Parameters<typeof addon.gemm>;
+
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): { args: GemmArgs | null; y: Tensor<'f32'> } {
   if (!(x instanceof Tensor)) throw typeError(fn, 'x', `must be a Tensor, got ${describe(x)}`);
   if (x.dtype !== 'f32') throw typeError(fn, 'x', `must have dtype f32, got ${x.dtype}`);
   if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
   const K = x.shape[x.shape.length - 1]!;
   if (K !== w.K) throw rangeError(fn, 'x', `has last dimension ${K}, but the weight has K = ${w.K}`);
   const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
-  const outShape = [...x.shape.slice(0, -1), w.N];
   const y = new Float32Array(rows * w.N);
-  if (y.length > 0) {
-    addon.gemm(x.data as Float32Array, rows, K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y);
-  }
-  return new Tensor('f32', outShape, y);
+  const out = new Tensor('f32', [...x.shape.slice(0, -1), w.N], y);
+  if (y.length === 0) return { args: null, y: out };
+  return { args: [x.data as Float32Array, rows, K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y], y: out };
+}
+
+/** Run a prepared weight on x [..., K]. */
+export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Tensor<'f32'> {
+  const c = prepareCall(fn, x, w, bias);
+  if (c.args) addon.gemm(...c.args);
+  return c.y;
+}
+
+/** matmulPrepared on a worker thread. */
+export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Promise<Tensor<'f32'>> {
+  const c = prepareCall(fn, x, w, bias);
+  if (c.args) await addon.gemmAsync(...c.args);
+  return c.y;
 }
 
 /** x · w^T (+ bias): x f32 [..., K], w [N, K] -> f32 [..., N]. */
 export function matmul(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tensor | null): Tensor<'f32'> {
   const pw = prepareWeight('matmul', 'w', w);
   return matmulPrepared('matmul', x, pw, checkBias('matmul', bias, pw.N));
+}
+
+/** matmul() on a worker thread: the event loop stays free; the result is identical. */
+export async function matmulAsync(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tensor | null): Promise<Tensor<'f32'>> {
+  const pw = prepareWeight('matmulAsync', 'w', w);
+  return matmulPreparedAsync('matmulAsync', x, pw, checkBias('matmulAsync', bias, pw.N));
 }

@@ -12,9 +12,10 @@ import { GRAN_CODE, packedRowBytes, resolveOptions, rowsK, type QuantizeOptions 
 
 const SRC_CODE = { f32: SrcType.f32, f16: SrcType.f16, bf16: SrcType.bf16 } as const;
 
-/** Quantize an f32/f16/bf16 tensor; K (groups, channels) runs along the last dimension. */
-export function quantize(t: Tensor, options?: QuantizeOptions): QuantizedTensor {
-  const fn = 'quantize';
+type QuantizeArgs = Parameters<typeof addon.quantize>;
+
+/** Validate, allocate the outputs and describe the native call. */
+function prepareQuantize(fn: string, t: Tensor, options: QuantizeOptions | undefined) {
   if (!(t instanceof Tensor)) throw typeError(fn, 't', `must be a Tensor, got ${describe(t)}`);
   if (t.dtype !== 'f32' && t.dtype !== 'f16' && t.dtype !== 'bf16') {
     throw typeError(fn, 't', `must have dtype f32, f16 or bf16, got ${t.dtype}`);
@@ -26,33 +27,46 @@ export function quantize(t: Tensor, options?: QuantizeOptions): QuantizedTensor 
   const data = spec.bits === 8 ? new Int8Array(rows * K) : new Uint8Array(rows * packedRowBytes(spec.bits, K));
   const scales = new Float32Array(nScales).fill(1);
   const zeroPoints = asym ? (spec.bits === 8 ? new Int8Array(nScales).fill(-128) : new Uint8Array(nScales)) : null;
-  if (rows * K > 0) {
-    const bad = addon.quantize(
-      t.data as Float32Array | Uint16Array,
-      SRC_CODE[t.dtype],
-      rows,
-      K,
-      spec.bits,
-      asym,
-      GRAN_CODE[spec.granularity],
-      spec.granularity === 'group' ? spec.groupSize : 0,
-      data,
-      scales,
-      zeroPoints,
-    );
-    if (bad >= 0) throw nonFiniteError(fn, t, bad);
-  }
-  return new QuantizedTensor({
-    bits: spec.bits,
-    scheme: spec.scheme,
-    granularity: spec.granularity,
-    groupSize: spec.granularity === 'group' ? spec.groupSize : undefined,
-    shape: t.shape,
+  const args: QuantizeArgs = [
+    t.data as Float32Array | Uint16Array,
+    SRC_CODE[t.dtype],
+    rows,
+    K,
+    spec.bits,
+    asym,
+    GRAN_CODE[spec.granularity],
+    spec.granularity === 'group' ? spec.groupSize : 0,
     data,
     scales,
     zeroPoints,
-    name: t.name,
-  });
+  ];
+  const finish = (bad: number): QuantizedTensor => {
+    if (bad >= 0) throw nonFiniteError(fn, t, bad);
+    return new QuantizedTensor({
+      bits: spec.bits,
+      scheme: spec.scheme,
+      granularity: spec.granularity,
+      groupSize: spec.granularity === 'group' ? spec.groupSize : undefined,
+      shape: t.shape,
+      data,
+      scales,
+      zeroPoints,
+      name: t.name,
+    });
+  };
+  return { args, empty: rows * K === 0, finish };
+}
+
+/** Quantize an f32/f16/bf16 tensor; K (groups, channels) runs along the last dimension. */
+export function quantize(t: Tensor, options?: QuantizeOptions): QuantizedTensor {
+  const p = prepareQuantize('quantize', t, options);
+  return p.finish(p.empty ? -1 : addon.quantize(...p.args));
+}
+
+/** quantize() on a worker thread: the event loop stays free while it runs. */
+export async function quantizeAsync(t: Tensor, options?: QuantizeOptions): Promise<QuantizedTensor> {
+  const p = prepareQuantize('quantizeAsync', t, options);
+  return p.finish(p.empty ? -1 : await addon.quantizeAsync(...p.args));
 }
 
 /** The f32 tensor a QuantizedTensor stands for. */

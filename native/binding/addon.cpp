@@ -6,6 +6,7 @@
 
 #include <new>
 #include <string>
+#include <vector>
 
 #include "../dispatch.h"
 #include "../ops/gemm_ops.h"
@@ -99,22 +100,35 @@ size_t scale_count(const qk::QuantSpec& s, size_t rows, size_t K) {
 
 // quantize(src, srcType, rows, K, bits, asymmetric, granularity, groupSize, codes, scales, zps)
 //   -> -1, or the flat index of the first NaN/Inf in src.
+struct QuantizeCall {
+    const void* src;
+    qk::SrcType st;
+    size_t rows, K;
+    qk::QuantSpec spec;
+    void* codes;
+    float* scales;
+    void* zps;
+    size_t run() const { return qk::quantize(src, st, rows, K, spec, codes, scales, zps); }
+};
+
+QuantizeCall parse_quantize(const Napi::CallbackInfo& info, const char* fn) {
+    const int st = int_arg(info, 1, fn, "srcType", 0, 2);
+    const size_t rows = size_arg(info, 2, fn, "rows"), K = size_arg(info, 3, fn, "K");
+    const size_t n = mul_checked(info.Env(), fn, rows, K);
+    const qk::QuantSpec s = spec_args(info, 4, fn, K);
+    View src = typed_arg(info, 0, fn, "src", st == 0 ? napi_float32_array : napi_uint16_array, n);
+    const size_t code_bytes = mul_checked(info.Env(), fn, rows, qk::packed_row_bytes(s.bits, K));
+    View codes = typed_arg(info, 8, fn, "codes", s.bits == 8 ? napi_int8_array : napi_uint8_array, code_bytes);
+    const size_t ns = scale_count(s, rows, K);
+    View scales = typed_arg(info, 9, fn, "scales", napi_float32_array, ns);
+    View zps;
+    if (s.asymmetric) zps = typed_arg(info, 10, fn, "zeroPoints", s.bits == 8 ? napi_int8_array : napi_uint8_array, ns);
+    return {src.data, qk::SrcType(st), rows, K, s, codes.data, static_cast<float*>(scales.data), zps.data};
+}
+
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
-    const char* fn = "quantize";
-    return guarded(info, fn, [&]() -> Napi::Value {
-        const int st = int_arg(info, 1, fn, "srcType", 0, 2);
-        const size_t rows = size_arg(info, 2, fn, "rows"), K = size_arg(info, 3, fn, "K");
-        const size_t n = mul_checked(info.Env(), fn, rows, K);
-        const qk::QuantSpec s = spec_args(info, 4, fn, K);
-        View src = typed_arg(info, 0, fn, "src", st == 0 ? napi_float32_array : napi_uint16_array, n);
-        const size_t code_bytes = mul_checked(info.Env(), fn, rows, qk::packed_row_bytes(s.bits, K));
-        View codes = typed_arg(info, 8, fn, "codes", s.bits == 8 ? napi_int8_array : napi_uint8_array, code_bytes);
-        const size_t ns = scale_count(s, rows, K);
-        View scales = typed_arg(info, 9, fn, "scales", napi_float32_array, ns);
-        View zps;
-        if (s.asymmetric) zps = typed_arg(info, 10, fn, "zeroPoints", s.bits == 8 ? napi_int8_array : napi_uint8_array, ns);
-        const size_t bad = qk::quantize(src.data, qk::SrcType(st), rows, K, s, codes.data,
-                                        static_cast<float*>(scales.data), zps.data);
+    return guarded(info, "quantize", [&]() -> Napi::Value {
+        const size_t bad = parse_quantize(info, "quantize").run();
         return Napi::Number::New(info.Env(), bad == SIZE_MAX ? -1.0 : double(bad));
     });
 }
@@ -186,52 +200,143 @@ Napi::Value ToF32(const Napi::CallbackInfo& info) {
 
 // gemm(x, M, K, wFormat, w, N, groupSize, scales, zps, bias, y)
 //   wFormat: 0 f32, 1 f16, 2 bf16, 3 i8, 4 i4. Y[M,N] = X[M,K] W[N,K]^T + bias.
-Napi::Value Gemm(const Napi::CallbackInfo& info) {
-    const char* fn = "gemm";
-    return guarded(info, fn, [&]() -> Napi::Value {
-        Napi::Env env = info.Env();
-        const size_t M = size_arg(info, 1, fn, "M"), K = size_arg(info, 2, fn, "K");
-        const int fmt = int_arg(info, 3, fn, "wFormat", 0, 4);
-        const size_t N = size_arg(info, 5, fn, "N");
-        View x = typed_arg(info, 0, fn, "x", napi_float32_array, mul_checked(env, fn, M, K));
-        qk::GemmArgs a{};
-        a.M = M; a.N = N; a.K = K;
-        a.x = static_cast<const float*>(x.data); a.ldx = K;
-        a.w.fmt = qk::WFormat(fmt);
-        a.w.group = K;
-        size_t row_bytes = 0;
-        switch (a.w.fmt) {
-            case qk::WFormat::f32: {
-                View w = typed_arg(info, 4, fn, "w", napi_float32_array, mul_checked(env, fn, N, K));
-                a.w.data = w.data; row_bytes = 4 * K; break;
-            }
-            case qk::WFormat::f16:
-            case qk::WFormat::bf16: {
-                View w = typed_arg(info, 4, fn, "w", napi_uint16_array, mul_checked(env, fn, N, K));
-                a.w.data = w.data; row_bytes = 2 * K; break;
-            }
-            case qk::WFormat::i8:
-            case qk::WFormat::i4: {
-                const bool i4 = a.w.fmt == qk::WFormat::i4;
-                row_bytes = i4 ? (K + 1) / 2 : K;
-                View w = typed_arg(info, 4, fn, "w", i4 ? napi_uint8_array : napi_int8_array, mul_checked(env, fn, N, row_bytes));
-                a.w.data = w.data;
-                const size_t G = size_arg(info, 6, fn, "groupSize");
-                if (K > 0 && (G == 0 || K % G != 0)) throw_range(env, fn, "groupSize", "must divide K = " + std::to_string(K));
-                if (i4 && K > 0 && G % 2 != 0) throw_range(env, fn, "groupSize", "must be even for int4");
-                a.w.group = K > 0 ? G : 1;
-                const size_t ns = mul_checked(env, fn, N, K > 0 ? K / G : 0);
-                a.w.scales = static_cast<const float*>(typed_arg(info, 7, fn, "scales", napi_float32_array, ns).data);
-                a.w.zps = typed_arg(info, 8, fn, "zeroPoints", i4 ? napi_uint8_array : napi_int8_array, ns, true).data;
-                break;
-            }
+qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    const size_t M = size_arg(info, 1, fn, "M"), K = size_arg(info, 2, fn, "K");
+    const int fmt = int_arg(info, 3, fn, "wFormat", 0, 4);
+    const size_t N = size_arg(info, 5, fn, "N");
+    View x = typed_arg(info, 0, fn, "x", napi_float32_array, mul_checked(env, fn, M, K));
+    qk::GemmArgs a{};
+    a.M = M; a.N = N; a.K = K;
+    a.x = static_cast<const float*>(x.data); a.ldx = K;
+    a.w.fmt = qk::WFormat(fmt);
+    a.w.group = K;
+    size_t row_bytes = 0;
+    switch (a.w.fmt) {
+        case qk::WFormat::f32: {
+            View w = typed_arg(info, 4, fn, "w", napi_float32_array, mul_checked(env, fn, N, K));
+            a.w.data = w.data; row_bytes = 4 * K; break;
         }
-        a.w.row_bytes = row_bytes;
-        a.bias = static_cast<const float*>(typed_arg(info, 9, fn, "bias", napi_float32_array, N, true).data);
-        View y = typed_arg(info, 10, fn, "y", napi_float32_array, mul_checked(env, fn, M, N));
-        a.y = static_cast<float*>(y.data); a.ldy = N;
-        qk::gemm(a);
-        return env.Undefined();
+        case qk::WFormat::f16:
+        case qk::WFormat::bf16: {
+            View w = typed_arg(info, 4, fn, "w", napi_uint16_array, mul_checked(env, fn, N, K));
+            a.w.data = w.data; row_bytes = 2 * K; break;
+        }
+        case qk::WFormat::i8:
+        case qk::WFormat::i4: {
+            const bool i4 = a.w.fmt == qk::WFormat::i4;
+            row_bytes = i4 ? (K + 1) / 2 : K;
+            View w = typed_arg(info, 4, fn, "w", i4 ? napi_uint8_array : napi_int8_array, mul_checked(env, fn, N, row_bytes));
+            a.w.data = w.data;
+            const size_t G = size_arg(info, 6, fn, "groupSize");
+            if (K > 0 && (G == 0 || K % G != 0)) throw_range(env, fn, "groupSize", "must divide K = " + std::to_string(K));
+            if (i4 && K > 0 && G % 2 != 0) throw_range(env, fn, "groupSize", "must be even for int4");
+            a.w.group = K > 0 ? G : 1;
+            const size_t ns = mul_checked(env, fn, N, K > 0 ? K / G : 0);
+            a.w.scales = static_cast<const float*>(typed_arg(info, 7, fn, "scales", napi_float32_array, ns).data);
+            a.w.zps = typed_arg(info, 8, fn, "zeroPoints", i4 ? napi_uint8_array : napi_int8_array, ns, true).data;
+            break;
+        }
+    }
+    a.w.row_bytes = row_bytes;
+    a.bias = static_cast<const float*>(typed_arg(info, 9, fn, "bias", napi_float32_array, N, true).data);
+    View y = typed_arg(info, 10, fn, "y", napi_float32_array, mul_checked(env, fn, M, N));
+    a.y = static_cast<float*>(y.data); a.ldy = N;
+    return a;
+}
+
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+    return guarded(info, "gemm", [&]() -> Napi::Value {
+        qk::gemm(parse_gemm(info, "gemm"));
+        return info.Env().Undefined();
+    });
+}
+
+// ---- Promise forms: the same work on a libuv worker thread ---------------
+//
+// The calling thread only checks arguments; Execute() touches C++ data only.
+// Every JS object the work reads or writes is held by a reference until the
+// promise settles, so the garbage collector cannot free a buffer under it.
+class PromiseWorker : public Napi::AsyncWorker {
+public:
+    PromiseWorker(Napi::Env env, const Napi::CallbackInfo& info, size_t n_keep, const char* fn)
+        : Napi::AsyncWorker(env, fn), deferred_(Napi::Promise::Deferred::New(env)), fn_(fn) {
+        for (size_t i = 0; i < n_keep && i < info.Length(); ++i)
+            if (info[i].IsObject()) keep_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+    }
+    Napi::Promise Promise() const { return deferred_.Promise(); }
+
+protected:
+    virtual void Run() = 0;
+    virtual Napi::Value Result() { return Env().Undefined(); }
+
+private:
+    void Execute() override {
+        try {
+            Run();
+        } catch (const std::bad_alloc&) {
+            SetError(std::string(fn_) + ": out of memory");
+        } catch (const std::exception& e) {
+            SetError(std::string(fn_) + ": " + e.what());
+        }
+    }
+    void OnOK() override {
+        deferred_.Resolve(Result());
+        keep_.clear();
+    }
+    void OnError(const Napi::Error& e) override {
+        Napi::Error err = Napi::Error::New(Env(), e.Message());
+        err.Set("code", Napi::String::New(Env(), "ERR_NATIVE"));
+        deferred_.Reject(err.Value());
+        keep_.clear();
+    }
+
+    Napi::Promise::Deferred deferred_;
+    const char* fn_;
+    std::vector<Napi::ObjectReference> keep_;
+};
+
+class GemmWorker : public PromiseWorker {
+public:
+    GemmWorker(Napi::Env env, const Napi::CallbackInfo& info, const qk::GemmArgs& a)
+        : PromiseWorker(env, info, 11, "gemmAsync"), a_(a) {}
+
+private:
+    void Run() override { qk::gemm(a_); }
+    qk::GemmArgs a_;
+};
+
+// gemmAsync(...same arguments as gemm) -> Promise<void>
+Napi::Value GemmAsync(const Napi::CallbackInfo& info) {
+    return guarded(info, "gemmAsync", [&]() -> Napi::Value {
+        const qk::GemmArgs a = parse_gemm(info, "gemmAsync");
+        auto* w = new GemmWorker(info.Env(), info, a);
+        Napi::Promise p = w->Promise();
+        w->Queue();
+        return p;
+    });
+}
+
+class QuantizeWorker : public PromiseWorker {
+public:
+    QuantizeWorker(Napi::Env env, const Napi::CallbackInfo& info, const QuantizeCall& c)
+        : PromiseWorker(env, info, 11, "quantizeAsync"), c_(c) {}
+
+private:
+    void Run() override { bad_ = c_.run(); }
+    Napi::Value Result() override { return Napi::Number::New(Env(), bad_ == SIZE_MAX ? -1.0 : double(bad_)); }
+    QuantizeCall c_;
+    size_t bad_ = SIZE_MAX;
+};
+
+// quantizeAsync(...same arguments as quantize) -> Promise<number>
+Napi::Value QuantizeAsync(const Napi::CallbackInfo& info) {
+    return guarded(info, "quantizeAsync", [&]() -> Napi::Value {
+        const QuantizeCall c = parse_quantize(info, "quantizeAsync");
+        auto* w = new QuantizeWorker(info.Env(), info, c);
+        Napi::Promise p = w->Promise();
+        w->Queue();
+        return p;
     });
 }
 
@@ -258,6 +363,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("unpackRows", Napi::Function::New(env, UnpackRows, "unpackRows"));
     exports.Set("toF32", Napi::Function::New(env, ToF32, "toF32"));
     exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
+    exports.Set("gemmAsync", Napi::Function::New(env, GemmAsync, "gemmAsync"));
+    exports.Set("quantizeAsync", Napi::Function::New(env, QuantizeAsync, "quantizeAsync"));
     exports.Set("streamRead", Napi::Function::New(env, StreamRead, "streamRead"));
     return exports;
 }
