@@ -1,0 +1,186 @@
+/**
+ * GPT-2 (HF GPT2LMHeadModel): token + learned position embeddings, N
+ * pre-LayerNorm blocks (fused qkv attention, GELU-tanh MLP), ln_f, tied
+ * lm_head.
+ *
+ * HF stores GPT-2's projections as Conv1D weights [in, out]; they are
+ * transposed at load into ordinary Linear weights [out, in] (c_attn
+ * [3 * n_embd, n_embd], attn.c_proj [n_embd, n_embd], c_fc [n_inner, n_embd],
+ * mlp.c_proj [n_embd, n_inner]) so they quantize like any Linear.
+ * Shapes for T tokens: hidden f32 [T, n_embd]; qkv [T, 3 * n_embd]; logits [T, vocab].
+ * Module names: transformer.{wte,wpe,ln_f}, transformer.h.{i}.{ln_1,ln_2},
+ * transformer.h.{i}.attn.{c_attn,c_proj}, transformer.h.{i}.mlp.{c_fc,c_proj}, lm_head.
+ */
+import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
+import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttention, linearChild } from '../nn/attention.js';
+import { Embedding } from '../nn/embedding.js';
+import { Linear } from '../nn/linear.js';
+import { Module } from '../nn/module.js';
+import { LayerNorm } from '../nn/norm.js';
+import { Tensor } from '../tensor.js';
+import { CausalLM, type KVCache } from './causal-lm.js';
+import type { Gpt2Config, WeightReader } from './config.js';
+
+export class Gpt2Attention extends Module {
+  readonly shape: AttentionShape;
+
+  constructor(cAttn: Linear, cProj: Linear, shape: AttentionShape) {
+    super();
+    this.addModule('c_attn', cAttn);
+    this.addModule('c_proj', cProj);
+    this.shape = shape;
+  }
+
+  forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    const T = x.shape[0]!;
+    const D = this.shape.nHeads * this.shape.headDim;
+    const qkv = linearChild(this, 'c_attn').forward(x).data; // [T, 3D]: q | k | v per row
+    const q = new Float32Array(T * D);
+    const k = new Float32Array(T * D);
+    const v = new Float32Array(T * D);
+    for (let t = 0; t < T; t++) {
+      const o = t * 3 * D;
+      q.set(qkv.subarray(o, o + D), t * D);
+      k.set(qkv.subarray(o + D, o + 2 * D), t * D);
+      v.set(qkv.subarray(o + 2 * D, o + 3 * D), t * D);
+    }
+    cache.write(layer, pos0, k, v);
+    const a = causalAttention(q, T, pos0, cache, layer, this.shape);
+    return linearChild(this, 'c_proj').forward(new Tensor('f32', [T, D], a));
+  }
+}
+
+export class Gpt2MLP extends Module {
+  readonly #act: ActivationFn;
+
+  constructor(cFc: Linear, cProj: Linear, act: ActivationFn) {
+    super();
+    this.addModule('c_fc', cFc);
+    this.addModule('c_proj', cProj);
+    this.#act = act;
+  }
+
+  forward(x: Tensor<'f32'>): Tensor<'f32'> {
+    const h = linearChild(this, 'c_fc').forward(x);
+    this.#act(h.data);
+    return linearChild(this, 'c_proj').forward(h);
+  }
+}
+
+export class Gpt2Block extends Module {
+  readonly ln_1: LayerNorm;
+  readonly attn: Gpt2Attention;
+  readonly ln_2: LayerNorm;
+  readonly mlp: Gpt2MLP;
+
+  constructor(ln1: LayerNorm, attn: Gpt2Attention, ln2: LayerNorm, mlp: Gpt2MLP) {
+    super();
+    this.ln_1 = this.addModule('ln_1', ln1);
+    this.attn = this.addModule('attn', attn);
+    this.ln_2 = this.addModule('ln_2', ln2);
+    this.mlp = this.addModule('mlp', mlp);
+  }
+
+  forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    const a = this.attn.forward(this.ln_1.forward(x), cache, layer, pos0);
+    addInPlace(a.data, x.data);
+    const m = this.mlp.forward(this.ln_2.forward(a));
+    addInPlace(m.data, a.data);
+    return m;
+  }
+}
+
+/** HF GPT2Model, named 'transformer'. */
+export class Gpt2Model extends Module {
+  readonly wte: Embedding;
+  readonly wpe: Embedding;
+  readonly h: ModuleList<Gpt2Block>;
+  readonly ln_f: LayerNorm;
+
+  constructor(wte: Embedding, wpe: Embedding, blocks: Gpt2Block[], lnF: LayerNorm) {
+    super();
+    this.wte = this.addModule('wte', wte);
+    this.wpe = this.addModule('wpe', wpe);
+    this.h = this.addModule('h', new ModuleList(blocks));
+    this.ln_f = this.addModule('ln_f', lnF);
+  }
+}
+
+export class Gpt2LMHeadModel extends CausalLM {
+  readonly config: Gpt2Config;
+  readonly transformer: Gpt2Model;
+
+  constructor(config: Gpt2Config, transformer: Gpt2Model, lmHead: Linear) {
+    super();
+    this.config = config;
+    this.transformer = this.addModule('transformer', transformer);
+    this.addModule('lm_head', lmHead);
+  }
+
+  createCache(capacity = this.config.maxPositions): KVCache {
+    return new DecoderKVCache(this.config.nLayer, this.config.nEmbd, capacity);
+  }
+
+  forward(tokens: readonly number[], cacheArg: KVCache): Tensor<'f32'> {
+    const c = this.config;
+    const [cache, pos0] = beginForward('Gpt2LMHeadModel.forward', tokens, cacheArg, {
+      nLayers: c.nLayer,
+      kvDim: c.nEmbd,
+      vocabSize: c.vocabSize,
+      maxPositions: c.maxPositions,
+    });
+    const T = tokens.length;
+    if (T === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
+    const tr = this.transformer;
+    let x = tr.wte.forward(tokens);
+    addInPlace(x.data, tr.wpe.forward(Array.from({ length: T }, (_, t) => pos0 + t)).data);
+    for (let i = 0; i < tr.h.length; i++) x = tr.h.at(i).forward(x, cache, i, pos0);
+    cache.advance(T);
+    return linearChild(this, 'lm_head').forward(tr.ln_f.forward(x));
+  }
+}
+
+/** [rows, cols] -> [cols, rows], same dtype (a copy). */
+export function transpose2d(t: Tensor): Tensor {
+  const [r, c] = t.shape as [number, number];
+  const src = t.data;
+  const dst = new (src.constructor as new (n: number) => typeof src)(src.length);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) dst[j * r + i] = src[i * c + j]!;
+  return new Tensor(t.dtype, [c, r], dst, t.name);
+}
+
+export interface BuildGpt2Options {
+  /**
+   * 'conv1d' (default): projection weights in HF's Conv1D layout [in, out].
+   * 'linear': already [out, in], as quantkit stores a model's Linear tensors
+   * (a quantized checkpoint, whose placeholders are [N, K] too).
+   */
+  projectionLayout?: 'conv1d' | 'linear';
+}
+
+/** Build GPT-2 from HF names ('transformer.*' or bare 'h.*', 'wte.*', ...). */
+export function buildGpt2(config: Gpt2Config, w: WeightReader, options: BuildGpt2Options = {}): Gpt2LMHeadModel {
+  const { nEmbd: D, nInner: F, nHead: nH, vocabSize: V, maxPositions: P } = config;
+  // Conv1D: stored [in, out]; a Linear wants [out, in]
+  const conv1d = (name: string, inp: number, out: number) =>
+    new Linear(
+      options.projectionLayout === 'linear' ? w.matrix(`${name}.weight`, [out, inp]) : transpose2d(w.matrix(`${name}.weight`, [inp, out])),
+      w.f32(`${name}.bias`, [out]),
+    );
+  const ln = (name: string) => new LayerNorm(D, config.layerNormEps, w.f32(`${name}.weight`, [D]), w.f32(`${name}.bias`, [D]));
+  const act = activationByName(config.activation);
+  const hd = D / nH;
+  const blocks: Gpt2Block[] = [];
+  for (let i = 0; i < config.nLayer; i++) {
+    const p = `transformer.h.${i}`;
+    let scale = config.scaleAttnWeights ? 1 / Math.sqrt(hd) : 1;
+    if (config.scaleAttnByInverseLayerIdx) scale /= i + 1;
+    const attn = new Gpt2Attention(conv1d(`${p}.attn.c_attn`, D, 3 * D), conv1d(`${p}.attn.c_proj`, D, D), { nHeads: nH, nKvHeads: nH, headDim: hd, scale });
+    const mlp = new Gpt2MLP(conv1d(`${p}.mlp.c_fc`, D, F), conv1d(`${p}.mlp.c_proj`, F, D), act);
+    blocks.push(new Gpt2Block(ln(`${p}.ln_1`), attn, ln(`${p}.ln_2`), mlp));
+  }
+  const wte = new Embedding(w.matrix('transformer.wte.weight', [V, D]));
+  const wpe = new Embedding(w.f32('transformer.wpe.weight', [P, D]));
+  const lmHead = config.tieWordEmbeddings ? new Linear(wte.weight) : new Linear(w.matrix('lm_head.weight', [V, D]));
+  return new Gpt2LMHeadModel(config, new Gpt2Model(wte, wpe, blocks, ln('transformer.ln_f')), lmHead);
+}

@@ -1,0 +1,202 @@
+/**
+ * OPT (HF OPTForCausalLM): token embedding (width word_embed_proj_dim),
+ * optional project_in to hidden_size, learned positions (table row = position
+ * + 2: OPT reserves the first two rows), N decoder layers, optional final
+ * LayerNorm, optional project_out, tied lm_head.
+ *
+ * Layers are pre-LayerNorm (do_layer_norm_before, most sizes) or
+ * post-LayerNorm (opt-350m). q is scaled by head_dim^-0.5 after q_proj (as HF
+ * does), so the attention core runs with scale 1.
+ * Shapes for T tokens: embeddings [T, word_embed_proj_dim]; hidden f32
+ * [T, hidden]; fc1 [T, ffn_dim]; logits [T, vocab].
+ * Module names: model.decoder.{embed_tokens,embed_positions,project_in,
+ * project_out,final_layer_norm}, model.decoder.layers.{i}.self_attn.
+ * {q,k,v,out}_proj, .self_attn_layer_norm, .fc1, .fc2, .final_layer_norm, lm_head.
+ */
+import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
+import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttention, linearChild } from '../nn/attention.js';
+import { Embedding } from '../nn/embedding.js';
+import { Linear } from '../nn/linear.js';
+import { Module } from '../nn/module.js';
+import { LayerNorm } from '../nn/norm.js';
+import { Tensor } from '../tensor.js';
+import { CausalLM, type KVCache } from './causal-lm.js';
+import type { OptConfig, WeightReader } from './config.js';
+
+/** OPT's learned positions start at table row 2. */
+export const OPT_POSITION_OFFSET = 2;
+
+export class OptAttention extends Module {
+  readonly shape: AttentionShape;
+  readonly scaling: number;
+
+  constructor(q: Linear, k: Linear, v: Linear, out: Linear, nHeads: number, headDim: number) {
+    super();
+    this.addModule('q_proj', q);
+    this.addModule('k_proj', k);
+    this.addModule('v_proj', v);
+    this.addModule('out_proj', out);
+    this.scaling = headDim ** -0.5;
+    this.shape = { nHeads, nKvHeads: nHeads, headDim, scale: 1 };
+  }
+
+  forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    const T = x.shape[0]!;
+    const q = linearChild(this, 'q_proj').forward(x).data;
+    for (let i = 0; i < q.length; i++) q[i]! *= this.scaling;
+    const k = linearChild(this, 'k_proj').forward(x).data;
+    const v = linearChild(this, 'v_proj').forward(x).data;
+    cache.write(layer, pos0, k, v);
+    const a = causalAttention(q, T, pos0, cache, layer, this.shape);
+    return linearChild(this, 'out_proj').forward(new Tensor('f32', [T, this.shape.nHeads * this.shape.headDim], a));
+  }
+}
+
+export class OptDecoderLayer extends Module {
+  readonly self_attn: OptAttention;
+  readonly self_attn_layer_norm: LayerNorm;
+  readonly final_layer_norm: LayerNorm;
+  readonly preNorm: boolean;
+  readonly #act: ActivationFn;
+
+  constructor(attn: OptAttention, attnNorm: LayerNorm, fc1: Linear, fc2: Linear, finalNorm: LayerNorm, preNorm: boolean, act: ActivationFn) {
+    super();
+    this.self_attn = this.addModule('self_attn', attn);
+    this.self_attn_layer_norm = this.addModule('self_attn_layer_norm', attnNorm);
+    this.addModule('fc1', fc1);
+    this.addModule('fc2', fc2);
+    this.final_layer_norm = this.addModule('final_layer_norm', finalNorm);
+    this.preNorm = preNorm;
+    this.#act = act;
+  }
+
+  #mlp(x: Tensor<'f32'>): Tensor<'f32'> {
+    const h = linearChild(this, 'fc1').forward(x);
+    this.#act(h.data);
+    return linearChild(this, 'fc2').forward(h);
+  }
+
+  forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    if (this.preNorm) {
+      const a = this.self_attn.forward(this.self_attn_layer_norm.forward(x), cache, layer, pos0);
+      addInPlace(a.data, x.data);
+      const m = this.#mlp(this.final_layer_norm.forward(a));
+      addInPlace(m.data, a.data);
+      return m;
+    }
+    // post-LayerNorm: norm after each residual sum
+    const a = this.self_attn.forward(x, cache, layer, pos0);
+    addInPlace(a.data, x.data);
+    const an = this.self_attn_layer_norm.forward(a);
+    const m = this.#mlp(an);
+    addInPlace(m.data, an.data);
+    return this.final_layer_norm.forward(m);
+  }
+}
+
+/** HF OPTDecoder, named 'model.decoder'. */
+export class OptDecoder extends Module {
+  readonly embed_tokens: Embedding;
+  readonly embed_positions: Embedding;
+  readonly layers: ModuleList<OptDecoderLayer>;
+  readonly final_layer_norm: LayerNorm | null;
+
+  constructor(embed: Embedding, positions: Embedding, layers: OptDecoderLayer[], finalNorm: LayerNorm | null, projectIn: Linear | null, projectOut: Linear | null) {
+    super();
+    this.embed_tokens = this.addModule('embed_tokens', embed);
+    this.embed_positions = this.addModule('embed_positions', positions);
+    if (projectIn) this.addModule('project_in', projectIn);
+    if (projectOut) this.addModule('project_out', projectOut);
+    this.layers = this.addModule('layers', new ModuleList(layers));
+    this.final_layer_norm = finalNorm ? this.addModule('final_layer_norm', finalNorm) : null;
+  }
+
+  /** Hidden states [T, hidden] -> output [T, word_embed_proj_dim] (what lm_head reads). */
+  forward(tokens: readonly number[], cache: DecoderKVCache, pos0: number): Tensor<'f32'> {
+    const T = tokens.length;
+    let x = this.embed_tokens.forward(tokens);
+    if (this.child('project_in')) x = linearChild(this, 'project_in').forward(x);
+    // without padding, HF's position ids are simply past_length + t; the table is offset by 2
+    addInPlace(x.data, this.embed_positions.forward(Array.from({ length: T }, (_, t) => pos0 + t + OPT_POSITION_OFFSET)).data);
+    for (let i = 0; i < this.layers.length; i++) x = this.layers.at(i).forward(x, cache, i, pos0);
+    if (this.final_layer_norm) x = this.final_layer_norm.forward(x);
+    if (this.child('project_out')) x = linearChild(this, 'project_out').forward(x);
+    return x;
+  }
+}
+
+/** HF OPTModel: just holds the decoder (gives the 'model.decoder' names). */
+export class OptModel extends Module {
+  readonly decoder: OptDecoder;
+  constructor(decoder: OptDecoder) {
+    super();
+    this.decoder = this.addModule('decoder', decoder);
+  }
+}
+
+export class OptForCausalLM extends CausalLM {
+  readonly config: OptConfig;
+  readonly model: OptModel;
+
+  constructor(config: OptConfig, model: OptModel, lmHead: Linear) {
+    super();
+    this.config = config;
+    this.model = this.addModule('model', model);
+    this.addModule('lm_head', lmHead);
+  }
+
+  createCache(capacity = this.config.maxPositions): KVCache {
+    return new DecoderKVCache(this.config.numLayers, this.config.hiddenSize, capacity);
+  }
+
+  forward(tokens: readonly number[], cacheArg: KVCache): Tensor<'f32'> {
+    const c = this.config;
+    const [cache, pos0] = beginForward('OptForCausalLM.forward', tokens, cacheArg, {
+      nLayers: c.numLayers,
+      kvDim: c.hiddenSize,
+      vocabSize: c.vocabSize,
+      maxPositions: c.maxPositions,
+    });
+    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
+    const x = this.model.decoder.forward(tokens, cache, pos0);
+    cache.advance(tokens.length);
+    return linearChild(this, 'lm_head').forward(x);
+  }
+}
+
+/** Build OPT from HF names ('model.decoder.*', 'decoder.*' or bare). */
+export function buildOpt(config: OptConfig, w: WeightReader): OptForCausalLM {
+  const { hiddenSize: D, ffnDim: F, numHeads: nH, vocabSize: V, maxPositions: P, wordEmbedProjDim: E } = config;
+  const b = config.enableBias;
+  const linear = (name: string, out: number, inp: number, bias: boolean) => new Linear(w.matrix(`${name}.weight`, [out, inp]), bias ? w.f32(`${name}.bias`, [out]) : null);
+  const ln = (name: string) =>
+    config.layerNormElementwiseAffine ? new LayerNorm(D, 1e-5, w.f32(`${name}.weight`, [D]), w.f32(`${name}.bias`, [D])) : new LayerNorm(D, 1e-5, null, null); // HF OPT uses nn.LayerNorm's default eps
+  const act = activationByName(config.activation);
+  const hd = D / nH;
+  const layers: OptDecoderLayer[] = [];
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = `model.decoder.layers.${i}`;
+    const attn = new OptAttention(
+      linear(`${p}.self_attn.q_proj`, D, D, b),
+      linear(`${p}.self_attn.k_proj`, D, D, b),
+      linear(`${p}.self_attn.v_proj`, D, D, b),
+      linear(`${p}.self_attn.out_proj`, D, D, b),
+      nH,
+      hd,
+    );
+    layers.push(new OptDecoderLayer(attn, ln(`${p}.self_attn_layer_norm`), linear(`${p}.fc1`, F, D, b), linear(`${p}.fc2`, D, F, b), ln(`${p}.final_layer_norm`), config.doLayerNormBefore, act));
+  }
+  const proj = E !== D;
+  const embed = new Embedding(w.matrix('model.decoder.embed_tokens.weight', [V, E]));
+  const positions = new Embedding(w.f32('model.decoder.embed_positions.weight', [P + OPT_POSITION_OFFSET, D]));
+  const decoder = new OptDecoder(
+    embed,
+    positions,
+    layers,
+    config.hasFinalLayerNorm ? ln('model.decoder.final_layer_norm') : null,
+    proj ? linear('model.decoder.project_in', D, E, false) : null,
+    proj ? linear('model.decoder.project_out', E, D, false) : null,
+  );
+  const lmHead = config.tieWordEmbeddings ? new Linear(embed.weight) : linear('lm_head', V, E, false);
+  return new OptForCausalLM(config, new OptModel(decoder), lmHead);
+}

@@ -1,0 +1,282 @@
+/**
+ * Causal self-attention math shared by the decoder models, and its KV cache.
+ *
+ *   q: f32 [T, nHeads * headDim] for positions pos0 .. pos0 + T - 1
+ *   cache keys/values of one layer: f32 [positions, nKvHeads * headDim]
+ *   out: f32 [T, nHeads * headDim]
+ *
+ * GQA: query head h reads kv head floor(h / (nHeads / nKvHeads)). Scores and
+ * weighted values are activation x activation products: a few queries
+ * (decoding) run in plain loops with float64 accumulation; a prompt of many
+ * queries runs through the native f32 GEMM per kv head (O(T * n * hd) work,
+ * far too slow as JS loops for long prompts).
+ */
+import { rangeError, typeError } from '../errors.js';
+import type { KVCache } from '../models/causal-lm.js';
+import { matmul } from '../ops/matmul.js';
+import { Tensor } from '../tensor.js';
+import { Module } from './module.js';
+
+/** Keys/values of every layer of one sequence, grown on demand up to `capacity`. */
+export class DecoderKVCache implements KVCache {
+  readonly capacity: number;
+  readonly nLayers: number;
+  /** nKvHeads * headDim */
+  readonly kvDim: number;
+  #length = 0;
+  #allocated = 0;
+  #keys: Float32Array[];
+  #values: Float32Array[];
+
+  constructor(nLayers: number, kvDim: number, capacity: number) {
+    for (const [k, v] of Object.entries({ nLayers, kvDim, capacity })) {
+      if (!Number.isSafeInteger(v) || v <= 0) throw rangeError('DecoderKVCache', k, `must be a positive integer, got ${String(v)}`);
+    }
+    this.nLayers = nLayers;
+    this.kvDim = kvDim;
+    this.capacity = capacity;
+    // memory grows with use: a 4k-context cache of a big model would otherwise cost GBs up front
+    this.#keys = Array.from({ length: nLayers }, () => new Float32Array(0));
+    this.#values = Array.from({ length: nLayers }, () => new Float32Array(0));
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  reset(): void {
+    this.#length = 0;
+  }
+
+  /** Make room for `positions` positions in every layer. */
+  reserve(positions: number): void {
+    if (positions > this.capacity) throw rangeError('DecoderKVCache', 'positions', `${positions} exceed the cache capacity of ${this.capacity}`);
+    if (positions <= this.#allocated) return;
+    const n = Math.min(this.capacity, Math.max(positions, 2 * this.#allocated, 64));
+    const grow = (a: Float32Array) => {
+      const b = new Float32Array(n * this.kvDim);
+      b.set(a.subarray(0, this.#length * this.kvDim));
+      return b;
+    };
+    this.#keys = this.#keys.map(grow);
+    this.#values = this.#values.map(grow);
+    this.#allocated = n;
+  }
+
+  /** Store k, v rows [T, kvDim] of `layer` at positions pos0 ..; call reserve() first. */
+  write(layer: number, pos0: number, k: Float32Array, v: Float32Array): void {
+    this.#keys[layer]!.set(k, pos0 * this.kvDim);
+    this.#values[layer]!.set(v, pos0 * this.kvDim);
+  }
+
+  keys(layer: number): Float32Array {
+    return this.#keys[layer]!;
+  }
+  values(layer: number): Float32Array {
+    return this.#values[layer]!;
+  }
+
+  /** Mark T more positions as stored (after every layer has written them). */
+  advance(T: number): void {
+    this.#length += T;
+  }
+}
+
+export interface AttentionShape {
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  /** Multiplies q·k (1/sqrt(headDim) usually; 1 when q is pre-scaled, as OPT does). */
+  scale: number;
+}
+
+/**
+ * softmax(q k^T * scale, causal) v for queries at pos0 .. pos0 + T - 1,
+ * reading keys/values 0 .. pos0 + T - 1 of `layer` (already written).
+ */
+export function causalAttention(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
+  return T >= GEMM_MIN_QUERIES ? attentionGemm(q, T, pos0, cache, layer, s) : attentionLoops(q, T, pos0, cache, layer, s);
+}
+
+/** From this many queries on, the GEMM path wins over loops despite its gathers. */
+export const GEMM_MIN_QUERIES = 8;
+/** Bound on the f32 score block [queries, positions] of the GEMM path (16 MB). */
+const SCORE_BLOCK = 1 << 22;
+
+/** Loop form: float64 accumulation, no copies; best for decoding one token. */
+export function attentionLoops(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
+  const { nHeads, nKvHeads, headDim: hd, scale } = s;
+  const qDim = nHeads * hd;
+  const kvDim = nKvHeads * hd;
+  const group = nHeads / nKvHeads;
+  const K = cache.keys(layer);
+  const V = cache.values(layer);
+  const out = new Float32Array(T * qDim);
+  const scores = new Float64Array(pos0 + T);
+  const acc = new Float64Array(hd);
+  for (let t = 0; t < T; t++) {
+    const n = pos0 + t + 1; // causal: positions 0 .. pos0 + t
+    for (let h = 0; h < nHeads; h++) {
+      const qo = t * qDim + h * hd;
+      const ko = Math.floor(h / group) * hd;
+      let max = -Infinity;
+      for (let j = 0; j < n; j++) {
+        const kj = j * kvDim + ko;
+        let d = 0;
+        for (let i = 0; i < hd; i++) d += q[qo + i]! * K[kj + i]!;
+        d *= scale;
+        scores[j] = d;
+        if (d > max) max = d;
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) {
+        const e = Math.exp(scores[j]! - max);
+        scores[j] = e;
+        sum += e;
+      }
+      acc.fill(0);
+      for (let j = 0; j < n; j++) {
+        const p = scores[j]! / sum;
+        const vj = j * kvDim + ko;
+        for (let i = 0; i < hd; i++) acc[i]! += p * V[vj + i]!;
+      }
+      for (let i = 0; i < hd; i++) out[qo + i] = acc[i]!;
+    }
+  }
+  return out;
+}
+
+/**
+ * GEMM form, per kv head g: gather K_g [n, hd] and V_g^T [hd, n] once, and
+ * the queries of g's heads Q [rows, hd]; S = Q K_g^T [rows, n]; masked
+ * softmax on S; O = S V_g = S (V_g^T)^T [rows, hd]. Queries go in blocks so
+ * the score matrix stays under SCORE_BLOCK floats.
+ */
+export function attentionGemm(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
+  const { nHeads, nKvHeads, headDim: hd, scale } = s;
+  const qDim = nHeads * hd;
+  const kvDim = nKvHeads * hd;
+  const group = nHeads / nKvHeads;
+  const n = pos0 + T;
+  const K = cache.keys(layer);
+  const V = cache.values(layer);
+  const out = new Float32Array(T * qDim);
+  const Kg = new Float32Array(n * hd);
+  const Vt = new Float32Array(hd * n);
+  const tb = Math.max(1, Math.min(T, Math.floor(SCORE_BLOCK / (group * n)))); // queries per block
+  const Q = new Float32Array(group * tb * hd);
+  for (let g = 0; g < nKvHeads; g++) {
+    for (let j = 0; j < n; j++) {
+      const src = j * kvDim + g * hd;
+      Kg.set(K.subarray(src, src + hd), j * hd);
+      for (let i = 0; i < hd; i++) Vt[i * n + j] = V[src + i]!;
+    }
+    const kT = new Tensor('f32', [n, hd], Kg);
+    const vT = new Tensor('f32', [hd, n], Vt);
+    for (let t0 = 0; t0 < T; t0 += tb) {
+      const tn = Math.min(tb, T - t0);
+      const rows = group * tn;
+      // row r * tn + t holds query t0 + t of head g * group + r
+      for (let r = 0; r < group; r++) {
+        for (let t = 0; t < tn; t++) {
+          const src = (t0 + t) * qDim + (g * group + r) * hd;
+          Q.set(q.subarray(src, src + hd), (r * tn + t) * hd);
+        }
+      }
+      const S = matmul(new Tensor('f32', [rows, hd], Q.subarray(0, rows * hd)), kT).data;
+      for (let r = 0; r < group; r++) {
+        for (let t = 0; t < tn; t++) {
+          const o = (r * tn + t) * n;
+          const lim = pos0 + t0 + t + 1; // causal: positions < lim
+          let max = -Infinity;
+          for (let j = 0; j < lim; j++) {
+            const v = S[o + j]! * scale;
+            if (v > max) max = v;
+          }
+          let sum = 0;
+          for (let j = 0; j < lim; j++) {
+            const e = Math.exp(S[o + j]! * scale - max);
+            S[o + j] = e;
+            sum += e;
+          }
+          const inv = 1 / sum;
+          for (let j = 0; j < lim; j++) S[o + j]! *= inv;
+          S.fill(0, o + lim, o + n);
+        }
+      }
+      const O = matmul(new Tensor('f32', [rows, n], S), vT).data;
+      for (let r = 0; r < group; r++) {
+        for (let t = 0; t < tn; t++) {
+          out.set(O.subarray((r * tn + t) * hd, (r * tn + t + 1) * hd), (t0 + t) * qDim + (g * group + r) * hd);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Check forward()'s arguments, reserve cache room and return pos0 (the
+ * position of tokens[0]). `maxPositions` bounds learned position tables.
+ */
+export function beginForward(fn: string, tokens: readonly number[], cache: KVCache, expect: { nLayers: number; kvDim: number; vocabSize: number; maxPositions?: number }): [DecoderKVCache, number] {
+  if (!Array.isArray(tokens)) throw typeError(fn, 'tokens', 'must be an array of token ids');
+  if (!(cache instanceof DecoderKVCache)) throw typeError(fn, 'cache', "must be a cache from this model's createCache()");
+  if (cache.nLayers !== expect.nLayers || cache.kvDim !== expect.kvDim) {
+    throw rangeError(fn, 'cache', `was made for ${cache.nLayers} layers x ${cache.kvDim} kv dims, this model has ${expect.nLayers} x ${expect.kvDim}`);
+  }
+  for (let i = 0; i < tokens.length; i++) {
+    const id = tokens[i];
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0 || id >= expect.vocabSize) {
+      throw rangeError(fn, 'tokens', `must hold integers in [0, ${expect.vocabSize}), got ${String(id)} at index ${i}`);
+    }
+  }
+  const pos0 = cache.length;
+  const end = pos0 + tokens.length;
+  if (end > cache.capacity) throw rangeError(fn, 'tokens', `${tokens.length} tokens after ${pos0} cached positions exceed the cache capacity of ${cache.capacity}`);
+  if (expect.maxPositions !== undefined && end > expect.maxPositions) {
+    throw rangeError(fn, 'tokens', `positions up to ${end} exceed the model's ${expect.maxPositions} learned positions`);
+  }
+  cache.reserve(end);
+  return [cache, pos0];
+}
+
+/** Numbered children ("0", "1", ...), like torch.nn.ModuleList: gives HF's "layers.{i}" names. */
+export class ModuleList<T extends Module> extends Module {
+  #items: T[] = [];
+
+  constructor(items: readonly T[]) {
+    super();
+    items.forEach((m, i) => {
+      this.addModule(String(i), m);
+      this.#items.push(m);
+    });
+  }
+
+  get length(): number {
+    return this.#items.length;
+  }
+
+  at(i: number): T {
+    return this.#items[i]!;
+  }
+
+  protected override onChildReplaced(name: string, m: Module): void {
+    this.#items[Number(name)] = m as T;
+  }
+}
+
+/** Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a replacement. */
+export interface LinearLike extends Module {
+  forward(x: Tensor): Tensor<'f32'>;
+}
+
+/**
+ * The child `name` of `m` as a LinearLike. Looked up at forward time (a Map
+ * read) so a Linear swapped for a QLinear by quantizeModel takes effect.
+ */
+export function linearChild(m: Module, name: string): LinearLike {
+  const c = m.child(name) as LinearLike | undefined;
+  if (c === undefined || typeof c.forward !== 'function') throw typeError('forward', name, 'is not a linear layer of this module');
+  return c;
+}

@@ -1,0 +1,114 @@
+/**
+ * LayerNorm and RMSNorm over the last dimension of an f32 tensor [..., D].
+ * Weights (and LayerNorm's bias) are f32 [D]: norms are tiny, so the loaders
+ * convert f16/bf16 norm weights to f32 once. Sums are accumulated in
+ * float64 (JS numbers), which is at least as accurate as torch's f32.
+ */
+import { rangeError, typeError } from '../errors.js';
+import { Tensor } from '../tensor.js';
+import { Module } from './module.js';
+
+function checkParam(fn: string, arg: string, t: Tensor | null | undefined, D: number | undefined): Tensor<'f32'> | null {
+  if (t === null || t === undefined) return null;
+  if (!(t instanceof Tensor) || t.dtype !== 'f32') throw typeError(fn, arg, 'must be an f32 Tensor');
+  if (t.shape.length !== 1 || (D !== undefined && t.shape[0] !== D)) {
+    throw rangeError(fn, arg, `must have shape [${D ?? 'D'}], got [${t.shape.join(', ')}]`);
+  }
+  return t as Tensor<'f32'>;
+}
+
+function checkInput(fn: string, x: Tensor, D: number): number {
+  if (!(x instanceof Tensor) || x.dtype !== 'f32') throw typeError(fn, 'x', 'must be an f32 Tensor');
+  if (x.shape.length === 0 || x.shape[x.shape.length - 1] !== D) {
+    throw rangeError(fn, 'x', `must have last dimension ${D}, got shape [${x.shape.join(', ')}]`);
+  }
+  return x.size / D;
+}
+
+/** y = (x - mean) / sqrt(var + eps) * weight + bias (weight/bias optional: elementwise_affine false). */
+export class LayerNorm extends Module {
+  readonly dim: number;
+  readonly eps: number;
+  readonly weight: Tensor<'f32'> | null;
+  readonly bias: Tensor<'f32'> | null;
+
+  constructor(dim: number, eps: number, weight: Tensor | null, bias: Tensor | null) {
+    super();
+    if (!Number.isSafeInteger(dim) || dim <= 0) throw rangeError('LayerNorm', 'dim', `must be a positive integer, got ${dim}`);
+    this.dim = dim;
+    this.eps = eps;
+    this.weight = checkParam('LayerNorm', 'weight', weight, dim);
+    this.bias = checkParam('LayerNorm', 'bias', bias, dim);
+  }
+
+  forward(x: Tensor): Tensor<'f32'> {
+    const D = this.dim;
+    const rows = checkInput('LayerNorm.forward', x, D);
+    const src = x.data as Float32Array;
+    const out = new Float32Array(src.length);
+    const w = this.weight?.data;
+    const b = this.bias?.data;
+    for (let r = 0; r < rows; r++) {
+      const o = r * D;
+      let mean = 0;
+      for (let i = 0; i < D; i++) mean += src[o + i]!;
+      mean /= D;
+      let v = 0;
+      for (let i = 0; i < D; i++) {
+        const d = src[o + i]! - mean;
+        v += d * d;
+      }
+      const inv = 1 / Math.sqrt(v / D + this.eps); // biased variance, as torch
+      for (let i = 0; i < D; i++) {
+        let y = (src[o + i]! - mean) * inv;
+        if (w) y *= w[i]!;
+        if (b) y += b[i]!;
+        out[o + i] = y;
+      }
+    }
+    return new Tensor('f32', x.shape, out);
+  }
+
+  override ownTensors(): Iterable<[string, Tensor]> {
+    const out: [string, Tensor][] = [];
+    if (this.weight) out.push(['weight', this.weight]);
+    if (this.bias) out.push(['bias', this.bias]);
+    return out;
+  }
+}
+
+/** y = x / sqrt(mean(x^2) + eps) * weight (Llama). */
+export class RMSNorm extends Module {
+  readonly dim: number;
+  readonly eps: number;
+  readonly weight: Tensor<'f32'>;
+
+  constructor(weight: Tensor, eps: number) {
+    super();
+    const w = checkParam('RMSNorm', 'weight', weight, undefined);
+    if (w === null) throw typeError('RMSNorm', 'weight', 'must be an f32 Tensor');
+    this.weight = w;
+    this.dim = w.shape[0]!;
+    this.eps = eps;
+  }
+
+  forward(x: Tensor): Tensor<'f32'> {
+    const D = this.dim;
+    const rows = checkInput('RMSNorm.forward', x, D);
+    const src = x.data as Float32Array;
+    const out = new Float32Array(src.length);
+    const w = this.weight.data;
+    for (let r = 0; r < rows; r++) {
+      const o = r * D;
+      let ss = 0;
+      for (let i = 0; i < D; i++) ss += src[o + i]! * src[o + i]!;
+      const inv = 1 / Math.sqrt(ss / D + this.eps);
+      for (let i = 0; i < D; i++) out[o + i] = src[o + i]! * inv * w[i]!;
+    }
+    return new Tensor('f32', x.shape, out);
+  }
+
+  override ownTensors(): Iterable<[string, Tensor]> {
+    return [['weight', this.weight]];
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * Building blocks of the model code, checked against float64 formulas written
+ * here: activations, LayerNorm/RMSNorm, RoPE (both pairings), causal GQA
+ * attention over the KV cache, embeddings of every float dtype, ModuleList.
+ * (attentionGemm runs the native f32 GEMM.)
+ */
+import { describe, expect, it } from 'vitest';
+import { addInPlace, activationByName, erf, geluExact, geluTanh, mulInPlace, relu, silu } from '../lib/nn/activations.js';
+import { DecoderKVCache, ModuleList, attentionGemm, attentionLoops, beginForward, causalAttention } from '../lib/nn/attention.js';
+import { Embedding } from '../lib/nn/embedding.js';
+import { Module } from '../lib/nn/module.js';
+import { LayerNorm, RMSNorm } from '../lib/nn/norm.js';
+import { Rope, ropeInvFreq } from '../lib/nn/rope.js';
+import { Tensor } from '../lib/tensor.js';
+import { bf16BitsToNumber, f16BitsToNumber, randomF32, toBf16Bits, toF16Bits } from './helpers.js';
+
+const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+};
+
+describe('activations', () => {
+  const xs = Float32Array.from([-6, -3, -1.5, -0.5, -1e-3, 0, 1e-3, 0.5, 1, 2.5, 6]);
+
+  it('erf matches known values to 1.2e-7', () => {
+    const known: [number, number][] = [
+      [0, 0],
+      [0.1, 0.1124629160182849],
+      [0.5, 0.5204998778130465],
+      [1, 0.8427007929497149],
+      [2, 0.9953222650189527],
+      [3, 0.9999779095030014],
+      [-0.7, -0.6778011938374184],
+    ];
+    for (const [x, v] of known) expect(Math.abs(erf(x) - v)).toBeLessThan(1.2e-7);
+  });
+
+  it('silu, relu, gelu (exact and tanh) match their formulas', () => {
+    const f32 = (fn: (v: number) => number) => Float32Array.from(xs, fn);
+    expect(maxAbs(silu(xs.slice()), f32((v) => v / (1 + Math.exp(-v))))).toBe(0);
+    expect(Array.from(relu(xs.slice()))).toEqual(Array.from(xs, (v) => Math.max(0, v)));
+    expect(maxAbs(geluTanh(xs.slice()), f32((v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))))).toBe(0);
+    // exact GELU: x * Phi(x), with Phi from tables of the normal distribution
+    const torch: [number, number][] = [
+      [-3, -3 * 0.0013498980316301],
+      [-1, -1 * 0.15865525393145707],
+      [0.5, 0.5 * 0.6914624612740131],
+      [1, 0.8413447460685429],
+      [2.5, 2.5 * 0.9937903346742238],
+    ];
+    const g = geluExact(Float32Array.from(torch, ([x]) => x));
+    torch.forEach(([, y], i) => expect(Math.abs(g[i]! - y)).toBeLessThan(4e-7));
+    expect(Number.isNaN(relu(Float32Array.of(NaN))[0])).toBe(true);
+  });
+
+  it('names map to functions; unknown names are ERR_UNSUPPORTED', () => {
+    expect(activationByName('gelu_new')).toBe(geluTanh);
+    expect(activationByName('gelu')).toBe(geluExact);
+    expect(activationByName('silu')).toBe(silu);
+    expect(() => activationByName('mish', 'cfg')).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED' }));
+    expect(() => activationByName('toString')).toThrow();
+    expect(Array.from(addInPlace(Float32Array.of(1, 2), Float32Array.of(3, 4)))).toEqual([4, 6]);
+    expect(Array.from(mulInPlace(Float32Array.of(1, 2), Float32Array.of(3, 4)))).toEqual([3, 8]);
+  });
+});
+
+describe('norms', () => {
+  const D = 24;
+  const x = randomF32(3 * D, 1, -2, 2);
+  const w = randomF32(D, 2, 0.5, 1.5);
+  const b = randomF32(D, 3, -0.3, 0.3);
+
+  it('LayerNorm over the last dimension, with and without affine params', () => {
+    const ln = new LayerNorm(D, 1e-5, new Tensor('f32', [D], w), new Tensor('f32', [D], b));
+    const y = ln.forward(new Tensor('f32', [3, D], x));
+    expect(y.shape).toEqual([3, D]);
+    const plain = new LayerNorm(D, 1e-5, null, null).forward(new Tensor('f32', [3, D], x)).data;
+    for (let r = 0; r < 3; r++) {
+      const row = Array.from(x.subarray(r * D, (r + 1) * D));
+      const mean = row.reduce((a, v) => a + v, 0) / D;
+      const v = row.reduce((a, u) => a + (u - mean) ** 2, 0) / D;
+      for (let i = 0; i < D; i++) {
+        const n = (row[i]! - mean) / Math.sqrt(v + 1e-5);
+        expect(Math.abs(y.data[r * D + i]! - (n * w[i]! + b[i]!))).toBeLessThan(1e-6);
+        expect(Math.abs(plain[r * D + i]! - n)).toBeLessThan(1e-6);
+      }
+    }
+    expect([...ln.ownTensors()].map(([n]) => n)).toEqual(['weight', 'bias']);
+  });
+
+  it('RMSNorm', () => {
+    const y = new RMSNorm(new Tensor('f32', [D], w), 1e-6).forward(new Tensor('f32', [3, D], x)).data;
+    for (let r = 0; r < 3; r++) {
+      const row = Array.from(x.subarray(r * D, (r + 1) * D));
+      const s = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / D + 1e-6);
+      for (let i = 0; i < D; i++) expect(Math.abs(y[r * D + i]! - row[i]! * s * w[i]!)).toBeLessThan(1e-6);
+    }
+  });
+
+  it('reject wrong shapes', () => {
+    const rms = new RMSNorm(new Tensor('f32', [D], w), 1e-6);
+    expect(() => rms.forward(new Tensor('f32', [2, 5], new Float32Array(10)))).toThrow(RangeError);
+    expect(() => new LayerNorm(D, 1e-5, new Tensor('f32', [3], new Float32Array(3)), null)).toThrow(RangeError);
+  });
+});
+
+describe('RoPE', () => {
+  const hd = 8;
+  const nH = 2;
+  const T = 5;
+
+  it('invFreq = theta^(-2i/hd); linear scaling divides it', () => {
+    const inv = ropeInvFreq(hd, 10000);
+    for (let i = 0; i < hd / 2; i++) expect(inv[i]).toBeCloseTo(10000 ** (-(2 * i) / hd), 15);
+    expect(ropeInvFreq(hd, 10000, { type: 'linear', factor: 4 })[1]).toBeCloseTo(inv[1]! / 4, 15);
+    // llama3: the fastest (short-wavelength) frequencies are unchanged, the slowest divided by factor
+    const l3 = ropeInvFreq(128, 500000, { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 });
+    const base = ropeInvFreq(128, 500000);
+    expect(l3[0]).toBe(base[0]);
+    expect(l3[63]).toBeCloseTo(base[63]! / 8, 20);
+  });
+
+  it('rotate-half on HF-ordered rows equals interleaved on llama2.c-ordered rows', () => {
+    const rope = new Rope(hd, 10000);
+    const l2c = randomF32(T * nH * hd, 7);
+    // HF[h*hd + i] = L2C[h*hd + 2i], HF[h*hd + hd/2 + i] = L2C[h*hd + 2i + 1]
+    const perm = (v: Float32Array) => {
+      const out = new Float32Array(v.length);
+      for (let r = 0; r < T * nH; r++) {
+        for (let i = 0; i < hd / 2; i++) {
+          out[r * hd + i] = v[r * hd + 2 * i]!;
+          out[r * hd + hd / 2 + i] = v[r * hd + 2 * i + 1]!;
+        }
+      }
+      return out;
+    };
+    const hf = perm(l2c);
+    rope.applyInterleaved(l2c, T, nH, 3);
+    rope.applyRotateHalf(hf, T, nH, 3);
+    expect(maxAbs(perm(l2c), hf)).toBe(0);
+  });
+
+  it('is a rotation: q·k depends only on the position difference', () => {
+    const rope = new Rope(hd, 10000);
+    const q0 = randomF32(hd, 8);
+    const k0 = randomF32(hd, 9);
+    const dot = (pq: number, pk: number) => {
+      const q = q0.slice();
+      const k = k0.slice();
+      rope.applyRotateHalf(q, 1, 1, pq);
+      rope.applyRotateHalf(k, 1, 1, pk);
+      return q.reduce((a, v, i) => a + v * k[i]!, 0);
+    };
+    expect(dot(7, 3)).toBeCloseTo(dot(104, 100), 5);
+    expect(dot(0, 0)).toBeCloseTo(q0.reduce((a, v, i) => a + v * k0[i]!, 0), 5);
+  });
+});
+
+describe('causal attention with a KV cache', () => {
+  const nH = 4;
+  const nKv = 2;
+  const hd = 6;
+  const T = 7;
+  const q = randomF32(T * nH * hd, 11);
+  const k = randomF32(T * nKv * hd, 12);
+  const v = randomF32(T * nKv * hd, 13);
+  const shape = { nHeads: nH, nKvHeads: nKv, headDim: hd, scale: 1 / Math.sqrt(hd) };
+
+  function reference(): Float64Array {
+    const out = new Float64Array(T * nH * hd);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < nH; h++) {
+        const g = Math.floor(h / (nH / nKv));
+        const s = Array.from({ length: t + 1 }, (_, j) => {
+          let d = 0;
+          for (let i = 0; i < hd; i++) d += q[(t * nH + h) * hd + i]! * k[(j * nKv + g) * hd + i]!;
+          return d * shape.scale;
+        });
+        const m = Math.max(...s);
+        const e = s.map((x) => Math.exp(x - m));
+        const z = e.reduce((a, x) => a + x, 0);
+        for (let j = 0; j <= t; j++) for (let i = 0; i < hd; i++) out[(t * nH + h) * hd + i]! += (e[j]! / z) * v[(j * nKv + g) * hd + i]!;
+      }
+    }
+    return out;
+  }
+
+  it('full sequence and token-by-token both match the reference (GQA)', () => {
+    const ref = reference();
+    const cache = new DecoderKVCache(1, nKv * hd, 16);
+    cache.reserve(T);
+    cache.write(0, 0, k, v);
+    expect(maxAbs(causalAttention(q, T, 0, cache, 0, shape), ref)).toBeLessThan(1e-6);
+
+    const inc = new DecoderKVCache(1, nKv * hd, 16);
+    const kvDim = nKv * hd;
+    for (let t = 0; t < T; t++) {
+      inc.reserve(t + 1);
+      inc.write(0, t, k.subarray(t * kvDim, (t + 1) * kvDim), v.subarray(t * kvDim, (t + 1) * kvDim));
+      const o = causalAttention(q.subarray(t * nH * hd, (t + 1) * nH * hd), 1, t, inc, 0, shape);
+      inc.advance(1);
+      expect(maxAbs(o, ref.subarray(t * nH * hd, (t + 1) * nH * hd))).toBeLessThan(1e-6);
+    }
+    expect(inc.length).toBe(T);
+  });
+
+  it('the GEMM form (prompts) equals the loop form, also after cached positions', () => {
+    const ref = reference();
+    const cache = new DecoderKVCache(1, nKv * hd, 16);
+    cache.reserve(T);
+    cache.write(0, 0, k, v);
+    expect(maxAbs(attentionGemm(q, T, 0, cache, 0, shape), ref)).toBeLessThan(1e-6);
+    expect(maxAbs(attentionLoops(q, T, 0, cache, 0, shape), ref)).toBeLessThan(1e-6);
+    // positions 0..2 cached, queries 3..6 at once
+    const qs = nH * hd;
+    expect(maxAbs(attentionGemm(q.subarray(3 * qs), T - 3, 3, cache, 0, shape), ref.subarray(3 * qs))).toBeLessThan(1e-6);
+  });
+
+  it('the cache grows on demand, keeps its contents, and enforces capacity', () => {
+    const c = new DecoderKVCache(2, 3, 200);
+    c.reserve(2);
+    c.write(1, 0, Float32Array.of(1, 2, 3, 4, 5, 6), Float32Array.of(6, 5, 4, 3, 2, 1));
+    c.advance(2);
+    c.reserve(150);
+    expect(Array.from(c.keys(1).subarray(0, 6))).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(c.keys(1).length).toBeGreaterThanOrEqual(150 * 3);
+    expect(() => c.reserve(201)).toThrow(RangeError);
+    const expectDims = { nLayers: 2, kvDim: 3, vocabSize: 10 };
+    expect(beginForward('f', [1, 2], c, expectDims)).toEqual([c, 2]);
+    expect(() => beginForward('f', [10], c, expectDims)).toThrow(RangeError);
+    expect(() => beginForward('f', [1.5], c, expectDims)).toThrow(RangeError);
+    expect(() => beginForward('f', [1], c, { ...expectDims, nLayers: 3 })).toThrow(RangeError);
+    expect(() => beginForward('f', [1, 1], c, { ...expectDims, maxPositions: 3 })).toThrow(/learned positions/);
+    c.reset();
+    expect(c.length).toBe(0);
+  });
+});
+
+describe('Embedding', () => {
+  it('gathers rows of f32, f16 and bf16 tables as f32', () => {
+    const vals = randomF32(4 * 3, 21);
+    const f16 = new Uint16Array(vals.length);
+    const bf = new Uint16Array(vals.length);
+    vals.forEach((x, i) => {
+      f16[i] = toF16Bits(x);
+      bf[i] = toBf16Bits(x);
+    });
+    const ids = [3, 0, 3];
+    const want = (dec: (i: number) => number) => ids.flatMap((id) => [0, 1, 2].map((j) => dec(id * 3 + j)));
+    expect(Array.from(new Embedding(new Tensor('f32', [4, 3], vals)).forward(ids).data)).toEqual(want((i) => vals[i]!));
+    expect(Array.from(new Embedding(new Tensor('f16', [4, 3], f16)).forward(ids).data)).toEqual(want((i) => f16BitsToNumber(f16[i]!)));
+    expect(Array.from(new Embedding(new Tensor('bf16', [4, 3], bf)).forward(ids).data)).toEqual(want((i) => bf16BitsToNumber(bf[i]!)));
+    expect(() => new Embedding(new Tensor('f32', [4, 3], vals)).forward([4])).toThrow(RangeError);
+    // f16 specials: subnormal, inf
+    const sp = new Embedding(new Tensor('f16', [1, 3], Uint16Array.of(0x0001, 0x7c00, 0xfc00))).forward([0]).data;
+    expect(Array.from(sp)).toEqual([2 ** -24, Infinity, -Infinity]);
+  });
+});
+
+describe('ModuleList', () => {
+  class Leaf extends Module {}
+  it('names children 0..n-1 and follows replaceChild', () => {
+    const a = new Leaf();
+    const list = new ModuleList([a, new Leaf()]);
+    expect([...list.namedModules('layers')].map(([n]) => n)).toEqual(['layers', 'layers.0', 'layers.1']);
+    const c = new Leaf();
+    list.replaceChild('0', c);
+    expect(list.at(0)).toBe(c);
+    expect(list.length).toBe(2);
+  });
+});
