@@ -38,8 +38,10 @@
         "native/kernels/tables.cpp",
         "native/kernels/ref/quant_ref.cpp",
         "native/kernels/ref/gemm_ref.cpp",
+        "native/kernels/ref/w8a8_ref.cpp",
         "native/ops/quantize_ops.cpp",
         "native/ops/gemm_ops.cpp",
+        "native/ops/w8a8_ops.cpp",
         "native/binding/addon.cpp"
       ],
       "include_dirs": [
@@ -84,7 +86,8 @@
             "type": "static_library",
             "sources": [
               "native/kernels/x86/quant_avx2.cpp",
-              "native/kernels/x86/gemm_avx2.cpp"
+              "native/kernels/x86/gemm_avx2.cpp",
+              "native/kernels/x86/w8a8_avx2.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",
@@ -105,7 +108,8 @@
             "type": "static_library",
             "sources": [
               "native/kernels/x86/quant_avx512.cpp",
-              "native/kernels/x86/gemm_avx512.cpp"
+              "native/kernels/x86/gemm_avx512.cpp",
+              "native/kernels/x86/w8a8_avx512.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",
@@ -141,7 +145,8 @@
             "type": "static_library",
             "sources": [
               "native/kernels/arm/quant_neon.cpp",
-              "native/kernels/arm/gemm_neon.cpp"
+              "native/kernels/arm/gemm_neon.cpp",
+              "native/kernels/arm/w8a8_neon.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)"

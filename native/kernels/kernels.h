@@ -51,6 +51,32 @@ struct GemmArgs {
     float* y;        size_t ldy;   // Y[M, N], row stride ldy >= N (elements)
 };
 
+// Arguments of one W8A8 int8 GEMM call (Kernels::gemm_w8a8): int8 weight codes
+// B[N, K] (symmetric, in [-127, 127]) times activation codes qx[M, K] (also in
+// [-127, 127]) passed BIASED as unsigned bytes a = qx + 128 (1..255), the
+// unsigned operand of VNNI's vpdpbusd; the other ISAs subtract the bias back
+// (a ^ 0x80). The int32 sums are exact (no saturation, any order) as long as
+// K * 127 * 127 < 2^31, i.e. K <= kW8A8MaxK.
+//   acc[m, n] = sum_k qx[m, k] * B[n, k]
+// Raw mode (c != nullptr): C[m, n] = acc (int32), the float fields are unused.
+// Fused mode (c == nullptr): in exactly this order, in float,
+//   v = ((float)acc * sa[m]) * sb[n];  if (accumulate) v = v + Y[m, n];
+//   if (bias) v = v + bias[n];  Y[m, n] = v
+// so every ISA returns bit-identical int32 sums and bit-identical floats.
+struct W8A8Args {
+    const uint8_t* a; size_t lda;  // biased activation codes [M, K], row stride lda
+    const float* sa;               // [M] activation scales (fused mode)
+    size_t M, N, K;
+    const int8_t* b; size_t ldb;   // weight codes [N, K], row stride ldb
+    const float* sb;               // [N] weight scales (fused mode)
+    const int32_t* b_rowsum;       // [N] sum_k B[n, k] (VNNI bias compensation)
+    const float* bias;             // [N] or nullptr (fused mode)
+    bool accumulate;               // fused mode: add the previous Y[m, n]
+    float* y; size_t ldy;          // fused output [M, N]
+    int32_t* c; size_t ldc;        // raw output [M, N], or nullptr for fused mode
+};
+constexpr size_t kW8A8MaxK = 133144;  // 133144 * 127 * 127 < 2^31 <= 133145 * 127 * 127
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -112,6 +138,12 @@ struct Kernels {
     // quantized, and even for i4.
     void (*dequant_panel)(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc,
                           float* p, size_t ldp);
+
+    // ---- W8A8 int8 GEMM (dynamic per-row activation quantization) ---------
+    // For output columns n in [n0, n1) and every row m < M, the int32 sums
+    // and (fused mode) the rescale documented on W8A8Args. Exact integer
+    // arithmetic: results do not depend on the ISA or on how [0, N) is split.
+    void (*gemm_w8a8)(const W8A8Args& a, size_t n0, size_t n1);
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

@@ -10,6 +10,7 @@ namespace qk {
         ns::minmax,        ns::absmax,       ns::quantize,       ns::dequantize_i8,              \
         ns::dequantize_i4, ns::pack_i4,      ns::unpack_i4,      ns::pack_i2,                    \
         ns::unpack_i2,     ns::gemv,         ns::gemm_panel_f32, ns::dequant_panel,              \
+        ns::gemm_w8a8,                                                                          \
     };
 
 QK_TABLE(ref, Isa::scalar, "scalar")

@@ -1,0 +1,215 @@
+// Dynamic W8A8 int8 GEMM and LLM.int8() drivers (see w8a8_ops.h). No ISA
+// flags: kernels are called through a qk::Kernels table.
+//
+// gemm_w8a8: (1) quantize X per row into a biased uint8 scratch (parallel
+// over rows; the table's minmax + quantize, qk::choose_params); (2) the
+// table's gemm_w8a8 kernel over blocks of N rows of W (parallel_for), fused
+// int32 -> float rescale and bias.
+// gemm_llm_int8: (0) find the outlier columns; (1) as above with those
+// columns read as 0; (2) the float part X[:, outliers] · deq(W[:, outliers])^T
+// into Y with qk::gemm (i8 per-channel view of the gathered weight columns,
+// so the weights are dequantized from the stored int8 codes); (3) the int8
+// kernel in accumulate mode adds its part, then the bias.
+#include "w8a8_ops.h"
+
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "../dispatch.h"
+#include "../threadpool.h"
+#include "gemm_ops.h"
+#include "quantize_ops.h"
+
+namespace qk {
+
+namespace {
+
+size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+void record_bad(std::atomic<size_t>& bad, size_t idx) {
+    size_t cur = bad.load();
+    while (idx < cur && !bad.compare_exchange_weak(cur, idx)) {}
+}
+
+// Y = bias (or 0) for K == 0.
+void bias_only(const float* bias, size_t M, size_t N, float* y) {
+    for (size_t m = 0; m < M; ++m)
+        for (size_t n = 0; n < N; ++n) y[m * N + n] = bias ? bias[n] : 0.0f;
+}
+
+// W rows per task: whole multiples of every kernel tile width (8, 6, 4, 3).
+size_t rows_per_task(size_t M) { return M < 4 ? 64 : 96; }
+
+void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const float* sx, size_t M,
+              const float* bias, bool accumulate, float* y) {
+    W8A8Args args;
+    args.a = a;
+    args.lda = w.K;
+    args.sa = sx;
+    args.M = M;
+    args.N = w.N;
+    args.K = w.K;
+    args.b = w.q;
+    args.ldb = w.K;
+    args.sb = w.scale;
+    args.b_rowsum = w.rowsum;
+    args.bias = bias;
+    args.accumulate = accumulate;
+    args.y = y;
+    args.ldy = w.N;
+    args.c = nullptr;
+    args.ldc = 0;
+    const size_t nb = rows_per_task(M);
+    const size_t tasks = (w.N + nb - 1) / nb;
+    parallel_for(tasks, [&](size_t t, size_t) { k.gemm_w8a8(args, t * nb, min_sz(w.N, (t + 1) * nb)); });
+}
+
+// Per-call scratch of the calling thread (activations and their scales).
+struct Scratch {
+    std::vector<uint8_t> a;
+    std::vector<float> sx;
+};
+Scratch& call_scratch() {
+    thread_local Scratch s;
+    return s;
+}
+
+}  // namespace
+
+void w8a8_rowsums(const int8_t* q, size_t N, size_t K, int32_t* rowsum) {
+    const size_t rpt = 64;
+    parallel_for((N + rpt - 1) / rpt, [&](size_t t, size_t) {
+        for (size_t n = t * rpt; n < min_sz(N, (t + 1) * rpt); ++n) {
+            const int8_t* r = q + n * K;
+            int32_t s = 0;
+            for (size_t i = 0; i < K; ++i) s += r[i];
+            rowsum[n] = s;
+        }
+    });
+}
+
+size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, const uint8_t* outlier_cols,
+                          uint8_t* a, float* sx) {
+    if (M == 0 || K == 0) return SIZE_MAX;
+    QuantSpec spec;
+    spec.bits = 8;
+    spec.asymmetric = false;
+    spec.gran = Granularity::channel;
+    spec.group = 0;
+    int32_t qmin, qmax;
+    code_range(spec, &qmin, &qmax);  // [-127, 127]
+    std::atomic<size_t> bad{SIZE_MAX};
+    const size_t rpt = (size_t(1) << 16) / K + 1;
+    parallel_for((M + rpt - 1) / rpt, [&](size_t t, size_t) {
+        thread_local std::vector<float> masked;
+        for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
+            const float* row = x + m * K;
+            float mn, mx;
+            const size_t e = k.minmax(row, 1, K, &mn, &mx);
+            if (e != SIZE_MAX) {
+                record_bad(bad, m * K + e);
+                return;
+            }
+            if (outlier_cols) {
+                masked.resize(K);
+                for (size_t i = 0; i < K; ++i) masked[i] = outlier_cols[i] ? 0.0f : row[i];
+                row = masked.data();
+                k.minmax(row, 1, K, &mn, &mx);
+            }
+            float s;
+            int32_t zp;
+            choose_params(spec, mn, mx, &s, &zp);
+            sx[m] = s;
+            uint8_t* q = a + m * K;
+            k.quantize(row, 1, K, &s, nullptr, qmin, qmax, reinterpret_cast<int8_t*>(q));
+            for (size_t i = 0; i < K; ++i) q[i] = uint8_t(q[i] ^ 0x80u);  // qx + 128
+        }
+    });
+    return bad.load();
+}
+
+size_t gemm_w8a8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M, const float* bias, float* y) {
+    if (M == 0 || w.N == 0) return SIZE_MAX;
+    if (w.K == 0) {
+        bias_only(bias, M, w.N, y);
+        return SIZE_MAX;
+    }
+    Scratch& s = call_scratch();
+    s.a.resize(M * w.K);
+    s.sx.resize(M);
+    const size_t bad = w8a8_quantize_rows(k, x, M, w.K, nullptr, s.a.data(), s.sx.data());
+    if (bad != SIZE_MAX) return bad;
+    run_int8(k, w, s.a.data(), s.sx.data(), M, bias, false, y);
+    return SIZE_MAX;
+}
+
+size_t gemm_w8a8(const W8A8Weight& w, const float* x, size_t M, const float* bias, float* y) {
+    return gemm_w8a8(kernels(), w, x, M, bias, y);
+}
+
+size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M, float threshold,
+                     const float* bias, float* y, size_t* n_outlier_cols_out) {
+    if (n_outlier_cols_out) *n_outlier_cols_out = 0;
+    const size_t K = w.K, N = w.N;
+    if (M == 0 || N == 0) return SIZE_MAX;
+    // Outlier columns (NaN never compares >= and is reported below).
+    std::vector<size_t> cols;
+    std::vector<uint8_t> is_out;
+    if (threshold > 0.0f && K > 0) {
+        is_out.assign(K, 0);
+        for (size_t m = 0; m < M; ++m) {
+            const float* r = x + m * K;
+            for (size_t i = 0; i < K; ++i) is_out[i] |= uint8_t(std::fabs(r[i]) >= threshold);
+        }
+        for (size_t i = 0; i < K; ++i)
+            if (is_out[i]) cols.push_back(i);
+    }
+    if (cols.empty()) return gemm_w8a8(k, w, x, M, bias, y);
+    const size_t no = cols.size();
+    if (n_outlier_cols_out) *n_outlier_cols_out = no;
+
+    Scratch& s = call_scratch();
+    s.a.resize(M * K);
+    s.sx.resize(M);
+    const size_t bad = w8a8_quantize_rows(k, x, M, K, is_out.data(), s.a.data(), s.sx.data());
+    if (bad != SIZE_MAX) return bad;
+
+    // Float part: Y = X[:, cols] · (Wq[:, cols] * sw)^T, no bias.
+    std::vector<float> xo(M * no);
+    for (size_t m = 0; m < M; ++m)
+        for (size_t j = 0; j < no; ++j) xo[m * no + j] = x[m * K + cols[j]];
+    std::vector<int8_t> wo(N * no);
+    const size_t rpt = 256;
+    parallel_for((N + rpt - 1) / rpt, [&](size_t t, size_t) {
+        for (size_t n = t * rpt; n < min_sz(N, (t + 1) * rpt); ++n)
+            for (size_t j = 0; j < no; ++j) wo[n * no + j] = w.q[n * K + cols[j]];
+    });
+    GemmArgs g;
+    g.x = xo.data();
+    g.ldx = no;
+    g.M = M;
+    g.N = N;
+    g.K = no;
+    g.w.fmt = WFormat::i8;
+    g.w.data = wo.data();
+    g.w.row_bytes = no;
+    g.w.scales = w.scale;  // per channel: [N, 1]
+    g.w.zps = nullptr;
+    g.w.group = no;
+    g.bias = nullptr;
+    g.y = y;
+    g.ldy = N;
+    gemm(k, g, nullptr);
+
+    // Int8 part added on top, then the bias.
+    run_int8(k, w, s.a.data(), s.sx.data(), M, bias, true, y);
+    return SIZE_MAX;
+}
+
+size_t gemm_llm_int8(const W8A8Weight& w, const float* x, size_t M, float threshold, const float* bias, float* y,
+                     size_t* n_outlier_cols_out) {
+    return gemm_llm_int8(kernels(), w, x, M, threshold, bias, y, n_outlier_cols_out);
+}
+
+}  // namespace qk
