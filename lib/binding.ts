@@ -77,6 +77,25 @@ export interface Addon {
   quantizeAsync(...args: Parameters<Addon['quantize']>): Promise<number>;
   /** gemm on a libuv worker thread; every buffer stays referenced until it settles. */
   gemmAsync(...args: Parameters<Addon['gemm']>): Promise<void>;
+  /** rowsum[n] = sum_k q[n, k], once per W8A8 weight; rejects code -128. */
+  w8a8Rowsums(q: Int8Array, N: number, K: number, rowsum: Int32Array): void;
+  /**
+   * Dynamic W8A8 (threshold < 0) or LLM.int8() (threshold >= 0) product.
+   * Returns [index of the first NaN/Inf in x or -1, number of outlier columns].
+   */
+  gemmW8A8(
+    x: Float32Array,
+    M: number,
+    K: number,
+    q: Int8Array,
+    N: number,
+    scale: Float32Array,
+    rowsum: Int32Array,
+    threshold: number,
+    bias: Float32Array | null,
+    y: Float32Array,
+  ): [number, number];
+  gemmW8A8Async(...args: Parameters<Addon['gemmW8A8']>): Promise<[number, number]>;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

@@ -7,4 +7,4 @@ export { quantize, quantizeAsync, dequantize, packInt4, unpackInt4, packInt2, un
 export type { Bits, Scheme, Granularity, QuantizeOptions } from './quant/qtypes.js';
 export { matmul, matmulAsync } from './ops/matmul.js';
 export { Module } from './nn/module.js';
-export { Linear, QLinear, type QLinearOptions } from './nn/linear.js';
+export { Linear, QLinear, type QLinearOptions, type QLinearRuntimeOptions, type ActivationMode } from './nn/linear.js';

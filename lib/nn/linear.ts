@@ -5,6 +5,7 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { type PreparedWeight, checkBias, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
+import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import { quantize } from '../quant/quantize.js';
 import type { QuantizeOptions } from '../quant/qtypes.js';
@@ -50,48 +51,108 @@ export class Linear extends Module {
   }
 }
 
-export type QLinearOptions = QuantizeOptions & { bits?: 8 | 4 };
+/** How a QLinear treats its input: float (weight-only quantization), or int8 per token. */
+export type ActivationMode = 'none' | 'int8' | 'llm.int8';
+
+export interface QLinearRuntimeOptions {
+  /**
+   * 'none' (default): x stays f32, the int8/int4 weight is dequantized in
+   * registers. 'int8': dynamic W8A8 (x quantized per row on every call,
+   * int32 accumulation). 'llm.int8': LLM.int8() decomposition. Both int8
+   * modes need an int8 symmetric per-channel weight.
+   */
+  activations?: ActivationMode;
+  /** LLM.int8() outlier threshold on |x| (default 6.0; 0 disables the decomposition). */
+  threshold?: number;
+}
+
+export type QLinearOptions = QuantizeOptions & { bits?: 8 | 4 } & QLinearRuntimeOptions;
+
+function runtimeOptions(fn: string, o: QLinearRuntimeOptions | undefined): { activations: ActivationMode; threshold: number } {
+  const activations = o?.activations ?? 'none';
+  if (activations !== 'none' && activations !== 'int8' && activations !== 'llm.int8') {
+    throw rangeError(fn, 'options.activations', `must be 'none', 'int8' or 'llm.int8', got ${describe(activations)}`);
+  }
+  const threshold = o?.threshold ?? 6.0;
+  if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0) {
+    throw rangeError(fn, 'options.threshold', `must be a finite number >= 0, got ${describe(threshold)}`);
+  }
+  if (o?.threshold !== undefined && activations !== 'llm.int8') throw rangeError(fn, 'options.threshold', `only applies with activations 'llm.int8'`);
+  return { activations, threshold };
+}
 
 export class QLinear extends Module {
   readonly qweight: QuantizedTensor;
   readonly bias: Tensor<'f32'> | null;
-  readonly #w: PreparedWeight;
+  readonly activations: ActivationMode;
+  /** LLM.int8() outlier threshold (only used with activations 'llm.int8'). */
+  readonly threshold: number;
+  /** Outlier input columns found by the last LLM.int8() forward. */
+  lastOutlierColumns = 0;
+  readonly #w: PreparedWeight | null;
+  readonly #w8: W8A8Weight | null;
   readonly #b: Float32Array | null;
 
   /** qweight: int8 or int4 QuantizedTensor [N, K]; bias: f32 [N]. */
-  constructor(qweight: QuantizedTensor, bias?: Tensor<'f32'> | null) {
+  constructor(qweight: QuantizedTensor, bias?: Tensor<'f32'> | null, options?: QLinearRuntimeOptions) {
     super();
     if (!(qweight instanceof QuantizedTensor)) throw typeError('QLinear', 'qweight', `must be a QuantizedTensor, got ${describe(qweight)}`);
     if (qweight.bits !== 8 && qweight.bits !== 4) throw rangeError('QLinear', 'qweight', `must be int8 or int4, got ${qweight.bits} bits`);
-    this.#w = prepareWeight('QLinear', 'qweight', qweight);
-    this.#b = checkBias('QLinear', bias, this.#w.N);
+    const rt = runtimeOptions('QLinear', options);
+    this.activations = rt.activations;
+    this.threshold = rt.threshold;
+    if (rt.activations === 'none') {
+      this.#w = prepareWeight('QLinear', 'qweight', qweight);
+      this.#w8 = null;
+    } else {
+      this.#w = null;
+      this.#w8 = prepareW8A8('QLinear', 'qweight', qweight);
+    }
+    this.#b = checkBias('QLinear', bias, qweight.shape[0] ?? 0);
     this.qweight = qweight;
     this.bias = bias ?? null;
   }
 
-  /** Quantize a Linear's weight (default: int8 symmetric per channel). */
+  /**
+   * Quantize a Linear's weight (default: int8 symmetric per channel). With
+   * activations 'int8' / 'llm.int8' the weight is int8 symmetric per channel.
+   */
   static fromLinear(linear: Linear, options?: QLinearOptions): QLinear {
-    if (!(linear instanceof Linear)) throw typeError('QLinear.fromLinear', 'linear', `must be a Linear, got ${describe(linear)}`);
+    const fn = 'QLinear.fromLinear';
+    if (!(linear instanceof Linear)) throw typeError(fn, 'linear', `must be a Linear, got ${describe(linear)}`);
     if (options?.bits !== undefined && options.bits !== 8 && options.bits !== 4) {
-      throw rangeError('QLinear.fromLinear', 'options.bits', `must be 8 or 4, got ${describe(options.bits)}`);
+      throw rangeError(fn, 'options.bits', `must be 8 or 4, got ${describe(options.bits)}`);
     }
-    return new QLinear(quantize(linear.weight, options), linear.bias);
+    const { activations, threshold, ...qopts } = options ?? {};
+    const rt = runtimeOptions(fn, { activations, threshold });
+    if (rt.activations !== 'none') {
+      if ((qopts.bits ?? 8) !== 8) throw rangeError(fn, 'options.bits', `must be 8 with activations '${rt.activations}'`);
+      if ((qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
+      if ((qopts.granularity ?? 'channel') === 'group') throw rangeError(fn, 'options.granularity', `must be 'channel' or 'tensor' with activations '${rt.activations}'`);
+    }
+    return new QLinear(quantize(linear.weight, qopts), linear.bias, { activations, threshold });
   }
 
   get inFeatures(): number {
-    return this.#w.K;
+    return this.qweight.shape[1] ?? 0;
   }
   get outFeatures(): number {
-    return this.#w.N;
+    return this.qweight.shape[0] ?? 0;
   }
 
   forward(x: Tensor): Tensor<'f32'> {
-    return matmulPrepared('QLinear.forward', x, this.#w, this.#b);
+    if (this.#w) return matmulPrepared('QLinear.forward', x, this.#w, this.#b);
+    const r = matmulW8A8('QLinear.forward', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1);
+    this.lastOutlierColumns = r.outliers;
+    return r.y;
   }
 
   /** forward() on a worker thread. */
-  forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
-    return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b);
+  async forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
+    if (this.#w) return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b);
+    const r = await matmulW8A8Async('QLinear.forwardAsync', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1);
+    this.lastOutlierColumns = r.outliers;
+    return r.y;
   }
 
   override ownTensors(): Iterable<[string, Tensor | QuantizedTensor]> {

@@ -1,0 +1,75 @@
+/**
+ * Dynamic int8 activations over an int8 weight (W8A8), and LLM.int8().
+ *   x f32 [..., K] is quantized per row (per token, symmetric absmax, codes
+ *   in [-127, 127]) on every call; w is int8 symmetric per channel [N, K];
+ *   the products accumulate exactly in int32 and are rescaled:
+ *   y = ((float)acc * sx[m]) * sw[n] + bias[n].
+ * LLM.int8() (threshold >= 0): input columns with any |x| >= threshold are
+ * multiplied in float against the weight columns dequantized from the stored
+ * int8 (as bitsandbytes does), the rest as above; threshold 0 disables it.
+ */
+import { addon } from '../binding.js';
+import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
+import { QuantizedTensor } from '../quant/qtensor.js';
+import { Tensor } from '../tensor.js';
+
+export interface W8A8Weight {
+  readonly N: number;
+  readonly K: number;
+  readonly q: Int8Array;
+  readonly scale: Float32Array;
+  readonly rowsum: Int32Array;
+}
+
+/** Check that w is int8 symmetric per channel (or per tensor) and precompute its row sums. */
+export function prepareW8A8(fn: string, arg: string, w: QuantizedTensor): W8A8Weight {
+  if (!(w instanceof QuantizedTensor)) throw typeError(fn, arg, `must be a QuantizedTensor, got ${describe(w)}`);
+  if (w.shape.length !== 2) throw rangeError(fn, arg, `must be 2-D [N, K], got shape [${w.shape.join(', ')}]`);
+  if (w.bits !== 8 || w.scheme !== 'symmetric' || w.granularity === 'group') {
+    throw new QuantkitError(
+      'ERR_UNSUPPORTED',
+      `${fn}: int8 activations need an int8 symmetric per-channel (or per-tensor) weight; '${arg}' is ${w.bits}-bit ${w.scheme} per ${w.granularity}`,
+    );
+  }
+  const [N, K] = w.shape as [number, number];
+  const scale = w.granularity === 'tensor' ? new Float32Array(N).fill(w.scales[0] ?? 1) : w.scales;
+  const rowsum = new Int32Array(N);
+  if (N * K > 0) addon.w8a8Rowsums(w.data as Int8Array, N, K, rowsum);
+  return { N, K, q: w.data as Int8Array, scale, rowsum };
+}
+
+type Call = { args: Parameters<typeof addon.gemmW8A8> | null; y: Tensor<'f32'> };
+
+function prepareCall(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number): Call {
+  if (!(x instanceof Tensor)) throw typeError(fn, 'x', `must be a Tensor, got ${describe(x)}`);
+  if (x.dtype !== 'f32') throw typeError(fn, 'x', `must have dtype f32, got ${x.dtype}`);
+  if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
+  const K = x.shape[x.shape.length - 1]!;
+  if (K !== w.K) throw rangeError(fn, 'x', `has last dimension ${K}, but the weight has K = ${w.K}`);
+  const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
+  const y = new Float32Array(rows * w.N);
+  const out = new Tensor('f32', [...x.shape.slice(0, -1), w.N], y);
+  if (y.length === 0) return { args: null, y: out };
+  return { args: [x.data as Float32Array, rows, K, w.q, w.N, w.scale, w.rowsum, threshold, bias, y], y: out };
+}
+
+function finish(fn: string, x: Tensor, r: [number, number]): number {
+  if (r[0] >= 0) {
+    const v = (x.data as Float32Array)[r[0]]!;
+    throw new QuantkitError('ERR_NONFINITE', `${fn}: 'x' holds ${Number.isNaN(v) ? 'NaN' : v > 0 ? 'Infinity' : '-Infinity'} at index ${r[0]}; int8 activations need finite inputs`);
+  }
+  return r[1];
+}
+
+/** y = x · w^T + bias with int8 activations; threshold < 0: W8A8, >= 0: LLM.int8(). Returns y and the outlier column count. */
+export function matmulW8A8(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number): { y: Tensor<'f32'>; outliers: number } {
+  const c = prepareCall(fn, x, w, bias, threshold);
+  const outliers = c.args ? finish(fn, x, addon.gemmW8A8(...c.args)) : 0;
+  return { y: c.y, outliers };
+}
+
+export async function matmulW8A8Async(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number): Promise<{ y: Tensor<'f32'>; outliers: number }> {
+  const c = prepareCall(fn, x, w, bias, threshold);
+  const outliers = c.args ? finish(fn, x, await addon.gemmW8A8Async(...c.args)) : 0;
+  return { y: c.y, outliers };
+}
