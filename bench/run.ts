@@ -11,16 +11,13 @@
  * M = 1 uses cold weights: the case cycles through distinct copies of the
  * weight totalling >= 256 MB, so each call streams from DRAM, not L3.
  */
-import { performance } from 'node:perf_hooks';
-import { addon } from '../lib/binding.js';
-import { Tensor, isa, matmul, quantize, setThreads, type QuantizedTensor } from '../lib/index.js';
+import { Tensor, isa, matmul, quantize, setThreads } from '../lib/index.js';
+import { COLD_BYTES, copyWeight, measureBandwidth, printTable, randomF32, time, weightBytes, type Weight } from './common.js';
 
 const args = new Set(process.argv.slice(2));
 const JSON_OUT = args.has('--json');
 const QUICK = args.has('--quick');
-const COLD_BYTES = 256 * 2 ** 20;
 
-type Weight = Tensor | QuantizedTensor;
 type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32';
 const KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32'];
 
@@ -42,36 +39,6 @@ function log(msg: string) {
   if (!JSON_OUT) process.stderr.write(msg + '\n');
 }
 
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** Run fn repeatedly (after a warm-up) for about `budgetMs`; median ms per call. */
-function time(fn: (i: number) => void, budgetMs: number, minReps = 5): number {
-  fn(0);
-  const samples: number[] = [];
-  const start = performance.now();
-  for (let i = 1; samples.length < minReps || performance.now() - start < budgetMs; i++) {
-    const t0 = performance.now();
-    fn(i);
-    samples.push(performance.now() - t0);
-    if (samples.length >= 200) break;
-  }
-  return median(samples);
-}
-
-function randomF32(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * 0.1;
-  }
-  return out;
-}
-
 function toBf16(w: Float32Array): Uint16Array {
   const u = new Uint32Array(w.buffer, w.byteOffset, w.length);
   const out = new Uint16Array(w.length);
@@ -87,29 +54,6 @@ function makeWeight(kind: WKind, w: Float32Array, N: number, K: number): Weight 
     case 'int8': return quantize(t, { bits: 8, granularity: 'channel' });
     case 'int4-g32': return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
   }
-}
-
-function weightBytes(w: Weight): number {
-  return w instanceof Tensor ? w.nbytes : w.nbytes;
-}
-
-/** A distinct copy (new memory) of a weight. */
-function copyWeight(w: Weight): Weight {
-  if (w instanceof Tensor) return new Tensor(w.dtype, w.shape, w.data.slice() as Float32Array);
-  const Q = w.constructor as new (init: ConstructorParameters<typeof QuantizedTensor>[0]) => QuantizedTensor;
-  return new Q({
-    bits: w.bits, scheme: w.scheme, granularity: w.granularity,
-    groupSize: w.granularity === 'group' ? w.groupSize : undefined,
-    shape: w.shape, data: w.data.slice(), scales: w.scales.slice(), zeroPoints: w.zeroPoints?.slice() ?? null,
-  });
-}
-
-function measureBandwidth(threads: number): number {
-  setThreads(threads);
-  const buf = new Float32Array(2 ** 28); // 1 GiB
-  for (let i = 0; i < buf.length; i += 1024) buf[i] = i; // touch every page
-  const ms = time(() => addon.streamRead(buf), 1500, 3);
-  return buf.byteLength / (ms / 1000) / 1e9;
 }
 
 function main() {
@@ -180,12 +124,8 @@ function main() {
   const header = ['op', 'M', 'N', 'K', 'weight', 'thr', 'median ms', 'GB/s', 'GFLOP/s', 'x fp32', 'of BW'];
   const table = rows.map((r) => [r.op, r.M, r.N, r.K, r.weight, r.threads, fmt(r.ms, 3), fmt(r.gbps, 1), fmt(r.gflops, 1), fmt(r.ratioToF32), r.fracBandwidth === null ? '' : fmt(r.fracBandwidth)].map(String));
   for (const r of qrows) table.push([r.op, '', String(r.N), String(r.K), r.weight, String(r.threads), fmt(r.ms, 2), fmt(r.gbps, 1), '', '', '']);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
   console.log(`\nisa ${isa()}; DRAM read ${threadCounts.map((t) => `${bw[t]!.toFixed(1)} GB/s (${t} thr)`).join(', ')}`);
-  console.log(line(header));
-  console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
-  for (const row of table) console.log(line(row));
+  printTable(header, table);
 }
 
 main();
