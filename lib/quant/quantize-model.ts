@@ -22,11 +22,13 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { Linear, QLinear } from '../nn/linear.js';
+import type { ActivationMode } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import type { Granularity, QuantizeOptions, Scheme } from './qtypes.js';
 import { rowsK } from './qtypes.js';
 
 export type WeightsFormat = 'int8' | 'int4';
+export type GroupFallback = 'divisor' | 'channel' | 'keep' | 'error';
 
 export interface QuantizeModelOptions {
   weights: WeightsFormat;
@@ -40,10 +42,22 @@ export interface QuantizeModelOptions {
   exclude?: readonly string[];
   /**
    * A layer whose K the group size does not divide (e.g. K = 172 with
-   * groups of 32): 'channel' quantizes that layer per channel (default),
-   * 'keep' leaves it in float, 'error' throws a RangeError.
+   * groups of 32): 'divisor' (default) uses the largest even divisor of K
+   * below the group size (172 -> groups of 4), so the layer is never quantized
+   * more coarsely than asked (llama.cpp likewise falls back to a more precise
+   * format for tensors its block size does not divide); 'channel' quantizes
+   * it per channel (smaller, less accurate); 'keep' leaves it in float;
+   * 'error' throws a RangeError.
    */
-  groupFallback?: 'channel' | 'keep' | 'error';
+  groupFallback?: GroupFallback;
+  /**
+   * How the quantized layers treat their inputs (see QLinear): 'none'
+   * (default, weight-only), 'int8' (dynamic W8A8) or 'llm.int8'. The int8
+   * modes need weights 'int8', scheme 'symmetric', granularity 'channel'.
+   */
+  activations?: ActivationMode;
+  /** LLM.int8() outlier threshold (default 6.0). */
+  threshold?: number;
 }
 
 /** The validated, defaulted options (what a checkpoint records). */
@@ -55,7 +69,10 @@ export interface ResolvedQuantConfig {
   /** Set for 'group' only. */
   groupSize: number | undefined;
   exclude: string[];
-  groupFallback: 'channel' | 'keep' | 'error';
+  groupFallback: GroupFallback;
+  activations: ActivationMode;
+  /** Set for 'llm.int8' only. */
+  threshold: number | undefined;
 }
 
 export interface QuantizeModelSummary {
@@ -64,7 +81,7 @@ export interface QuantizeModelSummary {
   replaced: string[];
   /** Linear layers left in float (excluded, or kept by groupFallback 'keep'). */
   kept: string[];
-  /** Layers quantized per channel because the group size does not divide K. */
+  /** Layers quantized with another granularity or group size because the group size does not divide K (see groupFallback). */
   fallbacks: string[];
   /** Bytes of the replaced layers' float weights (biases excluded: they stay f32). */
   bytesBefore: number;
@@ -104,11 +121,28 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
       throw rangeError(fn, 'options.exclude', `holds '${p}', which is not a dotted name pattern`);
     }
   }
-  const groupFallback = options.groupFallback ?? 'channel';
-  if (groupFallback !== 'channel' && groupFallback !== 'keep' && groupFallback !== 'error') {
-    throw rangeError(fn, 'options.groupFallback', `must be 'channel', 'keep' or 'error', got ${describe(groupFallback)}`);
+  const groupFallback = options.groupFallback ?? 'divisor';
+  if (groupFallback !== 'divisor' && groupFallback !== 'channel' && groupFallback !== 'keep' && groupFallback !== 'error') {
+    throw rangeError(fn, 'options.groupFallback', `must be 'divisor', 'channel', 'keep' or 'error', got ${describe(groupFallback)}`);
   }
-  return { weights, bits, scheme, granularity, groupSize, exclude: [...exclude], groupFallback };
+  const activations = options.activations ?? 'none';
+  if (activations !== 'none' && activations !== 'int8' && activations !== 'llm.int8') {
+    throw rangeError(fn, 'options.activations', `must be 'none', 'int8' or 'llm.int8', got ${describe(activations)}`);
+  }
+  if (activations !== 'none') {
+    if (bits !== 8) throw rangeError(fn, 'options.weights', `must be 'int8' with activations '${activations}'`);
+    if (scheme !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${activations}'`);
+    if (granularity !== 'channel') throw rangeError(fn, 'options.granularity', `must be 'channel' with activations '${activations}'`);
+  }
+  let threshold: number | undefined;
+  if (options.threshold !== undefined && activations !== 'llm.int8') throw rangeError(fn, 'options.threshold', `only applies with activations 'llm.int8'`);
+  if (activations === 'llm.int8') {
+    threshold = options.threshold ?? 6.0;
+    if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0) {
+      throw rangeError(fn, 'options.threshold', `must be a finite number >= 0, got ${describe(threshold)}`);
+    }
+  }
+  return { weights, bits, scheme, granularity, groupSize, exclude: [...exclude], groupFallback, activations, threshold };
 }
 
 /** Compile one exclude pattern to a regex over whole dotted names (see the header). */
@@ -135,8 +169,12 @@ export function layerQuantizeOptions(cfg: ResolvedQuantConfig, name: string, wei
   if (cfg.granularity === 'group' && K % cfg.groupSize! !== 0) {
     if (cfg.groupFallback === 'keep') return null;
     if (cfg.groupFallback === 'error') {
-      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set groupFallback to 'channel' or 'keep')`);
+      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set groupFallback to 'divisor', 'channel' or 'keep')`);
     }
+    if (cfg.groupFallback === 'divisor') {
+      for (let g = cfg.groupSize! - 2; g >= 2; g -= 2) if (K % g === 0) return { bits: cfg.bits, scheme: cfg.scheme, granularity: 'group', groupSize: g };
+    }
+    // 'channel', or no even divisor (odd K)
     return { bits: cfg.bits, scheme: cfg.scheme, granularity: 'channel' };
   }
   return {
@@ -147,13 +185,15 @@ export function layerQuantizeOptions(cfg: ResolvedQuantConfig, name: string, wei
   };
 }
 
-/** Every Linear of the tree with its dotted name, parent and local name. */
+/** Every Linear of the tree in namedModules() (depth-first) order, with its dotted name, parent and local name. */
 export function findLinears(model: Module): { name: string; parent: Module; local: string; layer: Linear }[] {
   const out: { name: string; parent: Module; local: string; layer: Linear }[] = [];
-  for (const [pname, parent] of model.namedModules()) {
-    for (const [local, child] of parent.namedChildren()) {
-      if (child instanceof Linear) out.push({ name: pname ? `${pname}.${local}` : local, parent, local, layer: child });
-    }
+  const byName = new Map<string, Module>();
+  for (const [name, m] of model.namedModules()) {
+    byName.set(name, m); // a parent always comes before its children
+    if (!(m instanceof Linear) || name === '') continue;
+    const cut = name.lastIndexOf('.');
+    out.push({ name, parent: byName.get(cut < 0 ? '' : name.slice(0, cut))!, local: name.slice(cut + 1), layer: m });
   }
   return out;
 }
@@ -177,8 +217,8 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       summary.kept.push(name);
       continue;
     }
-    if (config.granularity === 'group' && opts.granularity === 'channel') summary.fallbacks.push(name);
-    const q = QLinear.fromLinear(layer, opts);
+    if (config.granularity === 'group' && (opts.granularity !== 'group' || opts.groupSize !== config.groupSize)) summary.fallbacks.push(name);
+    const q = QLinear.fromLinear(layer, { ...opts, activations: config.activations, ...(config.threshold !== undefined ? { threshold: config.threshold } : {}) });
     q.qweight.name = `${name}.weight`;
     parent.replaceChild(local, q);
     summary.replaced.push(name);

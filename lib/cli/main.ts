@@ -1,0 +1,171 @@
+#!/usr/bin/env node
+/**
+ * The `quantkit` command line (compiled to dist/cli/main.js, the package's
+ * bin). Commands: inspect, quantize, generate, ppl, report; see --help.
+ *
+ * run(argv, io) is the whole CLI as a function (tests call it in-process):
+ * it never exits the process and returns the exit code. Every error ends
+ * as one line "quantkit: <message>" on stderr and a non-zero code (no stack
+ * trace); usage errors are reported by commander the same way.
+ */
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { type CliIO, choiceOption, floatOption, intOption, listOption, processIO } from './io.js';
+
+// Commands are imported when run, so that even a failure to load the native
+// addon (at import time) ends as a one-line message instead of a stack trace.
+const commands = {
+  inspect: async () => (await import('./inspect.js')).inspectCommand,
+  quantize: async () => (await import('./quantize.js')).quantizeCommand,
+  generate: async () => (await import('./generate.js')).generateCommand,
+  ppl: async () => (await import('./ppl.js')).pplCommand,
+  report: async () => (await import('./report.js')).reportCommand,
+};
+
+const VERSION = '0.1.0';
+
+function quantOpts(cmd: Command, withBits: boolean): Command {
+  if (withBits) cmd.addOption(new Option('--bits <n>', 'weight bits: 8 or 4').argParser(choiceOption(['8', '4'])).default('8'));
+  return cmd
+    .addOption(new Option('--scheme <s>', 'sym (symmetric) or asym (asymmetric, with zero points)').argParser(choiceOption(['sym', 'asym'] as const)).default('sym'))
+    .addOption(new Option('--group <n>', 'values per scale along K (int4 default 32; int8 default: per channel)').argParser(intOption(2, 1 << 20)))
+    .addOption(new Option('--granularity <g>', 'channel, group or tensor').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))
+    .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
+    .addOption(new Option('--activations <a>', 'none (weight-only), int8 (dynamic W8A8) or llm.int8; the int8 modes need int8 sym per-channel weights').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
+    .addOption(new Option('--threshold <t>', 'LLM.int8() outlier threshold (default 6)').argParser(floatOption(0, 1e6)));
+}
+
+const tokenizerOpt = () => new Option('--tokenizer <file>', 'tokenizer file (llama2.c tokenizer.bin, tokenizer.json) when not found next to the model');
+const weightsOpt = () => new Option('--weights <w>', 'quantize the float model first: int8, int4 (or fp32: as loaded)').argParser(choiceOption(['int8', 'int4', 'fp32'] as const));
+
+function buildProgram(io: CliIO): Command {
+  const program = new Command('quantkit')
+    .description('Quantize language-model weights to int8/int4 and evaluate them (footprint, perplexity, generation, error report).')
+    .version(VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s), outputError: (s, write) => write(s.startsWith('error:') ? `quantkit: ${s.slice(7)}` : s) })
+    .exitOverride();
+  const modelArg = '<model>';
+  const modelHelp = 'a Hugging Face model folder, a quantkit checkpoint folder, or a llama2.c .bin (with --tokenizer)';
+
+  program
+    .command('inspect')
+    .description('show a model: architecture, config, layers, footprint')
+    .argument(modelArg, modelHelp)
+    .addOption(tokenizerOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, o) => (await commands.inspect())(io, model, o));
+
+  quantOpts(
+    program
+      .command('quantize')
+      .description('quantize the Linear layers and save a quantkit checkpoint folder')
+      .argument(modelArg, modelHelp)
+      .requiredOption('--out <dir>', 'output folder (written atomically)')
+      .option('--force', 'replace --out if it already exists'),
+    true,
+  )
+    .addOption(tokenizerOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, o) => (await commands.quantize())(io, model, { ...o, bits: Number(o.bits) as 8 | 4 }));
+
+  quantOpts(
+    program
+      .command('generate')
+      .description('generate text (streamed to stdout)')
+      .argument(modelArg, modelHelp)
+      .option('--prompt <text>', 'prompt (empty: start from BOS)', '')
+      .addOption(new Option('--max-new-tokens <n>', 'tokens to generate').argParser(intOption(0, 1 << 20)).default(50))
+      .addOption(weightsOpt())
+      .addOption(new Option('--temperature <t>', '0 = greedy').argParser(floatOption(0, 100)).default(0))
+      .addOption(new Option('--top-k <k>', 'sample from the k most likely tokens (0 = all)').argParser(intOption(0, 1 << 30)).default(0))
+      .addOption(new Option('--top-p <p>', 'nucleus sampling threshold (1 = off)').argParser(floatOption(1e-9, 1)).default(1))
+      .addOption(new Option('--seed <n>', 'sampling seed').argParser(intOption(0, 2 ** 32 - 1)).default(0))
+      .option('--stop <s>', 'stop string (repeatable)', (v: string, prev: string[] | undefined) => [...(prev ?? []), v]),
+    false,
+  )
+    .addOption(tokenizerOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, o) => (await commands.generate())(io, model, o));
+
+  quantOpts(
+    program
+      .command('ppl')
+      .description('perplexity of a text (sliding windows, Hugging Face method)')
+      .argument(modelArg, modelHelp)
+      .requiredOption('--text <file>', 'text file; blank-line separated paragraphs each start with BOS')
+      .addOption(weightsOpt())
+      .addOption(new Option('--context <n>', 'window length in tokens').argParser(intOption(2, 1 << 20)).default(256))
+      .addOption(new Option('--stride <n>', 'window advance (default: context)').argParser(intOption(1, 1 << 20)))
+      .addOption(new Option('--max-tokens <n>', 'evaluate at most this many tokens').argParser(intOption(2, 2 ** 31)).default(16384)),
+    false,
+  )
+    .addOption(tokenizerOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, o) => (await commands.ppl())(io, model, o));
+
+  quantOpts(
+    program
+      .command('report')
+      .description('fp32 vs quantized: footprint, perplexity, generations, per-layer error table and SVG charts')
+      .argument(modelArg, modelHelp)
+      .requiredOption('--out <dir>', 'folder for report.md, report.json and the SVGs')
+      .addOption(new Option('--weights <list>', 'configs to compare, comma-separated').argParser((v) => v.split(',').map((s) => choiceOption(['int8', 'int4'] as const)(s.trim()))).default(['int8', 'int4']))
+      .option('--text <file>', 'text for perplexity (default: a bundled sample of simple English stories)')
+      .addOption(new Option('--max-tokens <n>', 'perplexity tokens').argParser(intOption(2, 2 ** 31)).default(4096))
+      .addOption(new Option('--context <n>', 'perplexity window').argParser(intOption(2, 1 << 20)).default(256))
+      .option('--prompt <text>', 'generation prompt (repeatable; default: "" and "Once upon a time")', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+      .addOption(new Option('--max-new-tokens <n>', 'tokens per sample generation').argParser(intOption(0, 1 << 20)).default(40))
+      .option('--layer <name>', 'layer for the weight histogram (default: the first quantized layer)'),
+    false,
+  )
+    .addOption(tokenizerOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, o) => (await commands.report())(io, model, o));
+
+  return program;
+}
+
+/** One line, no stack: the message of an error (its first line). */
+function oneLine(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.split('\n')[0]!.trim();
+}
+
+/** Run the CLI on `argv` (without the node/script entries); resolves to the exit code. */
+export async function run(argv: readonly string[], io: CliIO = processIO): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed help, the version, or a usage error
+      return err.exitCode;
+    }
+    io.err(`quantkit: ${oneLine(err)}\n`);
+    return 1;
+  }
+}
+
+function isMain(): boolean {
+  if (process.argv[1] === undefined) return false;
+  try {
+    return fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  run(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`quantkit: ${oneLine(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,157 @@
+/**
+ * `quantkit report <model> --out <dir>`: float vs quantized, side by side.
+ * For fp32 and each --weights config: footprint, perplexity on a text
+ * (default: the bundled sample), sample greedy generations; per quantized
+ * config also the per-layer error table, an SVG bar chart of SQNR per layer
+ * and an SVG histogram of one layer's original vs dequantized weights.
+ * Writes report.md, report.json and the SVGs (the folder is created if needed).
+ */
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { errorReport, type LayerErrorRow } from '../eval/error-report.js';
+import { footprint, type Footprint } from '../eval/footprint.js';
+import { generateText } from '../eval/generate.js';
+import { perplexity, type PerplexityResult } from '../eval/perplexity.js';
+import { barChartSvg } from '../eval/svg.js';
+import { quantizeModel, type WeightsFormat } from '../quant/quantize-model.js';
+import { type CliIO, formatBytes, printJson, progressBar } from './io.js';
+import { loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
+import { SAMPLE_TEXT } from './sample-text.js';
+import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
+
+export interface ReportFlags extends QuantFlags {
+  out: string;
+  weights: WeightsFormat[];
+  text?: string;
+  maxTokens: number;
+  context: number;
+  prompt?: string[];
+  maxNewTokens: number;
+  layer?: string;
+  tokenizer?: string;
+  json?: boolean;
+}
+
+interface ConfigResult {
+  label: string;
+  footprint: Footprint;
+  perplexity: PerplexityResult;
+  generations: { prompt: string; text: string }[];
+  errors?: { rows: LayerErrorRow[]; table: string; sqnrSvg: string; histogramSvg: string; histogramLayer: string };
+  /** quantizeModel's summary: layers kept in float, group-size fallbacks. */
+  quantized?: { replaced: number; kept: string[]; fallbacks: string[] };
+}
+
+export async function reportCommand(io: CliIO, modelPath: string, flags: ReportFlags): Promise<void> {
+  const load = () => loadCliModel(modelPath, flags.tokenizer);
+  const base = load();
+  requireFloat(base, 'report');
+  const tokenizer = requireTokenizer(base, modelPath);
+  const text = flags.text !== undefined ? readTextFile(flags.text) : SAMPLE_TEXT;
+  const tokens = tokenizeText(tokenizer, text, flags.maxTokens);
+  const context = Math.min(flags.context, base.model.config.maxPositions);
+  const prompts = flags.prompt ?? ['', 'Once upon a time'];
+  const weights = [...new Set(flags.weights)];
+  const bar = progressBar(io, 'report', 1 + weights.length);
+
+  const evaluate = async (label: string, m = base.model): Promise<ConfigResult> => {
+    const generations = [];
+    for (const prompt of prompts) generations.push({ prompt, text: (await generateText(m, tokenizer, prompt, { maxNewTokens: flags.maxNewTokens })).text });
+    return { label, footprint: footprint(m), perplexity: perplexity(m, tokens, { context }), generations };
+  };
+
+  const results: ConfigResult[] = [];
+  try {
+    results.push(await evaluate('fp32'));
+    bar.update(1);
+    for (const w of weights) {
+      const opts = quantOptions(w, flags);
+      const fresh = load(); // each config starts from the float weights
+      const er = errorReport(fresh.model, tokens.slice(0, Math.min(128, context)), opts, { histogramLayer: flags.layer });
+      const summary = quantizeModel(fresh.model, opts);
+      const r = await evaluate(quantLabel(opts), fresh.model);
+      r.errors = er;
+      r.quantized = { replaced: summary.replaced.length, kept: summary.kept, fallbacks: summary.fallbacks };
+      results.push(r);
+      bar.update(results.length);
+    }
+  } finally {
+    bar.stop();
+  }
+
+  const fp32 = results[0]!;
+  const slug = (label: string) => label.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '');
+  const files: Record<string, string> = {};
+  files['footprint.svg'] = barChartSvg(
+    results.map((r) => r.label),
+    results.map((r) => r.footprint.bytes / 1024),
+    { title: 'Model footprint (KiB)', valueLabel: 'KiB' },
+  );
+  files['perplexity.svg'] = barChartSvg(
+    results.map((r) => r.label),
+    results.map((r) => r.perplexity.ppl),
+    { title: 'Perplexity (lower is better)', valueLabel: 'perplexity' },
+  );
+  for (const r of results) {
+    if (!r.errors) continue;
+    files[`sqnr-${slug(r.label)}.svg`] = r.errors.sqnrSvg;
+    files[`weights-${slug(r.label)}.svg`] = r.errors.histogramSvg;
+  }
+
+  const pct = (a: number, b: number) => `${a >= b ? '+' : ''}${(((a - b) / b) * 100).toFixed(2)} %`;
+  const md: string[] = [
+    `# quantkit report: ${path.basename(modelPath)}`,
+    '',
+    `Model: \`${modelPath}\` (${base.source}, ${base.model.config.arch}). Perplexity on ${flags.text ? `\`${flags.text}\`` : 'the bundled sample text'}: ${fp32.perplexity.tokens} scored tokens, context ${context}.`,
+    '',
+    '| weights | footprint (bytes) | vs fp32 | perplexity | vs fp32 | mean NLL |',
+    '|---|---:|---:|---:|---:|---:|',
+    ...results.map(
+      (r) =>
+        `| ${r.label} | ${r.footprint.bytes.toLocaleString('en-US')} (${formatBytes(r.footprint.bytes)}) | ${(fp32.footprint.bytes / r.footprint.bytes).toFixed(2)}x smaller | ${r.perplexity.ppl.toFixed(4)} | ${r === fp32 ? '-' : pct(r.perplexity.ppl, fp32.perplexity.ppl)} | ${r.perplexity.nll.toFixed(5)} |`,
+    ),
+    '',
+    '![footprint](footprint.svg)',
+    '![perplexity](perplexity.svg)',
+    '',
+    '## Sample generations (greedy)',
+    '',
+  ];
+  for (const r of results) {
+    md.push(`### ${r.label}`, '');
+    for (const g of r.generations) md.push(`- prompt ${JSON.stringify(g.prompt)}: ${JSON.stringify(g.prompt + g.text)}`);
+    md.push('');
+  }
+  for (const r of results) {
+    if (!r.errors) continue;
+    const q = r.quantized!;
+    md.push(`## Quantization error, ${r.label}`, '');
+    md.push(`${q.replaced} Linear layers quantized; kept in float: ${q.kept.join(', ') || 'none'}.`);
+    if (q.fallbacks.length) md.push(`Group size does not divide K, quantized with the finer group shown in the table: ${q.fallbacks.join(', ')}.`);
+    md.push('', 'Per layer: weight (W) and output on real activations (Y): SQNR, max |error|, relative Frobenius error.', '', '```', r.errors.table.trimEnd(), '```', '');
+    md.push(`![SQNR per layer](sqnr-${slug(r.label)}.svg)`, '', `![weights of ${r.errors.histogramLayer}](weights-${slug(r.label)}.svg)`, '');
+  }
+  const json = {
+    model: modelPath,
+    source: base.source,
+    context,
+    text: flags.text ?? '(bundled sample)',
+    results: results.map((r) => ({
+      label: r.label,
+      footprint: r.footprint,
+      perplexity: r.perplexity,
+      generations: r.generations,
+      quantized: r.quantized,
+      layers: r.errors?.rows,
+    })),
+  };
+  await fsp.mkdir(flags.out, { recursive: true });
+  for (const [name, content] of Object.entries(files)) await fsp.writeFile(path.join(flags.out, name), content);
+  await fsp.writeFile(path.join(flags.out, 'report.md'), md.join('\n'));
+  await fsp.writeFile(path.join(flags.out, 'report.json'), JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x), 2) + '\n');
+  if (flags.json) return printJson(io, json);
+  io.out(
+    results.map((r) => `${r.label.padEnd(24)} footprint ${r.footprint.bytes.toLocaleString('en-US').padStart(12)} B   ppl ${r.perplexity.ppl.toFixed(4)}`).join('\n') +
+      `\nwrote ${path.join(flags.out, 'report.md')}, report.json and ${Object.keys(files).length} SVGs\n`,
+  );
+}

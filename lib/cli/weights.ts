@@ -1,0 +1,42 @@
+/**
+ * The --weights / --bits / --scheme / --group options shared by the
+ * commands, turned into quantizeModel options.
+ */
+import { QuantkitError } from '../errors.js';
+import type { QuantizeModelOptions, WeightsFormat } from '../quant/quantize-model.js';
+import type { CliModel } from './load.js';
+
+export interface QuantFlags {
+  scheme?: 'sym' | 'asym';
+  group?: number;
+  granularity?: 'channel' | 'group' | 'tensor';
+  exclude?: string[];
+  activations?: 'none' | 'int8' | 'llm.int8';
+  threshold?: number;
+}
+
+export function quantOptions(weights: WeightsFormat, f: QuantFlags): QuantizeModelOptions {
+  return {
+    weights,
+    scheme: f.scheme === 'asym' ? 'asymmetric' : 'symmetric',
+    granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
+    ...(f.granularity !== 'channel' && f.granularity !== 'tensor' && (weights === 'int4' || f.group !== undefined) ? { groupSize: f.group ?? 32 } : {}),
+    exclude: f.exclude ?? ['lm_head'],
+    ...(f.activations !== undefined ? { activations: f.activations } : {}),
+    ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
+  };
+}
+
+/** A float model is needed to quantize (a quantkit checkpoint already is). */
+export function requireFloat(m: CliModel, what: string): void {
+  if (m.source === 'quantkit') {
+    throw new QuantkitError('ERR_UNSUPPORTED', `${what} needs a float model; this is already a quantkit checkpoint (drop --weights, or pass the original model)`);
+  }
+}
+
+/** Short label: "int8 sym per-channel", "int4 asym g32". */
+export function quantLabel(o: QuantizeModelOptions): string {
+  const s = o.scheme === 'asymmetric' ? 'asym' : 'sym';
+  const act = o.activations === 'int8' ? ' W8A8' : o.activations === 'llm.int8' ? ' LLM.int8' : '';
+  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}`;
+}

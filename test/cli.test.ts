@@ -1,0 +1,220 @@
+/**
+ * The quantkit CLI, in-process through run(argv, io) and as a child process,
+ * and the acceptance numbers on the real stories260K model (llama2.c
+ * tokenizer tok512.bin, TinyStories text, one BOS per story):
+ *   - int8 per-channel perplexity within 0.5 % of fp32, int4 asym g32 within 8 %
+ *   - footprints equal to the hand-computed bytes
+ *   - greedy generations read as English; int8 from BOS starts "Once upon a time"
+ * The fixture lives in ../shared/fixtures: absent, these tests are skipped
+ * with a message, unless CI is set, in which case they fail.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../lib/cli/main.js';
+import type { CliIO } from '../lib/cli/io.js';
+import { checkWellFormedSvg } from './xml-check.js';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIX = path.resolve(ROOT, '../shared/fixtures');
+const MODEL = path.join(FIX, 'stories260K');
+const BIN = path.join(MODEL, 'stories260K.bin');
+const TOK = path.join(MODEL, 'tok512.bin');
+const TEXT = path.join(FIX, 'text/tinystories-head.txt');
+const haveFixture = [path.join(MODEL, 'model.safetensors'), BIN, TOK, TEXT].every((f) => fs.existsSync(f));
+if (!haveFixture) {
+  if (process.env.CI) throw new Error(`stories260K fixture missing under ${FIX} (required when CI is set)`);
+  console.warn(`skipping stories260K CLI tests: fixture not found under ${FIX}`);
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-cli-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io: CliIO = { out: (s) => void (out += s), err: (s) => void (err += s) };
+  const code = await run(argv, io);
+  return { code, out, err };
+}
+
+async function json<T = Record<string, unknown>>(...argv: string[]): Promise<T> {
+  const r = await cli(...argv, '--json');
+  if (r.code !== 0) throw new Error(`quantkit ${argv.join(' ')} failed: ${r.err}`);
+  return JSON.parse(r.out) as T;
+}
+
+describe('CLI usage and errors', () => {
+  it('--help everywhere, exit 0', async () => {
+    const top = await cli('--help');
+    expect(top.code).toBe(0);
+    expect(top.out).toMatch(/Usage: quantkit/);
+    for (const c of ['inspect', 'quantize', 'generate', 'ppl', 'report']) {
+      const r = await cli(c, '--help');
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(new RegExp(`Usage: quantkit ${c}`));
+    }
+  });
+
+  it('a missing model path: non-zero, one line naming it', async () => {
+    const r = await cli('inspect', path.join(tmp, 'no-such-model'));
+    expect(r.code).not.toBe(0);
+    expect(r.err).toBe(`quantkit: model not found: ${path.join(tmp, 'no-such-model')}\n`);
+  });
+
+  it('bad option values and missing options are usage errors', async () => {
+    const bits = await cli('quantize', MODEL, '--out', path.join(tmp, 'q'), '--bits', '3');
+    expect(bits.code).not.toBe(0);
+    expect(bits.err).toMatch(/^quantkit: option '--bits <n>' argument '3' is invalid/);
+    expect(fs.existsSync(path.join(tmp, 'q'))).toBe(false);
+    const noOut = await cli('quantize', MODEL);
+    expect(noOut.code).not.toBe(0);
+    expect(noOut.err).toMatch(/required option '--out <dir>'/);
+    expect((await cli('ppl', MODEL, '--text', TEXT, '--context', 'x')).err).toMatch(/--context/);
+    expect((await cli('frobnicate')).code).not.toBe(0);
+  });
+
+  it('as a child process: exit code 1 and one line, no stack trace', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'ppl', path.join(tmp, 'missing'), '--text', TEXT], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^quantkit: /);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const h = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), '--help'], { cwd: ROOT, encoding: 'utf8' });
+    expect(h.status).toBe(0);
+    expect(h.stdout).toMatch(/Commands:/);
+  });
+});
+
+describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => {
+  // the first 8192 tokens of the TinyStories head, one BOS per story, windows of 256
+  const PPL = ['--text', TEXT, '--max-tokens', '8192', '--context', '256'];
+  type Ppl = { ppl: number; nll: number; tokens: number };
+  const ppl: Record<string, Ppl> = {};
+
+  beforeAll(async () => {
+    ppl.fp32 = await json<Ppl>('ppl', MODEL, ...PPL);
+    ppl.int8 = await json<Ppl>('ppl', MODEL, ...PPL, '--weights', 'int8');
+    ppl.int4 = await json<Ppl>('ppl', MODEL, ...PPL, '--weights', 'int4', '--scheme', 'asym', '--group', '32');
+    console.log(
+      `stories260K perplexity (${ppl.fp32!.tokens} tokens): fp32 ${ppl.fp32!.ppl.toFixed(4)}, int8 ${ppl.int8!.ppl.toFixed(4)}, int4 asym g32 ${ppl.int4!.ppl.toFixed(4)}`,
+    );
+  });
+
+  it('perplexity: int8 within 0.5 % of fp32, int4 asym g32 within 8 %', () => {
+    expect(ppl.fp32!.tokens).toBe(8160); // 32 windows of 256, each scoring 255
+    expect(ppl.fp32!.ppl).toBeGreaterThan(3);
+    expect(ppl.fp32!.ppl).toBeLessThan(6);
+    expect(Math.abs(ppl.int8!.ppl / ppl.fp32!.ppl - 1)).toBeLessThan(0.005);
+    expect(ppl.int4!.ppl / ppl.fp32!.ppl - 1).toBeLessThan(0.08);
+    expect(ppl.int4!.ppl).toBeGreaterThan(ppl.int8!.ppl);
+  });
+
+  it('a llama2.c .bin with --tokenizer gives the same perplexity as the HF folder', async () => {
+    const r = await json<Ppl>('ppl', BIN, '--tokenizer', TOK, '--text', TEXT, '--max-tokens', '1024', '--context', '256');
+    const h = await json<Ppl>('ppl', MODEL, '--text', TEXT, '--max-tokens', '1024', '--context', '256');
+    expect(r.tokens).toBe(h.tokens);
+    expect(r.ppl).toBeCloseTo(h.ppl, 4);
+  });
+
+  /*
+   * Footprints by hand. stories260K: dim 64, hidden 172, 5 layers, 8 heads of
+   * 8, 4 kv heads (k/v rows 32), vocab 512, lm_head tied to the embedding.
+   * Per layer Linear weights [N, K]: q 64x64, k 32x64, v 32x64, o 64x64,
+   * gate 172x64, up 172x64, down 64x172 = 45,312 values, 600 rows.
+   *   fp32: (5 * 45,312 + 512*64 embedding + 5 * 2 * 64 + 64 norms) * 4
+   *       = (226,560 + 32,768 + 704) * 4 = 1,040,128
+   *   float part that stays (embedding/tied lm_head, norms): (32,768 + 704) * 4 = 133,888
+   *   int8 sym per channel: codes 226,560 + scales 5 * 600 * 4 = 12,000
+   *       -> 133,888 + 238,560 = 372,448
+   *   int4 asym g32 (down_proj: K = 172 is no multiple of 32, so groups of 4,
+   *   the largest even divisor below 32): per group a 4-byte scale + 1-byte zero
+   *       q  64 rows: codes 64*32 = 2,048 + 64*2 groups * 5 = 640 -> 2,688
+   *       k, v 32 rows: 1,024 + 320 = 1,344 each
+   *       o  2,688;  gate, up 172 rows: 5,504 + 1,720 = 7,224 each
+   *       down 64 rows: codes 64*86 = 5,504 + 64*43 groups * 5 = 13,760 -> 19,264
+   *       per layer 2*2,688 + 2*1,344 + 2*7,224 + 19,264 = 41,776; x5 = 208,880
+   *       -> 133,888 + 208,880 = 342,768
+   */
+  it('footprints equal the hand-computed bytes; checkpoints reload bit-identically', async () => {
+    const fp32 = await json<{ footprint: { bytes: number }; parameters: number }>('inspect', MODEL);
+    expect(fp32.footprint.bytes).toBe(1_040_128);
+    expect(fp32.parameters).toBe(260_032);
+
+    const q8 = path.join(tmp, 'stories-int8');
+    const s8 = await json<{ footprintBefore: number; footprintAfter: number; kept: string[] }>('quantize', MODEL, '--out', q8, '--bits', '8');
+    expect(s8.footprintBefore).toBe(1_040_128);
+    expect(s8.footprintAfter).toBe(372_448);
+    expect(s8.kept).toEqual(['lm_head']);
+
+    const exists = await cli('quantize', MODEL, '--out', q8);
+    expect(exists.code).toBe(1);
+    expect(exists.err).toMatch(/already exists; pass --force/);
+    expect((await cli('quantize', MODEL, '--out', MODEL, '--force')).err).toMatch(/overwrite the model itself/);
+    expect((await cli('quantize', MODEL, '--out', q8, '--force')).code).toBe(0);
+
+    const q4 = path.join(tmp, 'stories-int4');
+    const s4 = await json<{ footprintAfter: number; fallbacks: string[] }>('quantize', MODEL, '--out', q4, '--bits', '4', '--scheme', 'asym', '--group', '32');
+    expect(s4.footprintAfter).toBe(342_768);
+    expect(s4.fallbacks).toHaveLength(5); // the 5 down_proj
+    const i4 = await json<{ source: string; footprint: { bytes: number } }>('inspect', q4);
+    expect(i4.source).toBe('quantkit');
+    expect(i4.footprint.bytes).toBe(342_768);
+    // loaded without the original weights, the checkpoint scores exactly like the in-memory model
+    expect(await json<Ppl>('ppl', q4, ...PPL)).toEqual({ ...(await json<Ppl>('ppl', MODEL, ...PPL, '--weights', 'int4', '--scheme', 'asym')), weights: 'quantkit checkpoint', model: q4 });
+    const cfg = JSON.parse(fs.readFileSync(path.join(q4, 'config.json'), 'utf8'));
+    expect(cfg.quantization_config).toMatchObject({ quant_method: 'quantkit', bits: 4, scheme: 'asymmetric', granularity: 'group', group_size: 32, modules_to_not_convert: ['lm_head'], format_version: 1 });
+    expect(fs.existsSync(path.join(q4, 'tok512.bin'))).toBe(true);
+    // --weights on an already quantized checkpoint is refused
+    const again = await cli('ppl', q4, ...PPL, '--weights', 'int8');
+    expect(again.code).toBe(1);
+    expect(again.err).toMatch(/already a quantkit checkpoint/);
+  });
+
+  it('greedy generations read as English; int8 from BOS starts "Once upon a time"', async () => {
+    const words = new Set(fs.readFileSync(TEXT, 'utf8').toLowerCase().match(/[a-z]+/g));
+    type Gen = { text: string; finishReason: string };
+    const g8 = await json<Gen>('generate', MODEL, '--weights', 'int8', '--max-new-tokens', '60');
+    expect(g8.text.startsWith('Once upon a time')).toBe(true);
+    const fromQ4 = await json<Gen>('generate', path.join(tmp, 'stories-int4'), '--prompt', 'Once upon a time', '--max-new-tokens', '60');
+    const g4 = await json<Gen>('generate', MODEL, '--weights', 'int4', '--scheme', 'asym', '--prompt', 'Once upon a time', '--max-new-tokens', '60');
+    expect(fromQ4.text).toBe(g4.text);
+    for (const t of [g8.text, g4.text]) {
+      const w = t.toLowerCase().match(/[a-z]+/g) ?? [];
+      expect(w.length).toBeGreaterThan(20);
+      const known = w.filter((x) => words.has(x)).length / w.length;
+      expect(known).toBeGreaterThan(0.9); // words of the training register
+    }
+    console.log(`int8 greedy: ${JSON.stringify(g8.text)}\nint4 greedy: ${JSON.stringify('Once upon a time' + g4.text)}`);
+    // text mode streams the prompt and the completion to stdout
+    const plain = await cli('generate', MODEL, '--prompt', 'Once upon a time', '--max-new-tokens', '8');
+    expect(plain.code).toBe(0);
+    expect(plain.out.startsWith('Once upon a time')).toBe(true);
+    // sampling is reproducible from a seed
+    const s1 = await json<Gen>('generate', MODEL, '--temperature', '0.8', '--top-k', '40', '--top-p', '0.9', '--seed', '7', '--max-new-tokens', '20');
+    const s2 = await json<Gen>('generate', MODEL, '--temperature', '0.8', '--top-k', '40', '--top-p', '0.9', '--seed', '7', '--max-new-tokens', '20');
+    expect(s1).toEqual(s2);
+  });
+
+  it('report: report.md, report.json and well-formed SVGs', async () => {
+    const out = path.join(tmp, 'report');
+    const r = await cli('report', MODEL, '--out', out, '--max-tokens', '1024', '--max-new-tokens', '20', '--scheme', 'asym', '--layer', 'model.layers.2.mlp.down_proj');
+    expect(r.code, r.err).toBe(0);
+    const files = fs.readdirSync(out).sort();
+    expect(files).toEqual(['footprint.svg', 'perplexity.svg', 'report.json', 'report.md', 'sqnr-int4-asym-g32.svg', 'sqnr-int8-asym-per-channel.svg', 'weights-int4-asym-g32.svg', 'weights-int8-asym-per-channel.svg']);
+    for (const f of files.filter((x) => x.endsWith('.svg'))) checkWellFormedSvg(fs.readFileSync(path.join(out, f), 'utf8'));
+    const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+    expect(rep.results.map((x: { label: string }) => x.label)).toEqual(['fp32', 'int8 asym per-channel', 'int4 asym g32']);
+    expect(rep.results[2].footprint.bytes).toBe(342_768);
+    expect(rep.results[1].layers).toHaveLength(35); // 5 x 7 Linear layers; the tied lm_head stays float
+    const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(md).toContain('| int4 asym g32 | 342,768');
+    expect(md).toContain('![SQNR per layer](sqnr-int4-asym-g32.svg)');
+    expect(fs.readFileSync(path.join(out, 'weights-int4-asym-g32.svg'), 'utf8')).toContain('model.layers.2.mlp.down_proj');
+  });
+});

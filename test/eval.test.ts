@@ -1,0 +1,206 @@
+/**
+ * Generation, perplexity, the error report and SVG charts, on the tiny test
+ * model (stories260K numbers are in test/cli.test.ts and test/checkpoint.test.ts).
+ */
+import { describe, expect, it } from 'vitest';
+import { errorMetrics, errorReport } from '../lib/eval/error-report.js';
+import { generate, generateText } from '../lib/eval/generate.js';
+import { perplexity, tokenNll } from '../lib/eval/perplexity.js';
+import { argmax, mulberry32, sampleToken } from '../lib/eval/sampling.js';
+import { barChartSvg, histogramSvg } from '../lib/eval/svg.js';
+import { QLinear } from '../lib/nn/linear.js';
+import { quantizeModel } from '../lib/quant/quantize-model.js';
+import { CharTokenizer, TinyLM } from './tiny-lm.js';
+import { checkWellFormedSvg } from './xml-check.js';
+
+const tok = new CharTokenizer();
+
+describe('sampling', () => {
+  it('greedy is argmax; top-k 1 is greedy; a seed reproduces', () => {
+    const logits = Float32Array.from([0.1, 2, -1, 1.9, 0.5]);
+    expect(argmax(logits)).toBe(1);
+    expect(sampleToken(logits, 0, 5, { temperature: 0, topK: 0, topP: 1 }, Math.random)).toBe(1);
+    expect(sampleToken(logits, 0, 5, { temperature: 5, topK: 1, topP: 1 }, Math.random)).toBe(1);
+    // top-p small enough keeps only the most likely token
+    expect(sampleToken(logits, 0, 5, { temperature: 1, topK: 0, topP: 0.01 }, Math.random)).toBe(1);
+    const draw = (seed: number) => {
+      const r = mulberry32(seed);
+      return Array.from({ length: 20 }, () => sampleToken(logits, 0, 5, { temperature: 1, topK: 3, topP: 1 }, r));
+    };
+    expect(draw(7)).toEqual(draw(7));
+    expect(new Set(draw(7))).toEqual(new Set([1, 3, 4])); // top-3 only
+  });
+});
+
+describe('generate', () => {
+  it('streams tokens with a KV cache, equal to recomputing the full sequence', async () => {
+    const m = new TinyLM();
+    const items: { token: number; text: string }[] = [];
+    for await (const it of generate(m, tok, 'the cat', { maxNewTokens: 12 })) items.push(it);
+    expect(items).toHaveLength(12);
+    // greedy check without a cache: re-run the whole prefix every step
+    const ids = [0, ...tok.encode('the cat')];
+    for (const it of items) {
+      const logits = m.forward(ids, m.createCache());
+      const V = m.config.vocabSize;
+      expect(it.token).toBe(argmax(logits.data, (ids.length - 1) * V, V));
+      ids.push(it.token);
+    }
+    expect(items.map((i) => i.text).join('')).toBe(tok.decode(items.map((i) => i.token)));
+  });
+
+  it('starts an empty prompt from BOS; seeds reproduce sampling', async () => {
+    const m = new TinyLM();
+    const a = await generateText(m, tok, '', { maxNewTokens: 20, temperature: 0.9, topK: 10, topP: 0.95, seed: 3 });
+    const b = await generateText(m, tok, '', { maxNewTokens: 20, temperature: 0.9, topK: 10, topP: 0.95, seed: 3 });
+    const c = await generateText(m, tok, '', { maxNewTokens: 20, temperature: 0.9, topK: 10, topP: 0.95, seed: 4 });
+    expect(a).toEqual(b);
+    expect(a.tokens).toHaveLength(20);
+    expect(c.tokens).not.toEqual(a.tokens);
+    const g = await generateText(m, tok, [0], { maxNewTokens: 5 });
+    expect((await generateText(m, tok, '', { maxNewTokens: 5 })).tokens).toEqual(g.tokens);
+  });
+
+  it('stops at EOS, at a stop string (not emitted), and at the context size', async () => {
+    const m = new TinyLM();
+    const free = await generateText(m, tok, 'a', { maxNewTokens: 30 });
+    expect(free.finishReason).toBe('length');
+    // EOS: make a greedy token (its first occurrence is at k > 0) the model's EOS
+    const k = free.tokens.findIndex((t, i) => i > 0 && !free.tokens.slice(0, i).includes(t));
+    const eosModel = new TinyLM();
+    (eosModel as unknown as { config: object }).config = { ...m.config, eosId: free.tokens[k] };
+    const e = await generateText(eosModel, tok, 'a', { maxNewTokens: 30 });
+    expect(e.finishReason).toBe('eos');
+    expect(e.tokens).toEqual(free.tokens.slice(0, k + 1)); // EOS is the last item
+    expect(e.text).toBe(free.text.slice(0, k)); // and adds no text
+    // stop string: a piece of the free-running text
+    const stop = free.text.slice(6, 9);
+    const s = await generateText(m, tok, 'a', { maxNewTokens: 30, stop: [stop] });
+    expect(s.finishReason).toBe('stop');
+    expect(s.text).toBe(free.text.slice(0, free.text.indexOf(stop)));
+    // context: maxPositions 8 with a 3-token prompt ([BOS, 'a', 'b'])
+    const small = new TinyLM({ maxPositions: 8 });
+    const c = await generateText(small, tok, 'ab', { maxNewTokens: 30 });
+    expect(c.finishReason).toBe('length');
+    expect(c.tokens.length).toBe(6);
+  });
+
+  it('yields to the event loop between tokens', async () => {
+    const m = new TinyLM();
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    let n = 0;
+    try {
+      for await (const _ of generate(m, tok, 'a', { maxNewTokens: 40 })) n++;
+    } finally {
+      clearInterval(timer);
+    }
+    expect(n).toBe(40);
+    expect(ticks).toBeGreaterThan(0);
+  });
+
+  it('validates options', async () => {
+    const m = new TinyLM();
+    const run = (o: object) => generateText(m, tok, 'a', o);
+    await expect(run({ temperature: -1 })).rejects.toThrow(/options\.temperature/);
+    await expect(run({ topP: 0 })).rejects.toThrow(/options\.topP/);
+    await expect(run({ maxNewTokens: 1.5 })).rejects.toThrow(/options\.maxNewTokens/);
+    await expect(run({ stop: [''] })).rejects.toThrow(/options\.stop/);
+  });
+});
+
+describe('perplexity', () => {
+  const m = new TinyLM({ maxPositions: 64 });
+  const rand = mulberry32(5);
+  const tokens = Array.from({ length: 150 }, () => 2 + Math.floor(rand() * 38));
+  const V = m.config.vocabSize;
+  /** NLL of token i given tokens[begin..i): an independent forward per token. */
+  const nllAt = (begin: number, i: number) => tokenNll(m.forward(tokens.slice(begin, i), m.createCache()).data, (i - 1 - begin) * V, V, tokens[i]!);
+
+  it('stride = context: disjoint windows, each scoring all but its first token', () => {
+    const r = perplexity(m, tokens, { context: 64 });
+    // windows [0,64) [64,128) [128,150): 63 + 63 + 21 scored
+    expect(r.tokens).toBe(147);
+    let sum = 0;
+    for (const [b, e] of [[0, 64], [64, 128], [128, 150]] as const) for (let i = b + 1; i < e; i++) sum += nllAt(b, i);
+    expect(r.nll).toBeCloseTo(sum / 147, 10);
+    expect(r.ppl).toBeCloseTo(Math.exp(r.nll), 10);
+  });
+
+  it('stride < context: every token after the first scored once, with the HF window', () => {
+    const progress: [number, number][] = [];
+    const r = perplexity(m, tokens, { context: 64, stride: 32, onProgress: (d, t) => progress.push([d, t]) });
+    expect(r.tokens).toBe(149);
+    // windows begin at 0, 32, 64, 96 (end = 150 stops); window b scores [max(prevEnd, b+1), end)
+    let sum = 0;
+    let prevEnd = 0;
+    for (const b of [0, 32, 64, 96]) {
+      const e = Math.min(b + 64, 150);
+      for (let i = Math.max(prevEnd, b + 1); i < e; i++) sum += nllAt(b, i);
+      prevEnd = e;
+    }
+    expect(r.nll).toBeCloseTo(sum / 149, 10);
+    expect(progress).toEqual([[1, 4], [2, 4], [3, 4], [4, 4]]);
+  });
+
+  it('validates', () => {
+    expect(() => perplexity(m, [1], {})).toThrow(/tokens/);
+    expect(() => perplexity(m, tokens, { context: 65 })).toThrow(/options\.context/);
+    expect(() => perplexity(m, tokens, { context: 16, stride: 17 })).toThrow(/options\.stride/);
+    expect(() => perplexity(m, [1, 99], {})).toThrow(/tokens/);
+  });
+});
+
+describe('error report and SVG', () => {
+  it('metrics: SQNR, max error, relative Frobenius error', () => {
+    const e = errorMetrics([3, 4], [3, 3]);
+    expect(e.sqnrDb).toBeCloseTo(10 * Math.log10(25), 10);
+    expect(e.maxAbsErr).toBe(1);
+    expect(e.relFrobErr).toBeCloseTo(0.2, 12);
+    expect(errorMetrics([1, 2], [1, 2]).sqnrDb).toBe(Infinity);
+  });
+
+  it('reports each quantized layer on real activations and restores the model', () => {
+    const m = new TinyLM({ bias: true });
+    const before = [...m.namedModules()].map(([n, x]) => [n, x]);
+    const r8 = errorReport(m, [0, 4, 8, 15, 3, 9], { weights: 'int8' });
+    const r4 = errorReport(m, [0, 4, 8, 15, 3, 9], { weights: 'int4', scheme: 'asymmetric' }, { histogramLayer: 'layers.1.fc2' });
+    expect([...m.namedModules()].map(([n, x]) => [n, x])).toEqual(before); // float layers back in place
+    expect(r8.rows.map((r) => r.name)).toEqual(['layers.0.fc1', 'layers.0.fc2', 'layers.1.fc1', 'layers.1.fc2']);
+    for (let i = 0; i < 4; i++) {
+      const a = r8.rows[i]!;
+      const b = r4.rows[i]!;
+      expect(a.rows).toBe(6);
+      expect(a.weight.sqnrDb).toBeGreaterThan(35); // int8 ~ 6 dB/bit
+      expect(b.weight.sqnrDb).toBeLessThan(a.weight.sqnrDb - 15);
+      expect(b.output.relFrobErr).toBeGreaterThan(a.output.relFrobErr);
+      expect(a.output.sqnrDb).toBeGreaterThan(25);
+    }
+    // the output metrics match a quantized model's layer output on the same inputs
+    expect(r8.table.split('\n')[0]).toMatch(/layer\s+shape\s+quant\s+W SQNR dB/);
+    expect(r8.table).toContain('layers.1.fc2');
+    expect(r4.histogramLayer).toBe('layers.1.fc2');
+    checkWellFormedSvg(r8.sqnrSvg);
+    checkWellFormedSvg(r4.histogramSvg);
+    expect(r4.histogramSvg).toContain('layers.1.fc2');
+  });
+
+  it('report output error equals the quantized model layer error', () => {
+    // whole-model consistency: quantizing for real gives logits near the float ones
+    const f = new TinyLM();
+    const q = new TinyLM();
+    quantizeModel(q, { weights: 'int8' });
+    expect(q.child('layers')!.child('0')!.child('fc1')).toBeInstanceOf(QLinear);
+    const r = errorReport(f, [0, 3, 5], { weights: 'int8' });
+    expect(r.rows.every((x) => Number.isFinite(x.output.sqnrDb))).toBe(true);
+  });
+
+  it('SVGs escape text and stay well-formed with odd values', () => {
+    const bar = barChartSvg(['a<b>&"c"', 'neg', 'inf'], [3, -2, Infinity], { title: 'T & <x>', valueLabel: "it's" });
+    checkWellFormedSvg(bar);
+    expect(bar).toContain('a&lt;b&gt;&amp;&quot;c&quot;');
+    checkWellFormedSvg(histogramSvg([{ label: 'x', values: [] }], { title: 'empty' }));
+    checkWellFormedSvg(histogramSvg([{ label: 'const', values: [1, 1, 1] }, { label: 'y', values: [NaN, 2] }], { title: 'h' }));
+    expect(() => checkWellFormedSvg('<svg xmlns="http://www.w3.org/2000/svg"><g></svg>')).toThrow();
+  });
+});
