@@ -18,6 +18,7 @@ import { loadLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { CausalLM } from './causal-lm.js';
 import { type Arch, type Gpt2Config, type LlamaConfig, type ModelConfig, type OptConfig, type TensorLookup, WeightReader, readModelConfig } from './config.js';
+import { isQuantizedCheckpoint, loadQuantizedModel } from '../io/quantized-checkpoint.js';
 import { buildGpt2 } from './gpt2.js';
 import { buildLlama } from './llama.js';
 import { buildOpt } from './opt.js';
@@ -33,7 +34,8 @@ export interface LoadedModel {
   model: CausalLM;
   /** undefined when no tokenizer was found (and none was asked for). */
   tokenizer: Tokenizer | undefined;
-  source: 'hf' | 'llama2c';
+  /** 'quantkit': a folder saved by saveQuantized (quantized layers restored as QLinear). */
+  source: 'hf' | 'llama2c' | 'quantkit';
 }
 
 export interface BuildModelOptions {
@@ -152,14 +154,23 @@ export function loadModelSync(modelPath: string, options?: LoadModelOptions): Lo
   const folder = st.isDirectory() ? modelPath : modelPath.endsWith('.safetensors') || path.basename(modelPath) === 'config.json' ? path.dirname(modelPath) : null;
   if (folder !== null) {
     const config = readModelConfig(path.join(folder, 'config.json'));
-    const tensors = loadSafetensorsFolder(folder);
-    const file = tensors.files.length === 1 ? tensors.files[0]!.file : folder;
-    const model = buildModel(config, tensors, file, { dtype: opts.dtype });
+    let model: CausalLM;
+    let source: LoadedModel['source'] = 'hf';
+    if (isQuantizedCheckpoint(folder)) {
+      // A quantkit checkpoint: module tensors are stored in quantkit's
+      // [out, in] layout; the quantized layers come back packed, as saved.
+      model = loadQuantizedModel(folder, (_json, lookup, file) => buildModel(config, lookup, file, { dtype: opts.dtype, layout: 'linear' })).model;
+      source = 'quantkit';
+    } else {
+      const tensors = loadSafetensorsFolder(folder);
+      const file = tensors.files.length === 1 ? tensors.files[0]!.file : folder;
+      model = buildModel(config, tensors, file, { dtype: opts.dtype });
+    }
     let tokenizer: Tokenizer | undefined;
     if (opts.tokenizerPath !== undefined) tokenizer = loadTokenizerAt(opts.tokenizerPath, config.vocabSize);
     else if (hasHfTokenizer(folder)) tokenizer = loadHfTokenizer(folder);
     else if (config.arch === 'llama') tokenizer = findLlama2cTokenizer(folder, config.vocabSize);
-    return { model, tokenizer, source: 'hf' };
+    return { model, tokenizer, source };
   }
 
   // anything else is taken for a llama2.c checkpoint (its reader checks the header and size)
@@ -172,7 +183,8 @@ export function loadModelSync(modelPath: string, options?: LoadModelOptions): Lo
 }
 
 /**
- * Load a model: an HF folder (or its model.safetensors) or a llama2.c .bin.
+ * Load a model: an HF folder (or its model.safetensors), a quantkit
+ * checkpoint folder (see lib/io/quantized-checkpoint.ts) or a llama2.c .bin.
  * Errors: ERR_NOT_FOUND (path, config.json, weights, a tensor), ERR_BAD_CONFIG
  * (a config field, an unknown architecture), ERR_BAD_FILE (corrupt files).
  */
