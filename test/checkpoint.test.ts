@@ -12,12 +12,13 @@ import { loadQuantizedWeights, saveQuantized } from '../lib/io/quantized-checkpo
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { QLinear } from '../lib/nn/linear.js';
 import { quantizeModel, type QuantizeModelOptions } from '../lib/quant/quantize-model.js';
+import { fixture } from './fixtures.js';
 import { TinyLM } from './tiny-lm.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-ckpt-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const FIX = path.resolve(__dirname, '../../shared/fixtures/stories260K');
+const FIX = fixture('stories260K');
 const haveFixture = fs.existsSync(path.join(FIX, 'model.safetensors'));
 if (!haveFixture && process.env.CI) throw new Error(`fixture missing: ${FIX}`);
 if (!haveFixture) console.warn(`skipping stories260K checkpoint tests: ${FIX} not found`);

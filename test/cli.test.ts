@@ -15,10 +15,11 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../lib/cli/main.js';
 import type { CliIO } from '../lib/cli/io.js';
+import { FIXTURES_DIR } from './fixtures.js';
 import { checkWellFormedSvg } from './xml-check.js';
 
 const ROOT = path.resolve(__dirname, '..');
-const FIX = path.resolve(ROOT, '../shared/fixtures');
+const FIX = FIXTURES_DIR;
 const MODEL = path.join(FIX, 'stories260K');
 const BIN = path.join(MODEL, 'stories260K.bin');
 const TOK = path.join(MODEL, 'tok512.bin');

@@ -1,0 +1,586 @@
+// AVX-512 GEMM kernels (avx512 f/bw/vl + f16c): Y[M, N] = X[M, K] · W[N, K]^T.
+//
+//   gemv            mc <= 4 rows of X against R = 4 rows of W at a time (four
+//                   independent weight streams for memory-level parallelism),
+//                   16 values per step, weights decoded in registers:
+//                     f32/f16/bf16: load (+ vcvtph2ps / shift),
+//                     i8:  vpmovsxbd, - zp, vcvtdq2ps; with mc <= 2 each
+//                          group's dot product is accumulated unscaled and
+//                          scaled once per group (one op per 16 weights
+//                          less), with mc >= 3 the weights are scaled as
+//                          decoded (not enough zmm for two accumulator sets),
+//                     i4:  a per-group 16-entry f32 table lut[q] =
+//                          (q - zp) * scale in one zmm, so each nibble decodes
+//                          with a single vpermps (its index uses the low 4
+//                          bits only, so the low nibble needs no mask). The
+//                          two nibbles of a byte are elements 2i and 2i+1:
+//                          X is split into even/odd lanes once per 32 values
+//                          and shared by the R weight rows.
+//                   Decoded weights equal dequant_panel's bit for bit; only
+//                   the summation order differs from the reference. W is
+//                   software-prefetched linearly two 4-row tiles ahead (see
+//                   Prefetcher): M = 1 with cold weights runs at ~0.85-0.9
+//                   (int8) / ~0.78 (int4 g32) of the stream-read bandwidth.
+//   gemm_panel_f32  register-tiled dot-product kernel (tinyBLAS style):
+//                   MR = 4 rows of X x NR = 6 rows of P, 24 zmm accumulators
+//                   along K, horizontal sums at the end. X and P are both
+//                   contiguous along K, so nothing is transposed or packed.
+//   dequant_panel   row by row, group by group, same decoders as gemv.
+// Group lengths that are not a multiple of the vector step end with masked
+// loads (zero-filled lanes contribute 0 * finite = 0).
+#if defined(__x86_64__) || defined(_M_X64)
+
+// GCC 12's AVX-512 intrinsics (e.g. _mm512_castps512_ps256) use a
+// self-initialised "undefined" operand that -Wuninitialized flags inside the
+// header; the warnings are false positives, silenced for the header only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include "../isa.h"
+
+namespace qk {
+namespace avx512 {
+
+namespace {
+
+// Lanes [0, n) set, n <= 16.
+static inline __mmask16 mask16(size_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+
+// ---- float weight formats: 16 values of row at k ------------------------
+template <int F>
+static inline __m512 load_wf(const uint8_t* row, size_t k) {
+    if constexpr (F == static_cast<int>(WFormat::f32)) {
+        return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+    } else if constexpr (F == static_cast<int>(WFormat::f16)) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
+    } else {
+        const __m512i h =
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    }
+}
+
+template <int F>
+static inline __m512 load_wf_mask(const uint8_t* row, size_t k, __mmask16 m) {
+    if constexpr (F == static_cast<int>(WFormat::f32)) {
+        return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + k);
+    } else if constexpr (F == static_cast<int>(WFormat::f16)) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + 2 * k));
+    } else {
+        const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, row + 2 * k));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    }
+}
+
+// 16 int8 weights at p -> (q - zp) * s.
+template <bool ASYM>
+static inline __m512 dec_i8(__m128i bytes, __m512i zp, __m512 s) {
+    __m512i q = _mm512_cvtepi8_epi32(bytes);
+    if constexpr (ASYM) q = _mm512_sub_epi32(q, zp);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), s);
+}
+
+// 16 int8 weights -> (q - zp) as floats (exact), scale applied later.
+template <bool ASYM>
+static inline __m512 dec_i8_unscaled(__m128i bytes, __m512i zp) {
+    __m512i q = _mm512_cvtepi8_epi32(bytes);
+    if constexpr (ASYM) q = _mm512_sub_epi32(q, zp);
+    return _mm512_cvtepi32_ps(q);
+}
+
+// The per-group int4 decode table: lut[q] = (value(q) - zp) * s for the 16
+// nibble codes q. Symmetric: value = two's-complement nibble; asymmetric:
+// value = q and zp in 0..15.
+template <bool ASYM>
+static inline __m512 i4_lut(float s, int32_t zp) {
+    __m512i v;
+    if constexpr (ASYM) {
+        v = _mm512_sub_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                             _mm512_set1_epi32(zp));
+    } else {
+        v = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+    }
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(s));
+}
+
+static inline __m512i idx_even() {
+    return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+static inline __m512i idx_odd() {
+    return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+// Horizontal sum; every output of every kernel goes through this one
+// function so the reduction tree is the same for all tile shapes.
+static inline float hsum(__m512 v) {
+    // (vshuff32x4 rather than vextractf64x4: GCC 12 warns on the latter's
+    // undefined pass-through operand.)
+    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee)));
+    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    const __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
+    return _mm_cvtss_f32(d);
+}
+
+// Software prefetch of W rows two tiles ahead, into L2. A tile's R rows are one
+// contiguous block of R * row_bytes; reading it through R interleaved
+// pointers (2 rows per 4 KiB page for int4 at K = 4096) defeats the L2
+// streamer, which tracks one stream per page, and cold-weight GEMV then runs
+// at a fraction of DRAM bandwidth (int4 g32: 0.28 without, ~0.8 with). So
+// each k step also prefetches, linearly, as many lines of the tile two tiles
+// ahead as it consumes of this one (16-128 KiB ahead, well past the DRAM
+// latency at full bandwidth; measured: 1 tile / L1 and 4 tiles / L3 hints are
+// no better). Prefetching past the end of W is harmless (never faults).
+constexpr size_t kPfTiles = 2;
+struct Prefetcher {
+    const char* p;
+    explicit Prefetcher(const void* next_tile) : p(static_cast<const char*>(next_tile)) {}
+    template <int LINES>
+    inline void step() {
+        for (int i = 0; i < LINES; ++i) _mm_prefetch(p + 64 * i, _MM_HINT_T1);
+        p += 64 * LINES;
+    }
+};
+
+// Row pointers of MC rows of X and R rows of W.
+template <int MC, int R>
+struct Rows {
+    const float* x[MC];
+    const uint8_t* w[R];
+    Rows(const GemmArgs& a, size_t m0, size_t n) {
+        for (int m = 0; m < MC; ++m) x[m] = a.x + (m0 + m) * a.ldx;
+        for (int r = 0; r < R; ++r) w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
+    }
+};
+
+template <int MC, int R>
+static inline void store_tile(const GemmArgs& a, size_t m0, size_t n, __m512 (&acc)[MC][R]) {
+    for (int m = 0; m < MC; ++m) {
+        float* y = a.y + (m0 + m) * a.ldy + n;
+        for (int r = 0; r < R; ++r) {
+            float v = hsum(acc[m][r]);
+            if (a.bias) v += a.bias[n + r];
+            y[r] = v;
+        }
+    }
+}
+
+// ---- gemv tiles ----------------------------------------------------------
+template <int F, int MC, int R>
+static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
+    const Rows<MC, R> rw(a, m0, n);
+    const size_t K = a.K;
+    __m512 acc[MC][R];
+    for (int m = 0; m < MC; ++m)
+        for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+    // Bytes of W consumed per step by the tile: R rows x 16 values.
+    constexpr int PF_LINES = (R == 4) ? (F == static_cast<int>(WFormat::f32) ? 4 : 2) : 0;
+    Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
+    size_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        pf.step<PF_LINES>();
+        __m512 xv[MC];
+        for (int m = 0; m < MC; ++m) xv[m] = _mm512_loadu_ps(rw.x[m] + k);
+        for (int r = 0; r < R; ++r) {
+            const __m512 wv = load_wf<F>(rw.w[r], k);
+            for (int m = 0; m < MC; ++m) acc[m][r] = _mm512_fmadd_ps(xv[m], wv, acc[m][r]);
+        }
+    }
+    if (k < K) {
+        const __mmask16 mk = mask16(K - k);
+        __m512 xv[MC];
+        for (int m = 0; m < MC; ++m) xv[m] = _mm512_maskz_loadu_ps(mk, rw.x[m] + k);
+        for (int r = 0; r < R; ++r) {
+            const __m512 wv = load_wf_mask<F>(rw.w[r], k, mk);
+            for (int m = 0; m < MC; ++m) acc[m][r] = _mm512_fmadd_ps(xv[m], wv, acc[m][r]);
+        }
+    }
+    store_tile<MC, R>(a, m0, n, acc);
+}
+
+// int8. With MC <= 2 the dot product of each group accumulates x * (q - zp)
+// in its own registers and is scaled once per group (acc += s * group_acc):
+// one multiply per 16 weights less, which is what keeps M = 1 at DRAM speed
+// (the decode is ALU-bound at ~1.3x DRAM bandwidth otherwise). With MC >= 3
+// there are not enough registers for two accumulator sets, so the weights
+// are scaled as decoded (w = (q - zp) * s, as in dequant_panel).
+template <bool ASYM, int MC, int R>
+static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
+    constexpr bool GACC = MC <= 2;
+    constexpr int NG = GACC ? MC : 1;
+    const Rows<MC, R> rw(a, m0, n);
+    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
+    __m512 acc[MC][R];
+    for (int m = 0; m < MC; ++m)
+        for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+    constexpr int PF_LINES = (R == 4) ? 1 : 0;  // 4 rows x 16 bytes per step
+    Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
+    // The scales (and zero points) of that tile are contiguous too.
+    const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;
+    for (size_t g = 0; g < gpr; ++g) {
+        if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
+        if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
+        __m512 s[R];
+        __m512i z[R];
+        for (int r = 0; r < R; ++r) {
+            const size_t gi = (n + r) * gpr + g;
+            s[r] = _mm512_set1_ps(a.w.scales[gi]);
+            z[r] = ASYM ? _mm512_set1_epi32(zps[gi]) : _mm512_setzero_si512();
+        }
+        // Group accumulators (GACC) or the main ones; the decode scale is 1
+        // when the group is scaled at its end.
+        __m512 ga[NG][R];
+        __m512(*t)[R] = GACC ? ga : acc;
+        if constexpr (GACC)
+            for (int m = 0; m < NG; ++m)
+                for (int r = 0; r < R; ++r) ga[m][r] = _mm512_setzero_ps();
+        const size_t kend = (g + 1) * G;
+        size_t k = g * G;
+        for (; k + 16 <= kend; k += 16) {
+            pf.step<PF_LINES>();
+            __m512 xv[MC];
+            for (int m = 0; m < MC; ++m) xv[m] = _mm512_loadu_ps(rw.x[m] + k);
+            for (int r = 0; r < R; ++r) {
+                const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k));
+                const __m512 wv = GACC ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
+                for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
+            }
+        }
+        if (k < kend) {
+            const __mmask16 mk = mask16(kend - k);
+            __m512 xv[MC];
+            for (int m = 0; m < MC; ++m) xv[m] = _mm512_maskz_loadu_ps(mk, rw.x[m] + k);
+            for (int r = 0; r < R; ++r) {
+                const __m128i qb = _mm_maskz_loadu_epi8(mk, rw.w[r] + k);
+                const __m512 wv = GACC ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
+                for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
+            }
+        }
+        if constexpr (GACC)
+            for (int m = 0; m < MC; ++m)
+                for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(ga[m][r], s[r], acc[m][r]);
+    }
+    store_tile<MC, R>(a, m0, n, acc);
+}
+
+// int4: 32 values (16 bytes) per step. With few accumulators (MC <= 2) the
+// even and odd halves go to separate accumulators so the FMA chains stay
+// short; with MC >= 3 there are already enough independent chains (and not
+// enough registers for two sets).
+template <bool ASYM, int MC, int R>
+static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
+    constexpr bool DUAL = MC <= 2;
+    constexpr int NA = DUAL ? 2 : 1;
+    const Rows<MC, R> rw(a, m0, n);
+    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
+    const __m512i ie = idx_even(), io = idx_odd();
+    __m512 acc[NA][MC][R];
+    for (int h = 0; h < NA; ++h)
+        for (int m = 0; m < MC; ++m)
+            for (int r = 0; r < R; ++r) acc[h][m][r] = _mm512_setzero_ps();
+    constexpr int PF_LINES = (R == 4) ? 1 : 0;  // 4 rows x 16 bytes per step
+    Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
+    const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;
+    for (size_t g = 0; g < gpr; ++g) {
+        if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T0);
+        if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T0);
+        __m512 lut[R];
+        for (int r = 0; r < R; ++r) {
+            const size_t gi = (n + r) * gpr + g;
+            lut[r] = i4_lut<ASYM>(a.w.scales[gi], ASYM ? zps[gi] : 0);
+        }
+        const size_t kend = (g + 1) * G;
+        size_t k = g * G;
+        for (; k + 32 <= kend; k += 32) {
+            pf.step<PF_LINES>();
+            __m512 xe[MC], xo[MC];
+            for (int m = 0; m < MC; ++m) {
+                const __m512 x0 = _mm512_loadu_ps(rw.x[m] + k), x1 = _mm512_loadu_ps(rw.x[m] + k + 16);
+                xe[m] = _mm512_permutex2var_ps(x0, ie, x1);
+                xo[m] = _mm512_permutex2var_ps(x0, io, x1);
+            }
+            for (int r = 0; r < R; ++r) {
+                const __m512i b =
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k / 2)));
+                const __m512 wl = _mm512_permutexvar_ps(b, lut[r]);
+                const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[r]);
+                for (int m = 0; m < MC; ++m) {
+                    acc[0][m][r] = _mm512_fmadd_ps(xe[m], wl, acc[0][m][r]);
+                    acc[NA - 1][m][r] = _mm512_fmadd_ps(xo[m], wh, acc[NA - 1][m][r]);
+                }
+            }
+        }
+        if (k < kend) {
+            const size_t rem = kend - k;  // even, < 32
+            const __mmask16 m0k = mask16(rem < 16 ? rem : 16);
+            const __mmask16 m1k = mask16(rem > 16 ? rem - 16 : 0);
+            const __mmask16 mb = mask16(rem / 2);
+            __m512 xe[MC], xo[MC];
+            for (int m = 0; m < MC; ++m) {
+                const __m512 x0 = _mm512_maskz_loadu_ps(m0k, rw.x[m] + k);
+                const __m512 x1 = _mm512_maskz_loadu_ps(m1k, rw.x[m] + k + 16);
+                xe[m] = _mm512_permutex2var_ps(x0, ie, x1);
+                xo[m] = _mm512_permutex2var_ps(x0, io, x1);
+            }
+            for (int r = 0; r < R; ++r) {
+                const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mb, rw.w[r] + k / 2));
+                const __m512 wl = _mm512_permutexvar_ps(b, lut[r]);
+                const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[r]);
+                for (int m = 0; m < MC; ++m) {
+                    acc[0][m][r] = _mm512_fmadd_ps(xe[m], wl, acc[0][m][r]);
+                    acc[NA - 1][m][r] = _mm512_fmadd_ps(xo[m], wh, acc[NA - 1][m][r]);
+                }
+            }
+        }
+    }
+    if constexpr (DUAL) {
+        for (int m = 0; m < MC; ++m)
+            for (int r = 0; r < R; ++r) acc[0][m][r] = _mm512_add_ps(acc[0][m][r], acc[1][m][r]);
+    }
+    store_tile<MC, R>(a, m0, n, acc[0]);
+}
+
+// Rows [n0, n1) in tiles of 4 W rows, then single rows.
+template <int MC, template <int, int> class Tile>
+static void gemv_rows(const GemmArgs& a, size_t m0, size_t n0, size_t n1) {
+    size_t n = n0;
+    for (; n + 4 <= n1; n += 4) Tile<MC, 4>::run(a, m0, n);
+    for (; n < n1; ++n) Tile<MC, 1>::run(a, m0, n);
+}
+
+template <int F>
+struct FloatTile {
+    template <int MC, int R>
+    struct T {
+        static void run(const GemmArgs& a, size_t m0, size_t n) { gemv_float_tile<F, MC, R>(a, m0, n); }
+    };
+};
+template <bool ASYM>
+struct I8Tile {
+    template <int MC, int R>
+    struct T {
+        static void run(const GemmArgs& a, size_t m0, size_t n) { gemv_i8_tile<ASYM, MC, R>(a, m0, n); }
+    };
+};
+template <bool ASYM>
+struct I4Tile {
+    template <int MC, int R>
+    struct T {
+        static void run(const GemmArgs& a, size_t m0, size_t n) { gemv_i4_tile<ASYM, MC, R>(a, m0, n); }
+    };
+};
+
+template <template <int, int> class Tile>
+static void gemv_mc(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
+    switch (mc) {
+        case 1: gemv_rows<1, Tile>(a, m0, n0, n1); break;
+        case 2: gemv_rows<2, Tile>(a, m0, n0, n1); break;
+        case 3: gemv_rows<3, Tile>(a, m0, n0, n1); break;
+        default: gemv_rows<4, Tile>(a, m0, n0, n1); break;
+    }
+}
+
+// ---- gemm_panel_f32 tiles ------------------------------------------------
+template <int MR, int NR>
+static void panel_tile(const float* x, size_t ldx, const float* p, size_t ldp, size_t kc, float* y,
+                       size_t ldy, bool accumulate) {
+    __m512 acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512 xv[MR];
+        for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_ps(x + i * ldx + k);
+        for (int j = 0; j < NR; ++j) {
+            const __m512 pv = _mm512_loadu_ps(p + j * ldp + k);
+            for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], pv, acc[i][j]);
+        }
+    }
+    if (k < kc) {
+        const __mmask16 mk = mask16(kc - k);
+        __m512 xv[MR];
+        for (int i = 0; i < MR; ++i) xv[i] = _mm512_maskz_loadu_ps(mk, x + i * ldx + k);
+        for (int j = 0; j < NR; ++j) {
+            const __m512 pv = _mm512_maskz_loadu_ps(mk, p + j * ldp + k);
+            for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], pv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < MR; ++i) {
+        float* yr = y + i * ldy;
+        for (int j = 0; j < NR; ++j) {
+            const float s = hsum(acc[i][j]);
+            yr[j] = accumulate ? yr[j] + s : s;
+        }
+    }
+}
+
+constexpr int PMR = 4;  // rows of X per tile
+constexpr int PNR = 6;  // rows of P per tile
+
+template <int MR>
+static void panel_rows(const float* x, size_t ldx, const float* p, size_t ldp, size_t nr, size_t kc,
+                       float* y, size_t ldy, bool acc) {
+    size_t j = 0;
+    for (; j + PNR <= nr; j += PNR) panel_tile<MR, PNR>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc);
+    switch (nr - j) {
+        case 1: panel_tile<MR, 1>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
+        case 2: panel_tile<MR, 2>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
+        case 3: panel_tile<MR, 3>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
+        case 4: panel_tile<MR, 4>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
+        case 5: panel_tile<MR, 5>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
+        default: break;
+    }
+}
+
+// ---- dequant_panel rows --------------------------------------------------
+template <int F>
+static void conv_row(const uint8_t* row, size_t k0, size_t kc, float* out) {
+    size_t k = 0;
+    for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(out + k, load_wf<F>(row, k0 + k));
+    if (k < kc) {
+        const __mmask16 mk = mask16(kc - k);
+        _mm512_mask_storeu_ps(out + k, mk, load_wf_mask<F>(row, k0 + k, mk));
+    }
+}
+
+template <bool ASYM>
+static void deq_i8_row(const int8_t* q, size_t ngroups, size_t G, const float* sc, const int8_t* zp,
+                       float* out) {
+    for (size_t g = 0; g < ngroups; ++g) {
+        const __m512 s = _mm512_set1_ps(sc[g]);
+        const __m512i z = ASYM ? _mm512_set1_epi32(zp[g]) : _mm512_setzero_si512();
+        const int8_t* qg = q + g * G;
+        float* og = out + g * G;
+        size_t k = 0;
+        for (; k + 16 <= G; k += 16)
+            _mm512_storeu_ps(og + k, dec_i8<ASYM>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qg + k)), z, s));
+        if (k < G) {
+            const __mmask16 mk = mask16(G - k);
+            _mm512_mask_storeu_ps(og + k, mk, dec_i8<ASYM>(_mm_maskz_loadu_epi8(mk, qg + k), z, s));
+        }
+    }
+}
+
+template <bool ASYM>
+static void deq_i4_row(const uint8_t* packed, size_t ngroups, size_t G, const float* sc, const uint8_t* zp,
+                       float* out) {
+    // Interleave the low-nibble and high-nibble decodes back into k order.
+    const __m512i il0 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i il1 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (size_t g = 0; g < ngroups; ++g) {
+        const __m512 lut = i4_lut<ASYM>(sc[g], ASYM ? zp[g] : 0);
+        const uint8_t* pg = packed + g * (G / 2);
+        float* og = out + g * G;
+        size_t k = 0;
+        for (; k + 32 <= G; k += 32) {
+            const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pg + k / 2)));
+            const __m512 wl = _mm512_permutexvar_ps(b, lut);
+            const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
+            _mm512_storeu_ps(og + k, _mm512_permutex2var_ps(wl, il0, wh));
+            _mm512_storeu_ps(og + k + 16, _mm512_permutex2var_ps(wl, il1, wh));
+        }
+        if (k < G) {
+            const size_t rem = G - k;
+            const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask16(rem / 2), pg + k / 2));
+            const __m512 wl = _mm512_permutexvar_ps(b, lut);
+            const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
+            _mm512_mask_storeu_ps(og + k, mask16(rem < 16 ? rem : 16), _mm512_permutex2var_ps(wl, il0, wh));
+            _mm512_mask_storeu_ps(og + k + 16, mask16(rem > 16 ? rem - 16 : 0),
+                                  _mm512_permutex2var_ps(wl, il1, wh));
+        }
+    }
+}
+
+}  // namespace
+
+void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
+    if (mc == 0 || n0 >= n1) return;
+    if (a.K == 0) {
+        for (size_t m = m0; m < m0 + mc; ++m)
+            for (size_t n = n0; n < n1; ++n) a.y[m * a.ldy + n] = a.bias ? a.bias[n] : 0.0f;
+        return;
+    }
+    switch (a.w.fmt) {
+        case WFormat::f32: gemv_mc<FloatTile<0>::T>(a, m0, mc, n0, n1); break;
+        case WFormat::f16: gemv_mc<FloatTile<1>::T>(a, m0, mc, n0, n1); break;
+        case WFormat::bf16: gemv_mc<FloatTile<2>::T>(a, m0, mc, n0, n1); break;
+        case WFormat::i8:
+            if (a.w.zps) gemv_mc<I8Tile<true>::T>(a, m0, mc, n0, n1);
+            else gemv_mc<I8Tile<false>::T>(a, m0, mc, n0, n1);
+            break;
+        case WFormat::i4:
+            if (a.w.zps) gemv_mc<I4Tile<true>::T>(a, m0, mc, n0, n1);
+            else gemv_mc<I4Tile<false>::T>(a, m0, mc, n0, n1);
+            break;
+    }
+}
+
+void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t ldp, size_t nr,
+                    size_t kc, float* y, size_t ldy, bool accumulate) {
+    // P rows outermost: one strip of PNR panel rows (PNR * kc floats) stays
+    // in L1 while all M rows of X stream past it from L2.
+    for (size_t j = 0; j < nr; j += PNR) {
+        const size_t nj = (nr - j < PNR) ? nr - j : PNR;
+        const float* pj = p + j * ldp;
+        size_t i = 0;
+        for (; i + PMR <= M; i += PMR) panel_rows<PMR>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate);
+        switch (M - i) {
+            case 1: panel_rows<1>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate); break;
+            case 2: panel_rows<2>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate); break;
+            case 3: panel_rows<3>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate); break;
+            default: break;
+        }
+    }
+}
+
+void dequant_panel(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc, float* p, size_t ldp) {
+    if (kc == 0) return;
+    size_t K = 0;
+    switch (w.fmt) {
+        case WFormat::f32: K = w.row_bytes / 4; break;
+        case WFormat::f16:
+        case WFormat::bf16: K = w.row_bytes / 2; break;
+        case WFormat::i8: K = w.row_bytes; break;
+        case WFormat::i4: K = w.row_bytes * 2; break;
+    }
+    const size_t G = w.group;
+    const size_t gpr = (G != 0) ? K / G : 0;
+    for (size_t j = 0; j < nr; ++j) {
+        const size_t n = n0 + j;
+        const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
+        float* out = p + j * ldp;
+        switch (w.fmt) {
+            case WFormat::f32: conv_row<0>(row, k0, kc, out); break;
+            case WFormat::f16: conv_row<1>(row, k0, kc, out); break;
+            case WFormat::bf16: conv_row<2>(row, k0, kc, out); break;
+            case WFormat::i8: {
+                const size_t g0 = n * gpr + k0 / G;
+                const int8_t* q = reinterpret_cast<const int8_t*>(row) + k0;
+                if (w.zps)
+                    deq_i8_row<true>(q, kc / G, G, w.scales + g0, static_cast<const int8_t*>(w.zps) + g0, out);
+                else
+                    deq_i8_row<false>(q, kc / G, G, w.scales + g0, nullptr, out);
+                break;
+            }
+            case WFormat::i4: {
+                const size_t g0 = n * gpr + k0 / G;
+                if (w.zps)
+                    deq_i4_row<true>(row + k0 / 2, kc / G, G, w.scales + g0, static_cast<const uint8_t*>(w.zps) + g0, out);
+                else
+                    deq_i4_row<false>(row + k0 / 2, kc / G, G, w.scales + g0, nullptr, out);
+                break;
+            }
+        }
+    }
+}
+
+}  // namespace avx512
+}  // namespace qk
+
+#endif  // x86-64

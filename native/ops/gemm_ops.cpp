@@ -1,0 +1,196 @@
+// The portable GEMM driver (see gemm_ops.h). No ISA flags: every kernel is
+// called through a qk::Kernels table.
+//
+// Panel path, per task (a block of nb rows of W, i.e. nb columns of Y):
+//   for each K block [k0, k0 + kc):
+//     P[nb, kc] = W[n0 : n0 + nb, k0 : k0 + kc] as f32   (dequant_panel)
+//     for each M block of mb rows: Y[m, n0 : n0 + nb] (+)= X[m, k0 : k0+kc] · P^T
+//   then Y += bias.
+// The panel is decoded once per call and reused by every row of X. f32
+// weights are copied too: reading W in place (row stride 4K bytes) measured
+// ~20% slower at K = 4096 (P rows 16 KiB apart alias in L1), and the copy
+// costs one pass over W, amortized over M > gemv_max_m rows. K blocks
+// never straddle a quantization group: kc is a whole number of groups, or,
+// when one group is longer than the target kc, a group is cut into chunks
+// that are decoded one row at a time through a one-row view of W (a view with
+// K' = G' = chunk length is a valid per-channel WeightView).
+#include "gemm_ops.h"
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../dispatch.h"
+#include "../threadpool.h"
+
+namespace qk {
+
+namespace {
+
+size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+// 64-byte aligned per-thread scratch for the panel, grown on demand and
+// never shrunk (a few hundred KB at most with the default blocking).
+float* panel_scratch(size_t floats) {
+    thread_local std::vector<float> buf;
+    const size_t need = floats + 16;
+    if (buf.size() < need) buf.assign(need, 0.0f);
+    uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+    p = (p + 63) & ~uintptr_t(63);
+    return reinterpret_cast<float*>(p);
+}
+
+// Runs fn(task) for every task: on the pool, or inline when the whole call
+// is too small to repay waking the workers (same per-task work either way,
+// so the results are the same).
+template <class Fn>
+void run_tasks(size_t tasks, double flops, const Fn& fn) {
+    if (tasks <= 1 || flops < 2.0e5) {
+        for (size_t t = 0; t < tasks; ++t) fn(t, 0);
+        return;
+    }
+    parallel_for(tasks, fn);
+}
+
+void set_bias_only(const GemmArgs& a) {
+    for (size_t m = 0; m < a.M; ++m) {
+        float* y = a.y + m * a.ldy;
+        for (size_t n = 0; n < a.N; ++n) y[n] = a.bias ? a.bias[n] : 0.0f;
+    }
+}
+
+bool is_quantized(WFormat f) { return f == WFormat::i8 || f == WFormat::i4; }
+
+// Decode W[n0 : n0 + nr, k0 : k0 + kc] into p (row stride ldp) when the
+// block lies inside one quantization group per row but is shorter than it
+// (chunked mode): one call per row through a one-row per-channel view.
+void dequant_chunk(const Kernels& kern, const GemmArgs& a, size_t n0, size_t nr, size_t k0,
+                   size_t kc, float* p, size_t ldp) {
+    const WeightView& w = a.w;
+    const size_t G = w.group;
+    const size_t gpr = a.K / G;
+    const size_t g = k0 / G;
+    for (size_t j = 0; j < nr; ++j) {
+        const size_t n = n0 + j;
+        const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
+        WeightView v;
+        v.fmt = w.fmt;
+        v.group = kc;
+        v.scales = w.scales + n * gpr + g;
+        // zps are one byte each in both formats (int8 / uint8).
+        v.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + n * gpr + g)
+                      : nullptr;
+        if (w.fmt == WFormat::i8) {
+            v.data = row + k0;
+            v.row_bytes = kc;
+        } else {  // i4: k0 and kc are even here
+            v.data = row + k0 / 2;
+            v.row_bytes = kc / 2;
+        }
+        kern.dequant_panel(v, 0, 1, 0, kc, p + j * ldp, ldp);
+    }
+}
+
+void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& b) {
+    const size_t nb = b.gemv_nb ? b.gemv_nb : 64;
+    const size_t tasks = (a.N + nb - 1) / nb;
+    const double flops = 2.0 * double(a.M) * double(a.N) * double(a.K);
+    run_tasks(tasks, flops, [&](size_t t, size_t) {
+        const size_t n0 = t * nb;
+        const size_t n1 = min_sz(a.N, n0 + nb);
+        for (size_t m0 = 0; m0 < a.M; m0 += 4) kern.gemv(a, m0, min_sz(4, a.M - m0), n0, n1);
+    });
+}
+
+void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& b) {
+    const WeightView& w = a.w;
+    const size_t K = a.K;
+    const size_t nb = b.nb ? b.nb : 64;
+    const size_t mb = b.mb ? b.mb : a.M;
+    size_t kc_target = b.kc ? b.kc : 512;
+    kc_target = round_up(kc_target, 2);  // i4 chunks must start on a byte
+
+    // K blocking. Uniform blocks of kc (a whole number of groups), except in
+    // chunked mode (G > kc_target) where each group is cut into chunks of
+    // kc_target and a shorter last chunk.
+    const bool quant = is_quantized(w.fmt);
+    const size_t G = quant ? w.group : 0;
+    const bool chunked = quant && G > kc_target;
+    size_t kc = kc_target;
+    if (quant && !chunked) kc = (kc_target / G) * G;
+    if (kc > K) kc = K;
+    const size_t ldp = round_up(kc, 16);  // 64-byte aligned panel rows
+
+    const size_t tasks = (a.N + nb - 1) / nb;
+    const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
+    run_tasks(tasks, flops, [&](size_t t, size_t) {
+        const size_t n0 = t * nb;
+        const size_t nr = min_sz(a.N, n0 + nb) - n0;
+        float* scratch = panel_scratch(nb * ldp);
+        size_t k0 = 0;
+        while (k0 < K) {
+            size_t kl;
+            if (chunked) {
+                const size_t group_end = (k0 / G + 1) * G;
+                kl = min_sz(kc, group_end - k0);
+            } else {
+                kl = min_sz(kc, K - k0);
+            }
+            if (chunked)
+                dequant_chunk(kern, a, n0, nr, k0, kl, scratch, ldp);
+            else
+                kern.dequant_panel(w, n0, nr, k0, kl, scratch, ldp);
+            for (size_t m0 = 0; m0 < a.M; m0 += mb) {
+                const size_t mc = min_sz(mb, a.M - m0);
+                kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, scratch, ldp, nr, kl,
+                                    a.y + m0 * a.ldy + n0, a.ldy, k0 != 0);
+            }
+            k0 += kl;
+        }
+        if (a.bias) {
+            for (size_t m = 0; m < a.M; ++m) {
+                float* y = a.y + m * a.ldy + n0;
+                for (size_t j = 0; j < nr; ++j) y[j] += a.bias[n0 + j];
+            }
+        }
+    });
+}
+
+}  // namespace
+
+GemmBlocking default_gemm_blocking(WFormat fmt) {
+    GemmBlocking b;
+    // Crossover of the two paths measured at N = K = 4096 (AVX-512, one
+    // thread): gemv re-reads the (L2-resident) weight block once per 4 rows
+    // of X and decodes it each time; the panel path decodes once but pays a
+    // full panel pass. int4 decode is the most expensive, f32 the cheapest
+    // per row, int8 gemv (group-accumulated) stays ahead up to M = 16.
+    switch (fmt) {
+        case WFormat::i4: b.gemv_max_m = 4; break;
+        case WFormat::i8: b.gemv_max_m = 16; break;
+        default: b.gemv_max_m = 8; break;
+    }
+    b.gemv_nb = 64;
+    b.nb = 64;
+    b.kc = 512;
+    b.mb = 256;
+    return b;
+}
+
+void gemm(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) {
+    if (a.M == 0 || a.N == 0) return;
+    if (a.K == 0) {
+        set_bias_only(a);
+        return;
+    }
+    const GemmBlocking b = blocking ? *blocking : default_gemm_blocking(a.w.fmt);
+    if (a.M <= b.gemv_max_m)
+        gemm_gemv_path(kern, a, b);
+    else
+        gemm_panel_path(kern, a, b);
+}
+
+void gemm(const GemmArgs& a) { gemm(kernels(), a, nullptr); }
+
+}  // namespace qk
