@@ -8,7 +8,7 @@ export type { Bits, Scheme, Granularity, QuantizeOptions } from './quant/qtypes.
 export { matmul, matmulAsync } from './ops/matmul.js';
 export { Module } from './nn/module.js';
 export { Linear, QLinear, type QLinearOptions, type QLinearRuntimeOptions, type ActivationMode } from './nn/linear.js';
-export { CausalLM, type KVCache, type ModelConfigBase } from './models/causal-lm.js';
+export { CausalLM, type KVCache, type ModelConfigBase, type ForwardOp, type ForwardSteps, runSync, runAsync } from './models/causal-lm.js';
 export { loadModel, loadModelSync, buildModel, type LoadModelOptions, type LoadedModel, type BuildModelOptions } from './models/load.js';
 export { LlamaForCausalLM } from './models/llama.js';
 export { Gpt2LMHeadModel } from './models/gpt2.js';
@@ -16,7 +16,7 @@ export { OptForCausalLM } from './models/opt.js';
 export { quantizeModel, type QuantizeModelOptions, type QuantizeModelSummary } from './quant/quantize-model.js';
 export { footprint, type Footprint } from './eval/footprint.js';
 export { generate, generateText, type GenerateOptions, type GeneratedToken } from './eval/generate.js';
-export { perplexity, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.js';
+export { perplexity, perplexityAsync, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.js';
 export { errorReport, type ErrorReport, type LayerErrorRow } from './eval/error-report.js';
 export { saveQuantized, loadQuantizedWeights, loadQuantizedModel } from './io/quantized-checkpoint.js';
 export { readSafetensors, parseSafetensors, loadSafetensorsFolder, writeSafetensors, writeSafetensorsSync } from './io/safetensors.js';

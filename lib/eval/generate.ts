@@ -1,8 +1,10 @@
 /**
  * Text generation over a CausalLM's KV cache: the prompt is prefilled in one
  * forward, then one token per step. Streaming: generate() is an async
- * iterator of { token, text } that gives the event loop a turn between tokens
- * (setImmediate), so a server or a progress display stays responsive.
+ * iterator of { token, text }. Every forward (prefill and decode) is
+ * model.forwardAsync, whose GEMMs run on worker threads, so a server or a
+ * progress display stays responsive even during a long prefill; the logits
+ * are bit-identical to forward(), so outputs do not change.
  *
  * Stopping: at EOS (yielded as the last item, text = whatever text was still
  * held back), at a stop string (the text before it is yielded, the stop
@@ -106,7 +108,7 @@ export async function* generate(
   if (maxNewTokens === 0) return 'length';
 
   const cache = model.createCache(capacity);
-  let logits = model.forward(ids, cache);
+  let logits = await model.forwardAsync(ids, cache);
   let row = ids.length - 1;
   let pending = ''; // decoded text not yet yielded (may start a stop string)
   for (let step = 0; ; step++) {
@@ -131,9 +133,10 @@ export async function* generate(
     yield { token, text: pending.slice(0, pending.length - hold) };
     pending = pending.slice(pending.length - hold);
     if (last) return 'length';
-    // let other work run between tokens (the forward itself is synchronous)
+    // a turn for timers/IO between tokens even for a model whose forwardAsync
+    // has no async steps (a CausalLM that only implements forward())
     await new Promise(setImmediate);
-    logits = model.forward([token], cache);
+    logits = await model.forwardAsync([token], cache);
     row = 0;
   }
 }

@@ -15,9 +15,15 @@
  * context - stride tokens of context and a lower, fairer perplexity.
  * log-softmax is computed in float64. nll is the mean negative log-likelihood
  * in nats per scored token and ppl = exp(nll).
+ *
+ * The window loop is written once as a coroutine (windowSteps) that yields
+ * each window's forward; perplexity() answers with model.forward,
+ * perplexityAsync() with model.forwardAsync (GEMMs on worker threads, the
+ * event loop stays free) and gets the identical result.
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import type { CausalLM } from '../models/causal-lm.js';
+import type { CausalLM, KVCache } from '../models/causal-lm.js';
+import type { Tensor } from '../tensor.js';
 
 export interface PerplexityOptions {
   /** Window length in tokens (default: min(model.config.maxPositions, 1024)). */
@@ -53,8 +59,29 @@ function windowCount(N: number, context: number, stride: number): number {
   }
 }
 
+/** One window's forward, requested by windowSteps: logits f32 [tokens.length, vocab]. */
+interface WindowForward {
+  tokens: readonly number[];
+  cache: KVCache;
+}
+
 export function perplexity(model: CausalLM, tokens: readonly number[], options: PerplexityOptions = {}): PerplexityResult {
-  const fn = 'perplexity';
+  const steps = windowSteps('perplexity', model, tokens, options);
+  let r = steps.next();
+  while (!r.done) r = steps.next(model.forward(r.value.tokens, r.value.cache));
+  return r.value;
+}
+
+/** perplexity() with each window's forward off the main thread; the same result. */
+export async function perplexityAsync(model: CausalLM, tokens: readonly number[], options: PerplexityOptions = {}): Promise<PerplexityResult> {
+  const steps = windowSteps('perplexityAsync', model, tokens, options);
+  let r = steps.next();
+  while (!r.done) r = steps.next(await model.forwardAsync(r.value.tokens, r.value.cache));
+  return r.value;
+}
+
+/** Check the arguments, then yield each window's forward and score its logits. */
+function* windowSteps(fn: string, model: CausalLM, tokens: readonly number[], options: PerplexityOptions): Generator<WindowForward, PerplexityResult, Tensor<'f32'>> {
   if (!Array.isArray(tokens) && !ArrayBuffer.isView(tokens)) throw typeError(fn, 'tokens', `must be an array of token ids, got ${describe(tokens)}`);
   const N = tokens.length;
   if (N < 2) throw rangeError(fn, 'tokens', `must hold at least 2 tokens, got ${N}`);
@@ -83,7 +110,7 @@ export function perplexity(model: CausalLM, tokens: readonly number[], options: 
     if (first < end) {
       cache.reset();
       // logits past end - 1 are never needed, and the ones before first - 1 only as context
-      const logits = model.forward(tokens.slice(begin, end), cache);
+      const logits = yield { tokens: tokens.slice(begin, end), cache };
       for (let i = first; i < end; i++) {
         nllSum += tokenNll(logits.data, (i - 1 - begin) * vocabSize, vocabSize, tokens[i]!);
         count++;

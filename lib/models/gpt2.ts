@@ -10,15 +10,19 @@
  * Shapes for T tokens: hidden f32 [T, n_embd]; qkv [T, 3 * n_embd]; logits [T, vocab].
  * Module names: transformer.{wte,wpe,ln_f}, transformer.h.{i}.{ln_1,ln_2},
  * transformer.h.{i}.attn.{c_attn,c_proj}, transformer.h.{i}.mlp.{c_fc,c_proj}, lm_head.
+ *
+ * Each block's math is written once, as steps (forwardSteps: see
+ * ForwardSteps in causal-lm.ts); forward() runs them synchronously, the
+ * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttention, linearChild } from '../nn/attention.js';
+import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type KVCache } from './causal-lm.js';
+import { CausalLM, type ForwardSteps, type KVCache, linearStep, runSync } from './causal-lm.js';
 import type { Gpt2Config, WeightReader } from './config.js';
 
 export class Gpt2Attention extends Module {
@@ -32,9 +36,13 @@ export class Gpt2Attention extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x, cache, layer, pos0));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const D = this.shape.nHeads * this.shape.headDim;
-    const qkv = linearChild(this, 'c_attn').forward(x).data; // [T, 3D]: q | k | v per row
+    const qkv = (yield* linearStep(linearChild(this, 'c_attn'), x)).data; // [T, 3D]: q | k | v per row
     const q = new Float32Array(T * D);
     const k = new Float32Array(T * D);
     const v = new Float32Array(T * D);
@@ -45,8 +53,8 @@ export class Gpt2Attention extends Module {
       v.set(qkv.subarray(o + 2 * D, o + 3 * D), t * D);
     }
     cache.write(layer, pos0, k, v);
-    const a = causalAttention(q, T, pos0, cache, layer, this.shape);
-    return linearChild(this, 'c_proj').forward(new Tensor('f32', [T, D], a));
+    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
+    return yield* linearStep(linearChild(this, 'c_proj'), new Tensor('f32', [T, D], a));
   }
 }
 
@@ -61,9 +69,13 @@ export class Gpt2MLP extends Module {
   }
 
   forward(x: Tensor<'f32'>): Tensor<'f32'> {
-    const h = linearChild(this, 'c_fc').forward(x);
+    return runSync(this.forwardSteps(x));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    const h = yield* linearStep(linearChild(this, 'c_fc'), x);
     this.#act(h.data);
-    return linearChild(this, 'c_proj').forward(h);
+    return yield* linearStep(linearChild(this, 'c_proj'), h);
   }
 }
 
@@ -82,9 +94,13 @@ export class Gpt2Block extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
-    const a = this.attn.forward(this.ln_1.forward(x), cache, layer, pos0);
+    return runSync(this.forwardSteps(x, cache, layer, pos0));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
+    const a = yield* this.attn.forwardSteps(this.ln_1.forward(x), cache, layer, pos0);
     addInPlace(a.data, x.data);
-    const m = this.mlp.forward(this.ln_2.forward(a));
+    const m = yield* this.mlp.forwardSteps(this.ln_2.forward(a));
     addInPlace(m.data, a.data);
     return m;
   }
@@ -121,22 +137,31 @@ export class Gpt2LMHeadModel extends CausalLM {
     return new DecoderKVCache(this.config.nLayer, this.config.nEmbd, capacity);
   }
 
-  forward(tokens: readonly number[], cacheArg: KVCache): Tensor<'f32'> {
+  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache));
+  }
+
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache): ForwardSteps<Tensor<'f32'>> {
     const c = this.config;
-    const [cache, pos0] = beginForward('Gpt2LMHeadModel.forward', tokens, cacheArg, {
+    const fn = 'Gpt2LMHeadModel.forward';
+    const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
       nLayers: c.nLayer,
       kvDim: c.nEmbd,
       vocabSize: c.vocabSize,
       maxPositions: c.maxPositions,
     });
+    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0));
+  }
+
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const T = tokens.length;
-    if (T === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
     const tr = this.transformer;
     let x = tr.wte.forward(tokens);
     addInPlace(x.data, tr.wpe.forward(Array.from({ length: T }, (_, t) => pos0 + t)).data);
-    for (let i = 0; i < tr.h.length; i++) x = tr.h.at(i).forward(x, cache, i, pos0);
+    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0);
     cache.advance(T);
-    return linearChild(this, 'lm_head').forward(tr.ln_f.forward(x));
+    return yield* linearStep(linearChild(this, 'lm_head'), tr.ln_f.forward(x));
   }
 }
 

@@ -8,17 +8,21 @@
  * Module names mirror HF: model.embed_tokens, model.layers.{i}.self_attn.
  * {q,k,v,o}_proj, model.layers.{i}.mlp.{gate,up,down}_proj,
  * model.layers.{i}.{input,post_attention}_layernorm, model.norm, lm_head.
+ *
+ * Each block's math is written once, as steps (forwardSteps: see
+ * ForwardSteps in causal-lm.ts); forward() runs them synchronously, the
+ * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { llama2cToHfRoPERows } from '../io/llama2c.js';
 import { activationByName, addInPlace, mulInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttention, linearChild } from '../nn/attention.js';
+import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type KVCache } from './causal-lm.js';
+import { CausalLM, type ForwardSteps, type KVCache, linearStep, runSync } from './causal-lm.js';
 import type { LlamaConfig, WeightReader } from './config.js';
 
 export class LlamaAttention extends Module {
@@ -35,16 +39,20 @@ export class LlamaAttention extends Module {
 
   /** x [T, hidden] at positions pos0 ..; writes this layer's k/v into the cache. */
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const { nHeads, nKvHeads, headDim } = this.shape;
-    const q = linearChild(this, 'q_proj').forward(x).data;
-    const k = linearChild(this, 'k_proj').forward(x).data;
-    const v = linearChild(this, 'v_proj').forward(x).data;
+    const q = (yield* linearStep(linearChild(this, 'q_proj'), x)).data;
+    const k = (yield* linearStep(linearChild(this, 'k_proj'), x)).data;
+    const v = (yield* linearStep(linearChild(this, 'v_proj'), x)).data;
     rope.applyRotateHalf(q, T, nHeads, pos0);
     rope.applyRotateHalf(k, T, nKvHeads, pos0);
     cache.write(layer, pos0, k, v);
-    const o = causalAttention(q, T, pos0, cache, layer, this.shape);
-    return linearChild(this, 'o_proj').forward(new Tensor('f32', [T, nHeads * headDim], o));
+    const o = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
+    return yield* linearStep(linearChild(this, 'o_proj'), new Tensor('f32', [T, nHeads * headDim], o));
   }
 }
 
@@ -61,10 +69,14 @@ export class LlamaMLP extends Module {
   }
 
   forward(x: Tensor<'f32'>): Tensor<'f32'> {
-    const g = linearChild(this, 'gate_proj').forward(x);
-    const u = linearChild(this, 'up_proj').forward(x);
+    return runSync(this.forwardSteps(x));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    const g = yield* linearStep(linearChild(this, 'gate_proj'), x);
+    const u = yield* linearStep(linearChild(this, 'up_proj'), x);
     mulInPlace(this.#act(g.data), u.data);
-    return linearChild(this, 'down_proj').forward(g);
+    return yield* linearStep(linearChild(this, 'down_proj'), g);
   }
 }
 
@@ -83,9 +95,13 @@ export class LlamaDecoderLayer extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
-    const a = this.self_attn.forward(this.input_layernorm.forward(x), cache, layer, pos0, rope);
+    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+    const a = yield* this.self_attn.forwardSteps(this.input_layernorm.forward(x), cache, layer, pos0, rope);
     addInPlace(a.data, x.data); // a = x + attn(norm(x))
-    const m = this.mlp.forward(this.post_attention_layernorm.forward(a));
+    const m = yield* this.mlp.forwardSteps(this.post_attention_layernorm.forward(a));
     addInPlace(m.data, a.data);
     return m;
   }
@@ -122,19 +138,28 @@ export class LlamaForCausalLM extends CausalLM {
     return new DecoderKVCache(this.config.numLayers, this.config.numKvHeads * this.config.headDim, capacity);
   }
 
-  forward(tokens: readonly number[], cacheArg: KVCache): Tensor<'f32'> {
+  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache));
+  }
+
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache): ForwardSteps<Tensor<'f32'>> {
     const c = this.config;
+    const fn = 'LlamaForCausalLM.forward';
     // RoPE has no position table: positions are bounded by the cache capacity only
-    const [cache, pos0] = beginForward('LlamaForCausalLM.forward', tokens, cacheArg, {
+    const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
       nLayers: c.numLayers,
       kvDim: c.numKvHeads * c.headDim,
       vocabSize: c.vocabSize,
     });
     if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0));
+  }
+
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     let x = this.model.embed_tokens.forward(tokens);
-    for (let i = 0; i < this.model.layers.length; i++) x = this.model.layers.at(i).forward(x, cache, i, pos0, this.rope);
+    for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, cache, i, pos0, this.rope);
     cache.advance(tokens.length);
-    return linearChild(this, 'lm_head').forward(this.model.norm.forward(x));
+    return yield* linearStep(linearChild(this, 'lm_head'), this.model.norm.forward(x));
   }
 }
 

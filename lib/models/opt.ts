@@ -12,15 +12,19 @@
  * Module names: model.decoder.{embed_tokens,embed_positions,project_in,
  * project_out,final_layer_norm}, model.decoder.layers.{i}.self_attn.
  * {q,k,v,out}_proj, .self_attn_layer_norm, .fc1, .fc2, .final_layer_norm, lm_head.
+ *
+ * Each block's math is written once, as steps (forwardSteps: see
+ * ForwardSteps in causal-lm.ts); forward() runs them synchronously, the
+ * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttention, linearChild } from '../nn/attention.js';
+import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type KVCache } from './causal-lm.js';
+import { CausalLM, type ForwardSteps, type KVCache, linearStep, runSync } from './causal-lm.js';
 import type { OptConfig, WeightReader } from './config.js';
 
 /** OPT's learned positions start at table row 2. */
@@ -41,14 +45,18 @@ export class OptAttention extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x, cache, layer, pos0));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
-    const q = linearChild(this, 'q_proj').forward(x).data;
+    const q = (yield* linearStep(linearChild(this, 'q_proj'), x)).data;
     for (let i = 0; i < q.length; i++) q[i]! *= this.scaling;
-    const k = linearChild(this, 'k_proj').forward(x).data;
-    const v = linearChild(this, 'v_proj').forward(x).data;
+    const k = (yield* linearStep(linearChild(this, 'k_proj'), x)).data;
+    const v = (yield* linearStep(linearChild(this, 'v_proj'), x)).data;
     cache.write(layer, pos0, k, v);
-    const a = causalAttention(q, T, pos0, cache, layer, this.shape);
-    return linearChild(this, 'out_proj').forward(new Tensor('f32', [T, this.shape.nHeads * this.shape.headDim], a));
+    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
+    return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, this.shape.nHeads * this.shape.headDim], a));
   }
 }
 
@@ -70,25 +78,29 @@ export class OptDecoderLayer extends Module {
     this.#act = act;
   }
 
-  #mlp(x: Tensor<'f32'>): Tensor<'f32'> {
-    const h = linearChild(this, 'fc1').forward(x);
+  *#mlp(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    const h = yield* linearStep(linearChild(this, 'fc1'), x);
     this.#act(h.data);
-    return linearChild(this, 'fc2').forward(h);
+    return yield* linearStep(linearChild(this, 'fc2'), h);
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x, cache, layer, pos0));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
     if (this.preNorm) {
-      const a = this.self_attn.forward(this.self_attn_layer_norm.forward(x), cache, layer, pos0);
+      const a = yield* this.self_attn.forwardSteps(this.self_attn_layer_norm.forward(x), cache, layer, pos0);
       addInPlace(a.data, x.data);
-      const m = this.#mlp(this.final_layer_norm.forward(a));
+      const m = yield* this.#mlp(this.final_layer_norm.forward(a));
       addInPlace(m.data, a.data);
       return m;
     }
     // post-LayerNorm: norm after each residual sum
-    const a = this.self_attn.forward(x, cache, layer, pos0);
+    const a = yield* this.self_attn.forwardSteps(x, cache, layer, pos0);
     addInPlace(a.data, x.data);
     const an = this.self_attn_layer_norm.forward(a);
-    const m = this.#mlp(an);
+    const m = yield* this.#mlp(an);
     addInPlace(m.data, an.data);
     return this.final_layer_norm.forward(m);
   }
@@ -113,14 +125,18 @@ export class OptDecoder extends Module {
 
   /** Hidden states [T, hidden] -> output [T, word_embed_proj_dim] (what lm_head reads). */
   forward(tokens: readonly number[], cache: DecoderKVCache, pos0: number): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache, pos0));
+  }
+
+  *forwardSteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const T = tokens.length;
     let x = this.embed_tokens.forward(tokens);
-    if (this.child('project_in')) x = linearChild(this, 'project_in').forward(x);
+    if (this.child('project_in')) x = yield* linearStep(linearChild(this, 'project_in'), x);
     // without padding, HF's position ids are simply past_length + t; the table is offset by 2
     addInPlace(x.data, this.embed_positions.forward(Array.from({ length: T }, (_, t) => pos0 + t + OPT_POSITION_OFFSET)).data);
-    for (let i = 0; i < this.layers.length; i++) x = this.layers.at(i).forward(x, cache, i, pos0);
+    for (let i = 0; i < this.layers.length; i++) x = yield* this.layers.at(i).forwardSteps(x, cache, i, pos0);
     if (this.final_layer_norm) x = this.final_layer_norm.forward(x);
-    if (this.child('project_out')) x = linearChild(this, 'project_out').forward(x);
+    if (this.child('project_out')) x = yield* linearStep(linearChild(this, 'project_out'), x);
     return x;
   }
 }
@@ -149,18 +165,27 @@ export class OptForCausalLM extends CausalLM {
     return new DecoderKVCache(this.config.numLayers, this.config.hiddenSize, capacity);
   }
 
-  forward(tokens: readonly number[], cacheArg: KVCache): Tensor<'f32'> {
+  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache));
+  }
+
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache): ForwardSteps<Tensor<'f32'>> {
     const c = this.config;
-    const [cache, pos0] = beginForward('OptForCausalLM.forward', tokens, cacheArg, {
+    const fn = 'OptForCausalLM.forward';
+    const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
       nLayers: c.numLayers,
       kvDim: c.hiddenSize,
       vocabSize: c.vocabSize,
       maxPositions: c.maxPositions,
     });
     if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    const x = this.model.decoder.forward(tokens, cache, pos0);
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0));
+  }
+
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+    const x = yield* this.model.decoder.forwardSteps(tokens, cache, pos0);
     cache.advance(tokens.length);
-    return linearChild(this, 'lm_head').forward(x);
+    return yield* linearStep(linearChild(this, 'lm_head'), x);
   }
 }
 

@@ -10,10 +10,18 @@
  * (decoding) run in plain loops with float64 accumulation; a prompt of many
  * queries runs through the native f32 GEMM per kv head (O(T * n * hd) work,
  * far too slow as JS loops for long prompts).
+ *
+ * The GEMM path is written as steps (see ForwardSteps in causal-lm.ts) so the
+ * async forward runs its products off the main thread; every scratch buffer
+ * is local to one call, so concurrent forwards (on different caches) share
+ * nothing mutable.
+ *
+ * Concurrency: a DecoderKVCache serves one stream at a time. A model forward
+ * holds it (holdCache) from its argument checks to its end, and any other
+ * forward or reset() on it meanwhile throws QuantkitError 'ERR_BUSY'.
  */
-import { rangeError, typeError } from '../errors.js';
-import type { KVCache } from '../models/causal-lm.js';
-import { matmul } from '../ops/matmul.js';
+import { QuantkitError, rangeError, typeError } from '../errors.js';
+import { type ForwardSteps, type KVCache, matmulStep, runSync } from '../models/causal-lm.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -27,6 +35,8 @@ export class DecoderKVCache implements KVCache {
   #allocated = 0;
   #keys: Float32Array[];
   #values: Float32Array[];
+  /** Name of the forward holding the cache, or null. */
+  #holder: string | null = null;
 
   constructor(nLayers: number, kvDim: number, capacity: number) {
     for (const [k, v] of Object.entries({ nLayers, kvDim, capacity })) {
@@ -44,8 +54,33 @@ export class DecoderKVCache implements KVCache {
     return this.#length;
   }
 
+  /** Whether a forward is running on this cache (an async one may be awaiting its GEMMs). */
+  get busy(): boolean {
+    return this.#holder !== null;
+  }
+
   reset(): void {
+    this.assertIdle('DecoderKVCache.reset');
     this.#length = 0;
+  }
+
+  /** Throw ERR_BUSY if a forward holds the cache. */
+  assertIdle(fn: string): void {
+    if (this.#holder === null) return;
+    throw new QuantkitError(
+      'ERR_BUSY',
+      `${fn}: this KV cache is in use by a ${this.#holder} that has not finished; one cache serves one stream at a time (await it, or give each concurrent call its own createCache())`,
+    );
+  }
+
+  /** Mark the cache as held by `fn` (throws ERR_BUSY if it already is). */
+  acquire(fn: string): void {
+    this.assertIdle(fn);
+    this.#holder = fn;
+  }
+
+  release(): void {
+    this.#holder = null;
   }
 
   /** Make room for `positions` positions in every layer. */
@@ -95,7 +130,13 @@ export interface AttentionShape {
  * reading keys/values 0 .. pos0 + T - 1 of `layer` (already written).
  */
 export function causalAttention(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
-  return T >= GEMM_MIN_QUERIES ? attentionGemm(q, T, pos0, cache, layer, s) : attentionLoops(q, T, pos0, cache, layer, s);
+  return runSync(causalAttentionSteps(q, T, pos0, cache, layer, s));
+}
+
+/** causalAttention as steps: the GEMM path yields its two products per block. */
+export function* causalAttentionSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
+  if (T >= GEMM_MIN_QUERIES) return yield* attentionGemmSteps(q, T, pos0, cache, layer, s);
+  return attentionLoops(q, T, pos0, cache, layer, s);
 }
 
 /** From this many queries on, the GEMM path wins over loops despite its gathers. */
@@ -153,6 +194,15 @@ export function attentionLoops(q: Float32Array, T: number, pos0: number, cache: 
  * the score matrix stays under SCORE_BLOCK floats.
  */
 export function attentionGemm(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
+  return runSync(attentionGemmSteps(q, T, pos0, cache, layer, s));
+}
+
+/**
+ * attentionGemm as steps. Kg, Vt and Q are reused across heads/blocks only
+ * after the product reading them has returned, so an async driver never
+ * overwrites a buffer a worker thread is still reading.
+ */
+export function* attentionGemmSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
   const { nHeads, nKvHeads, headDim: hd, scale } = s;
   const qDim = nHeads * hd;
   const kvDim = nKvHeads * hd;
@@ -183,7 +233,7 @@ export function attentionGemm(q: Float32Array, T: number, pos0: number, cache: D
           Q.set(q.subarray(src, src + hd), (r * tn + t) * hd);
         }
       }
-      const S = matmul(new Tensor('f32', [rows, hd], Q.subarray(0, rows * hd)), kT).data;
+      const S = (yield* matmulStep(new Tensor('f32', [rows, hd], Q.subarray(0, rows * hd)), kT)).data;
       for (let r = 0; r < group; r++) {
         for (let t = 0; t < tn; t++) {
           const o = (r * tn + t) * n;
@@ -204,7 +254,7 @@ export function attentionGemm(q: Float32Array, T: number, pos0: number, cache: D
           S.fill(0, o + lim, o + n);
         }
       }
-      const O = matmul(new Tensor('f32', [rows, n], S), vT).data;
+      const O = (yield* matmulStep(new Tensor('f32', [rows, n], S), vT)).data;
       for (let r = 0; r < group; r++) {
         for (let t = 0; t < tn; t++) {
           out.set(O.subarray((r * tn + t) * hd, (r * tn + t + 1) * hd), (t0 + t) * qDim + (g * group + r) * hd);
@@ -222,6 +272,8 @@ export function attentionGemm(q: Float32Array, T: number, pos0: number, cache: D
 export function beginForward(fn: string, tokens: readonly number[], cache: KVCache, expect: { nLayers: number; kvDim: number; vocabSize: number; maxPositions?: number }): [DecoderKVCache, number] {
   if (!Array.isArray(tokens)) throw typeError(fn, 'tokens', 'must be an array of token ids');
   if (!(cache instanceof DecoderKVCache)) throw typeError(fn, 'cache', "must be a cache from this model's createCache()");
+  // before reserve(): growing the cache under a running forward would lose its writes
+  cache.assertIdle(fn);
   if (cache.nLayers !== expect.nLayers || cache.kvDim !== expect.kvDim) {
     throw rangeError(fn, 'cache', `was made for ${cache.nLayers} layers x ${cache.kvDim} kv dims, this model has ${expect.nLayers} x ${expect.kvDim}`);
   }
@@ -239,6 +291,20 @@ export function beginForward(fn: string, tokens: readonly number[], cache: KVCac
   }
   cache.reserve(end);
   return [cache, pos0];
+}
+
+/**
+ * Run `body` (a model's forward after beginForward) holding `cache`, so a
+ * second forward on it throws ERR_BUSY until this one ends, however it ends.
+ * Call right after beginForward, in the same synchronous step.
+ */
+export function* holdCache<R>(fn: string, cache: DecoderKVCache, body: ForwardSteps<R>): ForwardSteps<R> {
+  cache.acquire(fn);
+  try {
+    return yield* body;
+  } finally {
+    cache.release();
+  }
 }
 
 /** Numbered children ("0", "1", ...), like torch.nn.ModuleList: gives HF's "layers.{i}" names. */
@@ -269,6 +335,8 @@ export class ModuleList<T extends Module> extends Module {
 /** Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a replacement. */
 export interface LinearLike extends Module {
   forward(x: Tensor): Tensor<'f32'>;
+  /** forward() off the main thread, same result; used by forwardAsync when present. */
+  forwardAsync?(x: Tensor): Promise<Tensor<'f32'>>;
 }
 
 /**
