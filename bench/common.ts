@@ -75,15 +75,6 @@ export function copyWeight(w: Weight): Weight {
   });
 }
 
-/** DRAM read bandwidth in GB/s with `threads` pool threads: quantkit's streamRead over 1 GiB. */
-export function measureBandwidth(threads: number): number {
-  setThreads(threads);
-  const buf = new Float32Array(2 ** 28); // 1 GiB
-  for (let i = 0; i < buf.length; i += 1024) buf[i] = i; // touch every page
-  const ms = time(() => addon.streamRead(buf), 1500, 3);
-  return buf.byteLength / (ms / 1000) / 1e9;
-}
-
 /**
  * DRAM read bandwidth in GB/s, probed the way cold GEMVs are timed: the median
  * of short reads (32 MB chunks, ~ms each) cycling through a buffer of at least

@@ -9,10 +9,15 @@
  *   npm run bench -- --quick      # one shape, fewer repetitions (smoke)
  *
  * M = 1 uses cold weights: the case cycles through distinct copies of the
- * weight totalling >= 256 MB, so each call streams from DRAM, not L3.
+ * weight totalling >= max(256 MB, 2 x the last-level cache), so each call
+ * streams from DRAM, not L3.
  */
 import { Tensor, isa, matmul, quantize, setThreads } from '../lib/index.js';
-import { COLD_BYTES, copyWeight, measureBandwidth, printTable, randomF32, time, weightBytes, type Weight } from './common.js';
+import { COLD_BYTES, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, printTable, randomF32, time, weightBytes, type Weight } from './common.js';
+
+// Cold weights must overflow the last-level cache (this machine reports a
+// 260 MB L3), so the working set is at least twice its size.
+const COLD_SET_BYTES = Math.max(COLD_BYTES, 2 * lastLevelCacheBytes());
 
 const args = new Set(process.argv.slice(2));
 const JSON_OUT = args.has('--json');
@@ -63,9 +68,9 @@ function main() {
   const budget = QUICK ? 200 : 600;
   const rows: Row[] = [];
   const bw: Record<number, number> = {};
-  log(`quantkit bench: isa ${isa()}, cold-weight working set ${COLD_BYTES / 2 ** 20} MB for M = 1`);
+  log(`quantkit bench: isa ${isa()}, cold-weight working set ${Math.round(COLD_SET_BYTES / 2 ** 20)} MB for M = 1`);
   for (const t of threadCounts) {
-    bw[t] = measureBandwidth(t);
+    bw[t] = measureBandwidthChunked(t);
     log(`DRAM read bandwidth, ${t} thread(s): ${bw[t]!.toFixed(1)} GB/s`);
   }
 
@@ -74,7 +79,7 @@ function main() {
     for (const kind of KINDS) {
       const first = makeWeight(kind, base, N, K);
       const per = weightBytes(first);
-      const copies = Math.max(1, Math.ceil(COLD_BYTES / per));
+      const copies = Math.max(1, Math.ceil(COLD_SET_BYTES / per));
       const cold: Weight[] = [first];
       for (let i = 1; i < copies; i++) cold.push(copyWeight(first));
       for (const M of Ms) {

@@ -1,0 +1,524 @@
+/**
+ * quantkit end-to-end benchmark: prefill and decode tokens/s of a whole
+ * Llama-shaped model, per weight format, with 1 and 2 threads, as ratios to
+ * fp32 from the same run. Where bench/run.ts times single GEMMs, this times
+ * everything a token goes through: the GEMMs plus the TypeScript glue
+ * (embedding, RMSNorm, RoPE, attention over the KV cache, SwiGLU, residuals).
+ *
+ * Model: a synthetic Llama with random weights, built in memory (no file):
+ *   12 layers, hidden 768, 12 heads x 64, 4 KV heads (GQA), intermediate 2048,
+ *   vocab 32000, untied lm_head (~125M parameters, ~500 MB in f32).
+ *   Weights ~N(0, 0.02) from a seeded generator, norm weights 1.
+ * Work: prefill = one forward of a 128-token prompt on a fresh KV cache;
+ * decode = 32 forwards of 1 token after that prompt (greedy argmax feedback).
+ * Each figure is the median of 5 repeats (3 with --quick) after a warm-up;
+ * repeats go round-robin over the configs (see main) to spread machine noise.
+ *
+ * Configs (each rebuilt from the same float tensors, since quantizeModel
+ * swaps layers in place): fp32; int8 (sym, per channel, f32 activations);
+ * int4 g32 sym and asym; W8A8 (int8 weights + dynamic int8 activations);
+ * LLM.int8 (threshold 6). The lm_head stays f32 in these (quantizeModel's
+ * default exclude ['lm_head']); the '+head' rows quantize it too.
+ * Footprint is footprint(model) in MB (10^6 bytes), embedding included.
+ *
+ *   node --import tsx bench/e2e.ts                  # full table (~3-5 min on 2 vCPUs)
+ *   node --import tsx bench/e2e.ts --quick          # 2 layers, fewer steps (< 1 min)
+ *   node --import tsx bench/e2e.ts --json           # one JSON object per row on stdout
+ *   node --import tsx bench/e2e.ts --breakdown      # also: where the time goes (GEMM vs glue)
+ *   options: --layers N  --dim D  --prompt T  --steps S  --repeats R  --threads 1,2
+ *            --configs fp32,int4-g32,...  --outlier-dims N (N hidden dims with norm weight 10, see makeWeights)
+ *
+ * --dim D keeps head size 64: heads D/64, KV heads a third of them (or all
+ * when 3 does not divide), intermediate 8D/3 rounded up to a multiple of 256.
+ * --breakdown wraps the forward methods of the model's modules with timers
+ * (exclusive time per category); its totals run ~1-2% slower than the
+ * untimed table.
+ */
+import { loadavg } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Linear, QLinear, Tensor, buildModel, footprint, isa, quantizeModel, setThreads, type QuantizeModelOptions } from '../lib/index.js';
+import { type LlamaConfig, type TensorLookup, parseLlamaConfig } from '../lib/models/config.js';
+import { Embedding } from '../lib/nn/embedding.js';
+import { RMSNorm } from '../lib/nn/norm.js';
+import { Rope } from '../lib/nn/rope.js';
+import { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP } from '../lib/models/llama.js';
+import type { Module } from '../lib/nn/module.js';
+import { addon } from '../lib/binding.js';
+import { median, printTable } from './common.js';
+
+// ------------------------------------------------------------------ options
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => argv.includes(name);
+function opt(name: string): string | undefined {
+  const i = argv.indexOf(name);
+  if (i < 0) return undefined;
+  const v = argv[i + 1];
+  if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
+  return v;
+}
+function intOpt(name: string, dflt: number): number {
+  const v = opt(name);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+const JSON_OUT = flag('--json');
+const QUICK = flag('--quick');
+const BREAKDOWN = flag('--breakdown');
+const LAYERS = intOpt('--layers', QUICK ? 2 : 12);
+const DIM = intOpt('--dim', 768);
+const PROMPT = intOpt('--prompt', 128);
+const STEPS = intOpt('--steps', QUICK ? 8 : 32);
+const REPEATS = intOpt('--repeats', QUICK ? 3 : 5);
+const THREADS = (opt('--threads') ?? '1,2').split(',').map(Number);
+if (THREADS.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads must be a comma-separated list of positive integers`);
+const ONLY = opt('--configs')?.split(',');
+const OUTLIER_DIMS = opt('--outlier-dims') === undefined ? 0 : intOpt('--outlier-dims', 0);
+const VOCAB = 32000;
+
+function log(msg: string) {
+  if (!JSON_OUT) process.stderr.write(msg + '\n');
+}
+
+// ------------------------------------------------------------------ synthetic model
+
+/** The HF config.json a model of this shape would ship, parsed by the real parser (so defaults match loadModel's). */
+function makeConfig(layers: number, dim: number): LlamaConfig {
+  if (dim % 64 !== 0) throw new Error(`--dim must be a multiple of 64 (head size 64), got ${dim}`);
+  const heads = dim / 64;
+  const kvHeads = heads % 3 === 0 ? heads / 3 : heads; // 12 -> 4: the GQA ratio of Llama-3-8B-like small models
+  return parseLlamaConfig(
+    {
+      model_type: 'llama',
+      hidden_size: dim,
+      intermediate_size: Math.ceil((8 * dim) / 3 / 256) * 256, // SwiGLU's 2/3 * 4D, rounded like Llama (768 -> 2048)
+      num_hidden_layers: layers,
+      num_attention_heads: heads,
+      num_key_value_heads: kvHeads,
+      vocab_size: VOCAB,
+      max_position_embeddings: 2048,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      hidden_act: 'silu',
+      tie_word_embeddings: false,
+    },
+    'synthetic config',
+  );
+}
+
+/**
+ * N(0, std) values from a seeded xorshift32 + Box-Muller pair: ~125M values
+ * take ~1-2 s, and every run (and every config) sees the same weights.
+ */
+function gaussianF32(n: number, seed: number, std: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return (s + 1) / 4294967297; // (0, 1): log() stays finite
+  };
+  for (let i = 0; i < n; i += 2) {
+    const r = std * Math.sqrt(-2 * Math.log(next()));
+    const a = 2 * Math.PI * next();
+    out[i] = r * Math.cos(a);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(a);
+  }
+  return out;
+}
+
+/**
+ * HF-named f32 tensors for `c` (what model.safetensors would hold). Norm
+ * weights are 1, except `outlierDims` hidden dims set to 10 in every norm: a
+ * crude stand-in for the few huge activation channels of trained LLMs, so
+ * LLM.int8's outlier path can be exercised (random weights have none).
+ */
+function makeWeights(c: LlamaConfig, outlierDims: number): TensorLookup {
+  const { hiddenSize: D, intermediateSize: F, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V } = c;
+  const m = new Map<string, Tensor>();
+  let seed = 1;
+  const mat = (name: string, out: number, inp: number) => m.set(name, new Tensor('f32', [out, inp], gaussianF32(out * inp, seed++, 0.02)));
+  const ones = (name: string) => {
+    const w = new Float32Array(D).fill(1);
+    for (let i = 0; i < outlierDims; i++) w[(i * 97) % D] = 10;
+    m.set(name, new Tensor('f32', [D], w));
+  };
+  mat('model.embed_tokens.weight', V, D);
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    mat(`${p}.self_attn.q_proj.weight`, nH * hd, D);
+    mat(`${p}.self_attn.k_proj.weight`, nKv * hd, D);
+    mat(`${p}.self_attn.v_proj.weight`, nKv * hd, D);
+    mat(`${p}.self_attn.o_proj.weight`, D, nH * hd);
+    mat(`${p}.mlp.gate_proj.weight`, F, D);
+    mat(`${p}.mlp.up_proj.weight`, F, D);
+    mat(`${p}.mlp.down_proj.weight`, D, F);
+    ones(`${p}.input_layernorm.weight`);
+    ones(`${p}.post_attention_layernorm.weight`);
+  }
+  ones('model.norm.weight');
+  mat('lm_head.weight', V, D);
+  return {
+    has: (name) => m.has(name),
+    get: (name) => {
+      const t = m.get(name);
+      if (t === undefined) throw new Error(`synthetic model has no tensor '${name}'`);
+      return t;
+    },
+  };
+}
+
+// ------------------------------------------------------------------ configs
+
+interface Variant {
+  name: string;
+  /** null: fp32, no quantization. */
+  q: QuantizeModelOptions | null;
+}
+
+const INT8: QuantizeModelOptions = { weights: 'int8', scheme: 'symmetric', granularity: 'channel' };
+const INT4: QuantizeModelOptions = { weights: 'int4', scheme: 'symmetric', granularity: 'group', groupSize: 32 };
+const ALL_VARIANTS: Variant[] = [
+  { name: 'fp32', q: null },
+  { name: 'int8', q: INT8 },
+  { name: 'int4-g32', q: INT4 },
+  { name: 'int4-g32-asym', q: { ...INT4, scheme: 'asymmetric' } },
+  { name: 'w8a8', q: { ...INT8, activations: 'int8' } },
+  { name: 'llm.int8', q: { ...INT8, activations: 'llm.int8', threshold: 6 } },
+  // exclude [] quantizes the lm_head too: at 768 x 32000 it is ~20% of the f32 weights
+  { name: 'int8+head', q: { ...INT8, exclude: [] } },
+  { name: 'int4-g32+head', q: { ...INT4, exclude: [] } },
+];
+const VARIANTS = ONLY ? ALL_VARIANTS.filter((v) => ONLY.includes(v.name)) : ALL_VARIANTS;
+if (VARIANTS.length === 0) throw new Error(`--configs matched none of ${ALL_VARIANTS.map((v) => v.name).join(', ')}`);
+
+function build(config: LlamaConfig, lookup: TensorLookup, v: Variant): { model: LlamaForCausalLM; quantMs: number } {
+  // buildModel keeps f32 tensors without copying, so every build shares the lookup's weights
+  const model = buildModel(config, lookup, 'synthetic', { dtype: 'auto' }) as LlamaForCausalLM;
+  const t0 = performance.now();
+  if (v.q) quantizeModel(model, v.q);
+  return { model, quantMs: performance.now() - t0 };
+}
+
+// ------------------------------------------------------------------ measurement
+
+function argmaxLast(logits: Tensor<'f32'>): number {
+  const V = logits.shape[1]!;
+  const d = logits.data;
+  const o = d.length - V;
+  let best = 0;
+  for (let i = 1; i < V; i++) if (d[o + i]! > d[o + best]!) best = i;
+  return best;
+}
+
+/** A fixed pseudo-random prompt (ids avoid 0..2: bos/eos/pad in Llama vocabularies). */
+function makePrompt(T: number): number[] {
+  return Array.from({ length: T }, (_, i) => 3 + ((i * 7919 + 17) % (VOCAB - 3)));
+}
+
+/** One prefill + `steps` greedy decode steps on a fresh cache; ms of each phase. */
+function runOnce(model: LlamaForCausalLM, prompt: number[], steps: number): { prefillMs: number; decodeMs: number } {
+  const cache = model.createCache(prompt.length + steps);
+  let t0 = performance.now();
+  let tok = argmaxLast(model.forward(prompt, cache));
+  const prefillMs = performance.now() - t0;
+  t0 = performance.now();
+  for (let s = 0; s < steps; s++) tok = argmaxLast(model.forward([tok], cache));
+  return { prefillMs, decodeMs: performance.now() - t0 };
+}
+
+interface Row {
+  config: string;
+  lmHead: 'f32' | 'quantized';
+  threads: number;
+  layers: number;
+  dim: number;
+  prompt: number;
+  steps: number;
+  footprintMB: number;
+  quantizeMs: number;
+  prefillMs: number;
+  prefillTokS: number;
+  decodeMsPerTok: number;
+  decodeTokS: number;
+  prefillX: number | null;
+  decodeX: number | null;
+  /** LLM.int8 only: mean outlier input columns per quantized layer in the last prefill. */
+  outlierCols?: number;
+}
+
+function outlierColumns(model: Module): number | undefined {
+  const qs = [...model.namedModules()].map(([, m]) => m).filter((m): m is QLinear => m instanceof QLinear && m.activations === 'llm.int8');
+  return qs.length ? qs.reduce((a, q) => a + q.lastOutlierColumns, 0) / qs.length : undefined;
+}
+
+// ------------------------------------------------------------------ breakdown (--breakdown)
+
+type AnyFn = (...a: unknown[]) => unknown;
+
+/**
+ * Exclusive wall time per category, from timers wrapped around methods of the
+ * model's classes (prototype patches, undone afterwards: the model code is
+ * untouched). A timed call is charged its own time minus that of timed calls
+ * nested in it, so 'attention core' is the attention block minus its q/k/v/o
+ * GEMMs and RoPE: the KV-cache write, scores, softmax, gathers.
+ *
+ * Blocks written as generators (forwardSteps, yielding their GEMMs to a
+ * driver) are timed per resumption: each next() of the generator is one
+ * timed segment, so the GEMMs the driver runs between resumptions are not
+ * charged to the block. A block is timed through forwardSteps when its class
+ * has one, else through forward, so this works with either form of the model.
+ * The native f32 GEMM entry (addon.gemm) is timed when no Linear is on the
+ * stack: that is attention's QK^T and SV products in prefill.
+ */
+class Breakdown {
+  readonly acc = new Map<string, number>();
+  readonly lmHeads = new WeakSet<object>();
+  #stack: number[] = [];
+  #restore: (() => void)[] = [];
+  #linearDepth = 0;
+
+  /** Time fn() under `cat` (exclusive of nested timed calls). */
+  #timed<R>(cat: string, fn: () => R): R {
+    const t0 = performance.now();
+    this.#stack.push(0);
+    try {
+      return fn();
+    } finally {
+      const dt = performance.now() - t0;
+      const nested = this.#stack.pop()!;
+      this.acc.set(cat, (this.acc.get(cat) ?? 0) + dt - nested);
+      if (this.#stack.length) this.#stack[this.#stack.length - 1]! += dt;
+    }
+  }
+
+  #patch(obj: object, method: string, make: (orig: AnyFn) => AnyFn): void {
+    const o = obj as Record<string, unknown>;
+    const orig = o[method] as AnyFn;
+    if (typeof orig !== 'function') throw new Error(`breakdown: no method ${method} to wrap`);
+    o[method] = make(orig);
+    this.#restore.push(() => (o[method] = orig));
+  }
+
+  /** Wrap a method; a returned generator has each of its resumptions timed too. */
+  wrap(obj: object, method: string, category: string | ((self: object) => string)): void {
+    const bd = this;
+    this.#patch(obj, method, (orig) =>
+      function (this: object, ...a: unknown[]) {
+        const cat = typeof category === 'string' ? category : category(this);
+        const r = bd.#timed(cat, () => orig.apply(this, a));
+        if (r === null || typeof r !== 'object' || typeof (r as Iterator<unknown>).next !== 'function' || !(Symbol.iterator in r)) return r;
+        const it = r as Generator<unknown, unknown, unknown>;
+        // yield* drives the inner generator through next/throw/return: time all three
+        const timedIt: Generator<unknown, unknown, unknown> = {
+          next: (v?: unknown) => bd.#timed(cat, () => it.next(v)),
+          throw: (e?: unknown) => bd.#timed(cat, () => it.throw(e)),
+          return: (v?: unknown) => bd.#timed(cat, () => it.return(v)),
+          [Symbol.iterator]() {
+            return this;
+          },
+        } as Generator<unknown, unknown, unknown>;
+        return timedIt;
+      },
+    );
+  }
+
+  /** The block method a model of this checkout runs: the generator form if it exists. */
+  wrapBlock(proto: object, category: string): void {
+    this.wrap(proto, typeof (proto as Record<string, unknown>).forwardSteps === 'function' ? 'forwardSteps' : 'forward', category);
+  }
+
+  install(): void {
+    const bd = this;
+    const gemm = (self: object) => (this.lmHeads.has(self) ? 'GEMM lm_head' : 'GEMM layers (q,k,v,o,gate,up,down)');
+    for (const proto of [Linear.prototype, QLinear.prototype]) {
+      this.wrap(proto, 'forward', gemm);
+      this.#patch(proto, 'forward', (orig) =>
+        function (this: object, ...a: unknown[]) {
+          bd.#linearDepth++;
+          try {
+            return orig.apply(this, a);
+          } finally {
+            bd.#linearDepth--;
+          }
+        },
+      );
+    }
+    this.#patch(addon, 'gemm', (orig) =>
+      function (this: object, ...a: unknown[]) {
+        return bd.#linearDepth > 0 ? orig.apply(this, a) : bd.#timed('attention GEMMs (QK^T, SV)', () => orig.apply(this, a));
+      },
+    );
+    this.wrap(LlamaForCausalLM.prototype, 'forward', 'other (checks, cache, driver)');
+    this.wrapBlock(LlamaDecoderLayer.prototype, 'residual adds');
+    this.wrapBlock(LlamaAttention.prototype, 'attention core + KV write');
+    this.wrapBlock(LlamaMLP.prototype, 'SiLU * up');
+    this.wrap(RMSNorm.prototype, 'forward', 'RMSNorm');
+    this.wrap(Rope.prototype, 'applyRotateHalf', 'RoPE');
+    this.wrap(Embedding.prototype, 'forward', 'embedding');
+  }
+
+  uninstall(): void {
+    for (const r of this.#restore.splice(0).reverse()) r();
+  }
+
+  reset(): void {
+    this.acc.clear();
+  }
+}
+
+interface BreakdownRow {
+  kind: 'breakdown';
+  config: string;
+  threads: number;
+  phase: 'prefill' | 'decode';
+  category: string;
+  /** ms per forward (prefill) or per token (decode). */
+  ms: number;
+  share: number;
+}
+
+function runBreakdown(config: LlamaConfig, lookup: TensorLookup, prompt: number[]): BreakdownRow[] {
+  const rows: BreakdownRow[] = [];
+  const bd = new Breakdown();
+  bd.install();
+  try {
+    for (const v of VARIANTS.filter((x) => ['fp32', 'int8', 'int4-g32', 'w8a8'].includes(x.name))) {
+      const { model } = build(config, lookup, v);
+      bd.lmHeads.add(model.child('lm_head')!);
+      for (const threads of THREADS) {
+        setThreads(threads);
+        runOnce(model, prompt.slice(0, 16), 2); // warm-up
+        const sums = { prefill: new Map<string, number>(), decode: new Map<string, number>() };
+        for (let r = 0; r < REPEATS; r++) {
+          const cache = model.createCache(prompt.length + STEPS);
+          bd.reset();
+          let tok = argmaxLast(model.forward(prompt, cache));
+          for (const [k, ms] of bd.acc) sums.prefill.set(k, (sums.prefill.get(k) ?? 0) + ms / REPEATS);
+          bd.reset();
+          for (let s = 0; s < STEPS; s++) tok = argmaxLast(model.forward([tok], cache));
+          for (const [k, ms] of bd.acc) sums.decode.set(k, (sums.decode.get(k) ?? 0) + ms / REPEATS / STEPS);
+        }
+        for (const phase of ['prefill', 'decode'] as const) {
+          const total = [...sums[phase].values()].reduce((a, b) => a + b, 0);
+          const sorted = [...sums[phase]].sort((a, b) => b[1] - a[1]);
+          for (const [category, ms] of sorted) rows.push({ kind: 'breakdown', config: v.name, threads, phase, category, ms, share: ms / total });
+          rows.push({ kind: 'breakdown', config: v.name, threads, phase, category: 'total', ms: total, share: 1 });
+        }
+      }
+    }
+  } finally {
+    bd.uninstall();
+  }
+  return rows;
+}
+
+// ------------------------------------------------------------------ main
+
+function main() {
+  const config = makeConfig(LAYERS, DIM);
+  const la = loadavg();
+  log(
+    `quantkit e2e: isa ${isa()}, Llama ${config.numLayers}L d${config.hiddenSize} h${config.numHeads}/kv${config.numKvHeads} ` +
+      `ff${config.intermediateSize} vocab ${config.vocabSize}${OUTLIER_DIMS ? `, ${OUTLIER_DIMS} outlier dims` : ''}; prompt ${PROMPT}, decode ${STEPS} steps, median of ${REPEATS}; ` +
+      `load average ${la.map((x) => x.toFixed(2)).join(' ')}`,
+  );
+  let t0 = performance.now();
+  const weights = makeWeights(config, OUTLIER_DIMS);
+  log(`  random weights: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const prompt = makePrompt(PROMPT);
+
+  // Every config is built up front (~2.5 GB for the full set) and the repeats
+  // go round-robin over configs: on a shared machine a burst of load then
+  // spreads over all configs instead of skewing the one that ran during it.
+  const built = VARIANTS.map((v) => {
+    const t = performance.now();
+    const b = build(config, weights, v);
+    log(`  built ${v.name}: ${((performance.now() - t) / 1000).toFixed(1)} s (quantize ${(b.quantMs / 1000).toFixed(1)} s)`);
+    return { v, ...b, fp: footprint(b.model), pre: new Map<number, number[]>(), dec: new Map<number, number[]>() };
+  });
+  for (const threads of THREADS) {
+    setThreads(threads);
+    for (const b of built) runOnce(b.model, prompt.slice(0, 16), 2); // warm-up: JIT, RoPE tables, first touch of buffers
+    for (let r = 0; r < REPEATS; r++) {
+      for (const b of built) {
+        const m = runOnce(b.model, prompt, STEPS);
+        b.pre.set(threads, [...(b.pre.get(threads) ?? []), m.prefillMs]);
+        b.dec.set(threads, [...(b.dec.get(threads) ?? []), m.decodeMs / STEPS]);
+      }
+      log(`  threads ${threads}: repeat ${r + 1}/${REPEATS} done`);
+    }
+  }
+  const rows: Row[] = [];
+  for (const b of built) {
+    const v = b.v;
+    let outlierCols: number | undefined;
+    if (v.q?.activations === 'llm.int8') {
+      b.model.forward(prompt, b.model.createCache(PROMPT)); // outlier counts of a prefill, not of the last decode step
+      outlierCols = outlierColumns(b.model);
+    }
+    for (const threads of THREADS) {
+      const prefillMs = median(b.pre.get(threads)!);
+      const decodeMs = median(b.dec.get(threads)!);
+      rows.push({
+        config: v.name,
+        lmHead: v.q && v.q.exclude?.length === 0 ? 'quantized' : 'f32',
+        threads, layers: config.numLayers, dim: config.hiddenSize, prompt: PROMPT, steps: STEPS,
+        footprintMB: b.fp.bytes / 1e6,
+        quantizeMs: b.quantMs,
+        prefillMs, prefillTokS: PROMPT / (prefillMs / 1000),
+        decodeMsPerTok: decodeMs, decodeTokS: 1000 / decodeMs,
+        prefillX: null, decodeX: null,
+        ...(outlierCols !== undefined ? { outlierCols } : {}),
+      });
+    }
+  }
+  built.length = 0; // let the models go before the breakdown builds its own
+  for (const r of rows) {
+    const f = rows.find((o) => o.config === 'fp32' && o.threads === r.threads);
+    if (f) {
+      r.prefillX = r.prefillTokS / f.prefillTokS;
+      r.decodeX = r.decodeTokS / f.decodeTokS;
+    }
+  }
+  const bdRows = BREAKDOWN ? runBreakdown(config, weights, prompt) : [];
+  const la2 = loadavg();
+
+  if (JSON_OUT) {
+    for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
+    for (const r of bdRows) process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  const fmt = (v: number | null | undefined, d = 2) => (v === null || v === undefined ? '' : v.toFixed(d));
+  console.log(
+    `\nisa ${isa()}; synthetic Llama ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads / ${config.numKvHeads} KV, ` +
+      `intermediate ${config.intermediateSize}, vocab ${config.vocabSize}, untied lm_head${OUTLIER_DIMS ? `, ${OUTLIER_DIMS} outlier dims` : ''}; prompt ${PROMPT} tokens, decode ${STEPS} steps; median of ${REPEATS}`,
+  );
+  console.log(`lm_head stays f32 unless the config says +head; footprint = footprint(model) in MB (1e6 B), embedding included`);
+  console.log(`load average at start ${la.map((x) => x.toFixed(2)).join(' ')}, at end ${la2.map((x) => x.toFixed(2)).join(' ')} (2 vCPUs: above ~0.5 the machine is shared; distrust the numbers)\n`);
+  const header = ['config', 'thr', 'MB', 'prefill tok/s', 'x fp32', 'decode tok/s', 'ms/tok', 'x fp32', 'quantize s'];
+  printTable(
+    header,
+    rows.map((r) =>
+      [
+        r.config + (r.outlierCols !== undefined ? ` (${r.outlierCols.toFixed(1)} outlier cols)` : ''),
+        r.threads, fmt(r.footprintMB, 0), fmt(r.prefillTokS, 1), fmt(r.prefillX), fmt(r.decodeTokS, 2), fmt(r.decodeMsPerTok, 1), fmt(r.decodeX), fmt(r.quantizeMs / 1000, 1),
+      ].map(String),
+    ),
+  );
+  if (bdRows.length) {
+    console.log('\nwhere the time goes (exclusive ms per prefill forward / per decoded token, timers on module forwards):\n');
+    printTable(
+      ['config', 'thr', 'phase', 'category', 'ms', 'share'],
+      bdRows.map((r) => [r.config, String(r.threads), r.phase, r.category, fmt(r.ms, r.phase === 'prefill' ? 1 : 2), `${(100 * r.share).toFixed(1)}%`]),
+    );
+  }
+}
+
+main();
