@@ -5,6 +5,19 @@
  * implementation rather than against themselves.
  */
 
+import { afterAll } from 'vitest';
+import { getThreads, isa, selectIsa, setThreads } from '../lib/index.js';
+
+/** Tests that switch the ISA or thread count put the process back as they found it. */
+export function restoreRuntimeAfterAll(): { isa: ReturnType<typeof isa>; threads: number } {
+  const saved = { isa: isa(), threads: getThreads() };
+  afterAll(() => {
+    selectIsa(saved.isa);
+    setThreads(saved.threads);
+  });
+  return saved;
+}
+
 /** mulberry32: small, seeded, good enough for test data. */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

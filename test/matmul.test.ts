@@ -5,15 +5,13 @@
  * bound for recursive summation, which covers blocked and lane-split sums);
  * we allow twice that.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   Linear,
   QLinear,
   QuantkitError,
   Tensor,
   availableIsas,
-  getThreads,
-  isa,
   matmul,
   quantize,
   selectIsa,
@@ -21,15 +19,10 @@ import {
   type QuantizeOptions,
   type QuantizedTensor,
 } from '../lib/index.js';
-import { bf16BitsToNumber, f16BitsToNumber, randomF32, rng, toBf16Bits, toF16Bits } from './helpers.js';
+import { bf16BitsToNumber, f16BitsToNumber, randomF32, rng, toBf16Bits, toF16Bits, restoreRuntimeAfterAll } from './helpers.js';
 
 const ISAS = availableIsas();
-const startIsa = isa();
-const startThreads = getThreads();
-afterAll(() => {
-  selectIsa(startIsa);
-  setThreads(startThreads);
-});
+const { isa: startIsa, threads: startThreads } = restoreRuntimeAfterAll();
 
 const U = 2 ** -24;
 

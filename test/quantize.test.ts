@@ -3,7 +3,7 @@
  * against the spec written out in test/helpers.ts, on odd sizes, unaligned
  * groups and edge values; plus thread-count independence and bad input.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   QuantizedTensor,
   QuantkitError,
@@ -11,7 +11,6 @@ import {
   availableIsas,
   dequantize,
   getThreads,
-  isa,
   packInt2,
   packInt4,
   quantize,
@@ -21,15 +20,10 @@ import {
   unpackInt4,
   type QuantizeOptions,
 } from '../lib/index.js';
-import { randomF32, refDequantize, refQuantize, rng, toBf16Bits, toF16Bits, bf16BitsToNumber, f16BitsToNumber, type RefSpec } from './helpers.js';
+import { randomF32, refDequantize, refQuantize, rng, toBf16Bits, toF16Bits, bf16BitsToNumber, f16BitsToNumber, type RefSpec, restoreRuntimeAfterAll } from './helpers.js';
 
 const ISAS = availableIsas();
-const startIsa = isa();
-const startThreads = getThreads();
-afterAll(() => {
-  selectIsa(startIsa);
-  setThreads(startThreads);
-});
+restoreRuntimeAfterAll();
 
 type Case = { name: string; opts: QuantizeOptions; ref: RefSpec };
 function cases(K: number): Case[] {

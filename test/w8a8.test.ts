@@ -4,17 +4,12 @@
  * exact integer sums, ((acc * sx) * sw) + bias in float), thread-count
  * independence, and the LLM.int8() accuracy claim with injected outliers.
  */
-import { afterAll, describe, expect, it } from 'vitest';
-import { Linear, QLinear, QuantkitError, Tensor, availableIsas, getThreads, isa, quantize, selectIsa, setThreads } from '../lib/index.js';
-import { randomF32, refQuantize, rng } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { Linear, QLinear, QuantkitError, Tensor, availableIsas, quantize, selectIsa, setThreads } from '../lib/index.js';
+import { randomF32, refQuantize, rng, restoreRuntimeAfterAll } from './helpers.js';
 
 const ISAS = availableIsas();
-const startIsa = isa();
-const startThreads = getThreads();
-afterAll(() => {
-  selectIsa(startIsa);
-  setThreads(startThreads);
-});
+const { threads: startThreads } = restoreRuntimeAfterAll();
 
 /** The W8A8 spec: activations per row like the int8 symmetric per-channel quantizer. */
 function refW8A8(x: Float32Array, M: number, K: number, wq: Int8Array, sw: Float32Array, N: number, bias?: Float32Array): Float32Array {

@@ -59,19 +59,26 @@ export function checkBias(fn: string, bias: Tensor | null | undefined, N: number
   return bias.data as Float32Array;
 }
 
-type GemmArgs = Parameters<typeof addon.gemm>;
-
-function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): { args: GemmArgs | null; y: Tensor<'f32'> } {
+/**
+ * Check an activation x f32 [..., K] against a weight [N, K] and allocate
+ * the output [..., N]; rows = the product of x's leading dimensions.
+ */
+export function linearOutput(fn: string, x: Tensor, N: number, K: number): { rows: number; y: Tensor<'f32'> } {
   if (!(x instanceof Tensor)) throw typeError(fn, 'x', `must be a Tensor, got ${describe(x)}`);
   if (x.dtype !== 'f32') throw typeError(fn, 'x', `must have dtype f32, got ${x.dtype}`);
   if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
-  const K = x.shape[x.shape.length - 1]!;
-  if (K !== w.K) throw rangeError(fn, 'x', `has last dimension ${K}, but the weight has K = ${w.K}`);
+  const xK = x.shape[x.shape.length - 1]!;
+  if (xK !== K) throw rangeError(fn, 'x', `has last dimension ${xK}, but the weight has K = ${K}`);
   const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
-  const y = new Float32Array(rows * w.N);
-  const out = new Tensor('f32', [...x.shape.slice(0, -1), w.N], y);
-  if (y.length === 0) return { args: null, y: out };
-  return { args: [x.data as Float32Array, rows, K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y], y: out };
+  return { rows, y: new Tensor('f32', [...x.shape.slice(0, -1), N], new Float32Array(rows * N)) };
+}
+
+type GemmArgs = Parameters<typeof addon.gemm>;
+
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): { args: GemmArgs | null; y: Tensor<'f32'> } {
+  const { rows, y } = linearOutput(fn, x, w.N, w.K);
+  if (y.size === 0) return { args: null, y };
+  return { args: [x.data as Float32Array, rows, w.K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y.data], y };
 }
 
 /** Run a prepared weight on x [..., K]. */

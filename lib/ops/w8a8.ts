@@ -11,6 +11,7 @@
 import { addon } from '../binding.js';
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
+import { linearOutput } from './matmul.js';
 import { Tensor } from '../tensor.js';
 
 export interface W8A8Weight {
@@ -41,16 +42,9 @@ export function prepareW8A8(fn: string, arg: string, w: QuantizedTensor): W8A8We
 type Call = { args: Parameters<typeof addon.gemmW8A8> | null; y: Tensor<'f32'> };
 
 function prepareCall(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number): Call {
-  if (!(x instanceof Tensor)) throw typeError(fn, 'x', `must be a Tensor, got ${describe(x)}`);
-  if (x.dtype !== 'f32') throw typeError(fn, 'x', `must have dtype f32, got ${x.dtype}`);
-  if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
-  const K = x.shape[x.shape.length - 1]!;
-  if (K !== w.K) throw rangeError(fn, 'x', `has last dimension ${K}, but the weight has K = ${w.K}`);
-  const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
-  const y = new Float32Array(rows * w.N);
-  const out = new Tensor('f32', [...x.shape.slice(0, -1), w.N], y);
-  if (y.length === 0) return { args: null, y: out };
-  return { args: [x.data as Float32Array, rows, K, w.q, w.N, w.scale, w.rowsum, threshold, bias, y], y: out };
+  const { rows, y } = linearOutput(fn, x, w.N, w.K);
+  if (y.size === 0) return { args: null, y };
+  return { args: [x.data as Float32Array, rows, w.K, w.q, w.N, w.scale, w.rowsum, threshold, bias, y.data], y };
 }
 
 function finish(fn: string, x: Tensor, r: [number, number]): number {
