@@ -29,6 +29,20 @@ const float* row_f32(const void* src, SrcType st, size_t row, size_t K, std::vec
     return scratch.data();
 }
 
+// Software prefetch of the source rows ahead of the compute. A row is read
+// once from memory (min/max) and then quantized from L1, so without help the
+// memory system idles while a row is quantized; a burst of one row's 256
+// prefetches before each row stalls on the line-fill buffers before any
+// compute starts. So the prefetches are pumped a few lines at a time between
+// sliced kernel calls, keeping the cursor one row ahead.
+struct Prefetcher {
+    const char* base;
+    size_t next, end;  // byte cursor and limit
+    void pump(size_t lines) {
+        for (; lines && next < end; --lines, next += 64) __builtin_prefetch(base + next, 0, 3);
+    }
+};
+
 int32_t load_zp(const void* zps, int bits, size_t i) {
     if (!zps) return 0;
     return bits == 8 ? int32_t(static_cast<const int8_t*>(zps)[i]) : int32_t(static_cast<const uint8_t*>(zps)[i]);
@@ -129,14 +143,46 @@ size_t quantize(const void* src, SrcType st, size_t rows, size_t K, const QuantS
         thread_local std::vector<int8_t> q;
         mn.resize(ng); mx.resize(ng); sc.resize(ng); zp.resize(ng);
         if (s.bits != 8) q.resize(K);
-        for (size_t r = t * rpt; r < std::min(rows, (t + 1) * rpt); ++r) {
+        const size_t r_end = std::min(rows, (t + 1) * rpt);
+        // Slices per row (min/max, quantize) and the prefetch cursor: one
+        // row ahead, within this task's rows (one thread: also the next
+        // task's first row, which this thread runs next). Measured on a
+        // 4096x4096 f32 tensor, one thread (AVX-512): a burst per row
+        // ~2.1-2.3 us/row, these slices ~1.0-1.4 us/row. Slicing changes
+        // no result (min/max combine exactly, quantize is per element).
+        const size_t src_rb = K * (st == SrcType::f32 ? 4 : 2);
+        const size_t S1 = std::min<size_t>(2, ng == 1 ? 2 : ng), S2 = std::min<size_t>(4, ng == 1 ? 4 : ng);
+        Prefetcher pf{static_cast<const char*>(src), (t * rpt + 1) * src_rb,
+                      std::min(rows, r_end + (threads() == 1 ? 1 : 0)) * src_rb};
+        for (size_t r = t * rpt; r < r_end; ++r) {
             if (bad.load(std::memory_order_relaxed) != SIZE_MAX) return;
+            const size_t want = (r + 2) * src_rb;
+            const size_t lines = want > pf.next ? (want - pf.next + 63) / 64 : 0;
+            const size_t per = (lines + S1 + S2 - 1) / (S1 + S2);
             const float* x = row_f32(src, st, r, K, scratch);
             if (s.gran == Granularity::tensor) {
                 for (size_t g = 0; g < ng; ++g) { sc[g] = t_scale; zp[g] = t_zp; }
+                pf.pump(per * S1);
             } else {
-                const size_t e = k.minmax(x, ng, G, mn.data(), mx.data());
-                if (e != SIZE_MAX) { record_bad(bad, r * K + e); return; }
+                // Min/max in S1 slices (whole groups, or parts of the one
+                // group: min and max combine exactly).
+                for (size_t c = 0; c < S1; ++c) {
+                    if (ng == 1) {
+                        const size_t b = K * c / S1, e = K * (c + 1) / S1;
+                        float a0 = 0, b0 = 0;
+                        const size_t err = e > b ? k.minmax(x + b, 1, e - b, &a0, &b0) : SIZE_MAX;
+                        if (err != SIZE_MAX) { record_bad(bad, r * K + b + err); return; }
+                        if (e > b) {
+                            if (b == 0) { mn[0] = a0; mx[0] = b0; }
+                            else { mn[0] = std::min(mn[0], a0); mx[0] = std::max(mx[0], b0); }
+                        }
+                    } else {
+                        const size_t gb = ng * c / S1, ge = ng * (c + 1) / S1;
+                        const size_t err = k.minmax(x + gb * G, ge - gb, G, mn.data() + gb, mx.data() + gb);
+                        if (err != SIZE_MAX) { record_bad(bad, r * K + gb * G + err); return; }
+                    }
+                    pf.pump(per);
+                }
                 for (size_t g = 0; g < ng; ++g) {
                     choose_params(s, mn[g], mx[g], &sc[g], &zp[g]);
                     scales[r * ng + g] = sc[g];
@@ -144,10 +190,20 @@ size_t quantize(const void* src, SrcType st, size_t rows, size_t K, const QuantS
                 }
             }
             const int32_t* zpp = s.asymmetric ? zp.data() : nullptr;
-            if (s.bits == 8) {
-                k.quantize(x, ng, G, sc.data(), zpp, qmin, qmax, static_cast<int8_t*>(codes) + r * K);
-            } else {
-                k.quantize(x, ng, G, sc.data(), zpp, qmin, qmax, q.data());
+            int8_t* qrow = s.bits == 8 ? static_cast<int8_t*>(codes) + r * K : q.data();
+            // Quantize in S2 slices (element-wise: the slicing changes nothing).
+            for (size_t c = 0; c < S2; ++c) {
+                if (ng == 1) {
+                    const size_t b = K * c / S2, e = K * (c + 1) / S2;
+                    if (e > b) k.quantize(x + b, 1, e - b, sc.data(), zpp, qmin, qmax, qrow + b);
+                } else {
+                    const size_t gb = ng * c / S2, ge = ng * (c + 1) / S2;
+                    k.quantize(x + gb * G, ge - gb, G, sc.data() + gb, zpp ? zpp + gb : nullptr, qmin, qmax,
+                               qrow + gb * G);
+                }
+                pf.pump(per);
+            }
+            if (s.bits != 8) {
                 uint8_t* out = static_cast<uint8_t*>(codes) + r * row_bytes;
                 if (s.bits == 4) k.pack_i4(q.data(), K, out);
                 else k.pack_i2(q.data(), K, out);

@@ -2,7 +2,9 @@
 // every ISA table bit-exact against the scalar reference on many shapes and
 // edge values, and the reference itself pinned to hand-computed values and
 // to an independent model (double-precision division).
+#include <cfloat>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -461,5 +463,178 @@ QKT_TEST(quant_pack_unpack) {
         QKT_CHECK(p[0] == 0xE4 && p[1] == 0x09, "%s pack_i2 %02x %02x", k->name, p[0], p[1]);
         k->unpack_i2(p, 5, u);
         QKT_CHECK(u[0] == 0 && u[1] == 1 && u[2] == 2 && u[3] == 3 && u[4] == 1, "%s unpack_i2", k->name);
+    }
+}
+
+// ---- the division-free fast path of the SIMD quantize ---------------------
+// The SIMD tables bracket fl(x / s) with x * (1/s -/+ a few ulps) and divide
+// only the ambiguous lanes; these tests aim at exactly those lanes.
+namespace {
+
+float step_ulps(float v, int n) {
+    for (; n > 0; --n) v = std::nextafter(v, INFINITY);
+    for (; n < 0; ++n) v = std::nextafter(v, -INFINITY);
+    return v;
+}
+
+// Runs ref and ISA on x[] (one group per entry of scales, G = x.size() /
+// scales.size()) and checks bit equality, the model and the range.
+void check_groups(qkt::Ctx& ctx, const char* what, const std::vector<float>& x, const std::vector<float>& scales,
+                  const std::vector<int32_t>* zps, int32_t qmin, int32_t qmax) {
+    const size_t ng = scales.size(), G = x.size() / ng;
+    const int32_t* zpp = zps ? zps->data() : nullptr;
+    std::vector<int8_t> a(x.size() + 16, 0x5a), b(x.size() + 16, 0x5a);
+    ctx.ref->quantize(x.data(), ng, G, scales.data(), zpp, qmin, qmax, a.data());
+    ctx.k->quantize(x.data(), ng, G, scales.data(), zpp, qmin, qmax, b.data());
+    for (size_t i = 0; i < x.size() + 16; ++i) {
+        if (i >= x.size()) {
+            QKT_CHECK(b[i] == 0x5a, "%s: wrote past the end i=%zu", what, i);
+            continue;
+        }
+        const size_t g = i / G;
+        const int32_t z = zpp ? zpp[g] : 0;
+        QKT_CHECK(a[i] == b[i], "%s: q=[%d,%d] z=%d i=%zu x=%a s=%a x/s=%a got %d want %d", what, qmin, qmax, z, i, x[i],
+                  scales[g], x[i] / scales[g], b[i], a[i]);
+        if (!std::isnan(x[i])) {
+            const int8_t m = model_q(x[i], scales[g], z, qmin, qmax);
+            QKT_CHECK(a[i] == m, "%s: ref vs model x=%a s=%a got %d want %d", what, x[i], scales[g], a[i], m);
+        } else {
+            QKT_CHECK(a[i] == qmin, "%s: NaN -> qmin, got %d", what, a[i]);
+        }
+    }
+}
+
+// Scales with inexact reciprocals, exact ones, binade edges of 1/s, and the
+// ends of the range where the fast path must hand over to the division.
+std::vector<float> adversarial_scales() {
+    std::vector<float> s = {0.3f, 0.1f, 1.0f / 3.0f, 0.7f, 0.375f, 0.75f, 1.5f, 6.0f, 0x1.8p-3f, 0x1.4p-7f, 0x1.c0p+3f,
+                            0.25f, 1.0f, 2.0f, 0x1.000002p0f, 0x1.fffffep-1f, 0x1.fffffcp-1f, 0x1.000004p+0f,
+                            0.0078740157f /* 1/127 */, 0.011764706f /* 3/255 */, 1e-3f, 1e-6f, 1e-20f, 1e20f,
+                            0x1p-125f, 0x1.8p-126f, 0x1p-126f /* 1/s = 2^126 */, 0x1p+125f, 0x1p+126f, 0x1.fffffep+126f,
+                            0x1p+127f /* 1/s subnormal */, 3e38f, FLT_MAX};
+    // Subnormal and tiny scales: 1/s overflows to inf (or comes close).
+    for (uint32_t u : {0x00000001u, 0x00000002u, 0x00000003u, 0x00000100u, 0x00123456u, 0x00400000u, 0x007fffffu,
+                       0x00200001u})
+        s.push_back(from_bits(u));
+    return s;
+}
+
+}  // namespace
+
+// Quotients at and within 1-3 ulps of every k + 0.5 around the clamp range,
+// for every code range and several zero points, many scales.
+QKT_TEST(quant_fast_path_halves) {
+    Rng rng(11);
+    long sensitive = 0;
+    for (const QRange& r : kRanges) {
+        std::vector<int32_t> zs = {0};
+        if (r.asym) zs = {r.qmin, r.qmax, (r.qmin + r.qmax) / 2, rng.range(r.qmin, r.qmax)};
+        for (int32_t z : zs) {
+            for (float s : adversarial_scales()) {
+                std::vector<float> x;
+                // k + 0.5 for every code +-3 beyond the clamped range.
+                for (int32_t k = r.qmin - z - 4; k <= r.qmax - z + 3; ++k) {
+                    const double h = double(k) + 0.5;
+                    const float x0 = float(h * double(s));
+                    if (!std::isfinite(x0)) continue;
+                    for (int d = -3; d <= 3; ++d) {
+                        const float v = step_ulps(x0, d);
+                        x.push_back(v);
+                        if (std::isfinite(1.0f / s))
+                            sensitive += std::nearbyint(v * (1.0f / s)) != std::nearbyint(v / s);
+                    }
+                    // The quotient ulps (not the x ulps) around h: x = fl(q * s)
+                    // for q = h -+ 1..3 ulps of h.
+                    for (int d = -3; d <= 3; ++d) x.push_back(float(double(step_ulps(float(h), d)) * double(s)));
+                }
+                while (x.size() % 16) x.push_back(x[x.size() % 7]);
+                const std::vector<int32_t> zp(1, z);
+                char what[64];
+                std::snprintf(what, sizeof what, "halves s=%a", s);
+                check_groups(ctx, what, x, std::vector<float>(1, s), r.asym ? &zp : nullptr, r.qmin, r.qmax);
+                // The same as several groups (G = 16) with alternating scales.
+                std::vector<float> sc(x.size() / 16);
+                for (size_t g = 0; g < sc.size(); ++g) sc[g] = (g & 1) ? s : 0.3f;
+                std::vector<int32_t> zg(sc.size(), z);
+                check_groups(ctx, what, x, sc, r.asym ? &zg : nullptr, r.qmin, r.qmax);
+            }
+        }
+    }
+    QKT_CHECK(sensitive > 100, "the data lost its reciprocal-sensitive cases: %ld", sensitive);
+}
+
+// Exact ties x / s = k + 0.5 with scales whose reciprocal is inexact (3, 5, 7,
+// 11 times a power of two), clamp edges, huge quotients and non-finite x.
+QKT_TEST(quant_fast_path_edges) {
+    for (const QRange& r : kRanges) {
+        for (float s : {0.375f, 0.625f, 0x1.cp-5f, 0x1.6p+2f, 3.0f, 0x1.8p-100f, 0x1.4p+100f}) {
+            std::vector<float> x;
+            for (int32_t k = -300; k <= 300; ++k) x.push_back(float((double(k) + 0.5) * double(s)));  // exact
+            for (int32_t k = -300; k <= 300; ++k) x.push_back(float(double(k) * double(s)));
+            // Huge quotients, overflow to inf, and non-finite inputs.
+            for (float v : {3e38f, -3e38f, FLT_MAX, -FLT_MAX, 1e30f, -1e30f, 8388608.5f, 16777216.0f, -16777216.0f,
+                            float(INFINITY), float(-INFINITY), float(NAN), -float(NAN), 0.0f, -0.0f, 1e-45f, -1e-45f})
+                x.push_back(v);
+            for (int e = -149; e <= 127; e += 3) {
+                x.push_back(std::ldexp(1.0f, e));
+                x.push_back(-std::ldexp(1.5f, e));
+            }
+            char what[64];
+            std::snprintf(what, sizeof what, "edges s=%a", s);
+            check_groups(ctx, what, x, std::vector<float>(1, s), nullptr, r.qmin, r.qmax);
+            for (int32_t z : {r.qmin, r.qmax}) {
+                const std::vector<int32_t> zp(1, z);
+                check_groups(ctx, what, x, std::vector<float>(1, s), &zp, r.qmin, r.qmax);
+            }
+        }
+    }
+    // Every adversarial scale on data spanning all exponents (incl. quotients
+    // that overflow to inf or underflow), with the widest zero points.
+    Rng rng(12);
+    std::vector<float> x(4096 + 5);
+    for (auto& v : x) {
+        uint32_t u = uint32_t(rng.next());
+        if ((u & 0x7f800000u) == 0x7f800000u) u &= 0xbfffffffu;
+        v = from_bits(u);
+    }
+    for (float s : adversarial_scales()) {
+        for (const QRange& r : kRanges) {
+            const std::vector<int32_t> zp(1, r.asym ? r.qmax : 0);
+            check_groups(ctx, "all exponents", x, std::vector<float>(1, s), r.asym ? &zp : nullptr, r.qmin, r.qmax);
+        }
+    }
+    // Zero points outside the code range (the contract allows any int32).
+    for (int32_t z : {-70000, -65537, -65536, -300, 300, 65536, 65537, 1 << 24, -(1 << 30)}) {
+        std::vector<float> xz;
+        for (int32_t k = -z - 200; k <= -z + 200; ++k) xz.push_back(float((double(k) + 0.5) * 0.375));
+        const std::vector<int32_t> zp(1, z);
+        check_groups(ctx, "wild zp", xz, std::vector<float>(1, 0.375f), &zp, -128, 127);
+    }
+}
+
+// Random (x, scale, zp) pairs against the ref, bit for bit: scales drawn
+// over many binades, x chosen so x / s lands in and around the code range,
+// often right at a half-integer.
+QKT_TEST(quant_fast_path_fuzz) {
+    Rng rng(13);
+    const size_t G = 37, ng = 1 << 15;  // 1.2M pairs per round
+    for (int round = 0; round < 4; ++round) {
+        const QRange& r = kRanges[round % 5];
+        std::vector<float> x(ng * G), sc(ng);
+        std::vector<int32_t> zp(ng);
+        for (size_t g = 0; g < ng; ++g) {
+            float s = std::ldexp(rng.uniform(1.0f, 2.0f), rng.range(-40, 40));
+            if (rng.next() % 64 == 0) s = from_bits(uint32_t(rng.next() % 0x00800000u) + 1);  // subnormal
+            sc[g] = s;
+            zp[g] = r.asym ? rng.range(r.qmin, r.qmax) : 0;
+            for (size_t i = 0; i < G; ++i) {
+                const double qv = double(rng.range(-300, 300)) + (rng.next() % 2 ? 0.5 : rng.uniform(0.0f, 1.0f));
+                float v = float(qv * double(s));
+                v = step_ulps(v, int(rng.next() % 7) - 3);
+                if (rng.next() % 97 == 0) v = from_bits(uint32_t(rng.next()) & 0xbf7fffffu);  // anything finite
+                x[g * G + i] = v;
+            }
+        }
+        check_groups(ctx, "fuzz", x, sc, r.asym ? &zp : nullptr, r.qmin, r.qmax);
     }
 }

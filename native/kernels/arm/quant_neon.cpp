@@ -46,6 +46,42 @@ static inline int32x4_t quant4(float32x4_t x, float32x4_t s, float32x4_t z, floa
     return vcvtq_s32_f32(vminnmq_f32(vmaxnmq_f32(v, lo), hi));  // exact: integral, in int8 range
 }
 
+// Division-free quantize: the reciprocal bracket of x86/quant_avx512.cpp
+// (see the derivation there). With r = fl(1/s) normal, rl/rh = r -/+ 4 ulps
+// and C = 1.5*2^23 + z, a = fma(x, rl, C) and b = fma(x, rh, C) bracket
+// RN(fl(x/s) + C); when a == b, a = C + rne(fl(x/s)) (or both clamp to the
+// same bound), else (a few ulps from k + 0.5, or NaN) the lanes are redone
+// with a real division. Groups whose r is not normal (subnormal scales:
+// 1/s = inf) or whose |zp| > 2^16 take the division path.
+constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+
+static inline float float_of(uint32_t u) {
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline bool fast_params(float s, int32_t zp, float* rl, float* rh) {
+    const float r = 1.0f / s;
+    const uint32_t e = (bits_of(r) >> 23) & 0xffu;
+    if (e < 2 || e > 253 || zp > 65536 || zp < -65536) return false;
+    *rl = float_of(bits_of(r) - 4);
+    *rh = float_of(bits_of(r) + 4);
+    return true;
+}
+
+// 4 values -> codes as int32: C + rne(fl(x/s)) clamped to [C0 + qmin,
+// C0 + qmax] (C0 = 1.5*2^23; fmaxnm/fminnm: NaN -> qmin), minus bits(C0).
+static inline int32x4_t fast4(float32x4_t x, float32x4_t rl, float32x4_t rh, float32x4_t c, float32x4_t s,
+                              float32x4_t lo, float32x4_t hi) {
+    float32x4_t a = vfmaq_f32(c, x, rl);
+    const uint32x4_t eq = vceqq_f32(a, vfmaq_f32(c, x, rh));
+    if (__builtin_expect(vminvq_u32(eq) == 0, 0))
+        a = vbslq_f32(eq, a, vaddq_f32(vrndnq_f32(vdivq_f32(x, s)), c));
+    const float32x4_t v = vminnmq_f32(vmaxnmq_f32(a, lo), hi);
+    return vsubq_s32(vreinterpretq_s32_f32(v), vdupq_n_s32(0x4b400000));
+}
+
 // 16 bytes of two's-complement / unsigned nibbles -> lo (even) and hi (odd) elements.
 static inline void split_nibbles(uint8x16_t x, bool is_signed, int8x16_t* lo, int8x16_t* hi) {
     if (is_signed) {
@@ -189,6 +225,27 @@ void quantize(const float* x, size_t n_groups, size_t G, const float* scale, con
         const float* p = x + g * G;
         int8_t* o = q + g * G;
         size_t i = 0;
+        float rl, rh;
+        if (fast_params(s, zp ? zp[g] : 0, &rl, &rh)) {
+            const float32x4_t vrl = vdupq_n_f32(rl), vrh = vdupq_n_f32(rh), vc = vdupq_n_f32(kMagic + z);
+            const float32x4_t mlo = vdupq_n_f32(kMagic + flo), mhi = vdupq_n_f32(kMagic + fhi);
+            for (; i + 16 <= G; i += 16) {
+                const int16x8_t ab = vcombine_s16(vmovn_s32(fast4(vld1q_f32(p + i), vrl, vrh, vc, vs, mlo, mhi)),
+                                                  vmovn_s32(fast4(vld1q_f32(p + i + 4), vrl, vrh, vc, vs, mlo, mhi)));
+                const int16x8_t cd = vcombine_s16(vmovn_s32(fast4(vld1q_f32(p + i + 8), vrl, vrh, vc, vs, mlo, mhi)),
+                                                  vmovn_s32(fast4(vld1q_f32(p + i + 12), vrl, vrh, vc, vs, mlo, mhi)));
+                vst1q_s8(o + i, vcombine_s8(vmovn_s16(ab), vmovn_s16(cd)));
+            }
+            for (; i + 4 <= G; i += 4) {
+                const int16x4_t w = vmovn_s32(fast4(vld1q_f32(p + i), vrl, vrh, vc, vs, mlo, mhi));
+                o[i] = int8_t(vget_lane_s16(w, 0));
+                o[i + 1] = int8_t(vget_lane_s16(w, 1));
+                o[i + 2] = int8_t(vget_lane_s16(w, 2));
+                o[i + 3] = int8_t(vget_lane_s16(w, 3));
+            }
+            for (; i < G; ++i) o[i] = quant1(p[i], s, z, flo, fhi);
+            continue;
+        }
         for (; i + 16 <= G; i += 16) {
             const int16x8_t ab = vcombine_s16(vqmovn_s32(quant4(vld1q_f32(p + i), vs, vz, lo, hi)),
                                               vqmovn_s32(quant4(vld1q_f32(p + i + 4), vs, vz, lo, hi)));

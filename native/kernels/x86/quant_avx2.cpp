@@ -78,6 +78,37 @@ static inline __m256i quant8(__m256 x, __m256 s, __m256 z, __m256 lo, __m256 hi)
     return _mm256_cvtps_epi32(v);  // exact: v is integral and in int8 range
 }
 
+// Division-free quantize: the reciprocal bracket of quant_avx512.cpp (see
+// the derivation there). With r = fl(1/s) normal, rl/rh = r -/+ 4 ulps and
+// C = 1.5*2^23 + z, a = fma(x, rl, C) and b = fma(x, rh, C) bracket
+// RN(fl(x/s) + C); when a == b, a = C + rne(fl(x/s)) (or both clamp to the
+// same bound), else (a few ulps from k + 0.5, or NaN) the lane is redone
+// with a real division. Groups whose r is not normal (subnormal scales:
+// 1/s = inf) or whose |zp| > 2^16 take the division path.
+constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+
+static inline bool fast_params(float s, int32_t zp, float* rl, float* rh) {
+    const float r = 1.0f / s;
+    const uint32_t e = (bits_of(r) >> 23) & 0xffu;
+    if (e < 2 || e > 253 || zp > 65536 || zp < -65536) return false;
+    *rl = float_of(bits_of(r) - 4);
+    *rh = float_of(bits_of(r) + 4);
+    return true;
+}
+
+// 8 values -> the codes as int32: C + rne(fl(x/s)), clamped to
+// [C0 + qmin, C0 + qmax] (C0 = 1.5*2^23; NaN -> qmin), minus bits(C0).
+static inline __m256i fast8(__m256 x, __m256 rl, __m256 rh, __m256 c, __m256 s, __m256 lo, __m256 hi) {
+    __m256 a = _mm256_fmadd_ps(x, rl, c);
+    const __m256 m = _mm256_cmp_ps(a, _mm256_fmadd_ps(x, rh, c), _CMP_NEQ_UQ);
+    if (__builtin_expect(_mm256_movemask_ps(m) != 0, 0)) {
+        const __m256 q = _mm256_round_ps(_mm256_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        a = _mm256_blendv_ps(a, _mm256_add_ps(q, c), m);
+    }
+    const __m256 v = _mm256_min_ps(_mm256_max_ps(a, lo), hi);
+    return _mm256_sub_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(0x4b400000));
+}
+
 // packs_epi32 + packs_epi16 interleave 128-bit lanes; this restores order.
 static inline __m256i fix_pack_order(__m256i v) {
     return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
@@ -186,6 +217,26 @@ void quantize(const float* x, size_t n_groups, size_t G, const float* scale, con
         const float* p = x + g * G;
         int8_t* o = q + g * G;
         size_t i = 0;
+        float rl, rh;
+        if (fast_params(s, zp ? zp[g] : 0, &rl, &rh)) {
+            const __m256 vrl = _mm256_set1_ps(rl), vrh = _mm256_set1_ps(rh), vc = _mm256_set1_ps(kMagic + z);
+            const __m256 mlo = _mm256_set1_ps(kMagic + flo), mhi = _mm256_set1_ps(kMagic + fhi);
+            for (; i + 32 <= G; i += 32) {
+                const __m256i a = fast8(_mm256_loadu_ps(p + i), vrl, vrh, vc, vs, mlo, mhi);
+                const __m256i b = fast8(_mm256_loadu_ps(p + i + 8), vrl, vrh, vc, vs, mlo, mhi);
+                const __m256i c = fast8(_mm256_loadu_ps(p + i + 16), vrl, vrh, vc, vs, mlo, mhi);
+                const __m256i d = fast8(_mm256_loadu_ps(p + i + 24), vrl, vrh, vc, vs, mlo, mhi);
+                const __m256i r = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+                _mm256_storeu_si256((__m256i*)(o + i), fix_pack_order(r));
+            }
+            for (; i + 8 <= G; i += 8) {
+                const __m256i a = fast8(_mm256_loadu_ps(p + i), vrl, vrh, vc, vs, mlo, mhi);
+                const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+                _mm_storel_epi64((__m128i*)(o + i), _mm_packs_epi16(w, w));
+            }
+            for (; i < G; ++i) o[i] = quant1(p[i], s, z, flo, fhi);
+            continue;
+        }
         for (; i + 32 <= G; i += 32) {
             const __m256i a = quant8(_mm256_loadu_ps(p + i), vs, vz, lo, hi);
             const __m256i b = quant8(_mm256_loadu_ps(p + i + 8), vs, vz, lo, hi);

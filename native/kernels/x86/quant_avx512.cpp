@@ -62,6 +62,69 @@ static inline __m512i quant16(__m512 x, __m512 s, __m512 z, __m512 lo, __m512 hi
     return _mm512_cvtps_epi32(v);  // exact: v is integral and in int8 range
 }
 
+// ---- division-free quantize -------------------------------------------
+// The spec rounds the IEEE quotient q' = fl(x / s); a division per element
+// is what bounds the speed, so the fast path brackets q' with two fused
+// multiply-adds and divides only where the bracket is ambiguous.
+//
+// With r = fl(1 / s) finite and normal, rl / rh = r moved down / up by 4 ulps
+// (bits(r) -/+ 4), u = 2^-24, Q = x / s exactly:
+//   |r s - 1| <= u and 4 ulps of r are > 3.99 u r, so rl s < (1+u)(1-3.99u)
+//   < 1 - 2.9u and rh s > (1-u)(1+4u) > 1 + 2.9u; q' = Q(1+e), |e| <= u,
+//   hence for x != 0, q' lies STRICTLY between the exact products x rl and
+//   x rh: |x rl - q'| and |x rh - q'| are 2-7 ulps of the quotient, the
+//   safety margin. (Q below the normal range: q', x rl, x rh are all
+//   < 2^-125 and everything below rounds to C + 0. Q beyond FLT_MAX: q' = inf
+//   and a, b are inf or differ; either way the result clamps to qmax.)
+// Let C = 1.5 * 2^23 + z (z = float(zp), |zp| <= 2^16, so C is an integer in
+// [2^23, 2^24) where float spacing is 1). a = fma(x, rl, C) and
+// b = fma(x, rh, C) round the exact x rl + C and x rh + C once, and rounding
+// is monotone, so RN(q' + C) lies between a and b. If a == b:
+//   - RN(q' + C) = a, and q' + C is not a tie (q' would be strictly inside the
+//     bracket, whose ends round to the two different integers around it), so
+//     inside [2^23, 2^24) a = C + rne(q') exactly -- the spec's value + z.
+//   - beyond that binade |q'| >= 2^22 - 2^16: a and the spec both clamp to
+//     the same bound (a >= 2^24 > C_max, or a <= 2^23 < C_min; monotone).
+// If a != b (q' within a few ulps of k + 0.5, NaN) the lane is recomputed
+// with a real division: rne(x / s) + C (exact, or monotone beyond 2^24).
+// Then clamp to [1.5*2^23 + qmin, 1.5*2^23 + qmax]; a clamped value's low
+// mantissa byte is the int8 code (bits(1.5*2^23 + k) = 0x4b400000 + k).
+// NaN: max(NaN, lo) = lo, the ref's qmin. When r is not normal or near the
+// ends of the normal range (scale subnormal down to FLT_TRUE_MIN: 1/s = inf;
+// or huge), or |zp| > 2^16, the whole group takes the division path.
+constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+
+static inline bool fast_params(float s, int32_t zp, float* rl, float* rh) {
+    const float r = 1.0f / s;
+    const uint32_t e = (bits_of(r) >> 23) & 0xffu;
+    if (e < 2 || e > 253 || zp > 65536 || zp < -65536) return false;
+    *rl = float_of(bits_of(r) - 4);
+    *rh = float_of(bits_of(r) + 4);
+    return true;
+}
+
+// 16 values -> C + rne(fl(x / s)) (see above), unclamped: the bracket, and
+// a masked division for the (rare) ambiguous lanes.
+static inline __m512 rne16(__m512 x, __m512 rl, __m512 rh, __m512 c, __m512 s) {
+    const __m512 a = _mm512_fmadd_ps(x, rl, c);
+    const __mmask16 m = _mm512_cmp_ps_mask(a, _mm512_fmadd_ps(x, rh, c), _CMP_NEQ_UQ);
+    if (__builtin_expect(m != 0, 0)) {
+        const __m512 q = _mm512_roundscale_ps(_mm512_maskz_div_ps(m, x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        return _mm512_mask_add_ps(a, m, q, c);
+    }
+    return a;
+}
+
+// Clamp to [lo, hi] (offset by kMagic; NaN -> lo).
+static inline __m512i clamp16(__m512 t, __m512 lo, __m512 hi) {
+    return _mm512_castps_si512(_mm512_min_ps(_mm512_max_ps(t, lo), hi));
+}
+
+// Clamp and store 16 codes.
+static inline void store16(int8_t* o, __m512 t, __m512 lo, __m512 hi) {
+    _mm_storeu_si128((__m128i*)o, _mm512_cvtepi32_epi8(clamp16(t, lo, hi)));
+}
+
 // 16 bytes, each duplicated (b0 b0 b1 b1 ...), -> 16 int32 nibble values.
 static inline __m512i nibbles16(__m128i dup, bool is_signed) {
     const __m512i v = _mm512_cvtepu8_epi32(dup);
@@ -212,6 +275,27 @@ void quantize(const float* x, size_t n_groups, size_t G, const float* scale, con
         const __m512 vz = _mm512_set1_ps(zp ? float(zp[g]) : 0.0f);
         const float* p = x + g * G;
         int8_t* o = q + g * G;
+        float rl, rh;
+        if (fast_params(scale[g], zp ? zp[g] : 0, &rl, &rh)) {
+            const __m512 vrl = _mm512_set1_ps(rl), vrh = _mm512_set1_ps(rh);
+            const __m512 vc = _mm512_set1_ps(kMagic + (zp ? float(zp[g]) : 0.0f));
+            const __m512 mlo = _mm512_set1_ps(kMagic + float(qmin)), mhi = _mm512_set1_ps(kMagic + float(qmax));
+            size_t i = 0;
+            for (; i + 64 <= G; i += 64) {
+                store16(o + i, rne16(_mm512_loadu_ps(p + i), vrl, vrh, vc, vs), mlo, mhi);
+                store16(o + i + 16, rne16(_mm512_loadu_ps(p + i + 16), vrl, vrh, vc, vs), mlo, mhi);
+                store16(o + i + 32, rne16(_mm512_loadu_ps(p + i + 32), vrl, vrh, vc, vs), mlo, mhi);
+                store16(o + i + 48, rne16(_mm512_loadu_ps(p + i + 48), vrl, vrh, vc, vs), mlo, mhi);
+            }
+            for (; i + 16 <= G; i += 16) store16(o + i, rne16(_mm512_loadu_ps(p + i), vrl, vrh, vc, vs), mlo, mhi);
+            if (i < G) {
+                const __mmask16 k = mask16(G - i);
+                const __m512 t = rne16(_mm512_maskz_loadu_ps(k, p + i), vrl, vrh, vc, vs);
+                const __m512 v = _mm512_min_ps(_mm512_max_ps(t, mlo), mhi);
+                _mm512_mask_cvtepi32_storeu_epi8(o + i, k, _mm512_castps_si512(v));
+            }
+            continue;
+        }
         size_t i = 0;
         for (; i + 32 <= G; i += 32) {
             const __m512i a = quant16(_mm512_loadu_ps(p + i), vs, vz, lo, hi);
