@@ -21,11 +21,19 @@
 //                   software-prefetched linearly two 4-row tiles ahead (see
 //                   Prefetcher): M = 1 with cold weights runs at ~0.85-0.9
 //                   (int8) / ~0.78 (int4 g32) of the stream-read bandwidth.
-//   gemm_panel_f32  register-tiled dot-product kernel (tinyBLAS style):
-//                   MR = 4 rows of X x NR = 6 rows of P, 24 zmm accumulators
-//                   along K, horizontal sums at the end. X and P are both
-//                   contiguous along K, so nothing is transposed or packed.
-//   dequant_panel   row by row, group by group, same decoders as gemv.
+//   gemm_panel_f32  kc <= 512 (always, with the driver's blocking): outer-
+//                   product kernel. Each 32-row strip of P is transposed
+//                   into a [kc][32] stack buffer (reused by all M rows),
+//                   tiles of up to 14 rows of X x 32 columns, 28 zmm
+//                   accumulators along N, X[m, k] broadcast, no horizontal
+//                   sums; every Y[m, n] is one sequential FMA chain over k
+//                   whatever the tile shape (M = 128, N = K = 4096, f32:
+//                   ~1.3x the dot-product kernel below). Larger kc: register-
+//                   tiled dot-product kernel (tinyBLAS style), MR = 4 rows of
+//                   X x NR = 6 rows of P, 24 zmm accumulators along K,
+//                   horizontal sums at the end.
+//   dequant_panel   row by row, group by group, same decoders as gemv; also
+//                   prefetches (L2) the W bytes of the driver's next panel.
 // Group lengths that are not a multiple of the vector step end with masked
 // loads (zero-filled lanes contribute 0 * finite = 0).
 #if defined(__x86_64__) || defined(_M_X64)
@@ -438,6 +446,117 @@ static void panel_rows(const float* x, size_t ldx, const float* p, size_t ldp, s
     }
 }
 
+// ---- gemm_panel_f32: packed outer-product kernel ---------------------------
+// P (row-major [nr][ldp]) is packed per call into column panels of 32 P rows:
+// Q[panel][k][32], so one pair of zmm loads gives 32 output columns for one
+// k, and each X[m, k] is broadcast. Tile: up to OMR rows of X x 32 columns,
+// 2 * OMR accumulators along N, no horizontal sums; the sum over the kc
+// values starts from 0 and is added to Y (accumulate) once at the end, as the
+// contract requires. Every Y[m, n] is one sequential FMA chain over k (the
+// same for every tile shape, M and split of N). The packed strip (64 KiB at
+// kc = 512) is read from L2 (L1-sized 256-deep sub-blocks measured at most
+// ~5% faster, within noise, and would need scratch for the accumulate sum).
+constexpr int OMR = 14;     // max rows of X per outer-product tile
+constexpr size_t OKB = 512; // max kc: one packed 32-column panel (64 KiB, on the stack)
+
+static inline void transpose16(__m512 (&r)[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    // r[4b + c]: rows 4b..4b+3, within each 128-bit lane L the column 4L + c.
+    for (int i = 0; i < 4; ++i) {
+        // 256-bit granularity: combine row blocks (0,1) and (2,3).
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);       // lanes 0,2 of a | 0,2 of b
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);   // lanes 1,3 of a | 1,3 of b
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+    }
+    for (int i = 0; i < 4; ++i) {
+        // t[i] = [b0:L0, b1:L0, b0:L2, b1:L2] of column c=i; t[8+i] same for b2,b3.
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);        // L0 columns: c
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);    // L2 columns: 8 + c
+        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);   // L1: 4 + c
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);  // L3: 12 + c
+    }
+}
+
+// Q[k][32] for k < kb from rows j < nj (nj <= 32) of p at column k0; rows past nj are 0.
+static void pack_panel32(const float* p, size_t ldp, size_t nj, size_t kb, float* q) {
+    for (int h = 0; h < 2; ++h) {
+        const size_t jr = (nj > size_t(16 * h)) ? nj - 16 * h : 0;
+        const size_t rows = jr < 16 ? jr : 16;
+        const float* ph = p + 16 * h * ldp;
+        float* qh = q + 16 * h;
+        size_t k = 0;
+        for (; k < kb; k += 16) {
+            const __mmask16 mk = mask16(kb - k < 16 ? kb - k : 16);
+            __m512 r[16];
+            for (int i = 0; i < 16; ++i)
+                r[i] = (size_t(i) < rows) ? _mm512_maskz_loadu_ps(mk, ph + i * ldp + k) : _mm512_setzero_ps();
+            transpose16(r);
+            const size_t kn = kb - k < 16 ? kb - k : 16;
+            for (size_t i = 0; i < kn; ++i) _mm512_store_ps(qh + (k + i) * 32, r[i]);
+        }
+    }
+}
+
+template <int MR>
+static void outer_tile(const float* x, size_t ldx, const float* q, size_t kb, float* y, size_t ldy,
+                       size_t nj, bool accumulate) {
+    __m512 acc[MR][2];
+    const __mmask16 m0 = mask16(nj < 16 ? nj : 16);
+    const __mmask16 m1 = mask16(nj > 16 ? (nj > 32 ? 16 : nj - 16) : 0);
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const float* xr[MR];
+    for (int i = 0; i < MR; ++i) xr[i] = x + i * ldx;
+    for (size_t k = 0; k < kb; ++k) {
+        const __m512 p0 = _mm512_load_ps(q + 32 * k), p1 = _mm512_load_ps(q + 32 * k + 16);
+        for (int i = 0; i < MR; ++i) {
+            const __m512 b = _mm512_set1_ps(xr[i][k]);
+            acc[i][0] = _mm512_fmadd_ps(b, p0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(b, p1, acc[i][1]);
+        }
+    }
+    if (accumulate) {
+        for (int i = 0; i < MR; ++i) {
+            acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, y + i * ldy), acc[i][0]);
+            acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, y + i * ldy + 16), acc[i][1]);
+        }
+    }
+    for (int i = 0; i < MR; ++i) {
+        _mm512_mask_storeu_ps(y + i * ldy, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, acc[i][1]);
+    }
+}
+
+static void outer_rows(size_t mr, const float* x, size_t ldx, const float* q, size_t kb, float* y,
+                       size_t ldy, size_t nj, bool acc) {
+    switch (mr) {
+        case 1: outer_tile<1>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 2: outer_tile<2>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 3: outer_tile<3>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 4: outer_tile<4>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 5: outer_tile<5>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 6: outer_tile<6>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 7: outer_tile<7>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 8: outer_tile<8>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 9: outer_tile<9>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 10: outer_tile<10>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 11: outer_tile<11>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 12: outer_tile<12>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        case 13: outer_tile<13>(x, ldx, q, kb, y, ldy, nj, acc); break;
+        default: outer_tile<14>(x, ldx, q, kb, y, ldy, nj, acc); break;
+    }
+}
+
 // ---- dequant_panel rows --------------------------------------------------
 template <int F>
 static void conv_row(const uint8_t* row, size_t k0, size_t kc, float* out) {
@@ -523,6 +642,22 @@ void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
 
 void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t ldp, size_t nr,
                     size_t kc, float* y, size_t ldy, bool accumulate) {
+    if (kc <= OKB) {
+        alignas(64) float q[OKB * 32];
+        const size_t nblk = (M + OMR - 1) / OMR;
+        const size_t base = M / nblk, extra = M % nblk;
+        for (size_t j = 0; j < nr; j += 32) {
+            const size_t nj = (nr - j < 32) ? nr - j : 32;
+            pack_panel32(p + j * ldp, ldp, nj, kc, q);
+            size_t i = 0;
+            for (size_t b = 0; b < nblk; ++b) {
+                const size_t mr = base + (b < extra ? 1 : 0);
+                outer_rows(mr, x + i * ldx, ldx, q, kc, y + i * ldy + j, ldy, nj, accumulate);
+                i += mr;
+            }
+        }
+        return;
+    }
     // P rows outermost: one strip of PNR panel rows (PNR * kc floats) stays
     // in L1 while all M rows of X stream past it from L2.
     for (size_t j = 0; j < nr; j += PNR) {
@@ -551,10 +686,20 @@ void dequant_panel(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t 
     }
     const size_t G = w.group;
     const size_t gpr = (G != 0) ? K / G : 0;
+    // The driver's next panel is usually the next K block of the same rows
+    // (else the first block of the next nr rows): prefetch its bytes into L2
+    // row by row, so the next call does not wait on DRAM. Never faults.
+    const size_t bytes = (K != 0) ? w.row_bytes * kc / K : 0;
+    const size_t pf_k = (k0 + kc < K) ? k0 + kc : 0;
+    const size_t pf_n = (k0 + kc < K) ? n0 : n0 + nr;
+    const uintptr_t pf_base =
+        reinterpret_cast<uintptr_t>(w.data) + pf_n * w.row_bytes + w.row_bytes * pf_k / K;
     for (size_t j = 0; j < nr; ++j) {
         const size_t n = n0 + j;
         const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
         float* out = p + j * ldp;
+        for (size_t b = 0; b < bytes; b += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(pf_base + j * w.row_bytes + b), _MM_HINT_T1);
         switch (w.fmt) {
             case WFormat::f32: conv_row<0>(row, k0, kc, out); break;
             case WFormat::f16: conv_row<1>(row, k0, kc, out); break;
