@@ -17,7 +17,7 @@ import type { CausalLM, KVCache } from '../lib/models/causal-lm.js';
 import { type TensorLookup, parseModelConfig } from '../lib/models/config.js';
 import { buildModel, loadModel } from '../lib/models/load.js';
 import { Module } from '../lib/nn/module.js';
-import { quantizeModel } from '../lib/quant/quantize-model.js';
+import { quantizeModel } from '../lib/nn/quantize-model.js';
 import { Tensor } from '../lib/tensor.js';
 import type { Tokenizer } from '../lib/tokenizers/types.js';
 import { fixture, requireFixtures } from './fixtures.js';

@@ -11,7 +11,7 @@ import { footprint } from '../lib/eval/footprint.js';
 import { loadQuantizedWeights, saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
 import { QLinear } from '../lib/nn/linear.js';
-import { quantizeModel, type QuantizeModelOptions } from '../lib/quant/quantize-model.js';
+import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-model.js';
 import { fixture } from './fixtures.js';
 import { TinyLM } from './tiny-lm.js';
 

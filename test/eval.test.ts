@@ -9,7 +9,7 @@ import { perplexity, tokenNll } from '../lib/eval/perplexity.js';
 import { argmax, mulberry32, sampleToken } from '../lib/eval/sampling.js';
 import { barChartSvg, histogramSvg } from '../lib/eval/svg.js';
 import { QLinear } from '../lib/nn/linear.js';
-import { quantizeModel } from '../lib/quant/quantize-model.js';
+import { quantizeModel } from '../lib/nn/quantize-model.js';
 import { CharTokenizer, TinyLM } from './tiny-lm.js';
 import { checkWellFormedSvg } from './xml-check.js';
 

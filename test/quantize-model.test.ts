@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { footprint } from '../lib/eval/footprint.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
-import { makeExcludeMatcher, quantizeModel } from '../lib/quant/quantize-model.js';
+import { makeExcludeMatcher, quantizeModel } from '../lib/nn/quantize-model.js';
 import { TinyLM } from './tiny-lm.js';
 
 const ALL = ['layers.0.fc1', 'layers.0.fc2', 'layers.1.fc1', 'layers.1.fc2', 'lm_head'];
@@ -113,7 +113,7 @@ describe('quantizeModel', () => {
     fs.writeFileSync(
       script,
       `import { TinyLM } from ${lib('tiny-lm.ts')};
-import { quantizeModel } from ${lib('../lib/quant/quantize-model.ts')};
+import { quantizeModel } from ${lib('../lib/nn/quantize-model.ts')};
 const m = new TinyLM({ tied: true });
 const refs = [...m.namedTensors()].map(([n, t]) => [n, new WeakRef(t.data)] as const);
 quantizeModel(m, { weights: 'int4', exclude: [] });

@@ -1,6 +1,6 @@
 /** `quantkit generate <model>`: stream a completion to stdout. */
 import { generate } from '../eval/generate.js';
-import { quantizeModel, type WeightsFormat } from '../quant/quantize-model.js';
+import { quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, printJson } from './io.js';
 import { loadCliModel, requireTokenizer } from './load.js';
 import { type QuantFlags, quantOptions, requireFloat } from './weights.js';

@@ -1,6 +1,6 @@
 /** `quantkit ppl <model> --text <file>`: sliding-window perplexity (see lib/eval/perplexity.ts). */
 import { perplexity } from '../eval/perplexity.js';
-import { quantizeModel, type WeightsFormat } from '../quant/quantize-model.js';
+import { quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, printJson, progressBar } from './io.js';
 import { loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
 import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
 import { footprint } from '../eval/footprint.js';
 import { saveQuantized } from '../io/quantized-checkpoint.js';
-import { quantizeModel } from '../quant/quantize-model.js';
+import { quantizeModel } from '../nn/quantize-model.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
 import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';

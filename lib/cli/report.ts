@@ -13,7 +13,7 @@ import { footprint, type Footprint } from '../eval/footprint.js';
 import { generateText } from '../eval/generate.js';
 import { perplexity, type PerplexityResult } from '../eval/perplexity.js';
 import { barChartSvg } from '../eval/svg.js';
-import { quantizeModel, type WeightsFormat } from '../quant/quantize-model.js';
+import { quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, formatBytes, printJson, progressBar } from './io.js';
 import { loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
 import { SAMPLE_TEXT } from './sample-text.js';

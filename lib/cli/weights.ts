@@ -3,7 +3,7 @@
  * commands, turned into quantizeModel options.
  */
 import { QuantkitError } from '../errors.js';
-import type { QuantizeModelOptions, WeightsFormat } from '../quant/quantize-model.js';
+import type { QuantizeModelOptions, WeightsFormat } from '../nn/quantize-model.js';
 import type { CliModel } from './load.js';
 
 export interface QuantFlags {

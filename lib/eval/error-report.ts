@@ -16,7 +16,7 @@
 import { rangeError, typeError } from '../errors.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import { Linear, QLinear } from '../nn/linear.js';
-import { findLinears, layerQuantizeOptions, makeExcludeMatcher, resolveQuantConfig, type QuantizeModelOptions } from '../quant/quantize-model.js';
+import { findLinears, layerQuantizeOptions, makeExcludeMatcher, resolveQuantConfig, type QuantizeModelOptions } from '../nn/quantize-model.js';
 import { quantize, toFloat32 } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
 import { barChartSvg, histogramSvg } from './svg.js';

@@ -46,7 +46,7 @@ import { QuantkitError, describe, typeError } from '../errors.js';
 import { type ActivationMode, Linear, QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
-import type { QuantizeModelSummary, ResolvedQuantConfig } from '../quant/quantize-model.js';
+import type { QuantizeModelSummary, ResolvedQuantConfig } from '../nn/quantize-model.js';
 import type { Granularity, Scheme } from '../quant/qtypes.js';
 import { Tensor } from '../tensor.js';
 import { writeDirAtomic } from './atomic.js';

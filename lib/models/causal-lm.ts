@@ -3,32 +3,15 @@
  * A model is a Module tree (so quantizeModel can swap its Linear layers)
  * with a token-level forward over a KV cache.
  *
- * One code path, two drivers: a model writes its forward once, as a
- * generator (forwardSteps) that yields every heavy native product as a
- * ForwardOp and receives its f32 result. runSync() answers the ops with the
- * blocking calls (forward()/matmul()); runAsync() awaits their Promise forms
- * (forwardAsync()/matmulAsync(), N-API async work on libuv worker threads),
- * so the event loop is free while the GEMMs run. Both drivers hand the very
- * same inputs to the same kernels in the same order, so forward() and
- * forwardAsync() give bit-identical logits.
- *
- * Ops:  linear  x f32 [..., K] through a LinearLike layer -> f32 [..., N]
- *       matmul  x f32 [M, K] · w^T, w f32 [N, K]        -> f32 [M, N]
+ * Its forward is written once as steps (lib/nn/steps.ts) and run by a
+ * sync or an async driver: forward() and forwardAsync().
  */
-import type { LinearLike } from '../nn/attention.js';
 import { Module } from '../nn/module.js';
-import { matmul, matmulAsync } from '../ops/matmul.js';
+import { type ForwardSteps, type KVCache, runAsync } from '../nn/steps.js';
 import type { Tensor } from '../tensor.js';
 
-/** Keys/values of the positions seen so far; one per generation stream. */
-export interface KVCache {
-  /** Number of positions already stored. */
-  readonly length: number;
-  /** Capacity in positions. */
-  readonly capacity: number;
-  /** Forget every position (reuse the memory). */
-  reset(): void;
-}
+// Model code imports the step helpers from here, next to CausalLM.
+export { type ForwardOp, type ForwardSteps, type KVCache, type LinearLike, linearStep, matmulStep, runAsync, runSync } from '../nn/steps.js';
 
 export interface ModelConfigBase {
   /** 'llama' | 'gpt2' | 'opt' | ... */
@@ -38,68 +21,6 @@ export interface ModelConfigBase {
   readonly maxPositions: number;
   readonly bosId?: number;
   readonly eosId?: number;
-}
-
-/** A heavy native operation a forward generator asks its driver to run. */
-export type ForwardOp =
-  | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'> }
-  | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> };
-
-/** A forward written as a coroutine: yields ops, receives their results, returns R. */
-export type ForwardSteps<R> = Generator<ForwardOp, R, Tensor<'f32'>>;
-
-/** layer.forward(x) as a step: `const y = yield* linearStep(layer, x)`. */
-export function* linearStep(layer: LinearLike, x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-  return yield { kind: 'linear', layer, x };
-}
-
-/** matmul(x, w) = x · w^T as a step. */
-export function* matmulStep(x: Tensor<'f32'>, w: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-  return yield { kind: 'matmul', x, w };
-}
-
-/**
- * Drive `steps` to its end with blocking calls. An op that throws is thrown
- * into the generator, so its finally blocks (the cache lock) run.
- */
-export function runSync<R>(steps: ForwardSteps<R>): R {
-  let r = steps.next();
-  while (!r.done) {
-    const op = r.value;
-    let y: Tensor<'f32'>;
-    try {
-      y = op.kind === 'linear' ? op.layer.forward(op.x) : matmul(op.x, op.w);
-    } catch (e) {
-      r = steps.throw(e);
-      continue;
-    }
-    r = steps.next(y);
-  }
-  return r.value;
-}
-
-/**
- * Drive `steps` with the Promise forms: each op runs on a worker thread
- * while the event loop serves other work. The op's input tensors are held
- * by the suspended generator (and by the native async work) until the op
- * completes, so they stay alive. A LinearLike without forwardAsync (a
- * custom replacement layer) runs synchronously.
- */
-export async function runAsync<R>(steps: ForwardSteps<R>): Promise<R> {
-  let r = steps.next();
-  while (!r.done) {
-    const op = r.value;
-    let y: Tensor<'f32'>;
-    try {
-      if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
-      else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
-    } catch (e) {
-      r = steps.throw(e);
-      continue;
-    }
-    r = steps.next(y);
-  }
-  return r.value;
 }
 
 export abstract class CausalLM extends Module {

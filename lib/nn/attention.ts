@@ -21,7 +21,7 @@
  * forward or reset() on it meanwhile throws QuantkitError 'ERR_BUSY'.
  */
 import { QuantkitError, rangeError, typeError } from '../errors.js';
-import { type ForwardSteps, type KVCache, matmulStep, runSync } from '../models/causal-lm.js';
+import { type ForwardSteps, type KVCache, type LinearLike, matmulStep, runSync } from './steps.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -332,12 +332,6 @@ export class ModuleList<T extends Module> extends Module {
   }
 }
 
-/** Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a replacement. */
-export interface LinearLike extends Module {
-  forward(x: Tensor): Tensor<'f32'>;
-  /** forward() off the main thread, same result; used by forwardAsync when present. */
-  forwardAsync?(x: Tensor): Promise<Tensor<'f32'>>;
-}
 
 /**
  * The child `name` of `m` as a LinearLike. Looked up at forward time (a Map

@@ -21,11 +21,10 @@
  * 'q_proj'.
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { Linear, QLinear } from '../nn/linear.js';
-import type { ActivationMode } from '../nn/linear.js';
-import type { Module } from '../nn/module.js';
-import type { Granularity, QuantizeOptions, Scheme } from './qtypes.js';
-import { rowsK } from './qtypes.js';
+import type { Granularity, QuantizeOptions, Scheme } from '../quant/qtypes.js';
+import { rowsK } from '../quant/qtypes.js';
+import { type ActivationMode, Linear, QLinear } from './linear.js';
+import type { Module } from './module.js';
 
 export type WeightsFormat = 'int8' | 'int4';
 export type GroupFallback = 'divisor' | 'channel' | 'keep' | 'error';
