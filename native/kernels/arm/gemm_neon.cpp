@@ -244,45 +244,6 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     store_tile<MC, R>(a, m0, n, acc);
 }
 
-template <int MC, template <int, int> class Tile>
-static void gemv_rows(const GemmArgs& a, size_t m0, size_t n0, size_t n1) {
-    size_t n = n0;
-    for (; n + 4 <= n1; n += 4) Tile<MC, 4>::run(a, m0, n);
-    for (; n < n1; ++n) Tile<MC, 1>::run(a, m0, n);
-}
-
-template <int F>
-struct FloatTile {
-    template <int MC, int R>
-    struct T {
-        static void run(const GemmArgs& a, size_t m0, size_t n) { gemv_float_tile<F, MC, R>(a, m0, n); }
-    };
-};
-template <bool ASYM>
-struct I8Tile {
-    template <int MC, int R>
-    struct T {
-        static void run(const GemmArgs& a, size_t m0, size_t n) { gemv_i8_tile<ASYM, MC, R>(a, m0, n); }
-    };
-};
-template <bool ASYM>
-struct I4Tile {
-    template <int MC, int R>
-    struct T {
-        static void run(const GemmArgs& a, size_t m0, size_t n) { gemv_i4_tile<ASYM, MC, R>(a, m0, n); }
-    };
-};
-
-template <template <int, int> class Tile>
-static void gemv_mc(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
-    switch (mc) {
-        case 1: gemv_rows<1, Tile>(a, m0, n0, n1); break;
-        case 2: gemv_rows<2, Tile>(a, m0, n0, n1); break;
-        case 3: gemv_rows<3, Tile>(a, m0, n0, n1); break;
-        default: gemv_rows<4, Tile>(a, m0, n0, n1); break;
-    }
-}
-
 // ---- gemm_panel_f32 tiles --------------------------------------------------
 template <int MR, int NR>
 static void panel_tile(const float* x, size_t ldx, const float* p, size_t ldp, size_t kc, float* y,
@@ -396,28 +357,12 @@ static void deq_i4_row(const uint8_t* packed, size_t ngroups, size_t G, const fl
     }
 }
 
+#include "../gemm_dispatch.inc"
+
 }  // namespace
 
 void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
-    if (mc == 0 || n0 >= n1) return;
-    if (a.K == 0) {
-        for (size_t m = m0; m < m0 + mc; ++m)
-            for (size_t n = n0; n < n1; ++n) a.y[m * a.ldy + n] = a.bias ? a.bias[n] : 0.0f;
-        return;
-    }
-    switch (a.w.fmt) {
-        case WFormat::f32: gemv_mc<FloatTile<0>::T>(a, m0, mc, n0, n1); break;
-        case WFormat::f16: gemv_mc<FloatTile<1>::T>(a, m0, mc, n0, n1); break;
-        case WFormat::bf16: gemv_mc<FloatTile<2>::T>(a, m0, mc, n0, n1); break;
-        case WFormat::i8:
-            if (a.w.zps) gemv_mc<I8Tile<true>::T>(a, m0, mc, n0, n1);
-            else gemv_mc<I8Tile<false>::T>(a, m0, mc, n0, n1);
-            break;
-        case WFormat::i4:
-            if (a.w.zps) gemv_mc<I4Tile<true>::T>(a, m0, mc, n0, n1);
-            else gemv_mc<I4Tile<false>::T>(a, m0, mc, n0, n1);
-            break;
-    }
+    gemv_dispatch(a, m0, mc, n0, n1);
 }
 
 void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t ldp, size_t nr,
@@ -437,44 +382,7 @@ void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t
 }
 
 void dequant_panel(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc, float* p, size_t ldp) {
-    if (kc == 0) return;
-    size_t K = 0;
-    switch (w.fmt) {
-        case WFormat::f32: K = w.row_bytes / 4; break;
-        case WFormat::f16:
-        case WFormat::bf16: K = w.row_bytes / 2; break;
-        case WFormat::i8: K = w.row_bytes; break;
-        case WFormat::i4: K = w.row_bytes * 2; break;
-    }
-    const size_t G = w.group;
-    const size_t gpr = (G != 0) ? K / G : 0;
-    for (size_t j = 0; j < nr; ++j) {
-        const size_t n = n0 + j;
-        const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
-        float* out = p + j * ldp;
-        switch (w.fmt) {
-            case WFormat::f32: conv_row<0>(row, k0, kc, out); break;
-            case WFormat::f16: conv_row<1>(row, k0, kc, out); break;
-            case WFormat::bf16: conv_row<2>(row, k0, kc, out); break;
-            case WFormat::i8: {
-                const size_t g0 = n * gpr + k0 / G;
-                const int8_t* q = reinterpret_cast<const int8_t*>(row) + k0;
-                if (w.zps)
-                    deq_i8_row<true>(q, kc / G, G, w.scales + g0, static_cast<const int8_t*>(w.zps) + g0, out);
-                else
-                    deq_i8_row<false>(q, kc / G, G, w.scales + g0, nullptr, out);
-                break;
-            }
-            case WFormat::i4: {
-                const size_t g0 = n * gpr + k0 / G;
-                if (w.zps)
-                    deq_i4_row<true>(row + k0 / 2, kc / G, G, w.scales + g0, static_cast<const uint8_t*>(w.zps) + g0, out);
-                else
-                    deq_i4_row<false>(row + k0 / 2, kc / G, G, w.scales + g0, nullptr, out);
-                break;
-            }
-        }
-    }
+    dequant_rows(w, n0, nr, k0, kc, p, ldp, [](size_t) {});
 }
 
 }  // namespace neon
