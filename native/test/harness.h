@@ -4,6 +4,7 @@
 // reference table qk::kernels_ref.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -31,6 +32,21 @@ struct Register {
 };
 
 [[noreturn]] void fail(const char* file, int line, const std::string& msg);
+
+// Deterministic xorshift generator for test data; `salt` keeps each test
+// file's streams distinct.
+struct Rng {
+    uint64_t s;
+    Rng(uint64_t seed, uint64_t salt) : s(seed * 0x9E3779B97F4A7C15ull + salt) {}
+    uint32_t next() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return static_cast<uint32_t>(s >> 11);
+    }
+    int irange(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<uint32_t>(hi - lo + 1)); }
+    float uni(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() & 0xffffff) / 16777216.0f; }
+};
 
 }  // namespace qkt
 
