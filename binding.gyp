@@ -112,7 +112,8 @@
             "sources": [
               "native/kernels/x86/quant_avx512.cpp",
               "native/kernels/x86/gemm_avx512.cpp",
-              "native/kernels/x86/w8a8_avx512.cpp"
+              "native/kernels/x86/w8a8_avx512.cpp",
+              "native/kernels/x86/w8a8_avx512_packed.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",

@@ -7,6 +7,7 @@
  *   node --import tsx bench/ort.ts --quick    # 4096x4096 only
  *   node --import tsx bench/ort.ts --json     # one JSON row per case
  *   node --import tsx bench/ort.ts --ort-spin # leave ORT's worker spinning on (see sessionOptions)
+ *   node --import tsx bench/ort.ts --kinds=int8-dqmm,int8-mmi   # only these kinds (f32, int8-dqmm, int8-mmi, int4-g32)
  *   (needs `cd bench && ONNXRUNTIME_NODE_INSTALL_CUDA=skip ONNXRUNTIME_NODE_INSTALL=skip npm install`)
  *
  * M = 1, 16, 128; threads 1 and 2 (quantkit setThreads; ORT intraOpNumThreads,
@@ -58,7 +59,14 @@ const W8A8: ((q: QuantizedTensor) => (x: Tensor) => Tensor) | null = (q) => {
 const W8A8_LABEL = 'W8A8';
 
 type Kind = 'f32' | 'int8-dqmm' | 'int8-mmi' | 'int4-g32';
-const KINDS: Kind[] = ['f32', 'int8-dqmm', 'int8-mmi', 'int4-g32'];
+const ALL_KINDS: Kind[] = ['f32', 'int8-dqmm', 'int8-mmi', 'int4-g32'];
+const kindsArg = [...args].find((a) => a.startsWith('--kinds='));
+const KINDS: Kind[] = kindsArg
+  ? kindsArg.slice('--kinds='.length).split(',').map((k) => {
+      if (!(ALL_KINDS as string[]).includes(k)) throw new Error(`--kinds: unknown kind '${k}' (one of ${ALL_KINDS.join(', ')})`);
+      return k as Kind;
+    })
+  : ALL_KINDS;
 const ORT_OP: Record<Kind, string> = {
   'f32': 'MatMul',
   'int8-dqmm': 'DynamicQuantizeMatMul',

@@ -63,8 +63,19 @@ struct GemmArgs {
 //   v = ((float)acc * sa[m]) * sb[n];  if (accumulate) v = v + Y[m, n];
 //   if (bias) v = v + bias[n];  Y[m, n] = v
 // so every ISA returns bit-identical int32 sums and bit-identical floats.
+//
+// Packed activations (ap, optional): the same biased codes regrouped for an
+// outer-product kernel whose vector lanes run over 16 rows of X. Rows come
+// in blocks of 16; block b is Kq = ceil(K / 4) groups of 64 bytes, and byte
+// j of row i in group q is a[16 b + i, 4 q + j]:
+//   ap[b * 64 Kq + q * 64 + 4 i + j] = a[16 b + i, 4 q + j],
+// with 0 for rows >= M and columns >= K (an unsigned 0 adds nothing to a
+// sum, and the bias compensation covers the real K only). w8a8_pack_a in
+// ops/w8a8_ops.h builds it. A kernel reads ap only when it is not nullptr
+// and M >= Kernels::w8a8_packed_min_m; the result is the same either way.
 struct W8A8Args {
     const uint8_t* a; size_t lda;  // biased activation codes [M, K], row stride lda
+    const uint8_t* ap;             // the same, packed as above, or nullptr
     const float* sa;               // [M] activation scales (fused mode)
     size_t M, N, K;
     const int8_t* b; size_t ldb;   // weight codes [N, K], row stride ldb
@@ -144,6 +155,9 @@ struct Kernels {
     // and (fused mode) the rescale documented on W8A8Args. Exact integer
     // arithmetic: results do not depend on the ISA or on how [0, N) is split.
     void (*gemm_w8a8)(const W8A8Args& a, size_t n0, size_t n1);
+    // Smallest M for which gemm_w8a8 reads W8A8Args::ap (so the driver packs
+    // the activations); SIZE_MAX for kernels that never do.
+    size_t w8a8_packed_min_m;
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../dispatch.h"
@@ -41,10 +42,19 @@ void bias_only(const float* bias, size_t M, size_t N, float* y) {
 // W rows per task: whole multiples of every kernel tile width (8, 6, 4, 3).
 size_t rows_per_task(size_t M) { return M < 4 ? 64 : 96; }
 
-void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const float* sx, size_t M,
-              const float* bias, bool accumulate, float* y) {
+// Packed copy of the activations for kernels that read one (see W8A8Args).
+const uint8_t* packed_for(const Kernels& k, const uint8_t* a, size_t M, size_t K, std::vector<uint8_t>& buf) {
+    if (M < k.w8a8_packed_min_m) return nullptr;
+    buf.resize(w8a8_packed_bytes(M, K));
+    w8a8_pack_a(a, K, M, K, buf.data());
+    return buf.data();
+}
+
+void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const uint8_t* ap, const float* sx,
+              size_t M, const float* bias, bool accumulate, float* y) {
     W8A8Args args;
     args.a = a;
+    args.ap = ap;
     args.lda = w.K;
     args.sa = sx;
     args.M = M;
@@ -68,6 +78,7 @@ void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const flo
 // Per-call scratch of the calling thread (activations and their scales).
 struct Scratch {
     std::vector<uint8_t> a;
+    std::vector<uint8_t> ap;
     std::vector<float> sx;
 };
 Scratch& call_scratch() {
@@ -85,6 +96,24 @@ void w8a8_rowsums(const int8_t* q, size_t N, size_t K, int32_t* rowsum) {
             int32_t s = 0;
             for (size_t i = 0; i < K; ++i) s += r[i];
             rowsum[n] = s;
+        }
+    });
+}
+
+size_t w8a8_packed_bytes(size_t M, size_t K) { return (M + 15) / 16 * ((K + 3) / 4) * 64; }
+
+void w8a8_pack_a(const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap) {
+    const size_t Kq = (K + 3) / 4, blocks = (M + 15) / 16;
+    // Parallel over 16-row blocks (M * K bytes in all: a small pass next to
+    // the GEMM's M * N * K products).
+    parallel_for(blocks, [&](size_t b, size_t) {
+        uint8_t* dst = ap + b * 64 * Kq;
+        std::memset(dst, 0, 64 * Kq);
+        const size_t rows = min_sz(16, M - 16 * b);
+        for (size_t i = 0; i < rows; ++i) {
+            const uint8_t* src = a + (16 * b + i) * lda;
+            for (size_t q = 0; q < K / 4; ++q) std::memcpy(dst + q * 64 + 4 * i, src + 4 * q, 4);
+            for (size_t k = K / 4 * 4; k < K; ++k) dst[(K / 4) * 64 + 4 * i + (k - K / 4 * 4)] = src[k];
         }
     });
 }
@@ -140,7 +169,7 @@ size_t gemm_w8a8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M
     s.sx.resize(M);
     const size_t bad = w8a8_quantize_rows(k, x, M, w.K, nullptr, s.a.data(), s.sx.data());
     if (bad != SIZE_MAX) return bad;
-    run_int8(k, w, s.a.data(), s.sx.data(), M, bias, false, y);
+    run_int8(k, w, s.a.data(), packed_for(k, s.a.data(), M, w.K, s.ap), s.sx.data(), M, bias, false, y);
     return SIZE_MAX;
 }
 
@@ -203,7 +232,7 @@ size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size
     gemm(k, g, nullptr);
 
     // Int8 part added on top, then the bias.
-    run_int8(k, w, s.a.data(), s.sx.data(), M, bias, true, y);
+    run_int8(k, w, s.a.data(), packed_for(k, s.a.data(), M, K, s.ap), s.sx.data(), M, bias, true, y);
     return SIZE_MAX;
 }
 

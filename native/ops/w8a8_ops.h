@@ -64,4 +64,10 @@ size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size
 size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, const uint8_t* outlier_cols,
                           uint8_t* a, float* sx);
 
+// The packed activation layout of W8A8Args::ap (see kernels.h): its size
+// in bytes for M rows of K codes, and the packing of a[M, K] (row stride
+// lda) into ap (padding zero-filled).
+size_t w8a8_packed_bytes(size_t M, size_t K);
+void w8a8_pack_a(const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap);
+
 }  // namespace qk

@@ -41,7 +41,7 @@ uint32_t fbits(float f) {
 }
 
 const size_t kKs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 33, 63, 64, 65, 127, 4097};
-const size_t kMs[] = {1, 2, 3, 4, 5, 7, 17, 33, 130};
+const size_t kMs[] = {1, 2, 3, 4, 5, 7, 15, 16, 17, 32, 33, 48, 130};
 const size_t kNs[] = {1, 3, 7, 17, 33, 65};
 
 // Operands with padded strides (lda = K + pad, ...), raw int32 mode.
@@ -50,6 +50,7 @@ struct Problem {
     std::vector<uint8_t> a;  // biased
     std::vector<int8_t> b;
     std::vector<int32_t> rowsum;
+    std::vector<uint8_t> ap;  // a packed (W8A8Args::ap)
 };
 
 Problem make_problem(size_t M, size_t N, size_t K, int mode, Rng& rng) {
@@ -90,12 +91,17 @@ Problem make_problem(size_t M, size_t N, size_t K, int mode, Rng& rng) {
         for (size_t k = 0; k < K; ++k) s += p.b[n * p.ldb + k];
         p.rowsum[n] = s;
     }
+    p.ap.assign(qk::w8a8_packed_bytes(M, K), 0xee);
+    qk::w8a8_pack_a(p.a.data(), p.lda, M, K, p.ap.data());
     return p;
 }
 
-qk::W8A8Args raw_args(const Problem& p, int32_t* c) {
+// packed: also pass the packed activations (kernels with a packed path,
+// AVX-512 from M = 16, then read those instead of a).
+qk::W8A8Args raw_args(const Problem& p, int32_t* c, bool packed = false) {
     qk::W8A8Args a;
     a.a = p.a.data(); a.lda = p.lda; a.sa = nullptr;
+    a.ap = packed ? p.ap.data() : nullptr;
     a.M = p.M; a.N = p.N; a.K = p.K;
     a.b = p.b.data(); a.ldb = p.ldb; a.sb = nullptr;
     a.b_rowsum = p.rowsum.data(); a.bias = nullptr; a.accumulate = false;
@@ -117,9 +123,12 @@ void run_split(const qk::Kernels& k, const qk::W8A8Args& a, int split, Rng& rng)
 
 void check_raw(qkt::Ctx& ctx, const Problem& p, int split, Rng& rng, const char* what) {
     const int32_t sentinel = 0x7eadbeef;
-    std::vector<int32_t> c1(p.M * p.ldc, sentinel), c2(p.M * p.ldc, sentinel);
+    std::vector<int32_t> c1(p.M * p.ldc, sentinel), c2(p.M * p.ldc, sentinel), c3(p.M * p.ldc, sentinel);
     run_split(*ctx.ref, raw_args(p, c1.data()), 0, rng);
     run_split(*ctx.k, raw_args(p, c2.data()), split, rng);
+    run_split(*ctx.k, raw_args(p, c3.data(), true), split, rng);
+    for (size_t i = 0; i < c1.size(); ++i)
+        QKT_CHECK(c3[i] == c1[i], "%s packed M=%zu N=%zu K=%zu i=%zu got %d want %d", what, p.M, p.N, p.K, i, c3[i], c1[i]);
     for (size_t m = 0; m < p.M; ++m)
         for (size_t n = 0; n < p.ldc; ++n) {
             const size_t i = m * p.ldc + n;
@@ -176,13 +185,15 @@ QKT_TEST(w8a8_i32_edge_codes) {
     const char* names[] = {"random", "all -127", "all 127", "mixed", "zeros"};
     for (int mode = 1; mode <= 4; ++mode)
         for (size_t K : {size_t(1), size_t(33), size_t(64), size_t(65), size_t(4097)})
-            for (size_t M : {size_t(1), size_t(3), size_t(5)}) {
+            for (size_t M : {size_t(1), size_t(3), size_t(5), size_t(16), size_t(17)}) {
                 Problem p = make_problem(M, 7, K, mode, rng);
                 check_raw(ctx, p, 0, rng, names[mode]);
             }
     for (int mode = 1; mode <= 3; ++mode) {
         Problem p = make_problem(2, 3, qk::kW8A8MaxK, mode, rng);
         check_raw(ctx, p, 0, rng, names[mode]);
+        Problem p17 = make_problem(17, 3, qk::kW8A8MaxK, mode, rng);  // packed path
+        check_raw(ctx, p17, 0, rng, names[mode]);
         if (mode != 3) {
             std::vector<int32_t> c(2 * p.ldc);
             ctx.k->gemm_w8a8(raw_args(p, c.data()), 0, 3);
@@ -195,7 +206,8 @@ QKT_TEST(w8a8_i32_edge_codes) {
 QKT_TEST(w8a8_fused_vs_ref) {
     Rng rng(13);
     for (size_t K : {size_t(1), size_t(7), size_t(64), size_t(65), size_t(127), size_t(4097)})
-        for (size_t M : {size_t(1), size_t(2), size_t(3), size_t(4), size_t(5), size_t(17), size_t(33)})
+        for (size_t M : {size_t(1), size_t(2), size_t(3), size_t(4), size_t(5), size_t(16), size_t(17), size_t(33),
+                         size_t(48)})
             for (size_t N : {size_t(1), size_t(7), size_t(17), size_t(65)})
                 for (int variant = 0; variant < 4; ++variant) {
                     if (K == 4097 && M > 5) continue;
@@ -208,7 +220,7 @@ QKT_TEST(w8a8_fused_vs_ref) {
                     std::vector<float> y0(M * ldy);
                     for (auto& v : y0) v = rng.uni(-2.0f, 2.0f);
                     std::vector<float> y1 = y0, y2 = y0;
-                    qk::W8A8Args a = raw_args(p, nullptr);
+                    qk::W8A8Args a = raw_args(p, nullptr, (variant + M) % 2 == 1);
                     a.sa = sa.data();
                     a.sb = sb.data();
                     a.bias = (variant & 1) ? bias.data() : nullptr;

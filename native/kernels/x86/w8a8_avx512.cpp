@@ -29,6 +29,10 @@
 // Blocking: M is cut into blocks of about 512 KB of activations (L2
 // resident); inside a block, an NR-row weight tile (NR * K bytes, L1
 // resident for K up to ~6K) is reused by every MR-row activation tile.
+//
+// From M = 16 rows, when the driver passes packed activations (W8A8Args::ap),
+// the outer-product kernel of w8a8_avx512_packed.cpp runs instead (about
+// 1.8x this one at M = 128: no horizontal sums, one vector load per 16 rows).
 #if defined(__x86_64__) || defined(_M_X64)
 
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (and, for the
@@ -45,6 +49,7 @@
 #include <cstdint>
 
 #include "../isa.h"
+#include "w8a8_avx512_packed.h"
 
 namespace qk {
 namespace avx512 {
@@ -304,6 +309,7 @@ static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
 void gemm_w8a8(const W8A8Args& p, size_t n0, size_t n1) {
     if (p.M == 0 || n0 >= n1) return;
+    if (p.ap && p.M >= kW8A8PackedMinM) return gemm_w8a8_packed(p, n0, n1);  // prefill
     if (p.M < 4) {
         // Decode: every weight row is read once, 8 rows at a time.
         const TileFn* row = kTiles[p.M - 1];

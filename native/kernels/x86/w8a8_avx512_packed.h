@@ -1,0 +1,21 @@
+// The AVX-512 VNNI W8A8 kernel over packed activations (W8A8Args::ap),
+// used by avx512::gemm_w8a8 for M >= kW8A8PackedMinM. Internal to the
+// avx512 kernels (and to tables.cpp, which only reads the constant).
+#pragma once
+
+#include <cstddef>
+
+#include "../kernels.h"
+
+namespace qk {
+namespace avx512 {
+
+// From this many rows of X the outer-product kernel beats the inner-product
+// one (one 16-row block fills a zmm of lanes; bench/ measured the switch).
+constexpr size_t kW8A8PackedMinM = 16;
+
+// Same contract as Kernels::gemm_w8a8 for columns [n0, n1); needs p.ap.
+void gemm_w8a8_packed(const W8A8Args& p, size_t n0, size_t n1);
+
+}  // namespace avx512
+}  // namespace qk
