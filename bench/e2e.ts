@@ -9,7 +9,7 @@
  *   12 layers, hidden 768, 12 heads x 64, 4 KV heads (GQA), intermediate 2048,
  *   vocab 32000, untied lm_head (~125M parameters, ~500 MB in f32).
  *   Weights ~N(0, 0.02) from a seeded generator, norm weights 1.
- * Work: prefill = one forward of a 128-token prompt on a fresh KV cache;
+ * Work: prefill = one forward of a 128-token prompt on a fresh KV cache (logits of its last token only, as generate() asks);
  * decode = 32 forwards of 1 token after that prompt (greedy argmax feedback).
  * Each figure is the median of 5 repeats (3 with --quick) after a warm-up;
  * repeats go round-robin over the configs (see main) to spread machine noise.
@@ -226,7 +226,7 @@ function makePrompt(T: number): number[] {
 function runOnce(model: LlamaForCausalLM, prompt: number[], steps: number): { prefillMs: number; decodeMs: number } {
   const cache = model.createCache(prompt.length + steps);
   let t0 = performance.now();
-  let tok = argmaxLast(model.forward(prompt, cache));
+  let tok = argmaxLast(model.forward(prompt, cache, { logits: 'last' }));
   const prefillMs = performance.now() - t0;
   t0 = performance.now();
   for (let s = 0; s < steps; s++) tok = argmaxLast(model.forward([tok], cache));
@@ -399,7 +399,7 @@ function runBreakdown(config: LlamaConfig, lookup: TensorLookup, prompt: number[
         for (let r = 0; r < REPEATS; r++) {
           const cache = model.createCache(prompt.length + STEPS);
           bd.reset();
-          let tok = argmaxLast(model.forward(prompt, cache));
+          let tok = argmaxLast(model.forward(prompt, cache, { logits: 'last' }));
           for (const [k, ms] of bd.acc) sums.prefill.set(k, (sums.prefill.get(k) ?? 0) + ms / REPEATS);
           bd.reset();
           for (let s = 0; s < STEPS; s++) tok = argmaxLast(model.forward([tok], cache));

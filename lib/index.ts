@@ -8,7 +8,7 @@ export type { Bits, Scheme, Granularity, QuantizeOptions } from './quant/qtypes.
 export { matmul, matmulAsync } from './ops/matmul.js';
 export { Module } from './nn/module.js';
 export { Linear, QLinear, type QLinearOptions, type QLinearRuntimeOptions, type ActivationMode } from './nn/linear.js';
-export { CausalLM, type KVCache, type ModelConfigBase, type ForwardOp, type ForwardSteps, runSync, runAsync } from './models/causal-lm.js';
+export { CausalLM, type ForwardOptions, type KVCache, type ModelConfigBase, type ForwardOp, type ForwardSteps, runSync, runAsync } from './models/causal-lm.js';
 export { loadModel, loadModelSync, buildModel, type LoadModelOptions, type LoadedModel, type BuildModelOptions } from './models/load.js';
 export { LlamaForCausalLM } from './models/llama.js';
 export { Gpt2LMHeadModel } from './models/gpt2.js';

@@ -307,6 +307,14 @@ function expectIncrementalMatches(model: CausalLM, tokens: number[], full: Float
     at += ch.length;
   }
   expect(cache.length).toBe(tokens.length);
+  // logits: 'last' on a prompt: the last row only, and the same cache contents
+  const c2 = model.createCache();
+  const last = model.forward(tokens.slice(0, -1), c2, { logits: 'last' });
+  expect(last.shape).toEqual([1, V]);
+  const n = tokens.length - 2;
+  for (let i = 0; i < V; i++) expect(Math.abs(last.data[i]! - full[n * V + i]!)).toBeLessThan(1e-5);
+  const next = model.forward(tokens.slice(-1), c2).data;
+  for (let i = 0; i < V; i++) expect(Math.abs(next[i]! - full[(n + 1) * V + i]!)).toBeLessThan(1e-5);
 }
 
 const G: Gpt2Cfg = { D: 32, L: 2, H: 4, V: 64, P: 64, eps: 1e-5 };
@@ -363,6 +371,10 @@ describe('GPT-2', () => {
     expect(() => model.forward([64], model.createCache())).toThrow(RangeError);
     const cache = model.createCache(100);
     expect(() => model.forward(new Array(65).fill(1), cache)).toThrow(/learned positions/);
+    expect(cache.length).toBe(0);
+    // bad forward options name the argument and leave the cache alone
+    expect(() => model.forward([1, 2], cache, { logits: 'first' as 'last' })).toThrow(/options\.logits.*'all' or 'last'/);
+    expect(() => model.forward([1, 2], cache, 7 as unknown as { logits: 'last' })).toThrow(TypeError);
     expect(cache.length).toBe(0);
   });
 });

@@ -252,6 +252,12 @@ describe.skipIf(!present)('stories260K', () => {
       for (let i = 0; i < y.length; i++) inc = Math.max(inc, Math.abs(y[i]! - b[t * 512 + i]!));
     }
     expect(inc).toBeLessThan(1e-5);
+    // logits: 'last' (generate's prefill): the 64th row only
+    const last = hf.forward(prompt, hf.createCache(), { logits: 'last' });
+    expect(last.shape).toEqual([1, 512]);
+    let lastDiff = 0;
+    for (let i = 0; i < 512; i++) lastDiff = Math.max(lastDiff, Math.abs(last.data[i]! - b[63 * 512 + i]!));
+    expect(lastDiff).toBeLessThan(1e-5);
   });
 
   it('has HF module names; the tied lm_head shares the embedding tensor', () => {

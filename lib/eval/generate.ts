@@ -108,8 +108,9 @@ export async function* generate(
   if (maxNewTokens === 0) return 'length';
 
   const cache = model.createCache(capacity);
-  let logits = await model.forwardAsync(ids, cache);
-  let row = ids.length - 1;
+  // the prompt's logits are only sampled at its last token
+  let logits = await model.forwardAsync(ids, cache, { logits: 'last' });
+  let row = logits.shape[0]! - 1;
   let pending = ''; // decoded text not yet yielded (may start a stop string)
   for (let step = 0; ; step++) {
     const token = sampleToken(logits.data, row * vocabSize, vocabSize, sampling, rand);

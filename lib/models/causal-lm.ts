@@ -6,9 +6,10 @@
  * Its forward is written once as steps (lib/nn/steps.ts) and run by a
  * sync or an async driver: forward() and forwardAsync().
  */
+import { rangeError, typeError } from '../errors.js';
 import { Module } from '../nn/module.js';
 import { type ForwardSteps, type KVCache, runAsync } from '../nn/steps.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 
 // Model code imports the step helpers from here, next to CausalLM.
 export { type ForwardOp, type ForwardSteps, type KVCache, type LinearLike, linearStep, matmulStep, runAsync, runSync } from '../nn/steps.js';
@@ -23,6 +24,32 @@ export interface ModelConfigBase {
   readonly eosId?: number;
 }
 
+export interface ForwardOptions {
+  /**
+   * 'all' (default): logits for every token, [T, vocabSize] (perplexity).
+   * 'last': only the last token's, [1, vocabSize] (a prompt's prefill before
+   * sampling: the lm_head GEMM runs on one row instead of T). The keys and
+   * values of every token are cached either way.
+   */
+  readonly logits?: 'all' | 'last';
+}
+
+/** Check `options` of a forward; true when only the last token's logits are wanted. */
+export function lastLogitsOnly(fn: string, options: ForwardOptions | undefined): boolean {
+  if (options === undefined) return false;
+  if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${options === null ? 'null' : typeof options}`);
+  const v = options.logits;
+  if (v === undefined || v === 'all') return false;
+  if (v === 'last') return true;
+  throw rangeError(fn, 'options.logits', `must be 'all' or 'last', got ${typeof v === 'string' ? `'${v}'` : typeof v}`);
+}
+
+/** The last row of hidden states x [T, D] as a [1, D] view (T >= 1). */
+export function lastRow(x: Tensor<'f32'>): Tensor<'f32'> {
+  const [T, D] = x.shape as [number, number];
+  return T === 1 ? x : new Tensor('f32', [1, D], x.data.subarray((T - 1) * D, T * D));
+}
+
 export abstract class CausalLM extends Module {
   abstract readonly config: ModelConfigBase;
 
@@ -32,12 +59,14 @@ export abstract class CausalLM extends Module {
   /**
    * Run `tokens` at positions cache.length .. cache.length + tokens.length - 1,
    * append their keys/values to the cache, and return logits f32
-   * [tokens.length, vocabSize]. The built-in models implement it as
+   * [tokens.length, vocabSize] (or [1, vocabSize] with { logits: 'last';
+   * a model may ignore the option and return every row, so callers read
+   * the last row as shape[0] - 1). The built-in models implement it as
    * runSync(this.forwardSteps(...)). (It stays abstract so that a model
    * written only as a plain forward(), like the test TinyLM, still compiles
    * under noImplicitOverride.)
    */
-  abstract forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'>;
+  abstract forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'>;
 
   /**
    * The forward as a coroutine (see the header). The built-in models
@@ -45,8 +74,8 @@ export abstract class CausalLM extends Module {
    * (correct, but it does not free the event loop). Drive it to the end
    * (runSync/runAsync): an abandoned generator keeps the cache locked.
    */
-  *forwardSteps(tokens: readonly number[], cache: KVCache): ForwardSteps<Tensor<'f32'>> {
-    return this.forward(tokens, cache);
+  *forwardSteps(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
+    return this.forward(tokens, cache, options);
   }
 
   /**
@@ -56,8 +85,8 @@ export abstract class CausalLM extends Module {
    * throws QuantkitError 'ERR_BUSY' (the returned Promise rejects) instead
    * of interleaving; calls on different caches may run concurrently.
    */
-  forwardAsync(tokens: readonly number[], cache: KVCache): Promise<Tensor<'f32'>> {
+  forwardAsync(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Promise<Tensor<'f32'>> {
     // the generator's first steps (argument checks, the cache lock) run now, synchronously
-    return runAsync(this.forwardSteps(tokens, cache));
+    return runAsync(this.forwardSteps(tokens, cache, options));
   }
 }

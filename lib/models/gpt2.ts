@@ -22,7 +22,7 @@ import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardSteps, type KVCache, linearStep, runSync } from './causal-lm.js';
+import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
 import type { Gpt2Config, WeightReader } from './config.js';
 
 export class Gpt2Attention extends Module {
@@ -137,13 +137,14 @@ export class Gpt2LMHeadModel extends CausalLM {
     return new DecoderKVCache(this.config.nLayer, this.config.nEmbd, capacity);
   }
 
-  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache));
+  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache, options));
   }
 
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache): ForwardSteps<Tensor<'f32'>> {
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
     const c = this.config;
     const fn = 'Gpt2LMHeadModel.forward';
+    const last = lastLogitsOnly(fn, options);
     const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
       nLayers: c.nLayer,
       kvDim: c.nEmbd,
@@ -151,17 +152,17 @@ export class Gpt2LMHeadModel extends CausalLM {
       maxPositions: c.maxPositions,
     });
     if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
   }
 
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
     const T = tokens.length;
     const tr = this.transformer;
     let x = tr.wte.forward(tokens);
     addInPlace(x.data, tr.wpe.forward(Array.from({ length: T }, (_, t) => pos0 + t)).data);
     for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0);
     cache.advance(T);
-    return yield* linearStep(linearChild(this, 'lm_head'), tr.ln_f.forward(x));
+    return yield* linearStep(linearChild(this, 'lm_head'), tr.ln_f.forward(last ? lastRow(x) : x));
   }
 }
 

@@ -22,7 +22,7 @@ import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardSteps, type KVCache, linearStep, runSync } from './causal-lm.js';
+import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
 import type { LlamaConfig, WeightReader } from './config.js';
 
 export class LlamaAttention extends Module {
@@ -138,13 +138,14 @@ export class LlamaForCausalLM extends CausalLM {
     return new DecoderKVCache(this.config.numLayers, this.config.numKvHeads * this.config.headDim, capacity);
   }
 
-  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache));
+  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache, options));
   }
 
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache): ForwardSteps<Tensor<'f32'>> {
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
     const c = this.config;
     const fn = 'LlamaForCausalLM.forward';
+    const last = lastLogitsOnly(fn, options);
     // RoPE has no position table: positions are bounded by the cache capacity only
     const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
       nLayers: c.numLayers,
@@ -152,14 +153,14 @@ export class LlamaForCausalLM extends CausalLM {
       vocabSize: c.vocabSize,
     });
     if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
   }
 
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
     let x = this.model.embed_tokens.forward(tokens);
     for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, cache, i, pos0, this.rope);
     cache.advance(tokens.length);
-    return yield* linearStep(linearChild(this, 'lm_head'), this.model.norm.forward(x));
+    return yield* linearStep(linearChild(this, 'lm_head'), this.model.norm.forward(last ? lastRow(x) : x));
   }
 }
 

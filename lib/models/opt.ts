@@ -24,7 +24,7 @@ import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardSteps, type KVCache, linearStep, runSync } from './causal-lm.js';
+import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
 import type { OptConfig, WeightReader } from './config.js';
 
 /** OPT's learned positions start at table row 2. */
@@ -165,13 +165,14 @@ export class OptForCausalLM extends CausalLM {
     return new DecoderKVCache(this.config.numLayers, this.config.hiddenSize, capacity);
   }
 
-  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache));
+  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache, options));
   }
 
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache): ForwardSteps<Tensor<'f32'>> {
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
     const c = this.config;
     const fn = 'OptForCausalLM.forward';
+    const last = lastLogitsOnly(fn, options);
     const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
       nLayers: c.numLayers,
       kvDim: c.hiddenSize,
@@ -179,13 +180,13 @@ export class OptForCausalLM extends CausalLM {
       maxPositions: c.maxPositions,
     });
     if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
   }
 
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
     const x = yield* this.model.decoder.forwardSteps(tokens, cache, pos0);
     cache.advance(tokens.length);
-    return yield* linearStep(linearChild(this, 'lm_head'), x);
+    return yield* linearStep(linearChild(this, 'lm_head'), last ? lastRow(x) : x);
   }
 }
 
