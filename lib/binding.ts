@@ -96,6 +96,23 @@ export interface Addon {
     y: Float32Array,
   ): [number, number];
   gemmW8A8Async(...args: Parameters<Addon['gemmW8A8']>): Promise<[number, number]>;
+  /**
+   * Causal attention of T queries at positions pos0.. over keys/values
+   * [>= pos0 + T, nKvHeads * headDim] into out [T, nHeads * headDim].
+   */
+  attention(
+    q: Float32Array,
+    T: number,
+    pos0: number,
+    keys: Float32Array,
+    values: Float32Array,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    out: Float32Array,
+  ): void;
+  attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

@@ -6,7 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { addInPlace, activationByName, erf, geluExact, geluTanh, mulInPlace, relu, silu } from '../lib/nn/activations.js';
-import { DecoderKVCache, ModuleList, attentionGemm, attentionLoops, beginForward, causalAttention } from '../lib/nn/attention.js';
+import { DecoderKVCache, ModuleList, attentionDecode, attentionDecodeSteps, attentionGemm, beginForward, causalAttention } from '../lib/nn/attention.js';
+import { runAsync } from '../lib/nn/steps.js';
+import { decodeAttention } from '../lib/ops/attention.js';
 import { Embedding } from '../lib/nn/embedding.js';
 import { Module } from '../lib/nn/module.js';
 import { LayerNorm, RMSNorm } from '../lib/nn/norm.js';
@@ -211,10 +213,47 @@ describe('causal attention with a KV cache', () => {
     cache.reserve(T);
     cache.write(0, 0, k, v);
     expect(maxAbs(attentionGemm(q, T, 0, cache, 0, shape), ref)).toBeLessThan(1e-6);
-    expect(maxAbs(attentionLoops(q, T, 0, cache, 0, shape), ref)).toBeLessThan(1e-6);
+    expect(maxAbs(attentionDecode(q, T, 0, cache, 0, shape), ref)).toBeLessThan(1e-6);
     // positions 0..2 cached, queries 3..6 at once
     const qs = nH * hd;
     expect(maxAbs(attentionGemm(q.subarray(3 * qs), T - 3, 3, cache, 0, shape), ref.subarray(3 * qs))).toBeLessThan(1e-6);
+  });
+
+  it('the native decode op: async equals sync bit for bit; bad inputs name the argument', async () => {
+    const cache = new DecoderKVCache(1, nKv * hd, 16);
+    cache.reserve(T);
+    cache.write(0, 0, k, v);
+    const qs = nH * hd;
+    const sync = attentionDecode(q.subarray(5 * qs), 2, 5, cache, 0, shape);
+    const viaAsync = await runAsync(attentionDecodeSteps(q.subarray(5 * qs), 2, 5, cache, 0, shape));
+    expect(Array.from(viaAsync)).toEqual(Array.from(sync));
+    expect(maxAbs(sync, reference().subarray(5 * qs))).toBeLessThan(1e-6);
+    const ok = { q: q.subarray(0, qs), T: 1, pos0: 0, keys: k, values: v, nHeads: nH, nKvHeads: nKv, headDim: hd, scale: 1 };
+    expect(() => decodeAttention({ ...ok, nKvHeads: 3 })).toThrow(/nKvHeads.*divide/);
+    expect(() => decodeAttention({ ...ok, pos0: T })).toThrow(/keys.*needs/);
+    expect(() => decodeAttention({ ...ok, q: new Float32Array(5) })).toThrow(RangeError);
+    expect(() => decodeAttention({ ...ok, values: [1, 2] as unknown as Float32Array })).toThrow(TypeError);
+    expect(() => decodeAttention({ ...ok, scale: NaN })).toThrow(/scale/);
+  });
+
+  it('the decode op with 8 query heads per kv head (more than one GEMV tile of 4)', () => {
+    const H = 8, hd2 = 5, n = 40;
+    const q2 = randomF32(H * hd2, 21), k2 = randomF32(n * hd2, 22), v2 = randomF32(n * hd2, 23);
+    const o = decodeAttention({ q: q2, T: 1, pos0: n - 1, keys: k2, values: v2, nHeads: H, nKvHeads: 1, headDim: hd2, scale: 0.4 });
+    for (let h = 0; h < H; h++) {
+      const s = Array.from({ length: n }, (_, j) => {
+        let d = 0;
+        for (let i = 0; i < hd2; i++) d += q2[h * hd2 + i]! * k2[j * hd2 + i]!;
+        return d * 0.4;
+      });
+      const m = Math.max(...s);
+      const z = s.reduce((a, x) => a + Math.exp(x - m), 0);
+      for (let i = 0; i < hd2; i++) {
+        let want = 0;
+        for (let j = 0; j < n; j++) want += (Math.exp(s[j]! - m) / z) * v2[j * hd2 + i]!;
+        expect(Math.abs(o[h * hd2 + i]! - want)).toBeLessThan(1e-6);
+      }
+    }
   });
 
   it('the cache grows on demand, keeps its contents, and enforces capacity', () => {

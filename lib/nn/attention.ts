@@ -7,9 +7,9 @@
  *
  * GQA: query head h reads kv head floor(h / (nHeads / nKvHeads)). Scores and
  * weighted values are activation x activation products: a few queries
- * (decoding) run in plain loops with float64 accumulation; a prompt of many
- * queries runs through the native f32 GEMM per kv head (O(T * n * hd) work,
- * far too slow as JS loops for long prompts).
+ * (decoding) go to the native decode-attention op, which reads the cache in
+ * place; a prompt of many queries runs through the native f32 GEMM per kv
+ * head (gathers, then two GEMMs).
  *
  * The GEMM path is written as steps (see ForwardSteps in causal-lm.ts) so the
  * async forward runs its products off the main thread; every scratch buffer
@@ -21,7 +21,7 @@
  * forward or reset() on it meanwhile throws QuantkitError 'ERR_BUSY'.
  */
 import { QuantkitError, rangeError, typeError } from '../errors.js';
-import { type ForwardSteps, type KVCache, type LinearLike, matmulStep, runSync } from './steps.js';
+import { type ForwardSteps, type KVCache, type LinearLike, attentionStep, matmulStep, runSync } from './steps.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -136,55 +136,26 @@ export function causalAttention(q: Float32Array, T: number, pos0: number, cache:
 /** causalAttention as steps: the GEMM path yields its two products per block. */
 export function* causalAttentionSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
   if (T >= GEMM_MIN_QUERIES) return yield* attentionGemmSteps(q, T, pos0, cache, layer, s);
-  return attentionLoops(q, T, pos0, cache, layer, s);
+  return yield* attentionDecodeSteps(q, T, pos0, cache, layer, s);
 }
 
-/** From this many queries on, the GEMM path wins over loops despite its gathers. */
+/** From this many queries on, prompts take the GEMM path (gathers, then two GEMMs per kv head); fewer take the decode op. */
 export const GEMM_MIN_QUERIES = 8;
 /** Bound on the f32 score block [queries, positions] of the GEMM path (16 MB). */
 const SCORE_BLOCK = 1 << 22;
 
-/** Loop form: float64 accumulation, no copies; best for decoding one token. */
-export function attentionLoops(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
-  const { nHeads, nKvHeads, headDim: hd, scale } = s;
-  const qDim = nHeads * hd;
-  const kvDim = nKvHeads * hd;
-  const group = nHeads / nKvHeads;
-  const K = cache.keys(layer);
-  const V = cache.values(layer);
-  const out = new Float32Array(T * qDim);
-  const scores = new Float64Array(pos0 + T);
-  const acc = new Float64Array(hd);
-  for (let t = 0; t < T; t++) {
-    const n = pos0 + t + 1; // causal: positions 0 .. pos0 + t
-    for (let h = 0; h < nHeads; h++) {
-      const qo = t * qDim + h * hd;
-      const ko = Math.floor(h / group) * hd;
-      let max = -Infinity;
-      for (let j = 0; j < n; j++) {
-        const kj = j * kvDim + ko;
-        let d = 0;
-        for (let i = 0; i < hd; i++) d += q[qo + i]! * K[kj + i]!;
-        d *= scale;
-        scores[j] = d;
-        if (d > max) max = d;
-      }
-      let sum = 0;
-      for (let j = 0; j < n; j++) {
-        const e = Math.exp(scores[j]! - max);
-        scores[j] = e;
-        sum += e;
-      }
-      acc.fill(0);
-      for (let j = 0; j < n; j++) {
-        const p = scores[j]! / sum;
-        const vj = j * kvDim + ko;
-        for (let i = 0; i < hd; i++) acc[i]! += p * V[vj + i]!;
-      }
-      for (let i = 0; i < hd; i++) out[qo + i] = acc[i]!;
-    }
-  }
-  return out;
+/**
+ * Decode form: the native op (lib/ops/attention.ts) reading the cache in
+ * place, no copies; scores in f32, softmax and the value sum in float64.
+ */
+export function attentionDecode(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
+  return runSync(attentionDecodeSteps(q, T, pos0, cache, layer, s));
+}
+
+/** attentionDecode as one step (its native call runs on a worker thread under runAsync). */
+export function* attentionDecodeSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
+  const o = yield* attentionStep({ q, T, pos0, keys: cache.keys(layer), values: cache.values(layer), nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, scale: s.scale });
+  return o.data;
 }
 
 /**

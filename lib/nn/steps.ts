@@ -9,11 +9,13 @@
  * same inputs to the same kernels in the same order, so forward() and
  * forwardAsync() give bit-identical logits.
  *
- * Ops:  linear  x f32 [..., K] through a LinearLike layer -> f32 [..., N]
- *       matmul  x f32 [M, K] · w^T, w f32 [N, K]        -> f32 [M, N]
+ * Ops:  linear     x f32 [..., K] through a LinearLike layer -> f32 [..., N]
+ *       matmul     x f32 [M, K] · w^T, w f32 [N, K]        -> f32 [M, N]
+ *       attention  decode attention over a KV cache        -> f32 [T, nHeads * headDim]
  */
+import { type AttentionInputs, decodeAttention, decodeAttentionAsync } from '../ops/attention.js';
 import { matmul, matmulAsync } from '../ops/matmul.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import type { Module } from './module.js';
 
 /** Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a replacement. */
@@ -36,7 +38,8 @@ export interface KVCache {
 /** A heavy native operation a forward generator asks its driver to run. */
 export type ForwardOp =
   | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'> }
-  | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> };
+  | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> }
+  | { readonly kind: 'attention'; readonly a: AttentionInputs };
 
 /** A forward written as a coroutine: yields ops, receives their results, returns R. */
 export type ForwardSteps<R> = Generator<ForwardOp, R, Tensor<'f32'>>;
@@ -51,6 +54,13 @@ export function* matmulStep(x: Tensor<'f32'>, w: Tensor<'f32'>): ForwardSteps<Te
   return yield { kind: 'matmul', x, w };
 }
 
+/** decodeAttention(a) as a step; its result as f32 [T, nHeads * headDim]. */
+export function* attentionStep(a: AttentionInputs): ForwardSteps<Tensor<'f32'>> {
+  return yield { kind: 'attention', a };
+}
+
+const attentionTensor = (a: AttentionInputs, out: Float32Array) => new Tensor('f32', [a.T, a.nHeads * a.headDim], out);
+
 /**
  * Drive `steps` to its end with blocking calls. An op that throws is thrown
  * into the generator, so its finally blocks (the cache lock) run.
@@ -61,7 +71,9 @@ export function runSync<R>(steps: ForwardSteps<R>): R {
     const op = r.value;
     let y: Tensor<'f32'>;
     try {
-      y = op.kind === 'linear' ? op.layer.forward(op.x) : matmul(op.x, op.w);
+      if (op.kind === 'linear') y = op.layer.forward(op.x);
+      else if (op.kind === 'matmul') y = matmul(op.x, op.w);
+      else y = attentionTensor(op.a, decodeAttention(op.a));
     } catch (e) {
       r = steps.throw(e);
       continue;
@@ -85,6 +97,7 @@ export async function runAsync<R>(steps: ForwardSteps<R>): Promise<R> {
     let y: Tensor<'f32'>;
     try {
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
+      else if (op.kind === 'attention') y = attentionTensor(op.a, await decodeAttentionAsync(op.a));
       else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
     } catch (e) {
       r = steps.throw(e);

@@ -1,0 +1,82 @@
+// N-API glue for causal decode attention over a KV cache, sync and Promise.
+#include <napi.h>
+
+#include <cmath>
+#include <string>
+
+#include "args.h"
+#include "glue.h"
+#include "../ops/attention_ops.h"
+#include "bindings.h"
+
+namespace qkb {
+
+namespace {
+
+// attention(q, T, pos0, keys, values, nHeads, nKvHeads, headDim, scale, out)
+//   q, out: Float32Array [T * nHeads * headDim]; keys, values: Float32Array
+//   of at least (pos0 + T) * nKvHeads * headDim (a cache may be longer).
+qk::AttnArgs parse_attention(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    qk::AttnArgs a{};
+    a.T = size_arg(info, 1, fn, "T");
+    a.pos0 = size_arg(info, 2, fn, "pos0");
+    a.n_heads = size_arg(info, 5, fn, "nHeads");
+    a.n_kv_heads = size_arg(info, 6, fn, "nKvHeads");
+    a.head_dim = size_arg(info, 7, fn, "headDim");
+    if (a.n_heads == 0) throw_range(env, fn, "nHeads", "must be positive");
+    if (a.n_kv_heads == 0 || a.n_heads % a.n_kv_heads != 0)
+        throw_range(env, fn, "nKvHeads", "must be positive and divide nHeads");
+    if (a.head_dim == 0) throw_range(env, fn, "headDim", "must be positive");
+    if (!info[8].IsNumber()) throw_type(env, fn, "scale", "must be a number");
+    const double scale = info[8].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(scale)) throw_range(env, fn, "scale", "must be finite");
+    a.scale = float(scale);
+    const size_t q_len = mul_checked(env, fn, mul_checked(env, fn, a.T, a.n_heads), a.head_dim);
+    const size_t kv_len = mul_checked(env, fn, mul_checked(env, fn, a.pos0 + a.T, a.n_kv_heads), a.head_dim);
+    a.q = static_cast<const float*>(typed_arg(info, 0, fn, "q", napi_float32_array, q_len).data);
+    View k = typed_arg(info, 3, fn, "keys", napi_float32_array, SIZE_MAX);
+    View v = typed_arg(info, 4, fn, "values", napi_float32_array, SIZE_MAX);
+    if (k.length < kv_len) throw_range(env, fn, "keys", "must hold at least " + std::to_string(kv_len) + " floats, got " + std::to_string(k.length));
+    if (v.length < kv_len) throw_range(env, fn, "values", "must hold at least " + std::to_string(kv_len) + " floats, got " + std::to_string(v.length));
+    a.keys = static_cast<const float*>(k.data);
+    a.values = static_cast<const float*>(v.data);
+    a.out = static_cast<float*>(typed_arg(info, 9, fn, "out", napi_float32_array, q_len).data);
+    return a;
+}
+
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+    return guarded(info, "attention", [&]() -> Napi::Value {
+        qk::attention(parse_attention(info, "attention"));
+        return info.Env().Undefined();
+    });
+}
+
+class AttentionWorker : public PromiseWorker {
+public:
+    AttentionWorker(Napi::Env env, const Napi::CallbackInfo& info, const qk::AttnArgs& a)
+        : PromiseWorker(env, info, 10, "attentionAsync"), a_(a) {}
+
+private:
+    void Run() override { qk::attention(a_); }
+    qk::AttnArgs a_;
+};
+
+Napi::Value AttentionAsync(const Napi::CallbackInfo& info) {
+    return guarded(info, "attentionAsync", [&]() -> Napi::Value {
+        const qk::AttnArgs a = parse_attention(info, "attentionAsync");
+        auto* w = new AttentionWorker(info.Env(), info, a);
+        Napi::Promise p = w->Promise();
+        w->Queue();
+        return p;
+    });
+}
+
+}  // namespace
+
+void register_attention(Napi::Env env, Napi::Object exports) {
+    exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
+    exports.Set("attentionAsync", Napi::Function::New(env, AttentionAsync, "attentionAsync"));
+}
+
+}  // namespace qkb
