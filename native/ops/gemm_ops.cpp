@@ -3,17 +3,22 @@
 //
 // Panel path, per task (a block of nb rows of W, i.e. nb columns of Y):
 //   for each K block [k0, k0 + kc):
-//     P[nb, kc] = W[n0 : n0 + nb, k0 : k0 + kc] as f32   (dequant_panel)
+//     P[nb, kc] = W[n0 : n0 + nb, k0 : k0 + kc] as f32
 //     for each M block of mb rows: Y[m, n0 : n0 + nb] (+)= X[m, k0 : k0+kc] · P^T
 //   then Y += bias.
-// The panel is decoded once per call and reused by every row of X. f32
-// weights are copied too: reading W in place (row stride 4K bytes) measured
-// ~20% slower at K = 4096 (P rows 16 KiB apart alias in L1), and the copy
-// costs one pass over W, amortized over M > gemv_max_m rows. K blocks
-// never straddle a quantization group: kc is a whole number of groups, or,
-// when one group is longer than the target kc, a group is cut into chunks
-// that are decoded one row at a time through a one-row view of W (a view with
-// K' = G' = chunk length is a valid per-channel WeightView).
+// f32 weights are used in place (P = the block of W, ldp = K): the AVX-512
+// kernel broadcasts straight from P's rows, so a copy bought nothing but a
+// full pass over W (N = K = 4096, one thread, copy vs in place: ~1.8x the
+// time at M = 16, where the weights come from L3 and the copy did not overlap
+// the FMAs, ~1.1x at M = 128; AVX2: in place ~1.1-1.3x at M = 16, within
+// noise at M = 128). Other formats are decoded once per call by
+// dequant_panel into a per-thread scratch panel (rows padded by one cache
+// line so that rows 2 KiB apart do not all map to the same L1 sets; not
+// measured on its own) reused by every row of X. K blocks never straddle a
+// quantization group: kc is a whole number of groups, or, when one group is
+// longer than the target kc, a group is cut into chunks that are decoded one
+// row at a time through a one-row view of W (a view with K' = G' = chunk
+// length is a valid per-channel WeightView).
 #include "gemm_ops.h"
 
 #include <cstdint>
@@ -103,12 +108,28 @@ void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& 
     });
 }
 
+// Default K block for f32 weights read in place: the kernels keep a
+// transposed copy of X[M, kc] (the AVX-512 one does) and re-read it for every
+// strip of W rows, so it should stay in L2: M * kc floats <= 512 KiB
+// (M = 16: kc = K up to 8192; M = 128: 1024; M = 256: 512). Measured at
+// N = K = 4096 (AVX-512, one thread) against kc = 512: M = 16 ~1.5x
+// (fewer passes over Y and fewer tile epilogues), M = 128 ~1.1x; kc = K at
+// M = 128 (2 MiB of X) was ~0.8x. K is then cut into equal blocks.
+size_t f32_auto_kc(size_t M, size_t K) {
+    const size_t rows = round_up(M, 16);
+    size_t kc = (size_t(512) * 1024 / 4) / rows;
+    if (kc < 256) kc = 256;
+    const size_t blocks = (K + kc - 1) / kc;
+    return round_up((K + blocks - 1) / blocks, 16);
+}
+
 void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& b) {
     const WeightView& w = a.w;
     const size_t K = a.K;
-    const size_t nb = b.nb ? b.nb : 64;
+    const size_t nb = b.nb ? b.nb : 256;
     const size_t mb = b.mb ? b.mb : a.M;
-    size_t kc_target = b.kc ? b.kc : 512;
+    const bool in_place = w.fmt == WFormat::f32;
+    size_t kc_target = b.kc ? b.kc : (in_place ? f32_auto_kc(min_sz(a.M, mb), K) : 512);
     kc_target = round_up(kc_target, 2);  // i4 chunks must start on a byte
 
     // K blocking. Uniform blocks of kc (a whole number of groups), except in
@@ -120,14 +141,15 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
     size_t kc = kc_target;
     if (quant && !chunked) kc = (kc_target / G) * G;
     if (kc > K) kc = K;
-    const size_t ldp = round_up(kc, 16);  // 64-byte aligned panel rows
+    // 64-byte aligned scratch rows plus one line (see the top of the file).
+    const size_t ldp = round_up(kc, 16) + 16;
 
     const size_t tasks = (a.N + nb - 1) / nb;
     const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
     run_tasks(tasks, flops, [&](size_t t, size_t) {
         const size_t n0 = t * nb;
         const size_t nr = min_sz(a.N, n0 + nb) - n0;
-        float* scratch = panel_scratch(nb * ldp);
+        float* scratch = in_place ? nullptr : panel_scratch(nb * ldp);
         size_t k0 = 0;
         while (k0 < K) {
             size_t kl;
@@ -137,14 +159,20 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
             } else {
                 kl = min_sz(kc, K - k0);
             }
-            if (chunked)
+            const float* p = scratch;
+            size_t lp = ldp;
+            if (in_place) {
+                lp = w.row_bytes / sizeof(float);
+                p = static_cast<const float*>(w.data) + n0 * lp + k0;
+            } else if (chunked) {
                 dequant_chunk(kern, a, n0, nr, k0, kl, scratch, ldp);
-            else
+            } else {
                 kern.dequant_panel(w, n0, nr, k0, kl, scratch, ldp);
+            }
             for (size_t m0 = 0; m0 < a.M; m0 += mb) {
                 const size_t mc = min_sz(mb, a.M - m0);
-                kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, scratch, ldp, nr, kl,
-                                    a.y + m0 * a.ldy + n0, a.ldy, k0 != 0);
+                kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, p, lp, nr, kl, a.y + m0 * a.ldy + n0, a.ldy,
+                                    k0 != 0);
             }
             k0 += kl;
         }
@@ -164,16 +192,28 @@ GemmBlocking default_gemm_blocking(WFormat fmt) {
     // Crossover of the two paths measured at N = K = 4096 (AVX-512, one
     // thread): gemv re-reads the (L2-resident) weight block once per 4 rows
     // of X and decodes it each time; the panel path decodes once but pays a
-    // full panel pass. int4 decode is the most expensive, f32 the cheapest
-    // per row, int8 gemv (group-accumulated) stays ahead up to M = 16.
+    // full panel pass. int4 decode is the most expensive; int8 gemv
+    // (group-accumulated) stays ahead up to M = 16; f16/bf16 gemv up to 8
+    // (the panel path, conversion pass included, takes ~2x gemv's time at
+    // M = 8). f32 weights
+    // are read in place by the panel path (no panel pass, W read once for
+    // any M), ahead of gemv from M = 5: M = 6 ~1.15x, M = 8 ~1.2x, M = 4 ~0.7x.
     switch (fmt) {
         case WFormat::i4: b.gemv_max_m = 4; break;
         case WFormat::i8: b.gemv_max_m = 16; break;
+        case WFormat::f32: b.gemv_max_m = 4; break;
         default: b.gemv_max_m = 8; break;
     }
     b.gemv_nb = 64;
-    b.nb = 64;
-    b.kc = 512;
+    // 256 rows of W per task: the AVX-512 kernel transposes X[M, kc] once per
+    // task and K block, so wider tasks amortize it (measured vs nb = 64,
+    // N = K = 4096, M = 128, one thread: int8 and int4 ~1.15x, f32 ~1.2x;
+    // the scratch panel of the decoded formats is then 256 x 528 floats,
+    // ~0.5 MiB, L2 resident). The results do not depend on nb.
+    b.nb = 256;
+    // K block: f32 weights (read in place) 0 = from M (f32_auto_kc), the
+    // decoded formats 512 (whole groups).
+    b.kc = fmt == WFormat::f32 ? 0 : 512;
     b.mb = 256;
     return b;
 }

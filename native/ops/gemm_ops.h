@@ -4,8 +4,9 @@
 // Small M (decode) goes to the table's gemv kernel, up to 4 rows of X at a
 // time, weights dequantized in registers. Large M (prefill) dequantizes W
 // block by block into a small per-thread f32 panel (nb rows x kc columns,
-// cache resident) and runs the table's gemm_panel_f32 micro-kernel on it for
-// all M rows, so each weight is decoded once per call. Work is split over
+// cache resident; f32 weights are used in place instead) and runs the
+// table's gemm_panel_f32 micro-kernel on it for all M rows, so each weight is
+// decoded once per call. Work is split over
 // blocks of N only (never K), so results do not depend on the thread count.
 // Compiled without ISA flags: it only calls through a Kernels table.
 #pragma once
@@ -22,7 +23,8 @@ struct GemmBlocking {
     size_t gemv_max_m;  // M <= gemv_max_m uses the gemv path
     size_t gemv_nb;     // W rows per task on the gemv path
     size_t nb;          // panel rows (W rows) per task on the panel path
-    size_t kc;          // target panel depth in values (rounded to whole groups)
+    size_t kc;          // target panel depth in values (rounded to whole groups);
+                        // 0: chosen from M (f32 weights, see gemm_ops.cpp)
     size_t mb;          // X rows per micro-kernel call (keeps X[mb, kc] in L2)
 };
 

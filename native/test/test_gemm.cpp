@@ -512,6 +512,35 @@ QKT_TEST(gemm_driver) {
     }
 }
 
+// Prefill shapes through the driver's default blocking, which the grid above
+// (affordable() caps M * N * K) reaches only at small K: f32 read in place
+// with K blocks chosen from M (one block at M <= 16, several at M = 128),
+// M = 16 exactly and every tail of the kernels' row and column tiles.
+QKT_TEST(gemm_prefill_shapes) {
+    Rng rng(7);
+    struct Shape { size_t M, N, K; };
+    const Shape shapes[] = {{5, 37, 1100}, {16, 37, 2050}, {16, 260, 300}, {29, 23, 700},
+                            {64, 13, 1024}, {65, 11, 900}, {128, 19, 2304}, {130, 7, 1500}};
+    for (const WSpec& sp : {kSpecs[0], kSpecs[7]}) {  // f32 (in place), i4 per group (decoded panel)
+        for (const Shape& s : shapes) {
+            const std::vector<size_t> gs = groups_for(sp, s.K);
+            if (gs.empty()) continue;
+            const TestW w = make_w(sp, s.N, s.K, gs.back(), Data::random, rng);
+            const std::vector<float> wd = dequant_all(ctx, w);
+            const size_t ldx = s.K + 3, ldy = s.N + 2;
+            const std::vector<float> x = make_x(s.M, s.K, ldx, Data::random, rng);
+            const std::vector<float> bias = make_bias(s.N, Data::random, rng);
+            const Ref64 r = ref64(x.data(), ldx, wd.data(), bias.data(), s.M, s.N, s.K);
+            std::vector<float> y(s.M * ldy, kSentinel);
+            qk::gemm(*ctx.k, args_for(x, ldx, s.M, s.N, s.K, w, bias.data(), y, ldy));
+            check_rows(ctx, sp.name, y.data(), ldy, r, 0, s.M, 0, s.N, Data::random);
+            for (size_t m = 0; m < s.M; ++m)
+                for (size_t n = s.N; n < ldy; ++n)
+                    QKT_CHECK(y[m * ldy + n] == kSentinel, "%s: padding overwritten", sp.name);
+        }
+    }
+}
+
 // Edge values: zeros, huge, tiny, subnormal, all negative; and degenerate
 // shapes M = 0, N = 0, K = 0.
 QKT_TEST(gemm_edges) {

@@ -21,17 +21,17 @@
 //                   software-prefetched linearly two 4-row tiles ahead (see
 //                   Prefetcher): M = 1 with cold weights runs at ~0.85-0.9
 //                   (int8) / ~0.78 (int4 g32) of the stream-read bandwidth.
-//   gemm_panel_f32  kc <= 512 (always, with the driver's blocking): outer-
-//                   product kernel. Each 32-row strip of P is transposed
-//                   into a [kc][32] stack buffer (reused by all M rows),
-//                   tiles of up to 14 rows of X x 32 columns, 28 zmm
-//                   accumulators along N, X[m, k] broadcast, no horizontal
-//                   sums; every Y[m, n] is one sequential FMA chain over k
-//                   whatever the tile shape (M = 128, N = K = 4096, f32:
-//                   ~1.3x the dot-product kernel below). Larger kc: register-
-//                   tiled dot-product kernel (tinyBLAS style), MR = 4 rows of
-//                   X x NR = 6 rows of P, 24 zmm accumulators along K,
-//                   horizontal sums at the end.
+//   gemm_panel_f32  X^T-packed kernel: X is transposed per call into
+//                   16-row blocks [k][16] (rows of X along the zmm lanes), P
+//                   is read in place and broadcast one value at a time, tiles
+//                   of 64 rows of X x 6 rows of P (M <= 16: 16 x 10), no
+//                   horizontal sums; the tile is transposed back once at the
+//                   end. Every Y[m, n] is one sequential FMA chain over k.
+//                   (It replaced a kernel that transposed each 32-row strip of
+//                   P instead, which at M = 16 cost as much as the FMAs.
+//                   With the driver's in-place f32 panels, N = K = 4096 f32,
+//                   one thread, vs the previous kernel and driver: M = 16
+//                   ~2x, M = 128 ~1.2x.)
 //   dequant_panel   row by row, group by group, same decoders as gemv; also
 //                   prefetches (L2) the W bytes of the driver's next panel.
 // Group lengths that are not a multiple of the vector step end with masked
@@ -46,6 +46,10 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+
+#include <cstdlib>
+#include <new>
+#include <utility>
 
 #include "../isa.h"
 
@@ -354,71 +358,8 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     store_tile<MC, R>(a, m0, n, acc[0]);
 }
 
-// ---- gemm_panel_f32 tiles ------------------------------------------------
-template <int MR, int NR>
-static void panel_tile(const float* x, size_t ldx, const float* p, size_t ldp, size_t kc, float* y,
-                       size_t ldy, bool accumulate) {
-    __m512 acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-    size_t k = 0;
-    for (; k + 16 <= kc; k += 16) {
-        __m512 xv[MR];
-        for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_ps(x + i * ldx + k);
-        for (int j = 0; j < NR; ++j) {
-            const __m512 pv = _mm512_loadu_ps(p + j * ldp + k);
-            for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], pv, acc[i][j]);
-        }
-    }
-    if (k < kc) {
-        const __mmask16 mk = mask16(kc - k);
-        __m512 xv[MR];
-        for (int i = 0; i < MR; ++i) xv[i] = _mm512_maskz_loadu_ps(mk, x + i * ldx + k);
-        for (int j = 0; j < NR; ++j) {
-            const __m512 pv = _mm512_maskz_loadu_ps(mk, p + j * ldp + k);
-            for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], pv, acc[i][j]);
-        }
-    }
-    for (int i = 0; i < MR; ++i) {
-        float* yr = y + i * ldy;
-        for (int j = 0; j < NR; ++j) {
-            const float s = hsum(acc[i][j]);
-            yr[j] = accumulate ? yr[j] + s : s;
-        }
-    }
-}
-
-constexpr int PMR = 4;  // rows of X per tile
-constexpr int PNR = 6;  // rows of P per tile
-
-template <int MR>
-static void panel_rows(const float* x, size_t ldx, const float* p, size_t ldp, size_t nr, size_t kc,
-                       float* y, size_t ldy, bool acc) {
-    size_t j = 0;
-    for (; j + PNR <= nr; j += PNR) panel_tile<MR, PNR>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc);
-    switch (nr - j) {
-        case 1: panel_tile<MR, 1>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
-        case 2: panel_tile<MR, 2>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
-        case 3: panel_tile<MR, 3>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
-        case 4: panel_tile<MR, 4>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
-        case 5: panel_tile<MR, 5>(x, ldx, p + j * ldp, ldp, kc, y + j, ldy, acc); break;
-        default: break;
-    }
-}
-
-// ---- gemm_panel_f32: packed outer-product kernel ---------------------------
-// P (row-major [nr][ldp]) is packed per call into column panels of 32 P rows:
-// Q[panel][k][32], so one pair of zmm loads gives 32 output columns for one
-// k, and each X[m, k] is broadcast. Tile: up to OMR rows of X x 32 columns,
-// 2 * OMR accumulators along N, no horizontal sums; the sum over the kc
-// values starts from 0 and is added to Y (accumulate) once at the end, as the
-// contract requires. Every Y[m, n] is one sequential FMA chain over k (the
-// same for every tile shape, M and split of N). The packed strip (64 KiB at
-// kc = 512) is read from L2 (L1-sized 256-deep sub-blocks measured at most
-// ~5% faster, within noise, and would need scratch for the accumulate sum).
-constexpr int OMR = 14;     // max rows of X per outer-product tile
-constexpr size_t OKB = 512; // max kc: one packed 32-column panel (64 KiB, on the stack)
-
+// ---- 16 x 16 transpose ------------------------------------------------------
+// r[i] lane j <- r[j] lane i.
 static inline void transpose16(__m512 (&r)[16]) {
     __m512 t[16];
     for (int i = 0; i < 16; i += 2) {
@@ -448,72 +389,134 @@ static inline void transpose16(__m512 (&r)[16]) {
     }
 }
 
-// Q[k][32] for k < kb from rows j < nj (nj <= 32) of p at column k0; rows past nj are 0.
-static void pack_panel32(const float* p, size_t ldp, size_t nj, size_t kb, float* q) {
-    for (int h = 0; h < 2; ++h) {
-        const size_t jr = (nj > size_t(16 * h)) ? nj - 16 * h : 0;
-        const size_t rows = jr < 16 ? jr : 16;
-        const float* ph = p + 16 * h * ldp;
-        float* qh = q + 16 * h;
-        size_t k = 0;
-        for (; k < kb; k += 16) {
-            const __mmask16 mk = mask16(kb - k < 16 ? kb - k : 16);
-            __m512 r[16];
-            for (int i = 0; i < 16; ++i)
-                r[i] = (size_t(i) < rows) ? _mm512_maskz_loadu_ps(mk, ph + i * ldp + k) : _mm512_setzero_ps();
-            transpose16(r);
-            const size_t kn = kb - k < 16 ? kb - k : 16;
-            for (size_t i = 0; i < kn; ++i) _mm512_store_ps(qh + (k + i) * 32, r[i]);
+// ---- gemm_panel_f32: X^T-packed kernel, P broadcast -------------------------
+// X[M, kc] is packed (transposed) per call into 16-row blocks XT[b][k][16],
+// rows past M zero; a tile holds MV such blocks (16 * MV rows of X) x NR rows
+// of P, MV * NR zmm accumulators along M, and per k loads MV vectors of XT and
+// broadcasts NR values P[j, k] straight from P's rows (no packing of P, which
+// the driver passes in place for f32 weights: W[n0.., k0..] with ldp = K).
+// Transposing X rather than P is what makes the M = 16 prefill cheap: the
+// transpose costs ~0.25 shuffles per element it moves, and X has M * kc
+// elements per call against the panel's nr * kc (nr = 256 from the driver).
+// At the end each tile's sums are transposed back (transpose16) and added to
+// Y (accumulate) or stored, masked to the valid rows and columns. Every
+// Y[m, n] is one sequential FMA chain over k from 0, then (accumulate) added
+// to Y, whatever the tile shape, M and the split of N.
+// Tile shapes (N = K = 4096, one thread, measured): M > 16: MV = 4 x NR = 6
+// (24 accumulators; per k 4 loads + 6 broadcasts per 24 FMAs; MV = 2 x 12,
+// 3 x 8 and 2 x 10 were within noise of it); M <= 16: MV = 1 x NR = 10, ahead
+// of NR = 8 (~4%) and NR = 12..16 (~10-15%: fewer in-place rows of W, which
+// are 16 KiB apart at K = 4096 and share L1 sets, is what counts there).
+// Software prefetch of the next strip of P or of XT ahead measured no gain.
+constexpr int XMV = 4;    // 16-row blocks of X per tile, M > 16
+constexpr int XNR = 6;    // rows of P per tile, M > 16
+constexpr int XNR1 = 10;  // rows of P per tile, M <= 16 (one block)
+
+// 64-byte aligned per-thread scratch for XT, grown on demand, never shrunk
+// (M * kc floats: 512 KiB with the driver's default blocking). Raw
+// aligned_alloc rather than std::vector: a std:: template instantiated here
+// would be a weak symbol compiled with AVX-512 flags (see .ci/run).
+struct XtScratch {
+    float* p = nullptr;
+    size_t n = 0;
+    ~XtScratch() { std::free(p); }
+};
+static float* xt_scratch(size_t floats) {
+    thread_local XtScratch buf;
+    if (buf.n < floats) {
+        std::free(buf.p);
+        buf.p = nullptr;
+        buf.n = 0;
+        const size_t bytes = (floats * sizeof(float) + 63) & ~size_t(63);
+        buf.p = static_cast<float*>(std::aligned_alloc(64, bytes));
+        if (buf.p == nullptr) throw std::bad_alloc();
+        buf.n = floats;
+    }
+    return buf.p;
+}
+
+// xt[k][16] = X[i, k] for i < rows, 0 for rows <= i < 16; k < kc.
+static void pack_xt16(const float* x, size_t ldx, size_t rows, size_t kc, float* xt) {
+    for (size_t k = 0; k < kc; k += 16) {
+        const size_t kn = kc - k < 16 ? kc - k : 16;
+        const __mmask16 mk = mask16(kn);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i)
+            r[i] = (size_t(i) < rows) ? _mm512_maskz_loadu_ps(mk, x + i * ldx + k) : _mm512_setzero_ps();
+        transpose16(r);
+        for (size_t i = 0; i < kn; ++i) _mm512_store_ps(xt + (k + i) * 16, r[i]);
+    }
+}
+
+// Y[i, j] (+)= sum_k XT[i / 16][k][i % 16] * P[j, k] for i < rows (<= 16 * MV), j < NR.
+// xs: floats between consecutive 16-row blocks of XT.
+template <int MV, int NR>
+static void xt_tile(const float* xt, size_t xs, const float* p, size_t ldp, size_t kc, float* y, size_t ldy,
+                    size_t rows, bool accumulate) {
+    static_assert(NR <= 16, "one transpose16 per 16-row block");
+    __m512 acc[MV][NR];
+    for (int v = 0; v < MV; ++v)
+        for (int j = 0; j < NR; ++j) acc[v][j] = _mm512_setzero_ps();
+    const float* pr[NR];
+    for (int j = 0; j < NR; ++j) pr[j] = p + j * ldp;
+    for (size_t k = 0; k < kc; ++k) {
+        __m512 xv[MV];
+        for (int v = 0; v < MV; ++v) xv[v] = _mm512_load_ps(xt + v * xs + 16 * k);
+        for (int j = 0; j < NR; ++j) {
+            const __m512 b = _mm512_set1_ps(pr[j][k]);
+            for (int v = 0; v < MV; ++v) acc[v][j] = _mm512_fmadd_ps(xv[v], b, acc[v][j]);
+        }
+    }
+    const __mmask16 mk = mask16(NR);
+    for (int v = 0; v < MV; ++v) {
+        if (rows <= size_t(16 * v)) break;
+        const size_t rv = rows - 16 * v < 16 ? rows - 16 * v : 16;
+        __m512 r[16];
+        for (int j = 0; j < 16; ++j) r[j] = (j < NR) ? acc[v][j] : _mm512_setzero_ps();
+        transpose16(r);  // r[i] = row 16 * v + i of the tile, lanes j < NR
+        for (size_t i = 0; i < rv; ++i) {
+            float* yr = y + (16 * v + i) * ldy;
+            __m512 s = r[i];
+            if (accumulate) s = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yr), s);
+            _mm512_mask_storeu_ps(yr, mk, s);
         }
     }
 }
 
-template <int MR>
-static void outer_tile(const float* x, size_t ldx, const float* q, size_t kb, float* y, size_t ldy,
-                       size_t nj, bool accumulate) {
-    __m512 acc[MR][2];
-    const __mmask16 m0 = mask16(nj < 16 ? nj : 16);
-    const __mmask16 m1 = mask16(nj > 16 ? (nj > 32 ? 16 : nj - 16) : 0);
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    const float* xr[MR];
-    for (int i = 0; i < MR; ++i) xr[i] = x + i * ldx;
-    for (size_t k = 0; k < kb; ++k) {
-        const __m512 p0 = _mm512_load_ps(q + 32 * k), p1 = _mm512_load_ps(q + 32 * k + 16);
-        for (int i = 0; i < MR; ++i) {
-            const __m512 b = _mm512_set1_ps(xr[i][k]);
-            acc[i][0] = _mm512_fmadd_ps(b, p0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(b, p1, acc[i][1]);
-        }
-    }
-    if (accumulate) {
-        for (int i = 0; i < MR; ++i) {
-            acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, y + i * ldy), acc[i][0]);
-            acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, y + i * ldy + 16), acc[i][1]);
-        }
-    }
-    for (int i = 0; i < MR; ++i) {
-        _mm512_mask_storeu_ps(y + i * ldy, m0, acc[i][0]);
-        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, acc[i][1]);
+// Tile functions by NR - 1, for the strip tails (nr not a multiple of NR).
+using XtFn = void (*)(const float*, size_t, const float*, size_t, size_t, float*, size_t, size_t, bool);
+template <int NR>
+struct XtTable {
+    XtFn f[NR];
+};
+template <int MV, size_t... I>
+static constexpr XtTable<int(sizeof...(I))> xt_table(std::index_sequence<I...>) {
+    return {{&xt_tile<MV, int(I) + 1>...}};
+}
+
+// One strip of nj <= NR rows of P against all nblk blocks of XT: tiles of MV
+// blocks, then the remaining blocks with MV - 1, MV - 2, ...
+template <int MV, int NR>
+static void xt_strip(const float* xt, size_t xs, size_t nblk, const float* p, size_t ldp, size_t nj, size_t kc,
+                     float* y, size_t ldy, size_t M, bool accumulate) {
+    static constexpr XtTable<NR> t = xt_table<MV>(std::make_index_sequence<NR>());
+    size_t b = 0;
+    for (; b + MV <= nblk; b += MV) t.f[nj - 1](xt + b * xs, xs, p, ldp, kc, y + 16 * b * ldy, ldy, M - 16 * b, accumulate);
+    if constexpr (MV > 1) {
+        if (b < nblk)
+            xt_strip<MV - 1, NR>(xt + b * xs, xs, nblk - b, p, ldp, nj, kc, y + 16 * b * ldy, ldy, M - 16 * b,
+                                 accumulate);
     }
 }
 
-static void outer_rows(size_t mr, const float* x, size_t ldx, const float* q, size_t kb, float* y,
-                       size_t ldy, size_t nj, bool acc) {
-    switch (mr) {
-        case 1: outer_tile<1>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 2: outer_tile<2>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 3: outer_tile<3>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 4: outer_tile<4>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 5: outer_tile<5>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 6: outer_tile<6>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 7: outer_tile<7>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 8: outer_tile<8>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 9: outer_tile<9>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 10: outer_tile<10>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 11: outer_tile<11>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 12: outer_tile<12>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        case 13: outer_tile<13>(x, ldx, q, kb, y, ldy, nj, acc); break;
-        default: outer_tile<14>(x, ldx, q, kb, y, ldy, nj, acc); break;
+template <int MV, int NR>
+static void xt_panel(const float* xt, size_t xs, size_t nblk, const float* p, size_t ldp, size_t nr, size_t kc,
+                     float* y, size_t ldy, size_t M, bool accumulate) {
+    // Strips of P rows outermost: a strip (NR * kc floats) is read from
+    // memory once and reused from cache by every block of XT.
+    for (size_t j = 0; j < nr; j += NR) {
+        const size_t nj = nr - j < size_t(NR) ? nr - j : size_t(NR);
+        xt_strip<MV, NR>(xt, xs, nblk, p + j * ldp, ldp, nj, kc, y + j, ldy, M, accumulate);
     }
 }
 
@@ -586,36 +589,16 @@ void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
 
 void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t ldp, size_t nr,
                     size_t kc, float* y, size_t ldy, bool accumulate) {
-    if (kc <= OKB) {
-        alignas(64) float q[OKB * 32];
-        const size_t nblk = (M + OMR - 1) / OMR;
-        const size_t base = M / nblk, extra = M % nblk;
-        for (size_t j = 0; j < nr; j += 32) {
-            const size_t nj = (nr - j < 32) ? nr - j : 32;
-            pack_panel32(p + j * ldp, ldp, nj, kc, q);
-            size_t i = 0;
-            for (size_t b = 0; b < nblk; ++b) {
-                const size_t mr = base + (b < extra ? 1 : 0);
-                outer_rows(mr, x + i * ldx, ldx, q, kc, y + i * ldy + j, ldy, nj, accumulate);
-                i += mr;
-            }
-        }
-        return;
-    }
-    // P rows outermost: one strip of PNR panel rows (PNR * kc floats) stays
-    // in L1 while all M rows of X stream past it from L2.
-    for (size_t j = 0; j < nr; j += PNR) {
-        const size_t nj = (nr - j < PNR) ? nr - j : PNR;
-        const float* pj = p + j * ldp;
-        size_t i = 0;
-        for (; i + PMR <= M; i += PMR) panel_rows<PMR>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate);
-        switch (M - i) {
-            case 1: panel_rows<1>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate); break;
-            case 2: panel_rows<2>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate); break;
-            case 3: panel_rows<3>(x + i * ldx, ldx, pj, ldp, nj, kc, y + i * ldy + j, ldy, accumulate); break;
-            default: break;
-        }
-    }
+    if (M == 0 || nr == 0) return;
+    const size_t nblk = (M + 15) / 16;
+    const size_t xs = kc * 16;
+    float* xt = xt_scratch(nblk * xs);
+    for (size_t b = 0; b < nblk; ++b)
+        pack_xt16(x + 16 * b * ldx, ldx, M - 16 * b < 16 ? M - 16 * b : 16, kc, xt + b * xs);
+    if (M <= 16)
+        xt_panel<1, XNR1>(xt, xs, nblk, p, ldp, nr, kc, y, ldy, M, accumulate);
+    else
+        xt_panel<XMV, XNR>(xt, xs, nblk, p, ldp, nr, kc, y, ldy, M, accumulate);
 }
 
 void dequant_panel(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc, float* p, size_t ldp) {
