@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace qk {
@@ -44,6 +46,9 @@ public:
         std::unique_lock<std::mutex> lk(m_);
         done_cv_.wait(lk, [&] { return pending_ == 0; });
         fn_ = nullptr;
+        // A task that threw (out of memory for its scratch, ...) on any
+        // thread: the run stopped handing out tasks; the caller gets it.
+        if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
     }
 
 private:
@@ -67,11 +72,20 @@ private:
         workers_.clear();
     }
 
+    // Runs tasks until none are left. An exception must not leave a worker
+    // thread (that would terminate the process): the first one is kept for
+    // run() to rethrow, and the remaining tasks are skipped.
     void drain(size_t worker) {
         for (;;) {
             size_t t = next_.fetch_add(1, std::memory_order_relaxed);
             if (t >= n_tasks_) break;
-            (*fn_)(t, worker);
+            try {
+                (*fn_)(t, worker);
+            } catch (...) {
+                std::lock_guard<std::mutex> lk(m_);
+                if (!error_) error_ = std::current_exception();
+                next_.store(n_tasks_, std::memory_order_relaxed);
+            }
         }
     }
 
@@ -102,6 +116,7 @@ private:
     size_t n_tasks_ = 0;
     std::atomic<size_t> next_{0};
     size_t pending_ = 0;
+    std::exception_ptr error_;  // first exception of the current run (under m_)
 };
 
 size_t default_threads() {
