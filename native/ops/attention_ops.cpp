@@ -43,7 +43,10 @@ void one_task(const Kernels& k, const AttnArgs& a, size_t t, size_t g, std::vect
     for (size_t r = 0; r < group; ++r) {
         const float* sr = s.data() + r * lim;
         double mx = -INFINITY;
-        for (size_t j = 0; j < lim; ++j) mx = std::fmax(mx, double(sr[j]) * a.scale);
+        for (size_t j = 0; j < lim; ++j) {
+            const double d = double(sr[j]) * a.scale;
+            if (d > mx) mx = d;  // (not std::fmax: GCC 12 for aarch64 ICEs vectorizing that reduction)
+        }
         double sum = 0.0;
         for (double& v : acc) v = 0.0;
         for (size_t j = 0; j < lim; ++j) {
