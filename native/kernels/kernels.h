@@ -158,6 +158,10 @@ struct Kernels {
     // Smallest M for which gemm_w8a8 reads W8A8Args::ap (so the driver packs
     // the activations); SIZE_MAX for kernels that never do.
     size_t w8a8_packed_min_m;
+    // One block of the packed layout (see W8A8Args): rows [0, rows) of
+    // a (row stride lda, rows <= 16) -> ap[ceil(K / 4) * 64], rows >= rows
+    // and columns >= K zero. Exact byte moves: identical on every ISA.
+    void (*w8a8_pack_a)(const uint8_t* a, size_t lda, size_t rows, size_t K, uint8_t* ap);
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

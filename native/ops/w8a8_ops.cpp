@@ -46,7 +46,7 @@ size_t rows_per_task(size_t M) { return M < 4 ? 64 : 96; }
 const uint8_t* packed_for(const Kernels& k, const uint8_t* a, size_t M, size_t K, std::vector<uint8_t>& buf) {
     if (M < k.w8a8_packed_min_m) return nullptr;
     buf.resize(w8a8_packed_bytes(M, K));
-    w8a8_pack_a(a, K, M, K, buf.data());
+    w8a8_pack_a(k, a, K, M, K, buf.data());
     return buf.data();
 }
 
@@ -102,20 +102,17 @@ void w8a8_rowsums(const int8_t* q, size_t N, size_t K, int32_t* rowsum) {
 
 size_t w8a8_packed_bytes(size_t M, size_t K) { return (M + 15) / 16 * ((K + 3) / 4) * 64; }
 
-void w8a8_pack_a(const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap) {
-    const size_t Kq = (K + 3) / 4, blocks = (M + 15) / 16;
+void w8a8_pack_a(const Kernels& k, const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap) {
+    const size_t block = 64 * ((K + 3) / 4);
     // Parallel over 16-row blocks (M * K bytes in all: a small pass next to
     // the GEMM's M * N * K products).
-    parallel_for(blocks, [&](size_t b, size_t) {
-        uint8_t* dst = ap + b * 64 * Kq;
-        std::memset(dst, 0, 64 * Kq);
-        const size_t rows = min_sz(16, M - 16 * b);
-        for (size_t i = 0; i < rows; ++i) {
-            const uint8_t* src = a + (16 * b + i) * lda;
-            for (size_t q = 0; q < K / 4; ++q) std::memcpy(dst + q * 64 + 4 * i, src + 4 * q, 4);
-            for (size_t k = K / 4 * 4; k < K; ++k) dst[(K / 4) * 64 + 4 * i + (k - K / 4 * 4)] = src[k];
-        }
+    parallel_for((M + 15) / 16, [&](size_t b, size_t) {
+        k.w8a8_pack_a(a + 16 * b * lda, lda, min_sz(16, M - 16 * b), K, ap + b * block);
     });
+}
+
+void w8a8_pack_a(const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap) {
+    w8a8_pack_a(kernels(), a, lda, M, K, ap);
 }
 
 size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, const uint8_t* outlier_cols,

@@ -69,5 +69,6 @@ size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
 // lda) into ap (padding zero-filled).
 size_t w8a8_packed_bytes(size_t M, size_t K);
 void w8a8_pack_a(const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap);
+void w8a8_pack_a(const Kernels& k, const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap);
 
 }  // namespace qk

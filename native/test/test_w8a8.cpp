@@ -165,6 +165,41 @@ QWeight make_weight(size_t N, size_t K, Rng& rng) {
 
 }  // namespace
 
+// The packing of activations for the outer-product kernels: each ISA's
+// w8a8_pack_a equals the ref's byte for byte (rows <= 16 and odd K, padding
+// included), and the ops-level packer assembles the blocks.
+QKT_TEST(w8a8_pack_a) {
+    Rng rng(10);
+    for (size_t K : {size_t(1), size_t(3), size_t(4), size_t(5), size_t(63), size_t(64), size_t(65), size_t(130), size_t(4097)})
+        for (size_t rows = 0; rows <= 16; ++rows) {
+            const size_t lda = K + 3;
+            std::vector<uint8_t> a(16 * lda + 64);
+            for (auto& v : a) v = uint8_t(rng.next());
+            const size_t bytes = qk::w8a8_packed_bytes(16, K);
+            std::vector<uint8_t> p1(bytes, 0xee), p2(bytes, 0xdd);
+            ctx.ref->w8a8_pack_a(a.data(), lda, rows, K, p1.data());
+            ctx.k->w8a8_pack_a(a.data(), lda, rows, K, p2.data());
+            QKT_CHECK(p1 == p2, "K=%zu rows=%zu", K, rows);
+            for (size_t q = 0; q < (K + 3) / 4; ++q)
+                for (size_t i = 0; i < 16; ++i)
+                    for (size_t j = 0; j < 4; ++j) {
+                        const size_t k = 4 * q + j;
+                        const uint8_t want = (i < rows && k < K) ? a[i * lda + k] : 0;
+                        QKT_CHECK(p1[q * 64 + 4 * i + j] == want, "layout K=%zu rows=%zu q=%zu i=%zu j=%zu", K, rows, q, i, j);
+                    }
+        }
+    // Several blocks through the driver's packer.
+    const size_t M = 37, K = 70;
+    std::vector<uint8_t> a(M * K);
+    for (auto& v : a) v = uint8_t(rng.next());
+    std::vector<uint8_t> p1(qk::w8a8_packed_bytes(M, K)), p2(p1.size());
+    qk::w8a8_pack_a(*ctx.ref, a.data(), K, M, K, p1.data());
+    qk::w8a8_pack_a(*ctx.k, a.data(), K, M, K, p2.data());
+    QKT_CHECK(p1 == p2, "driver packer M=%zu K=%zu", M, K);
+    QKT_CHECK(p1[((K + 3) / 4) * 64 * 2 + 64 * 3 + 4 * 4] == a[(32 + 4) * K + 12], "block 2, group 3, row 4");
+    QKT_CHECK(p1[((K + 3) / 4) * 64 * 2 + 64 * 3 + 4 * 5] == 0, "row 37 is padding");
+}
+
 // Raw int32 sums on every odd shape, strides and column splits.
 QKT_TEST(w8a8_i32_shapes) {
     Rng rng(11);

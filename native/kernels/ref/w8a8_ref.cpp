@@ -30,5 +30,16 @@ void gemm_w8a8(const W8A8Args& a, size_t n0, size_t n1) {
     }
 }
 
+// One packed block: ap[q * 64 + 4 i + j] = a[i, 4 q + j], 0 past rows / K.
+void w8a8_pack_a(const uint8_t* a, size_t lda, size_t rows, size_t K, uint8_t* ap) {
+    const size_t Kq = (K + 3) / 4;
+    for (size_t q = 0; q < Kq; ++q)
+        for (size_t i = 0; i < 16; ++i)
+            for (size_t j = 0; j < 4; ++j) {
+                const size_t k = 4 * q + j;
+                ap[q * 64 + 4 * i + j] = (i < rows && k < K) ? a[i * lda + k] : 0;
+            }
+}
+
 }  // namespace ref
 }  // namespace qk

@@ -21,7 +21,9 @@
 // 128 * rowsum is exact modulo 2^32. The K % 4 tail reads the last 1..3
 // weight bytes of each row through a zero-extended copy (a 4-byte load could
 // run past the end of B). The epilogue does the ref's float sequence with
-// the lanes over rows, then writes each output in place (transposing).
+// the lanes over rows, transposed into rows of Y by 16 x 16 shuffles
+// (avx512_transpose.h). The activations are packed by this file's
+// w8a8_pack_a (the same transpose, on 4-byte groups).
 //
 // Loop order per call ([n0, n1) = one task of the driver): for each NR-row
 // weight tile, every activation tile. The weight tile (NR * K bytes) stays
@@ -39,6 +41,9 @@
 
 #include <immintrin.h>
 
+#include "../isa.h"
+#include "avx512_transpose.h"
+
 #include <cstdint>
 #include <cstring>
 
@@ -50,38 +55,43 @@ namespace {
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
 // Epilogue of a tile. acc[v][j][i] is the biased sum of row m0 + 16 v + i,
-// column n0 + j. Per column: the exact sum, then (fused mode)
-// ((float)acc * sa[m]) * sb[n] with the lanes over rows; the additions of Y
-// and bias and the transposed stores per element, in the ref's order.
+// column n0 + j (j < nr <= 16). Per block of 16 rows: the exact sums, and
+// (fused mode) ((float)acc * sa[m]) * sb[n], with the lanes over rows; one
+// 16 x 16 transpose turns them into rows of Y, then + Y (accumulate) and
+// + bias as row vectors: per element the ref's operations in its order.
 void epilogue(const W8A8Args& p, size_t m0, size_t rows, size_t n0, int nr, const int32_t* acc, int mv) {
-    alignas(64) int32_t ti[16];
-    alignas(64) float tf[16 * 16];
+    const __mmask16 cm = __mmask16((1u << nr) - 1);
+    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(cm, p.bias + n0) : _mm512_setzero_ps();
     for (int v = 0; v < mv && 16 * size_t(v) < rows; ++v) {
         const size_t mb = m0 + 16 * size_t(v);
         const size_t nrow = min_sz(16, rows - 16 * size_t(v));
         const __mmask16 rm = __mmask16((1u << nrow) - 1);
-        const __m512 sa = p.c ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rm, p.sa + mb);
-        for (int j = 0; j < nr; ++j) {
-            const size_t n = n0 + size_t(j);
-            const __m512i c = _mm512_load_si512(acc + (size_t(v) * nr + j) * 16);
-            const __m512i s = _mm512_sub_epi32(c, _mm512_set1_epi32(int32_t(uint32_t(p.b_rowsum[n]) << 7)));
-            if (p.c) {  // raw mode: column j of rows mb.. (stride ldc)
-                _mm512_store_si512(ti, s);
-                for (size_t i = 0; i < nrow; ++i) p.c[(mb + i) * p.ldc + n] = ti[i];
-            } else {
-                const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(s), sa);
-                _mm512_store_ps(tf + 16 * j, _mm512_mul_ps(f, _mm512_set1_ps(p.sb[n])));
+        __m512i s[16];
+        for (int j = 0; j < 16; ++j) {
+            if (j >= nr) {
+                s[j] = _mm512_setzero_si512();
+                continue;
             }
+            const __m512i c = _mm512_load_si512(acc + (size_t(v) * nr + j) * 16);
+            s[j] = _mm512_sub_epi32(c, _mm512_set1_epi32(int32_t(uint32_t(p.b_rowsum[n0 + j]) << 7)));
         }
-        if (p.c) continue;
+        if (p.c) {  // raw mode
+            transpose16(s);
+            for (size_t i = 0; i < nrow; ++i) _mm512_mask_storeu_epi32(p.c + (mb + i) * p.ldc + n0, cm, s[i]);
+            continue;
+        }
+        const __m512 sa = _mm512_maskz_loadu_ps(rm, p.sa + mb);
+        __m512 f[16];
+        for (int j = 0; j < 16; ++j)
+            f[j] = j < nr ? _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[j]), sa), _mm512_set1_ps(p.sb[n0 + j]))
+                          : _mm512_setzero_ps();
+        transpose16(f);  // f[i] = row mb + i, lanes = columns
         for (size_t i = 0; i < nrow; ++i) {
             float* yr = p.y + (mb + i) * p.ldy + n0;
-            for (int j = 0; j < nr; ++j) {
-                float r = tf[16 * j + i];
-                if (p.accumulate) r = r + yr[j];
-                if (p.bias) r = r + p.bias[n0 + j];
-                yr[j] = r;
-            }
+            __m512 r = f[i];
+            if (p.accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(cm, yr));
+            if (p.bias) r = _mm512_add_ps(r, bias);
+            _mm512_mask_storeu_ps(yr, cm, r);
         }
     }
 }
@@ -155,6 +165,23 @@ const TileFn kTiles1[16] = {ptile<1, 1>,  ptile<1, 2>,  ptile<1, 3>,  ptile<1, 4
                             ptile<1, 13>, ptile<1, 14>, ptile<1, 15>, ptile<1, 16>};
 
 }  // namespace
+
+// One packed block: per 64 values of k, the 16 rows' 64-byte pieces (masked
+// loads: rows >= rows and columns >= K read as 0) are the 16 x 16 matrix of
+// their 4-byte groups; transposed, vector q holds group q of every row.
+void w8a8_pack_a(const uint8_t* a, size_t lda, size_t rows, size_t K, uint8_t* ap) {
+    const size_t Kq = (K + 3) / 4;
+    for (size_t k = 0; k < K; k += 64) {
+        const size_t kn = min_sz(64, K - k);
+        const __mmask64 km = kn == 64 ? ~__mmask64(0) : (__mmask64(1) << kn) - 1;
+        __m512i r[16];
+        for (size_t i = 0; i < 16; ++i)
+            r[i] = i < rows ? _mm512_maskz_loadu_epi8(km, a + i * lda + k) : _mm512_setzero_si512();
+        transpose16(r);
+        const size_t qn = min_sz(16, Kq - k / 4);
+        for (size_t q = 0; q < qn; ++q) _mm512_storeu_si512(ap + (k / 4 + q) * 64, r[q]);
+    }
+}
 
 void gemm_w8a8_packed(const W8A8Args& p, size_t n0, size_t n1) {
     const size_t blocks = (p.M + 15) / 16;
