@@ -41,11 +41,11 @@
 
 #include <immintrin.h>
 
-#include "../isa.h"
-#include "avx512_transpose.h"
-
 #include <cstdint>
 #include <cstring>
+
+#include "../isa.h"
+#include "avx512_transpose.h"
 
 namespace qk {
 namespace avx512 {
