@@ -1,6 +1,7 @@
 #include "threadpool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -11,6 +12,38 @@
 namespace qk {
 
 namespace {
+
+// One pause of a spin-wait loop (portable code: no ISA flags needed).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+// How long a worker, after its last task, and a caller, waiting for the
+// workers, spin before sleeping on a condition variable. Decode runs a
+// hundred or so small products per token with a little JavaScript between
+// them; on the development VM a sleep/wake round trip through the condition
+// variables cost ~100 us per parallel_for (measured: 2 tiny tasks on 2
+// threads), more than a 768 x 768 int4 GEMV takes, so two threads decoded
+// slower than one. Spinning this long keeps the workers awake across those
+// gaps; an idle pool goes back to sleep after it.
+constexpr auto kSpin = std::chrono::microseconds(300);
+
+// Spin until pred() or kSpin has passed; returns pred().
+template <class Pred>
+bool spin_until(const Pred& pred) {
+    const auto end = std::chrono::steady_clock::now() + kSpin;
+    for (;;) {
+        for (int i = 0; i < 64; ++i) {
+            if (pred()) return true;
+            cpu_relax();
+        }
+        if (std::chrono::steady_clock::now() >= end) return pred();
+    }
+}
 
 class Pool {
 public:
@@ -38,13 +71,16 @@ public:
             fn_ = &fn;
             n_tasks_ = n_tasks;
             next_.store(0, std::memory_order_relaxed);
-            pending_ = workers_.size();
-            ++generation_;
+            pending_.store(workers_.size(), std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
         }
-        cv_.notify_all();
+        cv_.notify_all();  // sleeping ones here
         drain(0);
-        std::unique_lock<std::mutex> lk(m_);
-        done_cv_.wait(lk, [&] { return pending_ == 0; });
+        if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lk(m_);
+            done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+        }
+        std::lock_guard<std::mutex> lk(m_);
         fn_ = nullptr;
         // A task that threw (out of memory for its scratch, ...) on any
         // thread: the run stopped handing out tasks; the caller gets it.
@@ -54,18 +90,18 @@ public:
 private:
     void start(size_t n) {
         size_ = n < 1 ? 1 : n;
-        quit_ = false;
+        quit_.store(false);
         // Workers start from the current generation so none can miss a run
-        // that begins before they first take the lock.
-        const size_t gen = generation_;
+        // that begins before they first look.
+        const size_t gen = generation_.load();
         for (size_t i = 1; i < size_; ++i) workers_.emplace_back([this, i, gen] { loop(i, gen); });
     }
 
     void stop() {
         {
             std::lock_guard<std::mutex> lk(m_);
-            quit_ = true;
-            ++generation_;
+            quit_.store(true);
+            generation_.fetch_add(1, std::memory_order_release);
         }
         cv_.notify_all();
         for (auto& t : workers_) t.join();
@@ -91,16 +127,18 @@ private:
 
     void loop(size_t worker, size_t seen) {
         for (;;) {
-            {
+            const auto moved = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+            if (!spin_until(moved)) {
                 std::unique_lock<std::mutex> lk(m_);
-                cv_.wait(lk, [&] { return generation_ != seen; });
-                seen = generation_;
-                if (quit_) return;
+                cv_.wait(lk, moved);
             }
+            seen = generation_.load(std::memory_order_acquire);
+            if (quit_.load()) return;
             drain(worker);
-            {
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                // The caller may be asleep (it spins first): wake it under the lock.
                 std::lock_guard<std::mutex> lk(m_);
-                if (--pending_ == 0) done_cv_.notify_one();
+                done_cv_.notify_one();
             }
         }
     }
@@ -110,12 +148,12 @@ private:
     std::mutex busy_;  // held by the caller that owns the pool for one run
     std::mutex m_;
     std::condition_variable cv_, done_cv_;
-    size_t generation_ = 0;
-    bool quit_ = false;
+    std::atomic<size_t> generation_{0};
+    std::atomic<bool> quit_{false};
     const std::function<void(size_t, size_t)>* fn_ = nullptr;
     size_t n_tasks_ = 0;
     std::atomic<size_t> next_{0};
-    size_t pending_ = 0;
+    std::atomic<size_t> pending_{0};
     std::exception_ptr error_;  // first exception of the current run (under m_)
 };
 
