@@ -149,7 +149,12 @@ size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
             sx[m] = s;
             uint8_t* q = a + m * K;
             k.quantize(row, 1, K, &s, nullptr, qmin, qmax, reinterpret_cast<int8_t*>(q));
-            for (size_t i = 0; i < K; ++i) q[i] = uint8_t(q[i] ^ 0x80u);  // qx + 128
+            // qx + 128. The bound is a local: through the lambda's reference
+            // capture, K could alias the bytes stored (uint8_t aliases
+            // anything), and GCC would reload it after every byte instead of
+            // vectorizing (measured: 2.5x the time of the whole row step).
+            const size_t n = K;
+            for (size_t i = 0; i < n; ++i) q[i] = uint8_t(q[i] ^ 0x80u);
         }
     });
     return bad.load();
@@ -208,8 +213,13 @@ size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size
     std::vector<int8_t> wo(N * no);
     const size_t rpt = 256;
     parallel_for((N + rpt - 1) / rpt, [&](size_t t, size_t) {
+        // Locals, not the captured references (int8 stores may alias them).
+        const size_t* c = cols.data();
+        const int8_t* q = w.q;
+        int8_t* o = wo.data();
+        const size_t nc = no, kk = K;
         for (size_t n = t * rpt; n < min_sz(N, (t + 1) * rpt); ++n)
-            for (size_t j = 0; j < no; ++j) wo[n * no + j] = w.q[n * K + cols[j]];
+            for (size_t j = 0; j < nc; ++j) o[n * nc + j] = q[n * kk + c[j]];
     });
     GemmArgs g;
     g.x = xo.data();
