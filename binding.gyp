@@ -43,11 +43,13 @@
         "native/ops/gemm_ops.cpp",
         "native/ops/w8a8_ops.cpp",
         "native/ops/attention_ops.cpp",
+        "native/ops/elementwise_ops.cpp",
         "native/binding/addon.cpp",
         "native/binding/quantize_binding.cpp",
         "native/binding/gemm_binding.cpp",
         "native/binding/w8a8_binding.cpp",
-        "native/binding/attention_binding.cpp"
+        "native/binding/attention_binding.cpp",
+        "native/binding/elementwise_binding.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

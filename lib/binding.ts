@@ -113,6 +113,8 @@ export interface Addon {
     out: Float32Array,
   ): void;
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
+  /** g = silu(g) * u elementwise (silu in double, rounded to f32, then an f32 product). */
+  siluMul(g: Float32Array, u: Float32Array): void;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

@@ -52,6 +52,12 @@ describe('raw addon argument checks', () => {
     await addon.attentionAsync(q, 1, 2, kv, kv, 2, 1, 4, 0.5, out);
   });
 
+  it('rejects wrong arguments in siluMul', () => {
+    expect(() => addon.siluMul(new Float32Array(3), new Float32Array(3))).not.toThrow();
+    expect(() => addon.siluMul(new Float32Array(3), new Float32Array(4))).toThrow(/'u' has 4 elements, expected 3/);
+    expect(() => addon.siluMul(new Float64Array(3) as unknown as Float32Array, new Float32Array(3))).toThrow(/'g' must be a Float32Array/);
+  });
+
   it('rejects wrong arguments elsewhere', () => {
     expect(() => addon.setThreads(0)).toThrow(RangeError);
     expect(() => addon.selectIsa('mmx' as 'avx2')).toThrow(RangeError);

@@ -5,7 +5,8 @@
  * (attentionGemm runs the native f32 GEMM.)
  */
 import { describe, expect, it } from 'vitest';
-import { addInPlace, activationByName, erf, geluExact, geluTanh, mulInPlace, relu, silu } from '../lib/nn/activations.js';
+import { addInPlace, activationByName, erf, gateInPlace, geluExact, geluTanh, mulInPlace, relu, silu } from '../lib/nn/activations.js';
+import { siluMulInPlace } from '../lib/ops/elementwise.js';
 import { DecoderKVCache, ModuleList, attentionDecode, attentionDecodeSteps, attentionGemm, beginForward, causalAttention } from '../lib/nn/attention.js';
 import { runAsync } from '../lib/nn/steps.js';
 import { decodeAttention } from '../lib/ops/attention.js';
@@ -54,6 +55,26 @@ describe('activations', () => {
     const g = geluExact(Float32Array.from(torch, ([x]) => x));
     torch.forEach(([, y], i) => expect(Math.abs(g[i]! - y)).toBeLessThan(4e-7));
     expect(Number.isNaN(relu(Float32Array.of(NaN))[0])).toBe(true);
+  });
+
+  it('native silu(g) * u equals the JavaScript silu() then multiply (within one f32 rounding), in parallel chunks too', () => {
+    for (const n of [0, 1, 11, 100_003]) {
+      const g = randomF32(n, 31).map((v) => v * 12);
+      const u = randomF32(n, 32);
+      if (n === 11) g.set(xs);
+      const want = mulInPlace(silu(g.slice()), u);
+      const got = siluMulInPlace(g.slice(), u);
+      let worst = 0;
+      for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / Math.max(Math.abs(want[i]!), 1e-30));
+      expect(worst).toBeLessThanOrEqual(2 ** -23); // exp's last bit (libm vs V8) at most
+    }
+    const edge = siluMulInPlace(Float32Array.of(-200, 200, NaN, -0), Float32Array.of(1, 2, 1, 1));
+    expect(Array.from(edge.subarray(0, 2))).toEqual([-0, 400]);
+    expect(Number.isNaN(edge[2])).toBe(true);
+    // gateInPlace: SiLU natively, other activations in JS
+    expect(Array.from(gateInPlace(relu, Float32Array.of(-1, 2), Float32Array.of(3, 4)))).toEqual([0, 8]);
+    expect(() => siluMulInPlace(new Float32Array(3), new Float32Array(2))).toThrow(/'u' has 2 values/);
+    expect(() => siluMulInPlace([1] as unknown as Float32Array, new Float32Array(1))).toThrow(TypeError);
   });
 
   it('names map to functions; unknown names are ERR_UNSUPPORTED', () => {

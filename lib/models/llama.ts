@@ -14,7 +14,7 @@
  * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { llama2cToHfRoPERows } from '../io/llama2c.js';
-import { activationByName, addInPlace, mulInPlace } from '../nn/activations.js';
+import { activationByName, addInPlace, gateInPlace } from '../nn/activations.js';
 import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
@@ -75,7 +75,7 @@ export class LlamaMLP extends Module {
   *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
     const g = yield* linearStep(linearChild(this, 'gate_proj'), x);
     const u = yield* linearStep(linearChild(this, 'up_proj'), x);
-    mulInPlace(this.#act(g.data), u.data);
+    gateInPlace(this.#act, g.data, u.data);
     return yield* linearStep(linearChild(this, 'down_proj'), g);
   }
 }

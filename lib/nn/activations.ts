@@ -5,6 +5,7 @@
  * GPT-2 was trained with ("gelu_new").
  */
 import { QuantkitError } from '../errors.js';
+import { siluMulInPlace } from '../ops/elementwise.js';
 
 export type ActivationFn = (x: Float32Array) => Float32Array;
 
@@ -93,4 +94,14 @@ export function addInPlace(dst: Float32Array, src: Float32Array): Float32Array {
 export function mulInPlace(dst: Float32Array, src: Float32Array): Float32Array {
   for (let i = 0; i < dst.length; i++) dst[i]! *= src[i]!;
   return dst;
+}
+
+/**
+ * dst = act(dst) * src, in place (the gated MLPs: SwiGLU and the like).
+ * SiLU runs natively on the thread pool (siluMulInPlace, the same
+ * roundings); other activations here, then mulInPlace.
+ */
+export function gateInPlace(act: ActivationFn, dst: Float32Array, src: Float32Array): Float32Array {
+  if (act === silu) return siluMulInPlace(dst, src);
+  return mulInPlace(act(dst), src);
 }

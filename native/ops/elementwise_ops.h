@@ -1,0 +1,16 @@
+// Element-wise activation ops of the model code, on the thread pool.
+// Compiled without ISA flags (the compiler vectorizes what it can; exp is
+// the libm one).
+#pragma once
+
+#include <cstddef>
+
+namespace qk {
+
+// SwiGLU's gate: g[i] = f32(silu(g[i])) * u[i], silu(v) = v / (1 + exp(-v))
+// evaluated in double and rounded once to f32, then an f32 product: the same
+// sequence of roundings as the JavaScript silu() + multiply it replaces
+// (only exp's last-bit differences between libm and V8 can show).
+void silu_mul(float* g, const float* u, size_t n);
+
+}  // namespace qk
