@@ -59,8 +59,8 @@ export abstract class CausalLM extends Module {
   /**
    * Run `tokens` at positions cache.length .. cache.length + tokens.length - 1,
    * append their keys/values to the cache, and return logits f32
-   * [tokens.length, vocabSize] (or [1, vocabSize] with { logits: 'last';
-   * a model may ignore the option and return every row, so callers read
+   * [tokens.length, vocabSize], or [1, vocabSize] with { logits: 'last' }
+   * (a model may ignore the option and return every row, so callers read
    * the last row as shape[0] - 1). The built-in models implement it as
    * runSync(this.forwardSteps(...)). (It stays abstract so that a model
    * written only as a plain forward(), like the test TinyLM, still compiles
