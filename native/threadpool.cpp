@@ -175,6 +175,14 @@ void parallel_for(size_t n_tasks, const std::function<void(size_t, size_t)>& fn)
     pool().run(n_tasks, fn);
 }
 
+void parallel_for(size_t n_tasks, double flops, const std::function<void(size_t, size_t)>& fn) {
+    if (n_tasks > 1 && flops >= kParallelMinFlops) {
+        pool().run(n_tasks, fn);
+        return;
+    }
+    for (size_t t = 0; t < n_tasks; ++t) fn(t, 0);
+}
+
 size_t threads() { return pool().size(); }
 
 void set_threads(size_t n) {

@@ -16,6 +16,13 @@ namespace qk {
 // another caller runs its tasks on its own thread (same results).
 void parallel_for(size_t n_tasks, const std::function<void(size_t task, size_t worker)>& fn);
 
+// The same, but on the calling thread alone when the whole call does fewer
+// than kParallelMinFlops floating-point operations (`flops`, the caller's
+// estimate): below that, handing tasks to the pool costs more than it saves.
+// The tasks and their results are the same either way.
+constexpr double kParallelMinFlops = 2.0e5;
+void parallel_for(size_t n_tasks, double flops, const std::function<void(size_t task, size_t worker)>& fn);
+
 // Pool size (calling thread included). Default: the number of online CPUs.
 size_t threads();
 

@@ -66,19 +66,13 @@ void one_task(const Kernels& k, const AttnArgs& a, size_t t, size_t g, std::vect
 
 void attention(const Kernels& k, const AttnArgs& a) {
     if (a.T == 0 || a.n_heads == 0 || a.head_dim == 0) return;
-    const size_t tasks = a.T * a.n_kv_heads;
-    // Work of the whole call in multiply-adds (q·k and p·v for every head).
-    const double work = 2.0 * double(a.T) * double(a.n_heads) * double(a.head_dim) * double(a.pos0 + a.T);
-    auto body = [&](size_t task, size_t) {
+    // Flops of the whole call: q·k and p·v for every head and position.
+    const double flops = 4.0 * double(a.T) * double(a.n_heads) * double(a.head_dim) * double(a.pos0 + a.T);
+    parallel_for(a.T * a.n_kv_heads, flops, [&](size_t task, size_t) {
         thread_local std::vector<float> s;
         thread_local std::vector<double> acc;
         one_task(k, a, task / a.n_kv_heads, task % a.n_kv_heads, s, acc);
-    };
-    if (tasks == 1 || work < 1.0e5) {  // waking the pool costs more than this
-        for (size_t t = 0; t < tasks; ++t) body(t, 0);
-        return;
-    }
-    parallel_for(tasks, body);
+    });
 }
 
 void attention(const AttnArgs& a) { attention(kernels(), a); }

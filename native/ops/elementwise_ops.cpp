@@ -18,12 +18,7 @@ void silu_mul(float* g, const float* u, size_t n) {
             g[i] = float(v / (1.0 + std::exp(-v))) * u[i];
         }
     };
-    const size_t tasks = (n + chunk - 1) / chunk;
-    if (tasks <= 1) {
-        for (size_t t = 0; t < tasks; ++t) body(t, 0);
-        return;
-    }
-    parallel_for(tasks, body);
+    parallel_for((n + chunk - 1) / chunk, body);  // one chunk runs on the caller
 }
 
 }  // namespace qk

@@ -46,18 +46,6 @@ float* panel_scratch(size_t floats) {
     return reinterpret_cast<float*>(p);
 }
 
-// Runs fn(task) for every task: on the pool, or inline when the whole call
-// is too small to repay waking the workers (same per-task work either way,
-// so the results are the same).
-template <class Fn>
-void run_tasks(size_t tasks, double flops, const Fn& fn) {
-    if (tasks <= 1 || flops < 2.0e5) {
-        for (size_t t = 0; t < tasks; ++t) fn(t, 0);
-        return;
-    }
-    parallel_for(tasks, fn);
-}
-
 void set_bias_only(const GemmArgs& a) {
     for (size_t m = 0; m < a.M; ++m) {
         float* y = a.y + m * a.ldy;
@@ -101,7 +89,7 @@ void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& 
     const size_t nb = b.gemv_nb ? b.gemv_nb : 64;
     const size_t tasks = (a.N + nb - 1) / nb;
     const double flops = 2.0 * double(a.M) * double(a.N) * double(a.K);
-    run_tasks(tasks, flops, [&](size_t t, size_t) {
+    parallel_for(tasks, flops, [&](size_t t, size_t) {
         const size_t n0 = t * nb;
         const size_t n1 = min_sz(a.N, n0 + nb);
         for (size_t m0 = 0; m0 < a.M; m0 += 4) kern.gemv(a, m0, min_sz(4, a.M - m0), n0, n1);
@@ -146,7 +134,7 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
 
     const size_t tasks = (a.N + nb - 1) / nb;
     const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
-    run_tasks(tasks, flops, [&](size_t t, size_t) {
+    parallel_for(tasks, flops, [&](size_t t, size_t) {
         const size_t n0 = t * nb;
         const size_t nr = min_sz(a.N, n0 + nb) - n0;
         float* scratch = in_place ? nullptr : panel_scratch(nb * ldp);
