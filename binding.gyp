@@ -39,15 +39,18 @@
         "native/kernels/ref/quant_ref.cpp",
         "native/kernels/ref/gemm_ref.cpp",
         "native/kernels/ref/w8a8_ref.cpp",
+        "native/kernels/ref/w4a8_ref.cpp",
         "native/ops/quantize_ops.cpp",
         "native/ops/gemm_ops.cpp",
         "native/ops/w8a8_ops.cpp",
+        "native/ops/w4a8_ops.cpp",
         "native/ops/attention_ops.cpp",
         "native/ops/elementwise_ops.cpp",
         "native/binding/addon.cpp",
         "native/binding/quantize_binding.cpp",
         "native/binding/gemm_binding.cpp",
         "native/binding/w8a8_binding.cpp",
+        "native/binding/w4a8_binding.cpp",
         "native/binding/attention_binding.cpp",
         "native/binding/elementwise_binding.cpp"
       ],
@@ -117,7 +120,8 @@
               "native/kernels/x86/quant_avx512.cpp",
               "native/kernels/x86/gemm_avx512.cpp",
               "native/kernels/x86/w8a8_avx512.cpp",
-              "native/kernels/x86/w8a8_avx512_packed.cpp"
+              "native/kernels/x86/w8a8_avx512_packed.cpp",
+              "native/kernels/x86/w4a8_avx512.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",

@@ -97,6 +97,24 @@ export interface Addon {
   ): [number, number];
   gemmW8A8Async(...args: Parameters<Addon['gemmW8A8']>): Promise<[number, number]>;
   /**
+   * W4A8: packed int4 weight w [N, K/2] (two's complement without zero
+   * points) times x quantized to int8 per block of 32 values. Returns the
+   * index of the first NaN/Inf in x or -1.
+   */
+  gemmW4A8(
+    x: Float32Array,
+    M: number,
+    K: number,
+    w: Uint8Array,
+    N: number,
+    groupSize: number,
+    scales: Float32Array,
+    zeroPoints: Uint8Array | null,
+    bias: Float32Array | null,
+    y: Float32Array,
+  ): number;
+  gemmW4A8Async(...args: Parameters<Addon['gemmW4A8']>): Promise<number>;
+  /**
    * Causal attention of T queries at positions pos0.. over keys/values
    * [>= pos0 + T, nKvHeads * headDim] into out [T, nHeads * headDim].
    */

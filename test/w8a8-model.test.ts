@@ -1,7 +1,8 @@
 /**
  * W8A8 and LLM.int8() on the real stories260K model: perplexity within 1 %
- * of fp32 on TinyStories text (acceptance), quantizeModel's activations
- * option, and its validation.
+ * of fp32 on TinyStories text (acceptance); W4A8 within 1 % of the same
+ * int4 weights with float activations; quantizeModel's activations option,
+ * and its validation.
  */
 import * as fs from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -42,9 +43,25 @@ describe.skipIf(!present)('stories260K with int8 activations', () => {
     expect(Math.abs(llm - fp32) / fp32).toBeLessThan(0.01);
   });
 
+  it('W4A8 (int4 g32 weights, int8 activations per 32 values) perplexity is within 1 % of int4 weight-only', () => {
+    const ppl = (scheme: 'symmetric' | 'asymmetric', activations: 'none' | 'int8') => {
+      const { model } = loadModelSync(fixture('stories260K'));
+      const s = quantizeModel(model, { weights: 'int4', scheme, groupSize: 32, activations });
+      expect(s.replaced.length).toBe(35);
+      for (const [, m] of model.namedModules()) if (m instanceof QLinear) expect(m.activations).toBe(activations);
+      return perplexity(model, tokens, { context: 256 }).ppl;
+    };
+    for (const scheme of ['symmetric', 'asymmetric'] as const) {
+      const w4 = ppl(scheme, 'none');
+      const w4a8 = ppl(scheme, 'int8');
+      console.log(`stories260K perplexity (8160 tokens), int4 ${scheme} g32: weight-only ${w4.toFixed(4)}, W4A8 ${w4a8.toFixed(4)} (${(((w4a8 - w4) / w4) * 100).toFixed(2)} %)`);
+      expect(Math.abs(w4a8 - w4) / w4).toBeLessThan(0.01);
+    }
+  });
+
   it('validates the activations option', () => {
     const { model } = loadModelSync(fixture('stories260K'));
-    expect(() => quantizeModel(model, { weights: 'int4', activations: 'int8' })).toThrow(/options.weights/);
+    expect(() => quantizeModel(model, { weights: 'int4', activations: 'llm.int8' })).toThrow(/options.weights/);
     expect(() => quantizeModel(model, { weights: 'int8', scheme: 'asymmetric', activations: 'int8' })).toThrow(/options.scheme/);
     expect(() => quantizeModel(model, { weights: 'int8', activations: 'int8', threshold: 3 })).toThrow(/options.threshold/);
     expect(() => quantizeModel(model, { weights: 'int8', activations: 'fp8' as 'int8' })).toThrow(/options.activations/);

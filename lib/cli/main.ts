@@ -32,7 +32,7 @@ function quantOpts(cmd: Command, withBits: boolean): Command {
     .addOption(new Option('--group <n>', 'values per scale along K (int4 default 32; int8 default: per channel)').argParser(intOption(2, 1 << 20)))
     .addOption(new Option('--granularity <g>', 'channel, group or tensor').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))
     .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
-    .addOption(new Option('--activations <a>', 'none (weight-only), int8 (dynamic W8A8) or llm.int8; the int8 modes need int8 sym per-channel weights').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
+    .addOption(new Option('--activations <a>', 'none (weight-only), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
     .addOption(new Option('--threshold <t>', 'LLM.int8() outlier threshold (default 6)').argParser(floatOption(0, 1e6)));
 }
 

@@ -37,6 +37,6 @@ export function requireFloat(m: CliModel, what: string): void {
 /** Short label: "int8 sym per-channel", "int4 asym g32". */
 export function quantLabel(o: QuantizeModelOptions): string {
   const s = o.scheme === 'asymmetric' ? 'asym' : 'sym';
-  const act = o.activations === 'int8' ? ' W8A8' : o.activations === 'llm.int8' ? ' LLM.int8' : '';
+  const act = o.activations === 'int8' ? (o.weights === 'int4' ? ' W4A8' : ' W8A8') : o.activations === 'llm.int8' ? ' LLM.int8' : '';
   return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}`;
 }

@@ -5,6 +5,7 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { type PreparedWeight, checkBias, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
+import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
 import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import { quantize } from '../quant/quantize.js';
@@ -57,9 +58,11 @@ export type ActivationMode = 'none' | 'int8' | 'llm.int8';
 export interface QLinearRuntimeOptions {
   /**
    * 'none' (default): x stays f32, the int8/int4 weight is dequantized in
-   * registers. 'int8': dynamic W8A8 (x quantized per row on every call,
-   * int32 accumulation). 'llm.int8': LLM.int8() decomposition. Both int8
-   * modes need an int8 symmetric per-channel weight.
+   * registers. 'int8': x is quantized to int8 on every call, products
+   * accumulate in int32: with an int8 weight (symmetric per channel),
+   * dynamic W8A8 with one scale per row of x; with an int4 weight (any
+   * scheme and granularity), W4A8 with one scale per 32 values of x.
+   * 'llm.int8': LLM.int8() decomposition (int8 symmetric per-channel weight).
    */
   activations?: ActivationMode;
   /** LLM.int8() outlier threshold on |x| (default 6.0; 0 disables the decomposition). */
@@ -90,6 +93,7 @@ export class QLinear extends Module {
   /** Outlier input columns found by the last LLM.int8() forward. */
   lastOutlierColumns = 0;
   readonly #w: PreparedWeight | null;
+  readonly #w4: PreparedWeight | null;
   readonly #w8: W8A8Weight | null;
   readonly #b: Float32Array | null;
 
@@ -101,13 +105,12 @@ export class QLinear extends Module {
     const rt = runtimeOptions('QLinear', options);
     this.activations = rt.activations;
     this.threshold = rt.threshold;
-    if (rt.activations === 'none') {
-      this.#w = prepareWeight('QLinear', 'qweight', qweight);
-      this.#w8 = null;
-    } else {
-      this.#w = null;
-      this.#w8 = prepareW8A8('QLinear', 'qweight', qweight);
-    }
+    this.#w = null;
+    this.#w4 = null;
+    this.#w8 = null;
+    if (rt.activations === 'none') this.#w = prepareWeight('QLinear', 'qweight', qweight);
+    else if (rt.activations === 'int8' && qweight.bits === 4) this.#w4 = prepareW4A8('QLinear', 'qweight', qweight);
+    else this.#w8 = prepareW8A8('QLinear', 'qweight', qweight);
     this.#b = checkBias('QLinear', bias, qweight.shape[0] ?? 0);
     this.qweight = qweight;
     this.bias = bias ?? null;
@@ -115,7 +118,8 @@ export class QLinear extends Module {
 
   /**
    * Quantize a Linear's weight (default: int8 symmetric per channel). With
-   * activations 'int8' / 'llm.int8' the weight is int8 symmetric per channel.
+   * activations 'llm.int8', or 'int8' and 8 bits, the weight is int8
+   * symmetric per channel; 'int8' with 4 bits takes any int4 weight (W4A8).
    */
   static fromLinear(linear: Linear, options?: QLinearOptions): QLinear {
     const fn = 'QLinear.fromLinear';
@@ -125,7 +129,7 @@ export class QLinear extends Module {
     }
     const { activations, threshold, ...qopts } = options ?? {};
     const rt = runtimeOptions(fn, { activations, threshold });
-    if (rt.activations !== 'none') {
+    if (rt.activations === 'llm.int8' || (rt.activations === 'int8' && (qopts.bits ?? 8) === 8)) {
       if ((qopts.bits ?? 8) !== 8) throw rangeError(fn, 'options.bits', `must be 8 with activations '${rt.activations}'`);
       if ((qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
       if ((qopts.granularity ?? 'channel') === 'group') throw rangeError(fn, 'options.granularity', `must be 'channel' or 'tensor' with activations '${rt.activations}'`);
@@ -142,6 +146,7 @@ export class QLinear extends Module {
 
   forward(x: Tensor): Tensor<'f32'> {
     if (this.#w) return matmulPrepared('QLinear.forward', x, this.#w, this.#b);
+    if (this.#w4) return matmulW4A8('QLinear.forward', x, this.#w4, this.#b);
     const r = matmulW8A8('QLinear.forward', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1);
     this.lastOutlierColumns = r.outliers;
     return r.y;
@@ -150,6 +155,7 @@ export class QLinear extends Module {
   /** forward() on a worker thread. */
   async forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
     if (this.#w) return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b);
+    if (this.#w4) return matmulW4A8Async('QLinear.forwardAsync', x, this.#w4, this.#b);
     const r = await matmulW8A8Async('QLinear.forwardAsync', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1);
     this.lastOutlierColumns = r.outliers;
     return r.y;

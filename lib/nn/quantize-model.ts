@@ -51,8 +51,10 @@ export interface QuantizeModelOptions {
   groupFallback?: GroupFallback;
   /**
    * How the quantized layers treat their inputs (see QLinear): 'none'
-   * (default, weight-only), 'int8' (dynamic W8A8) or 'llm.int8'. The int8
-   * modes need weights 'int8', scheme 'symmetric', granularity 'channel'.
+   * (default, weight-only), 'int8' or 'llm.int8'. With weights 'int8' both
+   * need scheme 'symmetric' and granularity 'channel' ('int8' is then
+   * dynamic W8A8); with weights 'int4', 'int8' is W4A8 (any int4 scheme
+   * and granularity, activations quantized per 32 values).
    */
   activations?: ActivationMode;
   /** LLM.int8() outlier threshold (default 6.0). */
@@ -128,7 +130,8 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
   if (activations !== 'none' && activations !== 'int8' && activations !== 'llm.int8') {
     throw rangeError(fn, 'options.activations', `must be 'none', 'int8' or 'llm.int8', got ${describe(activations)}`);
   }
-  if (activations !== 'none') {
+  // int8 activations over int4 weights (W4A8) take any int4 scheme and granularity.
+  if (activations === 'llm.int8' || (activations === 'int8' && bits === 8)) {
     if (bits !== 8) throw rangeError(fn, 'options.weights', `must be 'int8' with activations '${activations}'`);
     if (scheme !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${activations}'`);
     if (granularity !== 'channel') throw rangeError(fn, 'options.granularity', `must be 'channel' with activations '${activations}'`);

@@ -75,6 +75,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     register_quantize(env, exports);
     register_gemm(env, exports);
     register_w8a8(env, exports);
+    register_w4a8(env, exports);
     register_attention(env, exports);
     register_elementwise(env, exports);
     return exports;

@@ -8,6 +8,7 @@ namespace qkb {
 void register_quantize(Napi::Env env, Napi::Object exports);
 void register_gemm(Napi::Env env, Napi::Object exports);
 void register_w8a8(Napi::Env env, Napi::Object exports);
+void register_w4a8(Napi::Env env, Napi::Object exports);
 void register_attention(Napi::Env env, Napi::Object exports);
 void register_elementwise(Napi::Env env, Napi::Object exports);
 

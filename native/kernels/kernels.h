@@ -88,6 +88,47 @@ struct W8A8Args {
 };
 constexpr size_t kW8A8MaxK = 133144;  // 133144 * 127 * 127 < 2^31 <= 133145 * 127 * 127
 
+// Arguments of one W4A8 call (Kernels::gemm_w4a8): an int4 weight W[N, K]
+// (WeightView with fmt i4, group G: two's-complement nibbles when zps is
+// nullptr, else unsigned nibbles u with zero points z) times int8
+// activation codes xq[M, K] in [-127, 127], quantized per BLOCK of 32
+// consecutive values of a row (block b = values [32 b, 32 b + 32), the
+// last one shorter when 32 does not divide K) with scale sx[m, b].
+//
+// Activation layout, per row (row stride ldx bytes, ldx >= 128 ceil(K/128)):
+// chunks of 128 values, the even values first, then the odd ones,
+//   xc[m ldx + 128 c + j]      = xq[m, 128 c + 2 j]       (j < 64)
+//   xc[m ldx + 128 c + 64 + j] = xq[m, 128 c + 2 j + 1]
+// and 0 past K. This is the order of the nibbles of 64 packed weight bytes
+// (low nibble = even k), so a kernel splits a weight vector into its low
+// and high nibbles and multiplies each against a contiguous load of xc.
+//
+// The spec (ref): a segment is the intersection of a weight group g and an
+// activation block b; per output, in float, in k order,
+//   y[m, n] = sum over segments of (s[n, g] * sx[m, b]) * (float) D,
+//   D = sum_{k in segment} q[n, k] * xq[m, k]   (exact int32),
+// where q is the signed nibble (symmetric) or u - z[n, g] (asymmetric);
+// then y = y + bias[n] if bias.
+//
+// SIMD kernels take the ref path unless G % 32 == 0 and (G == 32, G == 64
+// or G % 128 == 0). They sum 8 values per int32 lane with an unsigned
+// weight operand u' = u (asymmetric) or nibble ^ 8 = q + 8 (symmetric), and
+// remove the offset with the per-group activation sums tg:
+//   y = sum_lanes (float) D'_l * (s[n, g(l)] * sxl[m, l])
+//       - sum_g (s[n, g] * z'[n, g]) * tg[m, g]   (z' = 8 if symmetric, else z)
+// They differ from the ref by float summation order only.
+struct W4A8Args {
+    const int8_t* xc; size_t ldx;  // activation codes, layout above
+    const float* sx; size_t ldsx;  // [M, ceil(K/32)] block scales
+    const float* sxl; size_t ldsxl;// [M, 16 ceil(K/128)] lane scales sxl[m, l] = sx[m, l / 4] (lane l =
+                                   // values [8 l, 8 l + 8)), 0 past K; only read when K % 32 == 0
+    const float* tg; size_t ldtg;  // [M, K/G] tg[m, g] = sum_{k in g} sx[m, k / 32] * xq[m, k]
+    size_t M, N, K;
+    WeightView w;                  // fmt i4, group G (even, divides K), K even
+    const float* bias;             // [N] or nullptr
+    float* y; size_t ldy;          // [M, N]
+};
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -162,6 +203,11 @@ struct Kernels {
     // a (row stride lda, rows <= 16) -> ap[ceil(K / 4) * 64], rows >= rows
     // and columns >= K zero. Exact byte moves: identical on every ISA.
     void (*w8a8_pack_a)(const uint8_t* a, size_t lda, size_t rows, size_t K, uint8_t* ap);
+
+    // ---- W4A8: int4 weights x int8 activations per block of 32 ----------
+    // For output columns n in [n0, n1) and every row m < M, y[m, n] as
+    // documented on W4A8Args.
+    void (*gemm_w4a8)(const W4A8Args& a, size_t n0, size_t n1);
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

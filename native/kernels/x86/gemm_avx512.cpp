@@ -52,6 +52,7 @@
 #include <utility>
 
 #include "../isa.h"
+#include "avx512_reduce.h"
 #include "avx512_transpose.h"
 
 namespace qk {
@@ -124,19 +125,6 @@ static inline __m512i idx_even() {
 }
 static inline __m512i idx_odd() {
     return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-}
-
-// Horizontal sum; every output of every kernel goes through this one
-// function so the reduction tree is the same for all tile shapes.
-static inline float hsum(__m512 v) {
-    // (vshuff32x4 rather than vextractf64x4: GCC 12 warns on the latter's
-    // undefined pass-through operand.)
-    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                   _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee)));
-    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    const __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
-    return _mm_cvtss_f32(d);
 }
 
 // Software prefetch of W rows two tiles ahead, into L2. A tile's R rows are one

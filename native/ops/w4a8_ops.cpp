@@ -1,0 +1,150 @@
+// W4A8 driver (see w4a8_ops.h): (1) quantize X per block of 32 into the
+// chunked layout of W4A8Args, with the block scales, their lane expansion
+// and the per-group activation sums (parallel over rows); (2) the table's
+// gemm_w4a8 over blocks of N rows of W (parallel_for). No ISA flags.
+#include "w4a8_ops.h"
+
+#include <atomic>
+
+#include "../dispatch.h"
+#include "../threadpool.h"
+#include "quantize_ops.h"
+
+namespace qk {
+
+namespace {
+
+size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+void record_bad(std::atomic<size_t>& bad, size_t idx) {
+    size_t cur = bad.load();
+    while (idx < cur && !bad.compare_exchange_weak(cur, idx)) {}
+}
+
+// One row: codes q[K] (natural order) -> the operands of row m of `a`.
+// Returns the index in the row of the first NaN/Inf, or SIZE_MAX.
+size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std::vector<float>& amax,
+                    std::vector<int8_t>& q) {
+    const size_t K = a.K, full = K / 32, rem = K % 32, nb = full + (rem ? 1 : 0);
+    amax.resize(nb);
+    q.resize(K);
+    size_t e = full ? k.absmax(x, full, 32, amax.data()) : SIZE_MAX;
+    if (e != SIZE_MAX) return e;
+    if (rem) {
+        e = k.absmax(x + 32 * full, 1, rem, amax.data() + full);
+        if (e != SIZE_MAX) return 32 * full + e;
+    }
+    QuantSpec spec;
+    spec.bits = 8;
+    spec.asymmetric = false;
+    spec.gran = Granularity::group;
+    spec.group = 32;
+    float* sx = a.sx.data() + m * a.ldsx;
+    for (size_t b = 0; b < nb; ++b) {
+        int32_t zp;
+        choose_params(spec, -amax[b], amax[b], &sx[b], &zp);
+    }
+    if (full) k.quantize(x, full, 32, sx, nullptr, -127, 127, q.data());
+    if (rem) k.quantize(x + 32 * full, 1, rem, sx + full, nullptr, -127, 127, q.data() + 32 * full);
+
+    // Chunked layout: per 128 values, the even ones then the odd ones.
+    // Locals only in the loops (int8 stores may alias anything captured).
+    int8_t* xc = a.xc.data() + m * a.ldx;
+    const int8_t* qp = q.data();
+    const size_t kk = K, ldx = a.ldx;
+    for (size_t i = 0; i < ldx; ++i) xc[i] = 0;
+    for (size_t i = 0; i < kk; ++i) xc[(i & ~size_t(127)) + (i & 1) * 64 + ((i & 127) >> 1)] = qp[i];
+
+    float* sxl = a.sxl.data() + m * a.ldsxl;
+    for (size_t l = 0; l < a.ldsxl; ++l) sxl[l] = 8 * l < kk ? sx[l / 4] : 0.0f;
+
+    // tg[g] = sum_{k in g} sx[k / 32] * q[k], one product per segment.
+    float* tg = a.tg.data() + m * a.ldtg;
+    const size_t G = a.G;
+    for (size_t g = 0; g < kk / G; ++g) {
+        float t = 0.0f;
+        int32_t d = 0;
+        for (size_t i = g * G; i < (g + 1) * G; ++i) {
+            d += qp[i];
+            if ((i + 1) % 32 == 0 || i + 1 == (g + 1) * G) {
+                t = t + sx[i / 32] * float(d);
+                d = 0;
+            }
+        }
+        tg[g] = t;
+    }
+    return SIZE_MAX;
+}
+
+}  // namespace
+
+size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, size_t G, W4A8Acts& a) {
+    a.M = M;
+    a.K = K;
+    a.G = G;
+    const size_t chunks = (K + 127) / 128;
+    a.ldx = 128 * chunks;
+    a.ldsx = (K + 31) / 32;
+    a.ldsxl = 16 * chunks;
+    a.ldtg = K / G;
+    a.xc.resize(M * a.ldx);
+    a.sx.resize(M * a.ldsx);
+    a.sxl.resize(M * a.ldsxl);
+    a.tg.resize(M * a.ldtg);
+    if (M == 0 || K == 0) return SIZE_MAX;
+    std::atomic<size_t> bad{SIZE_MAX};
+    const size_t rpt = (size_t(1) << 16) / K + 1;
+    parallel_for((M + rpt - 1) / rpt, double(M) * double(K) * 8.0, [&](size_t t, size_t) {
+        thread_local std::vector<float> amax;
+        thread_local std::vector<int8_t> q;
+        for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
+            const size_t e = quantize_row(k, x + m * K, a, m, amax, q);
+            if (e != SIZE_MAX) {
+                record_bad(bad, m * K + e);
+                return;
+            }
+        }
+    });
+    return bad.load();
+}
+
+size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t M,
+                 const float* bias, float* y) {
+    if (M == 0 || N == 0) return SIZE_MAX;
+    if (K == 0) {
+        for (size_t m = 0; m < M; ++m)
+            for (size_t n = 0; n < N; ++n) y[m * N + n] = bias ? bias[n] : 0.0f;
+        return SIZE_MAX;
+    }
+    thread_local W4A8Acts acts;
+    const size_t bad = w4a8_quantize_rows(k, x, M, K, w.group, acts);
+    if (bad != SIZE_MAX) return bad;
+    W4A8Args a;
+    a.xc = acts.xc.data();
+    a.ldx = acts.ldx;
+    a.sx = acts.sx.data();
+    a.ldsx = acts.ldsx;
+    a.sxl = acts.sxl.data();
+    a.ldsxl = acts.ldsxl;
+    a.tg = acts.tg.data();
+    a.ldtg = acts.ldtg;
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    a.w = w;
+    a.bias = bias;
+    a.y = y;
+    a.ldy = N;
+    // 64 weight rows per task: 64 K / 2 bytes stay in L2 while every block
+    // of 4 activation rows passes over them.
+    const size_t nb = 64;
+    parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K),
+                 [&](size_t t, size_t) { k.gemm_w4a8(a, t * nb, min_sz(N, (t + 1) * nb)); });
+    return SIZE_MAX;
+}
+
+size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y) {
+    return gemm_w4a8(kernels(), w, N, K, x, M, bias, y);
+}
+
+}  // namespace qk

@@ -1,0 +1,39 @@
+// W4A8: an int4 weight (per-group or per-channel scales, symmetric or with
+// zero points: what qk::quantize gives for bits 4) times activations
+// quantized to int8 on every call, per block of 32 consecutive values of a
+// row (symmetric absmax: qk::choose_params for 8 bits, codes in
+// [-127, 127]). This is the arithmetic of ONNX Runtime's MatMulNBits with
+// accuracy_level 4: the products are exact int32 sums per (weight group x
+// activation block) segment, rescaled in float. See W4A8Args (kernels.h)
+// for the exact formula. Work is split over blocks of N; the result does not
+// depend on the thread count. Compiled without ISA flags.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../kernels/kernels.h"
+
+namespace qk {
+
+// The activation operands of W4A8Args for M rows of K values (group G).
+struct W4A8Acts {
+    size_t M = 0, K = 0, G = 0;
+    size_t ldx = 0, ldsx = 0, ldsxl = 0, ldtg = 0;
+    std::vector<int8_t> xc;
+    std::vector<float> sx, sxl, tg;
+};
+
+// Quantize x[M, K] per block of 32 into `acts` (layout of W4A8Args).
+// Returns SIZE_MAX, or the flat index of the first NaN/Inf of x.
+size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, size_t G, W4A8Acts& acts);
+
+// Y[M, N] (row stride N) = x[M, K] · W^T (+ bias[N] or nullptr) with w an
+// i4 WeightView of N rows (K even, G even and dividing K). Same return value
+// as w4a8_quantize_rows (Y is then unspecified).
+size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t M,
+                 const float* bias, float* y);
+size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y);
+
+}  // namespace qk

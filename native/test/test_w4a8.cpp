@@ -1,0 +1,308 @@
+// Tests of the W4A8 kernel (Kernels::gemm_w4a8) and driver (ops/w4a8_ops.h),
+// run once per ISA table (ctx.k) against the scalar reference (ctx.ref).
+//
+//  - Activation quantization: per block of 32 (the last one shorter), the
+//    scale and codes of qk::choose_params / round-half-even, the chunked
+//    layout, the lane scales and the per-group sums tg; NaN/Inf reported by
+//    flat index.
+//  - Kernel: every ISA against the ref on the same operands, and both
+//    against a float64 evaluation of the spec's sum, for symmetric and
+//    asymmetric weights, group sizes the SIMD kernels take (32, 64, 128,
+//    256, per channel) and the ones they leave to the ref (2, 4, 6, 96),
+//    odd M and N, column sub-ranges, K tails of 32/64/96 values, edge codes.
+//    The ref is exact up to the float rounding of its own sum; a SIMD kernel
+//    also sums lanes in another order and removes the +8 / zero-point
+//    offset in float, so both are bounded by c * 2^-24 * P with
+//    P = sum |terms| (plus the offset terms for the SIMD kernels).
+//  - Driver: bit-identical for every thread count; within the activation
+//    rounding bound of a float64 x . W_deq^T product.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../kernels/kernels.h"
+#include "../ops/quantize_ops.h"
+#include "../ops/w4a8_ops.h"
+#include "../threadpool.h"
+#include "harness.h"
+
+namespace {
+
+struct Rng : qkt::Rng {
+    explicit Rng(uint64_t seed) : qkt::Rng(seed, 11) {}
+};
+
+uint32_t fbits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+
+// An int4 weight [N, K] (codes in natural order, packed), group G.
+struct Weight {
+    size_t N, K, G;
+    bool asym;
+    std::vector<int8_t> q;      // signed value (sym) or u (asym), [N, K]
+    std::vector<uint8_t> packed;
+    std::vector<float> scales;  // [N, K/G]
+    std::vector<uint8_t> zps;   // [N, K/G] (asym)
+    qk::WeightView view() const {
+        qk::WeightView w;
+        w.fmt = qk::WFormat::i4;
+        w.data = packed.data();
+        w.row_bytes = K / 2;
+        w.scales = scales.data();
+        w.zps = asym ? zps.data() : nullptr;
+        w.group = G;
+        return w;
+    }
+    double deq(size_t n, size_t k) const {
+        const double s = scales[n * (K / G) + k / G];
+        return asym ? s * (q[n * K + k] - int(zps[n * (K / G) + k / G])) : s * q[n * K + k];
+    }
+};
+
+// mode 0 random; 1 all min code; 2 all max code; 3 alternating.
+Weight make_weight(size_t N, size_t K, size_t G, bool asym, int mode, Rng& rng) {
+    Weight w{N, K, G, asym, {}, {}, {}, {}};
+    const int lo = asym ? 0 : -8, hi = asym ? 15 : 7;
+    w.q.resize(N * K);
+    for (size_t i = 0; i < N * K; ++i) {
+        switch (mode) {
+            case 1: w.q[i] = int8_t(lo); break;
+            case 2: w.q[i] = int8_t(hi); break;
+            case 3: w.q[i] = int8_t(i % 2 ? hi : lo); break;
+            default: w.q[i] = int8_t(rng.irange(lo, hi)); break;
+        }
+    }
+    w.packed.assign(N * K / 2 + 64, 0);  // 64 bytes of slack: SIMD loads of the last row are masked
+    w.packed.resize(N * K / 2);
+    for (size_t n = 0; n < N; ++n)
+        for (size_t k = 0; k < K; k += 2)
+            w.packed[n * K / 2 + k / 2] = uint8_t((w.q[n * K + k] & 0x0F) | ((w.q[n * K + k + 1] & 0x0F) << 4));
+    w.scales.resize(N * (K / G));
+    for (float& s : w.scales) s = rng.uni(0.001f, 0.05f);
+    if (asym) {
+        w.zps.resize(N * (K / G));
+        for (uint8_t& z : w.zps) z = uint8_t(mode == 0 ? rng.irange(0, 15) : (mode == 1 ? 15 : 0));
+    }
+    return w;
+}
+
+std::vector<float> make_x(size_t M, size_t K, int mode, Rng& rng) {
+    std::vector<float> x(M * K);
+    for (size_t i = 0; i < M * K; ++i) {
+        switch (mode) {
+            case 1: x[i] = (i / 32) % 3 == 1 ? 0.0f : rng.uni(-2.0f, 2.0f); break;  // zero blocks
+            case 2: x[i] = (i % 7 == 0) ? 1e4f : rng.uni(-1e-3f, 1e-3f); break;      // one large value per block
+            default: x[i] = rng.uni(-3.0f, 3.0f); break;
+        }
+    }
+    return x;
+}
+
+qk::W4A8Args args_for(const qk::W4A8Acts& acts, const Weight& w, size_t M, const float* bias, float* y) {
+    qk::W4A8Args a;
+    a.xc = acts.xc.data(); a.ldx = acts.ldx;
+    a.sx = acts.sx.data(); a.ldsx = acts.ldsx;
+    a.sxl = acts.sxl.data(); a.ldsxl = acts.ldsxl;
+    a.tg = acts.tg.data(); a.ldtg = acts.ldtg;
+    a.M = M; a.N = w.N; a.K = w.K;
+    a.w = w.view();
+    a.bias = bias;
+    a.y = y; a.ldy = w.N;
+    return a;
+}
+
+// xq[m, k] back from the chunked layout.
+int xq_at(const qk::W4A8Acts& a, size_t m, size_t k) {
+    const size_t r = k % 128;
+    return a.xc[m * a.ldx + 128 * (k / 128) + (r % 2) * 64 + r / 2];
+}
+
+// Check the kernel of ctx.k and the ref on one problem, over [n0, n1).
+void check_kernel(qkt::Ctx& ctx, const Weight& w, size_t M, int xmode, bool with_bias, size_t n0, size_t n1,
+                  Rng& rng) {
+    const size_t N = w.N, K = w.K, G = w.G;
+    const std::vector<float> x = make_x(M, K, xmode, rng);
+    qk::W4A8Acts acts;
+    QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), M, K, G, acts) == SIZE_MAX, "finite x");
+    std::vector<float> bias(N);
+    for (float& b : bias) b = rng.uni(-1.0f, 1.0f);
+    const float* bp = with_bias ? bias.data() : nullptr;
+    std::vector<float> y(M * N, 777.0f), yr(M * N, 777.0f);
+    ctx.k->gemm_w4a8(args_for(acts, w, M, bp, y.data()), n0, n1);
+    ctx.ref->gemm_w4a8(args_for(acts, w, M, bp, yr.data()), n0, n1);
+    const bool simd_path = G % 32 == 0 && (G == 32 || G == 64 || G % 128 == 0);
+    for (size_t m = 0; m < M; ++m)
+        for (size_t n = 0; n < N; ++n) {
+            const float got = y[m * N + n], want = yr[m * N + n];
+            if (n < n0 || n >= n1) {
+                QKT_CHECK(got == 777.0f && want == 777.0f, "column %zu outside [%zu, %zu) written", n, n0, n1);
+                continue;
+            }
+            // float64 value of the spec's sum, and the scale of its roundings.
+            double y64 = with_bias ? bias[n] : 0.0, P = with_bias ? std::fabs(bias[n]) : 0.0, Poff = 0.0;
+            for (size_t k = 0; k < K; ++k) {
+                const double xv = double(acts.sx[m * acts.ldsx + k / 32]) * xq_at(acts, m, k);
+                const double t = w.deq(n, k) * xv;
+                y64 += t;
+                P += std::fabs(t);
+                Poff += double(w.scales[n * (K / G) + k / G]) * 16.0 * std::fabs(xv);
+            }
+            const double u = 1.0 / 16777216.0;
+            const double tol_ref = 4.0 * u * (double(K) / 32.0 + 4.0) * P + 1e-30;
+            QKT_CHECK(std::fabs(double(want) - y64) <= tol_ref, "ref m=%zu n=%zu K=%zu G=%zu: %.9g vs f64 %.9g", m, n, K, G,
+                      double(want), y64);
+            const double tol = simd_path ? 4.0 * u * (double(K) / 32.0 + 4.0) * (P + Poff) + 1e-30 : 0.0;
+            if (!simd_path) {
+                QKT_CHECK(fbits(got) == fbits(want), "%s (ref path) m=%zu n=%zu K=%zu G=%zu: %.9g vs %.9g",
+                          ctx.k->name, m, n, K, G, double(got), double(want));
+            } else {
+                QKT_CHECK(std::fabs(double(got) - y64) <= tol, "%s m=%zu n=%zu K=%zu G=%zu asym=%d: %.9g vs f64 %.9g (tol %.3g)",
+                          ctx.k->name, m, n, K, G, int(w.asym), double(got), y64, tol);
+            }
+        }
+}
+
+}  // namespace
+
+QKT_TEST(w4a8_quantize_rows) {
+    Rng rng(1);
+    const size_t Ks[] = {2, 30, 32, 34, 96, 128, 130, 172, 256, 390};
+    for (size_t K : Ks) {
+        const size_t G = (K % 32 == 0) ? 32 : 2;
+        const size_t M = 3;
+        std::vector<float> x = make_x(M, K, 1, rng);
+        x[1] = -5.5f;  // a block with a clear absmax
+        qk::W4A8Acts a;
+        QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), M, K, G, a) == SIZE_MAX, "K=%zu finite", K);
+        QKT_CHECK(a.ldx == 128 * ((K + 127) / 128) && a.ldsx == (K + 31) / 32 && a.ldtg == K / G, "K=%zu strides", K);
+        for (size_t m = 0; m < M; ++m) {
+            for (size_t b = 0; b < a.ldsx; ++b) {
+                double amax = 0.0;
+                for (size_t k = 32 * b; k < std::min(K, 32 * b + 32); ++k) amax = std::max(amax, std::fabs(double(x[m * K + k])));
+                const float want = amax == 0.0 ? 1.0f : float(amax / 127.0);
+                QKT_CHECK(a.sx[m * a.ldsx + b] == want, "K=%zu m=%zu block %zu scale %.9g vs %.9g", K, m, b,
+                          double(a.sx[m * a.ldsx + b]), double(want));
+            }
+            for (size_t k = 0; k < a.ldx; ++k) {
+                const int got = xq_at(a, m, k);
+                if (k >= K) {
+                    QKT_CHECK(got == 0, "K=%zu padding at %zu", K, k);
+                    continue;
+                }
+                const float s = a.sx[m * a.ldsx + k / 32];
+                const float want = std::fmin(127.0f, std::fmax(-127.0f, std::nearbyint(x[m * K + k] / s)));
+                QKT_CHECK(got == int(want), "K=%zu m=%zu k=%zu code %d vs %d", K, m, k, got, int(want));
+            }
+            for (size_t l = 0; l < a.ldsxl; ++l) {
+                const float want = 8 * l < K ? a.sx[m * a.ldsx + l / 4] : 0.0f;
+                QKT_CHECK(a.sxl[m * a.ldsxl + l] == want, "K=%zu lane scale %zu", K, l);
+            }
+            for (size_t g = 0; g < K / G; ++g) {
+                double t = 0.0, P = 0.0;
+                for (size_t k = g * G; k < (g + 1) * G; ++k) {
+                    const double v = double(a.sx[m * a.ldsx + k / 32]) * xq_at(a, m, k);
+                    t += v;
+                    P += std::fabs(v);
+                }
+                QKT_CHECK(std::fabs(a.tg[m * a.ldtg + g] - t) <= 1e-6 * P + 1e-30, "K=%zu tg[%zu]", K, g);
+            }
+        }
+    }
+    // NaN / Inf: the flat index of the first one.
+    std::vector<float> x(2 * 64, 0.5f);
+    x[64 + 40] = NAN;
+    x[64 + 50] = INFINITY;
+    qk::W4A8Acts a;
+    QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), 2, 64, 32, a) == 104, "NaN index");
+    x[104] = 0.0f;
+    QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), 2, 64, 32, a) == 114, "Inf index");
+}
+
+QKT_TEST(w4a8_kernel_shapes) {
+    Rng rng(2);
+    struct Shape { size_t K, G; };
+    const Shape shapes[] = {{32, 32},  {64, 32},  {96, 32},   {128, 32},  {160, 32},  {224, 32}, {480, 32},
+                            {64, 64},  {192, 64}, {320, 64},  {128, 128}, {384, 128}, {512, 256}, {256, 256},
+                            {96, 96},  {2, 2},    {6, 2},     {172, 4},   {36, 6},    {4096, 32}, {4224, 128},
+                            {160, 160}};
+    const size_t Ms[] = {1, 2, 3, 4, 5, 9};
+    const size_t Ns[] = {1, 3, 4, 5, 9};
+    for (const Shape& sh : shapes)
+        for (int asym = 0; asym < 2; ++asym)
+            for (size_t M : Ms)
+                for (size_t N : Ns) {
+                    if (sh.K >= 4096 && (M > 2 || N > 5)) continue;
+                    Weight w = make_weight(N, sh.K, sh.G, asym != 0, 0, rng);
+                    check_kernel(ctx, w, M, 0, (M + N) % 2 == 0, 0, N, rng);
+                }
+    // Column sub-ranges.
+    Weight w = make_weight(13, 256, 32, false, 0, rng);
+    check_kernel(ctx, w, 3, 0, true, 2, 11, rng);
+    check_kernel(ctx, w, 5, 0, false, 5, 6, rng);
+}
+
+QKT_TEST(w4a8_kernel_edges) {
+    Rng rng(3);
+    const size_t Ks[] = {96, 128, 4096};
+    for (size_t K : Ks)
+        for (int asym = 0; asym < 2; ++asym)
+            for (int wmode = 1; wmode <= 3; ++wmode)
+                for (int xmode = 0; xmode <= 2; ++xmode) {
+                    Weight w = make_weight(5, K, K == 96 ? 32 : 64, asym != 0, wmode, rng);
+                    check_kernel(ctx, w, 2, xmode, true, 0, 5, rng);
+                }
+}
+
+QKT_TEST(w4a8_driver) {
+    Rng rng(4);
+    const size_t before = qk::threads();
+    struct Case { size_t M, N, K, G; bool asym; };
+    const Case cases[] = {{1, 67, 256, 32, false}, {3, 33, 384, 128, true}, {7, 130, 192, 64, false},
+                          {2, 9, 172, 4, true},    {17, 40, 512, 512, false}};
+    for (const Case& c : cases) {
+        Weight w = make_weight(c.N, c.K, c.G, c.asym, 0, rng);
+        const std::vector<float> x = make_x(c.M, c.K, 0, rng);
+        std::vector<float> bias(c.N);
+        for (float& b : bias) b = rng.uni(-1.0f, 1.0f);
+        std::vector<float> y1;
+        for (size_t t : {size_t(1), size_t(2), size_t(3)}) {
+            qk::set_threads(t);
+            std::vector<float> y(c.M * c.N, 0.0f);
+            QKT_CHECK(qk::gemm_w4a8(*ctx.k, w.view(), c.N, c.K, x.data(), c.M, bias.data(), y.data()) == SIZE_MAX, "finite");
+            if (t == 1) {
+                y1 = y;
+                // Against x . W_deq^T in float64: the activation rounding is at
+                // most half a step (sx / 2) per value.
+                for (size_t m = 0; m < c.M; ++m)
+                    for (size_t n = 0; n < c.N; ++n) {
+                        double ye = bias[n], bound = 1e-5;
+                        for (size_t k = 0; k < c.K; ++k) {
+                            const double wd = w.deq(n, k);
+                            ye += wd * double(x[m * c.K + k]);
+                            double amax = 0.0;
+                            const size_t b0 = k / 32 * 32;
+                            for (size_t j = b0; j < std::min(c.K, b0 + 32); ++j) amax = std::max(amax, std::fabs(double(x[m * c.K + j])));
+                            bound += std::fabs(wd) * (amax / 127.0) * 0.5 * 1.0001;
+                        }
+                        QKT_CHECK(std::fabs(double(y[m * c.N + n]) - ye) <= bound, "M=%zu N=%zu K=%zu m=%zu n=%zu: %.7g vs %.7g (bound %.3g)",
+                                  c.M, c.N, c.K, m, n, double(y[m * c.N + n]), ye, bound);
+                    }
+            } else {
+                for (size_t i = 0; i < y.size(); ++i)
+                    QKT_CHECK(fbits(y[i]) == fbits(y1[i]), "threads=%zu changed y[%zu]", t, i);
+            }
+        }
+    }
+    qk::set_threads(before);
+    // K = 0: bias only. NaN: reported.
+    {
+        Weight w = make_weight(3, 64, 32, false, 0, rng);
+        std::vector<float> x(2 * 64, 1.0f), y(6);
+        x[70] = NAN;
+        QKT_CHECK(qk::gemm_w4a8(*ctx.k, w.view(), 3, 64, x.data(), 2, nullptr, y.data()) == 70, "NaN index");
+    }
+}
