@@ -7,7 +7,7 @@
  *   node --import tsx bench/ort.ts --quick    # 4096x4096 only
  *   node --import tsx bench/ort.ts --json     # one JSON row per case
  *   node --import tsx bench/ort.ts --ort-spin # leave ORT's worker spinning on (see sessionOptions)
- *   node --import tsx bench/ort.ts --kinds=int8-dqmm,int8-mmi   # only these kinds (f32, int8-dqmm, int8-mmi, int4-g32)
+ *   node --import tsx bench/ort.ts --kinds=int8-dqmm,int8-mmi   # only these kinds (f32, int8-dqmm, int8-mmi, int4-g32, int4-w4a8)
  *   (needs `cd bench && ONNXRUNTIME_NODE_INSTALL_CUDA=skip ONNXRUNTIME_NODE_INSTALL=skip npm install`)
  *
  * M = 1, 16, 128; threads 1 and 2 (quantkit setThreads; ORT intraOpNumThreads,
@@ -16,6 +16,8 @@
  *   int8     matmul(x, W int8 per channel)  vs DynamicQuantizeMatMul (ORT quantizes X to u8 per tensor)
  *   int8     same                           vs MatMulInteger on X pre-quantized to u8 outside the timing (int32 out)
  *   int4     matmul(x, W int4 sym g32)      vs MatMulNBits bits 4, block 32, accuracy_level 4
+ *   int4     W4A8: QLinear(W int4 sym g32, activations 'int8'), X quantized to int8
+ *            per 32 values on every call: the same arithmetic as accuracy_level 4
  * M = 1 weights are cold: both sides cycle round robin through distinct copies
  * totalling >= max(256 MB, 2 x L3) (ORT: one session per copy, each with its own initializer).
  */
@@ -58,8 +60,8 @@ const W8A8: ((q: QuantizedTensor) => (x: Tensor) => Tensor) | null = (q) => {
 };
 const W8A8_LABEL = 'W8A8';
 
-type Kind = 'f32' | 'int8-dqmm' | 'int8-mmi' | 'int4-g32';
-const ALL_KINDS: Kind[] = ['f32', 'int8-dqmm', 'int8-mmi', 'int4-g32'];
+type Kind = 'f32' | 'int8-dqmm' | 'int8-mmi' | 'int4-g32' | 'int4-w4a8';
+const ALL_KINDS: Kind[] = ['f32', 'int8-dqmm', 'int8-mmi', 'int4-g32', 'int4-w4a8'];
 const kindsArg = [...args].find((a) => a.startsWith('--kinds='));
 const KINDS: Kind[] = kindsArg
   ? kindsArg.slice('--kinds='.length).split(',').map((k) => {
@@ -72,14 +74,16 @@ const ORT_OP: Record<Kind, string> = {
   'int8-dqmm': 'DynamicQuantizeMatMul',
   'int8-mmi': 'MatMulInteger (A pre-quantized, i32 out)',
   'int4-g32': 'MatMulNBits acc4',
+  'int4-w4a8': 'MatMulNBits acc4',
 };
 /**
  * Relative Frobenius error allowed between the two outputs. f32: summation order only.
  * int8 and int4: ORT quantizes the activations to 8 bits (u8 per tensor; int8 per
  * 32-block for accuracy_level 4) while quantkit keeps them f32 (same weight codes),
- * which alone gives ~4e-3 on these uniform inputs.
+ * which alone gives ~4e-3 on these uniform inputs. W4A8: both sides quantize the
+ * activations per 32-block; only their rounding of x / scale may differ.
  */
-const TOL: Record<Kind, number> = { 'f32': 1e-5, 'int8-dqmm': 2e-2, 'int8-mmi': 2e-2, 'int4-g32': 1e-2 };
+const TOL: Record<Kind, number> = { 'f32': 1e-5, 'int8-dqmm': 2e-2, 'int8-mmi': 2e-2, 'int4-g32': 1e-2, 'int4-w4a8': 1e-2 };
 
 interface Row {
   op: string; M: number; N: number; K: number; weight: string; threads: number;
@@ -126,7 +130,7 @@ function quantizeU8(x: Float32Array): { q: Uint8Array; scale: number; zp: number
 function makeWeight(kind: Kind, w: Float32Array, N: number, K: number): Weight {
   const t = new Tensor('f32', [N, K], w);
   if (kind === 'f32') return t;
-  if (kind === 'int4-g32') return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
+  if (kind === 'int4-g32' || kind === 'int4-w4a8') return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
   return quantize(t, { bits: 8, granularity: 'channel' });
 }
 
@@ -134,7 +138,7 @@ function makeWeight(kind: Kind, w: Float32Array, N: number, K: number): Weight {
 function ortModel(kind: Kind, w: Weight, N: number, K: number): Uint8Array {
   if (kind === 'f32') return graph.matmulF32(transpose((w as Tensor).data as Float32Array, N, K), K, N);
   const q = w as QuantizedTensor;
-  if (kind === 'int4-g32') {
+  if (kind === 'int4-g32' || kind === 'int4-w4a8') {
     // quantkit symmetric int4 nibble = q & 15 (two's complement); MatMulNBits wants q + 8 (zero point 8): flip bit 3 of each nibble.
     const b = (q.data as Uint8Array).map((v) => v ^ 0x88);
     return graph.matMulNBits(b, q.scales, K, N, 32, 4);
@@ -146,6 +150,10 @@ function ortModel(kind: Kind, w: Weight, N: number, K: number): Uint8Array {
 /** quantkit's call for one weight copy. */
 function qkCall(kind: Kind, w: Weight): (x: Tensor) => Tensor {
   if (kind.startsWith('int8') && W8A8) return W8A8(w as QuantizedTensor);
+  if (kind === 'int4-w4a8') {
+    const layer = new QLinear(w as QuantizedTensor, null, { activations: 'int8' });
+    return (x) => layer.forward(x);
+  }
   return (x) => matmul(x, w);
 }
 
@@ -199,7 +207,8 @@ async function main() {
   const budget = QUICK ? 150 : 500;
   const rows: Row[] = [];
   const bw: Record<number, number> = {};
-  const qkLabel = (kind: Kind) => (kind === 'f32' ? 'f32' : kind === 'int4-g32' ? 'int4 g32' : W8A8 ? W8A8_LABEL : 'int8 w/f32 act');
+  const qkLabel = (kind: Kind) =>
+    kind === 'f32' ? 'f32' : kind === 'int4-g32' ? 'int4 g32' : kind === 'int4-w4a8' ? 'int4 g32 W4A8' : W8A8 ? W8A8_LABEL : 'int8 w/f32 act';
   const loadStart = os.loadavg()[0]!;
   log(`quantkit vs onnxruntime-node ${ORT_VERSION}: isa ${isa()}, ${os.cpus().length} CPUs, load average ${loadStart.toFixed(2)}, L3 ${(lastLevelCacheBytes() / 2 ** 20).toFixed(0)} MB, cold-weight set >= ${(COLD_SET_BYTES / 2 ** 20).toFixed(0)} MB per library for M = 1`);
   for (const t of threadCounts) {
@@ -323,7 +332,8 @@ function targets(rows: Row[]) {
   const w8a8 = W8A8 ? 'quantkit W8A8' : 'quantkit int8 w/f32 act (W8A8 not wired yet)';
   lines(`${w8a8} M=128 throughput / ORT MatMulInteger, target >= 1.1`, pick('int8-mmi', (r) => r.M === 128), (r) => r.ortOverQk, (v) => v >= 1.1);
   lines('int8 cold GEMV (M=1) quantkit time / ORT DynamicQuantizeMatMul time, target <= 0.7', pick('int8-dqmm', (r) => r.M === 1), (r) => 1 / r.ortOverQk, (v) => v <= 0.7);
-  lines('int4 g32 cold GEMV (M=1) quantkit time / ORT MatMulNBits time, target <= 0.7', pick('int4-g32', (r) => r.M === 1), (r) => 1 / r.ortOverQk, (v) => v <= 0.7);
+  lines('int4 g32 cold GEMV (M=1) quantkit (f32 activations) time / ORT MatMulNBits time, target <= 0.7', pick('int4-g32', (r) => r.M === 1), (r) => 1 / r.ortOverQk, (v) => v <= 0.7);
+  lines('int4 g32 cold GEMV (M=1) quantkit W4A8 (int8 activations, like accuracy_level 4) time / ORT MatMulNBits time, target <= 0.7', pick('int4-w4a8', (r) => r.M === 1), (r) => 1 / r.ortOverQk, (v) => v <= 0.7);
   lines('fp32 GEMM (M>=16) quantkit throughput / ORT MatMul, target >= 0.9', pick('f32', (r) => r.M >= 16), (r) => r.ortOverQk, (v) => v >= 0.9);
   // Thread scaling: same case at 1 and 2 threads (the MatMulInteger rows time the same quantkit call as DQMM's: skipped).
   const pairs = rows.filter((r) => r.threads === 2 && r.M >= 16 && r.weight !== 'int8-mmi');

@@ -59,12 +59,20 @@ inline __m512 scale_lanes(const float* s, size_t c, size_t G, size_t nvalid) {
     }
 }
 
+// Linear L2 prefetch of the tile two tiles ahead: its R rows of codes are one
+// contiguous block (R lines per step, as many as the step consumes), and so
+// are its R rows of group scales (R * 512 / G bytes per step).
+template <int R>
 struct Prefetcher {
-    const char* p;
-    explicit Prefetcher(const void* next_tile) : p(static_cast<const char*>(next_tile)) {}
-    inline void step() {
-        _mm_prefetch(p, _MM_HINT_T1);
-        p += 64;
+    const char* w;
+    const char* s;
+    size_t G;
+    Prefetcher(const void* next_codes, const float* next_scales, size_t group)
+        : w(static_cast<const char*>(next_codes)), s(reinterpret_cast<const char*>(next_scales)), G(group) {}
+    inline void step(size_t c) {
+        for (int r = 0; r < R; ++r) _mm_prefetch(w + 64 * r, _MM_HINT_T1);
+        w += 64 * R;
+        _mm_prefetch(s + 4 * (c * R * 128 / G), _MM_HINT_T1);
     }
 };
 
@@ -90,7 +98,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         for (int i = 0; i < MC; ++i) acc[r][i] = _mm512_setzero_ps();
     const __m512i flip = _mm512_set1_epi8(ASYM ? 0 : char(0x88));
     const __m512i low = _mm512_set1_epi8(0x0F);
-    Prefetcher pf(w[0] + 2 * R * a.w.row_bytes);
+    Prefetcher<R> pf(w[0] + 2 * R * a.w.row_bytes, s[0] + 2 * R * ng, G);
 
     // The last chunk may hold 32, 64 or 96 values: masked weight bytes; the
     // activation chunk is zero-padded and its lane scales are 0.
@@ -99,7 +107,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         const bool tail = c == full;
         const __mmask64 bytes = tail ? (__mmask64(1) << (rem / 2)) - 1 : ~__mmask64(0);
         const size_t nvalid = tail ? rem : 128;
-        if (R == 4) pf.step();
+        if (R == 4) pf.step(c);
         for (int r = 0; r < R; ++r) {
             __m512i v = _mm512_maskz_loadu_epi8(bytes, w[r] + 64 * c);
             if (!ASYM) v = _mm512_xor_si512(v, flip);
