@@ -17,6 +17,7 @@
  * Configs (each rebuilt from the same float tensors, since quantizeModel
  * swaps layers in place): fp32; int8 (sym, per channel, f32 activations);
  * int4 g32 sym and asym; W8A8 (int8 weights + dynamic int8 activations);
+ * W4A8 (int4 g32 sym weights + int8 activations per 32 values);
  * LLM.int8 (threshold 6). The lm_head stays f32 in these (quantizeModel's
  * default exclude ['lm_head']); the '+head' rows quantize it too.
  * Footprint is footprint(model) in MB (10^6 bytes), embedding included.
@@ -191,9 +192,11 @@ const ALL_VARIANTS: Variant[] = [
   { name: 'int4-g32-asym', q: { ...INT4, scheme: 'asymmetric' } },
   { name: 'w8a8', q: { ...INT8, activations: 'int8' } },
   { name: 'llm.int8', q: { ...INT8, activations: 'llm.int8', threshold: 6 } },
+  { name: 'w4a8', q: { ...INT4, activations: 'int8' } },
   // exclude [] quantizes the lm_head too: at 768 x 32000 it is ~20% of the f32 weights
   { name: 'int8+head', q: { ...INT8, exclude: [] } },
   { name: 'int4-g32+head', q: { ...INT4, exclude: [] } },
+  { name: 'w4a8+head', q: { ...INT4, activations: 'int8', exclude: [] } },
 ];
 const VARIANTS = ONLY ? ALL_VARIANTS.filter((v) => ONLY.includes(v.name)) : ALL_VARIANTS;
 if (VARIANTS.length === 0) throw new Error(`--configs matched none of ${ALL_VARIANTS.map((v) => v.name).join(', ')}`);

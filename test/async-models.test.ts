@@ -166,8 +166,14 @@ describe('forwardAsync', () => {
     });
   }
 
-  it('equals forward bit for bit with quantized layers (int8, int4 groups, W8A8, LLM.int8)', async () => {
-    const opts = [{ weights: 'int8' }, { weights: 'int4', groupSize: 16 }, { weights: 'int8', activations: 'int8' }, { weights: 'int8', activations: 'llm.int8', threshold: 0.5 }] as const;
+  it('equals forward bit for bit with quantized layers (int8, int4 groups, W8A8, W4A8, LLM.int8)', async () => {
+    const opts = [
+      { weights: 'int8' },
+      { weights: 'int4', groupSize: 16 },
+      { weights: 'int8', activations: 'int8' },
+      { weights: 'int4', groupSize: 32, activations: 'int8' },
+      { weights: 'int8', activations: 'llm.int8', threshold: 0.5 },
+    ] as const;
     for (const o of opts) {
       const model = tinyLlama(5);
       quantizeModel(model, o);

@@ -44,6 +44,7 @@ describe('saveQuantized / loadQuantizedWeights', () => {
     ['int4 asym g32, tied lm_head excluded', { weights: 'int4', scheme: 'asymmetric' }, { tied: true }],
     ['int4 sym g32 with a g20 fallback, lm_head quantized', { weights: 'int4', exclude: [] }, { hidden: 100, bias: true }],
     ['int8 asym tensor', { weights: 'int8', scheme: 'asymmetric', granularity: 'tensor' }, {}],
+    ['int4 sym g32 W4A8', { weights: 'int4', activations: 'int8' }, { bias: true }],
   ];
   for (const [label, qopts, mopts] of cases) {
     it(`round-trips bit-identically: ${label}`, async () => {
@@ -87,6 +88,7 @@ describe('saveQuantized / loadQuantizedWeights', () => {
 
       const loaded = loadQuantizedWeights(dir);
       expect([...loaded.qlinears.keys()]).toEqual(summary.replaced);
+      for (const l of loaded.qlinears.values()) expect(l.activations).toBe(summary.config.activations);
       const r = rebuildTiny(loaded, mopts);
       const toks = [0, 3, 7, 11, 2, 19, 5];
       expect(r.forward(toks, r.createCache()).data).toEqual(m.forward(toks, m.createCache()).data);

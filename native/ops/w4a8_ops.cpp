@@ -48,30 +48,54 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
     if (rem) k.quantize(x + 32 * full, 1, rem, sx + full, nullptr, -127, 127, q.data() + 32 * full);
 
     // Chunked layout: per 128 values, the even ones then the odd ones.
-    // Locals only in the loops (int8 stores may alias anything captured).
+    // Fixed-stride loops over locals (int8 stores may alias anything
+    // captured, and would stop GCC from vectorizing them).
     int8_t* xc = a.xc.data() + m * a.ldx;
     const int8_t* qp = q.data();
-    const size_t kk = K, ldx = a.ldx;
-    for (size_t i = 0; i < ldx; ++i) xc[i] = 0;
-    for (size_t i = 0; i < kk; ++i) xc[(i & ~size_t(127)) + (i & 1) * 64 + ((i & 127) >> 1)] = qp[i];
+    const size_t kk = K, chunks = K / 128;
+    for (size_t c = 0; c < chunks; ++c) {
+        const int8_t* src = qp + 128 * c;
+        int8_t* dst = xc + 128 * c;
+        for (size_t j = 0; j < 64; ++j) dst[j] = src[2 * j];
+        for (size_t j = 0; j < 64; ++j) dst[64 + j] = src[2 * j + 1];
+    }
+    if (kk % 128) {
+        int8_t* dst = xc + 128 * chunks;
+        for (size_t j = 0; j < 128; ++j) dst[j] = 0;
+        for (size_t i = 128 * chunks; i < kk; ++i) dst[(i & 1) * 64 + ((i & 127) >> 1)] = qp[i];
+    }
 
     float* sxl = a.sxl.data() + m * a.ldsxl;
     for (size_t l = 0; l < a.ldsxl; ++l) sxl[l] = 8 * l < kk ? sx[l / 4] : 0.0f;
 
-    // tg[g] = sum_{k in g} sx[k / 32] * q[k], one product per segment.
+    // tg[g] = sum_{k in g} sx[k / 32] * q[k], one product per segment (a
+    // weight group cut by the activation blocks).
     float* tg = a.tg.data() + m * a.ldtg;
     const size_t G = a.G;
-    for (size_t g = 0; g < kk / G; ++g) {
-        float t = 0.0f;
-        int32_t d = 0;
-        for (size_t i = g * G; i < (g + 1) * G; ++i) {
-            d += qp[i];
-            if ((i + 1) % 32 == 0 || i + 1 == (g + 1) * G) {
-                t = t + sx[i / 32] * float(d);
-                d = 0;
+    if (G % 32 == 0) {
+        for (size_t g = 0; g < kk / G; ++g) {
+            float t = 0.0f;
+            for (size_t b = g * G / 32; b < (g + 1) * G / 32; ++b) {
+                const int8_t* blk = qp + 32 * b;
+                int32_t d = 0;
+                for (size_t i = 0; i < 32; ++i) d += blk[i];
+                t = t + sx[b] * float(d);
             }
+            tg[g] = t;
         }
-        tg[g] = t;
+    } else {
+        for (size_t g = 0; g < kk / G; ++g) {
+            float t = 0.0f;
+            int32_t d = 0;
+            for (size_t i = g * G; i < (g + 1) * G; ++i) {
+                d += qp[i];
+                if ((i + 1) % 32 == 0 || i + 1 == (g + 1) * G) {
+                    t = t + sx[i / 32] * float(d);
+                    d = 0;
+                }
+            }
+            tg[g] = t;
+        }
     }
     return SIZE_MAX;
 }
