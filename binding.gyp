@@ -97,7 +97,8 @@
             "sources": [
               "native/kernels/x86/quant_avx2.cpp",
               "native/kernels/x86/gemm_avx2.cpp",
-              "native/kernels/x86/w8a8_avx2.cpp"
+              "native/kernels/x86/w8a8_avx2.cpp",
+              "native/kernels/x86/w4a8_avx2.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",
@@ -158,7 +159,8 @@
             "sources": [
               "native/kernels/arm/quant_neon.cpp",
               "native/kernels/arm/gemm_neon.cpp",
-              "native/kernels/arm/w8a8_neon.cpp"
+              "native/kernels/arm/w8a8_neon.cpp",
+              "native/kernels/arm/w4a8_neon.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)"

@@ -20,13 +20,13 @@ namespace qk {
 
 QK_TABLE(ref, Isa::scalar, "scalar", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8)
 #if defined(__x86_64__) || defined(_M_X64)
-QK_TABLE(avx2, Isa::avx2, "avx2", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8)
+QK_TABLE(avx2, Isa::avx2, "avx2", SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8)
 // AVX-512: VNNI outer-product kernel over packed activations from M = 16
 // rows (the others never read them: their packer is the ref one, unused).
 QK_TABLE(avx512, Isa::avx512, "avx512", avx512::kW8A8PackedMinM, avx512::w8a8_pack_a, avx512::gemm_w4a8)
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-QK_TABLE(neon, Isa::neon, "neon", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8)
+QK_TABLE(neon, Isa::neon, "neon", SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8)
 #endif
 
 }  // namespace qk

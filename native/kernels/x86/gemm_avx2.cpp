@@ -24,6 +24,7 @@
 #include <immintrin.h>
 
 #include "../isa.h"
+#include "avx2_reduce.h"
 
 namespace qk {
 namespace avx2 {
@@ -96,14 +97,6 @@ static inline void split_even_odd(__m256 x0, __m256 x1, __m256& xe, __m256& xo) 
     const __m256 o = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(3, 1, 3, 1));
     xe = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
     xo = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-// Horizontal sum; one reduction tree for every output of every kernel.
-static inline float hsum(__m256 v) {
-    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    const __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
-    return _mm_cvtss_f32(d);
 }
 
 // Software prefetch of W rows two tiles ahead, into L2. A tile's R rows are
