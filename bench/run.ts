@@ -1,6 +1,7 @@
 /**
  * quantkit kernel benchmarks: GEMV/GEMM for f32, bf16, int8 (per channel)
- * and int4 (g32) weights at real layer shapes, quantize throughput, and the
+ * and int4 (g32) weights at real layer shapes (f32 activations, and with
+ * int8 activations: W8A8 and W4A8 through QLinear), quantize throughput, and the
  * machine's DRAM read bandwidth measured in the same run, so every GEMV is
  * reported as a fraction of it and every quantized case as a ratio to fp32.
  *
@@ -12,7 +13,7 @@
  * weight totalling >= max(256 MB, 2 x the last-level cache), so each call
  * streams from DRAM, not L3.
  */
-import { Tensor, isa, matmul, quantize, setThreads } from '../lib/index.js';
+import { QLinear, type QuantizedTensor, Tensor, isa, matmul, quantize, setThreads } from '../lib/index.js';
 import { COLD_BYTES, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, printTable, randomF32, time, weightBytes, type Weight } from './common.js';
 
 // Cold weights must overflow the last-level cache (this machine reports a
@@ -23,8 +24,8 @@ const args = new Set(process.argv.slice(2));
 const JSON_OUT = args.has('--json');
 const QUICK = args.has('--quick');
 
-type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32';
-const KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32'];
+type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32' | 'int8 W8A8' | 'int4-g32 W4A8';
+const KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32', 'int8 W8A8', 'int4-g32 W4A8'];
 
 interface Row {
   op: string;
@@ -56,9 +57,20 @@ function makeWeight(kind: WKind, w: Float32Array, N: number, K: number): Weight 
   switch (kind) {
     case 'f32': return t;
     case 'bf16': return new Tensor('bf16', [N, K], toBf16(w));
-    case 'int8': return quantize(t, { bits: 8, granularity: 'channel' });
-    case 'int4-g32': return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
+    case 'int8':
+    case 'int8 W8A8': return quantize(t, { bits: 8, granularity: 'channel' });
+    case 'int4-g32':
+    case 'int4-g32 W4A8': return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
   }
+}
+
+/** The call timed for one weight copy: matmul with f32 activations, or a QLinear quantizing them to int8. */
+function callFor(kind: WKind, w: Weight): (x: Tensor) => Tensor {
+  if (kind === 'int8 W8A8' || kind === 'int4-g32 W4A8') {
+    const layer = new QLinear(w as QuantizedTensor, null, { activations: 'int8' });
+    return (x) => layer.forward(x);
+  }
+  return (x) => matmul(x, w);
 }
 
 function main() {
@@ -82,12 +94,13 @@ function main() {
       const copies = Math.max(1, Math.ceil(COLD_SET_BYTES / per));
       const cold: Weight[] = [first];
       for (let i = 1; i < copies; i++) cold.push(copyWeight(first));
+      const calls = cold.map((w) => callFor(kind, w));
       for (const M of Ms) {
         const x = new Tensor('f32', [M, K], randomF32(M * K, 7));
         for (const threads of threadCounts) {
           setThreads(threads);
-          const ws = M === 1 ? cold : [first];
-          const ms = time((i) => matmul(x, ws[i % ws.length]!), budget);
+          const n = M === 1 ? calls.length : 1;
+          const ms = time((i) => calls[i % n]!(x), budget);
           const gbps = per / (ms / 1000) / 1e9;
           const gflops = (2 * M * N * K) / (ms / 1000) / 1e9;
           rows.push({
@@ -98,6 +111,7 @@ function main() {
         }
       }
       cold.length = 0;
+      calls.length = 0;
     }
   }
   // Ratios to fp32 from the same run.
