@@ -27,12 +27,15 @@
 
 #include "../dispatch.h"
 #include "../threadpool.h"
+#include "op_util.h"
 
 namespace qk {
 
+using ops::min_sz;
+using ops::record_bad;
+
 namespace {
 
-size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 // 64-byte aligned per-thread scratch for the panel, grown on demand and

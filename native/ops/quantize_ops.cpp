@@ -8,8 +8,12 @@
 
 #include "../dispatch.h"
 #include "../threadpool.h"
+#include "op_util.h"
 
 namespace qk {
+
+using ops::min_sz;
+using ops::record_bad;
 
 namespace {
 
@@ -54,10 +58,6 @@ void store_zp(void* zps, int bits, size_t i, int32_t v) {
     else static_cast<uint8_t*>(zps)[i] = static_cast<uint8_t>(v);
 }
 
-void record_bad(std::atomic<size_t>& bad, size_t idx) {
-    size_t cur = bad.load();
-    while (idx < cur && !bad.compare_exchange_weak(cur, idx)) {}
-}
 
 }  // namespace
 

@@ -8,18 +8,17 @@
 
 #include "../dispatch.h"
 #include "../threadpool.h"
+#include "op_util.h"
 #include "quantize_ops.h"
 
 namespace qk {
 
+using ops::min_sz;
+using ops::record_bad;
+
 namespace {
 
-size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
-void record_bad(std::atomic<size_t>& bad, size_t idx) {
-    size_t cur = bad.load();
-    while (idx < cur && !bad.compare_exchange_weak(cur, idx)) {}
-}
 
 // One row: codes q[K] (natural order) -> the operands of row m of `a`.
 // Returns the index in the row of the first NaN/Inf, or SIZE_MAX.

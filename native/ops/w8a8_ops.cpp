@@ -21,19 +21,18 @@
 
 #include "../dispatch.h"
 #include "../threadpool.h"
+#include "op_util.h"
 #include "gemm_ops.h"
 #include "quantize_ops.h"
 
 namespace qk {
 
+using ops::min_sz;
+using ops::record_bad;
+
 namespace {
 
-size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
-void record_bad(std::atomic<size_t>& bad, size_t idx) {
-    size_t cur = bad.load();
-    while (idx < cur && !bad.compare_exchange_weak(cur, idx)) {}
-}
 
 // Y = bias (or 0) for K == 0.
 void bias_only(const float* bias, size_t M, size_t N, float* y) {
