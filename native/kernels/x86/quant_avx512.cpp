@@ -6,11 +6,7 @@
 // shared with generic code through the linker), only static helpers.
 #if defined(__x86_64__) || defined(_M_X64)
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own
-// _mm512_undefined_*() (GCC bug 105593, fixed in GCC 13): silence it here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "gcc_avx512_warnings.h"
 
 #include <immintrin.h>
 

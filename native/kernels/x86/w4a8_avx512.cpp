@@ -19,6 +19,8 @@
 // with the weight stream prefetched linearly two tiles ahead into L2 (one
 // stream per tile instead of R interleaved ones; see gemm_avx512.cpp).
 // Group sizes other than 32, 64 and multiples of 128 take the ref path.
+#include "gcc_avx512_warnings.h"
+
 #include <immintrin.h>
 
 #include <cstddef>
@@ -26,13 +28,6 @@
 
 #include "../isa.h"
 #include "avx512_reduce.h"
-
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized / -Wuninitialized on
-// their own _mm512_undefined_*() (GCC bug 105593, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 
 namespace qk {
 namespace avx512 {

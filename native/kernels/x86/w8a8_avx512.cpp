@@ -35,13 +35,7 @@
 // 1.8x this one at M = 128: no horizontal sums, one vector load per 16 rows).
 #if defined(__x86_64__) || defined(_M_X64)
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (and, for the
-// unpack/shuffle intrinsics inlined here, -Wuninitialized) on their own
-// _mm512_undefined_*() (GCC bug 105593, fixed in GCC 13): silence them here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "gcc_avx512_warnings.h"
 
 #include <immintrin.h>
 
