@@ -92,12 +92,13 @@ export class Tensor<D extends DType = DType> {
   /**
    * A tensor viewing `byteLength(shape, dtype)` bytes of `buffer` starting at
    * `byteOffset` (relative to the view, for a Buffer/typed array). Zero-copy
-   * when the address is aligned for the dtype; copied otherwise.
+   * when the address is aligned for the dtype; copied otherwise. A
+   * SharedArrayBuffer stays shared (worker threads can use one copy).
    */
   static fromBuffer<D extends DType>(
     dtype: D,
     shape: readonly number[],
-    buffer: ArrayBuffer | ArrayBufferView,
+    buffer: ArrayBufferLike | ArrayBufferView,
     byteOffset = 0,
     name?: string,
   ): Tensor<D> {

@@ -68,17 +68,23 @@ inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, 
     Napi::Value v = info[i];
     if (nullable && (v.IsNull() || v.IsUndefined())) return {};
     if (!v.IsTypedArray()) throw_type(info.Env(), fn, name, std::string("must be a ") + typed_array_name(t));
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    if (ta.TypedArrayType() != t)
+    // Raw N-API rather than Napi::TypedArray::ArrayBuffer(): that wraps the
+    // backing buffer as an ArrayBuffer and fails on a SharedArrayBuffer, which
+    // is how worker threads share one copy of the weights. The data pointer
+    // from napi_get_typedarray_info is valid for both kinds.
+    napi_typedarray_type type;
+    size_t n = 0;
+    void* data = nullptr;
+    if (napi_get_typedarray_info(info.Env(), v, &type, &n, &data, nullptr, nullptr) != napi_ok)
+        throw_type(info.Env(), fn, name, "could not be read as a typed array");
+    if (type != t)
         throw_type(info.Env(), fn, name, std::string("must be a ") + typed_array_name(t) + ", got " +
-                                             typed_array_name(ta.TypedArrayType()));
-    const size_t n = ta.ElementLength();
+                                             typed_array_name(type));
     if (len != SIZE_MAX && n != len)
         throw_range(info.Env(), fn, name,
                     "has " + std::to_string(n) + " elements, expected " + std::to_string(len));
-    uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data());
-    if (n > 0 && base == nullptr) throw_type(info.Env(), fn, name, "is detached");
-    return {base + ta.ByteOffset(), n};
+    if (n > 0 && data == nullptr) throw_type(info.Env(), fn, name, "is detached");
+    return {data, n};
 }
 
 // a * b with an overflow check.

@@ -46,7 +46,10 @@ qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
             if (K > 0 && (G == 0 || K % G != 0)) throw_range(env, fn, "groupSize", "must divide K = " + std::to_string(K));
             if (i4 && K > 0 && G % 2 != 0) throw_range(env, fn, "groupSize", "must be even for int4");
             a.w.group = K > 0 ? G : 1;
-            const size_t ns = mul_checked(env, fn, N, K > 0 ? K / G : 0);
+            // K = 0: no weights, so scales are never read; a weight quantized
+            // per channel or per tensor still carries one per row, accept any
+            // count (y is just the bias, as for float weights).
+            const size_t ns = K > 0 ? mul_checked(env, fn, N, K / G) : SIZE_MAX;
             a.w.scales = static_cast<const float*>(typed_arg(info, 7, fn, "scales", napi_float32_array, ns).data);
             a.w.zps = typed_arg(info, 8, fn, "zeroPoints", i4 ? napi_uint8_array : napi_int8_array, ns, true).data;
             break;

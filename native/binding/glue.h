@@ -57,14 +57,27 @@ private:
             SetError(std::string(fn_) + ": " + e.what());
         }
     }
+    // Settling runs on the JS thread after Execute(). When the environment is
+    // being torn down (worker.terminate(), process.exit() in a worker) every
+    // N-API call here can fail, and node-addon-api reports a failure by
+    // throwing Napi::Error out of the completion callback, which terminates
+    // the process. Nobody is left to observe the promise then, so a failure
+    // to settle is dropped (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS covers the
+    // Error objects node-addon-api creates around these calls).
     void OnOK() override {
-        deferred_.Resolve(Result());
+        try {
+            deferred_.Resolve(Result());
+        } catch (...) {
+        }
         keep_.clear();
     }
     void OnError(const Napi::Error& e) override {
-        Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), "ERR_NATIVE"));
-        deferred_.Reject(err.Value());
+        try {
+            Napi::Error err = Napi::Error::New(Env(), e.Message());
+            err.Set("code", Napi::String::New(Env(), "ERR_NATIVE"));
+            deferred_.Reject(err.Value());
+        } catch (...) {
+        }
         keep_.clear();
     }
 

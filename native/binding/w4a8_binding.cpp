@@ -43,7 +43,7 @@ W4A8Call parse_w4a8(const Napi::CallbackInfo& info, const char* fn) {
     c.w.data = typed_arg(info, 3, fn, "w", napi_uint8_array, mul_checked(env, fn, c.N, c.K / 2)).data;
     c.w.row_bytes = c.K / 2;
     c.w.group = c.K > 0 ? G : 2;
-    const size_t ns = mul_checked(env, fn, c.N, c.K > 0 ? c.K / G : 0);
+    const size_t ns = c.K > 0 ? mul_checked(env, fn, c.N, c.K / G) : SIZE_MAX;  // K = 0: scales unread
     c.w.scales = static_cast<const float*>(typed_arg(info, 6, fn, "scales", napi_float32_array, ns).data);
     c.w.zps = typed_arg(info, 7, fn, "zeroPoints", napi_uint8_array, ns, true).data;
     c.bias = static_cast<const float*>(typed_arg(info, 8, fn, "bias", napi_float32_array, c.N, true).data);
