@@ -14,6 +14,7 @@
 import { QuantkitError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { readFileUnpooled } from './safetensors.js';
+import { assertFinite } from './finite.js';
 
 export interface Llama2cConfig {
   dim: number;
@@ -128,7 +129,11 @@ export function parseLlama2c(buffer: Buffer | Uint8Array, file = '<buffer>'): Ll
   let off = LLAMA2C_HEADER_BYTES; // 4-aligned, so every f32 view is zero-copy when the Buffer is
   for (const [name, shape] of parts) {
     const n = shape.reduce((a, d) => a * d, 1);
-    if (name !== null) tensors.set(name, Tensor.fromBuffer('f32', shape, buf, off, name));
+    if (name !== null) {
+      const t = Tensor.fromBuffer('f32', shape, buf, off, name);
+      assertFinite(t, file, name);
+      tensors.set(name, t);
+    }
     off += 4 * n;
   }
   return {

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { QuantkitError, describe, typeError } from '../errors.js';
 import { Tensor, type DType } from '../tensor.js';
 import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
+import { assertFinite } from './finite.js';
 
 /** Bytes per element of every dtype the safetensors format defines (byte-sized ones). */
 const ST_DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -159,6 +160,7 @@ export class SafetensorsFile implements TensorSource {
     }
     // zero-copy unless the data section start leaves this tensor misaligned (then fromBuffer copies)
     const t = Tensor.fromBuffer(dtype, info.shape, this.buffer, info.begin, name);
+    assertFinite(t, this.file, name); // once per tensor: the result is cached
     this.cache.set(name, t);
     return t;
   }
