@@ -8,7 +8,8 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { QuantkitError } from './errors.js';
+import { markAsUntransferable } from 'node:worker_threads';
+import { QuantkitError, typeError } from './errors.js';
 
 /** Source dtype codes of the raw addon. */
 export const SrcType = { f32: 0, f16: 1, bf16: 2 } as const;
@@ -26,6 +27,8 @@ export const ISA_NAMES: readonly IsaName[] = ['scalar', 'avx2', 'avx512', 'neon'
 type Codes = Int8Array | Uint8Array;
 
 export interface Addon {
+  /** Hands the addon the class it throws native failures as (once per thread). */
+  configure(options: { QuantkitError: typeof QuantkitError }): void;
   isa(): IsaName;
   cpuFeatures(): { avx2: boolean; avx512: boolean; neon: boolean; neonDot: boolean; arch: string };
   selectIsa(name: IsaName): IsaName;
@@ -149,8 +152,9 @@ function load(): Addon {
   }
   const require = createRequire(import.meta.url);
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+  let a: Addon;
   try {
-    return nodeGypBuild(packageRoot()) as Addon;
+    a = nodeGypBuild(packageRoot()) as Addon;
   } catch (err) {
     throw new QuantkitError(
       'ERR_NATIVE',
@@ -159,6 +163,48 @@ function load(): Addon {
       { cause: err },
     );
   }
+  a.configure({ QuantkitError });
+  for (const [fn, names] of Object.entries(ASYNC_ARGS)) {
+    const raw = (a as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[fn]!.bind(a);
+    (a as unknown as Record<string, unknown>)[fn] = (...args: unknown[]) => raw(...holdBuffers(fn, names, args));
+  }
+  return a;
+}
+
+/** Parameter names of the async entry points, for holdBuffers' messages. */
+const ASYNC_ARGS: Record<string, readonly string[]> = {
+  quantizeAsync: ['src', 'srcType', 'rows', 'K', 'bits', 'asymmetric', 'granularity', 'groupSize', 'codes', 'scales', 'zeroPoints'],
+  gemmAsync: ['x', 'M', 'K', 'wFormat', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
+  gemmW8A8Async: ['x', 'M', 'K', 'q', 'N', 'scale', 'rowsum', 'threshold', 'bias', 'y'],
+  gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
+  attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out'],
+};
+
+/**
+ * An async call reads and writes its buffers on a libuv thread while
+ * JavaScript runs on. The addon holds references to the typed arrays (so the
+ * garbage collector keeps them), but JavaScript could still free the memory
+ * under it: transferring the ArrayBuffer (structuredClone/postMessage with
+ * `transfer`) detaches it, and shrinking a resizable ArrayBuffer decommits
+ * its pages. So, before the call: resizable ArrayBuffers are refused, and
+ * every other non-shared ArrayBuffer is marked untransferable (a transfer
+ * list naming it then copies it instead, as Node does for its own pooled
+ * buffers). The mark is permanent; SharedArrayBuffers never detach and are
+ * left alone.
+ */
+function holdBuffers(fn: string, names: readonly string[], args: unknown[]): unknown[] {
+  for (let i = 0; i < args.length; i++) {
+    const v = args[i];
+    if (!ArrayBuffer.isView(v)) continue;
+    const buf = v.buffer;
+    if (buf instanceof ArrayBuffer) {
+      if ((buf as { resizable?: boolean }).resizable === true) {
+        throw typeError(fn, names[i] ?? `argument ${i}`, 'is backed by a resizable ArrayBuffer, which an async call cannot hold (it could shrink under the call); copy it into a fixed-size buffer, or use the synchronous form');
+      }
+      markAsUntransferable(buf);
+    }
+  }
+  return args;
 }
 
 export const addon: Addon = load();

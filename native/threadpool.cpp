@@ -47,15 +47,34 @@ bool spin_until(const Pred& pred) {
 
 class Pool {
 public:
-    explicit Pool(size_t n) { start(n); }
+    explicit Pool(size_t n) {
+        try {
+            start(n);
+        } catch (...) {
+            size_ = 1;  // cannot create threads at all: run on the caller
+        }
+    }
     ~Pool() { stop(); }
 
     size_t size() const { return size_; }
 
+    // All or nothing: when the new threads cannot all be created (thread or
+    // address-space limits), the pool goes back to its old size and the
+    // error (std::system_error) reaches the caller, which reports it to JS.
     void resize(size_t n) {
         std::lock_guard<std::mutex> busy(busy_);
+        const size_t old = size_;
         stop();
-        start(n);
+        try {
+            start(n);
+        } catch (...) {
+            try {
+                start(old);
+            } catch (...) {
+                size_ = 1;  // no worker threads: everything runs on the caller
+            }
+            throw;
+        }
     }
 
     void run(size_t n_tasks, const std::function<void(size_t, size_t)>& fn) {
@@ -88,13 +107,22 @@ public:
     }
 
 private:
+    // size_ changes only once every worker exists; on failure the threads
+    // already started are joined again and the exception propagates.
     void start(size_t n) {
-        size_ = n < 1 ? 1 : n;
+        if (n < 1) n = 1;
         quit_.store(false);
         // Workers start from the current generation so none can miss a run
         // that begins before they first look.
         const size_t gen = generation_.load();
-        for (size_t i = 1; i < size_; ++i) workers_.emplace_back([this, i, gen] { loop(i, gen); });
+        try {
+            workers_.reserve(n - 1);
+            for (size_t i = 1; i < n; ++i) workers_.emplace_back([this, i, gen] { loop(i, gen); });
+        } catch (...) {
+            stop();
+            throw;
+        }
+        size_ = n;
     }
 
     void stop() {

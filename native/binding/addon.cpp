@@ -7,6 +7,7 @@
 #include <napi.h>
 
 #include <string>
+#include <system_error>
 
 #include "args.h"
 #include "glue.h"
@@ -19,7 +20,7 @@ namespace qkb {
 namespace {
 
 Napi::Value Isa(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), qk::kernels().name);
+    return guarded(info, "isa", [&] { return Napi::String::New(info.Env(), qk::kernels().name); });
 }
 
 Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
@@ -46,17 +47,38 @@ Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
     qk::Isa isa;
     if (!qk::parse_isa(name.c_str(), &isa))
         throw_range(info.Env(), "selectIsa", "name", "must be one of scalar, avx2, avx512, neon; got '" + name + "'");
-    return Napi::String::New(info.Env(), qk::select_isa(isa).name);
+    return guarded(info, "selectIsa", [&] { return Napi::String::New(info.Env(), qk::select_isa(isa).name); });
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
     const int n = int_arg(info, 0, "setThreads", "n", 1, 1024);
-    qk::set_threads(size_t(n));
+    // Creating threads can fail (RLIMIT_NPROC, address space): the pool keeps
+    // its old size and the failure becomes a QuantkitError, not an abort.
+    const size_t old = qk::threads();
+    try {
+        qk::set_threads(size_t(n));
+    } catch (const std::system_error& e) {
+        throw native_error(info.Env(), "ERR_NATIVE",
+                           "setThreads: could not start " + std::to_string(n) + " threads (" + e.what() +
+                               "); the pool keeps " + std::to_string(qk::threads()) + " (it had " +
+                               std::to_string(old) + ")");
+    } catch (const std::exception& e) {
+        throw native_error(info.Env(), "ERR_NATIVE", std::string("setThreads: ") + e.what());
+    }
     return info.Env().Undefined();
 }
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), double(qk::threads()));
+    return guarded(info, "getThreads", [&] { return Napi::Number::New(info.Env(), double(qk::threads())); });
+}
+
+// configure({ QuantkitError }): the class native failures are thrown as.
+Napi::Value Configure(const Napi::CallbackInfo& info) {
+    if (!info[0].IsObject()) throw_type(info.Env(), "configure", "options", "must be an object");
+    Napi::Value cls = info[0].As<Napi::Object>().Get("QuantkitError");
+    if (!cls.IsFunction()) throw_type(info.Env(), "configure", "options.QuantkitError", "must be a class");
+    info.Env().GetInstanceData<AddonData>()->quantkit_error = Napi::Persistent(cls.As<Napi::Function>());
+    return info.Env().Undefined();
 }
 
 }  // namespace
@@ -67,6 +89,8 @@ namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
     using namespace qkb;
+    env.SetInstanceData(new AddonData());  // deleted with the environment
+    exports.Set("configure", Napi::Function::New(env, Configure, "configure"));
     exports.Set("isa", Napi::Function::New(env, Isa, "isa"));
     exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures, "cpuFeatures"));
     exports.Set("selectIsa", Napi::Function::New(env, SelectIsa, "selectIsa"));

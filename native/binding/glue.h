@@ -10,8 +10,28 @@
 
 namespace qkb {
 
-// Run `body`, turning C++ failures (out of memory, ...) into JS errors with a
-// code instead of letting them terminate the process.
+// Per-environment data (each worker thread has its own): the JS class that
+// native failures are reported as, handed over once by lib/binding.ts
+// through configure({ QuantkitError }).
+struct AddonData {
+    Napi::FunctionReference quantkit_error;
+};
+
+// A QuantkitError(code, message) when lib/ has configured the class (always,
+// through the package), else a plain Error with a `code` property.
+inline Napi::Error native_error(Napi::Env env, const char* code, const std::string& message) {
+    AddonData* d = env.GetInstanceData<AddonData>();
+    if (d != nullptr && !d->quantkit_error.IsEmpty()) {
+        Napi::Object o = d->quantkit_error.New({Napi::String::New(env, code), Napi::String::New(env, message)});
+        return Napi::Error(env, o);
+    }
+    Napi::Error e = Napi::Error::New(env, message);
+    e.Set("code", Napi::String::New(env, code));
+    return e;
+}
+
+// Run `body`, turning C++ failures (out of memory, thread creation, ...) into
+// QuantkitError ERR_NATIVE instead of letting them terminate the process.
 template <typename F>
 inline Napi::Value guarded(const Napi::CallbackInfo& info, const char* fn, F&& body) {
     try {
@@ -19,13 +39,11 @@ inline Napi::Value guarded(const Napi::CallbackInfo& info, const char* fn, F&& b
     } catch (const Napi::Error&) {
         throw;
     } catch (const std::bad_alloc&) {
-        Napi::Error e = Napi::Error::New(info.Env(), std::string(fn) + ": out of memory");
-        e.Set("code", Napi::String::New(info.Env(), "ERR_NATIVE"));
-        throw e;
+        throw native_error(info.Env(), "ERR_NATIVE", std::string(fn) + ": out of memory");
     } catch (const std::exception& ex) {
-        Napi::Error e = Napi::Error::New(info.Env(), std::string(fn) + ": " + ex.what());
-        e.Set("code", Napi::String::New(info.Env(), "ERR_NATIVE"));
-        throw e;
+        throw native_error(info.Env(), "ERR_NATIVE", std::string(fn) + ": " + ex.what());
+    } catch (...) {
+        throw native_error(info.Env(), "ERR_NATIVE", std::string(fn) + ": unknown native failure");
     }
 }
 
@@ -55,6 +73,8 @@ private:
             SetError(std::string(fn_) + ": out of memory");
         } catch (const std::exception& e) {
             SetError(std::string(fn_) + ": " + e.what());
+        } catch (...) {
+            SetError(std::string(fn_) + ": unknown native failure");
         }
     }
     // Settling runs on the JS thread after Execute(). When the environment is
@@ -73,9 +93,7 @@ private:
     }
     void OnError(const Napi::Error& e) override {
         try {
-            Napi::Error err = Napi::Error::New(Env(), e.Message());
-            err.Set("code", Napi::String::New(Env(), "ERR_NATIVE"));
-            deferred_.Reject(err.Value());
+            deferred_.Reject(native_error(Env(), "ERR_NATIVE", e.Message()).Value());
         } catch (...) {
         }
         keep_.clear();

@@ -1,0 +1,45 @@
+/**
+ * Native failures reach JavaScript as QuantkitError with a code, never as an
+ * abort of the process. setThreads(1024) under an address-space limit used to
+ * end in "terminate called ... std::system_error" (SIGABRT): the pool
+ * recorded its new size before its threads existed, and the call bypassed the
+ * error guard. Now the pool changes size all or nothing.
+ */
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { addon } from '../lib/binding.js';
+import { getThreads, setThreads } from '../lib/index.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+describe('native failures are QuantkitErrors', () => {
+  it('setThreads beyond what the OS allows: QuantkitError, old pool kept, process alive', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/scripts/set-threads-limit.ts')], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(r.signal).toBeNull();
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.error).toMatchObject({ quantkit: true, code: 'ERR_NATIVE' });
+    expect(out.error.message).toMatch(/setThreads: could not start 1024 threads .*the pool keeps \d+/);
+    expect(out.after).toBe(out.before);
+    expect(out.y).toEqual([11, 17, 25, 39]);
+  });
+
+  it('resizing back and forth keeps results identical', () => {
+    const n = getThreads();
+    try {
+      setThreads(3);
+      expect(getThreads()).toBe(3);
+      setThreads(1);
+      expect(getThreads()).toBe(1);
+    } finally {
+      setThreads(n);
+    }
+  });
+
+  it('configure() refuses anything but a class', () => {
+    expect(() => addon.configure({ QuantkitError: 5 as never })).toThrow(TypeError);
+    expect(() => addon.configure(null as never)).toThrow(TypeError);
+  });
+});
