@@ -96,10 +96,16 @@ class Fields {
     return v;
   }
 
+  /**
+   * A strictly positive finite number. Every float field quantkit reads
+   * (norm eps, rope theta, rope scaling factors) divides or takes a logarithm
+   * or power somewhere, and 0, a negative value or NaN there loads fine and
+   * then turns every logit into NaN.
+   */
   num(name: string, dflt?: number): number {
     const v = this.#get(name, dflt === undefined);
     if (v === undefined) return dflt!;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw badConfig(this.file, `field '${name}' must be a non-negative number, got ${describe(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw badConfig(this.file, `field '${name}' must be a positive finite number, got ${describe(v)}`);
     return v;
   }
 
@@ -146,13 +152,18 @@ function parseRopeScaling(f: Fields): RopeScaling | null {
   if (type === 'default') return null;
   if (type === 'linear') return { type, factor: sub.num('factor') };
   if (type === 'llama3') {
-    return {
+    const r = {
       type,
       factor: sub.num('factor'),
       lowFreqFactor: sub.num('low_freq_factor'),
       highFreqFactor: sub.num('high_freq_factor'),
       originalMaxPositions: sub.int('original_max_position_embeddings'),
-    };
+    } as const;
+    // The smoothing between the two wavelength bands divides by their difference.
+    if (!(r.highFreqFactor > r.lowFreqFactor)) {
+      throw badConfig(f.file, `rope_scaling: 'high_freq_factor' (${r.highFreqFactor}) must be greater than 'low_freq_factor' (${r.lowFreqFactor})`);
+    }
+    return r;
   }
   throw new QuantkitError('ERR_UNSUPPORTED', `${f.file}: rope_scaling type '${type}' is not supported (supported: linear, llama3)`);
 }

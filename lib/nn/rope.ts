@@ -23,9 +23,14 @@ export type RopeScaling =
 /** invFreq[i] = theta^(-2i / headDim), i < headDim / 2, adjusted for `scaling`. */
 export function ropeInvFreq(headDim: number, theta: number, scaling?: RopeScaling | null): Float64Array {
   if (!Number.isSafeInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) throw rangeError('ropeInvFreq', 'headDim', `must be a positive even integer, got ${headDim}`);
+  if (typeof theta !== 'number' || !Number.isFinite(theta) || theta <= 0) throw rangeError('ropeInvFreq', 'theta', `must be a positive finite number, got ${theta}`);
   const half = headDim / 2;
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / theta ** ((2 * i) / headDim);
+  if (scaling && !(Number.isFinite(scaling.factor) && scaling.factor > 0)) throw rangeError('ropeInvFreq', 'scaling.factor', `must be a positive finite number, got ${scaling.factor}`);
+  if (scaling?.type === 'llama3' && !(scaling.highFreqFactor > scaling.lowFreqFactor && scaling.lowFreqFactor > 0)) {
+    throw rangeError('ropeInvFreq', 'scaling', `needs 0 < lowFreqFactor < highFreqFactor, got ${scaling.lowFreqFactor} and ${scaling.highFreqFactor}`);
+  }
   if (scaling?.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i]! /= scaling.factor; // same as dividing positions by factor
   } else if (scaling?.type === 'llama3') {
