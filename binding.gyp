@@ -52,7 +52,8 @@
         "native/binding/w8a8_binding.cpp",
         "native/binding/w4a8_binding.cpp",
         "native/binding/attention_binding.cpp",
-        "native/binding/elementwise_binding.cpp"
+        "native/binding/elementwise_binding.cpp",
+        "native/binding/fs_binding.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

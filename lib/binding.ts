@@ -34,6 +34,12 @@ export interface Addon {
   selectIsa(name: IsaName): IsaName;
   setThreads(n: number): void;
   getThreads(): number;
+  /**
+   * Swaps the names of two existing paths in one step (renameat2
+   * RENAME_EXCHANGE / renamex_np RENAME_SWAP). Returns 0, or the errno:
+   * ENOSYS, EINVAL or ENOTSUP when this OS or file system cannot do it.
+   */
+  renameExchange(a: string, b: string): number;
   /** Returns -1, or the flat index of the first NaN/Inf in src. */
   quantize(
     src: Float32Array | Uint16Array,

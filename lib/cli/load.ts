@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
+import { interruptedSaveHint } from '../io/atomic.js';
 import { isQuantizedCheckpoint, loadQuantizedModel } from '../io/quantized-checkpoint.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import { type LlamaConfig, readModelConfig } from '../models/config.js';
@@ -68,7 +69,7 @@ function folderTokenizer(folder: string, vocabSize: number, tokenizerPath: strin
 
 /** Load <model> for the CLI. */
 export function loadCliModel(modelPath: string, tokenizerPath?: string): CliModel {
-  if (!fs.existsSync(modelPath)) throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}`);
+  if (!fs.existsSync(modelPath)) throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}${interruptedSaveHint(modelPath)}`);
   if (tokenizerPath !== undefined && !fs.existsSync(tokenizerPath)) throw new QuantkitError('ERR_NOT_FOUND', `tokenizer not found: ${tokenizerPath}`);
   const isDir = fs.statSync(modelPath).isDirectory();
   if (isDir && isQuantizedCheckpoint(modelPath)) {

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { QuantkitError, describe, typeError } from '../errors.js';
+import { interruptedSaveHint } from '../io/atomic.js';
 import { type Llama2cCheckpoint, readLlama2c } from '../io/llama2c.js';
 import { loadSafetensorsFolder } from '../io/safetensors.js';
 import { loadGpt2Tokenizer, loadHfTokenizer } from '../tokenizers/hf.js';
@@ -147,7 +148,7 @@ export function loadModelSync(modelPath: string, options?: LoadModelOptions): Lo
   try {
     st = fs.statSync(modelPath);
   } catch (err) {
-    throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}`, { cause: err });
+    throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}${interruptedSaveHint(modelPath)}`, { cause: err });
   }
 
   // a .safetensors file or the config.json stands for its folder

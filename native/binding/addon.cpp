@@ -102,6 +102,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     register_w4a8(env, exports);
     register_attention(env, exports);
     register_elementwise(env, exports);
+    register_fs(env, exports);
     return exports;
 }
 
