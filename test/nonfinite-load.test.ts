@@ -12,7 +12,7 @@ import { QuantkitError } from '../lib/errors.js';
 import { parseLlama2c } from '../lib/io/llama2c.js';
 import { loadQuantizedWeights, saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { readSafetensors, writeSafetensorsSync } from '../lib/io/safetensors.js';
-import { firstNonFinite } from '../lib/io/finite.js';
+import { firstHuge, firstNonFinite } from '../lib/io/finite.js';
 import { quantizeModel } from '../lib/nn/quantize-model.js';
 import { Tensor } from '../lib/tensor.js';
 import { TinyLM } from './tiny-lm.js';
@@ -84,6 +84,24 @@ describe('non-finite values are refused at load', () => {
     bytes.writeFloatLE(NaN, dataOffset(file, name) + 4 * 2);
     fs.writeFileSync(file, bytes);
     expectNonFinite(() => loadQuantizedWeights(dir), name, 'NaN at flat index 2');
+  });
+
+  it('huge finite values (|v| >= 2^32) are refused too, in f32 and bf16; f16 cannot hold one', () => {
+    expect(firstHuge(Tensor.fromArray([1e4, -4294967000, 1e-30]))).toBe(-1);
+    expect(firstHuge(Tensor.fromArray([0, 2 ** 32]))).toBe(1);
+    expect(firstHuge(Tensor.fromArray([-3e38, 0]))).toBe(0);
+    // bf16 0x4f80 = 2^32, 0x4f7f just below; 0xdf80 = -2^64
+    expect(firstHuge(new Tensor('bf16', [2], Uint16Array.from([0x4f7f, 0xcf7f])))).toBe(-1);
+    expect(firstHuge(new Tensor('bf16', [3], Uint16Array.from([0, 0x4f80, 0])))).toBe(1);
+    expect(firstHuge(new Tensor('f16', [1], Uint16Array.from([0x7bff])))).toBe(-1);
+    const file = path.join(tmp, 'huge.safetensors');
+    writeSafetensorsSync(file, {
+      'a.weight': Tensor.fromArray([0, 0, 1e30], [3]),
+      'b.weight': new Tensor('bf16', [2], Uint16Array.from([0x3f80, 0xdf80])),
+    });
+    const st = readSafetensors(file);
+    expectNonFinite(() => st.get('a.weight'), file, "'a.weight'", '1.000e+30 at flat index 2', 'below 2^32');
+    expectNonFinite(() => st.get('b.weight'), "'b.weight'", '-1.845e+19 at flat index 1');
   });
 
   it('llama2.c checkpoint: an Inf weight is refused by the parser', () => {
