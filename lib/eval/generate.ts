@@ -104,7 +104,8 @@ export async function* generate(
   const capacity = Math.min(maxPositions, ids.length + maxNewTokens);
   const sampling = { temperature, topK, topP };
   const rand = mulberry32(seed);
-  const decoder = tokenizer.decodeStream();
+  // primed with the prompt: the first generated word keeps its leading space
+  const decoder = tokenizer.decodeStream(ids);
   if (maxNewTokens === 0) return 'length';
 
   const cache = model.createCache(capacity);

@@ -100,10 +100,14 @@ export class HfTokenizer implements Tokenizer {
    * decode a short window of ids with and without the new one and emit the
    * extra text, holding back while it ends in an incomplete character.
    */
-  decodeStream(): StreamDecoder {
-    const ids: number[] = [];
+  decodeStream(context: readonly number[] = []): StreamDecoder {
+    // The window starts inside the context, so each new piece is decoded after
+    // real text (a decoder that strips the first token's leading space, as
+    // SentencePiece-style ones do, then keeps it) and only the difference is
+    // emitted.
+    const ids: number[] = context.slice(-STREAM_CONTEXT);
     let prefixOffset = 0; // start of the window
-    let readOffset = 0; // ids before this are emitted
+    let readOffset = ids.length; // ids before this are emitted
     const step = (final: boolean): string => {
       const prefix = this.decode(ids.slice(prefixOffset, readOffset));
       const full = this.decode(ids.slice(prefixOffset));
@@ -129,6 +133,9 @@ export class HfTokenizer implements Tokenizer {
     return this.core.token_to_id(token);
   }
 }
+
+/** Context tokens a stream decoder keeps in its window (enough for a character split over byte tokens). */
+const STREAM_CONTEXT = 8;
 
 /** Parse merges.txt: an optional "#version" line, then one "left right" pair per line. */
 function parseMerges(text: string, file: string): [string, string][] {

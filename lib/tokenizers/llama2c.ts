@@ -215,9 +215,16 @@ export class Llama2cTokenizer implements Tokenizer {
     return Buffer.concat(parts).toString('utf8');
   }
 
-  decodeStream(): StreamDecoder {
+  decodeStream(context: readonly number[] = []): StreamDecoder {
     const td = new TextDecoder('utf-8');
     let prev = LLAMA2C_BOS;
+    // Run the context's last pieces through the decoder, output discarded: the
+    // first pushed piece then keeps its leading space (it follows a token, not
+    // BOS), and a character whose bytes the context left incomplete completes.
+    for (const id of context.slice(-STREAM_CONTEXT)) {
+      if (id !== LLAMA2C_BOS && id !== LLAMA2C_EOS) td.decode(this.decodePiece(prev, id), { stream: true });
+      prev = id;
+    }
     return {
       push: (id) => {
         const p = prev;
@@ -229,6 +236,9 @@ export class Llama2cTokenizer implements Tokenizer {
     };
   }
 }
+
+/** Context tokens a stream decoder replays: enough for any UTF-8 character in byte tokens (4). */
+const STREAM_CONTEXT = 8;
 
 function bad(file: string, problem: string): QuantkitError {
   return new QuantkitError('ERR_BAD_FILE', `${file}: not a valid llama2.c tokenizer: ${problem}`);

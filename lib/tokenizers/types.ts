@@ -35,8 +35,14 @@ export interface Tokenizer {
    * tokenizer can represent losslessly.
    */
   decode(ids: readonly number[]): string;
-  /** A fresh streaming decoder (stateful; one per generated sequence). */
-  decodeStream(): StreamDecoder;
+  /**
+   * A fresh streaming decoder (stateful; one per generated sequence).
+   * `context`: the ids already there (the prompt); the stream continues after
+   * them, so `decode(context) + pushed text === decode([...context, ...pushed])`
+   * (the first generated word keeps its leading space). Without it the stream
+   * decodes as from the start of a text.
+   */
+  decodeStream(context?: readonly number[]): StreamDecoder;
   /** The piece/token string of an id, or undefined when out of range. */
   idToToken(id: number): string | undefined;
 }
