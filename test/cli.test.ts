@@ -90,6 +90,17 @@ describe('CLI usage and errors', () => {
     expect(h.status).toBe(0);
     expect(h.stdout).toMatch(/Commands:/);
   });
+
+  it.skipIf(!haveFixture)('a mistyped --exclude is an error naming the flag, and writes nothing', () => {
+    const out = path.join(tmp, 'typo');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'quantize', MODEL, '--out', out, '--exclude', 'model.layerz.*'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^quantkit: --exclude pattern 'model\.layerz\.\*' matches no Linear layer of this model; its Linear layers are model\.layers\.0\./);
+    expect(fs.existsSync(out)).toBe(false);
+  });
 });
 
 describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => {

@@ -35,6 +35,19 @@ describe('exclude patterns', () => {
 });
 
 describe('quantizeModel', () => {
+  it('an exclude pattern that matches no Linear is a RangeError naming it, before any layer changes', () => {
+    const m = new TinyLM();
+    expect(() => quantizeModel(m, { weights: 'int8', exclude: ['lm_head', 'layerz.*'] })).toThrow(
+      /'options\.exclude' pattern 'layerz\.\*' matches no Linear layer of this model; its Linear layers are .*lm_head/,
+    );
+    expect([...m.namedModules()].some(([, mod]) => mod instanceof QLinear)).toBe(false);
+    // the default ['lm_head'] may match nothing (a model with a tied head): no error
+    const s = quantizeModel(m, { weights: 'int8', exclude: ['lm_head'] });
+    const noHead = new TinyLM();
+    quantizeModel(noHead, { weights: 'int8', exclude: ['**'] });
+    expect(s.kept).toEqual(['lm_head']);
+  });
+
   it('replaces every Linear but lm_head by default (int8 per channel)', () => {
     const m = new TinyLM();
     const s = quantizeModel(m, { weights: 'int8' });

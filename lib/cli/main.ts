@@ -127,10 +127,32 @@ function buildProgram(io: CliIO): Command {
   return program;
 }
 
-/** One line, no stack: the message of an error (its first line). */
+/** Library option -> the CLI flag that sets it, where the names differ beyond kebab-case. */
+const FLAG_OF: Record<string, string> = {
+  groupSize: '--group',
+  histogramLayer: '--layer',
+  tokenizerPath: '--tokenizer',
+  maxNewTokens: '--max-new-tokens',
+  topK: '--top-k',
+  topP: '--top-p',
+};
+const FLAGS = new Set(['activations', 'bits', 'context', 'exclude', 'granularity', 'scheme', 'seed', 'stop', 'stride', 'temperature', 'threshold', 'weights']);
+
+/**
+ * A library message names its option ("quantizeModel: 'options.exclude' ...");
+ * the CLI user typed a flag, so say that flag ("--exclude ...").
+ */
+export function cliWording(msg: string): string {
+  const flag = (name: string) => FLAG_OF[name] ?? (FLAGS.has(name) ? `--${name}` : undefined);
+  return msg
+    .replace(/^\w+: 'options\.(\w+)'/, (m, name: string) => flag(name) ?? m)
+    .replace(/'options\.(\w+)'/g, (m, name: string) => flag(name) ?? m);
+}
+
+/** One line, no stack: the message of an error (its first line), in CLI words. */
 function oneLine(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
-  return msg.split('\n')[0]!.trim();
+  return cliWording(msg.split('\n')[0]!.trim());
 }
 
 /** Run the CLI on `argv` (without the node/script entries); resolves to the exit code. */

@@ -21,7 +21,7 @@ export function quantOptions(weights: WeightsFormat, f: QuantFlags): QuantizeMod
     scheme: f.scheme === 'asym' ? 'asymmetric' : 'symmetric',
     granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
     ...(f.granularity !== 'channel' && f.granularity !== 'tensor' && (weights === 'int4' || f.group !== undefined) ? { groupSize: f.group ?? 32 } : {}),
-    exclude: f.exclude ?? ['lm_head'],
+    ...(f.exclude !== undefined ? { exclude: f.exclude } : {}),
     ...(f.activations !== undefined ? { activations: f.activations } : {}),
     ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
   };

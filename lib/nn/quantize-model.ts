@@ -209,7 +209,21 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   const excluded = makeExcludeMatcher(config.exclude);
   const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], bytesBefore: 0, bytesAfter: 0 };
   // collect first: replacing while iterating namedModules() would walk the new children
-  for (const { name, parent, local, layer } of findLinears(model)) {
+  const linears = findLinears(model);
+  // A pattern the caller wrote that matches nothing is a typo ('layerz.*'),
+  // which would otherwise quantize the layers it meant to keep. Checked before
+  // any layer changes. The default ['lm_head'] may match nothing (tied heads).
+  if (options.exclude !== undefined) {
+    for (const p of config.exclude) {
+      const matches = makeExcludeMatcher([p]);
+      if (!linears.some((l) => matches(l.name))) {
+        const names = linears.map((l) => l.name);
+        const shown = names.slice(0, 6).join(', ') + (names.length > 6 ? `, ... (${names.length} in all)` : '');
+        throw rangeError(FN, 'options.exclude', `pattern '${p}' matches no Linear layer of this model; its Linear layers are ${shown || 'none'}`);
+      }
+    }
+  }
+  for (const { name, parent, local, layer } of linears) {
     if (excluded(name)) {
       summary.kept.push(name);
       continue;
