@@ -8,7 +8,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { markAsUntransferable } from 'node:worker_threads';
+import { isMainThread, markAsUntransferable } from 'node:worker_threads';
 import { QuantkitError, typeError } from './errors.js';
 
 /** Source dtype codes of the raw addon. */
@@ -151,6 +151,17 @@ function packageRoot(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 }
 
+/** QUANTKIT_THREADS: the pool size at load (default: the CPUs this process may run on). */
+function threadsFromEnv(): number | undefined {
+  const v = process.env.QUANTKIT_THREADS;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isInteger(n) || n < 1 || n > 1024) {
+    throw new QuantkitError('ERR_UNSUPPORTED', `QUANTKIT_THREADS must be an integer in [1, 1024]; got '${v}'`);
+  }
+  return n;
+}
+
 function load(): Addon {
   const env = process.env.QUANTKIT_ISA;
   if (env !== undefined && env !== '' && !(ISA_NAMES as readonly string[]).includes(env)) {
@@ -170,6 +181,10 @@ function load(): Addon {
     );
   }
   a.configure({ QuantkitError });
+  // The pool is one per process: the main thread sizes it; a worker thread
+  // loading the addon must not undo a setThreads() made since.
+  const threads = threadsFromEnv();
+  if (threads !== undefined && isMainThread) a.setThreads(threads);
   for (const [fn, names] of Object.entries(ASYNC_ARGS)) {
     const raw = (a as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[fn]!.bind(a);
     (a as unknown as Record<string, unknown>)[fn] = (...args: unknown[]) => raw(...holdBuffers(fn, names, args));

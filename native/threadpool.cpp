@@ -9,6 +9,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 namespace qk {
 
 namespace {
@@ -185,7 +189,17 @@ private:
     std::exception_ptr error_;  // first exception of the current run (under m_)
 };
 
+// The CPUs this process may run on (a container's cpuset, taskset), not all
+// of the machine's: more threads than that only take turns on the same cores.
 size_t default_threads() {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0) return size_t(n);
+    }
+#endif
     unsigned n = std::thread::hardware_concurrency();
     return n ? n : 1;
 }

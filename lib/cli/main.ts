@@ -124,6 +124,15 @@ function buildProgram(io: CliIO): Command {
     .option('--json', 'machine-readable output')
     .action(async (model: string, o) => (await commands.report())(io, model, o));
 
+  // --threads on every command: the native pool size for this run (default:
+  // QUANTKIT_THREADS, else the CPUs this process may use)
+  for (const cmd of program.commands) {
+    cmd.addOption(new Option('--threads <n>', 'native threads (default: $QUANTKIT_THREADS, else the CPUs available)').argParser(intOption(1, 1024)));
+  }
+  program.hook('preAction', async (_program, action) => {
+    const n = action.opts().threads as number | undefined;
+    if (n !== undefined) (await import('../runtime.js')).setThreads(n);
+  });
   return program;
 }
 
