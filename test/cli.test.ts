@@ -174,6 +174,18 @@ describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => 
     const s4 = await json<{ footprintAfter: number; fallbacks: string[] }>('quantize', MODEL, '--out', q4, '--bits', '4', '--scheme', 'asym', '--group', '32');
     expect(s4.footprintAfter).toBe(342_768);
     expect(s4.fallbacks).toHaveLength(5); // the 5 down_proj
+    // the text output says what those layers got
+    const t4 = await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group', '32');
+    expect(t4.out).toMatch(/group size 32 does not divide K of 5 layer\(s\), quantized instead as \(--group-fallback divisor\):\n  model\.layers\.0\.mlp\.down_proj \(K = 172\): g4\n/);
+    const k4 = await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group', '32', '--group-fallback', 'keep');
+    expect(k4.out).toMatch(/kept in float: model\.layers\.0\.mlp\.down_proj/);
+    // a group size no layer can use is refused, naming the flag
+    const g48 = await cli('quantize', MODEL, '--out', path.join(tmp, 'g48'), '--bits', '4', '--group', '48');
+    expect(g48.code).toBe(1);
+    expect(g48.err).toMatch(/^quantkit: --group 48 divides the K of no layer \(K = 64, 172\)/);
+    expect((await cli('ppl', MODEL, '--text', TEXT, '--weights', 'int4', '--group', '48')).err).toMatch(/--group 48 divides the K of no layer/);
+    expect((await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group-fallback', 'error')).err).toMatch(/--group 32 does not divide K = 172 .*\(set --group-fallback to divisor, channel or keep\)/);
+    await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--scheme', 'asym', '--group', '32'); // restore for the checks below
     const i4 = await json<{ source: string; footprint: { bytes: number } }>('inspect', q4);
     expect(i4.source).toBe('quantkit');
     expect(i4.footprint.bytes).toBe(342_768);

@@ -92,6 +92,19 @@ describe('quantizeModel', () => {
     expect(() => quantizeModel(new TinyLM({ hidden: 100 }), { weights: 'int4', groupFallback: 'error' })).toThrow(/groupSize.*K = 100.*layers\.0\.fc2/);
   });
 
+  it('says what each layer got; an explicit group size that divides no K is an error; a refusal changes nothing', () => {
+    const m = new TinyLM({ hidden: 100 }); // fc1: K = 64, fc2: K = 100
+    const s = quantizeModel(m, { weights: 'int4', groupSize: 32 });
+    expect(s.layers.find((l) => l.name === 'layers.0.fc2')).toEqual({ name: 'layers.0.fc2', K: 100, granularity: 'group', groupSize: 20 });
+    expect(s.layers.find((l) => l.name === 'layers.0.fc1')).toEqual({ name: 'layers.0.fc1', K: 64, granularity: 'group', groupSize: 32 });
+    const n = new TinyLM({ hidden: 100 });
+    expect(() => quantizeModel(n, { weights: 'int4', groupSize: 48 })).toThrow(/'options\.groupSize' 48 divides the K of no layer \(K = 64, 100\)/);
+    expect(() => quantizeModel(n, { weights: 'int4', groupFallback: 'error' })).toThrow(/K = 100/);
+    expect([...n.namedModules()].some(([, mod]) => mod instanceof QLinear)).toBe(false);
+    // the default group size (not asked for) may fall back everywhere without an error
+    expect(quantizeModel(new TinyLM({ dim: 48, hidden: 100 }), { weights: 'int4' }).fallbacks.length).toBeGreaterThan(0);
+  });
+
   it('validates options, naming the option', () => {
     const m = new TinyLM();
     expect(() => quantizeModel(m, { weights: 'int3' as never })).toThrow(RangeError);

@@ -31,6 +31,11 @@ function quantOpts(cmd: Command, withBits: boolean): Command {
     .addOption(new Option('--scheme <s>', 'sym (symmetric) or asym (asymmetric, with zero points)').argParser(choiceOption(['sym', 'asym'] as const)).default('sym'))
     .addOption(new Option('--group <n>', 'values per scale along K (int4 default 32; int8 default: per channel)').argParser(intOption(2, 1 << 20)))
     .addOption(new Option('--granularity <g>', 'channel, group or tensor').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))
+    .addOption(
+      new Option('--group-fallback <f>', 'a layer whose K the group size does not divide: divisor (largest even divisor below it), channel, keep (float) or error')
+        .argParser(choiceOption(['divisor', 'channel', 'keep', 'error'] as const))
+        .default('divisor'),
+    )
     .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
     .addOption(new Option('--activations <a>', 'none (weight-only), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
     .addOption(new Option('--threshold <t>', 'LLM.int8() outlier threshold (default 6)').argParser(floatOption(0, 1e6)));
@@ -139,13 +144,14 @@ function buildProgram(io: CliIO): Command {
 /** Library option -> the CLI flag that sets it, where the names differ beyond kebab-case. */
 const FLAG_OF: Record<string, string> = {
   groupSize: '--group',
+  groupFallback: '--group-fallback',
   histogramLayer: '--layer',
   tokenizerPath: '--tokenizer',
   maxNewTokens: '--max-new-tokens',
   topK: '--top-k',
   topP: '--top-p',
 };
-const FLAGS = new Set(['activations', 'bits', 'context', 'exclude', 'granularity', 'scheme', 'seed', 'stop', 'stride', 'temperature', 'threshold', 'weights']);
+const FLAGS = new Set(['groupFallback', 'activations', 'bits', 'context', 'exclude', 'granularity', 'scheme', 'seed', 'stop', 'stride', 'temperature', 'threshold', 'weights']);
 
 /**
  * A library message names its option ("quantizeModel: 'options.exclude' ...");

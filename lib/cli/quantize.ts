@@ -7,7 +7,7 @@ import { saveQuantized } from '../io/quantized-checkpoint.js';
 import { quantizeModel } from '../nn/quantize-model.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
-import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
+import { type QuantFlags, fallbackLines, quantLabel, quantOptions, requireFloat } from './weights.js';
 
 export interface QuantizeFlags extends QuantFlags {
   out: string;
@@ -38,6 +38,7 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
     replaced: summary.replaced,
     kept: summary.kept,
     fallbacks: summary.fallbacks,
+    layers: summary.layers,
     layerBytesBefore: summary.bytesBefore,
     layerBytesAfter: summary.bytesAfter,
     footprintBefore: before.bytes,
@@ -48,7 +49,9 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
   io.out(
     [
       `quantized ${summary.replaced.length} Linear layers to ${quantLabel(opts)}; kept in float: ${summary.kept.join(', ') || 'none'}`,
-      ...(summary.fallbacks.length ? [`per-channel fallback (group size does not divide K): ${summary.fallbacks.join(', ')}`] : []),
+      ...(summary.fallbacks.length
+        ? [`group size ${opts.groupSize} does not divide K of ${summary.fallbacks.length} layer(s), quantized instead as (--group-fallback ${flags.groupFallback ?? 'divisor'}):`, ...fallbackLines(summary).map((l) => `  ${l}`)]
+        : []),
       `layer weights: ${formatBytes(summary.bytesBefore)} -> ${formatBytes(summary.bytesAfter)}`,
       `model footprint: ${before.bytes.toLocaleString('en-US')} -> ${after.bytes.toLocaleString('en-US')} bytes (${(before.bytes / after.bytes).toFixed(2)}x smaller)`,
       `wrote ${flags.out}`,

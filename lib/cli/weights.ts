@@ -3,7 +3,7 @@
  * commands, turned into quantizeModel options.
  */
 import { QuantkitError } from '../errors.js';
-import type { QuantizeModelOptions, WeightsFormat } from '../nn/quantize-model.js';
+import type { QuantizeModelOptions, QuantizeModelSummary, WeightsFormat } from '../nn/quantize-model.js';
 import type { CliModel } from './load.js';
 
 export interface QuantFlags {
@@ -11,6 +11,7 @@ export interface QuantFlags {
   group?: number;
   granularity?: 'channel' | 'group' | 'tensor';
   exclude?: string[];
+  groupFallback?: 'divisor' | 'channel' | 'keep' | 'error';
   activations?: 'none' | 'int8' | 'llm.int8';
   threshold?: number;
 }
@@ -22,6 +23,7 @@ export function quantOptions(weights: WeightsFormat, f: QuantFlags): QuantizeMod
     granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
     ...(f.granularity !== 'channel' && f.granularity !== 'tensor' && (weights === 'int4' || f.group !== undefined) ? { groupSize: f.group ?? 32 } : {}),
     ...(f.exclude !== undefined ? { exclude: f.exclude } : {}),
+    ...(f.groupFallback !== undefined ? { groupFallback: f.groupFallback } : {}),
     ...(f.activations !== undefined ? { activations: f.activations } : {}),
     ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
   };
@@ -32,6 +34,15 @@ export function requireFloat(m: CliModel, what: string): void {
   if (m.source === 'quantkit') {
     throw new QuantkitError('ERR_UNSUPPORTED', `${what} needs a float model; this is already a quantkit checkpoint (drop --weights, or pass the original model)`);
   }
+}
+
+/** "model.layers.0.mlp.down_proj (K = 172): g4" for each layer quantized with another format than asked. */
+export function fallbackLines(summary: QuantizeModelSummary): string[] {
+  const byName = new Map(summary.layers.map((l) => [l.name, l]));
+  return summary.fallbacks.map((n) => {
+    const l = byName.get(n)!;
+    return `${n} (K = ${l.K}): ${l.granularity === 'group' ? `g${l.groupSize}` : `per-${l.granularity}`}`;
+  });
 }
 
 /** Short label: "int8 sym per-channel", "int4 asym g32". */

@@ -76,6 +76,15 @@ export interface ResolvedQuantConfig {
   threshold: number | undefined;
 }
 
+export interface QuantizedLayerFormat {
+  name: string;
+  /** K, the weight's input dimension (what a group size must divide). */
+  K: number;
+  granularity: Granularity;
+  /** Set for 'group' only. */
+  groupSize?: number;
+}
+
 export interface QuantizeModelSummary {
   config: ResolvedQuantConfig;
   /** Dotted names of the Linear layers now QLinear. */
@@ -84,6 +93,8 @@ export interface QuantizeModelSummary {
   kept: string[];
   /** Layers quantized with another granularity or group size because the group size does not divide K (see groupFallback). */
   fallbacks: string[];
+  /** What each replaced layer got, in `replaced` order (a fallback layer shows its own group size or 'channel'). */
+  layers: QuantizedLayerFormat[];
   /** Bytes of the replaced layers' float weights (biases excluded: they stay f32). */
   bytesBefore: number;
   /** Bytes of their quantized weights: codes + scales + zero points. */
@@ -171,7 +182,7 @@ export function layerQuantizeOptions(cfg: ResolvedQuantConfig, name: string, wei
   if (cfg.granularity === 'group' && K % cfg.groupSize! !== 0) {
     if (cfg.groupFallback === 'keep') return null;
     if (cfg.groupFallback === 'error') {
-      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set groupFallback to 'divisor', 'channel' or 'keep')`);
+      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set 'options.groupFallback' to divisor, channel or keep)`);
     }
     if (cfg.groupFallback === 'divisor') {
       for (let g = cfg.groupSize! - 2; g >= 2; g -= 2) if (K % g === 0) return { bits: cfg.bits, scheme: cfg.scheme, granularity: 'group', groupSize: g };
@@ -207,7 +218,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   }
   const config = resolveQuantConfig(options);
   const excluded = makeExcludeMatcher(config.exclude);
-  const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], bytesBefore: 0, bytesAfter: 0 };
+  const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], layers: [], bytesBefore: 0, bytesAfter: 0 };
   // collect first: replacing while iterating namedModules() would walk the new children
   const linears = findLinears(model);
   // A pattern the caller wrote that matches nothing is a typo ('layerz.*'),
@@ -223,21 +234,29 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       }
     }
   }
-  for (const { name, parent, local, layer } of linears) {
-    if (excluded(name)) {
-      summary.kept.push(name);
-      continue;
-    }
-    const opts = layerQuantizeOptions(config, name, layer.weight.shape);
+  // Every layer's format first (groupFallback 'error' throws here), so a
+  // refusal leaves the model untouched.
+  const plan = linears.map((l) => ({ ...l, opts: excluded(l.name) ? null : layerQuantizeOptions(config, l.name, l.layer.weight.shape) }));
+  const isFallback = (o: QuantizeOptions) => config.granularity === 'group' && (o.granularity !== 'group' || o.groupSize !== config.groupSize);
+  const quantized = plan.filter((p) => p.opts !== null);
+  const candidates = plan.filter((p) => !excluded(p.name));
+  // An explicit group size that divides no layer's K would be quantized as
+  // something else everywhere: say so instead of printing a format no layer has.
+  if (options.groupSize !== undefined && config.granularity === 'group' && candidates.length > 0 && quantized.every((p) => isFallback(p.opts!))) {
+    const ks = [...new Set(candidates.map((p) => rowsK(p.layer.weight.shape)[1]))].sort((a, b) => a - b);
+    throw rangeError(FN, 'options.groupSize', `${config.groupSize} divides the K of no layer (K = ${ks.join(', ')}); choose a group size that divides K`);
+  }
+  for (const { name, parent, local, layer, opts } of plan) {
     if (opts === null) {
       summary.kept.push(name);
       continue;
     }
-    if (config.granularity === 'group' && (opts.granularity !== 'group' || opts.groupSize !== config.groupSize)) summary.fallbacks.push(name);
+    if (isFallback(opts)) summary.fallbacks.push(name);
     const q = QLinear.fromLinear(layer, { ...opts, activations: config.activations, ...(config.threshold !== undefined ? { threshold: config.threshold } : {}) });
     q.qweight.name = `${name}.weight`;
     parent.replaceChild(local, q);
     summary.replaced.push(name);
+    summary.layers.push({ name, K: rowsK(layer.weight.shape)[1], granularity: opts.granularity ?? 'channel', ...(opts.granularity === 'group' ? { groupSize: opts.groupSize! } : {}) });
     summary.bytesBefore += layer.weight.nbytes;
     summary.bytesAfter += q.qweight.nbytes;
   }
