@@ -173,10 +173,12 @@ function load(): Addon {
   try {
     a = nodeGypBuild(packageRoot()) as Addon;
   } catch (err) {
+    const reason = (err as Error).message.split('\n')[0];
     throw new QuantkitError(
       'ERR_NATIVE',
-      `quantkit: could not load the native addon (${(err as Error).message}). ` +
-        'Run `npm install` (or `npm run build:native`) to build it from source.',
+      `quantkit: could not load its native addon for ${process.platform}-${process.arch}, Node ${process.versions.node} (${reason}). ` +
+        'Prebuilt binaries ship for linux-x64; elsewhere the addon is compiled at install, which needs install scripts allowed, ' +
+        'python3, make and a C++17 compiler: install those, then run `npm rebuild quantkit`.',
       { cause: err },
     );
   }
