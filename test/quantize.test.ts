@@ -5,7 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  Linear,
+  QLinear,
   QuantizedTensor,
+  matmul,
+  matmulAsync,
   QuantkitError,
   Tensor,
   availableIsas,
@@ -267,5 +271,20 @@ describe('bad input', () => {
     const q = quantize(new Tensor('f32', [0, 8], new Float32Array(0)));
     expect(q.data.length).toBe(0);
     expect(q.dequantize().size).toBe(0);
+  });
+});
+
+describe('int2 is quantize/pack only, and says so', () => {
+  it('matmul, matmulAsync, QLinear and QLinear.fromLinear refuse a 2-bit weight with a clear error', async () => {
+    const w = new Tensor('f32', [4, 64], randomF32(256, 3));
+    const q2 = quantize(w, { bits: 2 });
+    const x = new Tensor('f32', [1, 64], randomF32(64, 4));
+    expect(() => matmul(x, q2)).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED', message: expect.stringMatching(/2-bit.*dequantize\(\) it first/) }));
+    await expect(matmulAsync(x, q2)).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
+    expect(() => new QLinear(q2)).toThrow(/'qweight' must be int8 or int4, got 2 bits/);
+    expect(() => QLinear.fromLinear(new Linear(w), { bits: 2 as never })).toThrow(/'options.bits' must be 8 or 4/);
+    // the documented way: dequantize, then multiply in float
+    const y = matmul(x, dequantize(q2));
+    expect(y.shape).toEqual([1, 4]);
   });
 });
