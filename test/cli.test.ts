@@ -91,6 +91,28 @@ describe('CLI usage and errors', () => {
     expect(h.stdout).toMatch(/Commands:/);
   });
 
+  it('one vocabulary: --weights or --bits on quantize, sym/asym or the full names; required options and defaults in --help', async () => {
+    const h = await cli('quantize', '--help');
+    expect(h.out).toMatch(/--out <dir>\s+output folder, written atomically \(required\)/);
+    expect(h.out).toMatch(/--weights <w>\s+weight format: int8 or int4 \(default: int8\)/);
+    const flat = h.out.replace(/\s+/g, ' ');
+    expect(flat).toMatch(/--scheme <s> sym \/ symmetric, or asym \/ asymmetric \(with zero points\) \(default: "sym"\)/);
+    expect(flat).toMatch(/--granularity <g> channel, group or tensor \(default: channel for int8, group for int4\)/);
+    expect((await cli('ppl', '--help')).out.replace(/\s+/g, ' ')).toMatch(/--text <file> .*\(required\)/);
+    const bad = await cli('quantize', MODEL, '--out', path.join(tmp, 'never'), '--weights', 'int8', '--bits', '4');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/--weights int8 and --bits 4 disagree/);
+    expect(fs.existsSync(path.join(tmp, 'never'))).toBe(false);
+  });
+
+  it.skipIf(!haveFixture)('quantize --weights int4 --scheme asymmetric is --bits 4 --scheme asym', async () => {
+    const a = await json<{ out: string; quantization: string; footprintAfter: number }>('quantize', MODEL, '--out', path.join(tmp, 'va'), '--weights', 'int4', '--scheme', 'asymmetric');
+    const b = await json<{ out: string; quantization: string; footprintAfter: number }>('quantize', MODEL, '--out', path.join(tmp, 'vb'), '--bits', '4', '--scheme', 'asym');
+    expect(a.quantization).toBe('int4 asym g32');
+    expect(a).toEqual({ ...b, out: a.out });
+    expect(fs.readFileSync(path.join(tmp, 'va', 'model.safetensors'))).toEqual(fs.readFileSync(path.join(tmp, 'vb', 'model.safetensors')));
+  });
+
   it.skipIf(!haveFixture)('a mistyped --exclude is an error naming the flag, and writes nothing', () => {
     const out = path.join(tmp, 'typo');
     const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'quantize', MODEL, '--out', out, '--exclude', 'model.layerz.*'], {

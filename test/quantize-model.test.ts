@@ -112,7 +112,8 @@ describe('quantizeModel', () => {
     expect(() => quantizeModel(m, { weights: 'int4', groupSize: 31 })).toThrow(/options\.groupSize/);
     expect(() => quantizeModel(m, { weights: 'int4', groupSize: '32' as never })).toThrow(TypeError);
     expect(() => quantizeModel(m, { weights: 'int8', groupSize: 32 })).toThrow(/options\.groupSize.*only valid/);
-    expect(() => quantizeModel(m, { weights: 'int8', scheme: 'sym' as never })).toThrow(/options\.scheme/);
+    expect(() => quantizeModel(m, { weights: 'int8', scheme: 'symm' as never })).toThrow(/options\.scheme/);
+    expect(quantizeModel(new TinyLM(), { weights: 'int4', scheme: 'asym' }).config.scheme).toBe('asymmetric');
     expect(() => quantizeModel(m, { weights: 'int8', exclude: 'lm_head' as never })).toThrow(/options\.exclude/);
     expect(() => quantizeModel(m, { weights: 'int8', exclude: [''] })).toThrow(/options\.exclude/);
     expect(() => quantizeModel({} as never, { weights: 'int8' })).toThrow(/model/);

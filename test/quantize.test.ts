@@ -248,7 +248,11 @@ describe('bad input', () => {
     expect(() => quantize({} as Tensor)).toThrow(TypeError);
     expect(() => quantize(new Tensor('i8', [4], new Int8Array(4)))).toThrow(/'t' must have dtype f32, f16 or bf16/);
     expect(() => quantize(t, { bits: 3 as 8 })).toThrow(/options.bits/);
-    expect(() => quantize(t, { scheme: 'sym' as 'symmetric' })).toThrow(/options.scheme/);
+    expect(() => quantize(t, { scheme: 'symm' as 'symmetric' })).toThrow(/options.scheme/);
+    // the short names are the same schemes
+    expect(quantize(t, { bits: 4, scheme: 'asym' }).scheme).toBe('asymmetric');
+    expect(quantize(t, { bits: 4, scheme: 'asym' }).codes).toEqual(quantize(t, { bits: 4, scheme: 'asymmetric' }).codes);
+    expect(quantize(t, { scheme: 'sym' }).scheme).toBe('symmetric');
     expect(() => quantize(t, { granularity: 'row' as 'channel' })).toThrow(/options.granularity/);
     expect(() => quantize(t, { bits: 4, groupSize: 48 })).toThrow(/groupSize.*48 does not divide/);
     expect(() => quantize(t, { bits: 4, groupSize: 3 })).toThrow(RangeError);

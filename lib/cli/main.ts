@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
+import { QuantkitError } from '../errors.js';
 import { type CliIO, choiceOption, floatOption, intOption, listOption, processIO } from './io.js';
 
 // Commands are imported when run, so that even a failure to load the native
@@ -26,19 +27,37 @@ const commands = {
 const VERSION = '0.1.0';
 
 function quantOpts(cmd: Command, withBits: boolean): Command {
-  if (withBits) cmd.addOption(new Option('--bits <n>', 'weight bits: 8 or 4').argParser(choiceOption(['8', '4'])).default('8'));
+  if (withBits) {
+    // one vocabulary: --weights int8|int4 as on every other command; --bits 8|4 is the same choice
+    cmd.addOption(new Option('--weights <w>', 'weight format: int8 or int4 (default: int8)').argParser(choiceOption(['int8', 'int4'] as const)));
+    cmd.addOption(new Option('--bits <n>', 'the same as --weights: 8 or 4').argParser(choiceOption(['8', '4'])));
+  }
   return cmd
-    .addOption(new Option('--scheme <s>', 'sym (symmetric) or asym (asymmetric, with zero points)').argParser(choiceOption(['sym', 'asym'] as const)).default('sym'))
+    .addOption(
+      new Option('--scheme <s>', 'sym / symmetric, or asym / asymmetric (with zero points)')
+        .argParser(choiceOption(['sym', 'asym', 'symmetric', 'asymmetric'] as const))
+        .default('sym'),
+    )
     .addOption(new Option('--group <n>', 'values per scale along K (int4 default 32; int8 default: per channel)').argParser(intOption(2, 1 << 20)))
-    .addOption(new Option('--granularity <g>', 'channel, group or tensor').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))
+    .addOption(new Option('--granularity <g>', 'channel, group or tensor (default: channel for int8, group for int4)').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))
     .addOption(
       new Option('--group-fallback <f>', 'a layer whose K the group size does not divide: divisor (largest even divisor below it), channel, keep (float) or error')
         .argParser(choiceOption(['divisor', 'channel', 'keep', 'error'] as const))
         .default('divisor'),
     )
     .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
-    .addOption(new Option('--activations <a>', 'none (weight-only), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
+    .addOption(new Option('--activations <a>', 'none (weight-only, the default), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
     .addOption(new Option('--threshold <t>', 'LLM.int8() outlier threshold (default 6)').argParser(floatOption(0, 1e6)));
+}
+
+/** quantize's --weights / --bits: one choice, two spellings; both given must agree. */
+function quantizeBits(weights: 'int8' | 'int4' | undefined, bits: '8' | '4' | undefined): 8 | 4 {
+  const fromWeights = weights === undefined ? undefined : weights === 'int8' ? 8 : 4;
+  const fromBits = bits === undefined ? undefined : (Number(bits) as 8 | 4);
+  if (fromWeights !== undefined && fromBits !== undefined && fromWeights !== fromBits) {
+    throw new QuantkitError('ERR_UNSUPPORTED', `--weights ${weights} and --bits ${bits} disagree; give one of them`);
+  }
+  return fromWeights ?? fromBits ?? 8;
 }
 
 const tokenizerOpt = () => new Option('--tokenizer <file>', 'tokenizer file (llama2.c tokenizer.bin, tokenizer.json) when not found next to the model');
@@ -67,13 +86,13 @@ function buildProgram(io: CliIO): Command {
       .command('quantize')
       .description('quantize the Linear layers and save a quantkit checkpoint folder')
       .argument(modelArg, modelHelp)
-      .requiredOption('--out <dir>', 'output folder (written atomically)')
+      .requiredOption('--out <dir>', 'output folder, written atomically (required)')
       .option('--force', 'replace --out if it already exists'),
     true,
   )
     .addOption(tokenizerOpt())
     .option('--json', 'machine-readable output')
-    .action(async (model: string, o) => (await commands.quantize())(io, model, { ...o, bits: Number(o.bits) as 8 | 4 }));
+    .action(async (model: string, o) => (await commands.quantize())(io, model, { ...o, bits: quantizeBits(o.weights, o.bits) }));
 
   quantOpts(
     program
@@ -99,7 +118,7 @@ function buildProgram(io: CliIO): Command {
       .command('ppl')
       .description('perplexity of a text (sliding windows, Hugging Face method)')
       .argument(modelArg, modelHelp)
-      .requiredOption('--text <file>', 'text file; blank-line separated paragraphs each start with BOS')
+      .requiredOption('--text <file>', 'text file; blank-line separated paragraphs each start with BOS (required)')
       .addOption(weightsOpt())
       .addOption(new Option('--context <n>', 'window length in tokens').argParser(intOption(2, 1 << 20)).default(256))
       .addOption(new Option('--stride <n>', 'window advance (default: context)').argParser(intOption(1, 1 << 20)))
@@ -115,7 +134,7 @@ function buildProgram(io: CliIO): Command {
       .command('report')
       .description('fp32 vs quantized: footprint, perplexity, generations, per-layer error table and SVG charts')
       .argument(modelArg, modelHelp)
-      .requiredOption('--out <dir>', 'folder for report.md, report.json and the SVGs')
+      .requiredOption('--out <dir>', 'folder for report.md, report.json and the SVGs (required)')
       .addOption(new Option('--weights <list>', 'configs to compare, comma-separated').argParser((v) => v.split(',').map((s) => choiceOption(['int8', 'int4'] as const)(s.trim()))).default(['int8', 'int4']))
       .option('--text <file>', 'text for perplexity (default: a bundled sample of simple English stories)')
       .addOption(new Option('--max-tokens <n>', 'perplexity tokens').argParser(intOption(2, 2 ** 31)).default(4096))

@@ -7,7 +7,7 @@ import type { QuantizeModelOptions, QuantizeModelSummary, WeightsFormat } from '
 import type { CliModel } from './load.js';
 
 export interface QuantFlags {
-  scheme?: 'sym' | 'asym';
+  scheme?: 'sym' | 'asym' | 'symmetric' | 'asymmetric';
   group?: number;
   granularity?: 'channel' | 'group' | 'tensor';
   exclude?: string[];
@@ -19,7 +19,7 @@ export interface QuantFlags {
 export function quantOptions(weights: WeightsFormat, f: QuantFlags): QuantizeModelOptions {
   return {
     weights,
-    scheme: f.scheme === 'asym' ? 'asymmetric' : 'symmetric',
+    scheme: f.scheme === 'asym' || f.scheme === 'asymmetric' ? 'asymmetric' : 'symmetric',
     granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
     ...(f.granularity !== 'channel' && f.granularity !== 'tensor' && (weights === 'int4' || f.group !== undefined) ? { groupSize: f.group ?? 32 } : {}),
     ...(f.exclude !== undefined ? { exclude: f.exclude } : {}),

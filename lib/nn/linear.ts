@@ -9,7 +9,7 @@ import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
 import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import { quantize } from '../quant/quantize.js';
-import type { QuantizeOptions } from '../quant/qtypes.js';
+import { type QuantizeOptions, schemeOf } from '../quant/qtypes.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -131,7 +131,7 @@ export class QLinear extends Module {
     const rt = runtimeOptions(fn, { activations, threshold });
     if (rt.activations === 'llm.int8' || (rt.activations === 'int8' && (qopts.bits ?? 8) === 8)) {
       if ((qopts.bits ?? 8) !== 8) throw rangeError(fn, 'options.bits', `must be 8 with activations '${rt.activations}'`);
-      if ((qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
+      if (schemeOf(fn, qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
       if ((qopts.granularity ?? 'channel') === 'group') throw rangeError(fn, 'options.granularity', `must be 'channel' or 'tensor' with activations '${rt.activations}'`);
     }
     return new QLinear(quantize(linear.weight, qopts), linear.bias, { activations, threshold });

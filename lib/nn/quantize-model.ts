@@ -21,7 +21,7 @@
  * 'q_proj'.
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import type { Granularity, QuantizeOptions, Scheme } from '../quant/qtypes.js';
+import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
 import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
@@ -31,8 +31,8 @@ export type GroupFallback = 'divisor' | 'channel' | 'keep' | 'error';
 
 export interface QuantizeModelOptions {
   weights: WeightsFormat;
-  /** Default 'symmetric'. */
-  scheme?: Scheme;
+  /** Default 'symmetric'; 'sym'/'asym' work too. */
+  scheme?: SchemeName;
   /** Default 'channel' for int8, 'group' for int4. */
   granularity?: Granularity;
   /** Values per scale along K for 'group' (default 32). */
@@ -108,10 +108,7 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
   const { weights } = options;
   if (weights !== 'int8' && weights !== 'int4') throw rangeError(fn, 'options.weights', `must be 'int8' or 'int4', got ${describe(weights)}`);
   const bits = weights === 'int8' ? 8 : 4;
-  const scheme = options.scheme ?? 'symmetric';
-  if (scheme !== 'symmetric' && scheme !== 'asymmetric') {
-    throw rangeError(fn, 'options.scheme', `must be 'symmetric' or 'asymmetric', got ${describe(scheme)}`);
-  }
+  const scheme = options.scheme === undefined ? 'symmetric' : schemeOf(fn, options.scheme);
   const granularity = options.granularity ?? (bits === 8 ? 'channel' : 'group');
   if (granularity !== 'channel' && granularity !== 'group' && granularity !== 'tensor') {
     throw rangeError(fn, 'options.granularity', `must be 'channel', 'group' or 'tensor', got ${describe(granularity)}`);

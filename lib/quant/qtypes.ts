@@ -7,13 +7,15 @@ import { describe, rangeError, typeError } from '../errors.js';
 
 export type Bits = 8 | 4 | 2;
 export type Scheme = 'symmetric' | 'asymmetric';
+/** What options accept: the full names, or the short ones the CLI and the quantization literature use. */
+export type SchemeName = Scheme | 'sym' | 'asym';
 export type Granularity = 'tensor' | 'channel' | 'group';
 
 export interface QuantizeOptions {
   /** 8, 4 or 2 (default 8). */
   bits?: Bits;
-  /** Default 'symmetric' ('asymmetric' for 2 bits, which has no symmetric form). */
-  scheme?: Scheme;
+  /** Default 'symmetric' ('asymmetric' for 2 bits, which has no symmetric form); 'sym'/'asym' work too. */
+  scheme?: SchemeName;
   /** Default 'channel' for 8 bits, 'group' for 4 and 2 bits. */
   granularity?: Granularity;
   /** Values per group along the last dimension (default 32); even, dividing it. */
@@ -50,6 +52,13 @@ export function rowsK(shape: readonly number[]): [number, number] {
   return [rows, K];
 }
 
+/** 'symmetric'/'sym' -> 'symmetric', 'asymmetric'/'asym' -> 'asymmetric'; anything else a RangeError. */
+export function schemeOf(fn: string, v: unknown, arg = 'options.scheme'): Scheme {
+  if (v === 'symmetric' || v === 'sym') return 'symmetric';
+  if (v === 'asymmetric' || v === 'asym') return 'asymmetric';
+  throw rangeError(fn, arg, `must be 'symmetric' (or 'sym') or 'asymmetric' (or 'asym'), got ${describe(v)}`);
+}
+
 export function resolveOptions(fn: string, shape: readonly number[], opts: QuantizeOptions | undefined): QuantSpec {
   if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
     throw typeError(fn, 'options', `must be an object, got ${describe(opts)}`);
@@ -57,10 +66,7 @@ export function resolveOptions(fn: string, shape: readonly number[], opts: Quant
   const o = opts ?? {};
   const bits = o.bits ?? 8;
   if (bits !== 8 && bits !== 4 && bits !== 2) throw rangeError(fn, 'options.bits', `must be 8, 4 or 2, got ${describe(bits)}`);
-  const scheme = o.scheme ?? (bits === 2 ? 'asymmetric' : 'symmetric');
-  if (scheme !== 'symmetric' && scheme !== 'asymmetric') {
-    throw rangeError(fn, 'options.scheme', `must be 'symmetric' or 'asymmetric', got ${describe(scheme)}`);
-  }
+  const scheme = o.scheme === undefined ? (bits === 2 ? 'asymmetric' : 'symmetric') : schemeOf(fn, o.scheme);
   if (bits === 2 && scheme !== 'asymmetric') throw rangeError(fn, 'options.scheme', `must be 'asymmetric' for 2 bits`);
   const granularity = o.granularity ?? (bits === 8 ? 'channel' : 'group');
   if (granularity !== 'tensor' && granularity !== 'channel' && granularity !== 'group') {
