@@ -262,5 +262,21 @@ describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => 
     expect(md).toContain('| int4 asym g32 | 342,768');
     expect(md).toContain('![SQNR per layer](sqnr-int4-asym-g32.svg)');
     expect(fs.readFileSync(path.join(out, 'weights-int4-asym-g32.svg'), 'utf8')).toContain('model.layers.2.mlp.down_proj');
+
+    // refused before any evaluation, naming the flag
+    const again = await cli('report', MODEL, '--out', out);
+    expect(again.err).toMatch(/--out .* already exists; pass --force to replace it/);
+    const badLayer = await cli('report', MODEL, '--out', path.join(tmp, 'r2'), '--layer', 'model.layers.9.mlp.up_proj');
+    expect(badLayer.err).toMatch(/--layer model\.layers\.9\.mlp\.up_proj is not a quantized Linear layer of this model; choose one of model\.layers\.0\./);
+    const longCtx = await cli('report', MODEL, '--out', path.join(tmp, 'r2'), '--context', '4096');
+    expect(longCtx.err).toMatch(/--context 4096 exceeds the model's context of 512 tokens/);
+    expect((await cli('ppl', MODEL, '--text', TEXT, '--context', '513')).err).toMatch(/--context 513 exceeds/);
+    expect(fs.existsSync(path.join(tmp, 'r2'))).toBe(false);
+
+    // --force replaces the folder whole: a stale file of an earlier run is gone
+    fs.writeFileSync(path.join(out, 'sqnr-int2-stale.svg'), '<svg/>');
+    const forced = await cli('report', MODEL, '--out', out, '--force', '--weights', 'int8', '--max-tokens', '256', '--max-new-tokens', '4');
+    expect(forced.code, forced.err).toBe(0);
+    expect(fs.readdirSync(out).sort()).toEqual(['footprint.svg', 'perplexity.svg', 'report.json', 'report.md', 'sqnr-int8-sym-per-channel.svg', 'weights-int8-sym-per-channel.svg']);
   });
 });

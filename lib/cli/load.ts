@@ -126,3 +126,13 @@ export function readTextFile(file: string): string {
     throw new QuantkitError('ERR_BAD_FILE', `${file}: cannot read (${(err as Error).message})`, { cause: err });
   }
 }
+
+/** Default perplexity window: 256 tokens, or the model's whole context if shorter. */
+export const DEFAULT_CONTEXT = 256;
+
+/** --context: the default fits the model; an explicit value beyond the model's context is an error, not a silent clamp. */
+export function contextLength(flag: number | undefined, maxPositions: number): number {
+  if (flag === undefined) return Math.min(DEFAULT_CONTEXT, maxPositions);
+  if (flag > maxPositions) throw new RangeError(`--context ${flag} exceeds the model's context of ${maxPositions} tokens`);
+  return flag;
+}

@@ -120,7 +120,7 @@ function buildProgram(io: CliIO): Command {
       .argument(modelArg, modelHelp)
       .requiredOption('--text <file>', 'text file; blank-line separated paragraphs each start with BOS (required)')
       .addOption(weightsOpt())
-      .addOption(new Option('--context <n>', 'window length in tokens').argParser(intOption(2, 1 << 20)).default(256))
+      .addOption(new Option('--context <n>', "window length in tokens (default: 256, or the model's context if shorter)").argParser(intOption(2, 1 << 20)))
       .addOption(new Option('--stride <n>', 'window advance (default: context)').argParser(intOption(1, 1 << 20)))
       .addOption(new Option('--max-tokens <n>', 'evaluate at most this many tokens').argParser(intOption(2, 2 ** 31)).default(16384)),
     false,
@@ -134,11 +134,12 @@ function buildProgram(io: CliIO): Command {
       .command('report')
       .description('fp32 vs quantized: footprint, perplexity, generations, per-layer error table and SVG charts')
       .argument(modelArg, modelHelp)
-      .requiredOption('--out <dir>', 'folder for report.md, report.json and the SVGs (required)')
+      .requiredOption('--out <dir>', 'folder for report.md, report.json and the SVGs, replaced atomically (required)')
+      .option('--force', 'replace --out if it already exists')
       .addOption(new Option('--weights <list>', 'configs to compare, comma-separated').argParser((v) => v.split(',').map((s) => choiceOption(['int8', 'int4'] as const)(s.trim()))).default(['int8', 'int4']))
       .option('--text <file>', 'text for perplexity (default: a bundled sample of simple English stories)')
       .addOption(new Option('--max-tokens <n>', 'perplexity tokens').argParser(intOption(2, 2 ** 31)).default(4096))
-      .addOption(new Option('--context <n>', 'perplexity window').argParser(intOption(2, 1 << 20)).default(256))
+      .addOption(new Option('--context <n>', "perplexity window (default: 256, or the model's context if shorter)").argParser(intOption(2, 1 << 20)))
       .option('--prompt <text>', 'generation prompt (repeatable; default: "" and "Once upon a time")', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
       .addOption(new Option('--max-new-tokens <n>', 'tokens per sample generation').argParser(intOption(0, 1 << 20)).default(40))
       .option('--layer <name>', 'layer for the weight histogram (default: the first quantized layer)'),

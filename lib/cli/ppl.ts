@@ -2,13 +2,13 @@
 import { perplexity } from '../eval/perplexity.js';
 import { quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, printJson, progressBar } from './io.js';
-import { loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
+import { contextLength, loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
 import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
 
 export interface PplFlags extends QuantFlags {
   text: string;
   weights?: WeightsFormat | 'fp32';
-  context: number;
+  context?: number;
   stride?: number;
   maxTokens: number;
   tokenizer?: string;
@@ -27,7 +27,7 @@ export function pplCommand(io: CliIO, modelPath: string, flags: PplFlags): void 
     label = quantLabel(o);
   }
   const tokens = tokenizeText(tokenizer, text, flags.maxTokens);
-  const context = Math.min(flags.context, m.model.config.maxPositions);
+  const context = contextLength(flags.context, m.model.config.maxPositions);
   const bar = progressBar(io, 'ppl', 1);
   let r;
   try {

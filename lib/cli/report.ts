@@ -4,27 +4,32 @@
  * (default: the bundled sample), sample greedy generations; per quantized
  * config also the per-layer error table, an SVG bar chart of SQNR per layer
  * and an SVG histogram of one layer's original vs dequantized weights.
- * Writes report.md, report.json and the SVGs (the folder is created if needed).
+ * Writes report.md, report.json and the SVGs into --out, replaced atomically
+ * (--force needed when it exists).
  */
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { QuantkitError } from '../errors.js';
+import { writeDirAtomic } from '../io/atomic.js';
 import { errorReport, type LayerErrorRow } from '../eval/error-report.js';
 import { footprint, type Footprint } from '../eval/footprint.js';
 import { generateText } from '../eval/generate.js';
 import { perplexity, type PerplexityResult } from '../eval/perplexity.js';
 import { barChartSvg } from '../eval/svg.js';
-import { quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
+import { findLinears, makeExcludeMatcher, quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, formatBytes, printJson, progressBar } from './io.js';
-import { loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
+import { contextLength, loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
 import { SAMPLE_TEXT } from './sample-text.js';
 import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
 
 export interface ReportFlags extends QuantFlags {
   out: string;
+  force?: boolean;
   weights: WeightsFormat[];
   text?: string;
   maxTokens: number;
-  context: number;
+  context?: number;
   prompt?: string[];
   maxNewTokens: number;
   layer?: string;
@@ -43,13 +48,23 @@ interface ConfigResult {
 }
 
 export async function reportCommand(io: CliIO, modelPath: string, flags: ReportFlags): Promise<void> {
+  // Everything that can be refused is checked before minutes of evaluation.
+  const out = path.resolve(flags.out);
+  if (fs.existsSync(out) && !flags.force) throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} already exists; pass --force to replace it`);
   const load = () => loadCliModel(modelPath, flags.tokenizer);
   const base = load();
   requireFloat(base, 'report');
   const tokenizer = requireTokenizer(base, modelPath);
+  if (flags.layer !== undefined) {
+    const excluded = makeExcludeMatcher(flags.exclude ?? ['lm_head']);
+    const names = findLinears(base.model).map((l) => l.name).filter((n) => !excluded(n));
+    if (!names.includes(flags.layer)) {
+      throw new QuantkitError('ERR_UNSUPPORTED', `--layer ${flags.layer} is not a quantized Linear layer of this model; choose one of ${names.slice(0, 8).join(', ')}${names.length > 8 ? ', ...' : ''}`);
+    }
+  }
+  const context = contextLength(flags.context, base.model.config.maxPositions);
   const text = flags.text !== undefined ? readTextFile(flags.text) : SAMPLE_TEXT;
   const tokens = tokenizeText(tokenizer, text, flags.maxTokens);
-  const context = Math.min(flags.context, base.model.config.maxPositions);
   const prompts = flags.prompt ?? ['', 'Once upon a time'];
   const weights = [...new Set(flags.weights)];
   const bar = progressBar(io, 'report', 1 + weights.length);
@@ -145,10 +160,14 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
       layers: r.errors?.rows,
     })),
   };
-  await fsp.mkdir(flags.out, { recursive: true });
-  for (const [name, content] of Object.entries(files)) await fsp.writeFile(path.join(flags.out, name), content);
-  await fsp.writeFile(path.join(flags.out, 'report.md'), md.join('\n'));
-  await fsp.writeFile(path.join(flags.out, 'report.json'), JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x), 2) + '\n');
+  // The folder is replaced whole and atomically: no stale SVG of an earlier
+  // run's configs survives, and a kill leaves the old report or the new one.
+  await fsp.mkdir(path.dirname(out), { recursive: true });
+  await writeDirAtomic(out, async (dir) => {
+    for (const [name, content] of Object.entries(files)) await fsp.writeFile(path.join(dir, name), content);
+    await fsp.writeFile(path.join(dir, 'report.md'), md.join('\n'));
+    await fsp.writeFile(path.join(dir, 'report.json'), JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x), 2) + '\n');
+  });
   if (flags.json) return printJson(io, json);
   io.out(
     results.map((r) => `${r.label.padEnd(24)} footprint ${r.footprint.bytes.toLocaleString('en-US').padStart(12)} B   ppl ${r.perplexity.ppl.toFixed(4)}`).join('\n') +
