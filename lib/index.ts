@@ -13,6 +13,7 @@ export { loadModel, loadModelSync, buildModel, type LoadModelOptions, type Loade
 export { LlamaForCausalLM } from './models/llama.js';
 export { Gpt2LMHeadModel } from './models/gpt2.js';
 export { OptForCausalLM } from './models/opt.js';
+export { CodegenForCausalLM } from './models/codegen.js';
 export { quantizeModel, type QuantizeModelOptions, type QuantizeModelSummary } from './nn/quantize-model.js';
 export { footprint, type Footprint } from './eval/footprint.js';
 export { generate, generateText, type GenerateOptions, type GeneratedToken } from './eval/generate.js';

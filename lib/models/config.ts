@@ -1,6 +1,6 @@
 /**
  * Model configs: parse a Hugging Face config.json per architecture (llama,
- * gpt2, opt) into typed configs, and WeightReader, which finds a model's
+ * gpt2, opt, codegen) into typed configs, and WeightReader, which finds a model's
  * tensors under the name variants checkpoints use ('model.layers.0...' or
  * 'layers.0...', 'transformer.h.0...' or 'h.0...', 'model.decoder.*' or
  * 'decoder.*') and checks their shapes.
@@ -66,7 +66,22 @@ export interface OptConfig extends ModelConfigBase {
   readonly tieWordEmbeddings: boolean;
 }
 
-export type ModelConfig = LlamaConfig | Gpt2Config | OptConfig;
+export interface CodegenConfig extends ModelConfigBase {
+  readonly arch: 'codegen';
+  readonly nEmbd: number;
+  readonly nLayer: number;
+  readonly nHead: number;
+  readonly headDim: number;
+  /** Leading dimensions of each head that rotate (the rest pass through). */
+  readonly rotaryDim: number;
+  /** MLP width (n_inner, default 4 * n_embd). */
+  readonly nInner: number;
+  readonly layerNormEps: number;
+  readonly activation: string;
+  readonly tieWordEmbeddings: boolean;
+}
+
+export type ModelConfig = LlamaConfig | Gpt2Config | OptConfig | CodegenConfig;
 export type Arch = ModelConfig['arch'];
 
 type Json = Record<string, unknown>;
@@ -249,12 +264,48 @@ export function parseOptConfig(json: Json, file = 'config.json'): OptConfig {
   };
 }
 
+/**
+ * The number of tensor-parallel shards CodeGen's fused qkv_proj was trained
+ * with: its output rows are 4 blocks of [q | v | k] for a quarter of the heads
+ * each (HF hard-codes it too), so the head count must divide by it.
+ */
+export const CODEGEN_MP_NUM = 4;
+
+export function parseCodegenConfig(json: Json, file = 'config.json'): CodegenConfig {
+  const f = new Fields(json, file, 'codegen');
+  const nEmbd = f.int('n_embd');
+  const nHead = f.int('n_head');
+  divisible(file, ['n_embd', nEmbd], ['n_head', nHead]);
+  if (nHead % CODEGEN_MP_NUM !== 0) throw badConfig(file, `'n_head' (${nHead}) must be divisible by ${CODEGEN_MP_NUM}: CodeGen's fused qkv_proj holds ${CODEGEN_MP_NUM} blocks of heads`);
+  const headDim = nEmbd / nHead;
+  // HF rotates the whole head when rotary_dim is null
+  const rotaryDim = f.int('rotary_dim', headDim);
+  if (rotaryDim > headDim || rotaryDim % 2 !== 0) throw badConfig(file, `'rotary_dim' (${rotaryDim}) must be even and at most the head size ${headDim}`);
+  return {
+    arch: 'codegen',
+    nEmbd,
+    nLayer: f.int('n_layer'),
+    nHead,
+    headDim,
+    rotaryDim,
+    nInner: f.int('n_inner', 4 * nEmbd),
+    vocabSize: f.int('vocab_size'),
+    maxPositions: f.int('n_positions', 2048),
+    layerNormEps: f.num('layer_norm_epsilon', 1e-5),
+    activation: f.activation('activation_function', 'gelu_new'),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    bosId: f.tokenId('bos_token_id', 50256),
+    eosId: f.tokenId('eos_token_id', 50256),
+  };
+}
+
 /** config.model_type -> arch, and HF class names for configs without model_type. */
-const MODEL_TYPES: Readonly<Record<string, Arch>> = { llama: 'llama', gpt2: 'gpt2', opt: 'opt' };
+const MODEL_TYPES: Readonly<Record<string, Arch>> = { llama: 'llama', gpt2: 'gpt2', opt: 'opt', codegen: 'codegen' };
 const ARCHITECTURES: Readonly<Record<string, Arch>> = {
   LlamaForCausalLM: 'llama',
   GPT2LMHeadModel: 'gpt2',
   OPTForCausalLM: 'opt',
+  CodeGenForCausalLM: 'codegen',
 };
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(MODEL_TYPES);
@@ -278,6 +329,7 @@ const PARSERS: Readonly<Record<Arch, (json: Json, file: string) => ModelConfig>>
   llama: parseLlamaConfig,
   gpt2: parseGpt2Config,
   opt: parseOptConfig,
+  codegen: parseCodegenConfig,
 };
 
 /** Parse a config.json object (already read) into the config of its architecture. */

@@ -18,8 +18,9 @@ import { loadGpt2Tokenizer, loadHfTokenizer } from '../tokenizers/hf.js';
 import { loadLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { CausalLM } from './causal-lm.js';
-import { type Arch, type Gpt2Config, type LlamaConfig, type ModelConfig, type OptConfig, type TensorLookup, WeightReader, readModelConfig } from './config.js';
+import { type Arch, type CodegenConfig, type Gpt2Config, type LlamaConfig, type ModelConfig, type OptConfig, type TensorLookup, WeightReader, readModelConfig } from './config.js';
 import { isQuantizedCheckpoint, loadQuantizedModel } from '../io/quantized-checkpoint.js';
+import { buildCodegen } from './codegen.js';
 import { buildGpt2 } from './gpt2.js';
 import { buildLlama } from './llama.js';
 import { buildOpt } from './opt.js';
@@ -70,6 +71,7 @@ const REGISTRY: Readonly<Record<Arch, ArchEntry>> = {
     prefixVariants: ['model.decoder.', 'decoder.', ''],
     build: (c, w) => buildOpt(c as OptConfig, w),
   },
+  codegen: { prefix: 'transformer.', prefixVariants: ['transformer.', ''], build: (c, w) => buildCodegen(c as CodegenConfig, w) },
 };
 
 /** Build a model of `config` from HF-named tensors (`file` names the checkpoint in errors). */

@@ -88,22 +88,27 @@ export class Rope {
     this.#apply(x, T, nHeads, pos0, false);
   }
 
-  /** llama2.c interleaved pairing, in place on x [T, nHeads * headDim]. */
-  applyInterleaved(x: Float32Array, T: number, nHeads: number, pos0: number): void {
-    this.#apply(x, T, nHeads, pos0, true);
+  /**
+   * Interleaved pairing (llama2.c; GPT-J and CodeGen's rotate-every-two), in
+   * place on x [T, nHeads * headStride]: the first `headDim` dimensions of
+   * each head rotate, the rest pass (partial rotary: headStride > headDim).
+   */
+  applyInterleaved(x: Float32Array, T: number, nHeads: number, pos0: number, headStride = this.headDim): void {
+    this.#apply(x, T, nHeads, pos0, true, headStride);
   }
 
-  #apply(x: Float32Array, T: number, nHeads: number, pos0: number, interleaved: boolean): void {
+  #apply(x: Float32Array, T: number, nHeads: number, pos0: number, interleaved: boolean, stride = this.headDim): void {
     const hd = this.headDim;
     const half = hd / 2;
-    if (x.length !== T * nHeads * hd) throw rangeError('Rope.apply', 'x', `has ${x.length} elements, expected ${T} x ${nHeads} x ${hd}`);
+    if (!Number.isSafeInteger(stride) || stride < hd) throw rangeError('Rope.apply', 'headStride', `must be an integer >= headDim ${hd}, got ${stride}`);
+    if (x.length !== T * nHeads * stride) throw rangeError('Rope.apply', 'x', `has ${x.length} elements, expected ${T} x ${nHeads} x ${stride}`);
     this.#ensure(pos0 + T);
     const cos = this.#cos;
     const sin = this.#sin;
     for (let t = 0; t < T; t++) {
       const pc = (pos0 + t) * half;
       for (let h = 0; h < nHeads; h++) {
-        const o = (t * nHeads + h) * hd;
+        const o = (t * nHeads + h) * stride;
         for (let i = 0; i < half; i++) {
           const a = interleaved ? o + 2 * i : o + i;
           const b = interleaved ? a + 1 : a + half;

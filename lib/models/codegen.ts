@@ -1,0 +1,198 @@
+/**
+ * CodeGen (HF CodeGenForCausalLM, Salesforce/codegen-*): token embedding, N
+ * blocks in which ONE LayerNorm feeds attention and MLP in parallel
+ * (h = x + attn(ln(x)) + mlp(ln(x))), final LayerNorm, an untied lm_head
+ * with a bias. No position table: rotary embeddings on the first rotaryDim
+ * dimensions of each head, pairs (2i, 2i + 1) (GPT-J's rotate-every-two).
+ *
+ * The fused qkv_proj [3 * D, D] was trained sharded over 4 devices: its
+ * output row holds 4 blocks, block b = [q | v | k] for heads
+ * b * nH/4 .. (b + 1) * nH/4 - 1, each part D/4 wide (head after head). The
+ * weight stays as stored (a saved checkpoint is a normal HF one); the split
+ * happens on the activations.
+ *
+ * Shapes for T tokens: hidden f32 [T, D]; qkv [T, 3D]; q, k, v [T, D]
+ * (head after head, headDim each); MLP [T, nInner]; logits [T, vocab].
+ * Module names mirror HF: transformer.{wte,ln_f}, transformer.h.{i}.ln_1,
+ * transformer.h.{i}.attn.{qkv_proj,out_proj}, transformer.h.{i}.mlp.{fc_in,fc_out}, lm_head.
+ */
+import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
+import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
+import { Embedding } from '../nn/embedding.js';
+import { Linear } from '../nn/linear.js';
+import { Module } from '../nn/module.js';
+import { LayerNorm } from '../nn/norm.js';
+import { Rope } from '../nn/rope.js';
+import { Tensor } from '../tensor.js';
+import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
+import { CODEGEN_MP_NUM, type CodegenConfig, type WeightReader } from './config.js';
+
+/**
+ * De-interleave CodeGen's fused qkv rows [T, 3D] into q, k, v [T, D] each
+ * (head-major), undoing the 4-shard [q | v | k] layout described above.
+ */
+export function splitCodegenQkv(qkv: Float32Array, T: number, D: number): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const local = D / CODEGEN_MP_NUM; // one shard's width of q (= of k = of v)
+  const q = new Float32Array(T * D);
+  const k = new Float32Array(T * D);
+  const v = new Float32Array(T * D);
+  for (let t = 0; t < T; t++) {
+    for (let b = 0; b < CODEGEN_MP_NUM; b++) {
+      const src = t * 3 * D + b * 3 * local;
+      const dst = t * D + b * local; // shard b holds heads b*nH/4 .. : a contiguous run of the D outputs
+      q.set(qkv.subarray(src, src + local), dst);
+      v.set(qkv.subarray(src + local, src + 2 * local), dst);
+      k.set(qkv.subarray(src + 2 * local, src + 3 * local), dst);
+    }
+  }
+  return { q, k, v };
+}
+
+export class CodegenAttention extends Module {
+  readonly shape: AttentionShape;
+
+  constructor(qkvProj: Linear, outProj: Linear, shape: AttentionShape) {
+    super();
+    this.addModule('qkv_proj', qkvProj);
+    this.addModule('out_proj', outProj);
+    this.shape = shape;
+  }
+
+  forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+    const T = x.shape[0]!;
+    const { nHeads, headDim } = this.shape;
+    const D = nHeads * headDim;
+    const { q, k, v } = splitCodegenQkv((yield* linearStep(linearChild(this, 'qkv_proj'), x)).data, T, D);
+    rope.applyInterleaved(q, T, nHeads, pos0, headDim);
+    rope.applyInterleaved(k, T, nHeads, pos0, headDim);
+    cache.write(layer, pos0, k, v);
+    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
+    return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, D], a));
+  }
+}
+
+export class CodegenMLP extends Module {
+  readonly #act: ActivationFn;
+
+  constructor(fcIn: Linear, fcOut: Linear, act: ActivationFn) {
+    super();
+    this.addModule('fc_in', fcIn);
+    this.addModule('fc_out', fcOut);
+    this.#act = act;
+  }
+
+  forward(x: Tensor<'f32'>): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    const h = yield* linearStep(linearChild(this, 'fc_in'), x);
+    this.#act(h.data);
+    return yield* linearStep(linearChild(this, 'fc_out'), h);
+  }
+}
+
+export class CodegenBlock extends Module {
+  readonly ln_1: LayerNorm;
+  readonly attn: CodegenAttention;
+  readonly mlp: CodegenMLP;
+
+  constructor(ln1: LayerNorm, attn: CodegenAttention, mlp: CodegenMLP) {
+    super();
+    this.ln_1 = this.addModule('ln_1', ln1);
+    this.attn = this.addModule('attn', attn);
+    this.mlp = this.addModule('mlp', mlp);
+  }
+
+  forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
+    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+  }
+
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+    const h = this.ln_1.forward(x);
+    const a = yield* this.attn.forwardSteps(h, cache, layer, pos0, rope);
+    const m = yield* this.mlp.forwardSteps(h);
+    // HF sums attn + mlp + residual in that order
+    addInPlace(a.data, m.data);
+    addInPlace(a.data, x.data);
+    return a;
+  }
+}
+
+/** HF CodeGenModel, named 'transformer'. */
+export class CodegenModel extends Module {
+  readonly wte: Embedding;
+  readonly h: ModuleList<CodegenBlock>;
+  readonly ln_f: LayerNorm;
+
+  constructor(wte: Embedding, blocks: CodegenBlock[], lnF: LayerNorm) {
+    super();
+    this.wte = this.addModule('wte', wte);
+    this.h = this.addModule('h', new ModuleList(blocks));
+    this.ln_f = this.addModule('ln_f', lnF);
+  }
+}
+
+export class CodegenForCausalLM extends CausalLM {
+  readonly config: CodegenConfig;
+  readonly transformer: CodegenModel;
+  readonly rope: Rope;
+
+  constructor(config: CodegenConfig, transformer: CodegenModel, lmHead: Linear) {
+    super();
+    this.config = config;
+    this.transformer = this.addModule('transformer', transformer);
+    this.addModule('lm_head', lmHead);
+    // CodeGen's sinusoids: theta 10000 over the rotary dimensions only
+    this.rope = new Rope(config.rotaryDim, 10000);
+  }
+
+  createCache(capacity = this.config.maxPositions): KVCache {
+    return new DecoderKVCache(this.config.nLayer, this.config.nEmbd, capacity);
+  }
+
+  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache, options));
+  }
+
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
+    const c = this.config;
+    const fn = 'CodegenForCausalLM.forward';
+    const last = lastLogitsOnly(fn, options);
+    // HF precomputes sinusoids for n_positions: positions stop there
+    const [cache, pos0] = beginForward(fn, tokens, cacheArg, { nLayers: c.nLayer, kvDim: c.nEmbd, vocabSize: c.vocabSize, maxPositions: c.maxPositions });
+    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
+  }
+
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
+    const tr = this.transformer;
+    let x = tr.wte.forward(tokens);
+    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0, this.rope);
+    cache.advance(tokens.length);
+    return yield* linearStep(linearChild(this, 'lm_head'), tr.ln_f.forward(last ? lastRow(x) : x));
+  }
+}
+
+/** Build CodeGen from HF names ('transformer.*' or bare 'h.*', 'wte.*', and 'lm_head.*'). */
+export function buildCodegen(config: CodegenConfig, w: WeightReader): CodegenForCausalLM {
+  const { nEmbd: D, nInner: F, nHead: nH, headDim: hd, vocabSize: V } = config;
+  const linear = (name: string, out: number, inp: number, bias: boolean) => new Linear(w.matrix(`${name}.weight`, [out, inp]), bias ? w.f32(`${name}.bias`, [out]) : null);
+  const ln = (name: string) => new LayerNorm(D, config.layerNormEps, w.f32(`${name}.weight`, [D]), w.f32(`${name}.bias`, [D]));
+  const act = activationByName(config.activation);
+  const shape: AttentionShape = { nHeads: nH, nKvHeads: nH, headDim: hd, scale: 1 / Math.sqrt(hd) };
+  const blocks: CodegenBlock[] = [];
+  for (let i = 0; i < config.nLayer; i++) {
+    const p = `transformer.h.${i}`;
+    const attn = new CodegenAttention(linear(`${p}.attn.qkv_proj`, 3 * D, D, false), linear(`${p}.attn.out_proj`, D, D, false), shape);
+    const mlp = new CodegenMLP(linear(`${p}.mlp.fc_in`, F, D, true), linear(`${p}.mlp.fc_out`, D, F, true), act);
+    blocks.push(new CodegenBlock(ln(`${p}.ln_1`), attn, mlp));
+  }
+  const wte = new Embedding(w.matrix('transformer.wte.weight', [V, D]));
+  const lmHead = config.tieWordEmbeddings ? new Linear(wte.weight) : linear('lm_head', V, D, true);
+  return new CodegenForCausalLM(config, new CodegenModel(wte, blocks, ln('transformer.ln_f')), lmHead);
+}
