@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer as HfCore } from '@huggingface/tokenizers';
 import { QuantkitError, describe } from '../errors.js';
+import { validateTokenizerJson } from './hf-validate.js';
 import type { EncodeOptions, StreamDecoder, Tokenizer } from './types.js';
 
 type Json = Record<string, unknown>;
@@ -52,12 +53,17 @@ export class HfTokenizer implements Tokenizer {
   /** The underlying @huggingface/tokenizers object, for anything not wrapped here. */
   readonly core: HfCore;
   private readonly cleanUpSpaces: boolean;
+  private readonly source: string;
 
   /**
    * `tokenizerJson` is the parsed tokenizer.json, `config` the parsed
    * tokenizer_config.json ({} if none). `source` names the origin in errors.
    */
   constructor(tokenizerJson: Json, config: Json = {}, source = '<memory>') {
+    if (!isObject(tokenizerJson)) throw new QuantkitError('ERR_BAD_FILE', `${source}: tokenizer.json must hold a JSON object, got ${describe(tokenizerJson)}`);
+    if (!isObject(config)) throw new QuantkitError('ERR_BAD_FILE', `${source}: tokenizer_config.json must hold a JSON object, got ${describe(config)}`);
+    validateTokenizerJson(tokenizerJson, source);
+    this.source = source;
     try {
       this.core = new HfCore(tokenizerJson, config);
     } catch (err) {
@@ -80,7 +86,7 @@ export class HfTokenizer implements Tokenizer {
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new TypeError(`HfTokenizer.encode: 'text' must be a string, got ${describe(text)}`);
     // special tokens come only from opts, so all tokenizers behave alike
-    const ids = text.length === 0 ? [] : this.core.encode(text, { add_special_tokens: false }).ids;
+    const ids = text.length === 0 ? [] : this.#lib('encode', () => this.core.encode(text, { add_special_tokens: false }).ids);
     if (opts.bos && this.bosId !== undefined) ids.unshift(this.bosId);
     if (opts.eos && this.eosId !== undefined) ids.push(this.eosId);
     return ids;
@@ -92,7 +98,21 @@ export class HfTokenizer implements Tokenizer {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new RangeError(`HfTokenizer.decode: id ${id} is outside [0, ${this.vocabSize})`);
     }
     if (kept.length === 0) return ''; // the library throws on an empty list
-    return this.core.decode(kept, { skip_special_tokens: false, clean_up_tokenization_spaces: this.cleanUpSpaces });
+    return this.#lib('decode', () => this.core.decode(kept, { skip_special_tokens: false, clean_up_tokenization_spaces: this.cleanUpSpaces }));
+  }
+
+  /**
+   * A call into @huggingface/tokenizers: whatever it throws on a tokenizer
+   * that passed validation but still does not work is the file's fault,
+   * reported as ERR_BAD_FILE naming it (not a stray Error from inside).
+   */
+  #lib<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (err) {
+      if (err instanceof QuantkitError) throw err;
+      throw new QuantkitError('ERR_BAD_FILE', `${this.source}: the tokenizer failed to ${what} (${(err as Error)?.message ?? String(err)})`, { cause: err });
+    }
   }
 
   /**

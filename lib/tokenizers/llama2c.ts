@@ -268,6 +268,8 @@ export function parseLlama2cTokenizer(buf: Buffer, file = '<buffer>', vocabSize?
     const len = buf.readInt32LE(off + 4);
     if (len < 0 || len > maxLen) throw bad(file, `piece ${i} has length ${len}, outside [0, max_token_length ${maxLen}]`);
     if (off + 8 + len > buf.length) throw bad(file, `truncated inside piece ${i}`);
+    // encode() merges by score: a NaN compares false both ways and silently changes every merge decision
+    if (!Number.isFinite(score)) throw bad(file, `piece ${i} has score ${score}; scores must be finite`);
     pieces.push(new Uint8Array(buf.subarray(off + 8, off + 8 + len)));
     scores.push(score);
     off += 8 + len;
