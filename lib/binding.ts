@@ -171,7 +171,9 @@ function load(): Addon {
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
   let a: Addon;
   try {
-    a = nodeGypBuild(packageRoot()) as Addon;
+    // QUANTKIT_ADDON: an explicit .node file (CI loads a sanitizer build this way)
+    const explicit = process.env.QUANTKIT_ADDON;
+    a = (explicit ? require(path.resolve(explicit)) : nodeGypBuild(packageRoot())) as Addon;
   } catch (err) {
     const reason = (err as Error).message.split('\n')[0];
     throw new QuantkitError(

@@ -3,6 +3,7 @@
  * every wrong type, length or value is a TypeError/RangeError naming the
  * argument. (lib/ validates first; this is the second line of defence.)
  */
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { addon } from '../lib/binding.js';
 
@@ -65,5 +66,18 @@ describe('raw addon argument checks', () => {
     expect(() => addon.unpackRows(4, true, new Uint8Array(1), 1, 4, new Int8Array(4))).toThrow(/'packed'/);
     expect(() => addon.toF32(1, new Uint16Array(4), new Float32Array(3))).toThrow(/'out'/);
     expect(() => addon.dequantize(new Int8Array(4), 1, 4, 8, false, 1, 0, new Float32Array(1), null, new Float32Array(5))).toThrow(/'out'/);
+  });
+});
+
+describe('QUANTKIT_ADDON (load an explicit .node file, as the sanitizer CI does)', () => {
+  const root = new URL('..', import.meta.url).pathname;
+  const probe = "const q = await import('./lib/index.ts').catch((e) => { console.log(e.code, e.message.split('(')[0]); process.exit(0); }); console.log('isa', q.isa());";
+  const run = (addon: string) =>
+    spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { cwd: root, encoding: 'utf8', env: { ...process.env, QUANTKIT_ADDON: addon } }).stdout.trim();
+  it('loads the file it names', () => {
+    expect(run('build/Release/quantkit.node')).toMatch(/^isa (scalar|avx2|avx512|neon)$/);
+  });
+  it('a missing file is ERR_NATIVE', () => {
+    expect(run('/nonexistent/quantkit.node')).toMatch(/^ERR_NATIVE quantkit: could not load its native addon/);
   });
 });
