@@ -40,6 +40,8 @@ export interface Addon {
    * ENOSYS, EINVAL or ENOTSUP when this OS or file system cannot do it.
    */
   renameExchange(a: string, b: string): number;
+  /** Bytes in use in the C heap (glibc mallinfo2), or -1 where unknown: for the leak test. */
+  mallocInUse(): number;
   /** Returns -1, or the flat index of the first NaN/Inf in src. */
   quantize(
     src: Float32Array | Uint16Array,

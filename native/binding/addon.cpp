@@ -9,6 +9,10 @@
 #include <string>
 #include <system_error>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "args.h"
 #include "glue.h"
 #include "../dispatch.h"
@@ -72,6 +76,19 @@ Napi::Value GetThreads(const Napi::CallbackInfo& info) {
     return guarded(info, "getThreads", [&] { return Napi::Number::New(info.Env(), double(qk::threads())); });
 }
 
+// mallocInUse(): bytes the C allocator has handed out and not had back
+// (glibc's mallinfo2, summed over arenas), or -1 where unknown. For the leak
+// test: unlike RSS it does not move when arenas grow or fragment.
+Napi::Value MallocInUse(const Napi::CallbackInfo& info) {
+#if defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 33)
+    const struct mallinfo2 m = mallinfo2();
+    return Napi::Number::New(info.Env(), double(m.uordblks + m.hblkhd));
+#endif
+#endif
+    return Napi::Number::New(info.Env(), -1);
+}
+
 // configure({ QuantkitError }): the class native failures are thrown as.
 Napi::Value Configure(const Napi::CallbackInfo& info) {
     if (!info[0].IsObject()) throw_type(info.Env(), "configure", "options", "must be an object");
@@ -96,6 +113,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("selectIsa", Napi::Function::New(env, SelectIsa, "selectIsa"));
     exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
     exports.Set("getThreads", Napi::Function::New(env, GetThreads, "getThreads"));
+    exports.Set("mallocInUse", Napi::Function::New(env, MallocInUse, "mallocInUse"));
     register_quantize(env, exports);
     register_gemm(env, exports);
     register_w8a8(env, exports);
