@@ -13,7 +13,7 @@
  */
 import { QuantkitError } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import { readFileUnpooled } from './safetensors.js';
+import { asBuffer, readFileUnpooled } from './safetensors.js';
 import { assertFinite } from './finite.js';
 
 export interface Llama2cConfig {
@@ -43,7 +43,7 @@ export interface Llama2cCheckpoint {
   /** Throws ERR_NOT_FOUND naming the tensor and the file. */
   get(name: string): Tensor<'f32'>;
   /** The whole file; the tensors view into it. */
-  readonly buffer: Buffer;
+  readonly buffer: Uint8Array;
 }
 
 export const LLAMA2C_HEADER_BYTES = 28;
@@ -53,7 +53,8 @@ function bad(file: string, problem: string): QuantkitError {
 }
 
 /** Parse the 28-byte header and check it is self-consistent (not yet the file size). */
-export function parseLlama2cHeader(buf: Buffer, file = '<buffer>'): Llama2cConfig {
+export function parseLlama2cHeader(bytes: Uint8Array, file = '<buffer>'): Llama2cConfig {
+  const buf = asBuffer(bytes);
   if (buf.length < LLAMA2C_HEADER_BYTES) throw bad(file, `truncated: ${buf.length} bytes, the header alone needs ${LLAMA2C_HEADER_BYTES}`);
   const h = [0, 1, 2, 3, 4, 5, 6].map((i) => buf.readInt32LE(4 * i));
   const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabRaw, seqLen] = h as [number, number, number, number, number, number, number];
@@ -106,8 +107,8 @@ function layout(c: Llama2cConfig): [string | null, number[]][] {
 }
 
 /** Parse a llama2.c checkpoint already in memory. `file` names it in errors. */
-export function parseLlama2c(buffer: Buffer | Uint8Array, file = '<buffer>'): Llama2cCheckpoint {
-  const buf = Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+export function parseLlama2c(buffer: Uint8Array, file = '<buffer>'): Llama2cCheckpoint {
+  const buf = asBuffer(buffer);
   const config = parseLlama2cHeader(buf, file);
   // Size check first, by arithmetic: a corrupt header can claim 2^31 layers,
   // and the per-tensor layout must never be built for such a file.

@@ -117,7 +117,7 @@ function isCount(v: unknown): v is number {
 export class SafetensorsFile implements TensorSource {
   readonly file: string;
   /** The whole file; tensors view into it. */
-  readonly buffer: Buffer;
+  readonly buffer: Uint8Array;
   readonly names: readonly string[];
   readonly metadata: Readonly<Record<string, string>>;
   /** Header length N (the data section starts at 8 + N). */
@@ -126,7 +126,7 @@ export class SafetensorsFile implements TensorSource {
   private readonly cache = new Map<string, Tensor>();
 
   /** Use parseSafetensors / readSafetensors. */
-  constructor(file: string, buffer: Buffer, headerLength: number, infos: Map<string, TensorInfo>, metadata: Record<string, string>) {
+  constructor(file: string, buffer: Uint8Array, headerLength: number, infos: Map<string, TensorInfo>, metadata: Record<string, string>) {
     this.file = file;
     this.buffer = buffer;
     this.headerLength = headerLength;
@@ -167,11 +167,20 @@ export class SafetensorsFile implements TensorSource {
 }
 
 /**
+ * A Buffer view of `bytes` (no copy). Public signatures take Uint8Array (a
+ * Buffer is one), so the published types do not need Node's type package.
+ * @internal
+ */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
  * Parse and validate a safetensors file already in memory. `file` is used in
  * error messages only.
  */
-export function parseSafetensors(buffer: Buffer | Uint8Array, file = '<buffer>'): SafetensorsFile {
-  const buf = Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+export function parseSafetensors(buffer: Uint8Array, file = '<buffer>'): SafetensorsFile {
+  const buf = asBuffer(buffer);
   if (buf.length < 8) throw bad(file, `truncated: ${buf.length} bytes, too short for the 8-byte header length`);
   const n64 = buf.readBigUInt64LE(0);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw bad(file, `header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
@@ -252,6 +261,7 @@ export function parseSafetensors(buffer: Buffer | Uint8Array, file = '<buffer>')
  * may hand back a slice of Node's shared pool for small files, at an offset
  * that would break typed-array alignment and keep unrelated memory alive.
  * Errors: ERR_NOT_FOUND for a missing file, ERR_BAD_FILE otherwise; both name it.
+ * @internal
  */
 export function readFileUnpooled(file: string, what: string): Buffer {
   let fd: number | undefined;

@@ -46,12 +46,26 @@ function tokenContent(v: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * The part of @huggingface/tokenizers' Tokenizer that quantkit uses and
+ * exposes as HfTokenizer.core (declared here, so quantkit's published types
+ * do not pull in that package's, which do not check under every module
+ * resolution).
+ */
+export interface HfTokenizerCore {
+  encode(text: string, options?: { add_special_tokens?: boolean }): { ids: number[] };
+  decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean }): string;
+  id_to_token(id: number): string | undefined;
+  token_to_id(token: string): number | undefined;
+  get_vocab(withAddedTokens?: boolean): Map<string, number>;
+}
+
 export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly bosId: number | undefined;
   readonly eosId: number | undefined;
   /** The underlying @huggingface/tokenizers object, for anything not wrapped here. */
-  readonly core: HfCore;
+  readonly core: HfTokenizerCore;
   private readonly cleanUpSpaces: boolean;
   private readonly source: string;
 
@@ -65,7 +79,7 @@ export class HfTokenizer implements Tokenizer {
     validateTokenizerJson(tokenizerJson, source);
     this.source = source;
     try {
-      this.core = new HfCore(tokenizerJson, config);
+      this.core = new HfCore(tokenizerJson, config) as unknown as HfTokenizerCore;
     } catch (err) {
       throw new QuantkitError('ERR_BAD_FILE', `${source}: cannot build the tokenizer (${(err as Error).message})`, { cause: err });
     }

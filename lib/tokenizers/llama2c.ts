@@ -249,7 +249,8 @@ function bad(file: string, problem: string): QuantkitError {
  * exactly that many pieces); without it, pieces are read up to the end of
  * the file, which must then end exactly on a piece boundary.
  */
-export function parseLlama2cTokenizer(buf: Buffer, file = '<buffer>', vocabSize?: number): Llama2cTokenizer {
+export function parseLlama2cTokenizer(bytes: Uint8Array, file = '<buffer>', vocabSize?: number): Llama2cTokenizer {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (vocabSize !== undefined && (!Number.isSafeInteger(vocabSize) || vocabSize <= 0)) {
     throw new RangeError(`loadLlama2cTokenizer: 'vocabSize' must be a positive integer, got ${vocabSize}`);
   }
