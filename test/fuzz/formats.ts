@@ -45,8 +45,9 @@ function forwardFinite(dir: string, file: string, tokenizerPath?: string): 'ok' 
   const { model } = loadModelSync(path.join(dir, file), tokenizerPath ? { tokenizerPath } : {});
   const V = model.config.vocabSize;
   // small ids that exist in any vocabulary that loaded; a short cache, whatever the config's context
-  const tokens = [1 % V, 5 % V, 9 % V];
-  const y = model.forward(tokens, model.createCache(Math.min(8, model.config.maxPositions)));
+  const P = model.config.maxPositions;
+  const tokens = [1 % V, 5 % V, 9 % V].slice(0, P);
+  const y = model.forward(tokens, model.createCache(Math.min(8, P)));
   for (const v of y.data as Float32Array) if (!Number.isFinite(v)) return 'nan';
   return 'ok';
 }

@@ -9,6 +9,7 @@
  *   npm run fuzz -- --count 10000 --seed 1              # nightly size, every format
  *   npm run fuzz -- --format gpt2,tok512 --count 300    # a slice
  *   npm run fuzz -- --format config --seed 1 --replay 17  # one input, in this process
+ *   npm run fuzz -- --format config --list RangeError     # print the typed errors of one kind
  *
  * Exit code 1 when there is any finding.
  */
@@ -36,6 +37,8 @@ const { values: a } = parseArgs({
     work: { type: 'string', default: path.join(os.tmpdir(), 'quantkit-fuzz-work') },
     fixtures: { type: 'string', default: process.env.QUANTKIT_FIXTURES ?? path.join(repo, '..', 'shared', 'fixtures') },
     replay: { type: 'string' },
+    // print each typed error with this code (e.g. RangeError) with its input index
+    list: { type: 'string' },
   },
 });
 const int = (name: string, v: string, min: number) => {
@@ -140,6 +143,7 @@ async function runFormat(fmt: (typeof all)[number], from: number, to: number, t:
       else if (m.status === 'typed') {
         t.typed++;
         t.codes.set(m.code ?? '?', (t.codes.get(m.code ?? '?') ?? 0) + 1);
+        if (a.list !== undefined && m.code === a.list) console.log(`${fmt.name} input ${m.i}: ${m.code}: ${m.message}`);
       } else if (m.status === 'nan') {
         t.nan++;
         saveFinding(fmt, m.i!, 'nan', 'the input loaded and its forward gave non-finite logits', t);
