@@ -299,6 +299,40 @@ export function parseCodegenConfig(json: Json, file = 'config.json'): CodegenCon
   };
 }
 
+/** DistilBERT (an encoder: loaded with loadEncoder, not a CausalLM). */
+export interface DistilBertConfig {
+  readonly arch: 'distilbert';
+  readonly vocabSize: number;
+  readonly maxPositions: number;
+  readonly dim: number;
+  readonly nLayers: number;
+  readonly nHeads: number;
+  readonly hiddenDim: number;
+  readonly activation: string;
+  readonly padId: number | undefined;
+}
+
+export function parseDistilBertConfig(json: Json, file = 'config.json'): DistilBertConfig {
+  const f = new Fields(json, file, 'distilbert');
+  const dim = f.int('dim');
+  const nHeads = f.int('n_heads');
+  divisible(file, ['dim', dim], ['n_heads', nHeads]);
+  return {
+    arch: 'distilbert',
+    vocabSize: f.int('vocab_size'),
+    maxPositions: f.int('max_position_embeddings', 512),
+    dim,
+    nLayers: f.int('n_layers'),
+    nHeads,
+    hiddenDim: f.int('hidden_dim'),
+    activation: f.activation('activation', 'gelu'),
+    padId: f.tokenId('pad_token_id', 0),
+  };
+}
+
+/** Encoder model types: not causal LMs, so loadModel points to loadEncoder. */
+export const ENCODER_MODEL_TYPES: readonly string[] = ['distilbert'];
+
 /** config.model_type -> arch, and HF class names for configs without model_type. */
 const MODEL_TYPES: Readonly<Record<string, Arch>> = { llama: 'llama', gpt2: 'gpt2', opt: 'opt', codegen: 'codegen' };
 const ARCHITECTURES: Readonly<Record<string, Arch>> = {
@@ -315,6 +349,9 @@ export function detectArch(json: Json, file = 'config.json'): Arch {
   const mt = json.model_type;
   if (mt !== undefined && mt !== null) {
     if (typeof mt === 'string' && Object.prototype.hasOwnProperty.call(MODEL_TYPES, mt)) return MODEL_TYPES[mt]!;
+    if (typeof mt === 'string' && ENCODER_MODEL_TYPES.includes(mt)) {
+      throw new QuantkitError('ERR_UNSUPPORTED', `${file}: model_type '${mt}' is an encoder, not a causal language model: load it with loadEncoder()`);
+    }
     throw badConfig(file, `unknown architecture: model_type ${typeof mt === 'string' ? `'${mt}'` : describe(mt)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
   }
   const archs = json.architectures;

@@ -1,0 +1,72 @@
+/**
+ * loadEncoder: a Hugging Face encoder folder (DistilBERT: config.json,
+ * safetensors, tokenizer.json) as what it holds: the bare encoder
+ * (kind 'encoder', last hidden states) or, when the checkpoint has the head,
+ * the masked-LM model (kind 'masked-lm'). encode() adds the model's [CLS] and
+ * [SEP] around a text's ids, as BERT-family models were trained.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { QuantkitError, describe, typeError } from '../errors.js';
+import { loadSafetensorsFolder } from '../io/safetensors.js';
+import { loadHfTokenizer } from '../tokenizers/hf.js';
+import type { Tokenizer } from '../tokenizers/types.js';
+import { type DistilBertConfig, WeightReader, parseDistilBertConfig } from './config.js';
+import { DistilBertForMaskedLM, DistilBertModel, buildDistilBert, hasMaskedLMHead } from './distilbert.js';
+
+export interface LoadEncoderOptions {
+  /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */
+  dtype?: 'auto' | 'f32';
+}
+
+export type LoadedEncoder = {
+  config: DistilBertConfig;
+  /** undefined when the folder has no tokenizer.json (nor vocab.json + merges.txt). */
+  tokenizer: Tokenizer | undefined;
+  /** A text's ids with [CLS] ... [SEP] around them (needs the tokenizer). */
+  encode(text: string): number[];
+} & ({ kind: 'encoder'; model: DistilBertModel } | { kind: 'masked-lm'; model: DistilBertForMaskedLM });
+
+export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}): LoadedEncoder {
+  const fn = 'loadEncoder';
+  if (typeof folder !== 'string' || folder === '') throw typeError(fn, 'folder', `must be a non-empty string, got ${describe(folder)}`);
+  if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
+  if (options.dtype !== undefined && options.dtype !== 'auto' && options.dtype !== 'f32') throw typeError(fn, 'options.dtype', `must be 'auto' or 'f32', got ${describe(options.dtype)}`);
+  const cfgFile = path.join(folder, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new QuantkitError('ERR_NOT_FOUND', `model config not found: ${cfgFile}`, { cause: err });
+    throw new QuantkitError('ERR_BAD_CONFIG', `${cfgFile}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new QuantkitError('ERR_BAD_CONFIG', `${cfgFile}: must hold a JSON object, got ${describe(json)}`);
+  const mt = (json as Record<string, unknown>).model_type;
+  if (mt !== 'distilbert') {
+    throw new QuantkitError('ERR_UNSUPPORTED', `${cfgFile}: model_type ${describe(mt)} is not an encoder quantkit runs (supported: distilbert; causal LMs load with loadModel)`);
+  }
+  const config = parseDistilBertConfig(json as Record<string, unknown>, cfgFile);
+  const tensors = loadSafetensorsFolder(folder);
+  const file = tensors.files.length === 1 ? tensors.files[0]!.file : folder;
+  // DistilBertForMaskedLM names its encoder 'distilbert.*'; a bare DistilBertModel checkpoint has no prefix
+  const w = new WeightReader(tensors, file, { dtype: options.dtype, prefix: 'distilbert.', prefixVariants: ['distilbert.', ''] });
+  const maskedLM = hasMaskedLMHead(w);
+  const model = buildDistilBert(config, w, maskedLM);
+  const hasTokenizer = fs.existsSync(path.join(folder, 'tokenizer.json')) || (fs.existsSync(path.join(folder, 'vocab.json')) && fs.existsSync(path.join(folder, 'merges.txt')));
+  const tokenizer = hasTokenizer ? loadHfTokenizer(folder) : undefined;
+  const encode = (text: string): number[] => {
+    if (!tokenizer) throw new QuantkitError('ERR_NOT_FOUND', `${folder}: no tokenizer.json, so text cannot be encoded; pass token ids to forward()`);
+    const special = (t: string) => (tokenizer as { tokenToId?: (s: string) => number | undefined }).tokenToId?.(t);
+    const cls = special('[CLS]');
+    const sep = special('[SEP]');
+    return [...(cls !== undefined ? [cls] : []), ...tokenizer.encode(text), ...(sep !== undefined ? [sep] : [])];
+  };
+  return maskedLM
+    ? { kind: 'masked-lm', model: model as DistilBertForMaskedLM, config, tokenizer, encode }
+    : { kind: 'encoder', model: model as DistilBertModel, config, tokenizer, encode };
+}
+
+/** Async form of loadEncoderSync (the file reads and parsing are the same). */
+export async function loadEncoder(folder: string, options?: LoadEncoderOptions): Promise<LoadedEncoder> {
+  return loadEncoderSync(folder, options);
+}

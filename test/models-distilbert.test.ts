@@ -1,0 +1,215 @@
+/**
+ * DistilBERT against a float64 reference written here from the Hugging Face
+ * modeling code's definition (sharing no code with lib/): embeddings +
+ * LayerNorm (eps 1e-12), post-LN blocks with bidirectional attention and an
+ * exact-erf GELU MLP, the masked-LM head with the projector tied to the word
+ * embeddings. Also: a batch of sequences of different lengths gives each
+ * sequence the vectors it gets alone, forwardAsync = forward, the bare
+ * encoder checkpoint (no 'distilbert.' prefix, no head), mean pooling,
+ * quantizeModel, a WordPiece tokenizer.json with [CLS]/[SEP], and loadModel
+ * pointing an encoder to loadEncoder.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadEncoderSync } from '../lib/models/load-encoder.js';
+import { DistilBertForMaskedLM, DistilBertModel, meanPool } from '../lib/models/distilbert.js';
+import { loadModelSync } from '../lib/models/load.js';
+import { Linear, QLinear } from '../lib/nn/linear.js';
+import { quantizeModel } from '../lib/nn/quantize-model.js';
+import type { Tensor } from '../lib/tensor.js';
+import { type F64, type Weights, Maker, add, layerNormRef, linRef } from './ref-models.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-distilbert-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const C = { D: 32, H: 4, F: 48, L: 2, V: 40, P: 16 };
+const EPS = 1e-12;
+const configJson = { architectures: ['DistilBertForMaskedLM'], model_type: 'distilbert', dim: C.D, n_heads: C.H, hidden_dim: C.F, n_layers: C.L, vocab_size: C.V, max_position_embeddings: C.P, activation: 'gelu', pad_token_id: 0, sinusoidal_pos_embds: false };
+
+/** erf by its Maclaurin series (float64-exact for the |x| < 5 seen here), 1 beyond. */
+function erfRef(x: number): number {
+  if (Math.abs(x) > 5) return Math.sign(x);
+  let sum = 0;
+  let term = x; // x^(2n+1) (-1)^n / n!
+  for (let n = 0; n < 120; n++) {
+    sum += term / (2 * n + 1);
+    term *= (-x * x) / (n + 1);
+  }
+  return (2 / Math.sqrt(Math.PI)) * sum;
+}
+const geluRef = (x: number) => 0.5 * x * (1 + erfRef(x / Math.SQRT2));
+
+function make(seed: number, head: boolean, prefix: string): Maker {
+  const m = new Maker(seed, false);
+  const { D, F } = C;
+  m.add(`${prefix}embeddings.word_embeddings.weight`, [C.V, D], 0.5);
+  m.add(`${prefix}embeddings.position_embeddings.weight`, [C.P, D], 0.3);
+  m.add(`${prefix}embeddings.LayerNorm.weight`, [D], 0.2, 1);
+  m.add(`${prefix}embeddings.LayerNorm.bias`, [D], 0.1);
+  for (let l = 0; l < C.L; l++) {
+    const p = `${prefix}transformer.layer.${l}`;
+    for (const n of ['q_lin', 'k_lin', 'v_lin', 'out_lin']) {
+      m.add(`${p}.attention.${n}.weight`, [D, D], 0.3);
+      m.add(`${p}.attention.${n}.bias`, [D], 0.1);
+    }
+    m.add(`${p}.sa_layer_norm.weight`, [D], 0.2, 1);
+    m.add(`${p}.sa_layer_norm.bias`, [D], 0.1);
+    m.add(`${p}.ffn.lin1.weight`, [F, D], 0.3);
+    m.add(`${p}.ffn.lin1.bias`, [F], 0.1);
+    m.add(`${p}.ffn.lin2.weight`, [D, F], 0.2);
+    m.add(`${p}.ffn.lin2.bias`, [D], 0.1);
+    m.add(`${p}.output_layer_norm.weight`, [D], 0.2, 1);
+    m.add(`${p}.output_layer_norm.bias`, [D], 0.1);
+  }
+  if (head) {
+    m.add('vocab_transform.weight', [D, D], 0.3);
+    m.add('vocab_transform.bias', [D], 0.1);
+    m.add('vocab_layer_norm.weight', [D], 0.2, 1);
+    m.add('vocab_layer_norm.bias', [D], 0.1);
+    m.add('vocab_projector.bias', [C.V], 0.1);
+  }
+  return m;
+}
+
+/** HF DistilBertModel on one sequence (no padding): last hidden states [T][D]. */
+function encoderRef(W: Weights, ids: number[], prefix: string): F64[] {
+  const g = (n: string) => W.get(prefix + n)!.v;
+  const { D, H } = C;
+  const dh = D / H;
+  let x: F64[] = ids.map((id, t) => layerNormRef(add(g('embeddings.word_embeddings.weight').subarray(id * D, id * D + D), g('embeddings.position_embeddings.weight').subarray(t * D, t * D + D)), g('embeddings.LayerNorm.weight'), g('embeddings.LayerNorm.bias'), EPS));
+  for (let l = 0; l < C.L; l++) {
+    const p = `transformer.layer.${l}`;
+    const lin = (v: F64, n: string, out: number, inp: number) => linRef(v, g(`${p}.${n}.weight`), g(`${p}.${n}.bias`), out, inp);
+    const q = x.map((v) => lin(v, 'attention.q_lin', D, D).map((e) => e / Math.sqrt(dh)));
+    const k = x.map((v) => lin(v, 'attention.k_lin', D, D));
+    const vv = x.map((v) => lin(v, 'attention.v_lin', D, D));
+    const ctx = x.map(() => new Float64Array(D));
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < x.length; i++) {
+        const s = k.map((kj) => {
+          let d = 0;
+          for (let e = 0; e < dh; e++) d += q[i]![h * dh + e]! * kj[h * dh + e]!;
+          return d;
+        });
+        const m = Math.max(...s);
+        const z = s.reduce((a, v) => a + Math.exp(v - m), 0);
+        s.forEach((v, j) => {
+          for (let e = 0; e < dh; e++) ctx[i]![h * dh + e]! += (Math.exp(v - m) / z) * vv[j]![h * dh + e]!;
+        });
+      }
+    }
+    const sa = x.map((v, t) => layerNormRef(add(lin(ctx[t]!, 'attention.out_lin', D, D), v), g(`${p}.sa_layer_norm.weight`), g(`${p}.sa_layer_norm.bias`), EPS));
+    x = sa.map((v) => layerNormRef(add(lin(lin(v, 'ffn.lin1', C.F, D).map(geluRef), 'ffn.lin2', D, C.F), v), g(`${p}.output_layer_norm.weight`), g(`${p}.output_layer_norm.bias`), EPS));
+  }
+  return x;
+}
+
+function mlmRef(W: Weights, ids: number[]): F64[] {
+  const g = (n: string) => W.get(n)!.v;
+  return encoderRef(W, ids, 'distilbert.').map((h) =>
+    linRef(layerNormRef(linRef(h, g('vocab_transform.weight'), g('vocab_transform.bias'), C.D, C.D).map(geluRef), g('vocab_layer_norm.weight'), g('vocab_layer_norm.bias'), EPS), g('distilbert.embeddings.word_embeddings.weight'), g('vocab_projector.bias'), C.V, C.D),
+  );
+}
+
+/** max |a - ref| / max(1, max |ref|) over one sequence's rows. */
+function rel(a: Tensor<'f32'>, ref: F64[]): number {
+  const flat = ref.flatMap((r) => [...r]);
+  const scale = Math.max(1, ...flat.map(Math.abs));
+  let m = 0;
+  flat.forEach((v, i) => (m = Math.max(m, Math.abs(a.data[i]! - v))));
+  return m / scale;
+}
+
+const BATCH = [[2, 17, 5, 30, 9, 3], [2, 8, 3], [2, 11, 12, 13, 14, 15, 16, 39, 1, 3]];
+
+describe('DistilBERT', () => {
+  const mlm = make(11, true, 'distilbert.');
+  const mlmDir = mlm.write(path.join(tmp, 'mlm'), configJson);
+
+  it('masked LM: logits of a batch of different lengths match the float64 reference', async () => {
+    const enc = loadEncoderSync(mlmDir);
+    expect(enc.kind).toBe('masked-lm');
+    const model = enc.model as DistilBertForMaskedLM;
+    const out = model.forward(BATCH);
+    expect(out.map((t) => t.shape)).toEqual(BATCH.map((s) => [s.length, C.V]));
+    for (let b = 0; b < BATCH.length; b++) expect(rel(out[b]!, mlmRef(mlm.ref, BATCH[b]!))).toBeLessThan(1e-5);
+    // forwardAsync: the same, bit for bit
+    const outA = await model.forwardAsync(BATCH);
+    for (let b = 0; b < BATCH.length; b++) expect(outA[b]!.data).toEqual(out[b]!.data);
+  });
+
+  it('a batch gives each sequence the vectors it gets alone', () => {
+    const model = (loadEncoderSync(mlmDir).model as DistilBertForMaskedLM).distilbert;
+    const together = model.forward(BATCH);
+    for (let b = 0; b < BATCH.length; b++) {
+      const alone = model.forward([BATCH[b]!])[0]!;
+      let m = 0;
+      alone.data.forEach((v, i) => (m = Math.max(m, Math.abs(v - together[b]!.data[i]!))));
+      expect(m).toBeLessThan(1e-6);
+    }
+  });
+
+  it('a bare DistilBertModel checkpoint (no prefix, no head) is an encoder; mean pooling', () => {
+    const m = make(12, false, '');
+    const enc = loadEncoderSync(m.write(path.join(tmp, 'bare'), { ...configJson, architectures: ['DistilBertModel'] }));
+    expect(enc.kind).toBe('encoder');
+    const hidden = (enc.model as DistilBertModel).forward(BATCH);
+    const pooled = meanPool(hidden);
+    expect(pooled.shape).toEqual([BATCH.length, C.D]);
+    for (let b = 0; b < BATCH.length; b++) {
+      const ref = encoderRef(m.ref, BATCH[b]!, '');
+      expect(rel(hidden[b]!, ref)).toBeLessThan(1e-5);
+      for (let i = 0; i < C.D; i++) expect(pooled.data[b * C.D + i]!).toBeCloseTo(ref.reduce((a, r) => a + r[i]!, 0) / ref.length, 5);
+    }
+  });
+
+  it('quantizeModel replaces every Linear of the encoder and the head; int8 stays close', () => {
+    const model = loadEncoderSync(mlmDir).model as DistilBertForMaskedLM;
+    const s = quantizeModel(model, { weights: 'int8' });
+    expect(s.replaced).toHaveLength(C.L * 6 + 2); // q,k,v,out,lin1,lin2 per layer + vocab_transform + vocab_projector
+    expect(s.kept).toEqual([]);
+    expect(model.child('vocab_transform')).toBeInstanceOf(QLinear);
+    const out = model.forward(BATCH);
+    for (let b = 0; b < BATCH.length; b++) expect(rel(out[b]!, mlmRef(mlm.ref, BATCH[b]!))).toBeLessThan(0.05);
+    const kept = loadEncoderSync(mlmDir).model;
+    expect(quantizeModel(kept, { weights: 'int8', exclude: ['vocab_projector'] }).kept).toEqual(['vocab_projector']);
+    expect(kept.child('vocab_projector')).toBeInstanceOf(Linear);
+  });
+
+  it('bad batches are refused naming the sequence', () => {
+    const model = loadEncoderSync(mlmDir).model as DistilBertForMaskedLM;
+    expect(() => model.forward([])).toThrow(/'batch' must be a non-empty array/);
+    expect(() => model.forward([[1, 2], []])).toThrow(/'batch\[1\]' must be a non-empty array/);
+    expect(() => model.forward([[1, C.V]])).toThrow(/'batch\[0\]' holds token id 40, outside \[0, 40\)/);
+    expect(() => model.forward([Array.from({ length: C.P + 1 }, () => 1)])).toThrow(/has 17 tokens; the model takes at most 16/);
+  });
+
+  it('loadModel says an encoder folder is for loadEncoder', () => {
+    expect(() => loadModelSync(mlmDir)).toThrow(/model_type 'distilbert' is an encoder.*loadEncoder/);
+  });
+
+  it('a WordPiece tokenizer.json: encode() adds [CLS] and [SEP]', () => {
+    const vocab: Record<string, number> = {};
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'cat', 'sat', '##s', 'on', 'mat', '.'].forEach((t, i) => (vocab[t] = i));
+    const tj = {
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'].map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+      normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+      pre_tokenizer: { type: 'BertPreTokenizer' },
+      post_processor: null,
+      decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+      model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
+    };
+    const dir = mlm.write(path.join(tmp, 'with-tok'), configJson);
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tj));
+    const enc = loadEncoderSync(dir);
+    const ids = enc.encode('The cats sat on the mat.');
+    expect(ids).toEqual([2, 5, 6, 8, 7, 9, 5, 10, 11, 3]);
+    const logits = (enc.model as DistilBertForMaskedLM).forward([ids])[0]!;
+    expect(logits.shape).toEqual([ids.length, C.V]);
+  });
+});
