@@ -8,7 +8,8 @@
  */
 import { rangeError, typeError } from '../errors.js';
 import { Module } from '../nn/module.js';
-import { type ForwardSteps, type KVCache, runAsync } from '../nn/steps.js';
+import { DecoderKVCache, beginForward, holdCache, linearChild } from '../nn/attention.js';
+import { type ForwardSteps, type KVCache, linearStep, runAsync, runSync } from '../nn/steps.js';
 import { Tensor } from '../tensor.js';
 
 // Model code imports the step helpers from here, next to CausalLM.
@@ -88,5 +89,53 @@ export abstract class CausalLM extends Module {
   forwardAsync(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Promise<Tensor<'f32'>> {
     // the generator's first steps (argument checks, the cache lock) run now, synchronously
     return runAsync(this.forwardSteps(tokens, cache, options));
+  }
+}
+
+/**
+ * The forward every decoder-only model shares, written once: option and
+ * token checks, the cache lock, the model's body over its layers, the cache
+ * advance, and lm_head on every row or only the last. A model supplies its
+ * cache shape, its body (embeddings and layers, writing each layer's keys and
+ * values into the cache) and what lies between the body and lm_head (a final
+ * norm, a projection).
+ */
+export abstract class DecoderLM extends CausalLM {
+  /** Layers and key/value width per position; maxPositions when positions come from a table (RoPE models have none). */
+  protected abstract cacheShape(): { nLayers: number; kvDim: number; maxPositions?: number };
+
+  /** Hidden states [T, width] of tokens at positions pos0 .. pos0 + T - 1. */
+  protected abstract bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>>;
+
+  /** Rows of hidden states -> lm_head's input (default: as they are). */
+  protected *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    return x;
+  }
+
+  createCache(capacity = this.config.maxPositions): KVCache {
+    const s = this.cacheShape();
+    return new DecoderKVCache(s.nLayers, s.kvDim, capacity);
+  }
+
+  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
+    return runSync(this.forwardSteps(tokens, cache, options));
+  }
+
+  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
+    const fn = `${this.constructor.name}.forward`;
+    const last = lastLogitsOnly(fn, options);
+    const { nLayers, kvDim, maxPositions } = this.cacheShape();
+    const V = this.config.vocabSize;
+    const [cache, pos0] = beginForward(fn, tokens, cacheArg, { nLayers, kvDim, vocabSize: V, ...(maxPositions !== undefined ? { maxPositions } : {}) });
+    if (tokens.length === 0) return new Tensor('f32', [0, V], new Float32Array(0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
+  }
+
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
+    const x = yield* this.bodySteps(tokens, cache, pos0);
+    cache.advance(tokens.length);
+    // norms and projections are per row: only the rows whose logits are wanted go on
+    const h = yield* this.headInputSteps(last ? lastRow(x) : x);
+    return yield* linearStep(linearChild(this, 'lm_head'), h);
   }
 }

@@ -17,14 +17,14 @@
  * transformer.h.{i}.attn.{qkv_proj,out_proj}, transformer.h.{i}.mlp.{fc_in,fc_out}, lm_head.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
+import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import { CODEGEN_MP_NUM, type CodegenConfig, type WeightReader } from './config.js';
 
 /**
@@ -137,7 +137,7 @@ export class CodegenModel extends Module {
   }
 }
 
-export class CodegenForCausalLM extends CausalLM {
+export class CodegenForCausalLM extends DecoderLM {
   readonly config: CodegenConfig;
   readonly transformer: CodegenModel;
   readonly rope: Rope;
@@ -151,30 +151,20 @@ export class CodegenForCausalLM extends CausalLM {
     this.rope = new Rope(config.rotaryDim, 10000);
   }
 
-  createCache(capacity = this.config.maxPositions): KVCache {
-    return new DecoderKVCache(this.config.nLayer, this.config.nEmbd, capacity);
+  // HF precomputes sinusoids for n_positions: positions stop there
+  protected cacheShape() {
+    return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }
 
-  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache, options));
-  }
-
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
-    const c = this.config;
-    const fn = 'CodegenForCausalLM.forward';
-    const last = lastLogitsOnly(fn, options);
-    // HF precomputes sinusoids for n_positions: positions stop there
-    const [cache, pos0] = beginForward(fn, tokens, cacheArg, { nLayers: c.nLayer, kvDim: c.nEmbd, vocabSize: c.vocabSize, maxPositions: c.maxPositions });
-    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
-  }
-
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
+  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
     let x = tr.wte.forward(tokens);
     for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0, this.rope);
-    cache.advance(tokens.length);
-    return yield* linearStep(linearChild(this, 'lm_head'), tr.ln_f.forward(last ? lastRow(x) : x));
+    return x;
+  }
+
+  protected override *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    return this.transformer.ln_f.forward(x);
   }
 }
 

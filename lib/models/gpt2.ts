@@ -16,13 +16,13 @@
  * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
+import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { Gpt2Config, WeightReader } from './config.js';
 
 export class Gpt2Attention extends Module {
@@ -122,7 +122,7 @@ export class Gpt2Model extends Module {
   }
 }
 
-export class Gpt2LMHeadModel extends CausalLM {
+export class Gpt2LMHeadModel extends DecoderLM {
   readonly config: Gpt2Config;
   readonly transformer: Gpt2Model;
 
@@ -133,36 +133,20 @@ export class Gpt2LMHeadModel extends CausalLM {
     this.addModule('lm_head', lmHead);
   }
 
-  createCache(capacity = this.config.maxPositions): KVCache {
-    return new DecoderKVCache(this.config.nLayer, this.config.nEmbd, capacity);
+  protected cacheShape() {
+    return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }
 
-  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache, options));
-  }
-
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
-    const c = this.config;
-    const fn = 'Gpt2LMHeadModel.forward';
-    const last = lastLogitsOnly(fn, options);
-    const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
-      nLayers: c.nLayer,
-      kvDim: c.nEmbd,
-      vocabSize: c.vocabSize,
-      maxPositions: c.maxPositions,
-    });
-    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
-  }
-
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
-    const T = tokens.length;
+  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
     let x = tr.wte.forward(tokens);
-    addInPlace(x.data, tr.wpe.forward(Array.from({ length: T }, (_, t) => pos0 + t)).data);
+    addInPlace(x.data, tr.wpe.forward(Array.from({ length: tokens.length }, (_, t) => pos0 + t)).data);
     for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0);
-    cache.advance(T);
-    return yield* linearStep(linearChild(this, 'lm_head'), tr.ln_f.forward(last ? lastRow(x) : x));
+    return x;
+  }
+
+  protected override *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    return this.transformer.ln_f.forward(x);
   }
 }
 

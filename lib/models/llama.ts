@@ -15,14 +15,14 @@
  */
 import { llama2cToHfRoPERows } from '../io/llama2c.js';
 import { activationByName, addInPlace, gateInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
+import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { LlamaConfig, WeightReader } from './config.js';
 
 export class LlamaAttention extends Module {
@@ -121,7 +121,7 @@ export class LlamaModel extends Module {
   }
 }
 
-export class LlamaForCausalLM extends CausalLM {
+export class LlamaForCausalLM extends DecoderLM {
   readonly config: LlamaConfig;
   readonly model: LlamaModel;
   readonly rope: Rope;
@@ -134,33 +134,19 @@ export class LlamaForCausalLM extends CausalLM {
     this.rope = new Rope(config.headDim, config.ropeTheta, config.ropeScaling);
   }
 
-  createCache(capacity = this.config.maxPositions): KVCache {
-    return new DecoderKVCache(this.config.numLayers, this.config.numKvHeads * this.config.headDim, capacity);
+  // RoPE has no position table: positions are bounded by the cache capacity only
+  protected cacheShape() {
+    return { nLayers: this.config.numLayers, kvDim: this.config.numKvHeads * this.config.headDim };
   }
 
-  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache, options));
-  }
-
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
-    const c = this.config;
-    const fn = 'LlamaForCausalLM.forward';
-    const last = lastLogitsOnly(fn, options);
-    // RoPE has no position table: positions are bounded by the cache capacity only
-    const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
-      nLayers: c.numLayers,
-      kvDim: c.numKvHeads * c.headDim,
-      vocabSize: c.vocabSize,
-    });
-    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
-  }
-
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
+  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     let x = this.model.embed_tokens.forward(tokens);
     for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, cache, i, pos0, this.rope);
-    cache.advance(tokens.length);
-    return yield* linearStep(linearChild(this, 'lm_head'), this.model.norm.forward(last ? lastRow(x) : x));
+    return x;
+  }
+
+  protected override *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+    return this.model.norm.forward(x);
   }
 }
 

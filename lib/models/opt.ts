@@ -18,13 +18,13 @@
  * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, DecoderKVCache, ModuleList, beginForward, causalAttentionSteps, holdCache, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
-import { CausalLM, type ForwardOptions, type ForwardSteps, type KVCache, lastLogitsOnly, lastRow, linearStep, runSync } from './causal-lm.js';
+import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { OptConfig, WeightReader } from './config.js';
 
 /** OPT's learned positions start at table row 2. */
@@ -150,7 +150,7 @@ export class OptModel extends Module {
   }
 }
 
-export class OptForCausalLM extends CausalLM {
+export class OptForCausalLM extends DecoderLM {
   readonly config: OptConfig;
   readonly model: OptModel;
 
@@ -161,32 +161,13 @@ export class OptForCausalLM extends CausalLM {
     this.addModule('lm_head', lmHead);
   }
 
-  createCache(capacity = this.config.maxPositions): KVCache {
-    return new DecoderKVCache(this.config.numLayers, this.config.hiddenSize, capacity);
+  protected cacheShape() {
+    return { nLayers: this.config.numLayers, kvDim: this.config.hiddenSize, maxPositions: this.config.maxPositions };
   }
 
-  forward(tokens: readonly number[], cache: KVCache, options?: ForwardOptions): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache, options));
-  }
-
-  override *forwardSteps(tokens: readonly number[], cacheArg: KVCache, options?: ForwardOptions): ForwardSteps<Tensor<'f32'>> {
-    const c = this.config;
-    const fn = 'OptForCausalLM.forward';
-    const last = lastLogitsOnly(fn, options);
-    const [cache, pos0] = beginForward(fn, tokens, cacheArg, {
-      nLayers: c.numLayers,
-      kvDim: c.hiddenSize,
-      vocabSize: c.vocabSize,
-      maxPositions: c.maxPositions,
-    });
-    if (tokens.length === 0) return new Tensor('f32', [0, c.vocabSize], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
-  }
-
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
-    const x = yield* this.model.decoder.forwardSteps(tokens, cache, pos0);
-    cache.advance(tokens.length);
-    return yield* linearStep(linearChild(this, 'lm_head'), last ? lastRow(x) : x);
+  /** The decoder's output already has its final norm and project_out (what lm_head reads). */
+  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.model.decoder.forwardSteps(tokens, cache, pos0);
   }
 }
 
