@@ -38,7 +38,8 @@
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Linear, QLinear, Tensor, buildModel, footprint, isa, quantizeModel, setThreads, type QuantizeModelOptions } from '../lib/index.js';
-import { type LlamaConfig, type TensorLookup, parseLlamaConfig } from '../lib/models/config.js';
+import type { TensorLookup } from '../lib/models/config.js';
+import { type LlamaConfig, parseLlamaConfig } from '../lib/models/llama.js';
 import { Embedding } from '../lib/nn/embedding.js';
 import { RMSNorm } from '../lib/nn/norm.js';
 import { Rope } from '../lib/nn/rope.js';

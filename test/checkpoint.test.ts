@@ -125,7 +125,7 @@ describe('saveQuantized / loadQuantizedWeights', () => {
 describe.skipIf(!haveFixture)('stories260K quantized checkpoint', () => {
   it('reloads through the model builder with logits bit-identical to the in-memory model', async () => {
     const { loadModelSync, buildModel } = await import('../lib/models/load.js');
-    const { readModelConfig } = await import('../lib/models/config.js');
+    const { readModelConfig } = await import('../lib/models/registry.js');
     for (const qopts of [{ weights: 'int8' }, { weights: 'int4', scheme: 'asymmetric' }] as QuantizeModelOptions[]) {
       const { model } = loadModelSync(FIX);
       const s = quantizeModel(model, qopts);

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { QuantkitError } from '../lib/errors.js';
-import { parseModelConfig } from '../lib/models/config.js';
+import { parseModelConfig } from '../lib/models/registry.js';
 import { Rope, ropeInvFreq } from '../lib/nn/rope.js';
 
 const LLAMA = {

@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { QuantkitError } from '../lib/errors.js';
 import { saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { CodegenForCausalLM } from '../lib/models/codegen.js';
-import { parseModelConfig } from '../lib/models/config.js';
+import { parseModelConfig } from '../lib/models/registry.js';
 import { loadModel } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
 import { quantizeModel } from '../lib/nn/quantize-model.js';

@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { QuantkitError } from '../lib/errors.js';
 import { QLinear } from '../lib/nn/linear.js';
 import { Linear } from '../lib/nn/linear.js';
-import { type ModelConfig, detectArch, parseModelConfig } from '../lib/models/config.js';
+import { type ModelConfig, detectArch, parseModelConfig } from '../lib/models/registry.js';
 import { buildModel, loadModel } from '../lib/models/load.js';
 import { Tensor } from '../lib/tensor.js';
 

@@ -25,7 +25,58 @@ import { LayerNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
-import { CODEGEN_MP_NUM, type CodegenConfig, type WeightReader } from './config.js';
+import type { ModelConfigBase } from './causal-lm.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, badConfig, divisible } from './config.js';
+
+export interface CodegenConfig extends ModelConfigBase {
+  readonly arch: 'codegen';
+  readonly nEmbd: number;
+  readonly nLayer: number;
+  readonly nHead: number;
+  readonly headDim: number;
+  /** Leading dimensions of each head that rotate (the rest pass through). */
+  readonly rotaryDim: number;
+  /** MLP width (n_inner, default 4 * n_embd). */
+  readonly nInner: number;
+  readonly layerNormEps: number;
+  readonly activation: string;
+  readonly tieWordEmbeddings: boolean;
+}
+
+/**
+ * The number of tensor-parallel shards CodeGen's fused qkv_proj was trained
+ * with: its output rows are 4 blocks of [q | v | k] for a quarter of the heads
+ * each (HF hard-codes it too), so the head count must divide by it.
+ */
+export const CODEGEN_MP_NUM = 4;
+
+export function parseCodegenConfig(json: Json, file = 'config.json'): CodegenConfig {
+  const f = new Fields(json, file, 'codegen');
+  const nEmbd = f.int('n_embd');
+  const nHead = f.int('n_head');
+  divisible(file, ['n_embd', nEmbd], ['n_head', nHead]);
+  if (nHead % CODEGEN_MP_NUM !== 0) throw badConfig(file, `'n_head' (${nHead}) must be divisible by ${CODEGEN_MP_NUM}: CodeGen's fused qkv_proj holds ${CODEGEN_MP_NUM} blocks of heads`);
+  const headDim = nEmbd / nHead;
+  // HF rotates the whole head when rotary_dim is null
+  const rotaryDim = f.int('rotary_dim', headDim);
+  if (rotaryDim > headDim || rotaryDim % 2 !== 0) throw badConfig(file, `'rotary_dim' (${rotaryDim}) must be even and at most the head size ${headDim}`);
+  return {
+    arch: 'codegen',
+    nEmbd,
+    nLayer: f.int('n_layer'),
+    nHead,
+    headDim,
+    rotaryDim,
+    nInner: f.int('n_inner', 4 * nEmbd),
+    vocabSize: f.int('vocab_size'),
+    maxPositions: f.int('n_positions', 2048),
+    layerNormEps: f.num('layer_norm_epsilon', 1e-5),
+    activation: f.activation('activation_function', 'gelu_new'),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    bosId: f.tokenId('bos_token_id', 50256),
+    eosId: f.tokenId('eos_token_id', 50256),
+  };
+}
 
 /**
  * De-interleave CodeGen's fused qkv rows [T, 3D] into q, k, v [T, D] each
@@ -186,3 +237,13 @@ export function buildCodegen(config: CodegenConfig, w: WeightReader): CodegenFor
   const lmHead = config.tieWordEmbeddings ? new Linear(wte.weight) : linear('lm_head', V, D, true);
   return new CodegenForCausalLM(config, new CodegenModel(wte, blocks, ln('transformer.ln_f')), lmHead);
 }
+
+export const codegenArch: ArchSpec<CodegenConfig, CodegenForCausalLM> = {
+  arch: 'codegen',
+  modelTypes: ['codegen'],
+  hfClasses: ['CodeGenForCausalLM'],
+  parseConfig: parseCodegenConfig,
+  prefix: 'transformer.',
+  prefixVariants: ['transformer.', ''],
+  build: (c, w) => buildCodegen(c, w),
+};

@@ -29,7 +29,38 @@ import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { type ForwardSteps, linearStep, runAsync, runSync } from '../nn/steps.js';
 import { Tensor } from '../tensor.js';
-import type { DistilBertConfig, WeightReader } from './config.js';
+import { Fields, type Json, type WeightReader, divisible } from './config.js';
+
+/** DistilBERT (an encoder: loaded with loadEncoder, not a CausalLM). */
+export interface DistilBertConfig {
+  readonly arch: 'distilbert';
+  readonly vocabSize: number;
+  readonly maxPositions: number;
+  readonly dim: number;
+  readonly nLayers: number;
+  readonly nHeads: number;
+  readonly hiddenDim: number;
+  readonly activation: string;
+  readonly padId: number | undefined;
+}
+
+export function parseDistilBertConfig(json: Json, file = 'config.json'): DistilBertConfig {
+  const f = new Fields(json, file, 'distilbert');
+  const dim = f.int('dim');
+  const nHeads = f.int('n_heads');
+  divisible(file, ['dim', dim], ['n_heads', nHeads]);
+  return {
+    arch: 'distilbert',
+    vocabSize: f.int('vocab_size'),
+    maxPositions: f.int('max_position_embeddings', 512),
+    dim,
+    nLayers: f.int('n_layers'),
+    nHeads,
+    hiddenDim: f.int('hidden_dim'),
+    activation: f.activation('activation', 'gelu'),
+    padId: f.tokenId('pad_token_id', 0),
+  };
+}
 
 /** DistilBERT's LayerNorm epsilon (fixed in the HF code, not in config.json). */
 export const DISTILBERT_LN_EPS = 1e-12;

@@ -23,7 +23,45 @@ import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
-import type { Gpt2Config, WeightReader } from './config.js';
+import type { ModelConfigBase } from './causal-lm.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, divisible } from './config.js';
+
+export interface Gpt2Config extends ModelConfigBase {
+  readonly arch: 'gpt2';
+  readonly nEmbd: number;
+  readonly nLayer: number;
+  readonly nHead: number;
+  /** MLP width (n_inner, default 4 * n_embd). */
+  readonly nInner: number;
+  readonly layerNormEps: number;
+  readonly activation: string;
+  readonly scaleAttnWeights: boolean;
+  readonly scaleAttnByInverseLayerIdx: boolean;
+  readonly tieWordEmbeddings: boolean;
+}
+
+export function parseGpt2Config(json: Json, file = 'config.json'): Gpt2Config {
+  const f = new Fields(json, file, 'gpt2');
+  const nEmbd = f.int('n_embd');
+  const nHead = f.int('n_head');
+  divisible(file, ['n_embd', nEmbd], ['n_head', nHead]);
+  return {
+    arch: 'gpt2',
+    nEmbd,
+    nLayer: f.int('n_layer'),
+    nHead,
+    nInner: f.int('n_inner', 4 * nEmbd),
+    vocabSize: f.int('vocab_size'),
+    maxPositions: f.int('n_positions'),
+    layerNormEps: f.num('layer_norm_epsilon', 1e-5),
+    activation: f.activation('activation_function', 'gelu_new'),
+    scaleAttnWeights: f.bool('scale_attn_weights', true),
+    scaleAttnByInverseLayerIdx: f.bool('scale_attn_by_inverse_layer_idx', false),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    bosId: f.tokenId('bos_token_id'),
+    eosId: f.tokenId('eos_token_id'),
+  };
+}
 
 export class Gpt2Attention extends Module {
   readonly shape: AttentionShape;
@@ -194,3 +232,13 @@ export function buildGpt2(config: Gpt2Config, w: WeightReader, options: BuildGpt
   const lmHead = config.tieWordEmbeddings ? new Linear(wte.weight) : new Linear(w.matrix('lm_head.weight', [V, D]));
   return new Gpt2LMHeadModel(config, new Gpt2Model(wte, wpe, blocks, ln('transformer.ln_f')), lmHead);
 }
+
+export const gpt2Arch: ArchSpec<Gpt2Config, Gpt2LMHeadModel> = {
+  arch: 'gpt2',
+  modelTypes: ['gpt2'],
+  hfClasses: ['GPT2LMHeadModel'],
+  parseConfig: parseGpt2Config,
+  prefix: 'transformer.',
+  prefixVariants: ['transformer.', ''],
+  build: (c, w, o) => buildGpt2(c, w, { projectionLayout: o.layout === 'linear' ? 'linear' : 'conv1d' }),
+};

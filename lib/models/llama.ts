@@ -23,7 +23,84 @@ import { RMSNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
-import type { LlamaConfig, WeightReader } from './config.js';
+import { QuantkitError, describe } from '../errors.js';
+import type { RopeScaling } from '../nn/rope.js';
+import type { ModelConfigBase } from './causal-lm.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, badConfig, divisible } from './config.js';
+
+export interface LlamaConfig extends ModelConfigBase {
+  readonly arch: 'llama';
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly rmsNormEps: number;
+  readonly ropeTheta: number;
+  readonly ropeScaling: RopeScaling | null;
+  readonly hiddenAct: string;
+  readonly tieWordEmbeddings: boolean;
+  readonly attentionBias: boolean;
+  readonly mlpBias: boolean;
+}
+
+function parseRopeScaling(f: Fields): RopeScaling | null {
+  const v = f.json.rope_scaling;
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) throw badConfig(f.file, `field 'rope_scaling' must be an object or null, got ${describe(v)}`);
+  const sub = new Fields(v as Json, f.file, `${f.arch} rope_scaling`);
+  const type = sub.str('rope_type', typeof (v as Json).type === 'string' ? ((v as Json).type as string) : 'default');
+  if (type === 'default') return null;
+  if (type === 'linear') return { type, factor: sub.num('factor') };
+  if (type === 'llama3') {
+    const r = {
+      type,
+      factor: sub.num('factor'),
+      lowFreqFactor: sub.num('low_freq_factor'),
+      highFreqFactor: sub.num('high_freq_factor'),
+      originalMaxPositions: sub.int('original_max_position_embeddings'),
+    } as const;
+    // The smoothing between the two wavelength bands divides by their difference.
+    if (!(r.highFreqFactor > r.lowFreqFactor)) {
+      throw badConfig(f.file, `rope_scaling: 'high_freq_factor' (${r.highFreqFactor}) must be greater than 'low_freq_factor' (${r.lowFreqFactor})`);
+    }
+    return r;
+  }
+  throw new QuantkitError('ERR_UNSUPPORTED', `${f.file}: rope_scaling type '${type}' is not supported (supported: linear, llama3)`);
+}
+
+export function parseLlamaConfig(json: Json, file = 'config.json'): LlamaConfig {
+  const f = new Fields(json, file, 'llama');
+  const hiddenSize = f.int('hidden_size');
+  const numHeads = f.int('num_attention_heads');
+  const numKvHeads = f.int('num_key_value_heads', numHeads);
+  divisible(file, ['num_attention_heads', numHeads], ['num_key_value_heads', numKvHeads]);
+  if (json.head_dim === undefined || json.head_dim === null) divisible(file, ['hidden_size', hiddenSize], ['num_attention_heads', numHeads]);
+  const headDim = f.int('head_dim', hiddenSize / numHeads);
+  if (headDim % 2 !== 0) throw badConfig(file, `the head size ${headDim} must be even for RoPE`);
+  const vocabSize = f.int('vocab_size');
+  return {
+    arch: 'llama',
+    hiddenSize,
+    intermediateSize: f.int('intermediate_size'),
+    numLayers: f.int('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize,
+    maxPositions: f.int('max_position_embeddings', 2048),
+    rmsNormEps: f.num('rms_norm_eps', 1e-6),
+    ropeTheta: f.num('rope_theta', 10000),
+    ropeScaling: parseRopeScaling(f),
+    hiddenAct: f.activation('hidden_act', 'silu'),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false), // HF LlamaConfig's default
+    attentionBias: f.bool('attention_bias', false),
+    mlpBias: f.bool('mlp_bias', false),
+    bosId: f.tokenId('bos_token_id', 1),
+    eosId: f.tokenId('eos_token_id', 2),
+  };
+}
 
 export class LlamaAttention extends Module {
   readonly shape: AttentionShape;
@@ -187,3 +264,13 @@ export function buildLlama(config: LlamaConfig, w: WeightReader, options: BuildL
   const lmHead = config.tieWordEmbeddings ? new Linear(embed.weight) : linear('lm_head', V, D, false);
   return new LlamaForCausalLM(config, new LlamaModel(embed, layers, norm('model.norm')), lmHead);
 }
+
+export const llamaArch: ArchSpec<LlamaConfig, LlamaForCausalLM> = {
+  arch: 'llama',
+  modelTypes: ['llama'],
+  hfClasses: ['LlamaForCausalLM'],
+  parseConfig: parseLlamaConfig,
+  prefix: 'model.',
+  prefixVariants: ['model.', ''],
+  build: (c, w) => buildLlama(c, w),
+};

@@ -11,8 +11,8 @@ import { QuantkitError, describe, typeError } from '../errors.js';
 import { loadSafetensorsFolder } from '../io/safetensors.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import type { Tokenizer } from '../tokenizers/types.js';
-import { type DistilBertConfig, WeightReader, parseDistilBertConfig } from './config.js';
-import { DistilBertForMaskedLM, DistilBertModel, buildDistilBert, hasMaskedLMHead } from './distilbert.js';
+import { WeightReader } from './config.js';
+import { type DistilBertConfig, DistilBertForMaskedLM, DistilBertModel, buildDistilBert, hasMaskedLMHead, parseDistilBertConfig } from './distilbert.js';
 
 export interface LoadEncoderOptions {
   /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */

@@ -18,12 +18,10 @@ import { loadGpt2Tokenizer, loadHfTokenizer } from '../tokenizers/hf.js';
 import { loadLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { CausalLM } from './causal-lm.js';
-import { type Arch, type CodegenConfig, type Gpt2Config, type LlamaConfig, type ModelConfig, type OptConfig, type TensorLookup, WeightReader, readModelConfig } from './config.js';
+import { WeightReader } from './config.js';
+import { buildModel, readModelConfig } from './registry.js';
 import { isQuantizedCheckpoint, loadQuantizedModel } from '../io/quantized-checkpoint.js';
-import { buildCodegen } from './codegen.js';
-import { buildGpt2 } from './gpt2.js';
-import { buildLlama } from './llama.js';
-import { buildOpt } from './opt.js';
+import { type LlamaConfig, buildLlama } from './llama.js';
 
 export interface LoadModelOptions {
   /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */
@@ -40,45 +38,8 @@ export interface LoadedModel {
   source: 'hf' | 'llama2c' | 'quantkit';
 }
 
-export interface BuildModelOptions {
-  /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */
-  dtype?: 'auto' | 'f32';
-  /**
-   * 'hf' (default): weights as Hugging Face stores them. 'linear': every
-   * Linear weight already in quantkit's [out, in] layout, as a quantkit
-   * checkpoint stores module tensors (matters for GPT-2's Conv1D only).
-   */
-  layout?: 'hf' | 'linear';
-}
-
-interface ArchEntry {
-  /** Canonical prefix of the decoder's weight names and the variants checkpoints use. */
-  prefix: string;
-  prefixVariants: readonly string[];
-  build(config: ModelConfig, w: WeightReader, options: BuildModelOptions): CausalLM;
-}
-
-/** Registry: architecture -> how its checkpoints are named and built. */
-const REGISTRY: Readonly<Record<Arch, ArchEntry>> = {
-  llama: { prefix: 'model.', prefixVariants: ['model.', ''], build: (c, w) => buildLlama(c as LlamaConfig, w) },
-  gpt2: {
-    prefix: 'transformer.',
-    prefixVariants: ['transformer.', ''],
-    build: (c, w, o) => buildGpt2(c as Gpt2Config, w, { projectionLayout: o.layout === 'linear' ? 'linear' : 'conv1d' }),
-  },
-  opt: {
-    prefix: 'model.decoder.',
-    prefixVariants: ['model.decoder.', 'decoder.', ''],
-    build: (c, w) => buildOpt(c as OptConfig, w),
-  },
-  codegen: { prefix: 'transformer.', prefixVariants: ['transformer.', ''], build: (c, w) => buildCodegen(c as CodegenConfig, w) },
-};
-
-/** Build a model of `config` from HF-named tensors (`file` names the checkpoint in errors). */
-export function buildModel(config: ModelConfig, tensors: TensorLookup, file: string, options: BuildModelOptions = {}): CausalLM {
-  const entry = REGISTRY[config.arch];
-  return entry.build(config, new WeightReader(tensors, file, { dtype: options.dtype, prefix: entry.prefix, prefixVariants: entry.prefixVariants }), options);
-}
+export { buildModel } from './registry.js';
+export type { BuildModelOptions } from './config.js';
 
 /** The Llama config a llama2.c header implies (run.c's constants: eps 1e-5, theta 10000, BOS 1, EOS 2). */
 export function llama2cLlamaConfig(ck: Llama2cCheckpoint): LlamaConfig {

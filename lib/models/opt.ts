@@ -25,7 +25,53 @@ import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
-import type { OptConfig, WeightReader } from './config.js';
+import type { ModelConfigBase } from './causal-lm.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, divisible } from './config.js';
+
+export interface OptConfig extends ModelConfigBase {
+  readonly arch: 'opt';
+  readonly hiddenSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly ffnDim: number;
+  /** Width of the token embedding; != hiddenSize means project_in/project_out exist (opt-350m). */
+  readonly wordEmbedProjDim: number;
+  /** true: pre-LayerNorm blocks; false: post-LayerNorm (opt-350m). */
+  readonly doLayerNormBefore: boolean;
+  readonly activation: string;
+  readonly enableBias: boolean;
+  readonly layerNormElementwiseAffine: boolean;
+  /** The decoder's final_layer_norm exists (do_layer_norm_before and not _remove_final_layer_norm). */
+  readonly hasFinalLayerNorm: boolean;
+  readonly tieWordEmbeddings: boolean;
+}
+
+
+export function parseOptConfig(json: Json, file = 'config.json'): OptConfig {
+  const f = new Fields(json, file, 'opt');
+  const hiddenSize = f.int('hidden_size');
+  const numHeads = f.int('num_attention_heads');
+  divisible(file, ['hidden_size', hiddenSize], ['num_attention_heads', numHeads]);
+  const doLayerNormBefore = f.bool('do_layer_norm_before', true);
+  return {
+    arch: 'opt',
+    hiddenSize,
+    numLayers: f.int('num_hidden_layers'),
+    numHeads,
+    ffnDim: f.int('ffn_dim'),
+    vocabSize: f.int('vocab_size'),
+    maxPositions: f.int('max_position_embeddings'),
+    wordEmbedProjDim: f.int('word_embed_proj_dim', hiddenSize),
+    doLayerNormBefore,
+    activation: f.activation('activation_function', 'relu'),
+    enableBias: f.bool('enable_bias', true),
+    layerNormElementwiseAffine: f.bool('layer_norm_elementwise_affine', true),
+    hasFinalLayerNorm: doLayerNormBefore && !f.bool('_remove_final_layer_norm', false),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    bosId: f.tokenId('bos_token_id', 2),
+    eosId: f.tokenId('eos_token_id', 2),
+  };
+}
 
 /** OPT's learned positions start at table row 2. */
 export const OPT_POSITION_OFFSET = 2;
@@ -207,3 +253,13 @@ export function buildOpt(config: OptConfig, w: WeightReader): OptForCausalLM {
   const lmHead = config.tieWordEmbeddings ? new Linear(embed.weight) : linear('lm_head', V, E, false);
   return new OptForCausalLM(config, new OptModel(decoder), lmHead);
 }
+
+export const optArch: ArchSpec<OptConfig, OptForCausalLM> = {
+  arch: 'opt',
+  modelTypes: ['opt'],
+  hfClasses: ['OPTForCausalLM'],
+  parseConfig: parseOptConfig,
+  prefix: 'model.decoder.',
+  prefixVariants: ['model.decoder.', 'decoder.', ''],
+  build: (c, w) => buildOpt(c, w),
+};
