@@ -113,6 +113,21 @@ describe('CLI usage and errors', () => {
     expect(fs.readFileSync(path.join(tmp, 'va', 'model.safetensors'))).toEqual(fs.readFileSync(path.join(tmp, 'vb', 'model.safetensors')));
   });
 
+  it.skipIf(!haveFixture)('inspect says what the model is and prints its module tree, before and after --weights', async () => {
+    const r = await cli('inspect', MODEL, '--weights', 'int4');
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^kind: +causal language model$/m);
+    expect(r.out).toContain('      (0-4): 5 x LlamaDecoderLayer(');
+    expect(r.out).toContain('(q_proj): Linear(in=64, out=64, f32)');
+    expect(r.out).toMatch(/after quantizeModel \(int4 sym g32\): 35 Linear layers became QLinear; kept in float: lm_head/);
+    expect(r.out).toContain('(down_proj): QLinear(in=172, out=64, int4 sym g4)');
+    expect(r.out).toContain('(lm_head): Linear(in=64, out=512, f32)');
+    const j = await json<{ kind: string; quantizedAs: { kept: string[]; moduleTree: string } }>('inspect', MODEL, '--weights', 'int8', '--activations', 'int8');
+    expect(j.kind).toBe('causal-lm');
+    expect(j.quantizedAs.kept).toEqual(['lm_head']);
+    expect(j.quantizedAs.moduleTree).toContain('(q_proj): QLinear(in=64, out=64, int8 sym per-channel, W8A8)');
+  });
+
   it.skipIf(!haveFixture)('a mistyped --exclude is an error naming the flag, and writes nothing', () => {
     const out = path.join(tmp, 'typo');
     const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'quantize', MODEL, '--out', out, '--exclude', 'model.layerz.*'], {

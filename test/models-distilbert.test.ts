@@ -186,6 +186,18 @@ describe('DistilBERT', () => {
     expect(() => model.forward([Array.from({ length: C.P + 1 }, () => 1)])).toThrow(/has 17 tokens; the model takes at most 16/);
   });
 
+  it('quantkit inspect: an encoder with a masked-LM head, its module tree before and after --weights int8', async () => {
+    const { run } = await import('../lib/cli/main.js');
+    let out = '';
+    const io = { out: (s: string) => void (out += s), err: (s: string) => void (out += s) };
+    expect(await run(['inspect', mlmDir, '--weights', 'int8', '--exclude', 'vocab_projector'], io)).toBe(0);
+    expect(out).toMatch(/^kind: +encoder with a masked-LM head$/m);
+    expect(out).toContain('      (0-1): 2 x DistilBertBlock(');
+    expect(out).toContain('(q_lin): Linear(in=32, out=32, f32, bias)');
+    expect(out).toContain('(q_lin): QLinear(in=32, out=32, int8 sym per-channel, bias)');
+    expect(out).toMatch(/13 Linear layers became QLinear; kept in float: vocab_projector/);
+  });
+
   it('loadModel says an encoder folder is for loadEncoder', () => {
     expect(() => loadModelSync(mlmDir)).toThrow(/model_type 'distilbert' is an encoder.*loadEncoder/);
   });

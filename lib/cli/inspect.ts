@@ -1,25 +1,61 @@
-/** `quantkit inspect <model>`: architecture, size, layers and footprint. */
+/**
+ * `quantkit inspect <model>`: what the folder holds (a causal LM, an encoder,
+ * an encoder with its masked-LM head), its config, size, layers, footprint
+ * and module tree; with --weights, also the tree after quantizeModel (which
+ * layers became QLinear, with what format, and which stayed float).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { footprint } from '../eval/footprint.js';
+import { ENCODER_MODEL_TYPES } from '../models/config.js';
+import { loadEncoderSync } from '../models/load-encoder.js';
 import { Linear, QLinear } from '../nn/linear.js';
+import type { Module } from '../nn/module.js';
+import { moduleTree } from '../nn/module-tree.js';
+import { type QuantizeModelSummary, type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
+import { type QuantFlags, fallbackLines, quantLabel, quantOptions, requireFloat } from './weights.js';
 
-export interface InspectFlags {
+export interface InspectFlags extends QuantFlags {
   tokenizer?: string;
+  weights?: WeightsFormat | 'fp32';
   json?: boolean;
 }
 
-export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags): void {
-  const m = loadCliModel(modelPath, flags.tokenizer);
-  let params = 0;
-  const layers: { name: string; kind: string; shape: number[]; format: string }[] = [];
-  const seen = new Set<ArrayBufferView>();
-  for (const [, t] of m.model.namedTensors()) {
-    if (seen.has(t.data)) continue; // a tied weight is one set of parameters
-    seen.add(t.data);
-    params += t.size;
+interface Inspected {
+  kind: 'causal-lm' | 'encoder' | 'masked-lm';
+  model: Module & { config: object };
+  source: string;
+  tokenizer: Tokenizer | undefined;
+  quantization: unknown;
+}
+
+function isEncoderFolder(p: string): boolean {
+  const cfg = path.join(p, 'config.json');
+  if (!fs.existsSync(cfg)) return false;
+  try {
+    const mt = (JSON.parse(fs.readFileSync(cfg, 'utf8')) as { model_type?: unknown }).model_type;
+    return typeof mt === 'string' && ENCODER_MODEL_TYPES.includes(mt);
+  } catch {
+    return false; // the causal-LM loader reports a bad config.json
   }
-  for (const [name, mod] of m.model.namedModules()) {
+}
+
+function load(modelPath: string, flags: InspectFlags): Inspected {
+  if (fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory() && isEncoderFolder(modelPath)) {
+    const e = loadEncoderSync(modelPath);
+    return { kind: e.kind, model: e.model, source: 'hf', tokenizer: e.tokenizer, quantization: null };
+  }
+  const m = loadCliModel(modelPath, flags.tokenizer);
+  if (flags.weights !== undefined && flags.weights !== 'fp32') requireFloat(m, '--weights');
+  return { kind: 'causal-lm', model: m.model, source: m.source, tokenizer: m.tokenizer, quantization: m.source === 'quantkit' ? m.sourceConfig.quantization_config : null };
+}
+
+function linearLayers(model: Module): { name: string; kind: string; shape: number[]; format: string }[] {
+  const layers: { name: string; kind: string; shape: number[]; format: string }[] = [];
+  for (const [name, mod] of model.namedModules()) {
     if (mod instanceof QLinear) {
       const q = mod.qweight;
       layers.push({ name, kind: 'QLinear', shape: [...q.shape], format: `int${q.bits} ${q.scheme} ${q.granularity === 'group' ? `g${q.groupSize}` : q.granularity}` });
@@ -27,22 +63,48 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
       layers.push({ name, kind: 'Linear', shape: [...mod.weight.shape], format: mod.weight.dtype });
     }
   }
+  return layers;
+}
+
+export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags): void {
+  const m = load(modelPath, flags);
+  let params = 0;
+  const seen = new Set<ArrayBufferView>();
+  for (const [, t] of m.model.namedTensors()) {
+    if (seen.has(t.data)) continue; // a tied weight is one set of parameters
+    seen.add(t.data);
+    params += t.size;
+  }
   const fp = footprint(m.model);
+  const treeBefore = moduleTree(m.model);
+  let quantized: { label: string; summary: QuantizeModelSummary; tree: string; footprint: number } | undefined;
+  if (flags.weights !== undefined && flags.weights !== 'fp32') {
+    const opts = quantOptions(flags.weights, flags);
+    const summary = quantizeModel(m.model, opts);
+    quantized = { label: quantLabel(opts), summary, tree: moduleTree(m.model), footprint: footprint(m.model).bytes };
+  }
+  const c = m.model.config as Record<string, unknown>;
   const info = {
     model: modelPath,
+    kind: m.kind,
     source: m.source,
-    arch: m.model.config.arch,
-    config: m.model.config,
-    quantization: m.source === 'quantkit' ? m.sourceConfig.quantization_config : null,
+    arch: c.arch,
+    config: c,
+    quantization: m.quantization,
     parameters: params,
     footprint: fp,
     tokenizer: m.tokenizer ? { vocabSize: m.tokenizer.vocabSize, bosId: m.tokenizer.bosId ?? null, eosId: m.tokenizer.eosId ?? null } : null,
-    linearLayers: layers,
+    linearLayers: linearLayers(m.model),
+    moduleTree: treeBefore,
+    ...(quantized
+      ? { quantizedAs: { quantization: quantized.label, replaced: quantized.summary.replaced, kept: quantized.summary.kept, layers: quantized.summary.layers, footprint: quantized.footprint, moduleTree: quantized.tree } }
+      : {}),
   };
   if (flags.json) return printJson(io, info);
-  const c = m.model.config as unknown as Record<string, unknown>;
+  const kindText = { 'causal-lm': 'causal language model', encoder: 'encoder (last hidden states)', 'masked-lm': 'encoder with a masked-LM head' }[m.kind];
   const lines = [
     `model:       ${modelPath} (${m.source})`,
+    `kind:        ${kindText}`,
     `arch:        ${c.arch}`,
     `config:      ${Object.entries(c)
       .filter(([k, v]) => k !== 'arch' && (typeof v === 'number' || typeof v === 'boolean'))
@@ -54,8 +116,15 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
       .join(', ')}`,
     `tokenizer:   ${m.tokenizer ? `vocab ${m.tokenizer.vocabSize}, bos ${m.tokenizer.bosId ?? '-'}, eos ${m.tokenizer.eosId ?? '-'}` : 'none found (pass --tokenizer)'}`,
   ];
-  if (info.quantization) lines.push(`quantized:   ${JSON.stringify(info.quantization)}`);
-  lines.push(`linear layers (${layers.length}):`);
-  for (const l of layers) lines.push(`  ${l.name.padEnd(40)} ${l.kind.padEnd(8)} ${l.shape.join('x').padEnd(10)} ${l.format}`);
+  if (m.quantization) lines.push(`quantized:   ${JSON.stringify(m.quantization)}`);
+  lines.push('module tree:', treeBefore);
+  if (quantized) {
+    const s = quantized.summary;
+    lines.push(
+      `after quantizeModel (${quantized.label}): ${s.replaced.length} Linear layers became QLinear; kept in float: ${s.kept.join(', ') || 'none'}; footprint ${fp.bytes.toLocaleString('en-US')} -> ${quantized.footprint.toLocaleString('en-US')} bytes`,
+      ...fallbackLines(s).map((l) => `  group fallback: ${l}`),
+      quantized.tree,
+    );
+  }
   io.out(lines.join('\n') + '\n');
 }

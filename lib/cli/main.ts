@@ -71,12 +71,16 @@ function buildProgram(io: CliIO): Command {
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s), outputError: (s, write) => write(s.startsWith('error:') ? `quantkit: ${s.slice(7)}` : s) })
     .exitOverride();
   const modelArg = '<model>';
-  const modelHelp = 'a Hugging Face model folder, a quantkit checkpoint folder, or a llama2.c .bin (with --tokenizer)';
+  const modelHelp = 'a Hugging Face model folder, a quantkit checkpoint folder, or a llama2.c .bin (with --tokenizer); inspect also takes encoder (DistilBERT) folders';
 
-  program
-    .command('inspect')
-    .description('show a model: architecture, config, layers, footprint')
-    .argument(modelArg, modelHelp)
+  quantOpts(
+    program
+      .command('inspect')
+      .description('show a model: what it is, config, layers, footprint, module tree (with --weights: also after quantization)')
+      .argument(modelArg, modelHelp)
+      .addOption(weightsOpt()),
+    false,
+  )
     .addOption(tokenizerOpt())
     .option('--json', 'machine-readable output')
     .action(async (model: string, o) => (await commands.inspect())(io, model, o));
