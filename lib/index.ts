@@ -16,7 +16,7 @@ export { OptForCausalLM } from './models/opt.js';
 export { CodegenForCausalLM } from './models/codegen.js';
 export { DistilBertModel, DistilBertForMaskedLM, meanPool } from './models/distilbert.js';
 export { loadEncoder, loadEncoderSync, type LoadedEncoder, type LoadEncoderOptions } from './models/load-encoder.js';
-export { quantizeModel, type QuantizeModelOptions, type QuantizeModelSummary } from './nn/quantize-model.js';
+export { quantizeModel, quantizeDynamic, type QuantizeModelOptions, type QuantizeModelSummary } from './nn/quantize-model.js';
 export { footprint, type Footprint } from './eval/footprint.js';
 export { generate, generateText, type GenerateOptions, type GeneratedToken } from './eval/generate.js';
 export { perplexity, perplexityAsync, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.js';

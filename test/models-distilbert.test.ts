@@ -17,7 +17,7 @@ import { loadEncoderSync } from '../lib/models/load-encoder.js';
 import { DistilBertForMaskedLM, DistilBertModel, meanPool } from '../lib/models/distilbert.js';
 import { loadModelSync } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
-import { quantizeModel } from '../lib/nn/quantize-model.js';
+import { quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
 import type { Tensor } from '../lib/tensor.js';
 import { type F64, type Weights, Maker, add, layerNormRef, linRef } from './ref-models.js';
 
@@ -176,6 +176,19 @@ describe('DistilBERT', () => {
     const kept = loadEncoderSync(mlmDir).model;
     expect(quantizeModel(kept, { weights: 'int8', exclude: ['vocab_projector'] }).kept).toEqual(['vocab_projector']);
     expect(kept.child('vocab_projector')).toBeInstanceOf(Linear);
+  });
+
+  it('quantizeDynamic: every Linear int8 per channel with int8 activations (W8A8), as torch quantize_dynamic', async () => {
+    const model = loadEncoderSync(mlmDir).model as DistilBertForMaskedLM;
+    const s = quantizeDynamic(model);
+    expect(s.replaced).toHaveLength(C.L * 6 + 2);
+    for (const name of s.replaced) {
+      const q = [...model.namedModules()].find(([n]) => n === name)![1] as QLinear;
+      expect([q.activations, q.qweight.bits, q.qweight.granularity]).toEqual(['int8', 8, 'channel']);
+    }
+    const out = await model.forwardAsync(BATCH);
+    for (let b = 0; b < BATCH.length; b++) expect(rel(out[b]!, mlmRef(mlm.ref, BATCH[b]!))).toBeLessThan(0.05);
+    expect(() => quantizeDynamic(model, null as never)).toThrow(/'options' must be an object/);
   });
 
   it('bad batches are refused naming the sequence', () => {

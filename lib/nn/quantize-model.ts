@@ -259,3 +259,16 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   }
   return summary;
 }
+
+/**
+ * Dynamic int8 quantization in one call, what torch's
+ * quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8) does: every Linear
+ * gets int8 symmetric per-channel weights and quantizes its input to int8
+ * per row at run time (W8A8, int32 accumulation). Like quantizeModel, it
+ * leaves lm_head in float unless `exclude` says otherwise (pass [] to
+ * quantize every Linear, as torch does).
+ */
+export function quantizeDynamic(model: Module, options: { exclude?: readonly string[] } = {}): QuantizeModelSummary {
+  if (options === null || typeof options !== 'object') throw typeError('quantizeDynamic', 'options', `must be an object, got ${describe(options)}`);
+  return quantizeModel(model, { weights: 'int8', scheme: 'symmetric', granularity: 'channel', activations: 'int8', ...(options.exclude !== undefined ? { exclude: options.exclude } : {}) });
+}
