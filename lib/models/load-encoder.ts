@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { QuantkitError, describe, typeError } from '../errors.js';
 import { loadSafetensorsFolder } from '../io/safetensors.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
+import { loadWordPieceTokenizer } from '../tokenizers/wordpiece.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { WeightReader } from './config.js';
 import { type DistilBertConfig, DistilBertForMaskedLM, DistilBertModel, buildDistilBert, hasMaskedLMHead, parseDistilBertConfig } from './distilbert.js';
@@ -26,6 +27,23 @@ export type LoadedEncoder = {
   /** A text's ids with [CLS] ... [SEP] around them (needs the tokenizer). */
   encode(text: string): number[];
 } & ({ kind: 'encoder'; model: DistilBertModel } | { kind: 'masked-lm'; model: DistilBertForMaskedLM });
+
+/** tokenizer.json, else vocab.txt (WordPiece, with tokenizer_config.json's do_lower_case), else none. */
+function encoderTokenizer(folder: string): Tokenizer | undefined {
+  if (fs.existsSync(path.join(folder, 'tokenizer.json'))) return loadHfTokenizer(folder);
+  const vocab = path.join(folder, 'vocab.txt');
+  if (!fs.existsSync(vocab)) return undefined;
+  const cfgFile = path.join(folder, 'tokenizer_config.json');
+  let config: Record<string, unknown> = {};
+  if (fs.existsSync(cfgFile)) {
+    try {
+      config = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new QuantkitError('ERR_BAD_FILE', `${cfgFile}: not valid JSON (${(err as Error).message})`, { cause: err });
+    }
+  }
+  return loadWordPieceTokenizer(vocab, config);
+}
 
 export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}): LoadedEncoder {
   const fn = 'loadEncoder';
@@ -52,10 +70,9 @@ export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}
   const w = new WeightReader(tensors, file, { dtype: options.dtype, prefix: 'distilbert.', prefixVariants: ['distilbert.', ''] });
   const maskedLM = hasMaskedLMHead(w);
   const model = buildDistilBert(config, w, maskedLM);
-  const hasTokenizer = fs.existsSync(path.join(folder, 'tokenizer.json')) || (fs.existsSync(path.join(folder, 'vocab.json')) && fs.existsSync(path.join(folder, 'merges.txt')));
-  const tokenizer = hasTokenizer ? loadHfTokenizer(folder) : undefined;
+  const tokenizer = encoderTokenizer(folder);
   const encode = (text: string): number[] => {
-    if (!tokenizer) throw new QuantkitError('ERR_NOT_FOUND', `${folder}: no tokenizer.json, so text cannot be encoded; pass token ids to forward()`);
+    if (!tokenizer) throw new QuantkitError('ERR_NOT_FOUND', `${folder}: no tokenizer.json or vocab.txt, so text cannot be encoded; pass token ids to forward()`);
     const special = (t: string) => (tokenizer as { tokenToId?: (s: string) => number | undefined }).tokenToId?.(t);
     const cls = special('[CLS]');
     const sep = special('[SEP]');
