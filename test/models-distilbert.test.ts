@@ -211,6 +211,55 @@ describe('DistilBERT', () => {
     expect(out).toMatch(/13 Linear layers became QLinear; kept in float: vocab_projector/);
   });
 
+  it('quantkit fill-mask and embed (vocab.txt tokenizer), checked against the float64 reference', async () => {
+    const { run } = await import('../lib/cli/main.js');
+    const dir = mlm.write(path.join(tmp, 'cli'), configJson);
+    // 40 tokens: the BERT specials, some words, then fillers
+    const words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'capital', 'of', 'france', 'is', 'paris', '.', 'a', 'cat', 'sat'];
+    const vocab = [...words, ...Array.from({ length: C.V - words.length }, (_, i) => `w${i}`)];
+    fs.writeFileSync(path.join(dir, 'vocab.txt'), vocab.join('\n') + '\n');
+    let out = '';
+    let err = '';
+    const io = { out: (s: string) => void (out += s), err: (s: string) => void (err += s) };
+    expect(await run(['fill-mask', dir, 'The capital of France is [MASK].', '--json', '--top-k', '3'], io), err).toBe(0);
+    const r = JSON.parse(out) as { masks: { position: number; predictions: { token: string; id: number; probability: number }[] }[] };
+    const ids = [2, 5, 6, 7, 8, 9, 4, 11, 3]; // [CLS] the capital of france is [MASK] . [SEP]
+    expect(r.masks.map((m) => m.position)).toEqual([6]);
+    const ref = mlmRef(mlm.ref, ids)[6]!;
+    const best = [...ref.keys()].sort((a, b) => ref[b]! - ref[a]!);
+    expect(r.masks[0]!.predictions.map((p) => p.id)).toEqual(best.slice(0, 3));
+    expect(r.masks[0]!.predictions[0]!.token).toBe(vocab[best[0]!]);
+    const z = ref.reduce((a, v) => a + Math.exp(v - ref[best[0]!]!), 0);
+    expect(r.masks[0]!.predictions[0]!.probability).toBeCloseTo(1 / z, 5);
+
+    const text = path.join(tmp, 'lines.txt');
+    fs.writeFileSync(text, 'The cat sat.\n\nParis is the capital of France.\n');
+    out = '';
+    expect(await run(['embed', dir, '--text', text], io), err).toBe(0);
+    const vecs = out.trim().split('\n').map((l) => JSON.parse(l) as number[]);
+    const lineIds = [[2, 5, 13, 14, 11, 3], [2, 10, 9, 5, 6, 7, 8, 11, 3]];
+    expect(vecs).toHaveLength(2);
+    lineIds.forEach((li, n) => {
+      const h = encoderRef(mlm.ref, li, 'distilbert.');
+      for (let i = 0; i < C.D; i++) expect(vecs[n]![i]!).toBeCloseTo(h.reduce((a, row) => a + row[i]!, 0) / h.length, 5);
+    });
+    const bin = path.join(tmp, 'vecs.f32');
+    out = '';
+    expect(await run(['embed', dir, '--text', text, '--out', bin], io), err).toBe(0);
+    expect(out).toMatch(/wrote 2 x 32 f32/);
+    const raw = fs.readFileSync(bin);
+    expect(Array.from(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length)))).toEqual(vecs.flat().map(Math.fround));
+    // an encoder without the head cannot fill masks
+    err = '';
+    const bare = make(13, false, '').write(path.join(tmp, 'bare-cli'), configJson);
+    fs.writeFileSync(path.join(bare, 'vocab.txt'), vocab.join('\n') + '\n');
+    expect(await run(['fill-mask', bare, 'a [MASK]'], io)).toBe(1);
+    expect(err).toMatch(/has no masked-LM head/);
+    err = '';
+    expect(await run(['fill-mask', dir, 'no mask here'], io)).toBe(1);
+    expect(err).toMatch(/the text has no \[MASK\] token/);
+  });
+
   it('loadModel says an encoder folder is for loadEncoder', () => {
     expect(() => loadModelSync(mlmDir)).toThrow(/model_type 'distilbert' is an encoder.*loadEncoder/);
   });

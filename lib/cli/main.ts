@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `quantkit` command line (compiled to dist/cli/main.js, the package's
- * bin). Commands: inspect, quantize, generate, ppl, report; see --help.
+ * bin). Commands: inspect, quantize, generate, ppl, report, fill-mask, embed;
+ * see --help.
  *
  * run(argv, io) is the whole CLI as a function (tests call it in-process):
  * it never exits the process and returns the exit code. Every error ends
@@ -22,6 +23,8 @@ const commands = {
   generate: async () => (await import('./generate.js')).generateCommand,
   ppl: async () => (await import('./ppl.js')).pplCommand,
   report: async () => (await import('./report.js')).reportCommand,
+  fillMask: async () => (await import('./encoder.js')).fillMaskCommand,
+  embed: async () => (await import('./encoder.js')).embedCommand,
 };
 
 const VERSION = '0.1.0';
@@ -152,6 +155,34 @@ function buildProgram(io: CliIO): Command {
     .addOption(tokenizerOpt())
     .option('--json', 'machine-readable output')
     .action(async (model: string, o) => (await commands.report())(io, model, o));
+
+  const encoderHelp = 'a Hugging Face encoder folder (DistilBERT: config.json, safetensors, tokenizer.json or vocab.txt)';
+  quantOpts(
+    program
+      .command('fill-mask')
+      .description('the most likely tokens for each [MASK] of a text (a masked-LM encoder)')
+      .argument(modelArg, encoderHelp)
+      .argument('<text>', 'text with one or more [MASK] tokens')
+      .addOption(new Option('--top-k <k>', 'predictions per [MASK]').argParser(intOption(1, 1 << 20)).default(5))
+      .addOption(weightsOpt()),
+    false,
+  )
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, text: string, o) => (await commands.fillMask())(io, model, text, o));
+
+  quantOpts(
+    program
+      .command('embed')
+      .description('a sentence embedding (mean of the last hidden states) per line of a text file')
+      .argument(modelArg, encoderHelp)
+      .requiredOption('--text <file>', 'one sentence per line (required)')
+      .option('--out <file>', 'write the vectors as raw little-endian f32 [lines, dim] (default: one JSON array per line on stdout)')
+      .addOption(new Option('--batch <n>', 'lines per forward').argParser(intOption(1, 4096)).default(32))
+      .addOption(weightsOpt()),
+    false,
+  )
+    .option('--json', 'with --out: print a JSON summary')
+    .action(async (model: string, o) => (await commands.embed())(io, model, o));
 
   // --threads on every command: the native pool size for this run (default:
   // QUANTKIT_THREADS, else the CPUs this process may use)
