@@ -6,6 +6,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { QuantkitError } from '../errors.js';
+import { configFootprint } from '../eval/config-footprint.js';
 import { footprint } from '../eval/footprint.js';
 import { ENCODER_MODEL_TYPES } from '../models/config.js';
 import { loadEncoderSync } from '../models/load-encoder.js';
@@ -66,7 +68,42 @@ function linearLayers(model: Module): { name: string; kind: string; shape: numbe
   return layers;
 }
 
+/** A folder with config.json and no weights: what the model would take, from the config alone. */
+function isConfigOnly(p: string): boolean {
+  return (
+    fs.existsSync(p) &&
+    fs.statSync(p).isDirectory() &&
+    fs.existsSync(path.join(p, 'config.json')) &&
+    !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json')
+  );
+}
+
+function inspectConfigOnly(io: CliIO, folder: string, flags: InspectFlags): void {
+  const file = path.join(folder, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new QuantkitError('ERR_BAD_CONFIG', `${file}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new QuantkitError('ERR_BAD_CONFIG', `${file}: must hold a JSON object`);
+  const r = configFootprint(json as Record<string, unknown>, file);
+  if (flags.json) return printJson(io, { model: folder, source: 'config only (no weights read)', ...r });
+  const n = (b: number | undefined) => (b === undefined ? '-' : b.toLocaleString('en-US')).padStart(16);
+  const lines = [
+    `model:       ${folder} (config only: no weights read or allocated)`,
+    `kind:        ${r.kind}`,
+    `arch:        ${r.arch}`,
+    `parameters:  ${r.parameters.toLocaleString('en-US')}`,
+    `footprint in bytes, as quantkit would hold it (norms, biases, position tables and scales in f32):`,
+    `  ${'weights'.padEnd(30)}${`${r.head ?? 'head'} float`.padStart(16)}${`${r.head ?? 'head'} quantized`.padStart(24)}`,
+    ...r.rows.map((x) => `  ${x.label.padEnd(30)}${n(x.bytes)}${x.weights === 'float' ? '-'.padStart(24) : n(x.bytesHeadQuantized).padStart(24)}`),
+  ];
+  io.out(lines.join('\n') + '\n');
+}
+
 export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags): void {
+  if (isConfigOnly(modelPath)) return inspectConfigOnly(io, modelPath, flags);
   const m = load(modelPath, flags);
   let params = 0;
   const seen = new Set<ArrayBufferView>();

@@ -26,7 +26,7 @@ import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
-import { type ArchSpec, Fields, type Json, type WeightReader, badConfig, divisible } from './config.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, badConfig, divisible } from './config.js';
 
 export interface CodegenConfig extends ModelConfigBase {
   readonly arch: 'codegen';
@@ -246,4 +246,28 @@ export const codegenArch: ArchSpec<CodegenConfig, CodegenForCausalLM> = {
   prefix: 'transformer.',
   prefixVariants: ['transformer.', ''],
   build: (c, w) => buildCodegen(c, w),
+  weightSpecs: codegenWeightSpecs,
 };
+
+/** The tensors buildCodegen reads (see WeightSpec). */
+export function codegenWeightSpecs(c: CodegenConfig): WeightSpec[] {
+  const { nEmbd: D, nInner: F, vocabSize: V } = c;
+  const out: WeightSpec[] = [{ name: 'transformer.wte.weight', shape: [V, D], kind: 'matrix' }];
+  const lin = (name: string, o: number, i: number, bias: boolean) => {
+    out.push({ name: `${name}.weight`, shape: [o, i], kind: 'linear' });
+    if (bias) out.push({ name: `${name}.bias`, shape: [o], kind: 'f32' });
+  };
+  const ln = (name: string) => out.push({ name: `${name}.weight`, shape: [D], kind: 'f32' }, { name: `${name}.bias`, shape: [D], kind: 'f32' });
+  for (let l = 0; l < c.nLayer; l++) {
+    const p = `transformer.h.${l}`;
+    ln(`${p}.ln_1`);
+    lin(`${p}.attn.qkv_proj`, 3 * D, D, false);
+    lin(`${p}.attn.out_proj`, D, D, false);
+    lin(`${p}.mlp.fc_in`, F, D, true);
+    lin(`${p}.mlp.fc_out`, D, F, true);
+  }
+  ln('transformer.ln_f');
+  if (c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear', tiedTo: 'transformer.wte.weight' });
+  else lin('lm_head', V, D, true);
+  return out;
+}

@@ -121,6 +121,22 @@ export interface ArchSpec<C extends ModelConfigBase = ModelConfigBase, M = unkno
   readonly prefix: string;
   readonly prefixVariants: readonly string[];
   build(config: C, w: WeightReader, options: BuildModelOptions): M;
+  /** Every tensor build() reads, with its shape and how it is stored (for footprints without the weights). */
+  weightSpecs(config: C): WeightSpec[];
+}
+
+/**
+ * A tensor a model holds, with the shape quantkit holds it in (GPT-2's
+ * Conv1D weights as [out, in]): 'linear' a Linear weight
+ * (file dtype; quantizeModel may replace it), 'matrix' an embedding table
+ * (file dtype), 'f32' norms, biases and position tables (always widened to
+ * f32). A tied lm_head names the tensor it shares.
+ */
+export interface WeightSpec {
+  name: string;
+  shape: readonly number[];
+  kind: 'linear' | 'matrix' | 'f32';
+  tiedTo?: string;
 }
 
 // ------------------------------------------------------------------ weights

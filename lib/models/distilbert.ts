@@ -29,7 +29,7 @@ import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { type ForwardSteps, linearStep, runAsync, runSync } from '../nn/steps.js';
 import { Tensor } from '../tensor.js';
-import { Fields, type Json, type WeightReader, divisible } from './config.js';
+import { Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
 
 /** DistilBERT (an encoder: loaded with loadEncoder, not a CausalLM). */
 export interface DistilBertConfig {
@@ -311,3 +311,29 @@ export function hasMaskedLMHead(w: WeightReader): boolean {
   return w.has('vocab_transform.weight') && w.has('vocab_projector.bias');
 }
 
+/** The tensors buildDistilBert reads (see WeightSpec); the masked-LM head when `maskedLM`. */
+export function distilbertWeightSpecs(c: DistilBertConfig, maskedLM: boolean): WeightSpec[] {
+  const { dim: D, hiddenDim: F, vocabSize: V, maxPositions: P } = c;
+  const p = 'distilbert.';
+  const out: WeightSpec[] = [
+    { name: `${p}embeddings.word_embeddings.weight`, shape: [V, D], kind: 'matrix' },
+    { name: `${p}embeddings.position_embeddings.weight`, shape: [P, D], kind: 'f32' },
+  ];
+  const lin = (name: string, o: number, i: number) => out.push({ name: `${name}.weight`, shape: [o, i], kind: 'linear' }, { name: `${name}.bias`, shape: [o], kind: 'f32' });
+  const ln = (name: string) => out.push({ name: `${name}.weight`, shape: [D], kind: 'f32' }, { name: `${name}.bias`, shape: [D], kind: 'f32' });
+  ln(`${p}embeddings.LayerNorm`);
+  for (let l = 0; l < c.nLayers; l++) {
+    const b = `${p}transformer.layer.${l}`;
+    for (const n of ['q_lin', 'k_lin', 'v_lin', 'out_lin']) lin(`${b}.attention.${n}`, D, D);
+    ln(`${b}.sa_layer_norm`);
+    lin(`${b}.ffn.lin1`, F, D);
+    lin(`${b}.ffn.lin2`, D, F);
+    ln(`${b}.output_layer_norm`);
+  }
+  if (maskedLM) {
+    lin('vocab_transform', D, D);
+    ln('vocab_layer_norm');
+    out.push({ name: 'vocab_projector.weight', shape: [V, D], kind: 'linear', tiedTo: `${p}embeddings.word_embeddings.weight` }, { name: 'vocab_projector.bias', shape: [V], kind: 'f32' });
+  }
+  return out;
+}

@@ -24,7 +24,7 @@ import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
-import { type ArchSpec, Fields, type Json, type WeightReader, divisible } from './config.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
 
 export interface Gpt2Config extends ModelConfigBase {
   readonly arch: 'gpt2';
@@ -241,4 +241,28 @@ export const gpt2Arch: ArchSpec<Gpt2Config, Gpt2LMHeadModel> = {
   prefix: 'transformer.',
   prefixVariants: ['transformer.', ''],
   build: (c, w, o) => buildGpt2(c, w, { projectionLayout: o.layout === 'linear' ? 'linear' : 'conv1d' }),
+  weightSpecs: gpt2WeightSpecs,
 };
+
+/** The tensors buildGpt2 reads (see WeightSpec). */
+export function gpt2WeightSpecs(c: Gpt2Config): WeightSpec[] {
+  const { nEmbd: D, nInner: F, vocabSize: V, maxPositions: P } = c;
+  const out: WeightSpec[] = [
+    { name: 'transformer.wte.weight', shape: [V, D], kind: 'matrix' },
+    { name: 'transformer.wpe.weight', shape: [P, D], kind: 'f32' },
+  ];
+  const lin = (name: string, o: number, i: number) => out.push({ name: `${name}.weight`, shape: [o, i], kind: 'linear' }, { name: `${name}.bias`, shape: [o], kind: 'f32' });
+  const ln = (name: string) => out.push({ name: `${name}.weight`, shape: [D], kind: 'f32' }, { name: `${name}.bias`, shape: [D], kind: 'f32' });
+  for (let l = 0; l < c.nLayer; l++) {
+    const p = `transformer.h.${l}`;
+    ln(`${p}.ln_1`);
+    lin(`${p}.attn.c_attn`, 3 * D, D);
+    lin(`${p}.attn.c_proj`, D, D);
+    ln(`${p}.ln_2`);
+    lin(`${p}.mlp.c_fc`, F, D);
+    lin(`${p}.mlp.c_proj`, D, F);
+  }
+  ln('transformer.ln_f');
+  out.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear', ...(c.tieWordEmbeddings ? { tiedTo: 'transformer.wte.weight' } : {}) });
+  return out;
+}

@@ -26,7 +26,7 @@ import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.j
 import { QuantkitError, describe } from '../errors.js';
 import type { RopeScaling } from '../nn/rope.js';
 import type { ModelConfigBase } from './causal-lm.js';
-import { type ArchSpec, Fields, type Json, type WeightReader, badConfig, divisible } from './config.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, badConfig, divisible } from './config.js';
 
 export interface LlamaConfig extends ModelConfigBase {
   readonly arch: 'llama';
@@ -273,4 +273,29 @@ export const llamaArch: ArchSpec<LlamaConfig, LlamaForCausalLM> = {
   prefix: 'model.',
   prefixVariants: ['model.', ''],
   build: (c, w) => buildLlama(c, w),
+  weightSpecs: llamaWeightSpecs,
 };
+
+/** The tensors buildLlama reads (see WeightSpec). */
+export function llamaWeightSpecs(c: LlamaConfig): WeightSpec[] {
+  const { hiddenSize: D, intermediateSize: F, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V } = c;
+  const out: WeightSpec[] = [{ name: 'model.embed_tokens.weight', shape: [V, D], kind: 'matrix' }];
+  const lin = (name: string, o: number, i: number, bias: boolean) => {
+    out.push({ name: `${name}.weight`, shape: [o, i], kind: 'linear' });
+    if (bias) out.push({ name: `${name}.bias`, shape: [o], kind: 'f32' });
+  };
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    lin(`${p}.self_attn.q_proj`, nH * hd, D, c.attentionBias);
+    lin(`${p}.self_attn.k_proj`, nKv * hd, D, c.attentionBias);
+    lin(`${p}.self_attn.v_proj`, nKv * hd, D, c.attentionBias);
+    lin(`${p}.self_attn.o_proj`, D, nH * hd, c.attentionBias);
+    lin(`${p}.mlp.gate_proj`, F, D, c.mlpBias);
+    lin(`${p}.mlp.up_proj`, F, D, c.mlpBias);
+    lin(`${p}.mlp.down_proj`, D, F, c.mlpBias);
+    out.push({ name: `${p}.input_layernorm.weight`, shape: [D], kind: 'f32' }, { name: `${p}.post_attention_layernorm.weight`, shape: [D], kind: 'f32' });
+  }
+  out.push({ name: 'model.norm.weight', shape: [D], kind: 'f32' });
+  out.push({ name: 'lm_head.weight', shape: [V, D], kind: 'linear', ...(c.tieWordEmbeddings ? { tiedTo: 'model.embed_tokens.weight' } : {}) });
+  return out;
+}

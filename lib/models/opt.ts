@@ -26,7 +26,7 @@ import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
-import { type ArchSpec, Fields, type Json, type WeightReader, divisible } from './config.js';
+import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
 
 export interface OptConfig extends ModelConfigBase {
   readonly arch: 'opt';
@@ -262,4 +262,37 @@ export const optArch: ArchSpec<OptConfig, OptForCausalLM> = {
   prefix: 'model.decoder.',
   prefixVariants: ['model.decoder.', 'decoder.', ''],
   build: (c, w) => buildOpt(c, w),
+  weightSpecs: optWeightSpecs,
 };
+
+/** The tensors buildOpt reads (see WeightSpec). */
+export function optWeightSpecs(c: OptConfig): WeightSpec[] {
+  const { hiddenSize: D, ffnDim: F, vocabSize: V, maxPositions: P, wordEmbedProjDim: E } = c;
+  const p0 = 'model.decoder';
+  const out: WeightSpec[] = [
+    { name: `${p0}.embed_tokens.weight`, shape: [V, E], kind: 'matrix' },
+    { name: `${p0}.embed_positions.weight`, shape: [P + OPT_POSITION_OFFSET, D], kind: 'f32' },
+  ];
+  const lin = (name: string, o: number, i: number, bias: boolean) => {
+    out.push({ name: `${name}.weight`, shape: [o, i], kind: 'linear' });
+    if (bias) out.push({ name: `${name}.bias`, shape: [o], kind: 'f32' });
+  };
+  const ln = (name: string) => {
+    if (c.layerNormElementwiseAffine) out.push({ name: `${name}.weight`, shape: [D], kind: 'f32' }, { name: `${name}.bias`, shape: [D], kind: 'f32' });
+  };
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `${p0}.layers.${l}`;
+    for (const n of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) lin(`${p}.self_attn.${n}`, D, D, c.enableBias);
+    ln(`${p}.self_attn_layer_norm`);
+    lin(`${p}.fc1`, F, D, c.enableBias);
+    lin(`${p}.fc2`, D, F, c.enableBias);
+    ln(`${p}.final_layer_norm`);
+  }
+  if (c.hasFinalLayerNorm) ln(`${p0}.final_layer_norm`);
+  if (E !== D) {
+    lin(`${p0}.project_in`, D, E, false);
+    lin(`${p0}.project_out`, E, D, false);
+  }
+  out.push({ name: 'lm_head.weight', shape: [V, E], kind: 'linear', ...(c.tieWordEmbeddings ? { tiedTo: `${p0}.embed_tokens.weight` } : {}) });
+  return out;
+}

@@ -21,7 +21,8 @@ export type Arch = ModelConfig['arch'];
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = ARCHS.flatMap((a) => a.modelTypes);
 
-function specOf(arch: string): ArchSpec<ModelConfig, CausalLM> {
+/** The registered ArchSpec of `arch`. */
+export function archSpec(arch: string): ArchSpec<ModelConfig, CausalLM> {
   return ARCHS.find((a) => a.arch === arch)! as unknown as ArchSpec<ModelConfig, CausalLM>;
 }
 
@@ -50,7 +51,7 @@ export function detectArch(json: Json, file = 'config.json'): Arch {
 /** Parse a config.json object (already read) into the config of its architecture. */
 export function parseModelConfig(json: unknown, file = 'config.json'): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badConfig(file, `must hold a JSON object, got ${describe(json)}`);
-  return specOf(detectArch(json as Json, file)).parseConfig(json as Json, file);
+  return archSpec(detectArch(json as Json, file)).parseConfig(json as Json, file);
 }
 
 /** Read and parse config.json: ERR_NOT_FOUND when absent, ERR_BAD_CONFIG when not JSON. */
@@ -73,6 +74,6 @@ export function readModelConfig(file: string): ModelConfig {
 
 /** Build a model of `config` from HF-named tensors (`file` names the checkpoint in errors). */
 export function buildModel(config: ModelConfig, tensors: TensorLookup, file: string, options: BuildModelOptions = {}): CausalLM {
-  const spec = specOf(config.arch);
+  const spec = archSpec(config.arch);
   return spec.build(config, new WeightReader(tensors, file, { dtype: options.dtype, prefix: spec.prefix, prefixVariants: spec.prefixVariants }), options);
 }
