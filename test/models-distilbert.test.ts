@@ -13,6 +13,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { footprint } from '../lib/eval/footprint.js';
+import { saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { loadEncoderSync } from '../lib/models/load-encoder.js';
 import { DistilBertForMaskedLM, DistilBertModel, meanPool } from '../lib/models/distilbert.js';
 import { loadModelSync } from '../lib/models/load.js';
@@ -189,6 +191,21 @@ describe('DistilBERT', () => {
     const out = await model.forwardAsync(BATCH);
     for (let b = 0; b < BATCH.length; b++) expect(rel(out[b]!, mlmRef(mlm.ref, BATCH[b]!))).toBeLessThan(0.05);
     expect(() => quantizeDynamic(model, null as never)).toThrow(/'options' must be an object/);
+  });
+
+  it('saves as a quantkit checkpoint and reloads bit-identically (int8, int4 with the projector kept)', async () => {
+    for (const [n, opts] of [['int8', { weights: 'int8' }], ['int4', { weights: 'int4', scheme: 'asymmetric', exclude: ['vocab_projector'] }]] as const) {
+      const model = loadEncoderSync(mlmDir).model as DistilBertForMaskedLM;
+      const summary = quantizeModel(model, opts);
+      const out = path.join(tmp, `ckpt-${n}`);
+      await saveQuantized(model, summary, [], out, configJson);
+      const re = loadEncoderSync(out);
+      expect([re.source, re.kind]).toEqual(['quantkit', 'masked-lm']);
+      const a = model.forward(BATCH);
+      const b = await (re.model as DistilBertForMaskedLM).forwardAsync(BATCH);
+      for (let i = 0; i < BATCH.length; i++) expect(b[i]!.data).toEqual(a[i]!.data);
+      expect(footprint(re.model)).toEqual(footprint(model));
+    }
   });
 
   it('bad batches are refused naming the sequence', () => {

@@ -8,11 +8,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { QuantkitError, describe, typeError } from '../errors.js';
+import { isQuantizedCheckpoint, loadQuantizedModel } from '../io/quantized-checkpoint.js';
 import { loadSafetensorsFolder } from '../io/safetensors.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { loadWordPieceTokenizer } from '../tokenizers/wordpiece.js';
 import type { Tokenizer } from '../tokenizers/types.js';
-import { WeightReader } from './config.js';
+import { type TensorLookup, WeightReader } from './config.js';
 import { type DistilBertConfig, DistilBertForMaskedLM, DistilBertModel, buildDistilBert, hasMaskedLMHead, parseDistilBertConfig } from './distilbert.js';
 
 export interface LoadEncoderOptions {
@@ -22,6 +23,8 @@ export interface LoadEncoderOptions {
 
 export type LoadedEncoder = {
   config: DistilBertConfig;
+  /** 'quantkit': a folder saved by saveQuantized (quantized layers restored as QLinear). */
+  source: 'hf' | 'quantkit';
   /** undefined when the folder has no tokenizer.json (nor vocab.json + merges.txt). */
   tokenizer: Tokenizer | undefined;
   /** A text's ids with [CLS] ... [SEP] around them (needs the tokenizer). */
@@ -64,12 +67,25 @@ export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}
     throw new QuantkitError('ERR_UNSUPPORTED', `${cfgFile}: model_type ${describe(mt)} is not an encoder quantkit runs (supported: distilbert; causal LMs load with loadModel)`);
   }
   const config = parseDistilBertConfig(json as Record<string, unknown>, cfgFile);
-  const tensors = loadSafetensorsFolder(folder);
-  const file = tensors.files.length === 1 ? tensors.files[0]!.file : folder;
   // DistilBertForMaskedLM names its encoder 'distilbert.*'; a bare DistilBertModel checkpoint has no prefix
-  const w = new WeightReader(tensors, file, { dtype: options.dtype, prefix: 'distilbert.', prefixVariants: ['distilbert.', ''] });
-  const maskedLM = hasMaskedLMHead(w);
-  const model = buildDistilBert(config, w, maskedLM);
+  const reader = (lookup: TensorLookup, file: string) => new WeightReader(lookup, file, { dtype: options.dtype, prefix: 'distilbert.', prefixVariants: ['distilbert.', ''] });
+  let maskedLM = false;
+  let model: DistilBertModel | DistilBertForMaskedLM;
+  let source: 'hf' | 'quantkit' = 'hf';
+  if (isQuantizedCheckpoint(folder)) {
+    // a quantkit checkpoint: the quantized layers come back packed, as saved
+    model = loadQuantizedModel(folder, (_json, lookup, file) => {
+      const w = reader(lookup, file);
+      maskedLM = hasMaskedLMHead(w);
+      return buildDistilBert(config, w, maskedLM);
+    }).model;
+    source = 'quantkit';
+  } else {
+    const tensors = loadSafetensorsFolder(folder);
+    const w = reader(tensors, tensors.files.length === 1 ? tensors.files[0]!.file : folder);
+    maskedLM = hasMaskedLMHead(w);
+    model = buildDistilBert(config, w, maskedLM);
+  }
   const tokenizer = encoderTokenizer(folder);
   const encode = (text: string): number[] => {
     if (!tokenizer) throw new QuantkitError('ERR_NOT_FOUND', `${folder}: no tokenizer.json or vocab.txt, so text cannot be encoded; pass token ids to forward()`);
@@ -79,8 +95,8 @@ export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}
     return [...(cls !== undefined ? [cls] : []), ...tokenizer.encode(text), ...(sep !== undefined ? [sep] : [])];
   };
   return maskedLM
-    ? { kind: 'masked-lm', model: model as DistilBertForMaskedLM, config, tokenizer, encode }
-    : { kind: 'encoder', model: model as DistilBertModel, config, tokenizer, encode };
+    ? { kind: 'masked-lm', model: model as DistilBertForMaskedLM, config, tokenizer, encode, source }
+    : { kind: 'encoder', model: model as DistilBertModel, config, tokenizer, encode, source };
 }
 
 /** Async form of loadEncoderSync (the file reads and parsing are the same). */
