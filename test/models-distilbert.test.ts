@@ -277,6 +277,35 @@ describe('DistilBERT', () => {
     expect(err).toMatch(/the text has no \[MASK\] token/);
   });
 
+  it('quantkit report on an encoder: embedding cosine, fill-mask agreement and per-block SQNR against fp32', async () => {
+    const { run } = await import('../lib/cli/main.js');
+    const dir = path.join(tmp, 'cli'); // written by the fill-mask test above, with its vocab.txt
+    const text = path.join(tmp, 'report-lines.txt');
+    fs.writeFileSync(text, 'The cat sat.\nParis is the capital of France.\nA cat is a cat.\nThe capital is Paris.\n');
+    const out = path.join(tmp, 'enc-report');
+    let err = '';
+    const io = { out: () => undefined, err: (s: string) => void (err += s) };
+    expect(await run(['report', dir, '--out', out, '--text', text], io), err).toBe(0);
+    const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as {
+      kind: string;
+      sentences: number;
+      results: { label: string; cosineMean: number; cosineMin: number; fillMaskTop1Agreement: number; layerSqnrDb: (number | string)[] }[];
+    };
+    expect([rep.kind, rep.sentences]).toEqual(['masked-lm', 4]);
+    expect(rep.results.map((r) => r.label)).toEqual(['fp32', 'int8 sym per-channel', 'int4 sym g32']);
+    const [fp, i8, i4] = rep.results as [(typeof rep.results)[0], (typeof rep.results)[0], (typeof rep.results)[0]];
+    expect(fp.cosineMean).toBeCloseTo(1, 6);
+    expect(fp.fillMaskTop1Agreement).toBe(1);
+    expect(fp.layerSqnrDb).toEqual(['Infinity', 'Infinity']);
+    expect(i8.cosineMean).toBeGreaterThan(0.99);
+    expect(i8.cosineMin).toBeLessThanOrEqual(i8.cosineMean);
+    // int8 keeps every block closer to fp32 than int4 does
+    i8.layerSqnrDb.forEach((v, l) => expect(v as number).toBeGreaterThan(i4.layerSqnrDb[l] as number));
+    expect(fs.readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/\| int8 sym per-channel \| [\d,]+ \| 0\.99\d+ \|/);
+    expect(await run(['report', dir, '--out', out, '--text', text], io)).toBe(1);
+    expect(err).toMatch(/already exists; pass --force/);
+  });
+
   it('loadModel says an encoder folder is for loadEncoder', () => {
     expect(() => loadModelSync(mlmDir)).toThrow(/model_type 'distilbert' is an encoder.*loadEncoder/);
   });

@@ -34,7 +34,9 @@ interface Inspected {
   quantization: unknown;
 }
 
-function isEncoderFolder(p: string): boolean {
+/** A folder whose config.json names an encoder architecture (DistilBERT). */
+export function isEncoderFolder(p: string): boolean {
+  if (!fs.existsSync(p) || !fs.statSync(p).isDirectory()) return false;
   const cfg = path.join(p, 'config.json');
   if (!fs.existsSync(cfg)) return false;
   try {

@@ -20,6 +20,8 @@ import { barChartSvg } from '../eval/svg.js';
 import { findLinears, makeExcludeMatcher, quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, formatBytes, printJson, progressBar } from './io.js';
 import { contextLength, loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
+import { encoderReportCommand } from './encoder-report.js';
+import { isEncoderFolder } from './inspect.js';
 import { SAMPLE_TEXT } from './sample-text.js';
 import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
 
@@ -48,6 +50,7 @@ interface ConfigResult {
 }
 
 export async function reportCommand(io: CliIO, modelPath: string, flags: ReportFlags): Promise<void> {
+  if (isEncoderFolder(modelPath)) return encoderReportCommand(io, modelPath, flags);
   // Everything that can be refused is checked before minutes of evaluation.
   const out = path.resolve(flags.out);
   if (fs.existsSync(out) && !flags.force) throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} already exists; pass --force to replace it`);

@@ -201,13 +201,24 @@ export class DistilBertModel extends Module {
     return batch as readonly (readonly number[])[];
   }
 
-  /** Packed last hidden states [sum T_i, dim] (the steps; see forward). */
-  *hiddenSteps(batch: readonly (readonly number[])[]): ForwardSteps<Tensor<'f32'>> {
+  /** Packed last hidden states [sum T_i, dim] (the steps; see forward). `each` receives every block's output. */
+  *hiddenSteps(batch: readonly (readonly number[])[], each?: (layer: number, x: Tensor<'f32'>) => void): ForwardSteps<Tensor<'f32'>> {
     const lengths = batch.map((s) => s.length);
     let x = this.embeddings.forward(batch);
     const layers = this.transformer.layer;
-    for (let i = 0; i < layers.length; i++) x = yield* layers.at(i).forwardSteps(x, lengths);
+    for (let i = 0; i < layers.length; i++) {
+      x = yield* layers.at(i).forwardSteps(x, lengths);
+      each?.(i, x);
+    }
     return x;
+  }
+
+  /** The packed output of every block [sum T_i, dim], first to last (for per-layer error reports). */
+  layerOutputs(batch: readonly (readonly number[])[]): Tensor<'f32'>[] {
+    const b = this.checkBatch('DistilBertModel.layerOutputs', batch);
+    const out: Tensor<'f32'>[] = [];
+    runSync(this.hiddenSteps(b, (_i, x) => out.push(x)));
+    return out;
   }
 
   /** Last hidden states of each sequence: f32 [T_i, dim]. */
