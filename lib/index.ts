@@ -14,7 +14,7 @@ export { LlamaForCausalLM } from './models/llama.js';
 export { Gpt2LMHeadModel } from './models/gpt2.js';
 export { OptForCausalLM } from './models/opt.js';
 export { CodegenForCausalLM } from './models/codegen.js';
-export { DistilBertModel, DistilBertForMaskedLM, meanPool } from './models/distilbert.js';
+export { DistilBertModel, DistilBertForMaskedLM, meanPool, unpad } from './models/distilbert.js';
 export { loadEncoder, loadEncoderSync, type LoadedEncoder, type LoadEncoderOptions } from './models/load-encoder.js';
 export { quantizeModel, quantizeDynamic, type QuantizeModelOptions, type QuantizeModelSummary } from './nn/quantize-model.js';
 export { footprint, type Footprint } from './eval/footprint.js';

@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { footprint } from '../lib/eval/footprint.js';
 import { saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { loadEncoderSync } from '../lib/models/load-encoder.js';
-import { DistilBertForMaskedLM, DistilBertModel, meanPool } from '../lib/models/distilbert.js';
+import { DistilBertForMaskedLM, DistilBertModel, meanPool, unpad } from '../lib/models/distilbert.js';
 import { loadModelSync } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
 import { quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
@@ -142,9 +142,15 @@ describe('DistilBERT', () => {
     for (let b = 0; b < BATCH.length; b++) expect(outA[b]!.data).toEqual(out[b]!.data);
   });
 
-  it('a batch gives each sequence the vectors it gets alone', () => {
+  it('a batch gives each sequence the vectors it gets alone; a padded batch too (unpad)', () => {
     const model = (loadEncoderSync(mlmDir).model as DistilBertForMaskedLM).distilbert;
-    const together = model.forward(BATCH);
+    // as a tokenizer pads: right-padded with [PAD] = 0 to the longest row, mask 1 on real tokens
+    const T = Math.max(...BATCH.map((s) => s.length));
+    const inputIds = BATCH.map((s) => [...s, ...Array(T - s.length).fill(0)]);
+    const attentionMask = BATCH.map((s) => [...s.map(() => 1), ...Array(T - s.length).fill(0)]);
+    const together = model.forward(unpad(inputIds, attentionMask));
+    expect(() => unpad(inputIds, attentionMask.slice(1))).toThrow(/one row per inputIds row/);
+    expect(() => unpad([[1, 2]], [[1, 2]])).toThrow(/'attentionMask\[0\]\[1\]' must be 0 or 1/);
     for (let b = 0; b < BATCH.length; b++) {
       const alone = model.forward([BATCH[b]!])[0]!;
       let m = 0;

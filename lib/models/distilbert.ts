@@ -277,6 +277,26 @@ function unpack(x: Tensor<'f32'>, batch: readonly (readonly number[])[]): Tensor
 }
 
 /**
+ * A padded batch as tokenizers hand it out (input_ids and attention_mask,
+ * [batch, T]) to the sequences forward() takes: each row keeps the ids its
+ * mask marks 1. Padding anywhere in a row (left or right) is dropped, so a
+ * padded batch gives the vectors each sequence gets alone.
+ */
+export function unpad(inputIds: readonly (readonly number[])[], attentionMask: readonly (readonly number[])[]): number[][] {
+  if (!Array.isArray(inputIds) || !Array.isArray(attentionMask) || inputIds.length !== attentionMask.length) {
+    throw typeError('unpad', 'attentionMask', `must be an array with one row per inputIds row (${Array.isArray(inputIds) ? inputIds.length : describe(inputIds)})`);
+  }
+  return inputIds.map((row, b) => {
+    const m = attentionMask[b]!;
+    if (!Array.isArray(row) || !Array.isArray(m) || m.length !== row.length) throw new RangeError(`unpad: 'attentionMask[${b}]' must have the length of 'inputIds[${b}]' (${Array.isArray(row) ? row.length : '?'})`);
+    return row.filter((_, t) => {
+      if (m[t] !== 0 && m[t] !== 1) throw new RangeError(`unpad: 'attentionMask[${b}][${t}]' must be 0 or 1, got ${describe(m[t])}`);
+      return m[t] === 1;
+    });
+  });
+}
+
+/**
  * Sentence embeddings by mean pooling (as sentence-transformers does for
  * DistilBERT models): the average of each sequence's last hidden states,
  * f32 [batch, dim]. Sequences carry no padding here, so every token counts.
