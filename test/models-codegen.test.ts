@@ -19,7 +19,7 @@ import { CodegenForCausalLM } from '../lib/models/codegen.js';
 import { parseModelConfig } from '../lib/models/registry.js';
 import { loadModel } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
-import { quantizeModel } from '../lib/nn/quantize-model.js';
+import { type QuantizeModelOptions, quantizeModel } from '../lib/nn/quantize-model.js';
 import { HfTokenizer, gpt2TokenizerJson } from '../lib/tokenizers/hf.js';
 import { fixture, requireFixtures } from './fixtures.js';
 import { type F64, type Weights, Maker, add, expectIncrementalMatches, fullLogits, geluTanhRef, layerNormRef, linRef, mhaRef, relErr } from './ref-models.js';
@@ -77,6 +77,14 @@ function makeCodegen(seed: number, c: Cfg): Maker {
   m.add('transformer.ln_f.bias', [D], 0.1);
   m.add('lm_head.weight', [c.V, D], 0.3);
   m.add('lm_head.bias', [c.V], 0.1);
+  return m;
+}
+
+/** The same model with every tensor stored in bf16 (the reference keeps the stored values). */
+function makeCodegenBf16(seed: number, c: Cfg): Maker {
+  const m = new Maker(seed, true);
+  const src = makeCodegen(seed, c);
+  for (const [name, { shape }] of src.ref) m.add(name, shape, name.includes('ln_') ? 0.2 : 0.3, name.endsWith('ln_1.weight') || name.endsWith('ln_f.weight') ? 1 : 0);
   return m;
 }
 
@@ -184,6 +192,46 @@ describe('CodeGen', () => {
     const re = await loadModel(out);
     expect(re.source).toBe('quantkit');
     expect(fullLogits(re.model, TOKENS)).toEqual(yq);
+  });
+
+  it('bf16 weights in sharded safetensors; every weight format, sync and async', async () => {
+    const m = makeCodegenBf16(6, C);
+    const dir = m.writeSharded(path.join(tmp, 'codegen-bf16'), configJson(C));
+    const ref = codegenRef(m.ref, C, TOKENS);
+    const formats: [string, QuantizeModelOptions | null, number][] = [
+      ['bf16 as stored', null, 1e-4],
+      ['int8 per channel', { weights: 'int8' }, 0.05],
+      ['int4 asym g32', { weights: 'int4', scheme: 'asymmetric' }, 0.3],
+      ['W8A8', { weights: 'int8', activations: 'int8' }, 0.1],
+      ['LLM.int8', { weights: 'int8', activations: 'llm.int8' }, 0.05],
+      ['W4A8', { weights: 'int4', activations: 'int8' }, 0.3],
+    ];
+    for (const [name, q, tol] of formats) {
+      const { model } = await loadModel(dir);
+      if (q) quantizeModel(model, q);
+      const y = fullLogits(model, TOKENS);
+      expect(relErr(y, ref), name).toBeLessThan(tol);
+      expect((await model.forwardAsync(TOKENS, model.createCache())).data, name).toEqual(y);
+    }
+  });
+
+  it('through the CLI: inspect and quantize a CodeGen folder', async () => {
+    const { run } = await import('../lib/cli/main.js');
+    const m = makeCodegen(7, C);
+    const dir = m.write(path.join(tmp, 'codegen-cli'), configJson(C));
+    let out = '';
+    let err = '';
+    const io = { out: (s: string) => void (out += s), err: (s: string) => void (err += s) };
+    expect(await run(['inspect', dir, '--weights', 'int4'], io), err).toBe(0);
+    expect(out).toContain('(0-1): 2 x CodegenBlock(');
+    expect(out).toContain('(qkv_proj): QLinear(in=64, out=192, int4 sym g32)');
+    const q = path.join(tmp, 'codegen-cli-int4');
+    expect(await run(['quantize', dir, '--out', q, '--weights', 'int4', '--json'], io), err).toBe(0);
+    const { model: re, source } = await loadModel(q);
+    expect(source).toBe('quantkit');
+    const { model } = await loadModel(dir);
+    quantizeModel(model, { weights: 'int4' });
+    expect(fullLogits(re, TOKENS)).toEqual(fullLogits(model, TOKENS));
   });
 
   it('refuses configs it cannot run, naming the field', () => {

@@ -19,7 +19,7 @@ import { loadEncoderSync } from '../lib/models/load-encoder.js';
 import { DistilBertForMaskedLM, DistilBertModel, meanPool, unpad } from '../lib/models/distilbert.js';
 import { loadModelSync } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
-import { quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
+import { type QuantizeModelOptions, quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
 import type { Tensor } from '../lib/tensor.js';
 import { type F64, type Weights, Maker, add, layerNormRef, linRef } from './ref-models.js';
 
@@ -211,6 +211,30 @@ describe('DistilBERT', () => {
       const b = await (re.model as DistilBertForMaskedLM).forwardAsync(BATCH);
       for (let i = 0; i < BATCH.length; i++) expect(b[i]!.data).toEqual(a[i]!.data);
       expect(footprint(re.model)).toEqual(footprint(model));
+    }
+  });
+
+  it('bf16 weights in sharded safetensors; every weight format, sync and async', async () => {
+    const src = make(21, true, 'distilbert.');
+    const m = new Maker(21, true);
+    for (const [name, { shape }] of src.ref) m.add(name, shape, 0.3, /LayerNorm\.weight|layer_norm\.weight/.test(name) ? 1 : 0);
+    const dir = m.writeSharded(path.join(tmp, 'bf16'), configJson);
+    const ref = BATCH.map((ids) => mlmRef(m.ref, ids));
+    const formats: [string, QuantizeModelOptions | null, number][] = [
+      ['bf16 as stored', null, 1e-4],
+      ['int8 per channel', { weights: 'int8' }, 0.05],
+      ['int4 asym g32', { weights: 'int4', scheme: 'asymmetric' }, 0.3],
+      ['W8A8', { weights: 'int8', activations: 'int8' }, 0.1],
+      ['LLM.int8', { weights: 'int8', activations: 'llm.int8' }, 0.05],
+      ['W4A8', { weights: 'int4', activations: 'int8' }, 0.3],
+    ];
+    for (const [name, q, tol] of formats) {
+      const model = loadEncoderSync(dir).model as DistilBertForMaskedLM;
+      if (q) quantizeModel(model, q);
+      const y = model.forward(BATCH);
+      for (let b = 0; b < BATCH.length; b++) expect(rel(y[b]!, ref[b]!), name).toBeLessThan(tol);
+      const ya = await model.forwardAsync(BATCH);
+      for (let b = 0; b < BATCH.length; b++) expect(ya[b]!.data, name).toEqual(y[b]!.data);
     }
   });
 

@@ -49,6 +49,22 @@ export class Maker {
     }
     this.ref.set(name, { shape, v });
   }
+  /** Write config.json + two safetensors shards and their index (as large HF checkpoints are stored). */
+  writeSharded(dir: string, config: object): string {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+    const names = [...this.file.keys()];
+    const half = Math.ceil(names.length / 2);
+    const shards = [names.slice(0, half), names.slice(half)];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((part, i) => {
+      const f = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensorsSync(path.join(dir, f), new Map(part.map((n) => [n, this.file.get(n)!])));
+      for (const n of part) weightMap[n] = f;
+    });
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    return dir;
+  }
   /** Write config.json + model.safetensors; names get `prefix` in the file (the reference keys do not). */
   write(dir: string, config: object, rename: (n: string) => string = (n) => n): string {
     fs.mkdirSync(dir, { recursive: true });
