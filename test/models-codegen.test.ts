@@ -19,10 +19,10 @@ import { CodegenForCausalLM } from '../lib/models/codegen.js';
 import { parseModelConfig } from '../lib/models/registry.js';
 import { loadModel } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
-import { type QuantizeModelOptions, quantizeModel } from '../lib/nn/quantize-model.js';
+import { quantizeModel } from '../lib/nn/quantize-model.js';
 import { HfTokenizer, gpt2TokenizerJson } from '../lib/tokenizers/hf.js';
 import { fixture, requireFixtures } from './fixtures.js';
-import { type F64, type Weights, Maker, add, expectIncrementalMatches, fullLogits, geluTanhRef, layerNormRef, linRef, mhaRef, relErr } from './ref-models.js';
+import { type F64, type Weights, Maker, add, expectIncrementalMatches, fullLogits, geluTanhRef, layerNormRef, linRef, mhaRef, relErr, WEIGHT_FORMATS } from './ref-models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-codegen-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -198,15 +198,7 @@ describe('CodeGen', () => {
     const m = makeCodegenBf16(6, C);
     const dir = m.writeSharded(path.join(tmp, 'codegen-bf16'), configJson(C));
     const ref = codegenRef(m.ref, C, TOKENS);
-    const formats: [string, QuantizeModelOptions | null, number][] = [
-      ['bf16 as stored', null, 1e-4],
-      ['int8 per channel', { weights: 'int8' }, 0.05],
-      ['int4 asym g32', { weights: 'int4', scheme: 'asymmetric' }, 0.3],
-      ['W8A8', { weights: 'int8', activations: 'int8' }, 0.1],
-      ['LLM.int8', { weights: 'int8', activations: 'llm.int8' }, 0.05],
-      ['W4A8', { weights: 'int4', activations: 'int8' }, 0.3],
-    ];
-    for (const [name, q, tol] of formats) {
+    for (const [name, q, tol] of WEIGHT_FORMATS) {
       const { model } = await loadModel(dir);
       if (q) quantizeModel(model, q);
       const y = fullLogits(model, TOKENS);

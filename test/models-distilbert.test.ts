@@ -19,9 +19,9 @@ import { loadEncoderSync } from '../lib/models/load-encoder.js';
 import { DistilBertForMaskedLM, DistilBertModel, meanPool, unpad } from '../lib/models/distilbert.js';
 import { loadModelSync } from '../lib/models/load.js';
 import { Linear, QLinear } from '../lib/nn/linear.js';
-import { type QuantizeModelOptions, quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
+import { quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
 import type { Tensor } from '../lib/tensor.js';
-import { type F64, type Weights, Maker, add, layerNormRef, linRef } from './ref-models.js';
+import { type F64, type Weights, Maker, add, layerNormRef, linRef, WEIGHT_FORMATS } from './ref-models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-distilbert-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -220,15 +220,7 @@ describe('DistilBERT', () => {
     for (const [name, { shape }] of src.ref) m.add(name, shape, 0.3, /LayerNorm\.weight|layer_norm\.weight/.test(name) ? 1 : 0);
     const dir = m.writeSharded(path.join(tmp, 'bf16'), configJson);
     const ref = BATCH.map((ids) => mlmRef(m.ref, ids));
-    const formats: [string, QuantizeModelOptions | null, number][] = [
-      ['bf16 as stored', null, 1e-4],
-      ['int8 per channel', { weights: 'int8' }, 0.05],
-      ['int4 asym g32', { weights: 'int4', scheme: 'asymmetric' }, 0.3],
-      ['W8A8', { weights: 'int8', activations: 'int8' }, 0.1],
-      ['LLM.int8', { weights: 'int8', activations: 'llm.int8' }, 0.05],
-      ['W4A8', { weights: 'int4', activations: 'int8' }, 0.3],
-    ];
-    for (const [name, q, tol] of formats) {
+    for (const [name, q, tol] of WEIGHT_FORMATS) {
       const model = loadEncoderSync(dir).model as DistilBertForMaskedLM;
       if (q) quantizeModel(model, q);
       const y = model.forward(BATCH);

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { expect } from 'vitest';
 import { writeSafetensorsSync } from '../lib/io/safetensors.js';
 import type { CausalLM } from '../lib/models/causal-lm.js';
+import type { QuantizeModelOptions } from '../lib/nn/quantize-model.js';
 import { Tensor } from '../lib/tensor.js';
 import { bf16BitsToNumber, rng, toBf16Bits } from './helpers.js';
 
@@ -164,3 +165,17 @@ export function expectIncrementalMatches(model: CausalLM, tokens: number[], full
   const next = model.forward(tokens.slice(-1), c2).data;
   for (let i = 0; i < V; i++) expect(Math.abs(next[i]! - full[(n + 1) * V + i]!)).toBeLessThan(1e-5);
 }
+
+/**
+ * Every weight format quantkit has, with the relative logit error each may
+ * show against a float64 reference on the tiny random models of the tests
+ * (null: the model as stored).
+ */
+export const WEIGHT_FORMATS: readonly [string, QuantizeModelOptions | null, number][] = [
+  ['as stored', null, 1e-4],
+  ['int8 per channel', { weights: 'int8' }, 0.05],
+  ['int4 asym g32', { weights: 'int4', scheme: 'asymmetric' }, 0.3],
+  ['W8A8', { weights: 'int8', activations: 'int8' }, 0.1],
+  ['LLM.int8', { weights: 'int8', activations: 'llm.int8' }, 0.05],
+  ['W4A8', { weights: 'int4', activations: 'int8' }, 0.3],
+];
