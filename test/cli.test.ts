@@ -128,6 +128,22 @@ describe('CLI usage and errors', () => {
     expect(j.quantizedAs.moduleTree).toContain('(q_proj): QLinear(in=64, out=64, int8 sym per-channel, W8A8)');
   });
 
+  it.skipIf(!haveFixture)('progress on a terminal: quantize layer by layer, report step by step, with a labelled ETA', async () => {
+    let drawn = '';
+    const tty = { isTTY: true, columns: 200, write: (s: string) => ((drawn += s), true) } as unknown as NodeJS.WritableStream & { isTTY: boolean };
+    const io: CliIO = { out: () => undefined, err: () => undefined, progressStream: tty };
+    expect(await run(['quantize', MODEL, '--out', path.join(tmp, 'progress-q'), '--weights', 'int4'], io)).toBe(0);
+    expect(drawn).toMatch(/quantize \[[^\]]*\] \d+\/35 model\.layers\.\d\.[\w.]+ \| ETA/);
+    drawn = '';
+    expect(await run(['report', MODEL, '--out', path.join(tmp, 'progress-r'), '--weights', 'int8', '--max-tokens', '256', '--max-new-tokens', '4'], io)).toBe(0);
+    // (the bar redraws at most 10 times a second: some step is on it, with its label)
+    expect(drawn).toMatch(/report \[[^\]]*\] \d+\/6 (fp32|int8 sym per-channel): (generations|perplexity|per-layer errors|quantize) \| ETA/);
+    // not a terminal: nothing drawn
+    drawn = '';
+    expect(await run(['quantize', MODEL, '--out', path.join(tmp, 'progress-q'), '--force'], { out: () => undefined, err: () => undefined })).toBe(0);
+    expect(drawn).toBe('');
+  });
+
   it.skipIf(!haveFixture)('a mistyped --exclude is an error naming the flag, and writes nothing', () => {
     const out = path.join(tmp, 'typo');
     const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'quantize', MODEL, '--out', out, '--exclude', 'model.layerz.*'], {

@@ -117,7 +117,7 @@ export async function encoderReportCommand(io: CliIO, modelPath: string, flags: 
     for (const w of weights) {
       const opts = quantOptions(w, flags);
       const enc = loadEncoderSync(modelPath); // each config starts from the float weights
-      quantizeModel(enc.model, opts);
+      quantizeModel(enc.model, opts); // (the report's own bar is on screen)
       results.push(await measure(quantLabel(opts), enc));
       bar.update(results.length);
     }

@@ -10,20 +10,20 @@ import { QuantkitError } from '../errors.js';
 import { writeAllSync, writeFileAtomicSync } from '../io/atomic.js';
 import { DistilBertForMaskedLM, type DistilBertModel, meanPool } from '../models/distilbert.js';
 import { type LoadedEncoder, loadEncoderSync } from '../models/load-encoder.js';
-import { type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
+import type { WeightsFormat } from '../nn/quantize-model.js';
 import type { Tensor } from '../tensor.js';
 import { type CliIO, printJson } from './io.js';
 import { readTextFile } from './load.js';
-import { type QuantFlags, quantOptions } from './weights.js';
+import { type QuantFlags, quantOptions, quantizeWithProgress } from './weights.js';
 
 interface EncoderFlags extends QuantFlags {
   weights?: WeightsFormat | 'fp32';
   json?: boolean;
 }
 
-function loadForCli(modelPath: string, flags: EncoderFlags): LoadedEncoder {
+function loadForCli(io: CliIO, modelPath: string, flags: EncoderFlags): LoadedEncoder {
   const enc = loadEncoderSync(modelPath);
-  if (flags.weights !== undefined && flags.weights !== 'fp32') quantizeModel(enc.model, quantOptions(flags.weights, flags));
+  if (flags.weights !== undefined && flags.weights !== 'fp32') quantizeWithProgress(io, enc.model, quantOptions(flags.weights, flags));
   return enc;
 }
 
@@ -32,7 +32,7 @@ export interface FillMaskFlags extends EncoderFlags {
 }
 
 export async function fillMaskCommand(io: CliIO, modelPath: string, text: string, flags: FillMaskFlags): Promise<void> {
-  const enc = loadForCli(modelPath, flags);
+  const enc = loadForCli(io, modelPath, flags);
   if (enc.kind !== 'masked-lm') throw new QuantkitError('ERR_UNSUPPORTED', `${modelPath} has no masked-LM head (vocab_transform, vocab_projector): fill-mask needs one`);
   const tok = enc.tokenizer;
   if (!tok) throw new QuantkitError('ERR_NOT_FOUND', `${modelPath}: no tokenizer.json or vocab.txt`);
@@ -71,7 +71,7 @@ export interface EmbedFlags extends EncoderFlags {
 }
 
 export async function embedCommand(io: CliIO, modelPath: string, flags: EmbedFlags): Promise<void> {
-  const enc = loadForCli(modelPath, flags);
+  const enc = loadForCli(io, modelPath, flags);
   const encoder: DistilBertModel = enc.model instanceof DistilBertForMaskedLM ? enc.model.distilbert : (enc.model as DistilBertModel);
   const lines = readTextFile(flags.text)
     .split(/\r?\n/)

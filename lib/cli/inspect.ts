@@ -14,11 +14,11 @@ import { loadEncoderSync } from '../models/load-encoder.js';
 import { Linear, QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { moduleTree } from '../nn/module-tree.js';
-import { type QuantizeModelSummary, type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
+import type { QuantizeModelSummary, WeightsFormat } from '../nn/quantize-model.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
-import { type QuantFlags, fallbackLines, quantLabel, quantOptions, requireFloat } from './weights.js';
+import { type QuantFlags, fallbackLines, quantLabel, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface InspectFlags extends QuantFlags {
   tokenizer?: string;
@@ -119,7 +119,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
   let quantized: { label: string; summary: QuantizeModelSummary; tree: string; footprint: number } | undefined;
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     const opts = quantOptions(flags.weights, flags);
-    const summary = quantizeModel(m.model, opts);
+    const summary = quantizeWithProgress(io, m.model, opts);
     quantized = { label: quantLabel(opts), summary, tree: moduleTree(m.model), footprint: footprint(m.model).bytes };
   }
   const c = m.model.config as Record<string, unknown>;

@@ -22,8 +22,21 @@ export const processIO: CliIO = {
 };
 
 export interface Progress {
-  update(done: number, total?: number): void;
+  /** `step` names what is being done now (shown after the count). */
+  update(done: number, total?: number, step?: string): void;
   stop(): void;
+}
+
+/** quantizeModel's onProgress drawing a 'quantize' bar (layer by layer), and its stop. */
+export function quantizeProgress(io: CliIO): { onProgress: (done: number, total: number, layer: string) => void; stop(): void } {
+  let bar: Progress | undefined;
+  return {
+    onProgress: (done, total, layer) => {
+      bar ??= progressBar(io, 'quantize', total);
+      bar.update(done, total, layer);
+    },
+    stop: () => bar?.stop(),
+  };
 }
 
 /** A progress bar on a TTY stderr, else nothing at all (pipes and logs stay clean). */
@@ -31,14 +44,14 @@ export function progressBar(io: CliIO, label: string, total: number): Progress {
   const stream = io.progressStream;
   if (!stream?.isTTY) return { update: () => undefined, stop: () => undefined };
   const bar = new cliProgress.SingleBar(
-    { stream, format: `${label} [{bar}] {value}/{total} {eta_formatted}`, clearOnComplete: true, hideCursor: true },
+    { stream, format: `${label} [{bar}] {value}/{total}{step} | ETA {eta_formatted}`, clearOnComplete: true, hideCursor: true },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(total, 0);
+  bar.start(total, 0, { step: '' });
   return {
-    update: (done, t) => {
+    update: (done, t, step) => {
       if (t !== undefined) bar.setTotal(t);
-      bar.update(done);
+      bar.update(done, step !== undefined ? { step: ` ${step}` } : {});
     },
     stop: () => bar.stop(),
   };

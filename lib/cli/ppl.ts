@@ -1,9 +1,9 @@
 /** `quantkit ppl <model> --text <file>`: sliding-window perplexity (see lib/eval/perplexity.ts). */
 import { perplexity } from '../eval/perplexity.js';
-import { quantizeModel, type WeightsFormat } from '../nn/quantize-model.js';
+import type { WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, printJson, progressBar } from './io.js';
 import { contextLength, loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
-import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
+import { type QuantFlags, quantLabel, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface PplFlags extends QuantFlags {
   text: string;
@@ -23,7 +23,7 @@ export function pplCommand(io: CliIO, modelPath: string, flags: PplFlags): void 
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     requireFloat(m, '--weights');
     const o = quantOptions(flags.weights, flags);
-    quantizeModel(m.model, o);
+    quantizeWithProgress(io, m.model, o);
     label = quantLabel(o);
   }
   const tokens = tokenizeText(tokenizer, text, flags.maxTokens);

@@ -4,10 +4,9 @@ import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
 import { footprint } from '../eval/footprint.js';
 import { saveQuantized } from '../io/quantized-checkpoint.js';
-import { quantizeModel } from '../nn/quantize-model.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
-import { type QuantFlags, fallbackLines, quantLabel, quantOptions, requireFloat } from './weights.js';
+import { type QuantFlags, fallbackLines, quantLabel, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface QuantizeFlags extends QuantFlags {
   out: string;
@@ -29,7 +28,7 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
   requireFloat(m, 'quantize');
   const opts = quantOptions(flags.bits === 8 ? 'int8' : 'int4', flags);
   const before = footprint(m.model);
-  const summary = quantizeModel(m.model, opts);
+  const summary = quantizeWithProgress(io, m.model, opts);
   const after = footprint(m.model);
   await saveQuantized(m.model, summary, m.tokenizerFiles, flags.out, m.sourceConfig);
   const result = {

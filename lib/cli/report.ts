@@ -70,29 +70,36 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   const tokens = tokenizeText(tokenizer, text, flags.maxTokens);
   const prompts = flags.prompt ?? ['', 'Once upon a time'];
   const weights = [...new Set(flags.weights)];
-  const bar = progressBar(io, 'report', 1 + weights.length);
+  // steps: per config its generations and perplexity; per quantized config also its error report and quantization
+  const bar = progressBar(io, 'report', 2 + 4 * weights.length);
+  let step = 0;
+  const next = (what: string) => bar.update(step++, undefined, what);
 
   const evaluate = async (label: string, m = base.model): Promise<ConfigResult> => {
+    next(`${label}: generations`);
     const generations = [];
     for (const prompt of prompts) generations.push({ prompt, text: (await generateText(m, tokenizer, prompt, { maxNewTokens: flags.maxNewTokens })).text });
+    next(`${label}: perplexity`);
     return { label, footprint: footprint(m), perplexity: perplexity(m, tokens, { context }), generations };
   };
 
   const results: ConfigResult[] = [];
   try {
     results.push(await evaluate('fp32'));
-    bar.update(1);
     for (const w of weights) {
       const opts = quantOptions(w, flags);
+      const label = quantLabel(opts);
       const fresh = load(); // each config starts from the float weights
+      next(`${label}: per-layer errors`);
       const er = errorReport(fresh.model, tokens.slice(0, Math.min(128, context)), opts, { histogramLayer: flags.layer });
+      next(`${label}: quantize`);
       const summary = quantizeModel(fresh.model, opts);
-      const r = await evaluate(quantLabel(opts), fresh.model);
+      const r = await evaluate(label, fresh.model);
       r.errors = er;
       r.quantized = { replaced: summary.replaced.length, kept: summary.kept, fallbacks: summary.fallbacks };
       results.push(r);
-      bar.update(results.length);
     }
+    bar.update(step, undefined, 'done');
   } finally {
     bar.stop();
   }

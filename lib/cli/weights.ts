@@ -3,7 +3,9 @@
  * commands, turned into quantizeModel options.
  */
 import { QuantkitError } from '../errors.js';
-import type { QuantizeModelOptions, QuantizeModelSummary, WeightsFormat } from '../nn/quantize-model.js';
+import type { Module } from '../nn/module.js';
+import { type QuantizeModelOptions, type QuantizeModelSummary, type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
+import { type CliIO, quantizeProgress } from './io.js';
 import type { CliModel } from './load.js';
 
 export interface QuantFlags {
@@ -50,4 +52,14 @@ export function quantLabel(o: QuantizeModelOptions): string {
   const s = o.scheme === 'asymmetric' ? 'asym' : 'sym';
   const act = o.activations === 'int8' ? (o.weights === 'int4' ? ' W4A8' : ' W8A8') : o.activations === 'llm.int8' ? ' LLM.int8' : '';
   return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}`;
+}
+
+/** quantizeModel with a layer-by-layer progress bar on a terminal. */
+export function quantizeWithProgress(io: CliIO, model: Module, opts: QuantizeModelOptions): QuantizeModelSummary {
+  const p = quantizeProgress(io);
+  try {
+    return quantizeModel(model, { ...opts, onProgress: p.onProgress });
+  } finally {
+    p.stop();
+  }
 }

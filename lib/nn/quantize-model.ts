@@ -59,6 +59,8 @@ export interface QuantizeModelOptions {
   activations?: ActivationMode;
   /** LLM.int8() outlier threshold (default 6.0). */
   threshold?: number;
+  /** Called after each layer is quantized (done counts from 1): for progress bars. */
+  onProgress?: (done: number, total: number, layer: string) => void;
 }
 
 /** The validated, defaulted options (what a checkpoint records). */
@@ -243,6 +245,9 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     const ks = [...new Set(candidates.map((p) => rowsK(p.layer.weight.shape)[1]))].sort((a, b) => a - b);
     throw rangeError(FN, 'options.groupSize', `${config.groupSize} divides the K of no layer (K = ${ks.join(', ')}); choose a group size that divides K`);
   }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(FN, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
+  const toQuantize = plan.filter((p) => p.opts !== null).length;
+  let done = 0;
   for (const { name, parent, local, layer, opts } of plan) {
     if (opts === null) {
       summary.kept.push(name);
@@ -256,6 +261,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     summary.layers.push({ name, K: rowsK(layer.weight.shape)[1], granularity: opts.granularity ?? 'channel', ...(opts.granularity === 'group' ? { groupSize: opts.groupSize! } : {}) });
     summary.bytesBefore += layer.weight.nbytes;
     summary.bytesAfter += q.qweight.nbytes;
+    options.onProgress?.(++done, toQuantize, name);
   }
   return summary;
 }
