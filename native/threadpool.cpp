@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -36,7 +37,10 @@ inline void cpu_relax() {
 // gaps; an idle pool goes back to sleep after it.
 constexpr auto kSpin = std::chrono::microseconds(300);
 
-// Spin until pred() or kSpin has passed; returns pred().
+// Spin until pred() or kSpin has passed; returns pred(). Every 64 pauses the
+// thread yields its core: when the CPUs are oversubscribed (other processes,
+// more threads than cores), a spinning thread otherwise holds a core that the
+// thread it waits for needs; on an idle machine the yield returns at once.
 template <class Pred>
 bool spin_until(const Pred& pred) {
     const auto end = std::chrono::steady_clock::now() + kSpin;
@@ -46,8 +50,23 @@ bool spin_until(const Pred& pred) {
             cpu_relax();
         }
         if (std::chrono::steady_clock::now() >= end) return pred();
+        std::this_thread::yield();
     }
 }
+
+// One parallel_for: its tasks, handed out one by one, and how many are done.
+// Workers hold it by shared_ptr, so one that wakes after the run is over
+// (descheduled on a busy machine) finds no task left and touches only memory
+// that is still alive; the caller waits for the tasks, not for the workers.
+struct Job {
+    const std::function<void(size_t, size_t)>* fn = nullptr;
+    size_t n_tasks = 0;
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> done{0};
+    std::atomic<bool> failed{false};
+    std::mutex error_m;
+    std::exception_ptr error;  // the first exception of a task
+};
 
 class Pool {
 public:
@@ -89,25 +108,30 @@ public:
             for (size_t t = 0; t < n_tasks; ++t) fn(t, 0);
             return;
         }
+        auto job = std::make_shared<Job>();
+        job->fn = &fn;
+        job->n_tasks = n_tasks;
         {
             std::lock_guard<std::mutex> lk(m_);
-            fn_ = &fn;
-            n_tasks_ = n_tasks;
-            next_.store(0, std::memory_order_relaxed);
-            pending_.store(workers_.size(), std::memory_order_relaxed);
+            job_ = job;
             generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
         }
         cv_.notify_all();  // sleeping ones here
-        drain(0);
-        if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+        drain(*job, 0);
+        // Done when every task is: a worker that has not woken up yet is not
+        // waited for (the caller may well have run its share).
+        const auto all_done = [&] { return job->done.load(std::memory_order_acquire) == n_tasks; };
+        if (!spin_until(all_done)) {
             std::unique_lock<std::mutex> lk(m_);
-            done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+            done_cv_.wait(lk, all_done);
         }
-        std::lock_guard<std::mutex> lk(m_);
-        fn_ = nullptr;
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            if (job_ == job) job_.reset();
+        }
         // A task that threw (out of memory for its scratch, ...) on any
-        // thread: the run stopped handing out tasks; the caller gets it.
-        if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+        // thread: the run stopped calling tasks; the caller gets it.
+        if (job->error) std::rethrow_exception(job->error);
     }
 
 private:
@@ -140,19 +164,26 @@ private:
         workers_.clear();
     }
 
-    // Runs tasks until none are left. An exception must not leave a worker
-    // thread (that would terminate the process): the first one is kept for
-    // run() to rethrow, and the remaining tasks are skipped.
-    void drain(size_t worker) {
+    // Runs tasks of `job` until none are left. An exception must not leave a
+    // worker thread (that would terminate the process): the first one is kept
+    // for run() to rethrow, and the remaining tasks are counted but not run.
+    void drain(Job& job, size_t worker) {
         for (;;) {
-            size_t t = next_.fetch_add(1, std::memory_order_relaxed);
-            if (t >= n_tasks_) break;
-            try {
-                (*fn_)(t, worker);
-            } catch (...) {
+            const size_t t = job.next.fetch_add(1, std::memory_order_relaxed);
+            if (t >= job.n_tasks) break;
+            if (!job.failed.load(std::memory_order_relaxed)) {
+                try {
+                    (*job.fn)(t, worker);
+                } catch (...) {
+                    std::lock_guard<std::mutex> lk(job.error_m);
+                    if (!job.error) job.error = std::current_exception();
+                    job.failed.store(true, std::memory_order_relaxed);
+                }
+            }
+            if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.n_tasks && worker != 0) {
+                // The caller may be asleep (it spins first): wake it under the lock.
                 std::lock_guard<std::mutex> lk(m_);
-                if (!error_) error_ = std::current_exception();
-                next_.store(n_tasks_, std::memory_order_relaxed);
+                done_cv_.notify_one();
             }
         }
     }
@@ -164,29 +195,25 @@ private:
                 std::unique_lock<std::mutex> lk(m_);
                 cv_.wait(lk, moved);
             }
-            seen = generation_.load(std::memory_order_acquire);
-            if (quit_.load()) return;
-            drain(worker);
-            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-                // The caller may be asleep (it spins first): wake it under the lock.
+            std::shared_ptr<Job> job;
+            {
                 std::lock_guard<std::mutex> lk(m_);
-                done_cv_.notify_one();
+                seen = generation_.load(std::memory_order_acquire);
+                if (quit_.load()) return;
+                job = job_;
             }
+            if (job) drain(*job, worker);
         }
     }
 
     size_t size_ = 1;
     std::vector<std::thread> workers_;
     std::mutex busy_;  // held by the caller that owns the pool for one run
-    std::mutex m_;
+    std::mutex m_;     // guards job_ and the condition variables' predicates
     std::condition_variable cv_, done_cv_;
+    std::shared_ptr<Job> job_;  // the run in progress, if any
     std::atomic<size_t> generation_{0};
     std::atomic<bool> quit_{false};
-    const std::function<void(size_t, size_t)>* fn_ = nullptr;
-    size_t n_tasks_ = 0;
-    std::atomic<size_t> next_{0};
-    std::atomic<size_t> pending_{0};
-    std::exception_ptr error_;  // first exception of the current run (under m_)
 };
 
 // The CPUs this process may run on (a container's cpuset, taskset), not all
