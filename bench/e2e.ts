@@ -26,7 +26,7 @@
  *   node --import tsx bench/e2e.ts --quick          # 2 layers, fewer steps (< 1 min)
  *   node --import tsx bench/e2e.ts --json           # one JSON object per row on stdout
  *   node --import tsx bench/e2e.ts --breakdown      # also: where the time goes (GEMM vs glue)
- *   options: --layers N  --dim D  --prompt T  --steps S  --repeats R  --threads 1,2
+ *   options: --layers N  --dim D  --prompt T  --steps S  --repeats R  --threads 1,2  --spin US (pool spin, default 300; 0: no spin)
  *            --configs fp32,int4-g32,...  --outlier-dims N (N hidden dims with norm weight 10, see makeWeights)
  *
  * --dim D keeps head size 64: heads D/64, KV heads a third of them (or all
@@ -37,7 +37,7 @@
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { Linear, QLinear, Tensor, buildModel, footprint, isa, quantizeModel, setThreads, type QuantizeModelOptions } from '../lib/index.js';
+import { Linear, QLinear, Tensor, buildModel, footprint, isa, quantizeModel, setSpin, setThreads, type QuantizeModelOptions } from '../lib/index.js';
 import type { TensorLookup } from '../lib/models/config.js';
 import { type LlamaConfig, parseLlamaConfig } from '../lib/models/llama.js';
 import { Embedding } from '../lib/nn/embedding.js';
@@ -76,6 +76,10 @@ const PROMPT = intOpt('--prompt', 128);
 const STEPS = intOpt('--steps', QUICK ? 8 : 32);
 const REPEATS = intOpt('--repeats', QUICK ? 3 : 5);
 const THREADS = (opt('--threads') ?? '1,2').split(',').map(Number);
+// the pool's spin before sleeping (us): 300 is the library default, 0 frees the cores at once
+const SPIN_US = opt('--spin') === undefined ? 300 : Number(opt('--spin'));
+if (!Number.isSafeInteger(SPIN_US) || SPIN_US < 0) throw new Error(`--spin must be a non-negative integer (microseconds), got ${opt('--spin')}`);
+setSpin(SPIN_US);
 if (THREADS.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads must be a comma-separated list of positive integers`);
 const ONLY = opt('--configs')?.split(',');
 const OUTLIER_DIMS = opt('--outlier-dims') === undefined ? 0 : intOpt('--outlier-dims', 0);
@@ -505,7 +509,7 @@ function main() {
       `intermediate ${config.intermediateSize}, vocab ${config.vocabSize}, untied lm_head${OUTLIER_DIMS ? `, ${OUTLIER_DIMS} outlier dims` : ''}; prompt ${PROMPT} tokens, decode ${STEPS} steps; median of ${REPEATS}`,
   );
   console.log(`lm_head stays f32 unless the config says +head; footprint = footprint(model) in MB (1e6 B), embedding included`);
-  console.log(`load average at start ${la.map((x) => x.toFixed(2)).join(' ')}, at end ${la2.map((x) => x.toFixed(2)).join(' ')} (2 vCPUs: above ~0.5 the machine is shared; distrust the numbers)\n`);
+  console.log(`thread pool spin ${SPIN_US} us (--spin); load average at start ${la.map((x) => x.toFixed(2)).join(' ')}, at end ${la2.map((x) => x.toFixed(2)).join(' ')} (2 vCPUs: above ~0.5 the machine is shared; distrust the numbers)\n`);
   const header = ['config', 'thr', 'MB', 'prefill tok/s', 'x fp32', 'decode tok/s', 'ms/tok', 'x fp32', 'quantize s'];
   printTable(
     header,

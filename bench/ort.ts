@@ -6,7 +6,7 @@
  *   node --import tsx bench/ort.ts            # full: [N,K] = 4096x4096, 11008x4096, 4096x11008
  *   node --import tsx bench/ort.ts --quick    # 4096x4096 only
  *   node --import tsx bench/ort.ts --json     # one JSON row per case
- *   node --import tsx bench/ort.ts --ort-spin # leave ORT's worker spinning on (see sessionOptions)
+ *   node --import tsx bench/ort.ts --spin     # both libraries' workers spin between calls (see SPIN below)
  *   node --import tsx bench/ort.ts --kinds=int8-dqmm,int8-mmi   # only these kinds (f32, int8-dqmm, int8-mmi, int4-g32, int4-w4a8)
  *   (needs `cd bench && ONNXRUNTIME_NODE_INSTALL_CUDA=skip ONNXRUNTIME_NODE_INSTALL=skip npm install`)
  *
@@ -24,7 +24,7 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { QLinear, QuantizedTensor, Tensor, isa, matmul, quantize, setThreads } from '../lib/index.js';
+import { QLinear, QuantizedTensor, Tensor, isa, matmul, quantize, setSpin, setThreads } from '../lib/index.js';
 import { COLD_BYTES, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, median, printTable, randomF32, type Weight } from './common.js';
 import * as graph from './onnx-graph.js';
 
@@ -180,19 +180,21 @@ async function timePair(qk: (i: number) => void, ortRun: (i: number) => Promise<
 }
 
 /**
- * ORT's intra-op workers spin after each run by default; quantkit's pool
- * blocks on a condition variable. With one session per cold copy, the idle
- * sessions' spinning workers steal the 2 vCPUs from the session (or quantkit
- * call) that runs next: measured 2-3x slower ORT M = 1 at 2 threads. So
- * spinning is off unless --ort-spin (ORT's default, fair for one warm session
- * on an otherwise idle machine).
+ * Both libraries run under the same spin policy. By default neither spins:
+ * ORT's allow_spinning is off and quantkit's pool sleeps at once (setSpin(0)).
+ * With one session per cold copy, idle sessions' spinning workers would
+ * steal the 2 vCPUs from the session (or quantkit call) that runs next
+ * (measured: 2-3x slower ORT M = 1 at 2 threads). --spin turns spinning on
+ * for both (ORT's default; quantkit's default of 300 us), the fair setting
+ * for one warm session on an otherwise idle machine.
  */
-const ORT_SPIN = args.has('--ort-spin');
+const SPIN = args.has('--spin');
+setSpin(SPIN ? 300 : 0);
 
 function sessionOptions(threads: number) {
   return {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
-    extra: { session: { intra_op: { allow_spinning: ORT_SPIN ? '1' : '0' } } },
+    extra: { session: { intra_op: { allow_spinning: SPIN ? '1' : '0' } } },
   };
 }
 
@@ -291,7 +293,7 @@ async function main() {
     }
   }
   if (JSON_OUT) {
-    for (const r of rows) process.stdout.write(JSON.stringify({ ...r, ortOp: ORT_OP[r.weight as Kind], ortVersion: ORT_VERSION, ortSpin: ORT_SPIN }) + '\n');
+    for (const r of rows) process.stdout.write(JSON.stringify({ ...r, ortOp: ORT_OP[r.weight as Kind], ortVersion: ORT_VERSION, spin: SPIN }) + '\n');
     return;
   }
   report(rows, bw, threadCounts, loadStart);
@@ -302,7 +304,7 @@ function report(rows: Row[], bw: Record<number, number>, threadCounts: number[],
   console.log(`\nquantkit (isa ${isa()}) vs onnxruntime-node ${ORT_VERSION} CPU EP; DRAM read (best of start and end) ${threadCounts.map((t) => `${bw[t]!.toFixed(1)} GB/s (${t} thr)`).join(', ')}`);
   const loads = rows.map((r) => r.load1);
   console.log(`${os.cpus().length} CPUs; 1-min load average ${loadStart.toFixed(1)} at start, ${Math.min(...loads).toFixed(1)}..${Math.max(...loads).toFixed(1)} during the cases (above the CPU count: other processes competed, thread scaling is not meaningful)`);
-  console.log(`ORT intra-op spinning ${ORT_SPIN ? 'on (--ort-spin)' : 'off (quantkit\'s pool does not spin either; --ort-spin turns it on)'}.`);
+  console.log(`Spinning between calls: ${SPIN ? 'on for both (ORT allow_spinning, quantkit setSpin(300))' : 'off for both (ORT allow_spinning 0, quantkit setSpin(0)); --spin turns it on for both'}.`);
   console.log('ORT/qk = ORT median ms / quantkit median ms = quantkit throughput / ORT throughput (> 1: quantkit faster).');
   console.log('M = 1: cold weights (cold set = distinct copies cycled per library); "of BW" = weight bytes per call / time / DRAM read bandwidth.');
   console.log('err = relative Frobenius difference of the two outputs; for MatMulInteger, its int32 output rescaled by a_scale * b_scale.\n');

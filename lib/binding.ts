@@ -34,6 +34,8 @@ export interface Addon {
   selectIsa(name: IsaName): IsaName;
   setThreads(n: number): void;
   getThreads(): number;
+  setSpin(microseconds: number): void;
+  getSpin(): number;
   /**
    * Swaps the names of two existing paths in one step (renameat2
    * RENAME_EXCHANGE / renamex_np RENAME_SWAP). Returns 0, or the errno:
@@ -191,6 +193,12 @@ function load(): Addon {
   // loading the addon must not undo a setThreads() made since.
   const threads = threadsFromEnv();
   if (threads !== undefined && isMainThread) a.setThreads(threads);
+  const spin = process.env.QUANTKIT_SPIN_US;
+  if (spin !== undefined && spin !== '' && isMainThread) {
+    const us = Number(spin);
+    if (!/^\d+$/.test(spin.trim()) || us > 1_000_000) throw new QuantkitError('ERR_UNSUPPORTED', `QUANTKIT_SPIN_US must be an integer in [0, 1000000]; got '${spin}'`);
+    a.setSpin(us);
+  }
   for (const [fn, names] of Object.entries(ASYNC_ARGS)) {
     const raw = (a as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[fn]!.bind(a);
     (a as unknown as Record<string, unknown>)[fn] = (...args: unknown[]) => raw(...holdBuffers(fn, names, args));

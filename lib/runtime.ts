@@ -15,6 +15,22 @@ export function getThreads(): number {
   return addon.getThreads();
 }
 
+/**
+ * How long the pool's threads spin (microseconds) after a product before
+ * sleeping (default 300; QUANTKIT_SPIN_US at load). Spinning makes the next
+ * product of a decode start in a microsecond; 0 frees the cores at once,
+ * better when other processes need them all.
+ */
+export function setSpin(microseconds: number): void {
+  if (typeof microseconds !== 'number') throw typeError('setSpin', 'microseconds', `must be a number, got ${describe(microseconds)}`);
+  if (!Number.isInteger(microseconds) || microseconds < 0 || microseconds > 1_000_000) throw rangeError('setSpin', 'microseconds', `must be an integer in [0, 1000000], got ${microseconds}`);
+  addon.setSpin(microseconds);
+}
+
+export function getSpin(): number {
+  return addon.getSpin();
+}
+
 /** The instruction set the kernels run with: 'avx512', 'avx2', 'neon' or 'scalar'. */
 export function isa(): IsaName {
   return addon.isa();

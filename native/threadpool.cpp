@@ -35,7 +35,9 @@ inline void cpu_relax() {
 // threads), more than a 768 x 768 int4 GEMV takes, so two threads decoded
 // slower than one. Spinning this long keeps the workers awake across those
 // gaps; an idle pool goes back to sleep after it.
-constexpr auto kSpin = std::chrono::microseconds(300);
+// Settable (set_spin_us, QUANTKIT_SPIN_US): 0 turns spinning off, for hosts
+// where every core is already busy or for comparing with a peer that does not spin.
+std::atomic<long> g_spin_us{300};
 
 // Spin until pred() or kSpin has passed; returns pred(). Every 64 pauses the
 // thread yields its core: when the CPUs are oversubscribed (other processes,
@@ -43,7 +45,9 @@ constexpr auto kSpin = std::chrono::microseconds(300);
 // thread it waits for needs; on an idle machine the yield returns at once.
 template <class Pred>
 bool spin_until(const Pred& pred) {
-    const auto end = std::chrono::steady_clock::now() + kSpin;
+    const long us = g_spin_us.load(std::memory_order_relaxed);
+    if (us <= 0) return pred();
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
     for (;;) {
         for (int i = 0; i < 64; ++i) {
             if (pred()) return true;
@@ -253,6 +257,9 @@ void parallel_for(size_t n_tasks, double flops, const std::function<void(size_t,
 }
 
 size_t threads() { return pool().size(); }
+
+void set_spin_us(long us) { g_spin_us.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
+long spin_us() { return g_spin_us.load(std::memory_order_relaxed); }
 
 void set_threads(size_t n) {
     if (n != pool().size()) pool().resize(n);

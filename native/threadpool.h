@@ -29,4 +29,9 @@ size_t threads();
 // Resize the pool; n >= 1. Waits for running work to finish.
 void set_threads(size_t n);
 
+// How long (microseconds) an idle worker, and a caller waiting for workers,
+// spin before sleeping; 0: sleep at once. Default 300.
+void set_spin_us(long us);
+long spin_us();
+
 }  // namespace qk

@@ -9,7 +9,9 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { run } from '../lib/cli/main.js';
-import { getThreads, setThreads } from '../lib/runtime.js';
+import { getSpin, getThreads, setSpin, setThreads } from '../lib/runtime.js';
+import { Tensor } from '../lib/tensor.js';
+import { matmul } from '../lib/ops/matmul.js';
 import { fixture, requireFixtures } from './fixtures.js';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -73,5 +75,30 @@ describe.skipIf(!haveModel)('--threads on every command', () => {
     err = '';
     expect(await run(['inspect', fixture('stories260K'), '--threads', '0'], io)).not.toBe(0);
     expect(err).toMatch(/--threads/);
+  });
+});
+
+describe('spin policy (setSpin, QUANTKIT_SPIN_US)', () => {
+  it('defaults to 300 us, is settable, checked, and never changes results', () => {
+    expect(getSpin()).toBe(300);
+    const w = new Tensor('f32', [64, 96], Float32Array.from({ length: 64 * 96 }, (_, i) => Math.sin(i)));
+    const x = new Tensor('f32', [9, 96], Float32Array.from({ length: 9 * 96 }, (_, i) => Math.cos(i)));
+    setThreads(2);
+    const spinning = matmul(x, w).data;
+    setSpin(0);
+    try {
+      expect(getSpin()).toBe(0);
+      expect(matmul(x, w).data).toEqual(spinning);
+    } finally {
+      setSpin(300);
+    }
+    expect(() => setSpin(-1)).toThrow(/'microseconds' must be an integer in \[0, 1000000\]/);
+    expect(() => setSpin('5' as never)).toThrow(TypeError);
+  });
+
+  it('QUANTKIT_SPIN_US sets it at load, and a bad value names the variable', () => {
+    expect(child("const q = await import('./lib/index.ts'); console.log(q.getSpin());", { QUANTKIT_SPIN_US: '0' }).out).toBe('0');
+    const r = child("await import('./lib/index.ts').catch((e) => console.log(e.code, e.message));", { QUANTKIT_SPIN_US: 'lots' });
+    expect(r.out).toBe("ERR_UNSUPPORTED QUANTKIT_SPIN_US must be an integer in [0, 1000000]; got 'lots'");
   });
 });

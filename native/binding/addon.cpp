@@ -72,6 +72,17 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
 }
 
+// setSpin(us) / getSpin(): the pool's spin before sleeping, in microseconds.
+Napi::Value SetSpin(const Napi::CallbackInfo& info) {
+    const int us = int_arg(info, 0, "setSpin", "microseconds", 0, 1000000);
+    qk::set_spin_us(us);
+    return info.Env().Undefined();
+}
+
+Napi::Value GetSpin(const Napi::CallbackInfo& info) {
+    return guarded(info, "getSpin", [&] { return Napi::Number::New(info.Env(), double(qk::spin_us())); });
+}
+
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
     return guarded(info, "getThreads", [&] { return Napi::Number::New(info.Env(), double(qk::threads())); });
 }
@@ -113,6 +124,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("selectIsa", Napi::Function::New(env, SelectIsa, "selectIsa"));
     exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
     exports.Set("getThreads", Napi::Function::New(env, GetThreads, "getThreads"));
+    exports.Set("setSpin", Napi::Function::New(env, SetSpin, "setSpin"));
+    exports.Set("getSpin", Napi::Function::New(env, GetSpin, "getSpin"));
     exports.Set("mallocInUse", Napi::Function::New(env, MallocInUse, "mallocInUse"));
     register_quantize(env, exports);
     register_gemm(env, exports);
