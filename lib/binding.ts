@@ -183,7 +183,7 @@ function load(): Addon {
     throw new QuantkitError(
       'ERR_NATIVE',
       `quantkit: could not load its native addon for ${process.platform}-${process.arch}, Node ${process.versions.node} (${reason}). ` +
-        'Prebuilt binaries ship for linux-x64; elsewhere the addon is compiled at install, which needs install scripts allowed, ' +
+        'Prebuilt binaries ship for linux-x64 and linux-arm64; elsewhere the addon is compiled at install, which needs install scripts allowed, ' +
         'python3, make and a C++17 compiler: install those, then run `npm rebuild quantkit`.',
       { cause: err },
     );
