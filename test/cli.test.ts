@@ -128,12 +128,14 @@ describe('CLI usage and errors', () => {
     expect(j.quantizedAs.moduleTree).toContain('(q_proj): QLinear(in=64, out=64, int8 sym per-channel, W8A8)');
   });
 
-  it.skipIf(!haveFixture)('progress on a terminal: quantize layer by layer, report step by step, with a labelled ETA', async () => {
+  it.skipIf(!haveFixture)('progress on a terminal: loading by bytes, quantize layer by layer, report step by step, with a labelled ETA', async () => {
     let drawn = '';
     const tty = { isTTY: true, columns: 200, write: (s: string) => ((drawn += s), true) } as unknown as NodeJS.WritableStream & { isTTY: boolean };
     const io: CliIO = { out: () => undefined, err: () => undefined, progressStream: tty };
     expect(await run(['quantize', MODEL, '--out', path.join(tmp, 'progress-q'), '--weights', 'int4'], io)).toBe(0);
     expect(drawn).toMatch(/quantize \[[^\]]*\] \d+\/35 model\.layers\.\d\.[\w.]+ \| ETA/);
+    // loading: the bytes read of each weight file
+    expect(drawn).toMatch(/load \[[^\]]*\] \d+\/\d+ model\.safetensors \| ETA/);
     drawn = '';
     expect(await run(['report', MODEL, '--out', path.join(tmp, 'progress-r'), '--weights', 'int8', '--max-tokens', '256', '--max-new-tokens', '4'], io)).toBe(0);
     // (the bar redraws at most 10 times a second: some step is on it, with its label)

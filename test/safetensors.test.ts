@@ -362,3 +362,23 @@ describe.skipIf(!present)('stories260K model.safetensors', () => {
     for (const n of st.names) expect(Buffer.from(again.get(n).data.buffer, again.get(n).data.byteOffset, again.get(n).nbytes).equals(Buffer.from(st.get(n).data.buffer, st.get(n).data.byteOffset, st.get(n).nbytes))).toBe(true);
   });
 });
+
+describe('read progress', () => {
+  it('reports the bytes read of each file while a listener is installed, and only then', async () => {
+    const { withReadProgress } = await import('../lib/io/read-progress.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-readprog-'));
+    try {
+      const file = path.join(dir, 'a.safetensors');
+      writeSafetensorsSync(file, { w: Tensor.fromArray([1, 2, 3, 4], [2, 2]) });
+      const seen: [number, number, string][] = [];
+      const st = withReadProgress((d, t, f) => seen.push([d, t, f]), () => readSafetensors(file));
+      const size = fs.statSync(file).size;
+      expect(seen).toEqual([[size, size, file]]);
+      expect(Array.from(st.get('w').data as Float32Array)).toEqual([1, 2, 3, 4]);
+      readSafetensors(file); // no listener now: nothing reported
+      expect(seen).toHaveLength(1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -19,7 +19,7 @@ export interface GenerateFlags extends QuantFlags {
 }
 
 export async function generateCommand(io: CliIO, modelPath: string, flags: GenerateFlags): Promise<void> {
-  const m = loadCliModel(modelPath, flags.tokenizer);
+  const m = loadCliModel(modelPath, flags.tokenizer, io);
   const tokenizer = requireTokenizer(m, modelPath);
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     requireFloat(m, '--weights');

@@ -47,12 +47,12 @@ export function isEncoderFolder(p: string): boolean {
   }
 }
 
-function load(modelPath: string, flags: InspectFlags): Inspected {
+function load(io: CliIO, modelPath: string, flags: InspectFlags): Inspected {
   if (fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory() && isEncoderFolder(modelPath)) {
     const e = loadEncoderSync(modelPath);
     return { kind: e.kind, model: e.model, source: 'hf', tokenizer: e.tokenizer, quantization: null };
   }
-  const m = loadCliModel(modelPath, flags.tokenizer);
+  const m = loadCliModel(modelPath, flags.tokenizer, io);
   if (flags.weights !== undefined && flags.weights !== 'fp32') requireFloat(m, '--weights');
   return { kind: 'causal-lm', model: m.model, source: m.source, tokenizer: m.tokenizer, quantization: m.source === 'quantkit' ? m.sourceConfig.quantization_config : null };
 }
@@ -106,7 +106,7 @@ function inspectConfigOnly(io: CliIO, folder: string, flags: InspectFlags): void
 
 export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags): void {
   if (isConfigOnly(modelPath)) return inspectConfigOnly(io, modelPath, flags);
-  const m = load(modelPath, flags);
+  const m = load(io, modelPath, flags);
   let params = 0;
   const seen = new Set<ArrayBufferView>();
   for (const [, t] of m.model.namedTensors()) {

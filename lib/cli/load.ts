@@ -8,6 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
 import { interruptedSaveHint } from '../io/atomic.js';
+import { withReadProgress } from '../io/read-progress.js';
+import { type CliIO, type Progress, progressBar } from './io.js';
 import { isQuantizedCheckpoint, loadQuantizedModel } from '../io/quantized-checkpoint.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { LlamaConfig } from '../models/llama.js';
@@ -68,8 +70,24 @@ function folderTokenizer(folder: string, vocabSize: number, tokenizerPath: strin
   return undefined;
 }
 
-/** Load <model> for the CLI. */
-export function loadCliModel(modelPath: string, tokenizerPath?: string): CliModel {
+/** Load <model> for the CLI, with a progress bar of the bytes read on a terminal. */
+export function loadCliModel(modelPath: string, tokenizerPath?: string, io?: CliIO): CliModel {
+  if (io === undefined) return loadCliModelQuiet(modelPath, tokenizerPath);
+  let bar: Progress | undefined;
+  try {
+    return withReadProgress(
+      (done, total, file) => {
+        bar ??= progressBar(io, 'load', total);
+        bar.update(done, total, path.basename(file));
+      },
+      () => loadCliModelQuiet(modelPath, tokenizerPath),
+    );
+  } finally {
+    bar?.stop();
+  }
+}
+
+function loadCliModelQuiet(modelPath: string, tokenizerPath?: string): CliModel {
   if (!fs.existsSync(modelPath)) throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}${interruptedSaveHint(modelPath)}`);
   if (tokenizerPath !== undefined && !fs.existsSync(tokenizerPath)) throw new QuantkitError('ERR_NOT_FOUND', `tokenizer not found: ${tokenizerPath}`);
   const isDir = fs.statSync(modelPath).isDirectory();

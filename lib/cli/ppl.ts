@@ -17,7 +17,7 @@ export interface PplFlags extends QuantFlags {
 
 export function pplCommand(io: CliIO, modelPath: string, flags: PplFlags): void {
   const text = readTextFile(flags.text);
-  const m = loadCliModel(modelPath, flags.tokenizer);
+  const m = loadCliModel(modelPath, flags.tokenizer, io);
   const tokenizer = requireTokenizer(m, modelPath);
   let label = m.source === 'quantkit' ? 'quantkit checkpoint' : 'fp32';
   if (flags.weights !== undefined && flags.weights !== 'fp32') {

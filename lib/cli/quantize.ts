@@ -24,7 +24,7 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
     throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} would overwrite the model itself; choose another folder`);
   }
   if (fs.existsSync(out) && !flags.force) throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} already exists; pass --force to replace it`);
-  const m = loadCliModel(modelPath, flags.tokenizer);
+  const m = loadCliModel(modelPath, flags.tokenizer, io);
   requireFloat(m, 'quantize');
   const opts = quantOptions(flags.bits === 8 ? 'int8' : 'int4', flags);
   const before = footprint(m.model);

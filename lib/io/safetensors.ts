@@ -15,6 +15,7 @@ import { QuantkitError, describe, typeError } from '../errors.js';
 import { Tensor, type DType } from '../tensor.js';
 import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
 import { assertFinite } from './finite.js';
+import { reportRead } from './read-progress.js';
 
 /** Bytes per element of every dtype the safetensors format defines (byte-sized ones). */
 const ST_DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -256,6 +257,9 @@ export function parseSafetensors(buffer: Uint8Array, file = '<buffer>'): Safeten
   return new SafetensorsFile(file, buf, n, infos, metadata);
 }
 
+/** Bytes per read call of readFileUnpooled. */
+const READ_CHUNK = 64 << 20;
+
 /**
  * Read a whole file into a Buffer of its own (byteOffset 0). fs.readFileSync
  * may hand back a slice of Node's shared pool for small files, at an offset
@@ -271,9 +275,11 @@ export function readFileUnpooled(file: string, what: string): Buffer {
     const buf = Buffer.allocUnsafeSlow(size);
     let off = 0;
     while (off < size) {
-      const n = fs.readSync(fd, buf, off, size - off, off);
+      // in chunks, so a progress bar can follow a multi-gigabyte file
+      const n = fs.readSync(fd, buf, off, Math.min(READ_CHUNK, size - off), off);
       if (n === 0) throw new Error(`file shrank while reading (${off} of ${size} bytes)`);
       off += n;
+      reportRead(off, size, file);
     }
     return buf;
   } catch (err) {
