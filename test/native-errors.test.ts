@@ -13,11 +13,19 @@ import { addon } from '../lib/binding.js';
 import { getThreads, setThreads } from '../lib/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+// Under the sanitizer job (ASan preloaded into Node) an address-space cap
+// starves ASan's own allocator, which then aborts the process by design; the
+// plain test run and the native kernel test (threadpool_resize_all_or_nothing)
+// cover this path.
+const ASAN = /libasan/.test(process.env.LD_PRELOAD ?? '');
+if (ASAN) console.warn('native-errors: setThreads under an address-space cap is skipped with ASan preloaded (ASan needs the address space for itself)');
 
 describe('native failures are QuantkitErrors', () => {
-  it('setThreads beyond what the OS allows: QuantkitError, old pool kept, process alive', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/scripts/set-threads-limit.ts')], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
-    expect(r.signal).toBeNull();
+  // --single-threaded: V8 runs no background compiler or GC threads, which
+  // could themselves hit the cap in the moment the pool's new threads fill it.
+  it.skipIf(ASAN)('setThreads beyond what the OS allows: QuantkitError, old pool kept, process alive', () => {
+    const r = spawnSync(process.execPath, ['--single-threaded', '--import', 'tsx', path.join(ROOT, 'test/scripts/set-threads-limit.ts')], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(r.signal, r.stderr).toBeNull();
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(out.error).toMatchObject({ quantkit: true, code: 'ERR_NATIVE' });

@@ -29,3 +29,59 @@ QKT_TEST(threadpool_task_exception) {
     }
     qk::set_threads(before);
 }
+
+// Resizing is all or nothing: with the address space capped so that only a
+// few more 8 MiB thread stacks fit, set_threads(1024) throws (system_error),
+// the pool keeps its old size and still runs work. In this plain program no
+// other thread allocates while the cap is reached, so the outcome does not
+// depend on timing (inside Node, V8's own threads may hit the cap too).
+// Skipped where an address-space cap cannot work: under ASan/TSan (they
+// reserve terabytes of shadow memory) and under qemu user mode (the guest's
+// address space is the emulator's).
+#if defined(__linux__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <system_error>
+
+namespace {
+// This process's mapped address space (VmSize), in bytes; 0 if unknown.
+size_t vm_size_bytes() {
+    FILE* f = std::fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "VmSize: %zu kB", &kb) == 1) break;
+    std::fclose(f);
+    return kb * 1024;
+}
+}  // namespace
+
+QKT_TEST(threadpool_resize_all_or_nothing) {
+    const size_t before = qk::threads();
+    qk::set_threads(2);
+    rlimit old{};
+    QKT_CHECK(getrlimit(RLIMIT_AS, &old) == 0, "getrlimit failed");
+    const size_t vm = vm_size_bytes();
+    QKT_CHECK(vm > 0, "cannot read VmSize");
+    rlimit cap = old;
+    cap.rlim_cur = vm + (size_t(256) << 20);  // room for ~30 stacks, not 1023
+    QKT_CHECK(setrlimit(RLIMIT_AS, &cap) == 0, "setrlimit failed");
+    bool threw = false;
+    try {
+        qk::set_threads(1024);
+    } catch (const std::system_error&) {
+        threw = true;
+    } catch (const std::bad_alloc&) {
+        threw = true;
+    }
+    setrlimit(RLIMIT_AS, &old);
+    QKT_CHECK(threw, "set_threads(1024) under a 256 MiB address-space margin did not throw");
+    QKT_CHECK(qk::threads() == 2, "after a failed resize the pool has %zu threads, not 2", qk::threads());
+    std::atomic<size_t> ran{0};
+    qk::parallel_for(64, [&](size_t, size_t) { ran.fetch_add(1); });
+    QKT_CHECK(ran.load() == 64, "%zu of 64 tasks ran after a failed resize", ran.load());
+    qk::set_threads(before);
+}
+#endif
