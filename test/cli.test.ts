@@ -1,5 +1,5 @@
 /**
- * The quantkit CLI, in-process through run(argv, io) and as a child process,
+ * The quantkit CLI, every call a child process of its entry point,
  * and the acceptance numbers on the real stories260K model (llama2.c
  * tokenizer tok512.bin, TinyStories text, one BOS per story):
  *   - int8 per-channel perplexity within 0.5 % of fp32, int4 asym g32 within 8 %
@@ -8,17 +8,16 @@
  * The fixture lives in ../shared/fixtures: absent, these tests are skipped
  * with a message, unless CI is set, in which case they fail.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../lib/cli/main.js';
 import type { CliIO } from '../lib/cli/io.js';
+import { run } from '../lib/cli/main.js';
+import { runCli, runCliJson } from './cli-run.js';
 import { FIXTURES_DIR } from './fixtures.js';
 import { checkWellFormedSvg } from './xml-check.js';
 
-const ROOT = path.resolve(__dirname, '..');
 const FIX = FIXTURES_DIR;
 const MODEL = path.join(FIX, 'stories260K');
 const BIN = path.join(MODEL, 'stories260K.bin');
@@ -33,19 +32,9 @@ if (!haveFixture) {
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIO = { out: (s) => void (out += s), err: (s) => void (err += s) };
-  const code = await run(argv, io);
-  return { code, out, err };
-}
-
-async function json<T = Record<string, unknown>>(...argv: string[]): Promise<T> {
-  const r = await cli(...argv, '--json');
-  if (r.code !== 0) throw new Error(`quantkit ${argv.join(' ')} failed: ${r.err}`);
-  return JSON.parse(r.out) as T;
-}
+/** `quantkit ...argv` as a child process (test/cli-run.ts). */
+const cli = (...argv: string[]) => runCli(argv);
+const json = <T = Record<string, unknown>>(...argv: string[]) => runCliJson<T>(argv);
 
 describe('CLI usage and errors', () => {
   it('--help everywhere, exit 0', async () => {
@@ -77,18 +66,15 @@ describe('CLI usage and errors', () => {
     expect((await cli('frobnicate')).code).not.toBe(0);
   });
 
-  it('as a child process: exit code 1 and one line, no stack trace', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'ppl', path.join(tmp, 'missing'), '--text', TEXT], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
-    expect(r.status).toBe(1);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^quantkit: /);
-    expect(r.stderr).not.toMatch(/\n\s+at /);
-    const h = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), '--help'], { cwd: ROOT, encoding: 'utf8' });
-    expect(h.status).toBe(0);
-    expect(h.stdout).toMatch(/Commands:/);
+  it('a failure: exit code 1 and one line, no stack trace', async () => {
+    const r = await cli('ppl', path.join(tmp, 'missing'), '--text', TEXT);
+    expect(r.code).toBe(1);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).toMatch(/^quantkit: /);
+    expect(r.err).not.toMatch(/\n\s+at /);
+    const h = await cli('--help');
+    expect(h.code).toBe(0);
+    expect(h.out).toMatch(/Commands:/);
   });
 
   it('one vocabulary: --weights or --bits on quantize, sym/asym or the full names; required options and defaults in --help', async () => {
@@ -128,6 +114,8 @@ describe('CLI usage and errors', () => {
     expect(j.quantizedAs.moduleTree).toContain('(q_proj): QLinear(in=64, out=64, int8 sym per-channel, W8A8)');
   });
 
+  // In-process: the bars draw only on a terminal, which a piped child lacks;
+  // here the io's progress stream claims to be one.
   it.skipIf(!haveFixture)('progress on a terminal: loading by bytes, quantize layer by layer, report step by step, with a labelled ETA', async () => {
     let drawn = '';
     const tty = { isTTY: true, columns: 200, write: (s: string) => ((drawn += s), true) } as unknown as NodeJS.WritableStream & { isTTY: boolean };
@@ -146,14 +134,11 @@ describe('CLI usage and errors', () => {
     expect(drawn).toBe('');
   });
 
-  it.skipIf(!haveFixture)('a mistyped --exclude is an error naming the flag, and writes nothing', () => {
+  it.skipIf(!haveFixture)('a mistyped --exclude is an error naming the flag, and writes nothing', async () => {
     const out = path.join(tmp, 'typo');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib/cli/main.ts'), 'quantize', MODEL, '--out', out, '--exclude', 'model.layerz.*'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^quantkit: --exclude pattern 'model\.layerz\.\*' matches no Linear layer of this model; its Linear layers are model\.layers\.0\./);
+    const r = await cli('quantize', MODEL, '--out', out, '--exclude', 'model.layerz.*');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^quantkit: --exclude pattern 'model\.layerz\.\*' matches no Linear layer of this model; its Linear layers are model\.layers\.0\./);
     expect(fs.existsSync(out)).toBe(false);
   });
 });

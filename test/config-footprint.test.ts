@@ -18,6 +18,7 @@ import type { Module } from '../lib/nn/module.js';
 import { type QuantizeModelOptions, quantizeModel } from '../lib/nn/quantize-model.js';
 import { Tensor } from '../lib/tensor.js';
 import { rng, toBf16Bits } from './helpers.js';
+import { runCli, runCliJson } from './cli-run.js';
 
 const SEEDS = path.resolve(__dirname, 'data', 'seed-configs');
 
@@ -127,16 +128,13 @@ describe('the seed models from their configs alone', () => {
 
 describe('quantkit inspect on a folder holding only config.json', () => {
   it('prints parameters and footprints without weights', async () => {
-    const { run } = await import('../lib/cli/main.js');
-    let out = '';
-    const io = { out: (s: string) => void (out += s), err: (s: string) => void (out += s) };
-    expect(await run(['inspect', path.join(SEEDS, 'gpt2'), '--json'], io)).toBe(0);
-    const j = JSON.parse(out) as { parameters: number; rows: { label: string; bytes: number }[]; source: string };
+    const j = await runCliJson<{ parameters: number; rows: { label: string; bytes: number }[]; source: string }>(['inspect', path.join(SEEDS, 'gpt2')]);
     expect(j.source).toMatch(/config only/);
     expect(j.parameters).toBe(124_439_808);
     expect(j.rows.find((r) => r.label === 'f32')!.bytes).toBe(497_759_232);
-    out = '';
-    expect(await run(['inspect', path.join(SEEDS, 'distilbert-base-uncased')], io)).toBe(0);
+    const r = await runCli(['inspect', path.join(SEEDS, 'distilbert-base-uncased')]);
+    expect(r.code, r.err).toBe(0);
+    const out = r.out;
     expect(out).toMatch(/parameters: +66,985,530/);
     expect(out).toMatch(/vocab_projector float/);
   });

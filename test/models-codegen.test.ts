@@ -23,6 +23,7 @@ import { quantizeModel } from '../lib/nn/quantize-model.js';
 import { HfTokenizer, gpt2TokenizerJson } from '../lib/tokenizers/hf.js';
 import { fixture, requireFixtures } from './fixtures.js';
 import { type F64, type Weights, Maker, add, expectIncrementalMatches, fullLogits, geluTanhRef, layerNormRef, linRef, mhaRef, relErr, WEIGHT_FORMATS } from './ref-models.js';
+import { runCli, runCliJson } from './cli-run.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-codegen-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -208,17 +209,14 @@ describe('CodeGen', () => {
   });
 
   it('through the CLI: inspect and quantize a CodeGen folder', async () => {
-    const { run } = await import('../lib/cli/main.js');
     const m = makeCodegen(7, C);
     const dir = m.write(path.join(tmp, 'codegen-cli'), configJson(C));
-    let out = '';
-    let err = '';
-    const io = { out: (s: string) => void (out += s), err: (s: string) => void (err += s) };
-    expect(await run(['inspect', dir, '--weights', 'int4'], io), err).toBe(0);
-    expect(out).toContain('(0-1): 2 x CodegenBlock(');
-    expect(out).toContain('(qkv_proj): QLinear(in=64, out=192, int4 sym g32)');
+    const r = await runCli(['inspect', dir, '--weights', 'int4']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('(0-1): 2 x CodegenBlock(');
+    expect(r.out).toContain('(qkv_proj): QLinear(in=64, out=192, int4 sym g32)');
     const q = path.join(tmp, 'codegen-cli-int4');
-    expect(await run(['quantize', dir, '--out', q, '--weights', 'int4', '--json'], io), err).toBe(0);
+    await runCliJson(['quantize', dir, '--out', q, '--weights', 'int4']);
     const { model: re, source } = await loadModel(q);
     expect(source).toBe('quantkit');
     const { model } = await loadModel(dir);

@@ -22,6 +22,7 @@ import { Linear, QLinear } from '../lib/nn/linear.js';
 import { quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
 import type { Tensor } from '../lib/tensor.js';
 import { type F64, type Weights, Maker, add, layerNormRef, linRef, WEIGHT_FORMATS } from './ref-models.js';
+import { runCliInto } from './cli-run.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-distilbert-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -239,10 +240,9 @@ describe('DistilBERT', () => {
   });
 
   it('quantkit inspect: an encoder with a masked-LM head, its module tree before and after --weights int8', async () => {
-    const { run } = await import('../lib/cli/main.js');
     let out = '';
     const io = { out: (s: string) => void (out += s), err: (s: string) => void (out += s) };
-    expect(await run(['inspect', mlmDir, '--weights', 'int8', '--exclude', 'vocab_projector'], io)).toBe(0);
+    expect(await runCliInto(['inspect', mlmDir, '--weights', 'int8', '--exclude', 'vocab_projector'], io)).toBe(0);
     expect(out).toMatch(/^kind: +encoder with a masked-LM head$/m);
     expect(out).toContain('      (0-1): 2 x DistilBertBlock(');
     expect(out).toContain('(q_lin): Linear(in=32, out=32, f32, bias)');
@@ -251,7 +251,6 @@ describe('DistilBERT', () => {
   });
 
   it('quantkit fill-mask and embed (vocab.txt tokenizer), checked against the float64 reference', async () => {
-    const { run } = await import('../lib/cli/main.js');
     const dir = mlm.write(path.join(tmp, 'cli'), configJson);
     // 40 tokens: the BERT specials, some words, then fillers
     const words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'capital', 'of', 'france', 'is', 'paris', '.', 'a', 'cat', 'sat'];
@@ -260,7 +259,7 @@ describe('DistilBERT', () => {
     let out = '';
     let err = '';
     const io = { out: (s: string) => void (out += s), err: (s: string) => void (err += s) };
-    expect(await run(['fill-mask', dir, 'The capital of France is [MASK].', '--json', '--top-k', '3'], io), err).toBe(0);
+    expect(await runCliInto(['fill-mask', dir, 'The capital of France is [MASK].', '--json', '--top-k', '3'], io), err).toBe(0);
     const r = JSON.parse(out) as { masks: { position: number; predictions: { token: string; id: number; probability: number }[] }[] };
     const ids = [2, 5, 6, 7, 8, 9, 4, 11, 3]; // [CLS] the capital of france is [MASK] . [SEP]
     expect(r.masks.map((m) => m.position)).toEqual([6]);
@@ -274,7 +273,7 @@ describe('DistilBERT', () => {
     const text = path.join(tmp, 'lines.txt');
     fs.writeFileSync(text, 'The cat sat.\n\nParis is the capital of France.\n');
     out = '';
-    expect(await run(['embed', dir, '--text', text], io), err).toBe(0);
+    expect(await runCliInto(['embed', dir, '--text', text], io), err).toBe(0);
     const vecs = out.trim().split('\n').map((l) => JSON.parse(l) as number[]);
     const lineIds = [[2, 5, 13, 14, 11, 3], [2, 10, 9, 5, 6, 7, 8, 11, 3]];
     expect(vecs).toHaveLength(2);
@@ -284,7 +283,7 @@ describe('DistilBERT', () => {
     });
     const bin = path.join(tmp, 'vecs.f32');
     out = '';
-    expect(await run(['embed', dir, '--text', text, '--out', bin], io), err).toBe(0);
+    expect(await runCliInto(['embed', dir, '--text', text, '--out', bin], io), err).toBe(0);
     expect(out).toMatch(/wrote 2 x 32 f32/);
     const raw = fs.readFileSync(bin);
     expect(Array.from(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length)))).toEqual(vecs.flat().map(Math.fround));
@@ -292,22 +291,21 @@ describe('DistilBERT', () => {
     err = '';
     const bare = make(13, false, '').write(path.join(tmp, 'bare-cli'), configJson);
     fs.writeFileSync(path.join(bare, 'vocab.txt'), vocab.join('\n') + '\n');
-    expect(await run(['fill-mask', bare, 'a [MASK]'], io)).toBe(1);
+    expect(await runCliInto(['fill-mask', bare, 'a [MASK]'], io)).toBe(1);
     expect(err).toMatch(/has no masked-LM head/);
     err = '';
-    expect(await run(['fill-mask', dir, 'no mask here'], io)).toBe(1);
+    expect(await runCliInto(['fill-mask', dir, 'no mask here'], io)).toBe(1);
     expect(err).toMatch(/the text has no \[MASK\] token/);
   });
 
   it('quantkit report on an encoder: embedding cosine, fill-mask agreement and per-block SQNR against fp32', async () => {
-    const { run } = await import('../lib/cli/main.js');
     const dir = path.join(tmp, 'cli'); // written by the fill-mask test above, with its vocab.txt
     const text = path.join(tmp, 'report-lines.txt');
     fs.writeFileSync(text, 'The cat sat.\nParis is the capital of France.\nA cat is a cat.\nThe capital is Paris.\n');
     const out = path.join(tmp, 'enc-report');
     let err = '';
     const io = { out: () => undefined, err: (s: string) => void (err += s) };
-    expect(await run(['report', dir, '--out', out, '--text', text], io), err).toBe(0);
+    expect(await runCliInto(['report', dir, '--out', out, '--text', text], io), err).toBe(0);
     const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as {
       kind: string;
       sentences: number;
@@ -324,7 +322,7 @@ describe('DistilBERT', () => {
     // int8 keeps every block closer to fp32 than int4 does
     i8.layerSqnrDb.forEach((v, l) => expect(v as number).toBeGreaterThan(i4.layerSqnrDb[l] as number));
     expect(fs.readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/\| int8 sym per-channel \| [\d,]+ \| 0\.99\d+ \|/);
-    expect(await run(['report', dir, '--out', out, '--text', text], io)).toBe(1);
+    expect(await runCliInto(['report', dir, '--out', out, '--text', text], io)).toBe(1);
     expect(err).toMatch(/already exists; pass --force/);
   });
 

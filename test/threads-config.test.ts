@@ -8,10 +8,10 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { run } from '../lib/cli/main.js';
 import { getSpin, getThreads, setSpin, setThreads } from '../lib/runtime.js';
 import { Tensor } from '../lib/tensor.js';
 import { matmul } from '../lib/ops/matmul.js';
+import { runCli, runCliJson } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -61,20 +61,18 @@ describe('default pool size', () => {
 const haveModel = requireFixtures('stories260K/config.json', 'stories260K/model.safetensors');
 describe.skipIf(!haveModel)('--threads on every command', () => {
   it('sets the pool for the run, and is checked like any option', async () => {
-    let out = '';
-    let err = '';
-    const io = { out: (s: string) => void (out += s), err: (s: string) => void (err += s) };
-    setThreads(2);
-    expect(await run(['inspect', fixture('stories260K'), '--threads', '1', '--json'], io)).toBe(0);
-    expect(getThreads()).toBe(1);
+    const one = await runCliJson<{ runtime: { threads: number } }>(['inspect', fixture('stories260K'), '--threads', '1']);
+    expect(one.runtime.threads).toBe(1);
+    const three = await runCli(['inspect', fixture('stories260K'), '--threads', '3']);
+    expect(three.out).toMatch(/^runtime: +\w+ kernels, 3 threads$/m);
     for (const cmd of ['inspect', 'quantize', 'generate', 'ppl', 'report']) {
-      out = '';
-      expect(await run([cmd, '--help'], io)).toBe(0);
-      expect(out).toMatch(/--threads <n>/);
+      const h = await runCli([cmd, '--help']);
+      expect(h.code).toBe(0);
+      expect(h.out).toMatch(/--threads <n>/);
     }
-    err = '';
-    expect(await run(['inspect', fixture('stories260K'), '--threads', '0'], io)).not.toBe(0);
-    expect(err).toMatch(/--threads/);
+    const bad = await runCli(['inspect', fixture('stories260K'), '--threads', '0']);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/--threads/);
   });
 });
 

@@ -14,6 +14,7 @@ import { loadEncoderSync } from '../models/load-encoder.js';
 import { Linear, QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { moduleTree } from '../nn/module-tree.js';
+import { getThreads, isa } from '../runtime.js';
 import type { QuantizeModelSummary, WeightsFormat } from '../nn/quantize-model.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
@@ -135,6 +136,8 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
     tokenizer: m.tokenizer ? { vocabSize: m.tokenizer.vocabSize, bosId: m.tokenizer.bosId ?? null, eosId: m.tokenizer.eosId ?? null } : null,
     linearLayers: linearLayers(m.model),
     moduleTree: treeBefore,
+    // what this run computes with: the kernels picked for this CPU and the pool size (--threads, QUANTKIT_THREADS)
+    runtime: { isa: isa(), threads: getThreads() },
     ...(quantized
       ? { quantizedAs: { quantization: quantized.label, replaced: quantized.summary.replaced, kept: quantized.summary.kept, layers: quantized.summary.layers, footprint: quantized.footprint, moduleTree: quantized.tree } }
       : {}),
@@ -153,6 +156,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
     `footprint:   ${fp.bytes.toLocaleString('en-US')} bytes (${formatBytes(fp.bytes)}); ${Object.entries(fp.byDtype)
       .map(([k, v]) => `${k}: ${v.toLocaleString('en-US')}`)
       .join(', ')}`,
+    `runtime:     ${isa()} kernels, ${getThreads()} thread${getThreads() === 1 ? '' : 's'}`,
     `tokenizer:   ${m.tokenizer ? `vocab ${m.tokenizer.vocabSize}, bos ${m.tokenizer.bosId ?? '-'}, eos ${m.tokenizer.eosId ?? '-'}` : 'none found (pass --tokenizer)'}`,
   ];
   if (m.quantization) lines.push(`quantized:   ${JSON.stringify(m.quantization)}`);
