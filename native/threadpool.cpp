@@ -1,5 +1,6 @@
 #include "threadpool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -91,6 +92,8 @@ public:
     void resize(size_t n) {
         std::lock_guard<std::mutex> busy(busy_);
         const size_t old = size_;
+        // A new pool size starts sharing afresh (no back-off carried over).
+        backoff_ = Backoff{};
         stop();
         try {
             start(n);
@@ -107,11 +110,14 @@ public:
     void run(size_t n_tasks, const std::function<void(size_t, size_t)>& fn) {
         if (n_tasks == 0) return;
         std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-        if (!busy.owns_lock() || size_ == 1 || n_tasks == 1) {
-            // Pool taken by another caller (or nothing to share): run here.
+        if (!busy.owns_lock() || size_ == 1 || n_tasks == 1 || backoff_.solo_left > 0) {
+            // Pool taken by another caller, nothing to share, or backing off
+            // from stragglers (below): run here.
+            if (busy.owns_lock() && backoff_.solo_left > 0) --backoff_.solo_left;
             for (size_t t = 0; t < n_tasks; ++t) fn(t, 0);
             return;
         }
+        const auto t0 = Clock::now();
         auto job = std::make_shared<Job>();
         job->fn = &fn;
         job->n_tasks = n_tasks;
@@ -121,7 +127,8 @@ public:
             generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
         }
         cv_.notify_all();  // sleeping ones here
-        drain(*job, 0);
+        const size_t mine = drain(*job, 0);
+        const auto t1 = Clock::now();
         // Done when every task is: a worker that has not woken up yet is not
         // waited for (the caller may well have run its share).
         const auto all_done = [&] { return job->done.load(std::memory_order_acquire) == n_tasks; };
@@ -129,6 +136,7 @@ public:
             std::unique_lock<std::mutex> lk(m_);
             done_cv_.wait(lk, all_done);
         }
+        judge(t0, t1, Clock::now(), mine, n_tasks);
         {
             std::lock_guard<std::mutex> lk(m_);
             if (job_ == job) job_.reset();
@@ -171,10 +179,12 @@ private:
     // Runs tasks of `job` until none are left. An exception must not leave a
     // worker thread (that would terminate the process): the first one is kept
     // for run() to rethrow, and the remaining tasks are counted but not run.
-    void drain(Job& job, size_t worker) {
-        for (;;) {
+    // Returns how many tasks this thread ran.
+    size_t drain(Job& job, size_t worker) {
+        size_t ran = 0;
+        for (;; ++ran) {
             const size_t t = job.next.fetch_add(1, std::memory_order_relaxed);
-            if (t >= job.n_tasks) break;
+            if (t >= job.n_tasks) return ran;
             if (!job.failed.load(std::memory_order_relaxed)) {
                 try {
                     (*job.fn)(t, worker);
@@ -192,6 +202,62 @@ private:
         }
     }
 
+    // Straggler back-off. On a host whose cores are all busy (other
+    // processes, more runnable threads than cores), a worker preempted in
+    // the middle of its task makes the caller wait for the scheduler to run
+    // it again, milliseconds for microseconds of work: two threads then
+    // decoded up to 2-6x slower than one, in bursts (README, threads). The
+    // caller times its own share of each run and estimates what the run
+    // would have cost on it alone (own time * n_tasks / own tasks: tasks are
+    // of about equal cost); the difference from the run's wall time is what
+    // sharing gained, or lost. When the net over a window of runs is a loss
+    // (or the loss passes kMaxLoss within the window), the pool runs the
+    // next `solo_next` products on the caller alone (its workers go to sleep
+    // and free their cores), then shares again for one window; each window
+    // that loses again doubles the stretch (up to kSoloMax, seconds of
+    // decoding), one that gains resets it. On an idle machine sharing never
+    // loses, and results do not depend on who runs a task: this changes
+    // speed only.
+    using Clock = std::chrono::steady_clock;
+    static constexpr size_t kWindow = 64, kSoloMin = 256, kSoloMax = 16384;
+    static constexpr long long kMaxLossNs = 1'000'000;  // 1 ms
+    static constexpr long long kNoiseNs = 100'000;      // a window's net within 0.1 ms of zero is a tie
+    struct Backoff {
+        long long net_ns = 0;     // gain (> 0) or loss of sharing over this window
+        size_t runs = 0;          // shared runs in this window
+        size_t solo_left = 0;     // products still to run on the caller alone
+        size_t solo_next = kSoloMin;
+        bool probing = false;     // this window follows a solo stretch
+    } backoff_;  // touched only by the caller that holds busy_
+    std::atomic<size_t> stretches_{0};  // solo stretches begun (for tests)
+
+    void judge(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, size_t mine, size_t n_tasks) {
+        Backoff& b = backoff_;
+        if (mine == 0) return;  // the caller itself was late: no estimate
+        const long long own = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+        const long long wall = std::chrono::duration_cast<std::chrono::nanoseconds>(t2 - t0).count();
+        b.net_ns += own * static_cast<long long>(n_tasks) / static_cast<long long>(mine) - wall;
+        ++b.runs;
+        const bool lost = b.net_ns < -kMaxLossNs || (b.runs >= kWindow && b.net_ns < -kNoiseNs);
+        if (lost) {
+            if (b.probing) b.solo_next = std::min(b.solo_next * 2, kSoloMax);
+            b.solo_left = b.solo_next;
+            b.probing = true;
+            stretches_.fetch_add(1, std::memory_order_relaxed);
+        } else if (b.runs >= kWindow) {
+            if (b.probing) b.solo_next = kSoloMin;
+            b.probing = false;
+        } else {
+            return;
+        }
+        b.net_ns = 0;
+        b.runs = 0;
+    }
+
+public:
+    size_t backoff_stretches() const { return stretches_.load(std::memory_order_relaxed); }
+
+private:
     void loop(size_t worker, size_t seen) {
         for (;;) {
             const auto moved = [&] { return generation_.load(std::memory_order_acquire) != seen; };
@@ -257,6 +323,8 @@ void parallel_for(size_t n_tasks, double flops, const std::function<void(size_t,
 }
 
 size_t threads() { return pool().size(); }
+
+size_t backoff_stretches() { return pool().backoff_stretches(); }
 
 void set_spin_us(long us) { g_spin_us.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
 long spin_us() { return g_spin_us.load(std::memory_order_relaxed); }

@@ -29,6 +29,11 @@ size_t threads();
 // Resize the pool; n >= 1. Waits for running work to finish.
 void set_threads(size_t n);
 
+// How many times the pool has backed off to running products on the caller
+// alone because its workers straggled (threadpool.cpp, "Straggler
+// back-off"); for tests and diagnostics.
+size_t backoff_stretches();
+
 // How long (microseconds) an idle worker, and a caller waiting for workers,
 // spin before sleeping; 0: sleep at once. Default 300.
 void set_spin_us(long us);

@@ -85,3 +85,45 @@ QKT_TEST(threadpool_resize_all_or_nothing) {
     qk::set_threads(before);
 }
 #endif
+
+// Straggler back-off: a task a worker takes sleeps 2 ms (a worker preempted
+// in the middle of its task, as on a host whose cores are all busy); the
+// caller's task waits until a worker has taken one (at most 5 ms), so that
+// workers do take tasks. Sharing then loses to running alone: the pool must
+// start running products on the caller alone (every task on worker 0), and
+// every task still runs once.
+#include <chrono>
+#include <thread>
+
+QKT_TEST(threadpool_straggler_backoff) {
+    const size_t before = qk::threads();
+    qk::set_threads(1);
+    qk::set_threads(2);  // a resize clears any back-off left from an earlier run
+    const size_t stretches = qk::backoff_stretches();
+    bool backed_off = false;
+    for (int run = 0; run < 400 && !backed_off; ++run) {
+        std::atomic<size_t> ran{0};
+        std::atomic<bool> taken{false};
+        qk::parallel_for(2, [&](size_t, size_t worker) {
+            if (worker != 0) {
+                taken.store(true);
+                std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            } else {
+                const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+                while (!taken.load() && std::chrono::steady_clock::now() < until) {
+                }
+            }
+            ran.fetch_add(1);
+        });
+        QKT_CHECK(ran.load() == 2, "run %d: %zu of 2 tasks ran", run, ran.load());
+        backed_off = qk::backoff_stretches() > stretches;
+    }
+    QKT_CHECK(backed_off, "400 runs with a worker 2 ms late every time it took a task: the pool never backed off");
+    // Backed off: the next products run on the caller alone.
+    for (int run = 0; run < 50; ++run) {
+        std::atomic<size_t> on_workers{0};
+        qk::parallel_for(8, [&](size_t, size_t worker) { if (worker != 0) on_workers.fetch_add(1); });
+        QKT_CHECK(on_workers.load() == 0, "run %d after the back-off: %zu tasks ran on workers", run, on_workers.load());
+    }
+    qk::set_threads(before);
+}
