@@ -106,7 +106,7 @@ describe('CLI usage and errors', () => {
     expect(r.out).toContain('      (0-4): 5 x LlamaDecoderLayer(');
     expect(r.out).toContain('(q_proj): Linear(in=64, out=64, f32)');
     expect(r.out).toMatch(/after quantizeModel \(int4 sym g32\): 35 Linear layers became QLinear; kept in float: lm_head/);
-    expect(r.out).toContain('(down_proj): QLinear(in=172, out=64, int4 sym g4)');
+    expect(r.out).toContain('(down_proj): QLinear(in=172, out=64, int4 sym g32 (last 12))');
     expect(r.out).toContain('(lm_head): Linear(in=64, out=512, f32)');
     const j = await json<{ kind: string; quantizedAs: { kept: string[]; moduleTree: string } }>('inspect', MODEL, '--weights', 'int8', '--activations', 'int8');
     expect(j.kind).toBe('causal-lm');
@@ -184,14 +184,14 @@ describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => 
    *   float part that stays (embedding/tied lm_head, norms): (32,768 + 704) * 4 = 133,888
    *   int8 sym per channel: codes 226,560 + scales 5 * 600 * 4 = 12,000
    *       -> 133,888 + 238,560 = 372,448
-   *   int4 asym g32 (down_proj: K = 172 is no multiple of 32, so groups of 4,
-   *   the largest even divisor below 32): per group a 4-byte scale + 1-byte zero
+   *   int4 asym g32 (down_proj: K = 172 = 5 x 32 + 12, so 6 groups per row,
+   *   the last one 12 values long): per group a 4-byte scale + 1-byte zero
    *       q  64 rows: codes 64*32 = 2,048 + 64*2 groups * 5 = 640 -> 2,688
    *       k, v 32 rows: 1,024 + 320 = 1,344 each
    *       o  2,688;  gate, up 172 rows: 5,504 + 1,720 = 7,224 each
-   *       down 64 rows: codes 64*86 = 5,504 + 64*43 groups * 5 = 13,760 -> 19,264
-   *       per layer 2*2,688 + 2*1,344 + 2*7,224 + 19,264 = 41,776; x5 = 208,880
-   *       -> 133,888 + 208,880 = 342,768
+   *       down 64 rows: codes 64*86 = 5,504 + 64*6 groups * 5 = 1,920 -> 7,424
+   *       per layer 2*2,688 + 2*1,344 + 2*7,224 + 7,424 = 29,936; x5 = 149,680
+   *       -> 133,888 + 149,680 = 283,568
    */
   it('footprints equal the hand-computed bytes; checkpoints reload bit-identically', async () => {
     const fp32 = await json<{ footprint: { bytes: number }; parameters: number }>('inspect', MODEL);
@@ -212,23 +212,23 @@ describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => 
 
     const q4 = path.join(tmp, 'stories-int4');
     const s4 = await json<{ footprintAfter: number; fallbacks: string[] }>('quantize', MODEL, '--out', q4, '--bits', '4', '--scheme', 'asym', '--group', '32');
-    expect(s4.footprintAfter).toBe(342_768);
-    expect(s4.fallbacks).toHaveLength(5); // the 5 down_proj
-    // the text output says what those layers got
-    const t4 = await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group', '32');
+    expect(s4.footprintAfter).toBe(283_568);
+    expect(s4.fallbacks).toEqual([]); // the 5 down_proj keep groups of 32, the last one 12 long
+    // asked for, the divisor fallback: the text output says what those layers got
+    const t4 = await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group', '32', '--group-fallback', 'divisor');
     expect(t4.out).toMatch(/group size 32 does not divide K of 5 layer\(s\), quantized instead as \(--group-fallback divisor\):\n  model\.layers\.0\.mlp\.down_proj \(K = 172\): g4\n/);
     const k4 = await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group', '32', '--group-fallback', 'keep');
     expect(k4.out).toMatch(/kept in float: model\.layers\.0\.mlp\.down_proj/);
     // a group size no layer can use is refused, naming the flag
-    const g48 = await cli('quantize', MODEL, '--out', path.join(tmp, 'g48'), '--bits', '4', '--group', '48');
+    const g48 = await cli('quantize', MODEL, '--out', path.join(tmp, 'g48'), '--bits', '4', '--group', '48', '--group-fallback', 'divisor');
     expect(g48.code).toBe(1);
     expect(g48.err).toMatch(/^quantkit: --group 48 divides the K of no layer \(K = 64, 172\)/);
-    expect((await cli('ppl', MODEL, '--text', TEXT, '--weights', 'int4', '--group', '48')).err).toMatch(/--group 48 divides the K of no layer/);
-    expect((await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group-fallback', 'error')).err).toMatch(/--group 32 does not divide K = 172 .*\(set --group-fallback to divisor, channel or keep\)/);
+    expect((await cli('ppl', MODEL, '--text', TEXT, '--weights', 'int4', '--group', '256')).err).toMatch(/--group 256 is not smaller than the K of any layer \(K = 64, 172\)/);
+    expect((await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--group-fallback', 'error')).err).toMatch(/--group 32 does not divide K = 172 .*\(set --group-fallback to tail, divisor, channel or keep\)/);
     await cli('quantize', MODEL, '--out', q4, '--force', '--bits', '4', '--scheme', 'asym', '--group', '32'); // restore for the checks below
     const i4 = await json<{ source: string; footprint: { bytes: number } }>('inspect', q4);
     expect(i4.source).toBe('quantkit');
-    expect(i4.footprint.bytes).toBe(342_768);
+    expect(i4.footprint.bytes).toBe(283_568);
     // loaded without the original weights, the checkpoint scores exactly like the in-memory model
     expect(await json<Ppl>('ppl', q4, ...PPL)).toEqual({ ...(await json<Ppl>('ppl', MODEL, ...PPL, '--weights', 'int4', '--scheme', 'asym')), weights: 'quantkit checkpoint', model: q4 });
     const cfg = JSON.parse(fs.readFileSync(path.join(q4, 'config.json'), 'utf8'));
@@ -274,10 +274,10 @@ describe.skipIf(!haveFixture)('stories260K through the CLI (acceptance)', () => 
     for (const f of files.filter((x) => x.endsWith('.svg'))) checkWellFormedSvg(fs.readFileSync(path.join(out, f), 'utf8'));
     const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
     expect(rep.results.map((x: { label: string }) => x.label)).toEqual(['fp32', 'int8 asym per-channel', 'int4 asym g32']);
-    expect(rep.results[2].footprint.bytes).toBe(342_768);
+    expect(rep.results[2].footprint.bytes).toBe(283_568);
     expect(rep.results[1].layers).toHaveLength(35); // 5 x 7 Linear layers; the tied lm_head stays float
     const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
-    expect(md).toContain('| int4 asym g32 | 342,768');
+    expect(md).toContain('| int4 asym g32 | 283,568');
     expect(md).toContain('![SQNR per layer](sqnr-int4-asym-g32.svg)');
     expect(fs.readFileSync(path.join(out, 'weights-int4-asym-g32.svg'), 'utf8')).toContain('model.layers.2.mlp.down_proj');
 

@@ -121,11 +121,20 @@ export function refParams(s: RefSpec, mn: number, mx: number): { scale: number; 
   return { scale, zp: Math.min(Math.max(z, qmin), qmax) };
 }
 
+/**
+ * Index of the scale of element i of a [rows, K] tensor in groups of G:
+ * ceil(K / G) groups per row, the last one shorter when G does not divide K.
+ */
+export function refGroupOf(i: number, K: number, G: number): number {
+  return Math.floor(i / K) * Math.ceil(K / G) + Math.floor((i % K) / G);
+}
+
 /** Reference quantization of x [rows, K]: codes (unpacked), scales, zero points. */
 export function refQuantize(x: Float32Array, rows: number, K: number, s: RefSpec) {
   const [qmin, qmax] = refRange(s);
   const G = s.gran === 'group' ? s.G! : K;
-  const ng = s.gran === 'tensor' ? 1 : rows * (K / G);
+  const gpr = Math.ceil(K / G);
+  const ng = s.gran === 'tensor' ? 1 : rows * gpr;
   const scales = new Float32Array(ng);
   const zps = new Int32Array(ng);
   const codes = new Int8Array(rows * K);
@@ -143,24 +152,25 @@ export function refQuantize(x: Float32Array, rows: number, K: number, s: RefSpec
     zps[0] = p.zp;
   } else {
     for (let g = 0; g < ng; g++) {
-      const p = block(g * G, G);
+      const r = Math.floor(g / gpr), k0 = (g % gpr) * G;
+      const p = block(r * K + k0, Math.min(G, K - k0));
       scales[g] = p.scale;
       zps[g] = p.zp;
     }
   }
   for (let i = 0; i < rows * K; i++) {
-    const g = s.gran === 'tensor' ? 0 : Math.floor(i / G);
+    const g = s.gran === 'tensor' ? 0 : refGroupOf(i, K, G);
     const v = rne(Math.fround(x[i]! / scales[g]!)) + zps[g]!;
     codes[i] = Math.min(Math.max(v, qmin), qmax);
   }
-  return { codes, scales, zps, G };
+  return { codes, scales, zps, G, K };
 }
 
 /** Reference dequantization of unpacked codes. */
-export function refDequantize(codes: Int8Array, scales: Float32Array, zps: Int32Array | null, G: number, perTensor: boolean): Float32Array {
+export function refDequantize(codes: Int8Array, scales: Float32Array, zps: Int32Array | null, G: number, perTensor: boolean, K = G): Float32Array {
   const out = new Float32Array(codes.length);
   for (let i = 0; i < codes.length; i++) {
-    const g = perTensor ? 0 : Math.floor(i / G);
+    const g = perTensor ? 0 : refGroupOf(i, K, G);
     out[i] = Math.fround((codes[i]! - (zps ? zps[g]! : 0)) * scales[g]!);
   }
   return out;

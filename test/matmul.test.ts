@@ -87,10 +87,13 @@ function weightCases(K: number): WCase[] {
       out.push({ name: `int4 ${scheme} channel`, make: q({ bits: 4, scheme, granularity: 'channel' }) });
       out.push({ name: `int4 ${scheme} tensor`, make: q({ bits: 4, scheme, granularity: 'tensor' }) });
     }
+    // Group sizes that divide K and ones that do not (each row's last group
+    // is then shorter: the driver runs it as a second product).
     for (const G of [2, 6, 8, 32, 64, 128]) {
-      if (K % G !== 0) continue;
-      out.push({ name: `int8 ${scheme} g${G}`, make: q({ bits: 8, scheme, granularity: 'group', groupSize: G }) });
-      out.push({ name: `int4 ${scheme} g${G}`, make: q({ bits: 4, scheme, granularity: 'group', groupSize: G }) });
+      if (G > 2 * K) continue;
+      const tail = K % G ? ` (last group ${K % G})` : '';
+      out.push({ name: `int8 ${scheme} g${G}${tail}`, make: q({ bits: 8, scheme, granularity: 'group', groupSize: G }) });
+      if (K % 2 === 0) out.push({ name: `int4 ${scheme} g${G}${tail}`, make: q({ bits: 4, scheme, granularity: 'group', groupSize: G }) });
     }
   }
   return out;

@@ -76,14 +76,18 @@ describe('quantizeModel', () => {
     expect([q.bits, q.scheme, q.granularity, q.groupSize]).toEqual([4, 'asymmetric', 'group', 32]);
   });
 
-  it('falls back to a finer group (or per channel, or float) where the group size does not divide K', () => {
+  it('a group size that does not divide K: a shorter last group by default; a finer group, per channel or float on request', () => {
     const fc2 = (m: TinyLM) => (m.child('layers')!.child('0')!.child('fc2') as QLinear).qweight;
-    const m = new TinyLM({ hidden: 100 }); // fc2 has K = 100, not a multiple of 32
+    const m = new TinyLM({ hidden: 100 }); // fc2 has K = 100 = 3 x 32 + 4
     const s = quantizeModel(m, { weights: 'int4' });
-    expect(s.fallbacks).toEqual(['layers.0.fc2', 'layers.1.fc2']);
+    expect(s.fallbacks).toEqual([]);
+    expect([fc2(m).granularity, fc2(m).groupSize, fc2(m).scales.length]).toEqual(['group', 32, fc2(m).shape[0]! * 4]);
+    const d = new TinyLM({ hidden: 100 });
+    const sd = quantizeModel(d, { weights: 'int4', groupFallback: 'divisor' });
+    expect(sd.fallbacks).toEqual(['layers.0.fc2', 'layers.1.fc2']);
     // the largest even divisor of 100 below 32
-    expect([fc2(m).granularity, fc2(m).groupSize]).toEqual(['group', 20]);
-    expect((m.child('layers')!.child('0')!.child('fc1') as QLinear).qweight.groupSize).toBe(32);
+    expect([fc2(d).granularity, fc2(d).groupSize]).toEqual(['group', 20]);
+    expect((d.child('layers')!.child('0')!.child('fc1') as QLinear).qweight.groupSize).toBe(32);
     const c = new TinyLM({ hidden: 100 });
     quantizeModel(c, { weights: 'int4', groupFallback: 'channel' });
     expect(fc2(c).granularity).toBe('channel');
@@ -95,14 +99,18 @@ describe('quantizeModel', () => {
   it('says what each layer got; an explicit group size that divides no K is an error; a refusal changes nothing', () => {
     const m = new TinyLM({ hidden: 100 }); // fc1: K = 64, fc2: K = 100
     const s = quantizeModel(m, { weights: 'int4', groupSize: 32 });
-    expect(s.layers.find((l) => l.name === 'layers.0.fc2')).toEqual({ name: 'layers.0.fc2', K: 100, granularity: 'group', groupSize: 20 });
+    expect(s.layers.find((l) => l.name === 'layers.0.fc2')).toEqual({ name: 'layers.0.fc2', K: 100, granularity: 'group', groupSize: 32, lastGroup: 4 });
     expect(s.layers.find((l) => l.name === 'layers.0.fc1')).toEqual({ name: 'layers.0.fc1', K: 64, granularity: 'group', groupSize: 32 });
     const n = new TinyLM({ hidden: 100 });
-    expect(() => quantizeModel(n, { weights: 'int4', groupSize: 48 })).toThrow(/'options\.groupSize' 48 divides the K of no layer \(K = 64, 100\)/);
+    expect(() => quantizeModel(n, { weights: 'int4', groupSize: 48, groupFallback: 'divisor' })).toThrow(/'options\.groupSize' 48 divides the K of no layer \(K = 64, 100\)/);
+    expect(() => quantizeModel(n, { weights: 'int4', groupSize: 128 })).toThrow(/'options\.groupSize' 128 is not smaller than the K of any layer \(K = 64, 100\)/);
     expect(() => quantizeModel(n, { weights: 'int4', groupFallback: 'error' })).toThrow(/K = 100/);
     expect([...n.namedModules()].some(([, mod]) => mod instanceof QLinear)).toBe(false);
+    // groups of 48 with shorter last groups (64 = 48 + 16, 100 = 2 x 48 + 4)
+    const g48 = quantizeModel(new TinyLM({ hidden: 100 }), { weights: 'int4', groupSize: 48 });
+    expect(g48.layers.slice(0, 2).map((l) => l.lastGroup)).toEqual([16, 4]);
     // the default group size (not asked for) may fall back everywhere without an error
-    expect(quantizeModel(new TinyLM({ dim: 48, hidden: 100 }), { weights: 'int4' }).fallbacks.length).toBeGreaterThan(0);
+    expect(quantizeModel(new TinyLM({ dim: 48, hidden: 100 }), { weights: 'int4', groupFallback: 'divisor' }).fallbacks.length).toBeGreaterThan(0);
   });
 
   it('validates options, naming the option', () => {

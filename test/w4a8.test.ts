@@ -21,12 +21,13 @@ function weightCodes(qw: QuantizedTensor): { q: Int32Array; s: Float32Array; G: 
   const u = unpackInt4(qw.data as Uint8Array, [N, K], { signed: !asym });
   const G = qw.granularity === 'group' ? qw.groupSize : K;
   const perTensor = qw.granularity === 'tensor';
+  const gpr = Math.ceil(K / G); // groups per row: the last one is shorter when G does not divide K
   const q = new Int32Array(N * K);
-  const s = new Float32Array(N * (K / G));
+  const s = new Float32Array(N * gpr);
   for (let n = 0; n < N; n++) {
-    for (let g = 0; g < K / G; g++) s[n * (K / G) + g] = perTensor ? qw.scales[0]! : qw.scales[n * (K / G) + g]!;
+    for (let g = 0; g < gpr; g++) s[n * gpr + g] = perTensor ? qw.scales[0]! : qw.scales[n * gpr + g]!;
     for (let k = 0; k < K; k++) {
-      const z = asym ? (perTensor ? qw.zeroPoints![0]! : qw.zeroPoints![n * (K / G) + Math.floor(k / G)]!) : 0;
+      const z = asym ? (perTensor ? qw.zeroPoints![0]! : qw.zeroPoints![n * gpr + Math.floor(k / G)]!) : 0;
       q[n * K + k] = u[n * K + k]! - z;
     }
   }
@@ -66,7 +67,7 @@ function refW4A8(x: Float32Array, M: number, K: number, qw: QuantizedTensor, bia
       let acc = 0, d = 0, e = 0, p = 0;
       for (let k = 0; k < K; k++) {
         d += q[n * K + k]! * xq[m * K + k]!;
-        const sg = s[n * (K / G) + Math.floor(k / G)]!, sb = sx[m * nb + Math.floor(k / 32)]!;
+        const sg = s[n * Math.ceil(K / G) + Math.floor(k / G)]!, sb = sx[m * nb + Math.floor(k / 32)]!;
         p += Math.abs(sg * sb * 16 * xq[m * K + k]!);
         if ((k + 1) % G === 0 || (k + 1) % 32 === 0 || k + 1 === K) {
           acc = Math.fround(acc + Math.fround(Math.fround(sg * sb) * d));
@@ -107,6 +108,12 @@ describe.each(ISAS)('W4A8 at ISA %s', (level) => {
       [172, { groupSize: 4 }],
       [36, { groupSize: 6, scheme: 'asymmetric' }],
       [70, { granularity: 'channel' }],
+      // a shorter last group: 172 = 5 x 32 + 12, 100 = 64 + 36, 300 = 2 x 128 + 44, 160 = 128 + 32, 200 = 4 x 48 + 8
+      [172, { groupSize: 32 }],
+      [100, { groupSize: 64, scheme: 'asymmetric' }],
+      [300, { groupSize: 128 }],
+      [160, { groupSize: 128, scheme: 'asymmetric' }],
+      [200, { groupSize: 48 }],
     ];
     for (const [K, opts] of cases) {
       for (const [M, N] of [[1, 1], [1, 9], [3, 5], [4, 4], [5, 17], [9, 3]] as const) {
@@ -115,7 +122,11 @@ describe.each(ISAS)('W4A8 at ISA %s', (level) => {
         const y = lin.forward(new Tensor('f32', [M, K], x)).data;
         const want = refW4A8(x, M, K, lin.qweight, lin.bias?.data ?? null);
         const label = `${level} M=${M} N=${N} K=${K} ${JSON.stringify(opts)}`;
-        if (level === 'scalar') {
+        // With a shorter last group and G % 32 == 0 the driver sums the whole
+        // groups and the last group as two products and adds them: within
+        // float rounding of the spec's single k-ordered sum, not bit for bit.
+        const split = opts.groupSize !== undefined && K % opts.groupSize !== 0 && opts.groupSize % 32 === 0;
+        if (level === 'scalar' && !split) {
           expect(Array.from(y), label).toEqual(Array.from(want.y));
         } else {
           for (let i = 0; i < y.length; i++) {

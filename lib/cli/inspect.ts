@@ -63,7 +63,7 @@ function linearLayers(model: Module): { name: string; kind: string; shape: numbe
   for (const [name, mod] of model.namedModules()) {
     if (mod instanceof QLinear) {
       const q = mod.qweight;
-      layers.push({ name, kind: 'QLinear', shape: [...q.shape], format: `int${q.bits} ${q.scheme} ${q.granularity === 'group' ? `g${q.groupSize}` : q.granularity}` });
+      layers.push({ name, kind: 'QLinear', shape: [...q.shape], format: `int${q.bits} ${q.scheme} ${q.granularity === 'group' ? `g${q.groupSize}${q.shape[1]! % q.groupSize ? ` (last ${q.shape[1]! % q.groupSize})` : ''}` : q.granularity}` });
     } else if (mod instanceof Linear) {
       layers.push({ name, kind: 'Linear', shape: [...mod.weight.shape], format: mod.weight.dtype });
     }

@@ -44,9 +44,9 @@ function quantOpts(cmd: Command, withBits: boolean): Command {
     .addOption(new Option('--group <n>', 'values per scale along K (int4 default 32; int8 default: per channel)').argParser(intOption(2, 1 << 20)))
     .addOption(new Option('--granularity <g>', 'channel, group or tensor (default: channel for int8, group for int4)').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))
     .addOption(
-      new Option('--group-fallback <f>', 'a layer whose K the group size does not divide: divisor (largest even divisor below it), channel, keep (float) or error')
-        .argParser(choiceOption(['divisor', 'channel', 'keep', 'error'] as const))
-        .default('divisor'),
+      new Option('--group-fallback <f>', 'a layer whose K the group size does not divide: tail (a shorter last group), divisor (largest even divisor below the group size), channel, keep (float) or error')
+        .argParser(choiceOption(['tail', 'divisor', 'channel', 'keep', 'error'] as const))
+        .default('tail'),
     )
     .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
     .addOption(new Option('--activations <a>', 'none (weight-only, the default), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))

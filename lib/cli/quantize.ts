@@ -49,7 +49,7 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
     [
       `quantized ${summary.replaced.length} Linear layers to ${quantLabel(opts)}; kept in float: ${summary.kept.join(', ') || 'none'}`,
       ...(summary.fallbacks.length
-        ? [`group size ${opts.groupSize} does not divide K of ${summary.fallbacks.length} layer(s), quantized instead as (--group-fallback ${flags.groupFallback ?? 'divisor'}):`, ...fallbackLines(summary).map((l) => `  ${l}`)]
+        ? [`group size ${opts.groupSize} does not divide K of ${summary.fallbacks.length} layer(s), quantized instead as (--group-fallback ${flags.groupFallback ?? 'tail'}):`, ...fallbackLines(summary).map((l) => `  ${l}`)]
         : []),
       `layer weights: ${formatBytes(summary.bytesBefore)} -> ${formatBytes(summary.bytesAfter)}`,
       `model footprint: ${before.bytes.toLocaleString('en-US')} -> ${after.bytes.toLocaleString('en-US')} bytes (${(before.bytes / after.bytes).toFixed(2)}x smaller)`,

@@ -13,7 +13,7 @@ export interface QuantFlags {
   group?: number;
   granularity?: 'channel' | 'group' | 'tensor';
   exclude?: string[];
-  groupFallback?: 'divisor' | 'channel' | 'keep' | 'error';
+  groupFallback?: 'tail' | 'divisor' | 'channel' | 'keep' | 'error';
   activations?: 'none' | 'int8' | 'llm.int8';
   threshold?: number;
 }

@@ -42,7 +42,7 @@ export function footprintFromSpecs(specs: readonly WeightSpec[], o: SpecFootprin
         continue;
       }
       const [rows, K] = rowsK(s.shape);
-      const scales = q.granularity === 'tensor' ? 1 : q.granularity === 'channel' ? rows : rows * (K / q.groupSize!);
+      const scales = q.granularity === 'tensor' ? 1 : q.granularity === 'channel' ? rows : rows * Math.ceil(K / q.groupSize!);
       bytes += rows * packedRowBytes(q.bits, K) + 4 * scales + (q.scheme === 'asymmetric' ? scales : 0);
     }
   }

@@ -92,7 +92,7 @@ export function quantizedTensorMap(model: Module): { tensors: Map<string, Tensor
       const q = m.qweight;
       const [N, K] = q.shape as [number, number];
       add(`${prefix}qweight`, q.bits === 8 ? new Tensor('i8', [N, K], q.data as Int8Array) : new Tensor('u8', [N, q.data.length / N], q.data as Uint8Array));
-      const sShape = q.granularity === 'group' ? [N, K / q.groupSize] : q.granularity === 'channel' ? [N] : [1];
+      const sShape = q.granularity === 'group' ? [N, Math.ceil(K / q.groupSize)] : q.granularity === 'channel' ? [N] : [1];
       add(`${prefix}scales`, new Tensor('f32', sShape, q.scales));
       if (q.zeroPoints) {
         add(`${prefix}zeros`, q.zeroPoints instanceof Int8Array ? new Tensor('i8', sShape, q.zeroPoints) : new Tensor('u8', sShape, q.zeroPoints));
@@ -273,9 +273,16 @@ export function loadQuantizedWeights(folder: string): QuantizedWeights {
     const scales = view(st, `${name}.scales`, 'f32');
     let granularity: Granularity;
     let groupSize: number | undefined;
+    const override = quantization.module_overrides?.[name];
+    const expected = override?.granularity ?? quantization.granularity;
+    const expectedG = override ? override.group_size : quantization.group_size;
     if (scales.shape.length === 2) {
       granularity = 'group';
-      groupSize = K / scales.shape[1]!;
+      // ceil(K / G) groups per row (the last one shorter when G does not divide K)
+      groupSize = expectedG ?? undefined;
+      if (groupSize !== undefined && Math.ceil(K / groupSize) !== scales.shape[1]) {
+        throw bad(file, `'${name}.scales' has shape [${scales.shape.join(', ')}], but a [${N}, ${K}] weight in groups of ${groupSize} has ${Math.ceil(K / groupSize)} per row`);
+      }
     } else if (scales.shape.length === 1 && scales.shape[0] === N) {
       granularity = 'channel';
     } else if (scales.shape.length === 1 && scales.shape[0] === 1) {
@@ -283,9 +290,6 @@ export function loadQuantizedWeights(folder: string): QuantizedWeights {
     } else {
       throw bad(file, `'${name}.scales' has shape [${scales.shape.join(', ')}], which fits no granularity for a [${N}, ${K}] weight`);
     }
-    const override = quantization.module_overrides?.[name];
-    const expected = override?.granularity ?? quantization.granularity;
-    const expectedG = override ? override.group_size : quantization.group_size;
     if (granularity !== expected && !(N === 1 && expected !== 'group' && granularity !== 'group')) {
       throw bad(file, `'${name}.scales' has shape [${scales.shape.join(', ')}] (${granularity}), but the config says ${expected}`);
     }

@@ -15,7 +15,9 @@ import { LayerNorm, RMSNorm } from './norm.js';
 function leaf(m: Module): string | undefined {
   if (m instanceof QLinear) {
     const q = m.qweight;
-    const fmt = `int${q.bits} ${q.scheme === 'symmetric' ? 'sym' : 'asym'} ${q.granularity === 'group' ? `g${q.groupSize}` : `per-${q.granularity}`}`;
+    const K = m.inFeatures;
+    const tail = q.granularity === 'group' && K % q.groupSize !== 0 ? ` (last ${K % q.groupSize})` : '';
+    const fmt = `int${q.bits} ${q.scheme === 'symmetric' ? 'sym' : 'asym'} ${q.granularity === 'group' ? `g${q.groupSize}${tail}` : `per-${q.granularity}`}`;
     const act = m.activations === 'int8' ? (q.bits === 4 ? ', W4A8' : ', W8A8') : m.activations === 'llm.int8' ? `, LLM.int8 t=${m.threshold}` : '';
     return `QLinear(in=${m.inFeatures}, out=${m.outFeatures}, ${fmt}${act}${m.bias ? ', bias' : ''})`;
   }

@@ -27,7 +27,7 @@ import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
 
 export type WeightsFormat = 'int8' | 'int4';
-export type GroupFallback = 'divisor' | 'channel' | 'keep' | 'error';
+export type GroupFallback = 'tail' | 'divisor' | 'channel' | 'keep' | 'error';
 
 export interface QuantizeModelOptions {
   weights: WeightsFormat;
@@ -41,12 +41,12 @@ export interface QuantizeModelOptions {
   exclude?: readonly string[];
   /**
    * A layer whose K the group size does not divide (e.g. K = 172 with
-   * groups of 32): 'divisor' (default) uses the largest even divisor of K
-   * below the group size (172 -> groups of 4), so the layer is never quantized
-   * more coarsely than asked (llama.cpp likewise falls back to a more precise
-   * format for tensors its block size does not divide); 'channel' quantizes
-   * it per channel (smaller, less accurate); 'keep' leaves it in float;
-   * 'error' throws a RangeError.
+   * groups of 32): 'tail' (default) keeps the group size and makes each
+   * row's last group shorter (172 = 5 x 32 + 12), with its own scale, in
+   * every kernel and in checkpoints; 'divisor' uses the largest even divisor
+   * of K below the group size instead (172 -> groups of 4: ~2.5x the scale
+   * bytes); 'channel' quantizes it per channel (smaller, less accurate);
+   * 'keep' leaves it in float; 'error' throws a RangeError.
    */
   groupFallback?: GroupFallback;
   /**
@@ -80,11 +80,13 @@ export interface ResolvedQuantConfig {
 
 export interface QuantizedLayerFormat {
   name: string;
-  /** K, the weight's input dimension (what a group size must divide). */
+  /** K, the weight's input dimension. */
   K: number;
   granularity: Granularity;
   /** Set for 'group' only. */
   groupSize?: number;
+  /** Set for 'group' when groupSize does not divide K: the length of each row's shorter last group (K % groupSize). */
+  lastGroup?: number;
 }
 
 export interface QuantizeModelSummary {
@@ -93,7 +95,7 @@ export interface QuantizeModelSummary {
   replaced: string[];
   /** Linear layers left in float (excluded, or kept by groupFallback 'keep'). */
   kept: string[];
-  /** Layers quantized with another granularity or group size because the group size does not divide K (see groupFallback). */
+  /** Layers quantized with another granularity or group size because the group size does not divide K (groupFallback other than 'tail'). */
   fallbacks: string[];
   /** What each replaced layer got, in `replaced` order (a fallback layer shows its own group size or 'channel'). */
   layers: QuantizedLayerFormat[];
@@ -132,9 +134,9 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
       throw rangeError(fn, 'options.exclude', `holds '${p}', which is not a dotted name pattern`);
     }
   }
-  const groupFallback = options.groupFallback ?? 'divisor';
-  if (groupFallback !== 'divisor' && groupFallback !== 'channel' && groupFallback !== 'keep' && groupFallback !== 'error') {
-    throw rangeError(fn, 'options.groupFallback', `must be 'divisor', 'channel', 'keep' or 'error', got ${describe(groupFallback)}`);
+  const groupFallback = options.groupFallback ?? 'tail';
+  if (groupFallback !== 'tail' && groupFallback !== 'divisor' && groupFallback !== 'channel' && groupFallback !== 'keep' && groupFallback !== 'error') {
+    throw rangeError(fn, 'options.groupFallback', `must be 'tail', 'divisor', 'channel', 'keep' or 'error', got ${describe(groupFallback)}`);
   }
   const activations = options.activations ?? 'none';
   if (activations !== 'none' && activations !== 'int8' && activations !== 'llm.int8') {
@@ -178,10 +180,10 @@ export function makeExcludeMatcher(patterns: readonly string[]): (name: string) 
 /** The quantize() options for one layer, or null to keep it in float. */
 export function layerQuantizeOptions(cfg: ResolvedQuantConfig, name: string, weightShape: readonly number[]): (QuantizeOptions & { bits: 8 | 4 }) | null {
   const [, K] = rowsK(weightShape);
-  if (cfg.granularity === 'group' && K % cfg.groupSize! !== 0) {
+  if (cfg.granularity === 'group' && K % cfg.groupSize! !== 0 && cfg.groupFallback !== 'tail') {
     if (cfg.groupFallback === 'keep') return null;
     if (cfg.groupFallback === 'error') {
-      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set 'options.groupFallback' to divisor, channel or keep)`);
+      throw rangeError(FN, 'options.groupSize', `${cfg.groupSize} does not divide K = ${K} of layer '${name}' (set 'options.groupFallback' to tail, divisor, channel or keep)`);
     }
     if (cfg.groupFallback === 'divisor') {
       for (let g = cfg.groupSize! - 2; g >= 2; g -= 2) if (K % g === 0) return { bits: cfg.bits, scheme: cfg.scheme, granularity: 'group', groupSize: g };
@@ -240,10 +242,17 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   const quantized = plan.filter((p) => p.opts !== null);
   const candidates = plan.filter((p) => !excluded(p.name));
   // An explicit group size that divides no layer's K would be quantized as
-  // something else everywhere: say so instead of printing a format no layer has.
-  if (options.groupSize !== undefined && config.granularity === 'group' && candidates.length > 0 && quantized.every((p) => isFallback(p.opts!))) {
+  // something else everywhere (a fallback other than 'tail'), and one larger
+  // than every K would make each row a single group: say so instead of
+  // printing a format no layer has.
+  if (options.groupSize !== undefined && config.granularity === 'group' && candidates.length > 0) {
     const ks = [...new Set(candidates.map((p) => rowsK(p.layer.weight.shape)[1]))].sort((a, b) => a - b);
-    throw rangeError(FN, 'options.groupSize', `${config.groupSize} divides the K of no layer (K = ${ks.join(', ')}); choose a group size that divides K`);
+    if (quantized.length > 0 && quantized.every((p) => isFallback(p.opts!))) {
+      throw rangeError(FN, 'options.groupSize', `${config.groupSize} divides the K of no layer (K = ${ks.join(', ')}); choose a group size that divides K, or groupFallback 'tail'`);
+    }
+    if (ks.every((k) => config.groupSize! >= k)) {
+      throw rangeError(FN, 'options.groupSize', `${config.groupSize} is not smaller than the K of any layer (K = ${ks.join(', ')}): every row would be one group; use granularity 'channel' for that`);
+    }
   }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(FN, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
   const toQuantize = plan.filter((p) => p.opts !== null).length;
@@ -258,7 +267,9 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     q.qweight.name = `${name}.weight`;
     parent.replaceChild(local, q);
     summary.replaced.push(name);
-    summary.layers.push({ name, K: rowsK(layer.weight.shape)[1], granularity: opts.granularity ?? 'channel', ...(opts.granularity === 'group' ? { groupSize: opts.groupSize! } : {}) });
+    const K = rowsK(layer.weight.shape)[1];
+    const tail = opts.granularity === 'group' ? K % opts.groupSize! : 0;
+    summary.layers.push({ name, K, granularity: opts.granularity ?? 'channel', ...(opts.granularity === 'group' ? { groupSize: opts.groupSize! } : {}), ...(tail ? { lastGroup: tail } : {}) });
     summary.bytesBefore += layer.weight.nbytes;
     summary.bytesAfter += q.qweight.nbytes;
     options.onProgress?.(++done, toQuantize, name);

@@ -58,8 +58,8 @@ export class QuantizedTensor {
     let G: number;
     if (granularity === 'group') {
       G = init.groupSize ?? NaN;
-      if (!Number.isInteger(G) || G < 2 || G % 2 !== 0 || K % G !== 0) {
-        throw rangeError(fn, 'groupSize', `must be an even integer dividing K = ${K}, got ${describe(init.groupSize)}`);
+      if (!Number.isInteger(G) || G < 2 || G % 2 !== 0) {
+        throw rangeError(fn, 'groupSize', `must be an even integer >= 2, got ${describe(init.groupSize)}`);
       }
     } else {
       G = granularity === 'channel' ? K : rows * K;
@@ -68,7 +68,7 @@ export class QuantizedTensor {
     const DataCtor = bits === 8 ? Int8Array : Uint8Array;
     if (!(init.data instanceof DataCtor)) throw typeError(fn, 'data', `must be a ${DataCtor.name} for ${bits} bits, got ${describe(init.data)}`);
     if (init.data.length !== wantData) throw rangeError(fn, 'data', `has ${init.data.length} bytes, expected ${wantData}`);
-    const nScales = granularity === 'tensor' ? 1 : granularity === 'channel' ? rows : rows * (K / G);
+    const nScales = granularity === 'tensor' ? 1 : granularity === 'channel' ? rows : rows * Math.ceil(K / G); // a shorter last group when G does not divide K
     if (!(init.scales instanceof Float32Array)) throw typeError(fn, 'scales', `must be a Float32Array, got ${describe(init.scales)}`);
     if (init.scales.length !== nScales) throw rangeError(fn, 'scales', `has ${init.scales.length} values, expected ${nScales}`);
     for (let i = 0; i < init.scales.length; i++) {

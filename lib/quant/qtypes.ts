@@ -18,7 +18,11 @@ export interface QuantizeOptions {
   scheme?: SchemeName;
   /** Default 'channel' for 8 bits, 'group' for 4 and 2 bits. */
   granularity?: Granularity;
-  /** Values per group along the last dimension (default 32); even, dividing it. */
+  /**
+   * Values per group along the last dimension (default 32); even. When it
+   * does not divide K, each row's last group is shorter (K % groupSize
+   * values) with its own scale: rows hold ceil(K / groupSize) groups.
+   */
   groupSize?: number;
 }
 
@@ -79,7 +83,6 @@ export function resolveOptions(fn: string, shape: readonly number[], opts: Quant
     if (typeof g !== 'number' || !Number.isInteger(g) || g < 2 || g % 2 !== 0) {
       throw rangeError(fn, 'options.groupSize', `must be an even integer >= 2, got ${describe(g)}`);
     }
-    if (K % g !== 0) throw rangeError(fn, 'options.groupSize', `${g} does not divide the last dimension K = ${K}`);
     groupSize = g;
   } else {
     if (o.groupSize !== undefined) throw rangeError(fn, 'options.groupSize', `is only valid with granularity 'group'`);

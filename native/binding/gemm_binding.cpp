@@ -1,4 +1,5 @@
 // N-API glue for the f32-activation GEMM (every weight format), sync and Promise.
+#include <algorithm>
 #include <napi.h>
 
 #include <string>
@@ -43,13 +44,16 @@ qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
             View w = typed_arg(info, 4, fn, "w", i4 ? napi_uint8_array : napi_int8_array, mul_checked(env, fn, N, row_bytes));
             a.w.data = w.data;
             const size_t G = size_arg(info, 6, fn, "groupSize");
-            if (K > 0 && (G == 0 || K % G != 0)) throw_range(env, fn, "groupSize", "must divide K = " + std::to_string(K));
+            if (K > 0 && G == 0) throw_range(env, fn, "groupSize", "must be >= 1");
             if (i4 && K > 0 && G % 2 != 0) throw_range(env, fn, "groupSize", "must be even for int4");
-            a.w.group = K > 0 ? G : 1;
+            if (i4 && K % G != 0 && K % 2 != 0) throw_range(env, fn, "K", "must be even for int4 with a shorter last group");
+            // G > K: one group of K per row.
+            a.w.group = K > 0 ? std::min(G, K) : 1;
             // K = 0: no weights, so scales are never read; a weight quantized
             // per channel or per tensor still carries one per row, accept any
-            // count (y is just the bias, as for float weights).
-            const size_t ns = K > 0 ? mul_checked(env, fn, N, K / G) : SIZE_MAX;
+            // count (y is just the bias, as for float weights). Otherwise
+            // ceil(K / G) per row: the last group is shorter when G does not divide K.
+            const size_t ns = K > 0 ? mul_checked(env, fn, N, (K + G - 1) / G) : SIZE_MAX;
             a.w.scales = static_cast<const float*>(typed_arg(info, 7, fn, "scales", napi_float32_array, ns).data);
             a.w.zps = typed_arg(info, 8, fn, "zeroPoints", i4 ? napi_uint8_array : napi_int8_array, ns, true).data;
             break;

@@ -1,5 +1,6 @@
 // N-API glue for W4A8 (int4 weights, int8 activations per block of 32),
 // sync and Promise.
+#include <algorithm>
 #include <napi.h>
 
 #include <string>
@@ -36,14 +37,14 @@ W4A8Call parse_w4a8(const Napi::CallbackInfo& info, const char* fn) {
     c.N = size_arg(info, 4, fn, "N");
     if (c.K % 2 != 0) throw_range(env, fn, "K", "must be even for packed int4 rows");
     const size_t G = size_arg(info, 5, fn, "groupSize");
-    if (c.K > 0 && (G == 0 || G % 2 != 0 || c.K % G != 0))
-        throw_range(env, fn, "groupSize", "must be even and divide K = " + std::to_string(c.K));
+    if (c.K > 0 && (G == 0 || G % 2 != 0)) throw_range(env, fn, "groupSize", "must be even");
     c.x = static_cast<const float*>(typed_arg(info, 0, fn, "x", napi_float32_array, mul_checked(env, fn, c.M, c.K)).data);
     c.w.fmt = qk::WFormat::i4;
     c.w.data = typed_arg(info, 3, fn, "w", napi_uint8_array, mul_checked(env, fn, c.N, c.K / 2)).data;
     c.w.row_bytes = c.K / 2;
-    c.w.group = c.K > 0 ? G : 2;
-    const size_t ns = c.K > 0 ? mul_checked(env, fn, c.N, c.K / G) : SIZE_MAX;  // K = 0: scales unread
+    c.w.group = c.K > 0 ? std::min(G, c.K) : 2;  // G > K: one group of K
+    // ceil(K / G) per row (a shorter last group when G does not divide K); K = 0: scales unread
+    const size_t ns = c.K > 0 ? mul_checked(env, fn, c.N, (c.K + G - 1) / G) : SIZE_MAX;
     c.w.scales = static_cast<const float*>(typed_arg(info, 6, fn, "scales", napi_float32_array, ns).data);
     c.w.zps = typed_arg(info, 7, fn, "zeroPoints", napi_uint8_array, ns, true).data;
     c.bias = static_cast<const float*>(typed_arg(info, 8, fn, "bias", napi_float32_array, c.N, true).data);

@@ -37,10 +37,19 @@ struct WeightView {
     WFormat fmt;
     const void* data;      // row n starts at (const uint8_t*)data + n * row_bytes
     size_t row_bytes;      // f32: 4K, f16/bf16: 2K, i8: K, i4: ceil(K/2)
-    const float* scales;   // i8/i4: [N, K/G]; unused for float formats
-    const void* zps;       // i8 asym: int8_t [N, K/G]; i4 asym: uint8_t [N, K/G] (0..15); nullptr = symmetric
+    const float* scales;   // i8/i4: [N, gstride]; unused for float formats
+    const void* zps;       // i8 asym: int8_t [N, gstride]; i4 asym: uint8_t [N, gstride] (0..15); nullptr = symmetric
     size_t group;          // G (divides K, even for i4); per-channel: G = K
+    // Scale (and zero-point) entries per row of W; 0 means K / G. A weight
+    // whose last group is shorter (K % G != 0) is stored with ceil(K / G)
+    // entries per row; the GEMM driver runs it as two views over the same
+    // rows, [0, K1) with groups of G and [K1, K) as one group, both with
+    // gstride = ceil(K / G). Kernels only ever see G dividing their K.
+    size_t gstride = 0;
 };
+
+// Scale entries per row of w for a kernel call over K columns.
+inline size_t scale_stride(const WeightView& w, size_t K) { return w.gstride ? w.gstride : K / w.group; }
 
 // Arguments of one GEMM call: Y[M, N] = X[M, K] · W[N, K]^T (+ bias[N]).
 struct GemmArgs {
@@ -124,7 +133,9 @@ struct W4A8Args {
                                    // values [8 l, 8 l + 8)), 0 past K; only read when K % 32 == 0
     const float* tg; size_t ldtg;  // [M, K/G] tg[m, g] = sum_{k in g} sx[m, k / 32] * xq[m, k]
     size_t M, N, K;
-    WeightView w;                  // fmt i4, group G (even, divides K), K even
+    WeightView w;                  // fmt i4, group G (even), K even; when G does not divide K the
+                                   // last group is shorter (gstride = ceil(K / G)) and SIMD kernels
+                                   // take the ref path (the driver splits such products instead)
     const float* bias;             // [N] or nullptr
     float* y; size_t ldy;          // [M, N]
 };

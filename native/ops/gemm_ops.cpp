@@ -65,7 +65,7 @@ void dequant_chunk(const Kernels& kern, const GemmArgs& a, size_t n0, size_t nr,
                    size_t kc, float* p, size_t ldp) {
     const WeightView& w = a.w;
     const size_t G = w.group;
-    const size_t gpr = a.K / G;
+    const size_t gpr = scale_stride(w, a.K);
     const size_t g = k0 / G;
     for (size_t j = 0; j < nr; ++j) {
         const size_t n = n0 + j;
@@ -209,10 +209,54 @@ GemmBlocking default_gemm_blocking(WFormat fmt) {
     return b;
 }
 
+namespace {
+
+// A quantized weight whose last group is shorter (K % G != 0, scales
+// [N, ceil(K / G)]): two products over the same rows of W, the K1 columns
+// of whole groups and the K2 = K - K1 columns of the last group (one group
+// of G' = K2, a view starting at column K1 of every row), then
+// Y = Y1 + (Y2 + bias). Every kernel sees groups that divide its K.
+void gemm_tail(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) {
+    const size_t G = a.w.group, ng = (a.K + G - 1) / G, K1 = (ng - 1) * G, K2 = a.K - K1;
+    GemmArgs tail = a;
+    tail.K = K2;
+    tail.x = a.x + K1;
+    tail.w.group = K2;
+    tail.w.gstride = ng;
+    tail.w.data = static_cast<const uint8_t*>(a.w.data) + (a.w.fmt == WFormat::i4 ? K1 / 2 : K1);
+    tail.w.scales = a.w.scales + (ng - 1);
+    tail.w.zps = a.w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(a.w.zps) + (ng - 1)) : nullptr;
+    if (K1 == 0) {  // K < G: the whole row is one (short) group
+        gemm(kern, tail, blocking);
+        return;
+    }
+    GemmArgs main = a;
+    main.K = K1;
+    main.w.gstride = ng;
+    main.bias = nullptr;
+    gemm(kern, main, blocking);
+    thread_local std::vector<float> y2;
+    y2.resize(a.M * a.N);
+    tail.y = y2.data();
+    tail.ldy = a.N;
+    gemm(kern, tail, blocking);
+    for (size_t m = 0; m < a.M; ++m) {
+        float* y = a.y + m * a.ldy;
+        const float* t = y2.data() + m * a.N;
+        for (size_t n = 0; n < a.N; ++n) y[n] += t[n];
+    }
+}
+
+}  // namespace
+
 void gemm(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) {
     if (a.M == 0 || a.N == 0) return;
     if (a.K == 0) {
         set_bias_only(a);
+        return;
+    }
+    if (is_quantized(a.w.fmt) && a.K % a.w.group != 0) {
+        gemm_tail(kern, a, blocking);
         return;
     }
     const GemmBlocking b = blocking ? *blocking : default_gemm_blocking(a.w.fmt);

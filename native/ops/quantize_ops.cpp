@@ -68,7 +68,7 @@ void code_range(const QuantSpec& s, int32_t* qmin, int32_t* qmax) {
 }
 
 size_t groups_per_row(const QuantSpec& s, size_t K) {
-    return s.gran == Granularity::group ? K / s.group : 1;
+    return s.gran == Granularity::group ? (K + s.group - 1) / s.group : 1;
 }
 
 size_t packed_row_bytes(int bits, size_t K) {
@@ -104,7 +104,9 @@ size_t quantize(const void* src, SrcType st, size_t rows, size_t K, const QuantS
     int32_t qmin, qmax;
     code_range(s, &qmin, &qmax);
     const size_t ng = groups_per_row(s, K);
-    const size_t G = K / ng;
+    // nf whole groups of G, then (K % G != 0) a last group of `tail` values.
+    const size_t G = ng == 1 ? K : s.group;
+    const size_t nf = K / G, tail = K - nf * G;
     const size_t rpt = rows_per_task(K);
     const size_t tasks = (rows + rpt - 1) / rpt;
     std::atomic<size_t> bad{SIZE_MAX};
@@ -177,11 +179,15 @@ size_t quantize(const void* src, SrcType st, size_t rows, size_t K, const QuantS
                             else { mn[0] = std::min(mn[0], a0); mx[0] = std::max(mx[0], b0); }
                         }
                     } else {
-                        const size_t gb = ng * c / S1, ge = ng * (c + 1) / S1;
-                        const size_t err = k.minmax(x + gb * G, ge - gb, G, mn.data() + gb, mx.data() + gb);
+                        const size_t gb = nf * c / S1, ge = nf * (c + 1) / S1;
+                        const size_t err = ge > gb ? k.minmax(x + gb * G, ge - gb, G, mn.data() + gb, mx.data() + gb) : SIZE_MAX;
                         if (err != SIZE_MAX) { record_bad(bad, r * K + gb * G + err); return; }
                     }
                     pf.pump(per);
+                }
+                if (tail) {
+                    const size_t err = k.minmax(x + nf * G, 1, tail, mn.data() + nf, mx.data() + nf);
+                    if (err != SIZE_MAX) { record_bad(bad, r * K + nf * G + err); return; }
                 }
                 for (size_t g = 0; g < ng; ++g) {
                     choose_params(s, mn[g], mx[g], &sc[g], &zp[g]);
@@ -197,12 +203,14 @@ size_t quantize(const void* src, SrcType st, size_t rows, size_t K, const QuantS
                     const size_t b = K * c / S2, e = K * (c + 1) / S2;
                     if (e > b) k.quantize(x + b, 1, e - b, sc.data(), zpp, qmin, qmax, qrow + b);
                 } else {
-                    const size_t gb = ng * c / S2, ge = ng * (c + 1) / S2;
-                    k.quantize(x + gb * G, ge - gb, G, sc.data() + gb, zpp ? zpp + gb : nullptr, qmin, qmax,
-                               qrow + gb * G);
+                    const size_t gb = nf * c / S2, ge = nf * (c + 1) / S2;
+                    if (ge > gb)
+                        k.quantize(x + gb * G, ge - gb, G, sc.data() + gb, zpp ? zpp + gb : nullptr, qmin, qmax,
+                                   qrow + gb * G);
                 }
                 pf.pump(per);
             }
+            if (tail) k.quantize(x + nf * G, 1, tail, sc.data() + nf, zpp ? zpp + nf : nullptr, qmin, qmax, qrow + nf * G);
             if (s.bits != 8) {
                 uint8_t* out = static_cast<uint8_t*>(codes) + r * row_bytes;
                 if (s.bits == 4) k.pack_i4(q.data(), K, out);
@@ -218,7 +226,8 @@ void dequantize(const void* codes, size_t rows, size_t K, const QuantSpec& s, co
     if (rows == 0 || K == 0) return;
     const Kernels& k = kernels();
     const size_t ng = groups_per_row(s, K);
-    const size_t G = K / ng;
+    const size_t G = ng == 1 ? K : s.group;
+    const size_t nf = K / G, tail = K - nf * G;  // whole groups, then a shorter last one
     const size_t rpt = rows_per_task(K);
     const size_t tasks = (rows + rpt - 1) / rpt;
     const size_t row_bytes = packed_row_bytes(s.bits, K);
@@ -235,18 +244,23 @@ void dequantize(const void* codes, size_t rows, size_t K, const QuantSpec& s, co
             }
             const int32_t* zpp = s.asymmetric ? zp.data() : nullptr;
             float* y = out + r * K;
+            const int32_t* zpt = zpp ? zpp + nf : nullptr;  // the last, shorter group's
             if (s.bits == 8) {
-                k.dequantize_i8(static_cast<const int8_t*>(codes) + r * K, ng, G, sc.data(), zpp, y);
+                const int8_t* q8 = static_cast<const int8_t*>(codes) + r * K;
+                k.dequantize_i8(q8, nf, G, sc.data(), zpp, y);
+                if (tail) k.dequantize_i8(q8 + nf * G, 1, tail, sc.data() + nf, zpt, y + nf * G);
             } else if (s.bits == 4 && K % 2 == 0 && G % 2 == 0) {
-                k.dequantize_i4(static_cast<const uint8_t*>(codes) + r * row_bytes, ng, G, sc.data(), zpp,
-                                !s.asymmetric, y);
+                const uint8_t* p = static_cast<const uint8_t*>(codes) + r * row_bytes;
+                k.dequantize_i4(p, nf, G, sc.data(), zpp, !s.asymmetric, y);
+                if (tail) k.dequantize_i4(p + nf * G / 2, 1, tail, sc.data() + nf, zpt, !s.asymmetric, y + nf * G);
             } else {
                 // int2, or int4 whose groups do not start on byte boundaries.
                 q.resize(K);
                 const uint8_t* p = static_cast<const uint8_t*>(codes) + r * row_bytes;
                 if (s.bits == 4) k.unpack_i4(p, K, !s.asymmetric, q.data());
                 else k.unpack_i2(p, K, q.data());
-                k.dequantize_i8(q.data(), ng, G, sc.data(), zpp, y);
+                k.dequantize_i8(q.data(), nf, G, sc.data(), zpp, y);
+                if (tail) k.dequantize_i8(q.data() + nf * G, 1, tail, sc.data() + nf, zpt, y + nf * G);
             }
         }
     });

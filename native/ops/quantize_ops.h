@@ -5,7 +5,8 @@
 // A tensor is seen as rows x K (K = last dimension). Granularity:
 //   tensor  - one (scale, zp) for everything
 //   channel - one per row
-//   group   - one per G consecutive values of a row (G divides K)
+//   group   - one per G consecutive values of a row; when G does not divide
+//             K the last group of each row is shorter (K % G values)
 #pragma once
 
 #include <cstddef>
@@ -29,7 +30,7 @@ struct QuantSpec {
 // int4 sym [-8,7], asym [0,15]; int2 asym [0,3].
 void code_range(const QuantSpec& s, int32_t* qmin, int32_t* qmax);
 
-// Number of (scale, zp) pairs per row (tensor: 1 shared by all rows).
+// Number of (scale, zp) pairs per row: ceil(K / G) for groups (tensor: 1 shared by all rows).
 size_t groups_per_row(const QuantSpec& s, size_t K);
 
 // Bytes of one packed row of codes: K (8 bits), ceil(K/2) (4), ceil(K/4) (2).

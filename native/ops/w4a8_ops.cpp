@@ -4,6 +4,7 @@
 // gemm_w4a8 over blocks of N rows of W (parallel_for). No ISA flags.
 #include "w4a8_ops.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include "../dispatch.h"
@@ -101,7 +102,8 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
 
 }  // namespace
 
-size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, size_t G, W4A8Acts& a) {
+size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, size_t G, W4A8Acts& a, size_t ldx) {
+    if (ldx == 0) ldx = K;
     a.M = M;
     a.K = K;
     a.G = G;
@@ -121,9 +123,9 @@ size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
         thread_local std::vector<float> amax;
         thread_local std::vector<int8_t> q;
         for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
-            const size_t e = quantize_row(k, x + m * K, a, m, amax, q);
+            const size_t e = quantize_row(k, x + m * ldx, a, m, amax, q);
             if (e != SIZE_MAX) {
-                record_bad(bad, m * K + e);
+                record_bad(bad, m * ldx + e);
                 return;
             }
         }
@@ -131,16 +133,14 @@ size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
     return bad.load();
 }
 
-size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t M,
-                 const float* bias, float* y) {
-    if (M == 0 || N == 0) return SIZE_MAX;
-    if (K == 0) {
-        for (size_t m = 0; m < M; ++m)
-            for (size_t n = 0; n < N; ++n) y[m * N + n] = bias ? bias[n] : 0.0f;
-        return SIZE_MAX;
-    }
-    thread_local W4A8Acts acts;
-    const size_t bad = w4a8_quantize_rows(k, x, M, K, w.group, acts);
+namespace {
+
+// One product over columns [0, K) of X (row stride ldx) and a weight view
+// whose groups divide K (or, G % 32 != 0, which the kernels run with the
+// reference: it indexes scales by k / G and so takes a shorter last group).
+size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t ldx, size_t M,
+                 const float* bias, float* y, W4A8Acts& acts) {
+    const size_t bad = w4a8_quantize_rows(k, x, M, K, w.group, acts, ldx);
     if (bad != SIZE_MAX) return bad;
     W4A8Args a;
     a.xc = acts.xc.data();
@@ -163,6 +163,44 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     const size_t nb = 64;
     parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K),
                  [&](size_t t, size_t) { k.gemm_w4a8(a, t * nb, min_sz(N, (t + 1) * nb)); });
+    return SIZE_MAX;
+}
+
+}  // namespace
+
+size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t M,
+                 const float* bias, float* y) {
+    if (M == 0 || N == 0) return SIZE_MAX;
+    if (K == 0) {
+        for (size_t m = 0; m < M; ++m)
+            for (size_t n = 0; n < N; ++n) y[m * N + n] = bias ? bias[n] : 0.0f;
+        return SIZE_MAX;
+    }
+    thread_local W4A8Acts acts;
+    const size_t G = w.group;
+    if (K % G == 0 || G % 32 != 0 || G > K) {
+        WeightView v = w;
+        v.gstride = (K + G - 1) / G;
+        v.group = std::min(G, K);  // G > K: one group of K
+        return w4a8_part(k, v, N, K, x, K, M, bias, y, acts);
+    }
+    // A shorter last group with G % 32 == 0: the whole groups [0, K1) and the
+    // last one [K1, K) as two products (K1 is a multiple of 32, so each
+    // part's activation blocks are the row's own), Y = Y1 + (Y2 + bias).
+    const size_t ng = (K + G - 1) / G, K1 = (ng - 1) * G, K2 = K - K1;
+    WeightView main = w, tail = w;
+    main.gstride = tail.gstride = ng;
+    tail.group = K2;
+    tail.data = static_cast<const uint8_t*>(w.data) + K1 / 2;
+    tail.scales = w.scales + (ng - 1);
+    tail.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + (ng - 1)) : nullptr;
+    size_t bad = w4a8_part(k, main, N, K1, x, K, M, nullptr, y, acts);
+    if (bad != SIZE_MAX) return bad;  // (indices are of x[M, K]: the parts read x with row stride K)
+    thread_local std::vector<float> y2;
+    y2.resize(M * N);
+    bad = w4a8_part(k, tail, N, K2, x + K1, K, M, bias, y2.data(), acts);
+    if (bad != SIZE_MAX) return K1 + bad;
+    for (size_t i = 0; i < M * N; ++i) y[i] += y2[i];
     return SIZE_MAX;
 }
 

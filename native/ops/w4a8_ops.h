@@ -27,7 +27,8 @@ struct W4A8Acts {
 
 // Quantize x[M, K] per block of 32 into `acts` (layout of W4A8Args).
 // Returns SIZE_MAX, or the flat index of the first NaN/Inf of x.
-size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, size_t G, W4A8Acts& acts);
+// ldx: row stride of x in floats (0: K), so a column range of a wider X can be quantized in place.
+size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, size_t G, W4A8Acts& acts, size_t ldx = 0);
 
 // Y[M, N] (row stride N) = x[M, K] · W^T (+ bias[N] or nullptr) with w an
 // i4 WeightView of N rows (K even, G even and dividing K). Same return value

@@ -146,12 +146,12 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
 template <bool ASYM, int MC, int R>
 static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
-    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
     float32x4_t acc[MC][R];
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = vdupq_n_f32(0.0f);
-    for (size_t g = 0; g < gpr; ++g) {
+    for (size_t g = 0; g < ngr; ++g) {
         float32x4_t s[R];
         int16x8_t z[R];
         for (int r = 0; r < R; ++r) {
@@ -194,12 +194,12 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
 template <bool ASYM, int MC, int R>
 static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
-    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
     float32x4_t acc[MC][R];
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = vdupq_n_f32(0.0f);
-    for (size_t g = 0; g < gpr; ++g) {
+    for (size_t g = 0; g < ngr; ++g) {
         float32x4_t s[R];
         int16x8_t z[R];
         for (int r = 0; r < R; ++r) {

@@ -57,14 +57,16 @@ struct Tile {
     const int8_t* xc[MC];
     const float* sxl[MC];
     size_t ng;   // weight groups per row: K / G
+    size_t gs;   // scale row stride (scale_stride)
     size_t nb;   // activation blocks (steps): K / 32
     size_t bpg;  // blocks per weight group: G / 32
 
     inline __attribute__((always_inline)) Tile(const W4A8Args& a, size_t m0, size_t n) {
         ng = a.K / a.w.group;
+        gs = scale_stride(a.w, a.K);
         for (int r = 0; r < R; ++r) {
             w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-            s[r] = a.w.scales + (n + r) * ng;
+            s[r] = a.w.scales + (n + r) * gs;
         }
         for (int i = 0; i < MC; ++i) {
             xc[i] = a.xc + (m0 + i) * a.ldx;
@@ -134,7 +136,7 @@ static inline __attribute__((always_inline)) void finish(float32x4_t (&acc)[R][M
             }
             if (ASYM) {
                 // 4 zero points (little endian: byte j -> lane j), widened to float.
-                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * ng + g;
+                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * t.gs + g;
                 uint32_t zw = 0;
                 if (nl == 4) std::memcpy(&zw, z, 4);
                 else
@@ -247,7 +249,7 @@ void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
     const size_t G = a.w.group;
     // The group sizes of the SIMD path (G % 32 == 0 for all three); the
     // step loop itself would take any multiple of 32.
-    if (!(G == 32 || G == 64 || G % 128 == 0)) {
+    if (!(G == 32 || G == 64 || G % 128 == 0) || a.K % G != 0) {  // (a shorter last group too)
         ref::gemm_w4a8(a, n0, n1);
         return;
     }

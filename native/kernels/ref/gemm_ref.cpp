@@ -99,7 +99,7 @@ inline float w_elem(const WeightView& w, size_t groups_per_row, size_t n, size_t
 
 void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
     const size_t K = a.K;
-    const size_t gpr = (a.w.group != 0) ? K / a.w.group : 0;
+    const size_t gpr = (a.w.group != 0) ? scale_stride(a.w, K) : 0;
     for (size_t m = m0; m < m0 + mc; ++m) {
         const float* x = a.x + m * a.ldx;
         float* y = a.y + m * a.ldy;
@@ -126,7 +126,7 @@ void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t
 void dequant_panel(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc, float* p,
                    size_t ldp) {
     const size_t K = row_len(w);
-    const size_t gpr = (w.group != 0) ? K / w.group : 0;
+    const size_t gpr = (w.group != 0) ? scale_stride(w, K) : 0;
     for (size_t j = 0; j < nr; ++j)
         for (size_t k = 0; k < kc; ++k) p[j * ldp + k] = w_elem(w, gpr, n0 + j, k0 + k);
 }

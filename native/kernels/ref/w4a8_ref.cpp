@@ -33,8 +33,8 @@ void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
         const float* sx = a.sx + m * a.ldsx;
         for (size_t n = n0; n < n1; ++n) {
             const uint8_t* wrow = static_cast<const uint8_t*>(a.w.data) + n * a.w.row_bytes;
-            const float* s = a.w.scales + n * (a.K / G);
-            const uint8_t* zrow = a.w.zps ? static_cast<const uint8_t*>(a.w.zps) + n * (a.K / G) : nullptr;
+            const float* s = a.w.scales + n * scale_stride(a.w, a.K);
+            const uint8_t* zrow = a.w.zps ? static_cast<const uint8_t*>(a.w.zps) + n * scale_stride(a.w, a.K) : nullptr;
             float acc = 0.0f;
             int32_t d = 0;
             for (size_t k = 0; k < a.K; ++k) {

@@ -175,14 +175,14 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
 template <bool ASYM, int MC, int R>
 static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
-    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
     __m256 acc[MC][R];
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;  // that tile's scales
-    for (size_t g = 0; g < gpr; ++g) {
+    for (size_t g = 0; g < ngr; ++g) {
         if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
         __m256 s[R];
@@ -223,14 +223,14 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
 template <bool ASYM, int MC, int R>
 static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
-    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
     __m256 acc[MC][R];
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;  // that tile's scales
-    for (size_t g = 0; g < gpr; ++g) {
+    for (size_t g = 0; g < ngr; ++g) {
         if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
         __m256 s[R];

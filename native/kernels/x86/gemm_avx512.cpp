@@ -214,7 +214,7 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
     constexpr bool GACC = MC <= 2;
     constexpr int NG = GACC ? MC : 1;
     const Rows<MC, R> rw(a, m0, n);
-    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
     __m512 acc[MC][R];
     for (int m = 0; m < MC; ++m)
@@ -223,7 +223,7 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     // The scales (and zero points) of that tile are contiguous too.
     const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;
-    for (size_t g = 0; g < gpr; ++g) {
+    for (size_t g = 0; g < ngr; ++g) {
         if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
         __m512 s[R];
@@ -278,7 +278,7 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     constexpr bool DUAL = MC <= 2;
     constexpr int NA = DUAL ? 2 : 1;
     const Rows<MC, R> rw(a, m0, n);
-    const size_t K = a.K, G = a.w.group, gpr = K / G;
+    const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
     const __m512i ie = idx_even(), io = idx_odd();
     __m512 acc[NA][MC][R];
@@ -288,7 +288,7 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     constexpr int PF_LINES = (R == 4) ? 1 : 0;  // 4 rows x 16 bytes per step
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;
-    for (size_t g = 0; g < gpr; ++g) {
+    for (size_t g = 0; g < ngr; ++g) {
         if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T0);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T0);
         __m512 lut[R];

@@ -134,12 +134,12 @@ static inline void half_step(__m256 (&acc)[R][MC], const TileRows<R, MC>& t, siz
 // R weight rows x MC activation rows; ASYM: unsigned nibbles with zero points.
 template <GKind GK, bool ASYM, int R, int MC>
 void tile(const W4A8Args& a, size_t m0, size_t n) {
-    const size_t K = a.K, G = a.w.group, ng = K / G;
+    const size_t K = a.K, G = a.w.group, ng = K / G, gs = scale_stride(a.w, K);  // groups here, scale row stride
     const size_t full = K / 128, rem = K % 128;
     TileRows<R, MC> t;
     for (int r = 0; r < R; ++r) {
         t.w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-        t.s[r] = a.w.scales + (n + r) * ng;
+        t.s[r] = a.w.scales + (n + r) * gs;
     }
     for (int i = 0; i < MC; ++i) {
         t.xc[i] = a.xc + (m0 + i) * a.ldx;
@@ -148,7 +148,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
     __m256 acc[R][MC];
     for (int r = 0; r < R; ++r)
         for (int i = 0; i < MC; ++i) acc[r][i] = _mm256_setzero_ps();
-    Prefetcher<R> pf(t.w[0] + 2 * R * a.w.row_bytes, t.s[0] + 2 * R * ng);
+    Prefetcher<R> pf(t.w[0] + 2 * R * a.w.row_bytes, t.s[0] + 2 * R * gs);
 
     // G % 128 == 0: the group of chunk c, without a division per chunk.
     const size_t cpg = G / 128;
@@ -175,7 +175,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         for (int r = 0; r < R; ++r) {
             __m256 sz = _mm256_maskload_ps(t.s[r] + g, mk);
             if (ASYM) {
-                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * ng + g;
+                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * gs + g;
                 __m128i zb;
                 if (nl == 8) {
                     zb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(z));
@@ -230,7 +230,8 @@ void run_g(const W4A8Args& a, size_t n0, size_t n1) {
 
 void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
     const size_t G = a.w.group;
-    if (G == 32) run_g<GKind::g32>(a, n0, n1);
+    if (a.K % G != 0) ref::gemm_w4a8(a, n0, n1);  // a shorter last group: the reference takes it
+    else if (G == 32) run_g<GKind::g32>(a, n0, n1);
     else if (G == 64) run_g<GKind::g64>(a, n0, n1);
     else if (G % 128 == 0) run_g<GKind::g128>(a, n0, n1);
     else ref::gemm_w4a8(a, n0, n1);

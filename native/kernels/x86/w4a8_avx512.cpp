@@ -74,13 +74,13 @@ struct Prefetcher {
 // R weight rows x MC activation rows; ASYM: unsigned nibbles with zero points.
 template <GKind GK, bool ASYM, int R, int MC>
 void tile(const W4A8Args& a, size_t m0, size_t n) {
-    const size_t K = a.K, G = a.w.group, ng = K / G;
+    const size_t K = a.K, G = a.w.group, ng = K / G, gs = scale_stride(a.w, K);  // groups here, scale row stride
     const size_t full = K / 128, rem = K % 128;
     const uint8_t* w[R];
     const float* s[R];
     for (int r = 0; r < R; ++r) {
         w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-        s[r] = a.w.scales + (n + r) * ng;
+        s[r] = a.w.scales + (n + r) * gs;
     }
     const int8_t* xc[MC];
     const float* sxl[MC];
@@ -93,7 +93,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         for (int i = 0; i < MC; ++i) acc[r][i] = _mm512_setzero_ps();
     const __m512i flip = _mm512_set1_epi8(ASYM ? 0 : char(0x88));
     const __m512i low = _mm512_set1_epi8(0x0F);
-    Prefetcher<R> pf(w[0] + 2 * R * a.w.row_bytes, s[0] + 2 * R * ng, G);
+    Prefetcher<R> pf(w[0] + 2 * R * a.w.row_bytes, s[0] + 2 * R * gs, G);
 
     // The last chunk may hold 32, 64 or 96 values: masked weight bytes; the
     // activation chunk is zero-padded and its lane scales are 0.
@@ -126,7 +126,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         for (int r = 0; r < R; ++r) {
             __m512 sz = _mm512_maskz_loadu_ps(mk, s[r] + g);
             if (ASYM) {
-                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * ng + g;
+                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * gs + g;
                 sz = _mm512_mul_ps(sz, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, z))));
             } else {
                 sz = _mm512_mul_ps(sz, _mm512_set1_ps(8.0f));
@@ -173,7 +173,8 @@ void run_g(const W4A8Args& a, size_t n0, size_t n1) {
 
 void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
     const size_t G = a.w.group;
-    if (G == 32) run_g<GKind::g32>(a, n0, n1);
+    if (a.K % G != 0) ref::gemm_w4a8(a, n0, n1);  // a shorter last group: the reference takes it
+    else if (G == 32) run_g<GKind::g32>(a, n0, n1);
     else if (G == 64) run_g<GKind::g64>(a, n0, n1);
     else if (G % 128 == 0) run_g<GKind::g128>(a, n0, n1);
     else ref::gemm_w4a8(a, n0, n1);
