@@ -82,7 +82,7 @@ describe('CLI usage and errors', () => {
     expect(h.out).toMatch(/--out <dir>\s+output folder, written atomically \(required\)/);
     expect(h.out).toMatch(/--weights <w>\s+weight format: int8 or int4 \(default: int8\)/);
     const flat = h.out.replace(/\s+/g, ' ');
-    expect(flat).toMatch(/--scheme <s> sym \/ symmetric, or asym \/ asymmetric \(with zero points\) \(default: "sym"\)/);
+    expect(flat).toMatch(/--scheme <s> sym \/ symmetric, or asym \/ asymmetric \(with zero points\) \(default: sym for int8, asym for int4\)/);
     expect(flat).toMatch(/--granularity <g> channel, group or tensor \(default: channel for int8, group for int4\)/);
     expect((await cli('ppl', '--help')).out.replace(/\s+/g, ' ')).toMatch(/--text <file> .*\(required\)/);
     const bad = await cli('quantize', MODEL, '--out', path.join(tmp, 'never'), '--weights', 'int8', '--bits', '4');
@@ -105,8 +105,8 @@ describe('CLI usage and errors', () => {
     expect(r.out).toMatch(/^kind: +causal language model$/m);
     expect(r.out).toContain('      (0-4): 5 x LlamaDecoderLayer(');
     expect(r.out).toContain('(q_proj): Linear(in=64, out=64, f32)');
-    expect(r.out).toMatch(/after quantizeModel \(int4 sym g32\): 35 Linear layers became QLinear; kept in float: lm_head/);
-    expect(r.out).toContain('(down_proj): QLinear(in=172, out=64, int4 sym g32 (last 12))');
+    expect(r.out).toMatch(/after quantizeModel \(int4 asym g32\): 35 Linear layers became QLinear; kept in float: lm_head/);
+    expect(r.out).toContain('(down_proj): QLinear(in=172, out=64, int4 asym g32 (last 12))');
     expect(r.out).toContain('(lm_head): Linear(in=64, out=512, f32)');
     const j = await json<{ kind: string; quantizedAs: { kept: string[]; moduleTree: string } }>('inspect', MODEL, '--weights', 'int8', '--activations', 'int8');
     expect(j.kind).toBe('causal-lm');

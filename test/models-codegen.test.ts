@@ -214,7 +214,7 @@ describe('CodeGen', () => {
     const r = await runCli(['inspect', dir, '--weights', 'int4']);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain('(0-1): 2 x CodegenBlock(');
-    expect(r.out).toContain('(qkv_proj): QLinear(in=64, out=192, int4 sym g32)');
+    expect(r.out).toContain('(qkv_proj): QLinear(in=64, out=192, int4 asym g32)');
     const q = path.join(tmp, 'codegen-cli-int4');
     await runCliJson(['quantize', dir, '--out', q, '--weights', 'int4']);
     const { model: re, source } = await loadModel(q);

@@ -312,7 +312,7 @@ describe('DistilBERT', () => {
       results: { label: string; cosineMean: number; cosineMin: number; fillMaskTop1Agreement: number; layerSqnrDb: (number | string)[] }[];
     };
     expect([rep.kind, rep.sentences]).toEqual(['masked-lm', 4]);
-    expect(rep.results.map((r) => r.label)).toEqual(['fp32', 'int8 sym per-channel', 'int4 sym g32']);
+    expect(rep.results.map((r) => r.label)).toEqual(['fp32', 'int8 sym per-channel', 'int4 asym g32']);
     const [fp, i8, i4] = rep.results as [(typeof rep.results)[0], (typeof rep.results)[0], (typeof rep.results)[0]];
     expect(fp.cosineMean).toBeCloseTo(1, 6);
     expect(fp.fillMaskTop1Agreement).toBe(1);

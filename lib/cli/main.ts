@@ -37,9 +37,8 @@ function quantOpts(cmd: Command, withBits: boolean): Command {
   }
   return cmd
     .addOption(
-      new Option('--scheme <s>', 'sym / symmetric, or asym / asymmetric (with zero points)')
-        .argParser(choiceOption(['sym', 'asym', 'symmetric', 'asymmetric'] as const))
-        .default('sym'),
+      new Option('--scheme <s>', 'sym / symmetric, or asym / asymmetric (with zero points) (default: sym for int8, asym for int4)')
+        .argParser(choiceOption(['sym', 'asym', 'symmetric', 'asymmetric'] as const)),
     )
     .addOption(new Option('--group <n>', 'values per scale along K (int4 default 32; int8 default: per channel)').argParser(intOption(2, 1 << 20)))
     .addOption(new Option('--granularity <g>', 'channel, group or tensor (default: channel for int8, group for int4)').argParser(choiceOption(['channel', 'group', 'tensor'] as const)))

@@ -21,7 +21,7 @@ export interface QuantFlags {
 export function quantOptions(weights: WeightsFormat, f: QuantFlags): QuantizeModelOptions {
   return {
     weights,
-    scheme: f.scheme === 'asym' || f.scheme === 'asymmetric' ? 'asymmetric' : 'symmetric',
+    ...(f.scheme !== undefined ? { scheme: f.scheme === 'asym' || f.scheme === 'asymmetric' ? 'asymmetric' : 'symmetric' } : {}),
     granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
     ...(f.granularity !== 'channel' && f.granularity !== 'tensor' && (weights === 'int4' || f.group !== undefined) ? { groupSize: f.group ?? 32 } : {}),
     ...(f.exclude !== undefined ? { exclude: f.exclude } : {}),
@@ -49,7 +49,8 @@ export function fallbackLines(summary: QuantizeModelSummary): string[] {
 
 /** Short label: "int8 sym per-channel", "int4 asym g32". */
 export function quantLabel(o: QuantizeModelOptions): string {
-  const s = o.scheme === 'asymmetric' ? 'asym' : 'sym';
+  const scheme = o.scheme ?? (o.weights === 'int4' ? 'asymmetric' : 'symmetric'); // quantizeModel's defaults
+  const s = scheme === 'asymmetric' || scheme === 'asym' ? 'asym' : 'sym';
   const act = o.activations === 'int8' ? (o.weights === 'int4' ? ' W4A8' : ' W8A8') : o.activations === 'llm.int8' ? ' LLM.int8' : '';
   return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}`;
 }

@@ -31,7 +31,10 @@ export type GroupFallback = 'tail' | 'divisor' | 'channel' | 'keep' | 'error';
 
 export interface QuantizeModelOptions {
   weights: WeightsFormat;
-  /** Default 'symmetric'; 'sym'/'asym' work too. */
+  /**
+   * Default 'symmetric' for int8 and 'asymmetric' for int4, the best
+   * data-free int4 rule measured (README, "int4 rules"); 'sym'/'asym' work too.
+   */
   scheme?: SchemeName;
   /** Default 'channel' for int8, 'group' for int4. */
   granularity?: Granularity;
@@ -112,7 +115,7 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
   const { weights } = options;
   if (weights !== 'int8' && weights !== 'int4') throw rangeError(fn, 'options.weights', `must be 'int8' or 'int4', got ${describe(weights)}`);
   const bits = weights === 'int8' ? 8 : 4;
-  const scheme = options.scheme === undefined ? 'symmetric' : schemeOf(fn, options.scheme);
+  const scheme = options.scheme === undefined ? (bits === 4 ? 'asymmetric' : 'symmetric') : schemeOf(fn, options.scheme);
   const granularity = options.granularity ?? (bits === 8 ? 'channel' : 'group');
   if (granularity !== 'channel' && granularity !== 'group' && granularity !== 'tensor') {
     throw rangeError(fn, 'options.granularity', `must be 'channel', 'group' or 'tensor', got ${describe(granularity)}`);
