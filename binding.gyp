@@ -46,6 +46,7 @@
         "native/ops/w4a8_ops.cpp",
         "native/ops/attention_ops.cpp",
         "native/ops/elementwise_ops.cpp",
+        "native/ops/linalg_ops.cpp",
         "native/binding/addon.cpp",
         "native/binding/quantize_binding.cpp",
         "native/binding/gemm_binding.cpp",
@@ -53,7 +54,8 @@
         "native/binding/w4a8_binding.cpp",
         "native/binding/attention_binding.cpp",
         "native/binding/elementwise_binding.cpp",
-        "native/binding/fs_binding.cpp"
+        "native/binding/fs_binding.cpp",
+        "native/binding/linalg_binding.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -146,6 +146,8 @@ export interface Addon {
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
   /** g = silu(g) * u elementwise (silu in double, rounded to f32, then an f32 product). */
   siluMul(g: Float32Array, u: Float32Array): void;
+  /** h [K*K] -> U with H^-1 = U^T U (upper); false if H is not positive definite. */
+  cholInverseUpper(h: Float64Array, K: number): boolean;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

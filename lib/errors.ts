@@ -12,6 +12,7 @@ export type QuantkitErrorCode =
   | 'ERR_NOT_FOUND' // a file or tensor that should exist does not
   | 'ERR_DISPOSED' // use of a native resource after dispose()
   | 'ERR_BUSY' // a resource one call at a time may use (a KV cache) is held by a call still running
+  | 'ERR_NOT_POSITIVE_DEFINITE' // a matrix that must be symmetric positive definite (a calibration Hessian) is not
   | 'ERR_NATIVE'; // the native addon reported a failure (out of memory, ...)
 
 export class QuantkitError extends Error {

@@ -23,7 +23,7 @@ export async function generateCommand(io: CliIO, modelPath: string, flags: Gener
   const tokenizer = requireTokenizer(m, modelPath);
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     requireFloat(m, '--weights');
-    quantizeWithProgress(io, m.model, quantOptions(flags.weights, flags));
+    quantizeWithProgress(io, m.model, quantOptions(flags.weights, flags, m));
   }
   const opts = { maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, stop: flags.stop ?? [] };
   const it = generate(m.model, tokenizer, flags.prompt, opts);

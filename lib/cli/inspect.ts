@@ -119,7 +119,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
   const treeBefore = moduleTree(m.model);
   let quantized: { label: string; summary: QuantizeModelSummary; tree: string; footprint: number } | undefined;
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
-    const opts = quantOptions(flags.weights, flags);
+    const opts = quantOptions(flags.weights, flags, m);
     const summary = quantizeWithProgress(io, m.model, opts);
     quantized = { label: quantLabel(opts), summary, tree: moduleTree(m.model), footprint: footprint(m.model).bytes };
   }

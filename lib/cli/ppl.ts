@@ -22,7 +22,7 @@ export function pplCommand(io: CliIO, modelPath: string, flags: PplFlags): void 
   let label = m.source === 'quantkit' ? 'quantkit checkpoint' : 'fp32';
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     requireFloat(m, '--weights');
-    const o = quantOptions(flags.weights, flags);
+    const o = quantOptions(flags.weights, flags, m, flags.text);
     quantizeWithProgress(io, m.model, o);
     label = quantLabel(o);
   }

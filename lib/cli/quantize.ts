@@ -26,7 +26,7 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
   if (fs.existsSync(out) && !flags.force) throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} already exists; pass --force to replace it`);
   const m = loadCliModel(modelPath, flags.tokenizer, io);
   requireFloat(m, 'quantize');
-  const opts = quantOptions(flags.bits === 8 ? 'int8' : 'int4', flags);
+  const opts = quantOptions(flags.bits === 8 ? 'int8' : 'int4', flags, m);
   const before = footprint(m.model);
   const summary = quantizeWithProgress(io, m.model, opts);
   const after = footprint(m.model);

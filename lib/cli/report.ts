@@ -70,8 +70,11 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   const tokens = tokenizeText(tokenizer, text, flags.maxTokens);
   const prompts = flags.prompt ?? ['', 'Once upon a time'];
   const weights = [...new Set(flags.weights)];
-  // steps: per config its generations and perplexity; per quantized config also its error report and quantization
-  const bar = progressBar(io, 'report', 2 + 4 * weights.length);
+  // With --calib, each format also gets a GPTQ row (its options built now,
+  // so a bad --calib fails before any work).
+  const gptqOpts = new Map(flags.calib !== undefined ? weights.map((w) => [w, quantOptions(w, flags, base, flags.text)] as const) : []);
+  // steps: per config its generations and perplexity; per quantized config also its error report and quantization; per GPTQ config its quantization
+  const bar = progressBar(io, 'report', 2 + 4 * weights.length + 3 * gptqOpts.size);
   let step = 0;
   const next = (what: string) => bar.update(step++, undefined, what);
 
@@ -87,7 +90,7 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   try {
     results.push(await evaluate('fp32'));
     for (const w of weights) {
-      const opts = quantOptions(w, flags);
+      const opts = quantOptions(w, { ...flags, calib: undefined });
       const label = quantLabel(opts);
       const fresh = load(); // each config starts from the float weights
       next(`${label}: per-layer errors`);
@@ -98,6 +101,17 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
       r.errors = er;
       r.quantized = { replaced: summary.replaced.length, kept: summary.kept, fallbacks: summary.fallbacks };
       results.push(r);
+      const g = gptqOpts.get(w);
+      if (g) {
+        // the same format, GPTQ-calibrated on --calib (no per-layer table: that one is round-to-nearest)
+        const gl = quantLabel(g);
+        const fg = load();
+        next(`${gl}: quantize`);
+        const sg = quantizeModel(fg.model, g);
+        const rg = await evaluate(gl, fg.model);
+        rg.quantized = { replaced: sg.replaced.length, kept: sg.kept, fallbacks: sg.fallbacks };
+        results.push(rg);
+      }
     }
     bar.update(step, undefined, 'done');
   } finally {

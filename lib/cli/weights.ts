@@ -2,11 +2,13 @@
  * The --weights / --bits / --scheme / --group options shared by the
  * commands, turned into quantizeModel options.
  */
+import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import { type QuantizeModelOptions, type QuantizeModelSummary, type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
 import { type CliIO, quantizeProgress } from './io.js';
-import type { CliModel } from './load.js';
+import type { Tokenizer } from '../tokenizers/types.js';
+import { type CliModel, readTextFile, tokenizeText } from './load.js';
 
 export interface QuantFlags {
   scheme?: 'sym' | 'asym' | 'symmetric' | 'asymmetric';
@@ -16,10 +18,30 @@ export interface QuantFlags {
   groupFallback?: 'tail' | 'divisor' | 'channel' | 'keep' | 'error';
   activations?: 'none' | 'int8' | 'llm.int8';
   threshold?: number;
+  /** --calib: calibration text file (GPTQ). */
+  calib?: string;
+  calibTokens?: number;
 }
 
-export function quantOptions(weights: WeightsFormat, f: QuantFlags): QuantizeModelOptions {
+/**
+ * The quantizeModel options of the flags. With --calib, `m` (the loaded
+ * model, for its tokenizer) is needed and `evalText` (the file the command
+ * evaluates on, if any) must be another file.
+ */
+export function quantOptions(weights: WeightsFormat, f: QuantFlags, m?: { tokenizer: Tokenizer | undefined }, evalText?: string): QuantizeModelOptions {
+  let calibration: QuantizeModelOptions['calibration'];
+  if (f.calib !== undefined) {
+    if (m === undefined) throw new QuantkitError('ERR_UNSUPPORTED', '--calib: calibration runs causal language models (Llama, GPT-2, OPT, CodeGen)');
+    if (evalText !== undefined && path.resolve(evalText) === path.resolve(f.calib)) {
+      throw new QuantkitError('ERR_UNSUPPORTED', `--calib and --text name the same file (${f.calib}): calibrate on other text than you evaluate on`);
+    }
+    if (m.tokenizer === undefined) throw new QuantkitError('ERR_NOT_FOUND', '--calib needs the model\'s tokenizer, and none was found; pass --tokenizer <file>');
+    const tokens = tokenizeText(m.tokenizer, readTextFile(f.calib), f.calibTokens ?? 4096);
+    if (tokens.length < 2) throw new QuantkitError('ERR_UNSUPPORTED', `--calib ${f.calib}: the text gives ${tokens.length} token(s); calibration needs at least 2`);
+    calibration = { tokens };
+  }
   return {
+    ...(calibration ? { calibration } : {}),
     weights,
     ...(f.scheme !== undefined ? { scheme: f.scheme === 'asym' || f.scheme === 'asymmetric' ? 'asymmetric' : 'symmetric' } : {}),
     granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
@@ -52,7 +74,8 @@ export function quantLabel(o: QuantizeModelOptions): string {
   const scheme = o.scheme ?? (o.weights === 'int4' ? 'asymmetric' : 'symmetric'); // quantizeModel's defaults
   const s = scheme === 'asymmetric' || scheme === 'asym' ? 'asym' : 'sym';
   const act = o.activations === 'int8' ? (o.weights === 'int4' ? ' W4A8' : ' W8A8') : o.activations === 'llm.int8' ? ' LLM.int8' : '';
-  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}`;
+  const gptq = o.calibration !== undefined ? ' GPTQ' : '';
+  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}${gptq}`;
 }
 
 /** quantizeModel with a layer-by-layer progress bar on a terminal. */

@@ -68,6 +68,8 @@ export interface QuantizationConfigJson {
   activations?: ActivationMode;
   /** LLM.int8() threshold, with activations 'llm.int8'. */
   threshold?: number;
+  /** How the codes were chosen: 'gptq' (calibrated); absent: round to nearest. Informational. */
+  method?: 'gptq';
 }
 
 function isQuantConfig(v: unknown): v is ResolvedQuantConfig {
@@ -139,6 +141,7 @@ export function quantizationConfigJson(model: Module, quant: QuantizeModelSummar
     ...(Object.keys(overrides).length > 0 ? { module_overrides: overrides } : {}),
     ...(cfg.activations && cfg.activations !== 'none' ? { activations: cfg.activations } : {}),
     ...(cfg.threshold !== undefined ? { threshold: cfg.threshold } : {}),
+    ...(cfg.method === 'gptq' ? { method: 'gptq' as const } : {}),
   };
 }
 

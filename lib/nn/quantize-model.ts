@@ -21,8 +21,11 @@
  * 'q_proj'.
  */
 import { describe, rangeError, typeError } from '../errors.js';
+import { gptqQuantize } from '../quant/gptq.js';
 import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
+import { toFloat32 } from '../quant/quantize.js';
+import { type CalibratableModel, type CalibrationData, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
 import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
 
@@ -62,6 +65,17 @@ export interface QuantizeModelOptions {
   activations?: ActivationMode;
   /** LLM.int8() outlier threshold (default 6.0). */
   threshold?: number;
+  /**
+   * Calibration text as token ids (keep it disjoint from any text you
+   * evaluate on): the layers are then quantized with GPTQ against the
+   * statistics of their inputs on it (lib/quant/gptq.ts, lib/nn/calibrate.ts).
+   * Causal LMs only.
+   */
+  calibration?: CalibrationData;
+  /** 'rtn' (round to nearest, default without calibration) or 'gptq' (default with it; needs calibration). */
+  method?: QuantMethod;
+  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128). */
+  gptq?: { actOrder?: boolean; damp?: number; blockSize?: number };
   /** Called after each layer is quantized (done counts from 1): for progress bars. */
   onProgress?: (done: number, total: number, layer: string) => void;
 }
@@ -79,7 +93,10 @@ export interface ResolvedQuantConfig {
   activations: ActivationMode;
   /** Set for 'llm.int8' only. */
   threshold: number | undefined;
+  method: QuantMethod;
 }
+
+export type QuantMethod = 'rtn' | 'gptq';
 
 export interface QuantizedLayerFormat {
   name: string;
@@ -159,7 +176,11 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
       throw rangeError(fn, 'options.threshold', `must be a finite number >= 0, got ${describe(threshold)}`);
     }
   }
-  return { weights, bits, scheme, granularity, groupSize, exclude: [...exclude], groupFallback, activations, threshold };
+  const method = options.method ?? (options.calibration !== undefined ? 'gptq' : 'rtn');
+  if (method !== 'rtn' && method !== 'gptq') throw rangeError(fn, 'options.method', `must be 'rtn' or 'gptq', got ${describe(method)}`);
+  if (method === 'gptq' && options.calibration === undefined) throw rangeError(fn, 'options.method', `'gptq' needs calibration data ('options.calibration')`);
+  if (method === 'gptq' && granularity === 'tensor') throw rangeError(fn, 'options.granularity', `'tensor' is not supported with method 'gptq' (use 'channel' or 'group')`);
+  return { weights, bits, scheme, granularity, groupSize, exclude: [...exclude], groupFallback, activations, threshold, method };
 }
 
 /** Compile one exclude pattern to a regex over whole dotted names (see the header). */
@@ -259,23 +280,56 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(FN, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
   const toQuantize = plan.filter((p) => p.opts !== null).length;
+  // Calibration checked before any layer changes.
+  let windows: number[][] | null = null;
+  if (config.method === 'gptq') {
+    checkCalibratable(FN, model);
+    windows = calibrationWindows(FN, model, options.calibration!);
+  }
+  const g = options.gptq ?? {};
+  if (g === null || typeof g !== 'object') throw typeError(FN, 'options.gptq', `must be an object, got ${describe(g)}`);
   let done = 0;
-  for (const { name, parent, local, layer, opts } of plan) {
-    if (opts === null) {
-      summary.kept.push(name);
-      continue;
-    }
-    if (isFallback(opts)) summary.fallbacks.push(name);
-    const q = QLinear.fromLinear(layer, { ...opts, activations: config.activations, ...(config.threshold !== undefined ? { threshold: config.threshold } : {}) });
+  const runtime = { activations: config.activations, ...(config.threshold !== undefined ? { threshold: config.threshold } : {}) };
+  const finish = (p: (typeof plan)[number], q: QLinear) => {
+    const { name, parent, local, layer, opts } = p;
     q.qweight.name = `${name}.weight`;
     parent.replaceChild(local, q);
+    if (isFallback(opts!)) summary.fallbacks.push(name);
     summary.replaced.push(name);
     const K = rowsK(layer.weight.shape)[1];
-    const tail = opts.granularity === 'group' ? K % opts.groupSize! : 0;
-    summary.layers.push({ name, K, granularity: opts.granularity ?? 'channel', ...(opts.granularity === 'group' ? { groupSize: opts.groupSize! } : {}), ...(tail ? { lastGroup: tail } : {}) });
+    const tail = opts!.granularity === 'group' ? K % opts!.groupSize! : 0;
+    summary.layers.push({ name, K, granularity: opts!.granularity ?? 'channel', ...(opts!.granularity === 'group' ? { groupSize: opts!.groupSize! } : {}), ...(tail ? { lastGroup: tail } : {}) });
     summary.bytesBefore += layer.weight.nbytes;
     summary.bytesAfter += q.qweight.nbytes;
     options.onProgress?.(++done, toQuantize, name);
+  };
+  for (const p of plan) if (p.opts === null) summary.kept.push(p.name);
+  if (windows === null) {
+    for (const p of plan) if (p.opts !== null) finish(p, QLinear.fromLinear(p.layer, { ...p.opts, ...runtime }));
+  } else {
+    // GPTQ, one stage (block) at a time, each calibrated on the outputs of
+    // the stages already quantized (see calibrate.ts).
+    const stages = new Map<string, typeof plan>();
+    for (const p of plan) {
+      if (p.opts === null) continue;
+      const k = stageOf(p.name);
+      if (!stages.has(k)) stages.set(k, []);
+      stages.get(k)!.push(p);
+    }
+    for (const stage of stages.values()) {
+      const stats = collectHessians(model as CalibratableModel, stage, windows);
+      stage.forEach((p, i) => {
+        const qt = gptqQuantize(toFloat32(p.layer.weight), stats[i]!.h, {
+          bits: config.bits,
+          scheme: config.scheme,
+          groupSize: p.opts!.granularity === 'group' ? p.opts!.groupSize : undefined,
+          ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
+          ...(g.damp !== undefined ? { damp: g.damp } : {}),
+          ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
+        });
+        finish(p, new QLinear(qt, p.layer.bias, runtime));
+      });
+    }
   }
   return summary;
 }

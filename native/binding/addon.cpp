@@ -129,6 +129,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("mallocInUse", Napi::Function::New(env, MallocInUse, "mallocInUse"));
     register_quantize(env, exports);
     register_gemm(env, exports);
+    register_linalg(env, exports);
     register_w8a8(env, exports);
     register_w4a8(env, exports);
     register_attention(env, exports);

@@ -1,0 +1,154 @@
+/**
+ * Calibration statistics for quantizeModel: the Hessian H = X^T X of each
+ * Linear's inputs X [T, K] over calibration text, collected by running the
+ * model on it with probes in place of the layers.
+ *
+ * Memory stays bounded by one block: layers are grouped into stages (the
+ * Linears of one numbered block, "model.layers.3.*"; any other layer on its
+ * own), and each stage gets its own pass over the calibration windows, with
+ * the earlier stages already quantized, so a layer is calibrated on the
+ * inputs the quantized model will really give it (GPTQ's sequential order).
+ * Layers of a stage that read the same input tensor (q, k and v) share one
+ * X^T X product. Products run natively (matmul of X^T with itself). After
+ * the first window, a pass stops each forward once the stage's last layer
+ * (in call order) has seen its input: the blocks after the stage, and the
+ * logits, are not computed (on stories260K, 6 stages: 10.1 -> 6.3 s for
+ * 16,384 calibration tokens).
+ */
+import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
+import { matmul } from '../ops/matmul.js';
+import { Tensor } from '../tensor.js';
+import type { Linear } from './linear.js';
+import { Module } from './module.js';
+import type { KVCache } from './steps.js';
+
+/** What calibration needs of a model: a causal LM's forward over a fresh cache. */
+export interface CalibratableModel extends Module {
+  createCache(capacity?: number): KVCache;
+  forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'>;
+  readonly config?: { maxPositions?: number };
+}
+
+export interface CalibrationData {
+  /** Token ids of the calibration text (keep it disjoint from any evaluation text). */
+  tokens: readonly number[];
+  /** Tokens per window, each run from an empty cache (default: min(256, the model's context)). */
+  context?: number;
+}
+
+export function checkCalibratable(fn: string, model: Module): asserts model is CalibratableModel {
+  const m = model as Partial<CalibratableModel>;
+  if (typeof m.createCache !== 'function' || typeof m.forward !== 'function') {
+    throw new QuantkitError('ERR_UNSUPPORTED', `${fn}: calibration runs causal language models (Llama, GPT-2, OPT, CodeGen); this model has no createCache()/forward(tokens, cache)`);
+  }
+}
+
+/** Validated calibration windows. */
+export function calibrationWindows(fn: string, model: Module, data: CalibrationData): number[][] {
+  if (data === null || typeof data !== 'object') throw typeError(fn, 'options.calibration', `must be an object { tokens, context? }, got ${describe(data)}`);
+  const { tokens } = data;
+  if (!Array.isArray(tokens) || tokens.length < 2) throw rangeError(fn, 'options.calibration.tokens', `must be an array of at least 2 token ids, got ${describe(tokens)}`);
+  const maxPos = (model as Partial<CalibratableModel>).config?.maxPositions ?? 256;
+  const context = data.context ?? Math.min(256, maxPos);
+  if (!Number.isInteger(context) || context < 2 || context > maxPos) {
+    throw rangeError(fn, 'options.calibration.context', `must be an integer in [2, ${maxPos}] (the model's context), got ${describe(data.context)}`);
+  }
+  const out: number[][] = [];
+  for (let i = 0; i < tokens.length; i += context) {
+    const w = tokens.slice(i, i + context) as number[];
+    if (w.length >= 2 || out.length === 0) out.push(w);
+  }
+  return out;
+}
+
+/** Stage key of a dotted layer name: its numbered block ("model.layers.3"), else the name itself. */
+export function stageOf(name: string): string {
+  const m = /^(.*?\.\d+)\./.exec(name);
+  return m ? m[1]! : name;
+}
+
+/** The X^T X of the last input seen, shared by probes that get the very same tensor. */
+class SharedProduct {
+  /** Probe calls so far (their first-call order). */
+  calls = 0;
+  #x: Tensor | null = null;
+  #xtx: Float32Array | null = null;
+  xtx(x: Tensor<'f32'>, K: number): Float32Array {
+    if (x === this.#x && this.#xtx) return this.#xtx;
+    const T = x.size / K;
+    const xt = new Float32Array(K * T); // X^T [K, T]
+    const d = x.data;
+    for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) xt[k * T + t] = d[t * K + k]!;
+    const X = new Tensor('f32', [K, T], xt);
+    this.#xtx = matmul(X, X).data; // X^T · (X^T)^T = X^T X  [K, K]
+    this.#x = x;
+    return this.#xtx;
+  }
+}
+
+/** Thrown by the stage's last probe to end a forward early (caught by collectHessians). */
+class StopForward extends Error {}
+
+/** Stands in for a Linear during a calibration pass: accumulates X^T X, then runs the layer. */
+class HessianProbe extends Module {
+  readonly h: Float64Array;
+  tokens = 0;
+  /** Order of this probe's first call in the pass (-1: not called yet). */
+  firstCall = -1;
+  /** Set on the stage's last probe once the call order is known. */
+  stopAfterInput = false;
+  constructor(
+    readonly layer: Linear,
+    private readonly shared: SharedProduct,
+  ) {
+    super();
+    const K = layer.inFeatures;
+    this.h = new Float64Array(K * K);
+  }
+  forward(x: Tensor): Tensor<'f32'> {
+    const K = this.layer.inFeatures;
+    if (this.firstCall < 0) this.firstCall = this.shared.calls++;
+    if (x.dtype === 'f32' && K > 0) {
+      const p = this.shared.xtx(x as Tensor<'f32'>, K);
+      for (let i = 0; i < p.length; i++) this.h[i] += p[i]!;
+      this.tokens += x.size / K;
+    }
+    if (this.stopAfterInput) throw new StopForward();
+    return this.layer.forward(x);
+  }
+}
+
+export interface StageLayer {
+  name: string;
+  parent: Module;
+  local: string;
+  layer: Linear;
+}
+
+/**
+ * Run the calibration windows with probes on `layers` (one stage) and
+ * return each layer's H = X^T X (float64 [K, K]) in order. The layers are
+ * back in place afterwards, also when a forward throws.
+ */
+export function collectHessians(model: CalibratableModel, layers: readonly StageLayer[], windows: readonly number[][]): { h: Float64Array; tokens: number }[] {
+  const shared = new SharedProduct();
+  const probes = layers.map((l) => new HessianProbe(l.layer, shared));
+  layers.forEach((l, i) => l.parent.replaceChild(l.local, probes[i]!));
+  try {
+    windows.forEach((w, i) => {
+      if (i === 1) {
+        // the call order is known: the last probe called ends the later passes
+        const last = probes.reduce((a, p) => (p.firstCall > a.firstCall ? p : a));
+        if (probes.every((p) => p.firstCall >= 0)) last.stopAfterInput = true;
+      }
+      try {
+        model.forward(w, model.createCache(Math.max(w.length, 1)));
+      } catch (e) {
+        if (!(e instanceof StopForward)) throw e;
+      }
+    });
+  } finally {
+    layers.forEach((l) => l.parent.replaceChild(l.local, l.layer));
+  }
+  return probes.map((p) => ({ h: p.h, tokens: p.tokens }));
+}

@@ -1,0 +1,189 @@
+/**
+ * GPTQ (Frantar et al. 2022): quantize a weight W [N, K] column by column,
+ * feeding each column's rounding error forward into the columns not yet
+ * quantized, weighted by the inverse Hessian of the layer's inputs
+ * (H = X^T X over calibration activations X [T, K]), so that the layer's
+ * OUTPUT on those inputs moves as little as possible, rather than each
+ * weight on its own.
+ *
+ *   U = upper Cholesky factor of (H + damp * mean(diag H) * I)^-1
+ *   for each column j (in blocks of B): q_j = quant(w_j),
+ *     e_j = (w_j - q_j) / U[j, j],  w_t -= e_j * U[j, t] for t > j in the block;
+ *   after each block, the columns after it: W[:, b1:] -= E · U[b0:b1, b1:]
+ *   (one native GEMM: the "lazy batch" update).
+ *
+ * Groups keep the storage layout the kernels read (scales per group of
+ * consecutive columns, a shorter last group when G does not divide K). A
+ * group's scale and zero point are chosen from the error-updated weights
+ * when the walk reaches its first column; with activation order (columns
+ * walked by decreasing H[j, j], the most active inputs first, while their
+ * error can still be absorbed by the others) they are chosen up front from
+ * W itself, since a group's columns are then visited out of order.
+ * Column j whose input is always zero (H[j, j] = 0) gets weight 0.
+ */
+import { describe, rangeError, typeError } from '../errors.js';
+import { matmul } from '../ops/matmul.js';
+import { cholInverseUpper } from '../ops/linalg.js';
+import { Tensor } from '../tensor.js';
+import { QuantizedTensor } from './qtensor.js';
+import { type Scheme, codeRange } from './qtypes.js';
+import { packInt4 } from './quantize.js';
+
+export interface GptqOptions {
+  bits: 8 | 4;
+  scheme: Scheme;
+  /** Values per scale along K; undefined: one per row (per channel). */
+  groupSize?: number;
+  /** Dampening, as a fraction of the mean of diag(H) added to the diagonal (default 0.01). */
+  damp?: number;
+  /** Columns per lazy-batch block (default 128). */
+  blockSize?: number;
+  /** Walk the columns by decreasing H[j, j] (default true). */
+  actOrder?: boolean;
+  /** Name recorded on the QuantizedTensor. */
+  name?: string;
+}
+
+const F32_TRUE_MIN = 1.401298464324817e-45;
+
+function rne(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Scale and zero point of one group from its min and max: the same rule as quantize() (README, "Which int4 rule"). */
+function params(mn: number, mx: number, asym: boolean, qmin: number, qmax: number): [number, number] {
+  let s: number;
+  if (mn === mx) s = mn === 0 ? 1 : Math.abs(mn);
+  else if (!asym) s = Math.max(Math.abs(mn), Math.abs(mx)) / qmax;
+  else s = (Math.max(mx, 0) - Math.min(mn, 0)) / (qmax - qmin);
+  s = Math.fround(s);
+  if (s === 0) s = F32_TRUE_MIN;
+  if (!asym) return [s, 0];
+  const z = rne(Math.fround(qmin - Math.fround(Math.min(mn, 0) / s)));
+  return [s, Math.min(Math.max(z, qmin), qmax)];
+}
+
+/**
+ * GPTQ-quantize w [N, K] (f32) against the input Hessian h [K, K] (float64,
+ * row-major, symmetric; any positive scale: only its shape matters).
+ */
+export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOptions): QuantizedTensor {
+  const fn = 'gptqQuantize';
+  if (!(w instanceof Tensor) || w.dtype !== 'f32' || w.shape.length !== 2) throw typeError(fn, 'w', `must be an f32 Tensor [N, K], got ${describe(w)}`);
+  const [N, K] = w.shape as [number, number];
+  if (!(h instanceof Float64Array) || h.length !== K * K) throw rangeError(fn, 'h', `must be a Float64Array of K * K = ${K * K} values`);
+  const { bits, scheme } = options;
+  if (bits !== 8 && bits !== 4) throw rangeError(fn, 'options.bits', `must be 8 or 4, got ${describe(bits)}`);
+  const G = options.groupSize ?? K;
+  if (!Number.isInteger(G) || G < 1 || (options.groupSize !== undefined && (G < 2 || (bits === 4 && G % 2 !== 0)))) {
+    throw rangeError(fn, 'options.groupSize', `must be an even integer >= 2, got ${describe(options.groupSize)}`);
+  }
+  const damp = options.damp ?? 0.01;
+  if (!(damp >= 0) || !Number.isFinite(damp)) throw rangeError(fn, 'options.damp', `must be a finite number >= 0, got ${describe(damp)}`);
+  const B = options.blockSize ?? 128;
+  if (!Number.isInteger(B) || B < 1) throw rangeError(fn, 'options.blockSize', `must be a positive integer, got ${describe(B)}`);
+  const actOrder = options.actOrder ?? true;
+  const asym = scheme === 'asymmetric';
+  const [qmin, qmax] = codeRange(bits, scheme);
+  const ng = K === 0 ? 0 : Math.ceil(K / G);
+
+  // Dead inputs (always zero): weight 0, and a unit diagonal so H stays invertible.
+  const H = h.slice();
+  const W0 = w.data;
+  const dead = new Uint8Array(K);
+  for (let j = 0; j < K; j++) if (!(H[j * K + j]! > 0)) dead[j] = 1;
+  let meanDiag = 0;
+  for (let j = 0; j < K; j++) if (!dead[j]) meanDiag += H[j * K + j]!;
+  meanDiag = K > 0 ? meanDiag / K : 0;
+  if (!(meanDiag > 0)) meanDiag = 1;
+  for (let j = 0; j < K; j++) if (dead[j]) H[j * K + j] = 1;
+
+  // Column order: perm[p] = the storage column walked p-th.
+  const perm = Array.from({ length: K }, (_, j) => j);
+  if (actOrder) perm.sort((a, b) => H[b * K + b]! - H[a * K + a]! || a - b);
+  // Permuted Hessian, damped (more if it is not positive definite).
+  const Hp = new Float64Array(K * K);
+  for (let p = 0; p < K; p++) for (let q = 0; q < K; q++) Hp[p * K + q] = H[perm[p]! * K + perm[q]!]!;
+  let U: Float64Array | undefined;
+  for (let d = damp, tries = 0; U === undefined; d = d === 0 ? 1e-6 : d * 10, tries++) {
+    const Hd = Hp.slice();
+    for (let p = 0; p < K; p++) Hd[p * K + p] += d * meanDiag;
+    try {
+      U = cholInverseUpper(Hd, K);
+    } catch (e) {
+      if (tries >= 6) throw e;
+    }
+  }
+
+  // Working weights in walk order, f32 like the products that update them.
+  const Wp = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) for (let p = 0; p < K; p++) Wp[n * K + p] = dead[perm[p]!] ? 0 : W0[n * K + perm[p]!]!;
+
+  const scales = new Float32Array(N * ng);
+  const zps = new Int32Array(N * ng);
+  const codes = new Int8Array(N * K);
+  const groupParams = (n: number, g: number, src: Float32Array, colOf: (k: number) => number) => {
+    let mn = Infinity, mx = -Infinity;
+    for (let k = g * G; k < Math.min(K, (g + 1) * G); k++) {
+      const v = src[n * K + colOf(k)]!;
+      if (v < mn) mn = v;
+      if (v > mx) mx = v;
+    }
+    const [s, z] = params(mn, mx, asym, qmin, qmax);
+    scales[n * ng + g] = s;
+    zps[n * ng + g] = z;
+  };
+  const pos = new Int32Array(K); // storage column -> walk position
+  for (let p = 0; p < K; p++) pos[perm[p]!] = p;
+  if (actOrder) {
+    // static groups: from W (dead columns as 0), before any update
+    for (let n = 0; n < N; n++) for (let g = 0; g < ng; g++) groupParams(n, g, Wp, (k) => pos[k]!);
+  }
+
+  for (let b0 = 0; b0 < K; b0 += B) {
+    const b1 = Math.min(K, b0 + B);
+    const nb = b1 - b0;
+    const E = new Float32Array(N * nb);
+    for (let p = b0; p < b1; p++) {
+      const col = perm[p]!;
+      const g = Math.floor(col / G);
+      if (!actOrder && col % G === 0) for (let n = 0; n < N; n++) groupParams(n, g, Wp, (k) => k);
+      const d = U![p * K + p]!;
+      const urow = p * K;
+      for (let n = 0; n < N; n++) {
+        const row = n * K;
+        const v = Wp[row + p]!;
+        const s = scales[n * ng + g]!, z = zps[n * ng + g]!;
+        const q = Math.min(Math.max(rne(Math.fround(v / s)) + z, qmin), qmax);
+        codes[n * K + col] = q;
+        const e = (v - Math.fround((q - z) * s)) / d;
+        E[n * nb + (p - b0)] = e;
+        for (let t = p + 1; t < b1; t++) Wp[row + t] = Wp[row + t]! - e * U![urow + t]!;
+      }
+    }
+    if (b1 < K) {
+      // W[:, b1:] -= E [N, nb] · U[b0:b1, b1:]   (matmul takes w as [out, in]: Ut [K - b1, nb])
+      const rest = K - b1;
+      const Ut = new Float32Array(rest * nb);
+      for (let i = 0; i < nb; i++) for (let t = 0; t < rest; t++) Ut[t * nb + i] = U![(b0 + i) * K + b1 + t]!;
+      const D = matmul(new Tensor('f32', [N, nb], E), new Tensor('f32', [rest, nb], Ut)).data;
+      for (let n = 0; n < N; n++) for (let t = 0; t < rest; t++) Wp[n * K + b1 + t] = Wp[n * K + b1 + t]! - D[n * rest + t]!;
+    }
+  }
+
+  // Storage: codes as quantize() lays them out.
+  const zeroPoints = asym ? (bits === 8 ? Int8Array.from(zps) : Uint8Array.from(zps)) : null;
+  const data = bits === 8 ? codes : packInt4(asym ? Uint8Array.from(codes) : codes, [N, K], { signed: !asym });
+  return new QuantizedTensor({
+    bits,
+    scheme,
+    granularity: options.groupSize === undefined ? 'channel' : 'group',
+    groupSize: options.groupSize,
+    shape: [N, K],
+    data,
+    scales,
+    zeroPoints,
+    name: options.name ?? w.name,
+  });
+}
