@@ -282,5 +282,11 @@ describe.skipIf(!haveStories)('quantizeModel with calibration (stories260K; cali
     const ok = await runCliJson<{ weights: string; ppl: number }>(['ppl', MODEL, '--text', evalText, '--max-tokens', '4096', '--weights', 'int4', '--calib', calib, '--calib-tokens', '2048']);
     expect(ok.weights).toBe('int4 asym g32 GPTQ');
     expect(Number.isFinite(ok.ppl)).toBe(true);
+    // report: a GPTQ row after each round-to-nearest one
+    const rep = path.join(tmp, 'report-gptq');
+    const r = await runCli(['report', MODEL, '--out', rep, '--text', evalText, '--max-tokens', '512', '--max-new-tokens', '4', '--calib', calib, '--calib-tokens', '1024']);
+    expect(r.code, r.err).toBe(0);
+    const j = JSON.parse(fs.readFileSync(path.join(rep, 'report.json'), 'utf8')) as { results: { label: string }[] };
+    expect(j.results.map((x) => x.label)).toEqual(['fp32', 'int8 sym per-channel', 'int8 sym per-channel GPTQ', 'int4 asym g32', 'int4 asym g32 GPTQ']);
   });
 });
