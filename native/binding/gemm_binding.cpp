@@ -46,7 +46,7 @@ qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
             const size_t G = size_arg(info, 6, fn, "groupSize");
             if (K > 0 && G == 0) throw_range(env, fn, "groupSize", "must be >= 1");
             if (i4 && K > 0 && G % 2 != 0) throw_range(env, fn, "groupSize", "must be even for int4");
-            if (i4 && K % G != 0 && K % 2 != 0) throw_range(env, fn, "K", "must be even for int4 with a shorter last group");
+            if (i4 && K > 0 && K % G != 0 && K % 2 != 0) throw_range(env, fn, "K", "must be even for int4 with a shorter last group");
             // G > K: one group of K per row.
             a.w.group = K > 0 ? std::min(G, K) : 1;
             // K = 0: no weights, so scales are never read; a weight quantized
