@@ -8,7 +8,9 @@
  *      LLM.int8, W4A8) forward and forwardAsync, plus calls that throw and
  *      async calls that reject (bad arguments).
  *   3. 200 cycles: load stories260K (HF folder and llama2.c file in turn),
- *      quantize it, one forward and one forwardAsync, drop it; every 20th
+ *      quantize it (every 4th cycle with GPTQ calibration: probes, X^T X
+ *      products, the native Cholesky factor), one forward and one
+ *      forwardAsync, drop it; every 20th
  *      cycle also saves a quantized checkpoint and loads it back.
  * After a warm-up, memory is sampled after forced GCs at regular points:
  * rss (everything, native allocations included), external + arrayBuffers
@@ -175,7 +177,9 @@ if (haveFixture) {
   const models: Bounds = { rssSlope: 64 * 1024, extSlope: 16 * 1024, heapSlope: 16 * 1024, mallocSlope: 4 * 1024, rssGrowth: 24 * MiB, extGrowth: 4 * MiB };
   await phase('model load/quantize/forward/drop', 200, 10, 10, models, async (i) => {
     const { model } = i % 2 ? loadModelSync(path.join(STORIES, 'stories260K.bin'), { tokenizerPath: path.join(STORIES, 'tok512.bin') }) : loadModelSync(STORIES);
-    const summary = quantizeModel(model, { weights: i % 4 < 2 ? 'int8' : 'int4' });
+    // every 4th cycle calibrated (GPTQ: probes, X^T X products, the native Cholesky factor)
+    const calibration = i % 4 === 3 ? { tokens: Array.from({ length: 64 }, (_, t) => (t * 37 + i) % 512), context: 64 } : undefined;
+    const summary = quantizeModel(model, { weights: i % 4 < 2 ? 'int8' : 'int4', ...(calibration ? { calibration } : {}) });
     model.forward([1, 403, 407], model.createCache(8));
     await model.forwardAsync([1, 403], model.createCache(8));
     if (i % 20 === 0) {
