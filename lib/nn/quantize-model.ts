@@ -36,7 +36,7 @@ export interface QuantizeModelOptions {
   weights: WeightsFormat;
   /**
    * Default 'symmetric' for int8 and 'asymmetric' for int4, the best
-   * data-free int4 rule measured (README, "int4 rules"); 'sym'/'asym' work too.
+   * data-free int4 rule measured (README, "Which int4 rule"); 'sym'/'asym' work too.
    */
   scheme?: SchemeName;
   /** Default 'channel' for int8, 'group' for int4. */
