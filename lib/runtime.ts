@@ -4,10 +4,15 @@ import { describe, rangeError, typeError } from './errors.js';
 
 export type { IsaName };
 
+/** A TypeError unless v is a number, a RangeError unless it is an integer in [lo, hi]. */
+function checkInt(fn: string, arg: string, v: unknown, lo: number, hi: number): asserts v is number {
+  if (typeof v !== 'number') throw typeError(fn, arg, `must be a number, got ${describe(v)}`);
+  if (!Number.isInteger(v) || v < lo || v > hi) throw rangeError(fn, arg, `must be an integer in [${lo}, ${hi}], got ${v}`);
+}
+
 /** Size of the native thread pool used by every kernel (default: the number of CPUs). */
 export function setThreads(n: number): void {
-  if (typeof n !== 'number') throw typeError('setThreads', 'n', `must be a number, got ${describe(n)}`);
-  if (!Number.isInteger(n) || n < 1 || n > 1024) throw rangeError('setThreads', 'n', `must be an integer in [1, 1024], got ${n}`);
+  checkInt('setThreads', 'n', n, 1, 1024);
   addon.setThreads(n);
 }
 
@@ -22,8 +27,7 @@ export function getThreads(): number {
  * better when other processes need them all.
  */
 export function setSpin(microseconds: number): void {
-  if (typeof microseconds !== 'number') throw typeError('setSpin', 'microseconds', `must be a number, got ${describe(microseconds)}`);
-  if (!Number.isInteger(microseconds) || microseconds < 0 || microseconds > 1_000_000) throw rangeError('setSpin', 'microseconds', `must be an integer in [0, 1000000], got ${microseconds}`);
+  checkInt('setSpin', 'microseconds', microseconds, 0, 1_000_000);
   addon.setSpin(microseconds);
 }
 

@@ -21,7 +21,7 @@ import type { Tensor } from '../tensor.js';
 import { type CliIO, printJson, progressBar } from './io.js';
 import { readTextFile } from './load.js';
 import { SAMPLE_TEXT } from './sample-text.js';
-import { type QuantFlags, quantLabel, quantOptions } from './weights.js';
+import { type QuantFlags, quantLabel, quantOptions, readCalibration } from './weights.js';
 
 export interface EncoderReportFlags extends QuantFlags {
   out: string;
@@ -115,7 +115,7 @@ export async function encoderReportCommand(io: CliIO, modelPath: string, flags: 
     results.push(await measure('fp32', first));
     bar.update(1);
     for (const w of weights) {
-      const opts = quantOptions(w, flags);
+      const opts = quantOptions(w, flags, readCalibration(flags));
       const enc = loadEncoderSync(modelPath); // each config starts from the float weights
       quantizeModel(enc.model, opts); // (the report's own bar is on screen)
       results.push(await measure(quantLabel(opts), enc));

@@ -14,7 +14,7 @@ import type { WeightsFormat } from '../nn/quantize-model.js';
 import type { Tensor } from '../tensor.js';
 import { type CliIO, printJson } from './io.js';
 import { readTextFile } from './load.js';
-import { type QuantFlags, quantOptions, quantizeWithProgress } from './weights.js';
+import { type QuantFlags, quantOptions, readCalibration, quantizeWithProgress } from './weights.js';
 
 interface EncoderFlags extends QuantFlags {
   weights?: WeightsFormat | 'fp32';
@@ -23,7 +23,7 @@ interface EncoderFlags extends QuantFlags {
 
 function loadForCli(io: CliIO, modelPath: string, flags: EncoderFlags): LoadedEncoder {
   const enc = loadEncoderSync(modelPath);
-  if (flags.weights !== undefined && flags.weights !== 'fp32') quantizeWithProgress(io, enc.model, quantOptions(flags.weights, flags));
+  if (flags.weights !== undefined && flags.weights !== 'fp32') quantizeWithProgress(io, enc.model, quantOptions(flags.weights, flags, readCalibration(flags)));
   return enc;
 }
 

@@ -3,7 +3,7 @@ import { generate } from '../eval/generate.js';
 import type { WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, printJson } from './io.js';
 import { loadCliModel, requireTokenizer } from './load.js';
-import { type QuantFlags, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
+import { type QuantFlags, quantOptions, readCalibration, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface GenerateFlags extends QuantFlags {
   prompt: string;
@@ -23,7 +23,7 @@ export async function generateCommand(io: CliIO, modelPath: string, flags: Gener
   const tokenizer = requireTokenizer(m, modelPath);
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     requireFloat(m, '--weights');
-    quantizeWithProgress(io, m.model, quantOptions(flags.weights, flags, m));
+    quantizeWithProgress(io, m.model, quantOptions(flags.weights, flags, readCalibration(flags, m)));
   }
   const opts = { maxNewTokens: flags.maxNewTokens, temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed, stop: flags.stop ?? [] };
   const it = generate(m.model, tokenizer, flags.prompt, opts);

@@ -19,7 +19,7 @@ import type { QuantizeModelSummary, WeightsFormat } from '../nn/quantize-model.j
 import type { Tokenizer } from '../tokenizers/types.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
-import { type QuantFlags, fallbackLines, quantLabel, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
+import { type QuantFlags, fallbackLines, quantLabel, quantOptions, readCalibration, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface InspectFlags extends QuantFlags {
   tokenizer?: string;
@@ -119,7 +119,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
   const treeBefore = moduleTree(m.model);
   let quantized: { label: string; summary: QuantizeModelSummary; tree: string; footprint: number } | undefined;
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
-    const opts = quantOptions(flags.weights, flags, m);
+    const opts = quantOptions(flags.weights, flags, readCalibration(flags, m));
     const summary = quantizeWithProgress(io, m.model, opts);
     quantized = { label: quantLabel(opts), summary, tree: moduleTree(m.model), footprint: footprint(m.model).bytes };
   }

@@ -3,7 +3,7 @@ import { perplexity } from '../eval/perplexity.js';
 import type { WeightsFormat } from '../nn/quantize-model.js';
 import { type CliIO, printJson, progressBar } from './io.js';
 import { contextLength, loadCliModel, readTextFile, requireTokenizer, tokenizeText } from './load.js';
-import { type QuantFlags, quantLabel, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
+import { type QuantFlags, quantLabel, quantOptions, readCalibration, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface PplFlags extends QuantFlags {
   text: string;
@@ -22,7 +22,7 @@ export function pplCommand(io: CliIO, modelPath: string, flags: PplFlags): void 
   let label = m.source === 'quantkit' ? 'quantkit checkpoint' : 'fp32';
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
     requireFloat(m, '--weights');
-    const o = quantOptions(flags.weights, flags, m, flags.text);
+    const o = quantOptions(flags.weights, flags, readCalibration(flags, m, flags.text));
     quantizeWithProgress(io, m.model, o);
     label = quantLabel(o);
   }

@@ -6,7 +6,7 @@ import { footprint } from '../eval/footprint.js';
 import { saveQuantized } from '../io/quantized-checkpoint.js';
 import { type CliIO, formatBytes, printJson } from './io.js';
 import { loadCliModel } from './load.js';
-import { type QuantFlags, fallbackLines, quantLabel, quantOptions, quantizeWithProgress, requireFloat } from './weights.js';
+import { type QuantFlags, fallbackLines, quantLabel, quantOptions, readCalibration, quantizeWithProgress, requireFloat } from './weights.js';
 
 export interface QuantizeFlags extends QuantFlags {
   out: string;
@@ -26,7 +26,7 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
   if (fs.existsSync(out) && !flags.force) throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} already exists; pass --force to replace it`);
   const m = loadCliModel(modelPath, flags.tokenizer, io);
   requireFloat(m, 'quantize');
-  const opts = quantOptions(flags.bits === 8 ? 'int8' : 'int4', flags, m);
+  const opts = quantOptions(flags.bits === 8 ? 'int8' : 'int4', flags, readCalibration(flags, m));
   const before = footprint(m.model);
   const summary = quantizeWithProgress(io, m.model, opts);
   const after = footprint(m.model);

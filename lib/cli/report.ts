@@ -23,7 +23,7 @@ import { contextLength, loadCliModel, readTextFile, requireTokenizer, tokenizeTe
 import { encoderReportCommand } from './encoder-report.js';
 import { isEncoderFolder } from './inspect.js';
 import { SAMPLE_TEXT } from './sample-text.js';
-import { type QuantFlags, quantLabel, quantOptions, requireFloat } from './weights.js';
+import { type QuantFlags, quantLabel, quantOptions, readCalibration, requireFloat } from './weights.js';
 
 export interface ReportFlags extends QuantFlags {
   out: string;
@@ -72,7 +72,8 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   const weights = [...new Set(flags.weights)];
   // With --calib, each format also gets a GPTQ row (its options built now,
   // so a bad --calib fails before any work).
-  const gptqOpts = new Map(flags.calib !== undefined ? weights.map((w) => [w, quantOptions(w, flags, base, flags.text)] as const) : []);
+  const calibration = readCalibration(flags, base, flags.text);
+  const gptqOpts = new Map(calibration ? weights.map((w) => [w, quantOptions(w, flags, calibration)] as const) : []);
   // steps: per config its generations and perplexity; per quantized config also its error report and quantization; per GPTQ config its quantization
   const bar = progressBar(io, 'report', 2 + 4 * weights.length + 3 * gptqOpts.size);
   let step = 0;
@@ -90,7 +91,7 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   try {
     results.push(await evaluate('fp32'));
     for (const w of weights) {
-      const opts = quantOptions(w, { ...flags, calib: undefined });
+      const opts = quantOptions(w, flags);
       const label = quantLabel(opts);
       const fresh = load(); // each config starts from the float weights
       next(`${label}: per-layer errors`);

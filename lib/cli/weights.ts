@@ -7,6 +7,7 @@ import { QuantkitError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import { type QuantizeModelOptions, type QuantizeModelSummary, type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
 import { type CliIO, quantizeProgress } from './io.js';
+import type { CalibrationData } from '../nn/calibrate.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { type CliModel, readTextFile, tokenizeText } from './load.js';
 
@@ -24,22 +25,24 @@ export interface QuantFlags {
 }
 
 /**
- * The quantizeModel options of the flags. With --calib, `m` (the loaded
- * model, for its tokenizer) is needed and `evalText` (the file the command
- * evaluates on, if any) must be another file.
+ * The calibration tokens of --calib (undefined without it), read once per
+ * command. `m` (the loaded causal LM, for its tokenizer) is needed, and
+ * `evalText` (the file the command evaluates on, if any) must be another file.
  */
-export function quantOptions(weights: WeightsFormat, f: QuantFlags, m?: { tokenizer: Tokenizer | undefined }, evalText?: string): QuantizeModelOptions {
-  let calibration: QuantizeModelOptions['calibration'];
-  if (f.calib !== undefined) {
-    if (m === undefined) throw new QuantkitError('ERR_UNSUPPORTED', '--calib: calibration runs causal language models (Llama, GPT-2, OPT, CodeGen)');
-    if (evalText !== undefined && path.resolve(evalText) === path.resolve(f.calib)) {
-      throw new QuantkitError('ERR_UNSUPPORTED', `--calib and --text name the same file (${f.calib}): calibrate on other text than you evaluate on`);
-    }
-    if (m.tokenizer === undefined) throw new QuantkitError('ERR_NOT_FOUND', '--calib needs the model\'s tokenizer, and none was found; pass --tokenizer <file>');
-    const tokens = tokenizeText(m.tokenizer, readTextFile(f.calib), f.calibTokens ?? 4096);
-    if (tokens.length < 2) throw new QuantkitError('ERR_UNSUPPORTED', `--calib ${f.calib}: the text gives ${tokens.length} token(s); calibration needs at least 2`);
-    calibration = { tokens };
+export function readCalibration(f: QuantFlags, m?: { tokenizer: Tokenizer | undefined }, evalText?: string): CalibrationData | undefined {
+  if (f.calib === undefined) return undefined;
+  if (m === undefined) throw new QuantkitError('ERR_UNSUPPORTED', '--calib: calibration runs causal language models (Llama, GPT-2, OPT, CodeGen)');
+  if (evalText !== undefined && path.resolve(evalText) === path.resolve(f.calib)) {
+    throw new QuantkitError('ERR_UNSUPPORTED', `--calib and --text name the same file (${f.calib}): calibrate on other text than you evaluate on`);
   }
+  if (m.tokenizer === undefined) throw new QuantkitError('ERR_NOT_FOUND', '--calib needs the model\'s tokenizer, and none was found; pass --tokenizer <file>');
+  const tokens = tokenizeText(m.tokenizer, readTextFile(f.calib), f.calibTokens ?? 4096);
+  if (tokens.length < 2) throw new QuantkitError('ERR_UNSUPPORTED', `--calib ${f.calib}: the text gives ${tokens.length} token(s); calibration needs at least 2`);
+  return { tokens };
+}
+
+/** The quantizeModel options of the flags, calibrated (GPTQ) when `calibration` is given (readCalibration). */
+export function quantOptions(weights: WeightsFormat, f: QuantFlags, calibration?: CalibrationData): QuantizeModelOptions {
   return {
     ...(calibration ? { calibration } : {}),
     weights,

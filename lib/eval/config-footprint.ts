@@ -11,7 +11,7 @@ import type { WeightSpec } from '../models/config.js';
 import { distilbertWeightSpecs, parseDistilBertConfig } from '../models/distilbert.js';
 import { archSpec, parseModelConfig } from '../models/registry.js';
 import { type QuantizeModelOptions, layerQuantizeOptions, makeExcludeMatcher, resolveQuantConfig } from '../nn/quantize-model.js';
-import { packedRowBytes, rowsK } from '../quant/qtypes.js';
+import { packedRowBytes, rowsK, scaleCount } from '../quant/qtypes.js';
 
 export interface SpecFootprintOptions {
   /** The stored dtype of Linear weights and embeddings. */
@@ -42,7 +42,7 @@ export function footprintFromSpecs(specs: readonly WeightSpec[], o: SpecFootprin
         continue;
       }
       const [rows, K] = rowsK(s.shape);
-      const scales = q.granularity === 'tensor' ? 1 : q.granularity === 'channel' ? rows : rows * Math.ceil(K / q.groupSize!);
+      const scales = scaleCount(q.granularity!, rows, K, q.groupSize);
       bytes += rows * packedRowBytes(q.bits, K) + 4 * scales + (q.scheme === 'asymmetric' ? scales : 0);
     }
   }

@@ -47,7 +47,7 @@ import { type ActivationMode, Linear, QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import type { QuantizeModelSummary, ResolvedQuantConfig } from '../nn/quantize-model.js';
-import type { Granularity, Scheme } from '../quant/qtypes.js';
+import { type Granularity, type Scheme, scaleCount } from '../quant/qtypes.js';
 import { Tensor } from '../tensor.js';
 import { writeDirAtomic } from './atomic.js';
 import { SAFETENSORS_SINGLE, loadSafetensorsFolder, writeSafetensors, type SafetensorsCheckpoint } from './safetensors.js';
@@ -94,7 +94,7 @@ export function quantizedTensorMap(model: Module): { tensors: Map<string, Tensor
       const q = m.qweight;
       const [N, K] = q.shape as [number, number];
       add(`${prefix}qweight`, q.bits === 8 ? new Tensor('i8', [N, K], q.data as Int8Array) : new Tensor('u8', [N, q.data.length / N], q.data as Uint8Array));
-      const sShape = q.granularity === 'group' ? [N, Math.ceil(K / q.groupSize)] : q.granularity === 'channel' ? [N] : [1];
+      const sShape = q.granularity === 'group' ? [N, scaleCount('group', 1, K, q.groupSize)] : q.granularity === 'channel' ? [N] : [1];
       add(`${prefix}scales`, new Tensor('f32', sShape, q.scales));
       if (q.zeroPoints) {
         add(`${prefix}zeros`, q.zeroPoints instanceof Int8Array ? new Tensor('i8', sShape, q.zeroPoints) : new Tensor('u8', sShape, q.zeroPoints));

@@ -27,7 +27,7 @@ import { cholInverseUpper } from '../ops/linalg.js';
 import { Tensor } from '../tensor.js';
 import { QuantizedTensor } from './qtensor.js';
 import { type Scheme, codeRange } from './qtypes.js';
-import { packInt4 } from './quantize.js';
+import { packInt4, quantize } from './quantize.js';
 
 export interface GptqOptions {
   bits: 8 | 4;
@@ -44,24 +44,10 @@ export interface GptqOptions {
   name?: string;
 }
 
-const F32_TRUE_MIN = 1.401298464324817e-45;
-
+/** Round half to even: the rounding of quantize()'s element formula. */
 function rne(v: number): number {
   const r = Math.round(v);
   return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-/** Scale and zero point of one group from its min and max: the same rule as quantize() (README, "Which int4 rule"). */
-function params(mn: number, mx: number, asym: boolean, qmin: number, qmax: number): [number, number] {
-  let s: number;
-  if (mn === mx) s = mn === 0 ? 1 : Math.abs(mn);
-  else if (!asym) s = Math.max(Math.abs(mn), Math.abs(mx)) / qmax;
-  else s = (Math.max(mx, 0) - Math.min(mn, 0)) / (qmax - qmin);
-  s = Math.fround(s);
-  if (s === 0) s = F32_TRUE_MIN;
-  if (!asym) return [s, 0];
-  const z = rne(Math.fround(qmin - Math.fround(Math.min(mn, 0) / s)));
-  return [s, Math.min(Math.max(z, qmin), qmax)];
 }
 
 /**
@@ -123,22 +109,24 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
   const scales = new Float32Array(N * ng);
   const zps = new Int32Array(N * ng);
   const codes = new Int8Array(N * K);
-  const groupParams = (n: number, g: number, src: Float32Array, colOf: (k: number) => number) => {
-    let mn = Infinity, mx = -Infinity;
-    for (let k = g * G; k < Math.min(K, (g + 1) * G); k++) {
-      const v = src[n * K + colOf(k)]!;
-      if (v < mn) mn = v;
-      if (v > mx) mx = v;
+  // Group g's scale and zero point in every row, from the group's columns of
+  // `src` (storage column k is at colOf(k)): quantize() per channel over that
+  // slice, so the rule is the one round-to-nearest uses.
+  const groupParams = (g: number, src: Float32Array, colOf: (k: number) => number) => {
+    const k0 = g * G, len = Math.min(K, k0 + G) - k0;
+    const slice = new Float32Array(N * len);
+    for (let n = 0; n < N; n++) for (let i = 0; i < len; i++) slice[n * len + i] = src[n * K + colOf(k0 + i)]!;
+    const p = quantize(new Tensor('f32', [N, len], slice), { bits, scheme, granularity: 'channel' });
+    for (let n = 0; n < N; n++) {
+      scales[n * ng + g] = p.scales[n]!;
+      zps[n * ng + g] = p.zeroPoints ? p.zeroPoints[n]! : 0;
     }
-    const [s, z] = params(mn, mx, asym, qmin, qmax);
-    scales[n * ng + g] = s;
-    zps[n * ng + g] = z;
   };
   const pos = new Int32Array(K); // storage column -> walk position
   for (let p = 0; p < K; p++) pos[perm[p]!] = p;
   if (actOrder) {
     // static groups: from W (dead columns as 0), before any update
-    for (let n = 0; n < N; n++) for (let g = 0; g < ng; g++) groupParams(n, g, Wp, (k) => pos[k]!);
+    for (let g = 0; g < ng; g++) groupParams(g, Wp, (k) => pos[k]!);
   }
 
   for (let b0 = 0; b0 < K; b0 += B) {
@@ -148,7 +136,7 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
     for (let p = b0; p < b1; p++) {
       const col = perm[p]!;
       const g = Math.floor(col / G);
-      if (!actOrder && col % G === 0) for (let n = 0; n < N; n++) groupParams(n, g, Wp, (k) => k);
+      if (!actOrder && col % G === 0) groupParams(g, Wp, (k) => k);
       const d = U![p * K + p]!;
       const urow = p * K;
       for (let n = 0; n < N; n++) {

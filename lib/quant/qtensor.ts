@@ -15,7 +15,7 @@
 import { addon } from '../binding.js';
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import { Tensor, shapeSize } from '../tensor.js';
-import { GRAN_CODE, codeRange, packedRowBytes, rowsK, type Bits, type Granularity, type Scheme } from './qtypes.js';
+import { GRAN_CODE, codeRange, packedRowBytes, rowsK, scaleCount, type Bits, type Granularity, type Scheme } from './qtypes.js';
 
 export interface QuantizedTensorInit {
   bits: Bits;
@@ -68,7 +68,7 @@ export class QuantizedTensor {
     const DataCtor = bits === 8 ? Int8Array : Uint8Array;
     if (!(init.data instanceof DataCtor)) throw typeError(fn, 'data', `must be a ${DataCtor.name} for ${bits} bits, got ${describe(init.data)}`);
     if (init.data.length !== wantData) throw rangeError(fn, 'data', `has ${init.data.length} bytes, expected ${wantData}`);
-    const nScales = granularity === 'tensor' ? 1 : granularity === 'channel' ? rows : rows * Math.ceil(K / G); // a shorter last group when G does not divide K
+    const nScales = scaleCount(granularity, rows, K, G);
     if (!(init.scales instanceof Float32Array)) throw typeError(fn, 'scales', `must be a Float32Array, got ${describe(init.scales)}`);
     if (init.scales.length !== nScales) throw rangeError(fn, 'scales', `has ${init.scales.length} values, expected ${nScales}`);
     for (let i = 0; i < init.scales.length; i++) {

@@ -48,6 +48,15 @@ export function packedRowBytes(bits: Bits, K: number): number {
   return bits === 8 ? K : bits === 4 ? Math.ceil(K / 2) : Math.ceil(K / 4);
 }
 
+/**
+ * Scales (and zero points) of a [rows, K] weight: 1 per tensor, 1 per row per
+ * channel, ceil(K / G) per row in groups (the last group shorter when G does
+ * not divide K).
+ */
+export function scaleCount(granularity: Granularity, rows: number, K: number, groupSize: number | undefined): number {
+  return granularity === 'tensor' ? 1 : granularity === 'channel' ? rows : rows * Math.ceil(K / groupSize!);
+}
+
 /** rows x K view of a shape: K is the last dimension (1 for a scalar). */
 export function rowsK(shape: readonly number[]): [number, number] {
   if (shape.length === 0) return [1, 1];

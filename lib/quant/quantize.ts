@@ -8,7 +8,7 @@ import { SrcType, addon } from '../binding.js';
 import { describe, rangeError, typeError } from '../errors.js';
 import { Tensor, shapeSize } from '../tensor.js';
 import { QuantizedTensor, assertQuantized, nonFiniteError } from './qtensor.js';
-import { GRAN_CODE, packedRowBytes, resolveOptions, rowsK, type QuantizeOptions } from './qtypes.js';
+import { GRAN_CODE, packedRowBytes, resolveOptions, rowsK, scaleCount, type QuantizeOptions } from './qtypes.js';
 
 const SRC_CODE = { f32: SrcType.f32, f16: SrcType.f16, bf16: SrcType.bf16 } as const;
 
@@ -23,7 +23,7 @@ function prepareQuantize(fn: string, t: Tensor, options: QuantizeOptions | undef
   const spec = resolveOptions(fn, t.shape, options);
   const [rows, K] = rowsK(t.shape);
   const asym = spec.scheme === 'asymmetric';
-  const nScales = spec.granularity === 'tensor' ? 1 : spec.granularity === 'channel' ? rows : rows * Math.ceil(K / spec.groupSize);
+  const nScales = scaleCount(spec.granularity, rows, K, spec.groupSize);
   const data = spec.bits === 8 ? new Int8Array(rows * K) : new Uint8Array(rows * packedRowBytes(spec.bits, K));
   const scales = new Float32Array(nScales).fill(1);
   const zeroPoints = asym ? (spec.bits === 8 ? new Int8Array(nScales).fill(-128) : new Uint8Array(nScales)) : null;

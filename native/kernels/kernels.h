@@ -51,6 +51,22 @@ struct WeightView {
 // Scale entries per row of w for a kernel call over K columns.
 inline size_t scale_stride(const WeightView& w, size_t K) { return w.gstride ? w.gstride : K / w.group; }
 
+// For a quantized w over K columns whose group G does not divide K: k1, the
+// columns of whole groups, and the view of the last, shorter group (columns
+// [k1, K) of every row, one group of K - k1, gstride = ceil(K / G)). The
+// GEMM drivers run the two parts as two products.
+inline WeightView last_group_view(const WeightView& w, size_t K, size_t* k1) {
+    const size_t ng = (K + w.group - 1) / w.group;
+    *k1 = (ng - 1) * w.group;
+    WeightView t = w;
+    t.group = K - *k1;
+    t.gstride = ng;
+    t.data = static_cast<const uint8_t*>(w.data) + (w.fmt == WFormat::i4 ? *k1 / 2 : *k1);
+    t.scales = w.scales + (ng - 1);
+    t.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + (ng - 1)) : nullptr;
+    return t;
+}
+
 // Arguments of one GEMM call: Y[M, N] = X[M, K] · W[N, K]^T (+ bias[N]).
 struct GemmArgs {
     const float* x;  size_t ldx;   // X[M, K], row stride ldx >= K (elements)

@@ -217,22 +217,18 @@ namespace {
 // of G' = K2, a view starting at column K1 of every row), then
 // Y = Y1 + (Y2 + bias). Every kernel sees groups that divide its K.
 void gemm_tail(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) {
-    const size_t G = a.w.group, ng = (a.K + G - 1) / G, K1 = (ng - 1) * G, K2 = a.K - K1;
+    size_t K1;
     GemmArgs tail = a;
-    tail.K = K2;
+    tail.w = last_group_view(a.w, a.K, &K1);
+    tail.K = a.K - K1;
     tail.x = a.x + K1;
-    tail.w.group = K2;
-    tail.w.gstride = ng;
-    tail.w.data = static_cast<const uint8_t*>(a.w.data) + (a.w.fmt == WFormat::i4 ? K1 / 2 : K1);
-    tail.w.scales = a.w.scales + (ng - 1);
-    tail.w.zps = a.w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(a.w.zps) + (ng - 1)) : nullptr;
     if (K1 == 0) {  // K < G: the whole row is one (short) group
         gemm(kern, tail, blocking);
         return;
     }
     GemmArgs main = a;
     main.K = K1;
-    main.w.gstride = ng;
+    main.w.gstride = tail.w.gstride;
     main.bias = nullptr;
     gemm(kern, main, blocking);
     thread_local std::vector<float> y2;

@@ -187,13 +187,11 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     // A shorter last group with G % 32 == 0: the whole groups [0, K1) and the
     // last one [K1, K) as two products (K1 is a multiple of 32, so each
     // part's activation blocks are the row's own), Y = Y1 + (Y2 + bias).
-    const size_t ng = (K + G - 1) / G, K1 = (ng - 1) * G, K2 = K - K1;
-    WeightView main = w, tail = w;
-    main.gstride = tail.gstride = ng;
-    tail.group = K2;
-    tail.data = static_cast<const uint8_t*>(w.data) + K1 / 2;
-    tail.scales = w.scales + (ng - 1);
-    tail.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + (ng - 1)) : nullptr;
+    size_t K1;
+    const WeightView tail = last_group_view(w, K, &K1);
+    const size_t K2 = K - K1;
+    WeightView main = w;
+    main.gstride = tail.gstride;
     size_t bad = w4a8_part(k, main, N, K1, x, K, M, nullptr, y, acts);
     if (bad != SIZE_MAX) return bad;  // (indices are of x[M, K]: the parts read x with row stride K)
     thread_local std::vector<float> y2;
