@@ -261,7 +261,8 @@ describe.skipIf(!haveStories)('quantizeModel with calibration (stories260K; cali
     expect(() => quantizeModel(m, { weights: 'int4', calibration: { tokens: [1, 2, 3], context: 100000 } })).toThrow(/'options.calibration.context' must be an integer in \[2, 512\]/);
     expect(() => quantizeModel(m, { weights: 'int4', method: 'gptq' })).toThrow(/'gptq' needs calibration data/);
     expect(() => quantizeModel(m, { weights: 'int8', granularity: 'tensor', calibration: { tokens: [1, 2, 3] } })).toThrow(/'tensor' is not supported with method 'gptq'/);
-    expect(() => quantizeModel(m, { weights: 'int4', method: 'awq' as never })).toThrow(/'options.method'/);
+    expect(() => quantizeModel(m, { weights: 'int4', method: 'awq' })).toThrow(/'awq' needs calibration data/);
+    expect(() => quantizeModel(m, { weights: 'int4', method: 'qat' as never })).toThrow(/'options.method' must be 'rtn', 'gptq', 'awq', 'awq\+gptq'/);
     expect([...m.namedModules()].some(([, x]) => x instanceof QLinear)).toBe(false);
   });
 
@@ -282,11 +283,12 @@ describe.skipIf(!haveStories)('quantizeModel with calibration (stories260K; cali
     const ok = await runCliJson<{ weights: string; ppl: number }>(['ppl', MODEL, '--text', evalText, '--max-tokens', '4096', '--weights', 'int4', '--calib', calib, '--calib-tokens', '2048']);
     expect(ok.weights).toBe('int4 asym g32 GPTQ');
     expect(Number.isFinite(ok.ppl)).toBe(true);
-    // report: a GPTQ row after each round-to-nearest one
+    // report: a row per calibrated method after each round-to-nearest one
     const rep = path.join(tmp, 'report-gptq');
     const r = await runCli(['report', MODEL, '--out', rep, '--text', evalText, '--max-tokens', '512', '--max-new-tokens', '4', '--calib', calib, '--calib-tokens', '1024']);
     expect(r.code, r.err).toBe(0);
     const j = JSON.parse(fs.readFileSync(path.join(rep, 'report.json'), 'utf8')) as { results: { label: string }[] };
-    expect(j.results.map((x) => x.label)).toEqual(['fp32', 'int8 sym per-channel', 'int8 sym per-channel GPTQ', 'int4 asym g32', 'int4 asym g32 GPTQ']);
+    const methods = (f: string) => [f, `${f} GPTQ`, `${f} AWQ`, `${f} AWQ+GPTQ`];
+    expect(j.results.map((x) => x.label)).toEqual(['fp32', ...methods('int8 sym per-channel'), ...methods('int4 asym g32')]);
   });
 });

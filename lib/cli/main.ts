@@ -50,8 +50,13 @@ function quantOpts(cmd: Command, withBits: boolean): Command {
     .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
     .addOption(new Option('--activations <a>', 'none (weight-only, the default), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
     .addOption(new Option('--threshold <t>', 'LLM.int8() outlier threshold (default 6)').argParser(floatOption(0, 1e6)))
-    .addOption(new Option('--calib <file>', 'calibration text: quantize with GPTQ against each layer\'s inputs on it (causal LMs; use other text than you evaluate on)'))
-    .addOption(new Option('--calib-tokens <n>', 'calibration tokens read from --calib').argParser(intOption(2, 2 ** 31)).default(4096));
+    .addOption(new Option('--calib <file>', 'calibration text: quantize with GPTQ (or --method) against each layer\'s inputs on it (causal LMs; use other text than you evaluate on)'))
+    .addOption(new Option('--calib-tokens <n>', 'calibration tokens read from --calib').argParser(intOption(2, 2 ** 31)).default(4096))
+    .addOption(
+      new Option('--method <m>', 'rtn (round to nearest), gptq, awq (activation-aware scales folded into the norms) or awq+gptq; all but rtn need --calib (default: gptq with --calib, else rtn)').argParser(
+        choiceOption(['rtn', 'gptq', 'awq', 'awq+gptq'] as const),
+      ),
+    );
 }
 
 /** quantize's --weights / --bits: one choice, two spellings; both given must agree. */
@@ -95,12 +100,17 @@ function buildProgram(io: CliIO): Command {
       .description('quantize the Linear layers and save a quantkit checkpoint folder')
       .argument(modelArg, modelHelp)
       .requiredOption('--out <dir>', 'output folder, written atomically (required)')
-      .option('--force', 'replace --out if it already exists'),
+      .option('--force', 'replace --out if it already exists')
+      .addOption(
+        new Option('--budget <ratio>', 'choose each layer\'s format (int4 g128, int4 g32, int8, float) for the fewest bytes whose perplexity on --calib stays within this ratio of float (e.g. 1.01); needs --calib').argParser(
+          floatOption(1.000001, 1e6),
+        ),
+      ),
     true,
   )
     .addOption(tokenizerOpt())
     .option('--json', 'machine-readable output')
-    .action(async (model: string, o) => (await commands.quantize())(io, model, { ...o, bits: quantizeBits(o.weights, o.bits) }));
+    .action(async (model: string, o) => (await commands.quantize())(io, model, { ...o, weights: o.weights ?? o.bits, bits: quantizeBits(o.weights, o.bits) }));
 
   quantOpts(
     program

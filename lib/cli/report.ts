@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import type { QuantMethod } from '../nn/quantize-model.js';
 import { QuantkitError } from '../errors.js';
 import { writeDirAtomic } from '../io/atomic.js';
 import { errorReport, type LayerErrorRow } from '../eval/error-report.js';
@@ -70,12 +71,15 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   const tokens = tokenizeText(tokenizer, text, flags.maxTokens);
   const prompts = flags.prompt ?? ['', 'Once upon a time'];
   const weights = [...new Set(flags.weights)];
-  // With --calib, each format also gets a GPTQ row (its options built now,
-  // so a bad --calib fails before any work).
+  // With --calib, each format also gets a row per calibrated method (GPTQ,
+  // AWQ, both; or only --method's), next to its round-to-nearest row. Their
+  // options are built now, so a bad --calib fails before any work.
   const calibration = readCalibration(flags, base, flags.text);
-  const gptqOpts = new Map(calibration ? weights.map((w) => [w, quantOptions(w, flags, calibration)] as const) : []);
-  // steps: per config its generations and perplexity; per quantized config also its error report and quantization; per GPTQ config its quantization
-  const bar = progressBar(io, 'report', 2 + 4 * weights.length + 3 * gptqOpts.size);
+  const methods: QuantMethod[] = flags.method !== undefined && flags.method !== 'rtn' ? [flags.method] : ['gptq', 'awq', 'awq+gptq'];
+  const calibrated = new Map(calibration ? weights.map((w) => [w, methods.map((method) => ({ ...quantOptions(w, flags, calibration), method }))] as const) : []);
+  const nCalibrated = [...calibrated.values()].reduce((a, v) => a + v.length, 0);
+  // steps: per config its generations and perplexity; per quantized config also its error report and quantization; per calibrated config its quantization
+  const bar = progressBar(io, 'report', 2 + 4 * weights.length + 3 * nCalibrated);
   let step = 0;
   const next = (what: string) => bar.update(step++, undefined, what);
 
@@ -91,7 +95,7 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
   try {
     results.push(await evaluate('fp32'));
     for (const w of weights) {
-      const opts = quantOptions(w, flags);
+      const opts = { ...quantOptions(w, flags), method: 'rtn' as const };
       const label = quantLabel(opts);
       const fresh = load(); // each config starts from the float weights
       next(`${label}: per-layer errors`);
@@ -102,9 +106,8 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
       r.errors = er;
       r.quantized = { replaced: summary.replaced.length, kept: summary.kept, fallbacks: summary.fallbacks };
       results.push(r);
-      const g = gptqOpts.get(w);
-      if (g) {
-        // the same format, GPTQ-calibrated on --calib (no per-layer table: that one is round-to-nearest)
+      for (const g of calibrated.get(w) ?? []) {
+        // the same format, calibrated on --calib (no per-layer table: that one is round-to-nearest)
         const gl = quantLabel(g);
         const fg = load();
         next(`${gl}: quantize`);

@@ -8,6 +8,7 @@ import type { Module } from '../nn/module.js';
 import { type QuantizeModelOptions, type QuantizeModelSummary, type WeightsFormat, quantizeModel } from '../nn/quantize-model.js';
 import { type CliIO, quantizeProgress } from './io.js';
 import type { CalibrationData } from '../nn/calibrate.js';
+import { DEFAULT_CALIBRATED, type QuantMethod } from '../nn/quantize-model.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { type CliModel, readTextFile, tokenizeText } from './load.js';
 
@@ -19,9 +20,11 @@ export interface QuantFlags {
   groupFallback?: 'tail' | 'divisor' | 'channel' | 'keep' | 'error';
   activations?: 'none' | 'int8' | 'llm.int8';
   threshold?: number;
-  /** --calib: calibration text file (GPTQ). */
+  /** --calib: calibration text file (GPTQ by default). */
   calib?: string;
   calibTokens?: number;
+  /** --method: rtn, gptq, awq or awq+gptq (all but rtn need --calib). */
+  method?: QuantMethod;
 }
 
 /**
@@ -45,6 +48,7 @@ export function readCalibration(f: QuantFlags, m?: { tokenizer: Tokenizer | unde
 export function quantOptions(weights: WeightsFormat, f: QuantFlags, calibration?: CalibrationData): QuantizeModelOptions {
   return {
     ...(calibration ? { calibration } : {}),
+    ...(f.method !== undefined ? { method: f.method } : {}),
     weights,
     ...(f.scheme !== undefined ? { scheme: f.scheme === 'asym' || f.scheme === 'asymmetric' ? 'asymmetric' : 'symmetric' } : {}),
     granularity: f.granularity ?? (weights === 'int8' && f.group === undefined ? 'channel' : 'group'),
@@ -77,8 +81,9 @@ export function quantLabel(o: QuantizeModelOptions): string {
   const scheme = o.scheme ?? (o.weights === 'int4' ? 'asymmetric' : 'symmetric'); // quantizeModel's defaults
   const s = scheme === 'asymmetric' || scheme === 'asym' ? 'asym' : 'sym';
   const act = o.activations === 'int8' ? (o.weights === 'int4' ? ' W4A8' : ' W8A8') : o.activations === 'llm.int8' ? ' LLM.int8' : '';
-  const gptq = o.calibration !== undefined ? ' GPTQ' : '';
-  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}${gptq}`;
+  const method = o.method ?? (o.calibration !== undefined ? DEFAULT_CALIBRATED : 'rtn');
+  const m = method === 'rtn' ? '' : ` ${method.toUpperCase()}`;
+  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}${m}`;
 }
 
 /** quantizeModel with a layer-by-layer progress bar on a terminal. */

@@ -12,9 +12,13 @@
  *                         "granularity": "channel" | "group" | "tensor",
  *                         "group_size": G | null,
  *                         "modules_to_not_convert": [Linear layers left in float],
- *                         "module_overrides": { name: { "granularity", "group_size" } }
+ *                         "module_overrides": { name: { "granularity", "group_size",
+ *                                               "bits"?, "scheme"? } }
  *                           (layers whose K the group size does not divide,
- *                           see quantizeModel's groupFallback)
+ *                           see quantizeModel's groupFallback, and layers in
+ *                           another format, see quantizeModel's overrides and
+ *                           planBudget; "bits"/"scheme" there need
+ *                           format_version 2)
  *                       }
  *   model.safetensors   for every QLinear named <name> (dotted module name,
  *                       e.g. model.layers.0.self_attn.q_proj):
@@ -33,7 +37,7 @@
  *                       is stored once, under the first name (the model's
  *                       config says how to tie it back). Value:
  *                       w = (q - zero) * scale (zero = 0 when symmetric).
- *                       __metadata__: { format: "pt", quantkit: "1" }.
+ *                       __metadata__: { format: "pt", quantkit: "<format_version>" }.
  *   tokenizer files     copied as given (tokenizer.json, tokenizer.bin, ...)
  *
  * The folder is written atomically: it is built in a temporary sibling of
@@ -48,12 +52,16 @@ import type { Module } from '../nn/module.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import type { QuantizeModelSummary, ResolvedQuantConfig } from '../nn/quantize-model.js';
 import { type Granularity, type Scheme, scaleCount } from '../quant/qtypes.js';
+import type { QuantMethod } from '../nn/quantize-model.js';
 import { Tensor } from '../tensor.js';
 import { writeDirAtomic } from './atomic.js';
 import { SAFETENSORS_SINGLE, loadSafetensorsFolder, writeSafetensors, type SafetensorsCheckpoint } from './safetensors.js';
 
 export const QUANT_METHOD = 'quantkit';
+/** Written when every layer has the global bits and scheme (readers of version 1 load it). */
 export const QUANT_FORMAT_VERSION = 1;
+/** Written when a layer overrides bits or scheme (a mixed-format checkpoint, e.g. from planBudget). */
+export const QUANT_FORMAT_VERSION_MIXED = 2;
 
 export interface QuantizationConfigJson {
   quant_method: 'quantkit';
@@ -63,13 +71,22 @@ export interface QuantizationConfigJson {
   granularity: Granularity;
   group_size: number | null;
   modules_to_not_convert: string[];
-  module_overrides?: Record<string, { granularity: Granularity; group_size: number | null }>;
+  module_overrides?: Record<string, ModuleOverrideJson>;
   /** Activation handling of the quantized layers ('none' when absent). */
   activations?: ActivationMode;
   /** LLM.int8() threshold, with activations 'llm.int8'. */
   threshold?: number;
-  /** How the codes were chosen: 'gptq' (calibrated); absent: round to nearest. Informational. */
-  method?: 'gptq';
+  /** How the codes were chosen: 'gptq', 'awq', 'awq+gptq' (calibrated); absent: round to nearest. Informational. */
+  method?: Exclude<QuantMethod, 'rtn'>;
+}
+
+export interface ModuleOverrideJson {
+  granularity: Granularity;
+  group_size: number | null;
+  /** When it differs from the global bits (format_version 2). */
+  bits?: 8 | 4;
+  /** When it differs from the global scheme (format_version 2). */
+  scheme?: Scheme;
 }
 
 function isQuantConfig(v: unknown): v is ResolvedQuantConfig {
@@ -121,18 +138,22 @@ export function quantizationConfigJson(model: Module, quant: QuantizeModelSummar
   if (!isQuantConfig(cfg)) throw typeError('saveQuantized', 'quant', `must be a quantizeModel summary or its config, got ${describe(quant)}`);
   const { qlinears, floatLinears } = quantizedTensorMap(model);
   if (qlinears.size === 0) throw new QuantkitError('ERR_UNSUPPORTED', 'saveQuantized: the model has no QLinear layer; run quantizeModel first');
-  const overrides: Record<string, { granularity: Granularity; group_size: number | null }> = {};
+  const overrides: Record<string, ModuleOverrideJson> = {};
   const globalG = cfg.granularity === 'group' ? (cfg.groupSize ?? null) : null;
+  let mixed = false;
   for (const [name, q] of qlinears) {
-    if (q.qweight.bits !== cfg.bits || q.qweight.scheme !== cfg.scheme) {
-      throw new QuantkitError('ERR_UNSUPPORTED', `saveQuantized: layer '${name}' is int${q.qweight.bits} ${q.qweight.scheme}, the config says int${cfg.bits} ${cfg.scheme}; one checkpoint holds one format`);
-    }
+    const { bits, scheme } = q.qweight;
+    if (bits !== 8 && bits !== 4) throw new QuantkitError('ERR_UNSUPPORTED', `saveQuantized: layer '${name}' is int${bits}; checkpoints hold int8 and int4 layers`);
     const g = q.qweight.granularity === 'group' ? q.qweight.groupSize : null;
-    if (q.qweight.granularity !== cfg.granularity || g !== globalG) overrides[name] = { granularity: q.qweight.granularity, group_size: g };
+    const other = bits !== cfg.bits || scheme !== cfg.scheme;
+    mixed ||= other;
+    if (other || q.qweight.granularity !== cfg.granularity || g !== globalG) {
+      overrides[name] = { granularity: q.qweight.granularity, group_size: g, ...(other ? { bits, scheme } : {}) };
+    }
   }
   return {
     quant_method: QUANT_METHOD,
-    format_version: QUANT_FORMAT_VERSION,
+    format_version: mixed ? QUANT_FORMAT_VERSION_MIXED : QUANT_FORMAT_VERSION,
     bits: cfg.bits,
     scheme: cfg.scheme,
     granularity: cfg.granularity,
@@ -141,7 +162,7 @@ export function quantizationConfigJson(model: Module, quant: QuantizeModelSummar
     ...(Object.keys(overrides).length > 0 ? { module_overrides: overrides } : {}),
     ...(cfg.activations && cfg.activations !== 'none' ? { activations: cfg.activations } : {}),
     ...(cfg.threshold !== undefined ? { threshold: cfg.threshold } : {}),
-    ...(cfg.method === 'gptq' ? { method: 'gptq' as const } : {}),
+    ...(cfg.method !== 'rtn' ? { method: cfg.method } : {}),
   };
 }
 
@@ -169,7 +190,7 @@ export async function saveQuantized(
   const config = { ...sourceConfig, quantization_config: qc };
   await fsp.mkdir(path.dirname(path.resolve(outDir)), { recursive: true });
   await writeDirAtomic(path.resolve(outDir), async (tmp) => {
-    await writeSafetensors(path.join(tmp, SAFETENSORS_SINGLE), tensors, { format: 'pt', quantkit: String(QUANT_FORMAT_VERSION) });
+    await writeSafetensors(path.join(tmp, SAFETENSORS_SINGLE), tensors, { format: 'pt', quantkit: String(qc.format_version) });
     await fsp.writeFile(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     for (const f of tokenizerFiles) await fsp.copyFile(f, path.join(tmp, path.basename(f)));
   });
@@ -225,8 +246,20 @@ export function isQuantizedCheckpoint(folder: string): boolean {
 function parseQuantConfig(file: string, json: Record<string, unknown>): QuantizationConfigJson {
   const qc = json.quantization_config as Record<string, unknown> | undefined;
   if (!isQuantkitConfig(json) || !qc) throw bad(file, `"quantization_config.quant_method" is not "${QUANT_METHOD}"`);
-  if (qc.format_version !== QUANT_FORMAT_VERSION) {
-    throw new QuantkitError('ERR_UNSUPPORTED', `${file}: quantkit checkpoint format_version ${describe(qc.format_version)} is not supported (this build reads ${QUANT_FORMAT_VERSION})`);
+  if (qc.format_version !== QUANT_FORMAT_VERSION && qc.format_version !== QUANT_FORMAT_VERSION_MIXED) {
+    throw new QuantkitError('ERR_UNSUPPORTED', `${file}: quantkit checkpoint format_version ${describe(qc.format_version)} is not supported (this build reads ${QUANT_FORMAT_VERSION} and ${QUANT_FORMAT_VERSION_MIXED})`);
+  }
+  const mo = qc.module_overrides;
+  if (mo !== undefined) {
+    if (mo === null || typeof mo !== 'object' || Array.isArray(mo)) throw bad(file, '"module_overrides" must be an object');
+    for (const [name, o] of Object.entries(mo as Record<string, Record<string, unknown> | null>)) {
+      if (o === null || typeof o !== 'object') throw bad(file, `"module_overrides.${name}" must be an object`);
+      if ((o.bits !== undefined || o.scheme !== undefined) && qc.format_version !== QUANT_FORMAT_VERSION_MIXED) {
+        throw bad(file, `"module_overrides.${name}" sets bits or scheme, which needs format_version ${QUANT_FORMAT_VERSION_MIXED}`);
+      }
+      if (o.bits !== undefined && o.bits !== 8 && o.bits !== 4) throw bad(file, `"module_overrides.${name}.bits" must be 8 or 4, got ${describe(o.bits)}`);
+      if (o.scheme !== undefined && o.scheme !== 'symmetric' && o.scheme !== 'asymmetric') throw bad(file, `"module_overrides.${name}.scheme" is ${describe(o.scheme)}`);
+    }
   }
   if (qc.bits !== 8 && qc.bits !== 4) throw bad(file, `"bits" must be 8 or 4, got ${describe(qc.bits)}`);
   if (qc.scheme !== 'symmetric' && qc.scheme !== 'asymmetric') throw bad(file, `"scheme" must be "symmetric" or "asymmetric", got ${describe(qc.scheme)}`);
@@ -262,13 +295,14 @@ export function loadQuantizedWeights(folder: string): QuantizedWeights {
   const quantization = parseQuantConfig(cfgFile, config);
   const st = loadSafetensorsFolder(folder);
   const file = path.join(folder, SAFETENSORS_SINGLE);
-  const bits = quantization.bits;
-  const scheme = quantization.scheme;
   const qlinears = new Map<string, QLinear>();
   const shapes = new Map<string, [number, number]>();
   for (const tname of st.names) {
     if (!tname.endsWith('.qweight')) continue;
     const name = tname.slice(0, -'.qweight'.length);
+    const override = quantization.module_overrides?.[name];
+    const bits = override?.bits ?? quantization.bits;
+    const scheme = override?.scheme ?? quantization.scheme;
     const qw = view(st, tname, bits === 8 ? 'i8' : 'u8');
     if (qw.shape.length !== 2) throw bad(file, `'${tname}' must be 2-D, got [${qw.shape.join(', ')}]`);
     const N = qw.shape[0]!;
@@ -276,7 +310,6 @@ export function loadQuantizedWeights(folder: string): QuantizedWeights {
     const scales = view(st, `${name}.scales`, 'f32');
     let granularity: Granularity;
     let groupSize: number | undefined;
-    const override = quantization.module_overrides?.[name];
     const expected = override?.granularity ?? quantization.granularity;
     const expectedG = override ? override.group_size : quantization.group_size;
     if (scales.shape.length === 2) {

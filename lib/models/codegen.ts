@@ -21,6 +21,7 @@ import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSt
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
+import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
@@ -203,6 +204,16 @@ export class CodegenForCausalLM extends DecoderLM {
   }
 
   // HF precomputes sinusoids for n_positions: positions stop there
+  /** Activation-aware scale folds (lib/nn/scale-fold.ts): ln_1 feeds qkv_proj and fc_in in parallel. */
+  scaleGroups(): ScaleGroup[] {
+    const out: ScaleGroup[] = [];
+    for (let i = 0; i < this.config.nLayer; i++) {
+      const p = `transformer.h.${i}`;
+      out.push({ prev: `${p}.ln_1`, layers: [`${p}.attn.qkv_proj`, `${p}.mlp.fc_in`] });
+    }
+    return out;
+  }
+
   protected cacheShape() {
     return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }

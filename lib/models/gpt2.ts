@@ -20,6 +20,7 @@ import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSt
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
+import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
@@ -169,6 +170,19 @@ export class Gpt2LMHeadModel extends DecoderLM {
     this.config = config;
     this.transformer = this.addModule('transformer', transformer);
     this.addModule('lm_head', lmHead);
+  }
+
+  /** Activation-aware scale folds (lib/nn/scale-fold.ts): the norms, and v (c_attn rows [2D, 3D)) -> attn.c_proj; GELU blocks c_fc -> mlp.c_proj. */
+  scaleGroups(): ScaleGroup[] {
+    const D = this.config.nEmbd;
+    const out: ScaleGroup[] = [];
+    for (let i = 0; i < this.config.nLayer; i++) {
+      const p = `transformer.h.${i}`;
+      out.push({ prev: `${p}.ln_1`, layers: [`${p}.attn.c_attn`] });
+      out.push({ prev: `${p}.attn.c_attn`, rowOffset: 2 * D, layers: [`${p}.attn.c_proj`] });
+      out.push({ prev: `${p}.ln_2`, layers: [`${p}.mlp.c_fc`] });
+    }
+    return out;
   }
 
   protected cacheShape() {

@@ -20,6 +20,7 @@ import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
+import type { ScaleGroup } from '../nn/scale-fold.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
@@ -209,6 +210,20 @@ export class LlamaForCausalLM extends DecoderLM {
     this.model = this.addModule('model', model);
     this.addModule('lm_head', lmHead);
     this.rope = new Rope(config.headDim, config.ropeTheta, config.ropeScaling);
+  }
+
+  /** Activation-aware scale folds (lib/nn/scale-fold.ts); v_proj -> o_proj only without GQA (a shared kv head would need one scale for several heads). */
+  scaleGroups(): ScaleGroup[] {
+    const c = this.config;
+    const out: ScaleGroup[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      out.push({ prev: `${p}.input_layernorm`, layers: ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}.self_attn.${n}`) });
+      if (c.numKvHeads === c.numHeads) out.push({ prev: `${p}.self_attn.v_proj`, layers: [`${p}.self_attn.o_proj`] });
+      out.push({ prev: `${p}.post_attention_layernorm`, layers: [`${p}.mlp.gate_proj`, `${p}.mlp.up_proj`] });
+      out.push({ prev: `${p}.mlp.up_proj`, layers: [`${p}.mlp.down_proj`] }); // act(gate) * up is linear in up
+    }
+    return out;
   }
 
   // RoPE has no position table: positions are bounded by the cache capacity only

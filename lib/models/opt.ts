@@ -22,6 +22,7 @@ import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSt
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
+import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
@@ -205,6 +206,24 @@ export class OptForCausalLM extends DecoderLM {
     this.config = config;
     this.model = this.addModule('model', model);
     this.addModule('lm_head', lmHead);
+  }
+
+  /**
+   * Activation-aware scale folds (lib/nn/scale-fold.ts): the pre-norms
+   * (post-norm sizes have none before the layers), v_proj -> out_proj, and
+   * fc1 -> fc2 when the activation is ReLU (relu(u / s) = relu(u) / s for s > 0).
+   */
+  scaleGroups(): ScaleGroup[] {
+    const c = this.config;
+    const out: ScaleGroup[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `model.decoder.layers.${i}`;
+      if (c.doLayerNormBefore) out.push({ prev: `${p}.self_attn_layer_norm`, layers: ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}.self_attn.${n}`) });
+      out.push({ prev: `${p}.self_attn.v_proj`, layers: [`${p}.self_attn.out_proj`] });
+      if (c.doLayerNormBefore) out.push({ prev: `${p}.final_layer_norm`, layers: [`${p}.fc1`] });
+      if (c.activation === 'relu') out.push({ prev: `${p}.fc1`, layers: [`${p}.fc2`] });
+    }
+    return out;
   }
 
   protected cacheShape() {

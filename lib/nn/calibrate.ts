@@ -92,6 +92,8 @@ class StopForward extends Error {}
 /** Stands in for a Linear during a calibration pass: accumulates X^T X, then runs the layer. */
 class HessianProbe extends Module {
   readonly h: Float64Array;
+  /** sum over calibration rows of |x_k| [K] (for activation-aware scales). */
+  readonly absSum: Float64Array;
   tokens = 0;
   /** Order of this probe's first call in the pass (-1: not called yet). */
   firstCall = -1;
@@ -104,6 +106,7 @@ class HessianProbe extends Module {
     super();
     const K = layer.inFeatures;
     this.h = new Float64Array(K * K);
+    this.absSum = new Float64Array(K);
   }
   forward(x: Tensor): Tensor<'f32'> {
     const K = this.layer.inFeatures;
@@ -111,11 +114,23 @@ class HessianProbe extends Module {
     if (x.dtype === 'f32' && K > 0) {
       const p = this.shared.xtx(x as Tensor<'f32'>, K);
       for (let i = 0; i < p.length; i++) this.h[i] += p[i]!;
-      this.tokens += x.size / K;
+      const d = x.data as Float32Array, T = x.size / K, a = this.absSum;
+      for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) a[k] += Math.abs(d[t * K + k]!);
+      this.tokens += T;
     }
     if (this.stopAfterInput) throw new StopForward();
     return this.layer.forward(x);
   }
+}
+
+/** What a calibration pass learns of one layer's inputs X [T, K]. */
+export interface LayerInputStats {
+  /** X^T X, float64 [K, K]. */
+  h: Float64Array;
+  /** mean over rows of |x_k|, [K]. */
+  absMean: Float64Array;
+  /** T. */
+  tokens: number;
 }
 
 export interface StageLayer {
@@ -127,10 +142,10 @@ export interface StageLayer {
 
 /**
  * Run the calibration windows with probes on `layers` (one stage) and
- * return each layer's H = X^T X (float64 [K, K]) in order. The layers are
+ * return each layer's H = X^T X (float64 [K, K]) and mean |x_k| [K] in order. The layers are
  * back in place afterwards, also when a forward throws.
  */
-export function collectHessians(model: CalibratableModel, layers: readonly StageLayer[], windows: readonly number[][]): { h: Float64Array; tokens: number }[] {
+export function collectHessians(model: CalibratableModel, layers: readonly StageLayer[], windows: readonly number[][]): LayerInputStats[] {
   const shared = new SharedProduct();
   const probes = layers.map((l) => new HessianProbe(l.layer, shared));
   layers.forEach((l, i) => l.parent.replaceChild(l.local, probes[i]!));
@@ -150,5 +165,5 @@ export function collectHessians(model: CalibratableModel, layers: readonly Stage
   } finally {
     layers.forEach((l) => l.parent.replaceChild(l.local, l.layer));
   }
-  return probes.map((p) => ({ h: p.h, tokens: p.tokens }));
+  return probes.map((p) => ({ h: p.h, absMean: p.absSum.map((v) => (p.tokens > 0 ? v / p.tokens : 0)), tokens: p.tokens }));
 }

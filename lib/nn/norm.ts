@@ -29,16 +29,37 @@ function checkInput(fn: string, x: Tensor, D: number): number {
 export class LayerNorm extends Module {
   readonly dim: number;
   readonly eps: number;
-  readonly weight: Tensor<'f32'> | null;
-  readonly bias: Tensor<'f32'> | null;
+  #weight: Tensor<'f32'> | null;
+  #bias: Tensor<'f32'> | null;
 
   constructor(dim: number, eps: number, weight: Tensor | null, bias: Tensor | null) {
     super();
     if (!Number.isSafeInteger(dim) || dim <= 0) throw rangeError('LayerNorm', 'dim', `must be a positive integer, got ${dim}`);
     this.dim = dim;
     this.eps = eps;
-    this.weight = checkParam('LayerNorm', 'weight', weight, dim);
-    this.bias = checkParam('LayerNorm', 'bias', bias, dim);
+    this.#weight = checkParam('LayerNorm', 'weight', weight, dim);
+    this.#bias = checkParam('LayerNorm', 'bias', bias, dim);
+  }
+
+  get weight(): Tensor<'f32'> | null {
+    return this.#weight;
+  }
+  get bias(): Tensor<'f32'> | null {
+    return this.#bias;
+  }
+
+  /**
+   * y -> y / s per channel (s [D], positive): the output the next layers
+   * see when their weight columns were multiplied by s (activation-aware
+   * scaling, lib/nn/scale-fold.ts). Needs a weight (elementwise_affine);
+   * returns false without one. New tensors: the old ones may be shared.
+   */
+  divideChannels(s: Float32Array): boolean {
+    if (!this.#weight || s.length !== this.dim) return false;
+    const w = this.#weight.data, b = this.#bias?.data;
+    this.#weight = new Tensor('f32', [this.dim], Float32Array.from(w, (v, i) => v / s[i]!), this.#weight.name);
+    if (b) this.#bias = new Tensor('f32', [this.dim], Float32Array.from(b, (v, i) => v / s[i]!), this.#bias!.name);
+    return true;
   }
 
   forward(x: Tensor): Tensor<'f32'> {
@@ -81,15 +102,26 @@ export class LayerNorm extends Module {
 export class RMSNorm extends Module {
   readonly dim: number;
   readonly eps: number;
-  readonly weight: Tensor<'f32'>;
+  #weight: Tensor<'f32'>;
 
   constructor(weight: Tensor, eps: number) {
     super();
     const w = checkParam('RMSNorm', 'weight', weight, undefined);
     if (w === null) throw typeError('RMSNorm', 'weight', 'must be an f32 Tensor');
-    this.weight = w;
+    this.#weight = w;
     this.dim = w.shape[0]!;
     this.eps = eps;
+  }
+
+  get weight(): Tensor<'f32'> {
+    return this.#weight;
+  }
+
+  /** y -> y / s per channel (s [D], positive); see LayerNorm.divideChannels. */
+  divideChannels(s: Float32Array): boolean {
+    if (s.length !== this.dim) return false;
+    this.#weight = new Tensor('f32', [this.dim], Float32Array.from(this.#weight.data, (v, i) => v / s[i]!), this.#weight.name);
+    return true;
   }
 
   forward(x: Tensor): Tensor<'f32'> {

@@ -25,7 +25,11 @@ import { gptqQuantize } from '../quant/gptq.js';
 import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
 import { toFloat32 } from '../quant/quantize.js';
-import { type CalibratableModel, type CalibrationData, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
+import { type SearchQuantizer, searchChannelScales } from '../quant/awq.js';
+import { quantize } from '../quant/quantize.js';
+import { Tensor } from '../tensor.js';
+import { type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
+import { type ChannelDivisible, type ScaleGroup, isChannelDivisible, scaleGroupsOf } from './scale-fold.js';
 import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
 
@@ -72,13 +76,23 @@ export interface QuantizeModelOptions {
    * Causal LMs only.
    */
   calibration?: CalibrationData;
-  /** 'rtn' (round to nearest, default without calibration) or 'gptq' (default with it; needs calibration). */
+  /** See QuantMethod: 'rtn' is the default without calibration, DEFAULT_CALIBRATED with it. */
   method?: QuantMethod;
   /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128). */
   gptq?: { actOrder?: boolean; damp?: number; blockSize?: number };
+  /**
+   * Per-layer formats by exact dotted layer name, over the options above:
+   * 'float' keeps the layer in float; an object gives its weights (and
+   * optionally scheme, granularity, groupSize; the same defaults apply).
+   * planBudget() (lib/nn/budget.ts) writes these. The layers' activation
+   * mode and method stay global.
+   */
+  overrides?: Readonly<Record<string, LayerOverride>>;
   /** Called after each layer is quantized (done counts from 1): for progress bars. */
   onProgress?: (done: number, total: number, layer: string) => void;
 }
+
+export type LayerOverride = 'float' | { weights: WeightsFormat; scheme?: SchemeName; granularity?: Granularity; groupSize?: number };
 
 /** The validated, defaulted options (what a checkpoint records). */
 export interface ResolvedQuantConfig {
@@ -96,10 +110,33 @@ export interface ResolvedQuantConfig {
   method: QuantMethod;
 }
 
-export type QuantMethod = 'rtn' | 'gptq';
+/**
+ * 'rtn': round to nearest; 'gptq': GPTQ error feedback; 'awq': activation-
+ * aware channel scales folded into the op before each group of layers, then
+ * round to nearest; 'awq+gptq': the scales, then GPTQ. All but 'rtn' need
+ * calibration data.
+ */
+/** The method used when calibration data is given and no method is (measured best: README, "Calibrated 4-bit"). */
+export const DEFAULT_CALIBRATED: QuantMethod = 'gptq';
+
+export type QuantMethod = 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
+const METHODS: readonly QuantMethod[] = ['rtn', 'gptq', 'awq', 'awq+gptq'];
+
+/** One group of layers that got activation-aware scales. */
+export interface ScaleGroupResult {
+  prev: string;
+  layers: string[];
+  /** The searched exponent (s = mean|x|^alpha, normalized). */
+  alpha: number;
+  /** Output error tr(ΔW H ΔW^T) of round to nearest without and with the scales (calibration inputs). */
+  errorBefore: number;
+  errorAfter: number;
+}
 
 export interface QuantizedLayerFormat {
   name: string;
+  bits: 8 | 4;
+  scheme: Scheme;
   /** K, the weight's input dimension. */
   K: number;
   granularity: Granularity;
@@ -123,6 +160,8 @@ export interface QuantizeModelSummary {
   bytesBefore: number;
   /** Bytes of their quantized weights: codes + scales + zero points. */
   bytesAfter: number;
+  /** Groups given activation-aware scales (methods 'awq', 'awq+gptq'). */
+  scaled: ScaleGroupResult[];
 }
 
 const FN = 'quantizeModel';
@@ -176,10 +215,10 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
       throw rangeError(fn, 'options.threshold', `must be a finite number >= 0, got ${describe(threshold)}`);
     }
   }
-  const method = options.method ?? (options.calibration !== undefined ? 'gptq' : 'rtn');
-  if (method !== 'rtn' && method !== 'gptq') throw rangeError(fn, 'options.method', `must be 'rtn' or 'gptq', got ${describe(method)}`);
-  if (method === 'gptq' && options.calibration === undefined) throw rangeError(fn, 'options.method', `'gptq' needs calibration data ('options.calibration')`);
-  if (method === 'gptq' && granularity === 'tensor') throw rangeError(fn, 'options.granularity', `'tensor' is not supported with method 'gptq' (use 'channel' or 'group')`);
+  const method = options.method ?? (options.calibration !== undefined ? DEFAULT_CALIBRATED : 'rtn');
+  if (!METHODS.includes(method)) throw rangeError(fn, 'options.method', `must be ${METHODS.map((m) => `'${m}'`).join(', ')}, got ${describe(method)}`);
+  if (method !== 'rtn' && options.calibration === undefined) throw rangeError(fn, 'options.method', `'${method}' needs calibration data ('options.calibration')`);
+  if (method !== 'rtn' && granularity === 'tensor') throw rangeError(fn, 'options.granularity', `'tensor' is not supported with method '${method}' (use 'channel' or 'group')`);
   return { weights, bits, scheme, granularity, groupSize, exclude: [...exclude], groupFallback, activations, threshold, method };
 }
 
@@ -243,7 +282,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   }
   const config = resolveQuantConfig(options);
   const excluded = makeExcludeMatcher(config.exclude);
-  const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], layers: [], bytesBefore: 0, bytesAfter: 0 };
+  const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], layers: [], bytesBefore: 0, bytesAfter: 0, scaled: [] };
   // collect first: replacing while iterating namedModules() would walk the new children
   const linears = findLinears(model);
   // A pattern the caller wrote that matches nothing is a typo ('layerz.*'),
@@ -261,8 +300,14 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   }
   // Every layer's format first (groupFallback 'error' throws here), so a
   // refusal leaves the model untouched.
-  const plan = linears.map((l) => ({ ...l, opts: excluded(l.name) ? null : layerQuantizeOptions(config, l.name, l.layer.weight.shape) }));
+  const overrides = resolveOverrides(options, linears.map((l) => l.name));
+  const plan = linears.map((l) => {
+    const o = overrides.get(l.name);
+    if (o === null) return { ...l, opts: null };
+    return { ...l, opts: o ? layerQuantizeOptions(o, l.name, l.layer.weight.shape) : excluded(l.name) ? null : layerQuantizeOptions(config, l.name, l.layer.weight.shape) };
+  });
   const isFallback = (o: QuantizeOptions) => config.granularity === 'group' && (o.granularity !== 'group' || o.groupSize !== config.groupSize);
+  const overridden = (name: string) => overrides.has(name);
   const quantized = plan.filter((p) => p.opts !== null);
   const candidates = plan.filter((p) => !excluded(p.name));
   // An explicit group size that divides no layer's K would be quantized as
@@ -282,7 +327,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   const toQuantize = plan.filter((p) => p.opts !== null).length;
   // Calibration checked before any layer changes.
   let windows: number[][] | null = null;
-  if (config.method === 'gptq') {
+  if (config.method !== 'rtn') {
     checkCalibratable(FN, model);
     windows = calibrationWindows(FN, model, options.calibration!);
   }
@@ -294,11 +339,11 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     const { name, parent, local, layer, opts } = p;
     q.qweight.name = `${name}.weight`;
     parent.replaceChild(local, q);
-    if (isFallback(opts!)) summary.fallbacks.push(name);
+    if (!overridden(name) && isFallback(opts!)) summary.fallbacks.push(name);
     summary.replaced.push(name);
     const K = rowsK(layer.weight.shape)[1];
     const tail = opts!.granularity === 'group' ? K % opts!.groupSize! : 0;
-    summary.layers.push({ name, K, granularity: opts!.granularity ?? 'channel', ...(opts!.granularity === 'group' ? { groupSize: opts!.groupSize! } : {}), ...(tail ? { lastGroup: tail } : {}) });
+    summary.layers.push({ name, bits: opts!.bits, scheme: q.qweight.scheme, K, granularity: opts!.granularity ?? 'channel', ...(opts!.granularity === 'group' ? { groupSize: opts!.groupSize! } : {}), ...(tail ? { lastGroup: tail } : {}) });
     summary.bytesBefore += layer.weight.nbytes;
     summary.bytesAfter += q.qweight.nbytes;
     options.onProgress?.(++done, toQuantize, name);
@@ -307,8 +352,8 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   if (windows === null) {
     for (const p of plan) if (p.opts !== null) finish(p, QLinear.fromLinear(p.layer, { ...p.opts, ...runtime }));
   } else {
-    // GPTQ, one stage (block) at a time, each calibrated on the outputs of
-    // the stages already quantized (see calibrate.ts).
+    // Calibrated: one stage (block) at a time, each calibrated on the
+    // outputs of the stages already quantized (see calibrate.ts).
     const stages = new Map<string, typeof plan>();
     for (const p of plan) {
       if (p.opts === null) continue;
@@ -316,22 +361,132 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       if (!stages.has(k)) stages.set(k, []);
       stages.get(k)!.push(p);
     }
+    const useAwq = config.method === 'awq' || config.method === 'awq+gptq';
+    const useGptq = config.method === 'gptq' || config.method === 'awq+gptq';
+    const groups = useAwq ? scaleGroupsOf(model) : [];
+    const modules = new Map(model.namedModules());
     for (const stage of stages.values()) {
       const stats = collectHessians(model as CalibratableModel, stage, windows);
-      stage.forEach((p, i) => {
-        const qt = gptqQuantize(toFloat32(p.layer.weight), stats[i]!.h, {
-          bits: config.bits,
-          scheme: config.scheme,
-          groupSize: p.opts!.granularity === 'group' ? p.opts!.groupSize : undefined,
-          ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
-          ...(g.damp !== undefined ? { damp: g.damp } : {}),
-          ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
-        });
-        finish(p, new QLinear(qt, p.layer.bias, runtime));
+      // float working copies the scales change before quantization
+      const work = new Map(
+        stage.map((p, i) => {
+          const wt = toFloat32(p.layer.weight);
+          return [p.name, { shape: wt.shape, w: Float32Array.from(wt.data), bias: p.layer.bias ? Float32Array.from(p.layer.bias.data) : null, st: stats[i]! }];
+        }),
+      );
+      // opts come from layerQuantizeOptions: bits is always set
+      const gptqOf = (opts: QuantizeOptions) => ({
+        bits: opts.bits as 8 | 4,
+        scheme: schemeOf(FN, opts.scheme),
+        groupSize: opts.granularity === 'group' ? opts.groupSize : undefined,
+        ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
+        ...(g.damp !== undefined ? { damp: g.damp } : {}),
+        ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
       });
+      const searchQuant: SearchQuantizer | undefined = useGptq ? (w, h, opts) => gptqQuantize(w, h, gptqOf(opts)).dequantize().data : undefined;
+      for (const grp of groups) {
+        const scaled = applyScaleGroup(grp, work, modules, (n) => plan.find((p) => p.name === n)!.opts!, searchQuant);
+        if (scaled) summary.scaled.push(scaled);
+      }
+      for (const p of stage) {
+        const { shape, w, bias, st } = work.get(p.name)!;
+        const wt = new Tensor('f32', shape, w, p.layer.weight.name);
+        const qt = useGptq ? gptqQuantize(wt, st.h, gptqOf(p.opts!)) : quantize(wt, p.opts!);
+        finish(p, new QLinear(qt, bias ? new Tensor('f32', [bias.length], bias, p.layer.bias!.name) : null, runtime));
+      }
     }
   }
   return summary;
+}
+
+/**
+ * Each override resolved like the global options (with them as defaults
+ * for what it leaves out): name -> config, or null for 'float'. A name that
+ * is no Linear layer of the model is an error (a typo would otherwise
+ * silently quantize the layer).
+ */
+function resolveOverrides(options: QuantizeModelOptions, names: readonly string[]): Map<string, ResolvedQuantConfig | null> {
+  const out = new Map<string, ResolvedQuantConfig | null>();
+  const o = options.overrides;
+  if (o === undefined) return out;
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError(FN, 'options.overrides', `must be an object of layer name -> format, got ${describe(o)}`);
+  const known = new Set(names);
+  for (const [name, v] of Object.entries(o)) {
+    if (!known.has(name)) throw rangeError(FN, 'options.overrides', `names '${name}', which is not a Linear layer of this model`);
+    if (v === 'float') {
+      out.set(name, null);
+      continue;
+    }
+    if (v === null || typeof v !== 'object') throw typeError(FN, `options.overrides['${name}']`, `must be 'float' or { weights, scheme?, granularity?, groupSize? }, got ${describe(v)}`);
+    const bits8 = v.weights === 'int8';
+    out.set(
+      name,
+      resolveQuantConfig(
+        {
+          ...options,
+          weights: v.weights,
+          // a format the override does not spell out takes the defaults of ITS weights, not the global format's
+          scheme: v.scheme ?? (v.weights === options.weights ? options.scheme : undefined),
+          granularity: v.granularity ?? (v.weights === options.weights ? options.granularity : undefined) ?? (bits8 ? 'channel' : 'group'),
+          groupSize: v.groupSize ?? ((v.granularity ?? (bits8 ? 'channel' : 'group')) === 'group' ? (options.groupSize ?? 32) : undefined),
+          overrides: undefined,
+        },
+        `${FN}: options.overrides['${name}']`,
+      ),
+    );
+  }
+  return out;
+}
+
+interface WorkLayer {
+  shape: readonly number[];
+  w: Float32Array;
+  bias: Float32Array | null;
+  st: LayerInputStats;
+}
+
+/**
+ * Search one group's activation-aware scales and fold them (see
+ * lib/nn/scale-fold.ts): the group's layers must all be quantized in this
+ * stage, and its prev op must be a norm that takes the fold or a Linear of
+ * this stage (changed in `work`, before it is quantized itself). Each layer's
+ * H becomes diag(1/s) H diag(1/s), the statistics of its new input x / s.
+ */
+function applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules: Map<string, Module>, optsOf: (name: string) => QuantizeOptions, quant?: SearchQuantizer): ScaleGroupResult | null {
+  if (grp.layers.length === 0 || !grp.layers.every((n) => work.has(n))) return null;
+  const layers = grp.layers.map((n) => work.get(n)!);
+  const K = layers[0]!.shape[1]!;
+  if (!layers.every((l) => l.shape[1] === K)) return null;
+  const prevWork = work.get(grp.prev);
+  const prevMod = modules.get(grp.prev);
+  const off = grp.rowOffset ?? 0;
+  if (prevWork ? prevWork.shape[0]! < off + K : !isChannelDivisible(prevMod)) return null;
+  const res = searchChannelScales(
+    grp.layers.map((n, i) => ({ weight: layers[i]!.w, N: layers[i]!.shape[0]!, options: optsOf(n) })),
+    K,
+    layers[0]!.st.h,
+    layers[0]!.st.absMean,
+    quant,
+  );
+  if (res.alpha === 0) return null;
+  const s = res.scales;
+  if (prevWork) {
+    const Kp = prevWork.shape[1]!;
+    for (let c = 0; c < K; c++) {
+      const r = off + c;
+      for (let k = 0; k < Kp; k++) prevWork.w[r * Kp + k] = prevWork.w[r * Kp + k]! / s[c]!;
+      if (prevWork.bias) prevWork.bias[r] = prevWork.bias[r]! / s[c]!;
+    }
+  } else if (!(prevMod as Module & ChannelDivisible).divideChannels(s)) {
+    return null;
+  }
+  for (const l of layers) {
+    const N = l.shape[0]!;
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) l.w[n * K + k] = l.w[n * K + k]! * s[k]!;
+    for (let j = 0; j < K; j++) for (let k = 0; k < K; k++) l.st.h[j * K + k] = l.st.h[j * K + k]! / (s[j]! * s[k]!);
+    for (let k = 0; k < K; k++) l.st.absMean[k] = l.st.absMean[k]! / s[k]!;
+  }
+  return { prev: grp.prev, layers: [...grp.layers], alpha: res.alpha, errorBefore: res.errorBefore, errorAfter: res.errorAfter };
 }
 
 /**
