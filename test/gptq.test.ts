@@ -165,14 +165,14 @@ describe('gptqQuantize', () => {
     { bits: 8, scheme: 'asymmetric', groupSize: 32 },
   ] as const;
 
-  it('with uncorrelated inputs (H = I) it is round-to-nearest: the same codes and scales as quantize()', () => {
+  it('with uncorrelated inputs (H = I) and no clipping search it is round-to-nearest: the same codes and scales as quantize()', () => {
     const N = 9, K = 72; // 72 = 2 x 32 + 8: a shorter last group
     const w = new Tensor('f32', [N, K], randomF32(N * K, 3, -1, 1));
     const I = new Float64Array(K * K);
     for (let k = 0; k < K; k++) I[k * K + k] = 1;
     for (const c of cases) {
       for (const actOrder of [false, true]) {
-        const g = gptqQuantize(w, I, { ...c, actOrder });
+        const g = gptqQuantize(w, I, { ...c, actOrder, clip: false });
         const r = quantize(w, { bits: c.bits, scheme: c.scheme, ...(c.groupSize ? { granularity: 'group', groupSize: c.groupSize } : { granularity: 'channel' }) });
         const label = `${JSON.stringify(c)} actOrder=${actOrder}`;
         expect(Array.from(g.data), label).toEqual(Array.from(r.data));
@@ -200,10 +200,33 @@ describe('gptqQuantize', () => {
       // the unblocked float64 GPTQ of the definition: the same weights, up to
       // a few codes that f32 rounding moves across a rounding boundary
       const ref = referenceGptq(w.data, N, K, h, c.groupSize ?? K, c.scheme === 'asymmetric', c.bits);
-      const got = gptqQuantize(w, h, { ...c, actOrder: false }).dequantize().data;
+      const got = gptqQuantize(w, h, { ...c, actOrder: false, clip: false }).dequantize().data;
       let differ = 0;
       for (let i = 0; i < N * K; i++) if (Math.abs(got[i]! - ref[i]!) > 1e-5 * (1 + Math.abs(ref[i]!))) differ++;
       expect(differ / (N * K), JSON.stringify(c)).toBeLessThan(0.02);
+    }
+  });
+
+  it('the clipping search: with H = I each group keeps the scale of least rounding error among the shrunk ranges, never more error than min/max', () => {
+    const N = 16, K = 96;
+    // heavy-tailed rows: a few large values make the min/max range coarse
+    const r = rng(11);
+    const w = new Tensor('f32', [N, K], Float32Array.from({ length: N * K }, () => (r() - 0.5) * (r() < 0.04 ? 8 : 1)));
+    const I = new Float64Array(K * K);
+    for (let k = 0; k < K; k++) I[k * K + k] = 1;
+    for (const c of cases) {
+      const plain = gptqQuantize(w, I, { ...c, clip: false, actOrder: false }).dequantize().data;
+      const clipped = gptqQuantize(w, I, { ...c, actOrder: false });
+      const d = clipped.dequantize().data;
+      const G = c.groupSize ?? K;
+      let better = 0;
+      for (let n = 0; n < N; n++) for (let k0 = 0; k0 < K; k0 += G) {
+        let eP = 0, eC = 0;
+        for (let k = k0; k < Math.min(K, k0 + G); k++) (eP += (plain[n * K + k]! - w.data[n * K + k]!) ** 2), (eC += (d[n * K + k]! - w.data[n * K + k]!) ** 2);
+        expect(eC, JSON.stringify(c)).toBeLessThanOrEqual(eP * (1 + 1e-6));
+        if (eC < eP * 0.999) better++;
+      }
+      if (c.bits === 4) expect(better, JSON.stringify(c)).toBeGreaterThan(0);
     }
   });
 

@@ -99,8 +99,8 @@ describe('quantizeModel', () => {
   it('says what each layer got; an explicit group size that divides no K is an error; a refusal changes nothing', () => {
     const m = new TinyLM({ hidden: 100 }); // fc1: K = 64, fc2: K = 100
     const s = quantizeModel(m, { weights: 'int4', groupSize: 32 });
-    expect(s.layers.find((l) => l.name === 'layers.0.fc2')).toEqual({ name: 'layers.0.fc2', K: 100, granularity: 'group', groupSize: 32, lastGroup: 4 });
-    expect(s.layers.find((l) => l.name === 'layers.0.fc1')).toEqual({ name: 'layers.0.fc1', K: 64, granularity: 'group', groupSize: 32 });
+    expect(s.layers.find((l) => l.name === 'layers.0.fc2')).toEqual({ name: 'layers.0.fc2', bits: 4, scheme: 'asymmetric', K: 100, granularity: 'group', groupSize: 32, lastGroup: 4 });
+    expect(s.layers.find((l) => l.name === 'layers.0.fc1')).toEqual({ name: 'layers.0.fc1', bits: 4, scheme: 'asymmetric', K: 64, granularity: 'group', groupSize: 32 });
     const n = new TinyLM({ hidden: 100 });
     expect(() => quantizeModel(n, { weights: 'int4', groupSize: 48, groupFallback: 'divisor' })).toThrow(/'options\.groupSize' 48 divides the K of no layer \(K = 64, 100\)/);
     expect(() => quantizeModel(n, { weights: 'int4', groupSize: 128 })).toThrow(/'options\.groupSize' 128 is not smaller than the K of any layer \(K = 64, 100\)/);

@@ -78,8 +78,8 @@ export interface QuantizeModelOptions {
   calibration?: CalibrationData;
   /** See QuantMethod: 'rtn' is the default without calibration, DEFAULT_CALIBRATED with it. */
   method?: QuantMethod;
-  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128). */
-  gptq?: { actOrder?: boolean; damp?: number; blockSize?: number };
+  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128), clipping search of each group's range (default true). */
+  gptq?: { actOrder?: boolean; damp?: number; blockSize?: number; clip?: boolean };
   /**
    * Per-layer formats by exact dotted layer name, over the options above:
    * 'float' keeps the layer in float; an object gives its weights (and
@@ -382,6 +382,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
         ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
         ...(g.damp !== undefined ? { damp: g.damp } : {}),
         ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
+        ...(g.clip !== undefined ? { clip: g.clip } : {}),
       });
       const searchQuant: SearchQuantizer | undefined = useGptq ? (w, h, opts) => gptqQuantize(w, h, gptqOf(opts)).dequantize().data : undefined;
       for (const grp of groups) {

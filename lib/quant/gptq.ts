@@ -19,6 +19,11 @@
  * walked by decreasing H[j, j], the most active inputs first, while their
  * error can still be absorbed by the others) they are chosen up front from
  * W itself, since a group's columns are then visited out of order.
+ * Each group's range is then searched (option clip, default on): shrinking
+ * it clips the few largest weights but gives every other one a finer step,
+ * and the shrink with the least rounding error weighted by H[k, k] wins. On
+ * stories260K int4 g32 this takes GPTQ from 1.056 to 1.042 x fp32
+ * perplexity (README, "Calibrated 4-bit").
  * Column j whose input is always zero (H[j, j] = 0) gets weight 0.
  */
 import { describe, rangeError, typeError } from '../errors.js';
@@ -40,9 +45,15 @@ export interface GptqOptions {
   blockSize?: number;
   /** Walk the columns by decreasing H[j, j] (default true). */
   actOrder?: boolean;
+  /** Search each group's clipping range for the least H-weighted rounding error (default true). */
+  clip?: boolean;
   /** Name recorded on the QuantizedTensor. */
   name?: string;
 }
+
+/** Clipping search: ranges shrunk by CLIP_STEP, CLIP_STEPS times (1.0 down to 0.5). */
+const CLIP_STEP = 0.05;
+const CLIP_STEPS = 10;
 
 /** Round half to even: the rounding of quantize()'s element formula. */
 function rne(v: number): number {
@@ -70,6 +81,7 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
   const B = options.blockSize ?? 128;
   if (!Number.isInteger(B) || B < 1) throw rangeError(fn, 'options.blockSize', `must be a positive integer, got ${describe(B)}`);
   const actOrder = options.actOrder ?? true;
+  const clip = options.clip ?? true;
   const asym = scheme === 'asymmetric';
   const [qmin, qmax] = codeRange(bits, scheme);
   const ng = K === 0 ? 0 : Math.ceil(K / G);
@@ -120,6 +132,49 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
     for (let n = 0; n < N; n++) {
       scales[n * ng + g] = p.scales[n]!;
       zps[n * ng + g] = p.zeroPoints ? p.zeroPoints[n]! : 0;
+    }
+    if (!clip) return;
+    // Clipping search: quantize() of the slice clamped to c * [min, max]
+    // gives the parameters of the shrunk range (the values beyond it clip);
+    // they replace the min/max ones per row where they lower the rounding
+    // error weighted by each input's H[k, k] (the input's mean square), the
+    // importance weighting of llama.cpp's imatrix quantization.
+    const d = new Float64Array(len);
+    for (let i = 0; i < len; i++) d[i] = H[(k0 + i) * K + k0 + i]!; // H is in storage order
+    const err = (n: number, sc: number, z: number) => {
+      let e = 0;
+      for (let i = 0; i < len; i++) {
+        const v = slice[n * len + i]!;
+        const q = Math.min(Math.max(rne(Math.fround(v / sc)) + z, qmin), qmax);
+        const r = v - Math.fround((q - z) * sc);
+        e += d[i]! * r * r;
+      }
+      return e;
+    };
+    const best = Float64Array.from({ length: N }, (_, n) => err(n, scales[n * ng + g]!, zps[n * ng + g]!));
+    const lo = new Float32Array(N), hi = new Float32Array(N);
+    for (let n = 0; n < N; n++) {
+      let a = Infinity, b = -Infinity;
+      for (let i = 0; i < len; i++) (a = Math.min(a, slice[n * len + i]!)), (b = Math.max(b, slice[n * len + i]!));
+      (lo[n] = a), (hi[n] = b);
+    }
+    for (let step = 1; step <= CLIP_STEPS; step++) {
+      const c = 1 - step * CLIP_STEP;
+      const clipped = new Float32Array(N * len);
+      for (let n = 0; n < N; n++) {
+        const a = lo[n]! * c, b = hi[n]! * c;
+        for (let i = 0; i < len; i++) clipped[n * len + i] = Math.min(Math.max(slice[n * len + i]!, a), b);
+      }
+      const pc = quantize(new Tensor('f32', [N, len], clipped), { bits, scheme, granularity: 'channel' });
+      for (let n = 0; n < N; n++) {
+        const sc = pc.scales[n]!, z = pc.zeroPoints ? pc.zeroPoints[n]! : 0;
+        const e = err(n, sc, z);
+        if (e < best[n]!) {
+          best[n] = e;
+          scales[n * ng + g] = sc;
+          zps[n * ng + g] = z;
+        }
+      }
     }
   };
   const pos = new Int32Array(K); // storage column -> walk position
