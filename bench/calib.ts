@@ -1,17 +1,20 @@
 /**
  * Calibrated 4-bit quantization on the real stories260K model: perplexity
- * ratio to fp32 and quantize time, method by method (round to nearest vs
- * GPTQ), on the shared TinyStories text split in two disjoint parts: the
- * first --calib-tokens tokens calibrate, every later token evaluates.
+ * ratio to fp32 and quantize time, method by method (round to nearest,
+ * GPTQ with and without its options, AWQ scales, both) and the error
+ * budget, on the shared TinyStories text split in two disjoint parts: the
+ * first --calib-tokens tokens calibrate, every later token evaluates
+ * (--split last: the last ones calibrate, the earlier ones evaluate).
  *
- *   npm run bench:calib [-- --calib-tokens 16384 --context 256 --json]
+ *   npm run bench:calib [-- --calib-tokens 16384 --context 256 --split first|last --quick --json]
  *
+ * --quick runs int4 g32 only.
  * Needs ../shared/fixtures (stories260K and text/tinystories-head.txt).
  */
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type QuantizeModelOptions, isa, loadModelSync, perplexity, quantizeModel } from '../lib/index.js';
+import { type QuantizeModelOptions, isa, loadModelSync, perplexity, quantizeModel, quantizeToBudget } from '../lib/index.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import { printTable } from './common.js';
 
@@ -29,8 +32,10 @@ const context = Number(opt('--context') ?? 256);
 
 const { model: base, tokenizer } = loadModelSync(MODEL);
 const all = tokenizeText(tokenizer!, readTextFile(TEXT));
-const cal = all.slice(0, nCal);
-const ev = all.slice(nCal);
+const split = opt('--split') ?? 'first';
+if (split !== 'first' && split !== 'last') throw new Error(`--split must be first or last, got ${split}`);
+const cal = split === 'first' ? all.slice(0, nCal) : all.slice(-nCal);
+const ev = split === 'first' ? all.slice(nCal) : all.slice(0, -nCal);
 if (ev.length < 1024) throw new Error(`only ${ev.length} evaluation tokens left after ${nCal} calibration tokens`);
 const load0 = loadavg();
 const fp = perplexity(base, ev, { context }).ppl;
@@ -43,13 +48,20 @@ const cases: [string, QuantizeModelOptions][] = [
   ['int4 asym g128', { weights: 'int4', scheme: 'asymmetric', groupSize: 128 }],
   ['int8 sym per-channel', { weights: 'int8' }],
 ];
+const calibration = { tokens: cal, context };
+const methods: [string, Partial<QuantizeModelOptions>][] = [
+  ['rtn', {}],
+  ['gptq (default)', { calibration }],
+  ['gptq, no clipping search', { calibration, gptq: { clip: false } }],
+  ['gptq, sequential', { calibration, gptq: { sequential: true } }],
+  ['awq', { calibration, method: 'awq' }],
+  ['awq+gptq', { calibration, method: 'awq+gptq' }],
+];
+const quick = args.includes('--quick');
 for (const [name, q] of cases) {
-  for (const [method, extra] of [
-    ['rtn', {}],
-    ['gptq', { calibration: { tokens: cal, context } }],
-    ['gptq, no act order', { calibration: { tokens: cal, context }, gptq: { actOrder: false } }],
-  ] as const) {
-    if (method === 'gptq, no act order' && !name.includes('g32')) continue;
+  if (quick && name !== 'int4 asym g32') continue;
+  for (const [method, extra] of methods) {
+    if (!name.startsWith('int4 asym') && method !== 'rtn' && method !== 'gptq (default)') continue;
     const { model } = loadModelSync(MODEL);
     const t0 = performance.now();
     quantizeModel(model, { ...q, ...extra });
@@ -59,14 +71,36 @@ for (const [name, q] of cases) {
     process.stderr.write(`  ${name} ${method}: ${ppl.toFixed(4)}\n`);
   }
 }
+// the error budget: per-layer formats within 1.01 on the calibration text
+const budgetRows: { budget: number; calRatio: number; ratio: number; bytes: number; int8Bytes: number; formats: string; quantizeS: number }[] = [];
+for (const budget of quick ? [] : [1.01]) {
+  const { model } = loadModelSync(MODEL);
+  const t0 = performance.now();
+  const r = quantizeToBudget(model, { budget, calibration });
+  const quantizeS = (performance.now() - t0) / 1000;
+  const counts = new Map<string, number>();
+  for (const l of r.layers) counts.set(l.format, (counts.get(l.format) ?? 0) + 1);
+  const ppl = perplexity(model, ev, { context }).ppl;
+  budgetRows.push({ budget, calRatio: r.achievedRatio, ratio: ppl / fp, bytes: r.bytes, int8Bytes: r.bytesAllInt8, formats: [...counts].map(([f, n]) => `${n} ${f}`).join(', '), quantizeS });
+  process.stderr.write(`  budget ${budget}: ${(ppl / fp).toFixed(4)}\n`);
+}
 const load1 = loadavg();
 if (args.includes('--json')) {
   for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
+  for (const r of budgetRows) process.stdout.write(JSON.stringify(r) + '\n');
 } else {
-  console.log(`\nstories260K, every Linear but lm_head quantized; isa ${isa()}; calibration: first ${cal.length} tokens of ${path.basename(TEXT)}, evaluation: the other ${ev.length} (context ${context}); fp32 perplexity ${fp.toFixed(4)}`);
+  const where = split === 'first' ? `first ${cal.length} tokens` : `last ${cal.length} tokens`;
+  console.log(`\nstories260K, every Linear but lm_head quantized; isa ${isa()}; calibration: ${where} of ${path.basename(TEXT)}, evaluation: the other ${ev.length} (context ${context}); fp32 perplexity ${fp.toFixed(4)}`);
   console.log(`load average at start ${load0.map((v) => v.toFixed(2)).join(' ')}, at end ${load1.map((v) => v.toFixed(2)).join(' ')}\n`);
   printTable(
     ['config', 'method', 'perplexity', 'x fp32', 'quantize s'],
     rows.map((r) => [r.config, r.method, r.ppl.toFixed(4), r.ratio.toFixed(4), r.quantizeS.toFixed(2)]),
   );
+  if (budgetRows.length > 0) {
+    console.log('');
+    printTable(
+      ['budget', 'x fp32 (calibration)', 'x fp32 (evaluation)', 'layer bytes', 'vs all int8', 'formats', 'quantize s'],
+      budgetRows.map((r) => [String(r.budget), r.calRatio.toFixed(4), r.ratio.toFixed(4), String(r.bytes), `${((r.bytes / r.int8Bytes) * 100).toFixed(1)} %`, r.formats, r.quantizeS.toFixed(1)]),
+    );
+  }
 }

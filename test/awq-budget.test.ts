@@ -138,6 +138,21 @@ describe.skipIf(!haveStories)('AWQ, overrides and the budget on stories260K (cal
     expect(logits(back, t)).toEqual(logits(m4, t));
   });
 
+  it('GPTQ options: sequential statistics within a block and the clipping search both run and beat round to nearest', () => {
+    const fp = perplexity(load().model, ev, { context: 256 }).ppl;
+    const rtn = load().model;
+    quantizeModel(rtn, { weights: 'int4' });
+    const pR = perplexity(rtn, ev, { context: 256 }).ppl;
+    for (const gptq of [{ sequential: true }, { clip: false }]) {
+      const m = load().model;
+      const s = quantizeModel(m, { weights: 'int4', calibration: { tokens: cal }, gptq });
+      expect(s.replaced).toHaveLength(35);
+      const p = perplexity(m, ev, { context: 256 }).ppl;
+      console.log(`stories260K int4 g32 GPTQ ${JSON.stringify(gptq)} (2,048 calibration tokens): x${(p / fp).toFixed(4)} (RTN x${(pR / fp).toFixed(4)})`);
+      expect(p).toBeLessThan(pR);
+    }
+  });
+
   it('per-layer overrides: mixed int8 / int4 / float, saved as format_version 2 and reloaded bit-identically', async () => {
     const m = load().model;
     const s = quantizeModel(m, {

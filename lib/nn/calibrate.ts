@@ -71,10 +71,13 @@ export function stageOf(name: string): string {
 class SharedProduct {
   /** Probe calls so far (their first-call order). */
   calls = 0;
+  /** Distinct input tensors seen so far (the id of the current one is inputs - 1). */
+  inputs = 0;
   #x: Tensor | null = null;
   #xtx: Float32Array | null = null;
   xtx(x: Tensor<'f32'>, K: number): Float32Array {
     if (x === this.#x && this.#xtx) return this.#xtx;
+    this.inputs++;
     const T = x.size / K;
     const xt = new Float32Array(K * T); // X^T [K, T]
     const d = x.data;
@@ -97,6 +100,8 @@ class HessianProbe extends Module {
   tokens = 0;
   /** Order of this probe's first call in the pass (-1: not called yet). */
   firstCall = -1;
+  /** Which distinct input (in call order) this probe read on its first call: probes with one id read the same tensor (-1: none). */
+  inputGroup = -1;
   /** Set on the stage's last probe once the call order is known. */
   stopAfterInput = false;
   constructor(
@@ -113,6 +118,7 @@ class HessianProbe extends Module {
     if (this.firstCall < 0) this.firstCall = this.shared.calls++;
     if (x.dtype === 'f32' && K > 0) {
       const p = this.shared.xtx(x as Tensor<'f32'>, K);
+      if (this.inputGroup < 0) this.inputGroup = this.shared.inputs - 1;
       for (let i = 0; i < p.length; i++) this.h[i] += p[i]!;
       const d = x.data as Float32Array, T = x.size / K, a = this.absSum;
       for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) a[k] += Math.abs(d[t * K + k]!);
@@ -131,6 +137,8 @@ export interface LayerInputStats {
   absMean: Float64Array;
   /** T. */
   tokens: number;
+  /** Layers of one pass with the same inputGroup read the very same input tensor (q, k, v); ids rise in call order; -1: never called. */
+  inputGroup: number;
 }
 
 export interface StageLayer {
@@ -165,5 +173,5 @@ export function collectHessians(model: CalibratableModel, layers: readonly Stage
   } finally {
     layers.forEach((l) => l.parent.replaceChild(l.local, l.layer));
   }
-  return probes.map((p) => ({ h: p.h, absMean: p.absSum.map((v) => (p.tokens > 0 ? v / p.tokens : 0)), tokens: p.tokens }));
+  return probes.map((p) => ({ h: p.h, absMean: p.absSum.map((v) => (p.tokens > 0 ? v / p.tokens : 0)), tokens: p.tokens, inputGroup: p.inputGroup }));
 }

@@ -78,8 +78,8 @@ export interface QuantizeModelOptions {
   calibration?: CalibrationData;
   /** See QuantMethod: 'rtn' is the default without calibration, DEFAULT_CALIBRATED with it. */
   method?: QuantMethod;
-  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128), clipping search of each group's range (default true). */
-  gptq?: { actOrder?: boolean; damp?: number; blockSize?: number; clip?: boolean };
+  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128), clipping search of each group's range (default true), sequential statistics within a block (default false; true: each input's layers are calibrated on the outputs of the block's layers already quantized, one more pass per input, about 4x the calibration time of a Llama block). */
+  gptq?: { actOrder?: boolean; damp?: number; blockSize?: number; clip?: boolean; sequential?: boolean };
   /**
    * Per-layer formats by exact dotted layer name, over the options above:
    * 'float' keeps the layer in float; an object gives its weights (and
@@ -363,6 +363,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     }
     const useAwq = config.method === 'awq' || config.method === 'awq+gptq';
     const useGptq = config.method === 'gptq' || config.method === 'awq+gptq';
+    const sequential = g.sequential ?? false;
     const groups = useAwq ? scaleGroupsOf(model) : [];
     const modules = new Map(model.namedModules());
     for (const stage of stages.values()) {
@@ -389,11 +390,28 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
         const scaled = applyScaleGroup(grp, work, modules, (n) => plan.find((p) => p.name === n)!.opts!, searchQuant);
         if (scaled) summary.scaled.push(scaled);
       }
-      for (const p of stage) {
-        const { shape, w, bias, st } = work.get(p.name)!;
-        const wt = new Tensor('f32', shape, w, p.layer.weight.name);
-        const qt = useGptq ? gptqQuantize(wt, st.h, gptqOf(p.opts!)) : quantize(wt, p.opts!);
-        finish(p, new QLinear(qt, bias ? new Tensor('f32', [bias.length], bias, p.layer.bias!.name) : null, runtime));
+      // With gptq.sequential, GPTQ runs sequentially within the stage (the
+      // original's "true sequential"): the layers that read one input (q, k,
+      // v) are quantized, then the next input's layers get statistics from a
+      // fresh pass through the quantized ones (o_proj sees the quantized q, k, v).
+      // The first pass's statistics (with the scales folded in) serve the
+      // first input; later passes already see the folded model.
+      let remaining = stage.slice();
+      for (let first = true; remaining.length > 0; first = false) {
+        if (!first) {
+          const fresh = collectHessians(model as CalibratableModel, remaining, windows);
+          remaining.forEach((p, i) => (work.get(p.name)!.st = fresh[i]!));
+        }
+        const called = remaining.filter((p) => work.get(p.name)!.st.inputGroup >= 0);
+        const g0 = called.length > 0 ? Math.min(...called.map((p) => work.get(p.name)!.st.inputGroup)) : -1;
+        const sub = useGptq && sequential && g0 >= 0 ? remaining.filter((p) => work.get(p.name)!.st.inputGroup === g0) : remaining;
+        for (const p of sub) {
+          const { shape, w, bias, st } = work.get(p.name)!;
+          const wt = new Tensor('f32', shape, w, p.layer.weight.name);
+          const qt = useGptq ? gptqQuantize(wt, st.h, gptqOf(p.opts!)) : quantize(wt, p.opts!);
+          finish(p, new QLinear(qt, bias ? new Tensor('f32', [bias.length], bias, p.layer.bias!.name) : null, runtime));
+        }
+        remaining = remaining.filter((p) => !sub.includes(p));
       }
     }
   }
