@@ -48,7 +48,7 @@ export interface BudgetOptions {
   budget: number;
   /** Token ids the sensitivities and the checks are measured on (keep them disjoint from evaluation text). */
   calibration: CalibrationData;
-  /** Calibration tokens the sensitivities use (default 4096, from the start); the checks use all of them. */
+  /** Calibration tokens the sensitivities use (default 4096, from the start; fewer when 256 MiB cannot hold their float log-probabilities: 2,097 for a 32,000 vocabulary); the checks use all of them. */
   sensitivityTokens?: number;
   /** Layers left in float (default ['lm_head']); see quantizeModel. */
   exclude?: readonly string[];
@@ -96,6 +96,8 @@ export interface BudgetResult {
 }
 
 const FN = 'quantizeToBudget';
+/** Memory for the float model's log-probabilities over the sensitivity tokens (4096 tokens of a 32,000 vocabulary would be 500 MiB). */
+const REF_BYTES = 256 * 1024 * 1024;
 
 /** Row-wise log-softmax of logits [T, V], in place, float64 sums. */
 function logSoftmaxInPlace(x: Float32Array, V: number): Float32Array {
@@ -132,9 +134,11 @@ export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetR
   const linears = all.filter((l) => !excluded(l.name));
   if (linears.length === 0) throw new QuantkitError('ERR_UNSUPPORTED', `${FN}: no Linear layer left to quantize after 'exclude'`);
   const V = lm.config.vocabSize;
+  // the float model's log-probabilities are kept: at most REF_BYTES of them
+  const nSensMax = Math.min(nSens, Math.max(2, Math.floor(REF_BYTES / (4 * V))));
   const sensWindows: number[][] = [];
-  for (let n = 0, i = 0; i < windows.length && n < nSens; i++) {
-    const w = windows[i]!.slice(0, nSens - n);
+  for (let n = 0, i = 0; i < windows.length && n < nSensMax; i++) {
+    const w = windows[i]!.slice(0, nSensMax - n);
     if (w.length < 1) break;
     sensWindows.push(w);
     n += w.length;
@@ -185,20 +189,20 @@ export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetR
   const plans: BudgetFormat[][] = [layers.map(() => FORMATS[0]!)];
   for (;;) {
     const cur = plans[plans.length - 1]!;
-    let best: { i: number; f: BudgetFormat; gain: number } | null = null;
-    layers.forEach((l, i) => {
-      const from = cur[i]!;
+    let bestI = -1, bestF: BudgetFormat = 'float', bestKey = -Infinity;
+    for (let i = 0; i < layers.length; i++) {
+      const l = layers[i]!, from = cur[i]!;
       for (const f of FORMATS.slice(FORMATS.indexOf(from) + 1)) {
         const saved = l.kl[from] - l.kl[f];
-        const gain = saved / Math.max(1, l.bytes[f] - l.bytes[from]);
-        // ties (no KL saved) still move toward float, smallest cost first
-        const key = saved > 0 ? gain : -(l.bytes[f] - l.bytes[from]) * 1e-30;
-        if (!best || key > best.gain) best = { i, f, gain: key };
+        const added = Math.max(1, l.bytes[f] - l.bytes[from]);
+        // ties (no KL saved) still move toward float, the cheapest first
+        const key = saved > 0 ? saved / added : -added * 1e-30;
+        if (key > bestKey) (bestI = i), (bestF = f), (bestKey = key);
       }
-    });
-    if (!best) break;
+    }
+    if (bestI < 0) break;
     const next = cur.slice();
-    next[(best as { i: number }).i] = (best as { f: BudgetFormat }).f;
+    next[bestI] = bestF;
     plans.push(next);
   }
 

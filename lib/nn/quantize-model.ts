@@ -84,7 +84,7 @@ export interface QuantizeModelOptions {
    * Per-layer formats by exact dotted layer name, over the options above:
    * 'float' keeps the layer in float; an object gives its weights (and
    * optionally scheme, granularity, groupSize; the same defaults apply).
-   * planBudget() (lib/nn/budget.ts) writes these. The layers' activation
+   * quantizeToBudget() (lib/eval/budget.ts) writes these. The layers' activation
    * mode and method stay global.
    */
   overrides?: Readonly<Record<string, LayerOverride>>;
@@ -116,10 +116,10 @@ export interface ResolvedQuantConfig {
  * round to nearest; 'awq+gptq': the scales, then GPTQ. All but 'rtn' need
  * calibration data.
  */
+export type QuantMethod = 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
+
 /** The method used when calibration data is given and no method is (measured best: README, "Calibrated 4-bit"). */
 export const DEFAULT_CALIBRATED: QuantMethod = 'gptq';
-
-export type QuantMethod = 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
 const METHODS: readonly QuantMethod[] = ['rtn', 'gptq', 'awq', 'awq+gptq'];
 
 /** One group of layers that got activation-aware scales. */
