@@ -121,67 +121,76 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
   const scales = new Float32Array(N * ng);
   const zps = new Int32Array(N * ng);
   const codes = new Int8Array(N * K);
-  // Group g's scale and zero point in every row, from the group's columns of
-  // `src` (storage column k is at colOf(k)): quantize() per channel over that
-  // slice, so the rule is the one round-to-nearest uses.
-  const groupParams = (g: number, src: Float32Array, colOf: (k: number) => number) => {
-    const k0 = g * G, len = Math.min(K, k0 + G) - k0;
-    const slice = new Float32Array(N * len);
-    for (let n = 0; n < N; n++) for (let i = 0; i < len; i++) slice[n * len + i] = src[n * K + colOf(k0 + i)]!;
-    const p = quantize(new Tensor('f32', [N, len], slice), { bits, scheme, granularity: 'channel' });
-    for (let n = 0; n < N; n++) {
-      scales[n * ng + g] = p.scales[n]!;
-      zps[n * ng + g] = p.zeroPoints ? p.zeroPoints[n]! : 0;
+  // Scales and zero points of a slice [N, L] (storage order) holding `gl`
+  // groups per row (of G columns, the last one shorter when G does not
+  // divide L), written to the global group g0 + j: quantize() over the slice,
+  // so the rule is the one round-to-nearest uses; then, with `clip`, the
+  // range of each group shrunk to c * [min, max] (quantize() of the slice
+  // clamped to it, all groups in one call), kept per row and group where it
+  // lowers the rounding error weighted by each input's H[k, k] (the input's
+  // mean square), the importance weighting of llama.cpp's imatrix quantization.
+  const sliceParams = (slice: Float32Array, L: number, gl: number, g0: number, k0: number) => {
+    const opts = { bits, scheme, ...(gl > 1 ? { granularity: 'group' as const, groupSize: G } : { granularity: 'channel' as const }) };
+    const t = new Tensor('f32', [N, L], slice);
+    const p = quantize(t, opts);
+    for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+      scales[n * ng + g0 + j] = p.scales[n * gl + j]!;
+      zps[n * ng + g0 + j] = p.zeroPoints ? p.zeroPoints[n * gl + j]! : 0;
     }
     if (!clip) return;
-    // Clipping search: quantize() of the slice clamped to c * [min, max]
-    // gives the parameters of the shrunk range (the values beyond it clip);
-    // they replace the min/max ones per row where they lower the rounding
-    // error weighted by each input's H[k, k] (the input's mean square), the
-    // importance weighting of llama.cpp's imatrix quantization.
-    const d = new Float64Array(len);
-    for (let i = 0; i < len; i++) d[i] = H[(k0 + i) * K + k0 + i]!; // H is in storage order
-    const err = (n: number, sc: number, z: number) => {
+    const err = (n: number, j: number, sc: number, z: number) => {
       let e = 0;
-      for (let i = 0; i < len; i++) {
-        const v = slice[n * len + i]!;
+      for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) {
+        const v = slice[n * L + i]!;
         const q = Math.min(Math.max(rne(Math.fround(v / sc)) + z, qmin), qmax);
         const r = v - Math.fround((q - z) * sc);
-        e += d[i]! * r * r;
+        const k = k0 + i;
+        e += H[k * K + k]! * r * r; // H is in storage order
       }
       return e;
     };
-    const best = Float64Array.from({ length: N }, (_, n) => err(n, scales[n * ng + g]!, zps[n * ng + g]!));
-    const lo = new Float32Array(N), hi = new Float32Array(N);
-    for (let n = 0; n < N; n++) {
+    const best = new Float64Array(N * gl);
+    const lo = new Float32Array(N * gl), hi = new Float32Array(N * gl);
+    for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+      best[n * gl + j] = err(n, j, scales[n * ng + g0 + j]!, zps[n * ng + g0 + j]!);
       let a = Infinity, b = -Infinity;
-      for (let i = 0; i < len; i++) (a = Math.min(a, slice[n * len + i]!)), (b = Math.max(b, slice[n * len + i]!));
-      (lo[n] = a), (hi[n] = b);
+      for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) (a = Math.min(a, slice[n * L + i]!)), (b = Math.max(b, slice[n * L + i]!));
+      (lo[n * gl + j] = a), (hi[n * gl + j] = b);
     }
+    const clipped = new Float32Array(N * L);
     for (let step = 1; step <= CLIP_STEPS; step++) {
       const c = 1 - step * CLIP_STEP;
-      const clipped = new Float32Array(N * len);
-      for (let n = 0; n < N; n++) {
-        const a = lo[n]! * c, b = hi[n]! * c;
-        for (let i = 0; i < len; i++) clipped[n * len + i] = Math.min(Math.max(slice[n * len + i]!, a), b);
+      for (let n = 0; n < N; n++) for (let i = 0; i < L; i++) {
+        const j = Math.floor(i / G);
+        clipped[n * L + i] = Math.min(Math.max(slice[n * L + i]!, lo[n * gl + j]! * c), hi[n * gl + j]! * c);
       }
-      const pc = quantize(new Tensor('f32', [N, len], clipped), { bits, scheme, granularity: 'channel' });
-      for (let n = 0; n < N; n++) {
-        const sc = pc.scales[n]!, z = pc.zeroPoints ? pc.zeroPoints[n]! : 0;
-        const e = err(n, sc, z);
-        if (e < best[n]!) {
-          best[n] = e;
-          scales[n * ng + g] = sc;
-          zps[n * ng + g] = z;
+      const pc = quantize(new Tensor('f32', [N, L], clipped), opts);
+      for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+        const sc = pc.scales[n * gl + j]!, z = pc.zeroPoints ? pc.zeroPoints[n * gl + j]! : 0;
+        const e = err(n, j, sc, z);
+        if (e < best[n * gl + j]!) {
+          best[n * gl + j] = e;
+          scales[n * ng + g0 + j] = sc;
+          zps[n * ng + g0 + j] = z;
         }
       }
     }
   };
+  // Group g's parameters from its columns of the walk-order working weights
+  // (the walk reaches the group's first column).
+  const groupParams = (g: number) => {
+    const k0 = g * G, len = Math.min(K, k0 + G) - k0;
+    const slice = new Float32Array(N * len);
+    for (let n = 0; n < N; n++) for (let i = 0; i < len; i++) slice[n * len + i] = Wp[n * K + k0 + i]!;
+    sliceParams(slice, len, 1, g, k0);
+  };
   const pos = new Int32Array(K); // storage column -> walk position
   for (let p = 0; p < K; p++) pos[perm[p]!] = p;
   if (actOrder) {
-    // static groups: from W (dead columns as 0), before any update
-    for (let g = 0; g < ng; g++) groupParams(g, Wp, (k) => pos[k]!);
+    // static groups: every group at once from W in storage order (dead columns as 0), before any update
+    const Ws = new Float32Array(N * K);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) Ws[n * K + k] = Wp[n * K + pos[k]!]!;
+    if (K > 0) sliceParams(Ws, K, ng, 0, 0);
   }
 
   for (let b0 = 0; b0 < K; b0 += B) {
@@ -191,7 +200,7 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
     for (let p = b0; p < b1; p++) {
       const col = perm[p]!;
       const g = Math.floor(col / G);
-      if (!actOrder && col % G === 0) groupParams(g, Wp, (k) => k);
+      if (!actOrder && col % G === 0) groupParams(g);
       const d = U![p * K + p]!;
       const urow = p * K;
       for (let n = 0; n < N; n++) {

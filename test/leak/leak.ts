@@ -173,8 +173,15 @@ if (haveFixture) {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-leak-'));
   const ckpt = path.join(tmp, 'ckpt');
   const config = JSON.parse(fs.readFileSync(path.join(STORIES, 'config.json'), 'utf8'));
-  // the model is ~1 MB of weights: a leak of one model per cycle is 1 MB per iteration
-  const models: Bounds = { rssSlope: 64 * 1024, extSlope: 16 * 1024, heapSlope: 16 * 1024, mallocSlope: 4 * 1024, rssGrowth: 24 * MiB, extGrowth: 4 * MiB };
+  // The model is ~1 MB of weights: a leak of one model per cycle is 1 MB per
+  // iteration (200 MB in all). The C heap in use, external memory and the JS
+  // heap are the precise signals and stay tight. RSS is not: the calibrated
+  // cycles allocate and free many small typed arrays (the GPTQ clipping
+  // search), and glibc's arenas grow in steps as they fragment, so RSS moved
+  // by 33-125 KB per cycle (7-24 MB in all) over repeated runs of a build
+  // without a leak; its bounds sit above that noise and well below one model
+  // per cycle.
+  const models: Bounds = { rssSlope: 256 * 1024, extSlope: 16 * 1024, heapSlope: 16 * 1024, mallocSlope: 4 * 1024, rssGrowth: 64 * MiB, extGrowth: 4 * MiB };
   await phase('model load/quantize/forward/drop', 200, 10, 10, models, async (i) => {
     const { model } = i % 2 ? loadModelSync(path.join(STORIES, 'stories260K.bin'), { tokenizerPath: path.join(STORIES, 'tok512.bin') }) : loadModelSync(STORIES);
     // every 4th cycle calibrated (GPTQ: probes, X^T X products, the native Cholesky factor)
