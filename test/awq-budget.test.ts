@@ -23,7 +23,7 @@ import { searchChannelScales } from '../lib/quant/awq.js';
 import { runCli, runCliJson } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
 import { randomF32, rng } from './helpers.js';
-import { gpt2Model, llamaModel, optModel } from './tiny-models.js';
+import { codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-awq-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -37,6 +37,7 @@ describe('scale groups fold exactly', () => {
     ['gpt2', () => gpt2Model(3), (p) => expect(p.filter((x) => x.endsWith('c_attn'))).toHaveLength(2)],
     ['opt (pre-LN, ReLU)', () => optModel(4, true), (p) => expect(p.filter((x) => x.endsWith('fc1'))).toHaveLength(2)],
     ['opt (post-LN: no norm groups)', () => optModel(5, false), (p) => expect(p.some((x) => x.includes('layer_norm'))).toBe(false)],
+    ['codegen (ln_1 feeds attention and MLP)', () => codegenModel(6), (p) => expect(p).toEqual(['transformer.h.0.ln_1', 'transformer.h.1.ln_1'])],
   ];
   for (const [name, make, shape] of cases) {
     it(name, () => {

@@ -1,7 +1,7 @@
 /**
  * Tiny random-weight models in Hugging Face layout, built in memory (a Map
  * is a TensorLookup) through buildModel, the loader's own path: Llama (any
- * head layout), GPT-2, OPT (pre- or post-LayerNorm).
+ * head layout), GPT-2, OPT (pre- or post-LayerNorm), CodeGen.
  */
 import type { CausalLM } from '../lib/models/causal-lm.js';
 import type { TensorLookup } from '../lib/models/config.js';
@@ -104,5 +104,24 @@ export function optModel(seed: number, preNorm: boolean): CausalLM {
     spec.set(`${p}.fc2.bias`, [[D], 'b']);
   }
   const config = { model_type: 'opt', hidden_size: D, num_hidden_layers: L, num_attention_heads: 4, ffn_dim: F, vocab_size: V, max_position_embeddings: P, do_layer_norm_before: preNorm };
+  return buildModel(parseModelConfig(config), makeTensors(spec, seed), 'memory');
+}
+
+/** CodeGen: 2 parallel blocks (one ln_1 feeds attention and MLP), 8 heads x 8 with rotary_dim 4, 4 qkv shards. */
+export function codegenModel(seed: number): CausalLM {
+  const D = 64, F = 96, L = 2, V = 48, P = 64;
+  const spec: Spec = new Map([['transformer.wte.weight', [[V, D], 'w']], ['transformer.ln_f.weight', [[D], 'n']], ['transformer.ln_f.bias', [[D], 'b']], ['lm_head.weight', [[V, D], 'w']], ['lm_head.bias', [[V], 'b']]]);
+  for (let i = 0; i < L; i++) {
+    const p = `transformer.h.${i}`;
+    spec.set(`${p}.ln_1.weight`, [[D], 'n']);
+    spec.set(`${p}.ln_1.bias`, [[D], 'b']);
+    spec.set(`${p}.attn.qkv_proj.weight`, [[3 * D, D], 'w']);
+    spec.set(`${p}.attn.out_proj.weight`, [[D, D], 'w']);
+    spec.set(`${p}.mlp.fc_in.weight`, [[F, D], 'w']);
+    spec.set(`${p}.mlp.fc_in.bias`, [[F], 'b']);
+    spec.set(`${p}.mlp.fc_out.weight`, [[D, F], 'w']);
+    spec.set(`${p}.mlp.fc_out.bias`, [[D], 'b']);
+  }
+  const config = { model_type: 'codegen', n_embd: D, n_layer: L, n_head: 8, rotary_dim: 4, n_inner: F, n_positions: P, n_ctx: P, vocab_size: V, layer_norm_epsilon: 1e-5, activation_function: 'gelu_new', tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2 };
   return buildModel(parseModelConfig(config), makeTensors(spec, seed), 'memory');
 }
