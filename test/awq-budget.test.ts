@@ -232,9 +232,12 @@ describe.skipIf(!haveStories)('AWQ, overrides and the budget on stories260K (cal
     const noCal = await runCli(['quantize', MODEL, '--out', path.join(tmp, 'y'), '--budget', '1.01']);
     expect(noCal.code).toBe(1);
     expect(noCal.err).toMatch(/--budget measures perplexity on calibration text: pass --calib/);
+    const noCalMethod = await runCli(['quantize', MODEL, '--out', path.join(tmp, 'w'), '--weights', 'int4', '--method', 'awq']);
+    expect(noCalMethod.code).toBe(1);
+    expect(noCalMethod.err).toMatch(/--method awq needs calibration text: pass --calib <file>/);
     const low = await runCli(['quantize', MODEL, '--out', path.join(tmp, 'z'), '--budget', '0.9', '--calib', calib]);
     expect(low.code).not.toBe(0);
     expect(low.err).toMatch(/--budget/);
-    expect(fs.existsSync(path.join(tmp, 'x')) || fs.existsSync(path.join(tmp, 'y')) || fs.existsSync(path.join(tmp, 'z'))).toBe(false);
+    for (const d of ['w', 'x', 'y', 'z']) expect(fs.existsSync(path.join(tmp, d))).toBe(false);
   });
 });

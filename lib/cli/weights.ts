@@ -33,7 +33,10 @@ export interface QuantFlags {
  * `evalText` (the file the command evaluates on, if any) must be another file.
  */
 export function readCalibration(f: QuantFlags, m?: { tokenizer: Tokenizer | undefined }, evalText?: string): CalibrationData | undefined {
-  if (f.calib === undefined) return undefined;
+  if (f.calib === undefined) {
+    if (f.method !== undefined && f.method !== 'rtn') throw new QuantkitError('ERR_UNSUPPORTED', `--method ${f.method} needs calibration text: pass --calib <file>`);
+    return undefined;
+  }
   if (m === undefined) throw new QuantkitError('ERR_UNSUPPORTED', '--calib: calibration runs causal language models (Llama, GPT-2, OPT, CodeGen)');
   if (evalText !== undefined && path.resolve(evalText) === path.resolve(f.calib)) {
     throw new QuantkitError('ERR_UNSUPPORTED', `--calib and --text name the same file (${f.calib}): calibrate on other text than you evaluate on`);
