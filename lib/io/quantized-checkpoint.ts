@@ -17,7 +17,7 @@
  *                           (layers whose K the group size does not divide,
  *                           see quantizeModel's groupFallback, and layers in
  *                           another format, see quantizeModel's overrides and
- *                           planBudget; "bits"/"scheme" there need
+ *                           quantizeToBudget; "bits"/"scheme" there need
  *                           format_version 2)
  *                       }
  *   model.safetensors   for every QLinear named <name> (dotted module name,
@@ -60,7 +60,7 @@ import { SAFETENSORS_SINGLE, loadSafetensorsFolder, writeSafetensors, type Safet
 export const QUANT_METHOD = 'quantkit';
 /** Written when every layer has the global bits and scheme (readers of version 1 load it). */
 export const QUANT_FORMAT_VERSION = 1;
-/** Written when a layer overrides bits or scheme (a mixed-format checkpoint, e.g. from planBudget). */
+/** Written when a layer overrides bits or scheme (a mixed-format checkpoint, e.g. from quantizeToBudget). */
 export const QUANT_FORMAT_VERSION_MIXED = 2;
 
 export interface QuantizationConfigJson {
