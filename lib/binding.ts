@@ -146,6 +146,8 @@ export interface Addon {
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
   /** g = silu(g) * u elementwise (silu in double, rounded to f32, then an f32 product). */
   siluMul(g: Float32Array, u: Float32Array): void;
+  /** out = RMSNorm(x) * w per row of D values (sum and products in double, as lib/nn/norm.ts); out may be x. */
+  rmsNorm(x: Float32Array, w: Float32Array, out: Float32Array, D: number, eps: number): void;
   /** h [K*K] -> U with H^-1 = U^T U (upper); false if H is not positive definite. */
   cholInverseUpper(h: Float64Array, K: number): boolean;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */

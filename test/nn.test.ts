@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { addInPlace, activationByName, erf, gateInPlace, geluExact, geluTanh, mulInPlace, relu, silu } from '../lib/nn/activations.js';
-import { siluMulInPlace } from '../lib/ops/elementwise.js';
+import { rmsNorm, siluMulInPlace } from '../lib/ops/elementwise.js';
+import { addon } from '../lib/binding.js';
 import { DecoderKVCache, ModuleList, attentionDecode, attentionDecodeSteps, attentionGemm, beginForward, causalAttention } from '../lib/nn/attention.js';
 import { runAsync } from '../lib/nn/steps.js';
 import { decodeAttention } from '../lib/ops/attention.js';
@@ -75,6 +76,35 @@ describe('activations', () => {
     expect(Array.from(gateInPlace(relu, Float32Array.of(-1, 2), Float32Array.of(3, 4)))).toEqual([0, 8]);
     expect(() => siluMulInPlace(new Float32Array(3), new Float32Array(2))).toThrow(/'u' has 2 values/);
     expect(() => siluMulInPlace([1] as unknown as Float32Array, new Float32Array(1))).toThrow(TypeError);
+  });
+
+  it('native RMSNorm equals the float64 JavaScript definition bit for bit: odd widths, many rows (parallel chunks), edge values', () => {
+    const ref = (x: Float32Array, w: Float32Array, D: number, eps: number) => {
+      const out = new Float32Array(x.length);
+      for (let o = 0; o < x.length; o += D) {
+        let ss = 0;
+        for (let i = 0; i < D; i++) ss += x[o + i]! * x[o + i]!;
+        const inv = 1 / Math.sqrt(ss / D + eps);
+        for (let i = 0; i < D; i++) out[o + i] = x[o + i]! * inv * w[i]!;
+      }
+      return out;
+    };
+    for (const [rows, D] of [[0, 5], [1, 1], [3, 7], [37, 65], [300, 768], [2, 20_001]] as const) {
+      const x = randomF32(rows * D, rows + D).map((v, i) => (i % 13 === 0 ? v * 1e4 : v));
+      const w = randomF32(D, D + 1, 0.5, 1.5);
+      for (const eps of [1e-5, 0]) {
+        const n = new RMSNorm(new Tensor('f32', [D], w), eps);
+        const got = n.forward(new Tensor('f32', [rows, D], x)).data;
+        expect(Array.from(got), `rows ${rows} D ${D} eps ${eps}`).toEqual(Array.from(ref(x, w, D, eps)));
+      }
+    }
+    // a zero row with eps 0 is 0 * inf: NaN, as in JavaScript
+    expect(Number.isNaN(new RMSNorm(new Tensor('f32', [2], Float32Array.of(1, 1)), 0).forward(new Tensor('f32', [1, 2], new Float32Array(2))).data[0])).toBe(true);
+    expect(() => new RMSNorm(new Tensor('f32', [2], Float32Array.of(1, 1)), NaN)).toThrow(/'eps' must be a finite number >= 0/);
+    expect(() => rmsNorm(new Float32Array(5), new Float32Array(2), 2, 1e-5)).toThrow(/'x' has 5 values, not whole rows of D = 2/);
+    expect(() => rmsNorm(new Float32Array(4), new Float32Array(3), 2, 1e-5)).toThrow(/'w' has 3 values/);
+    expect(() => addon.rmsNorm(new Float32Array(4), new Float32Array(2), new Float32Array(3), 2, 1e-5)).toThrow(/'out' has 3 elements, expected 4/);
+    expect(() => addon.rmsNorm(new Float32Array(4), new Float32Array(2), new Float32Array(4), 0, 1e-5)).toThrow(/'D' must be >= 1/);
   });
 
   it('names map to functions; unknown names are ERR_UNSUPPORTED', () => {

@@ -5,6 +5,7 @@
  * float64 (JS numbers), which is at least as accurate as torch's f32.
  */
 import { rangeError, typeError } from '../errors.js';
+import { rmsNorm } from '../ops/elementwise.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -108,6 +109,7 @@ export class RMSNorm extends Module {
     super();
     const w = checkParam('RMSNorm', 'weight', weight, undefined);
     if (w === null) throw typeError('RMSNorm', 'weight', 'must be an f32 Tensor');
+    if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw rangeError('RMSNorm', 'eps', `must be a finite number >= 0, got ${eps}`);
     this.#weight = w;
     this.dim = w.shape[0]!;
     this.eps = eps;
@@ -125,19 +127,9 @@ export class RMSNorm extends Module {
   }
 
   forward(x: Tensor): Tensor<'f32'> {
-    const D = this.dim;
-    const rows = checkInput('RMSNorm.forward', x, D);
-    const src = x.data as Float32Array;
-    const out = new Float32Array(src.length);
-    const w = this.weight.data;
-    for (let r = 0; r < rows; r++) {
-      const o = r * D;
-      let ss = 0;
-      for (let i = 0; i < D; i++) ss += src[o + i]! * src[o + i]!;
-      const inv = 1 / Math.sqrt(ss / D + this.eps);
-      for (let i = 0; i < D; i++) out[o + i] = src[o + i]! * inv * w[i]!;
-    }
-    return new Tensor('f32', x.shape, out);
+    checkInput('RMSNorm.forward', x, this.dim);
+    // native, in float64 like the loop it replaced (lib/ops/elementwise.ts)
+    return new Tensor('f32', x.shape, rmsNorm(x.data as Float32Array, this.#weight.data, this.dim, this.eps));
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {

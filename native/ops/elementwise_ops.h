@@ -13,4 +13,12 @@ namespace qk {
 // (only exp's last-bit differences between libm and V8 can show).
 void silu_mul(float* g, const float* u, size_t n);
 
+// RMSNorm of rows x [rows, D] with weight w [D] into out [rows, D]:
+// out = f32(x * inv * w), inv = 1 / sqrt(sum(x^2) / D + eps), the sum in
+// double in index order and every product in double: the operations and
+// roundings of the JavaScript RMSNorm (lib/nn/norm.ts), so the two agree
+// bit for bit (the build keeps -ffp-contract=off: no fused multiply-adds).
+// out may be x.
+void rms_norm(const float* x, const float* w, float* out, size_t rows, size_t D, double eps);
+
 }  // namespace qk
