@@ -31,7 +31,7 @@ import { type CalibrationData, calibrationWindows, checkCalibratable } from '../
 import { QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { type LayerOverride, type QuantMethod, type QuantizeModelSummary, findLinears, layerQuantizeOptions, makeExcludeMatcher, quantizeModel, resolveQuantConfig } from '../nn/quantize-model.js';
-import { perplexity } from './perplexity.js';
+import { logSumExp, perplexity } from './perplexity.js';
 
 /** Candidate formats, from the fewest bytes to float. */
 export type BudgetFormat = 'int4 g128' | 'int4 g32' | 'int8' | 'float';
@@ -102,11 +102,7 @@ const REF_BYTES = 256 * 1024 * 1024;
 /** Row-wise log-softmax of logits [T, V], in place, float64 sums. */
 function logSoftmaxInPlace(x: Float32Array, V: number): Float32Array {
   for (let o = 0; o < x.length; o += V) {
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) max = Math.max(max, x[o + i]!);
-    let sum = 0;
-    for (let i = 0; i < V; i++) sum += Math.exp(x[o + i]! - max);
-    const lse = max + Math.log(sum);
+    const lse = logSumExp(x, o, V);
     for (let i = 0; i < V; i++) x[o + i] = x[o + i]! - lse;
   }
   return x;

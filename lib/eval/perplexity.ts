@@ -42,13 +42,18 @@ export interface PerplexityResult {
   tokens: number;
 }
 
-/** -log p(target) from one row of logits, in float64. */
-export function tokenNll(logits: ArrayLike<number>, offset: number, n: number, target: number): number {
+/** log sum exp of one row of logits [offset, offset + n), in float64, shifted by the row's max. */
+export function logSumExp(logits: ArrayLike<number>, offset: number, n: number): number {
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
   let sum = 0;
   for (let i = 0; i < n; i++) sum += Math.exp(logits[offset + i]! - max);
-  return -(logits[offset + target]! - max - Math.log(sum));
+  return max + Math.log(sum);
+}
+
+/** -log p(target) from one row of logits, in float64. */
+export function tokenNll(logits: ArrayLike<number>, offset: number, n: number, target: number): number {
+  return logSumExp(logits, offset, n) - logits[offset + target]!;
 }
 
 function windowCount(N: number, context: number, stride: number): number {

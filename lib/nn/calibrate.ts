@@ -67,25 +67,32 @@ export function stageOf(name: string): string {
   return m ? m[1]! : name;
 }
 
-/** The X^T X of the last input seen, shared by probes that get the very same tensor. */
+/** X^T X and the column sums of |x| of the last input seen, computed once for the probes that get the very same tensor. */
 class SharedProduct {
   /** Probe calls so far (their first-call order). */
   calls = 0;
   /** Distinct input tensors seen so far (the id of the current one is inputs - 1). */
   inputs = 0;
   #x: Tensor | null = null;
-  #xtx: Float32Array | null = null;
-  xtx(x: Tensor<'f32'>, K: number): Float32Array {
-    if (x === this.#x && this.#xtx) return this.#xtx;
+  #stats: { xtx: Float32Array; absSum: Float64Array } | null = null;
+  stats(x: Tensor<'f32'>, K: number): { xtx: Float32Array; absSum: Float64Array } {
+    if (x === this.#x && this.#stats) return this.#stats;
     this.inputs++;
     const T = x.size / K;
     const xt = new Float32Array(K * T); // X^T [K, T]
+    const absSum = new Float64Array(K);
     const d = x.data;
-    for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) xt[k * T + t] = d[t * K + k]!;
+    for (let t = 0; t < T; t++) {
+      for (let k = 0; k < K; k++) {
+        const v = d[t * K + k]!;
+        xt[k * T + t] = v;
+        absSum[k] += Math.abs(v);
+      }
+    }
     const X = new Tensor('f32', [K, T], xt);
-    this.#xtx = matmul(X, X).data; // X^T · (X^T)^T = X^T X  [K, K]
+    this.#stats = { xtx: matmul(X, X).data, absSum }; // X^T · (X^T)^T = X^T X  [K, K]
     this.#x = x;
-    return this.#xtx;
+    return this.#stats;
   }
 }
 
@@ -117,12 +124,11 @@ class HessianProbe extends Module {
     const K = this.layer.inFeatures;
     if (this.firstCall < 0) this.firstCall = this.shared.calls++;
     if (x.dtype === 'f32' && K > 0) {
-      const p = this.shared.xtx(x as Tensor<'f32'>, K);
+      const { xtx, absSum } = this.shared.stats(x as Tensor<'f32'>, K);
       if (this.inputGroup < 0) this.inputGroup = this.shared.inputs - 1;
-      for (let i = 0; i < p.length; i++) this.h[i] += p[i]!;
-      const d = x.data as Float32Array, T = x.size / K, a = this.absSum;
-      for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) a[k] += Math.abs(d[t * K + k]!);
-      this.tokens += T;
+      for (let i = 0; i < xtx.length; i++) this.h[i] += xtx[i]!;
+      for (let k = 0; k < K; k++) this.absSum[k] += absSum[k]!;
+      this.tokens += x.size / K;
     }
     if (this.stopAfterInput) throw new StopForward();
     return this.layer.forward(x);

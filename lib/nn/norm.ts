@@ -26,6 +26,11 @@ function checkInput(fn: string, x: Tensor, D: number): number {
   return x.size / D;
 }
 
+/** A new [D] tensor t / s (a fold never writes into a tensor the caller may share). */
+function dividedBy(t: Tensor<'f32'>, s: Float32Array): Tensor<'f32'> {
+  return new Tensor('f32', t.shape, Float32Array.from(t.data, (v, i) => v / s[i]!), t.name);
+}
+
 /** y = (x - mean) / sqrt(var + eps) * weight + bias (weight/bias optional: elementwise_affine false). */
 export class LayerNorm extends Module {
   readonly dim: number;
@@ -57,9 +62,8 @@ export class LayerNorm extends Module {
    */
   divideChannels(s: Float32Array): boolean {
     if (!this.#weight || s.length !== this.dim) return false;
-    const w = this.#weight.data, b = this.#bias?.data;
-    this.#weight = new Tensor('f32', [this.dim], Float32Array.from(w, (v, i) => v / s[i]!), this.#weight.name);
-    if (b) this.#bias = new Tensor('f32', [this.dim], Float32Array.from(b, (v, i) => v / s[i]!), this.#bias!.name);
+    this.#weight = dividedBy(this.#weight, s);
+    if (this.#bias) this.#bias = dividedBy(this.#bias, s);
     return true;
   }
 
@@ -122,7 +126,7 @@ export class RMSNorm extends Module {
   /** y -> y / s per channel (s [D], positive); see LayerNorm.divideChannels. */
   divideChannels(s: Float32Array): boolean {
     if (s.length !== this.dim) return false;
-    this.#weight = new Tensor('f32', [this.dim], Float32Array.from(this.#weight.data, (v, i) => v / s[i]!), this.#weight.name);
+    this.#weight = dividedBy(this.#weight, s);
     return true;
   }
 

@@ -25,11 +25,11 @@ import { gptqQuantize } from '../quant/gptq.js';
 import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
 import { toFloat32 } from '../quant/quantize.js';
-import { type SearchQuantizer, searchChannelScales } from '../quant/awq.js';
+import { type SearchQuantizer, scaleColumns, scaleHessian, searchChannelScales } from '../quant/awq.js';
 import { quantize } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
 import { type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
-import { type ChannelDivisible, type ScaleGroup, isChannelDivisible, scaleGroupsOf } from './scale-fold.js';
+import { type ChannelDivisible, type ScaleGroup, divideRows, isChannelDivisible, scaleGroupsOf } from './scale-fold.js';
 import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
 
@@ -366,6 +366,18 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     const sequential = g.sequential ?? false;
     const groups = useAwq ? scaleGroupsOf(model) : [];
     const modules = new Map(model.namedModules());
+    const optsOf = new Map(plan.map((p) => [p.name, p.opts!]));
+    // opts come from layerQuantizeOptions: bits is always set
+    const gptqOf = (opts: QuantizeOptions) => ({
+      bits: opts.bits as 8 | 4,
+      scheme: schemeOf(FN, opts.scheme),
+      groupSize: opts.granularity === 'group' ? opts.groupSize : undefined,
+      ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
+      ...(g.damp !== undefined ? { damp: g.damp } : {}),
+      ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
+      ...(g.clip !== undefined ? { clip: g.clip } : {}),
+    });
+    const searchQuant: SearchQuantizer | undefined = useGptq ? (w, h, opts) => gptqQuantize(w, h, gptqOf(opts)).dequantize().data : undefined;
     for (const stage of stages.values()) {
       const stats = collectHessians(model as CalibratableModel, stage, windows);
       // float working copies the scales change before quantization
@@ -375,19 +387,8 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
           return [p.name, { shape: wt.shape, w: Float32Array.from(wt.data), bias: p.layer.bias ? Float32Array.from(p.layer.bias.data) : null, st: stats[i]! }];
         }),
       );
-      // opts come from layerQuantizeOptions: bits is always set
-      const gptqOf = (opts: QuantizeOptions) => ({
-        bits: opts.bits as 8 | 4,
-        scheme: schemeOf(FN, opts.scheme),
-        groupSize: opts.granularity === 'group' ? opts.groupSize : undefined,
-        ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
-        ...(g.damp !== undefined ? { damp: g.damp } : {}),
-        ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
-        ...(g.clip !== undefined ? { clip: g.clip } : {}),
-      });
-      const searchQuant: SearchQuantizer | undefined = useGptq ? (w, h, opts) => gptqQuantize(w, h, gptqOf(opts)).dequantize().data : undefined;
       for (const grp of groups) {
-        const scaled = applyScaleGroup(grp, work, modules, (n) => plan.find((p) => p.name === n)!.opts!, searchQuant);
+        const scaled = applyScaleGroup(grp, work, modules, (n) => optsOf.get(n)!, searchQuant);
         if (scaled) summary.scaled.push(scaled);
       }
       // With gptq.sequential, GPTQ runs sequentially within the stage (the
@@ -437,22 +438,14 @@ function resolveOverrides(options: QuantizeModelOptions, names: readonly string[
       continue;
     }
     if (v === null || typeof v !== 'object') throw typeError(FN, `options.overrides['${name}']`, `must be 'float' or { weights, scheme?, granularity?, groupSize? }, got ${describe(v)}`);
-    const bits8 = v.weights === 'int8';
-    out.set(
-      name,
-      resolveQuantConfig(
-        {
-          ...options,
-          weights: v.weights,
-          // a format the override does not spell out takes the defaults of ITS weights, not the global format's
-          scheme: v.scheme ?? (v.weights === options.weights ? options.scheme : undefined),
-          granularity: v.granularity ?? (v.weights === options.weights ? options.granularity : undefined) ?? (bits8 ? 'channel' : 'group'),
-          groupSize: v.groupSize ?? ((v.granularity ?? (bits8 ? 'channel' : 'group')) === 'group' ? (options.groupSize ?? 32) : undefined),
-          overrides: undefined,
-        },
-        `${FN}: options.overrides['${name}']`,
-      ),
-    );
+    // What the override leaves out: the global scheme and granularity when it
+    // keeps the global weights, else the defaults of ITS weights; the global
+    // group size whenever it ends up in groups.
+    const same = v.weights === options.weights;
+    const granularity = v.granularity ?? (same ? options.granularity : undefined) ?? (v.weights === 'int8' ? 'channel' : 'group');
+    const groupSize = granularity === 'group' ? (v.groupSize ?? options.groupSize) : v.groupSize;
+    const scheme = v.scheme ?? (same ? options.scheme : undefined);
+    out.set(name, resolveQuantConfig({ ...options, weights: v.weights, scheme, granularity, groupSize, overrides: undefined }, `${FN}: options.overrides['${name}']`));
   }
   return out;
 }
@@ -490,19 +483,13 @@ function applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules:
   if (res.alpha === 0) return null;
   const s = res.scales;
   if (prevWork) {
-    const Kp = prevWork.shape[1]!;
-    for (let c = 0; c < K; c++) {
-      const r = off + c;
-      for (let k = 0; k < Kp; k++) prevWork.w[r * Kp + k] = prevWork.w[r * Kp + k]! / s[c]!;
-      if (prevWork.bias) prevWork.bias[r] = prevWork.bias[r]! / s[c]!;
-    }
+    divideRows(prevWork.w, prevWork.bias, prevWork.shape[1]!, off, s);
   } else if (!(prevMod as Module & ChannelDivisible).divideChannels(s)) {
     return null;
   }
   for (const l of layers) {
-    const N = l.shape[0]!;
-    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) l.w[n * K + k] = l.w[n * K + k]! * s[k]!;
-    for (let j = 0; j < K; j++) for (let k = 0; k < K; k++) l.st.h[j * K + k] = l.st.h[j * K + k]! / (s[j]! * s[k]!);
+    scaleColumns(l.w, l.shape[0]!, K, s);
+    scaleHessian(l.st.h, K, s);
     for (let k = 0; k < K; k++) l.st.absMean[k] = l.st.absMean[k]! / s[k]!;
   }
   return { prev: grp.prev, layers: [...grp.layers], alpha: res.alpha, errorBefore: res.errorBefore, errorAfter: res.errorAfter };

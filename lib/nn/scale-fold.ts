@@ -12,6 +12,7 @@
  * is quantized without scales. The fold is exact in float: a model with
  * scales folded and float weights gives the same logits up to rounding.
  */
+import { scaleColumns } from '../quant/awq.js';
 import { toFloat32 } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
 import { Linear } from './linear.js';
@@ -24,6 +25,18 @@ export interface ScaleGroup {
   rowOffset?: number;
   /** Dotted names of the Linear layers that read that input (one K). */
   layers: string[];
+}
+
+/**
+ * Rows [off, off + K) of a prev Linear's weight w [N, Kp] (and bias) / s, in
+ * place: its output channels off + c become y / s_c.
+ */
+export function divideRows(w: Float32Array, bias: Float32Array | null, Kp: number, off: number, s: Float32Array): void {
+  for (let c = 0; c < s.length; c++) {
+    const r = off + c;
+    for (let k = 0; k < Kp; k++) w[r * Kp + k] = w[r * Kp + k]! / s[c]!;
+    if (bias) bias[r] = bias[r]! / s[c]!;
+  }
 }
 
 /** What a model implements to allow activation-aware scaling. */
@@ -68,10 +81,7 @@ export function foldChannelScales(model: Module, group: ScaleGroup, s: Float32Ar
     if (prev.outFeatures < off + K) return false;
     const w = Float32Array.from(toFloat32(prev.weight).data), Kp = prev.inFeatures;
     const b = prev.bias ? Float32Array.from(prev.bias.data) : null;
-    for (let c = 0; c < K; c++) {
-      for (let k = 0; k < Kp; k++) w[(off + c) * Kp + k] = w[(off + c) * Kp + k]! / s[c]!;
-      if (b) b[off + c] = b[off + c]! / s[c]!;
-    }
+    divideRows(w, b, Kp, off, s);
     const [parent, local] = parentOf(group.prev);
     parent.replaceChild(local, new Linear(new Tensor('f32', [prev.outFeatures, Kp], w, prev.weight.name), b ? new Tensor('f32', [b.length], b, prev.bias!.name) : null));
   } else if (!isChannelDivisible(prev) || !prev.divideChannels(s)) {
@@ -79,8 +89,7 @@ export function foldChannelScales(model: Module, group: ScaleGroup, s: Float32Ar
   }
   group.layers.forEach((n, i) => {
     const l = layers[i] as Linear;
-    const w = Float32Array.from(toFloat32(l.weight).data);
-    for (let r = 0; r < l.outFeatures; r++) for (let k = 0; k < K; k++) w[r * K + k] = w[r * K + k]! * s[k]!;
+    const w = scaleColumns(Float32Array.from(toFloat32(l.weight).data), l.outFeatures, K, s);
     const [parent, local] = parentOf(n);
     parent.replaceChild(local, new Linear(new Tensor('f32', [l.outFeatures, K], w, l.weight.name), l.bias));
   });

@@ -49,6 +49,18 @@ export interface ScaleSearchResult {
   errorAfter: number;
 }
 
+/** w [N, K] -> w diag(s), in place (the weights of layers whose input becomes x / s). */
+export function scaleColumns(w: Float32Array, N: number, K: number, s: Float32Array): Float32Array {
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) w[n * K + k] = w[n * K + k]! * s[k]!;
+  return w;
+}
+
+/** h [K, K] -> diag(1/s) h diag(1/s), in place: X^T X of the input x / s. */
+export function scaleHessian(h: Float64Array, K: number, s: Float32Array): Float64Array {
+  for (let j = 0; j < K; j++) for (let k = 0; k < K; k++) h[j * K + k] = h[j * K + k]! / (s[j]! * s[k]!);
+  return h;
+}
+
 /** Candidate exponents: 0, 1/n, ..., (n-1)/n (AWQ's grid of 20). */
 const GRID = 20;
 
@@ -58,12 +70,8 @@ function outputError(layer: ScaleSearchLayer, K: number, s: Float32Array | null,
   let src = w;
   let hs = h;
   if (s) {
-    src = new Float32Array(N * K);
-    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) src[n * K + k] = w[n * K + k]! * s[k]!;
-    if (quant !== roundToNearest) {
-      hs = new Float64Array(K * K);
-      for (let j = 0; j < K; j++) for (let k = 0; k < K; k++) hs[j * K + k] = h[j * K + k]! / (s[j]! * s[k]!);
-    }
+    src = scaleColumns(w.slice(), N, K, s);
+    if (quant !== roundToNearest) hs = scaleHessian(h.slice(), K, s);
   }
   const dq = quant(new Tensor('f32', [N, K], src), hs, layer.options);
   const dw = new Float32Array(N * K);

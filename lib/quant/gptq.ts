@@ -184,13 +184,9 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
     for (let n = 0; n < N; n++) for (let i = 0; i < len; i++) slice[n * len + i] = Wp[n * K + k0 + i]!;
     sliceParams(slice, len, 1, g, k0);
   };
-  const pos = new Int32Array(K); // storage column -> walk position
-  for (let p = 0; p < K; p++) pos[perm[p]!] = p;
-  if (actOrder) {
+  if (actOrder && K > 0) {
     // static groups: every group at once from W in storage order (dead columns as 0), before any update
-    const Ws = new Float32Array(N * K);
-    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) Ws[n * K + k] = Wp[n * K + pos[k]!]!;
-    if (K > 0) sliceParams(Ws, K, ng, 0, 0);
+    sliceParams(W0.map((v, i) => (dead[i % K] ? 0 : v)), K, ng, 0, 0);
   }
 
   for (let b0 = 0; b0 < K; b0 += B) {
