@@ -283,7 +283,9 @@ type AnyFn = (...a: unknown[]) => unknown;
  * charged to the block. A block is timed through forwardSteps when its class
  * has one, else through forward, so this works with either form of the model.
  * The native f32 GEMM entry (addon.gemm) is timed when no Linear is on the
- * stack: that is attention's QK^T and SV products in prefill.
+ * stack (attention's QK^T and SV products, in checkouts whose prefill
+ * attention ran through GEMMs); the native attention op (addon.attention),
+ * which the driver runs between resumptions, is charged to 'attention core'.
  */
 class Breakdown {
   readonly acc = new Map<string, number>();
@@ -361,6 +363,11 @@ class Breakdown {
     this.#patch(addon, 'gemm', (orig) =>
       function (this: object, ...a: unknown[]) {
         return bd.#linearDepth > 0 ? orig.apply(this, a) : bd.#timed('attention GEMMs (QK^T, SV)', () => orig.apply(this, a));
+      },
+    );
+    this.#patch(addon, 'attention', (orig) =>
+      function (this: object, ...a: unknown[]) {
+        return bd.#timed('attention core + KV write', () => orig.apply(this, a));
       },
     );
     this.wrap(LlamaForCausalLM.prototype, 'forward', 'other (checks, cache, driver)');

@@ -144,10 +144,16 @@ export interface Addon {
     out: Float32Array,
   ): void;
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
-  /** g = silu(g) * u elementwise (silu in double, rounded to f32, then an f32 product). */
+  /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */
   siluMul(g: Float32Array, u: Float32Array): void;
-  /** out = RMSNorm(x) * w per row of D values (sum and products in double, as lib/nn/norm.ts); out may be x. */
-  rmsNorm(x: Float32Array, w: Float32Array, out: Float32Array, D: number, eps: number): void;
+  /**
+   * Per row of D values: x += residual first (when given, written back), then
+   * out = RMS norm (kind 0, times w) or layer norm (kind 1, times w, plus b,
+   * each optional); sums in double (native/ops/elementwise_ops.h).
+   */
+  norm(kind: 0 | 1, x: Float32Array, residual: Float32Array | null, w: Float32Array | null, b: Float32Array | null, out: Float32Array, D: number, eps: number): void;
+  /** x += y elementwise (f32). */
+  addInPlace(x: Float32Array, y: Float32Array): void;
   /** h [K*K] -> U with H^-1 = U^T U (upper); false if H is not positive definite. */
   cholInverseUpper(h: Float64Array, K: number): boolean;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */

@@ -45,17 +45,18 @@ describe('raw addon argument checks', () => {
 
   it('rejects wrong arguments in attention', async () => {
     const q = new Float32Array(8); // T 1, 2 heads x 4
-    const kv = new Float32Array(12); // 3 positions x 1 kv head x 4
+    const kv = new Float32Array(256); // keys: one block of 64 positions x 1 kv head x 4; values: 64 positions
     const out = new Float32Array(8);
     expect(() => addon.attention(q, 1, 2, kv, kv, 2, 1, 4, 0.5, out)).not.toThrow();
-    expect(() => addon.attention(q, 1, 3, kv, kv, 2, 1, 4, 0.5, out)).toThrow(/'keys' must hold at least 16/);
+    expect(() => addon.attention(q, 1, 64, kv, kv, 2, 1, 4, 0.5, out)).toThrow(/'keys' must hold at least 512 floats \(whole blocks of 64 positions\)/);
+    expect(() => addon.attention(q, 1, 2, kv.subarray(0, 255), kv, 2, 1, 4, 0.5, out)).toThrow(/'keys' must hold at least 256/);
     expect(() => addon.attention(q, 1, 2, kv, new Float32Array(4), 2, 1, 4, 0.5, out)).toThrow(/'values'/);
     expect(() => addon.attention(q, 1, 2, kv, kv, 2, 0, 4, 0.5, out)).toThrow(/'nKvHeads'/);
     expect(() => addon.attention(q, 1, 2, kv, kv, 3, 2, 4, 0.5, out)).toThrow(RangeError);
     expect(() => addon.attention(q, 1, 2, kv, kv, 2, 1, 4, Infinity, out)).toThrow(/'scale'/);
     expect(() => addon.attention(q, 1, 2, kv, kv, 2, 1, 4, 0.5, new Float32Array(7))).toThrow(/'out'/);
     expect(() => addon.attention(new Float64Array(8) as unknown as Float32Array, 1, 2, kv, kv, 2, 1, 4, 0.5, out)).toThrow(TypeError);
-    expect(() => addon.attentionAsync(q, 1, 9, kv, kv, 2, 1, 4, 0.5, out)).toThrow(/'keys'/); // checked before queuing
+    expect(() => addon.attentionAsync(q, 1, 90, kv, kv, 2, 1, 4, 0.5, out)).toThrow(/'keys'/); // checked before queuing
     await addon.attentionAsync(q, 1, 2, kv, kv, 2, 1, 4, 0.5, out);
   });
 

@@ -48,10 +48,17 @@ export function progressBar(io: CliIO, label: string, total: number): Progress {
     cliProgress.Presets.shades_classic,
   );
   bar.start(total, 0, { step: '' });
+  let shown = '';
   return {
     update: (done, t, step) => {
       if (t !== undefined) bar.setTotal(t);
       bar.update(done, step !== undefined ? { step: ` ${step}` } : {});
+      // the bar redraws at most 10 times a second; a new step is drawn at once,
+      // so a user sees every step's label even when steps are quick
+      if (step !== undefined && step !== shown) {
+        shown = step;
+        bar.render();
+      }
     },
     stop: () => bar.stop(),
   };

@@ -141,11 +141,9 @@ export class DistilBertBlock extends Module {
 
   *forwardSteps(x: Tensor<'f32'>, lengths: readonly number[]): ForwardSteps<Tensor<'f32'>> {
     const a = yield* this.attention.forwardSteps(x, lengths);
-    addInPlace(a.data, x.data);
-    const h = this.sa_layer_norm.forward(a);
+    const h = this.sa_layer_norm.forwardAdd(a, x);
     const f = yield* this.ffn.forwardSteps(h);
-    addInPlace(f.data, h.data);
-    return this.output_layer_norm.forward(f);
+    return this.output_layer_norm.forwardAdd(f, h);
   }
 }
 

@@ -138,8 +138,7 @@ export class Gpt2Block extends Module {
 
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const a = yield* this.attn.forwardSteps(this.ln_1.forward(x), cache, layer, pos0);
-    addInPlace(a.data, x.data);
-    const m = yield* this.mlp.forwardSteps(this.ln_2.forward(a));
+    const m = yield* this.mlp.forwardSteps(this.ln_2.forwardAdd(a, x)); // a = x + attn, then ln_2(a)
     addInPlace(m.data, a.data);
     return m;
   }

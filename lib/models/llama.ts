@@ -178,8 +178,8 @@ export class LlamaDecoderLayer extends Module {
 
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
     const a = yield* this.self_attn.forwardSteps(this.input_layernorm.forward(x), cache, layer, pos0, rope);
-    addInPlace(a.data, x.data); // a = x + attn(norm(x))
-    const m = yield* this.mlp.forwardSteps(this.post_attention_layernorm.forward(a));
+    // a = x + attn(norm(x)), fused with the norm that reads it
+    const m = yield* this.mlp.forwardSteps(this.post_attention_layernorm.forwardAdd(a, x));
     addInPlace(m.data, a.data);
     return m;
   }

@@ -138,18 +138,15 @@ export class OptDecoderLayer extends Module {
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
     if (this.preNorm) {
       const a = yield* this.self_attn.forwardSteps(this.self_attn_layer_norm.forward(x), cache, layer, pos0);
-      addInPlace(a.data, x.data);
-      const m = yield* this.#mlp(this.final_layer_norm.forward(a));
+      const m = yield* this.#mlp(this.final_layer_norm.forwardAdd(a, x)); // a = x + attn, then its norm
       addInPlace(m.data, a.data);
       return m;
     }
     // post-LayerNorm: norm after each residual sum
     const a = yield* this.self_attn.forwardSteps(x, cache, layer, pos0);
-    addInPlace(a.data, x.data);
-    const an = this.self_attn_layer_norm.forward(a);
+    const an = this.self_attn_layer_norm.forwardAdd(a, x);
     const m = yield* this.#mlp(an);
-    addInPlace(m.data, an.data);
-    return this.final_layer_norm.forward(m);
+    return this.final_layer_norm.forwardAdd(m, an);
   }
 }
 

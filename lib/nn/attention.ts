@@ -1,28 +1,23 @@
 /**
- * Causal self-attention math shared by the decoder models, and its KV cache.
+ * Causal self-attention shared by the decoder models, and its KV cache.
  *
  *   q: f32 [T, nHeads * headDim] for positions pos0 .. pos0 + T - 1
- *   cache keys/values of one layer: f32 [positions, nKvHeads * headDim]
+ *   cache of one layer: keys in the native op's blocked layout (keyIndex in
+ *   ops/attention.ts), values f32 [positions, nKvHeads * headDim]
  *   out: f32 [T, nHeads * headDim]
  *
- * GQA: query head h reads kv head floor(h / (nHeads / nKvHeads)). Scores and
- * weighted values are activation x activation products: a few queries
- * (decoding) go to the native decode-attention op, which reads the cache in
- * place; a prompt of many queries runs through the native f32 GEMM per kv
- * head (gathers, then two GEMMs).
- *
- * The GEMM path is written as steps (see ForwardSteps in causal-lm.ts) so the
- * async forward runs its products off the main thread; every scratch buffer
- * is local to one call, so concurrent forwards (on different caches) share
- * nothing mutable.
+ * GQA: query head h reads kv head floor(h / (nHeads / nKvHeads)). Prompts
+ * and decode steps go through the one native op (online softmax over
+ * blocks of 64 keys, reading the cache in place), so a token attends to the
+ * same numbers whether it came in a prompt, in a chunk or in a decode step.
  *
  * Concurrency: a DecoderKVCache serves one stream at a time. A model forward
  * holds it (holdCache) from its argument checks to its end, and any other
  * forward or reset() on it meanwhile throws QuantkitError 'ERR_BUSY'.
  */
 import { QuantkitError, rangeError, typeError } from '../errors.js';
-import { type ForwardSteps, type KVCache, type LinearLike, attentionStep, matmulStep, runSync } from './steps.js';
-import { Tensor } from '../tensor.js';
+import { type ForwardSteps, type KVCache, type LinearLike, attentionStep, runSync } from './steps.js';
+import { KEY_BLOCK, keyFloats } from '../ops/attention.js';
 import { Module } from './module.js';
 
 /** Keys/values of every layer of one sequence, grown on demand up to `capacity`. */
@@ -88,22 +83,33 @@ export class DecoderKVCache implements KVCache {
     if (positions > this.capacity) throw rangeError('DecoderKVCache', 'positions', `${positions} exceed the cache capacity of ${this.capacity}`);
     if (positions <= this.#allocated) return;
     const n = Math.min(this.capacity, Math.max(positions, 2 * this.#allocated, 64));
-    const grow = (a: Float32Array) => {
-      const b = new Float32Array(n * this.kvDim);
-      b.set(a.subarray(0, this.#length * this.kvDim));
+    // keys: whole blocks, so the blocks already written copy as one prefix
+    const grow = (a: Float32Array, floats: number, keep: number) => {
+      const b = new Float32Array(floats);
+      b.set(a.subarray(0, keep));
       return b;
     };
-    this.#keys = this.#keys.map(grow);
-    this.#values = this.#values.map(grow);
+    const kv = this.kvDim;
+    this.#keys = this.#keys.map((a) => grow(a, keyFloats(n, kv), keyFloats(this.#length, kv)));
+    this.#values = this.#values.map((a) => grow(a, n * kv, this.#length * kv));
     this.#allocated = n;
   }
 
   /** Store k, v rows [T, kvDim] of `layer` at positions pos0 ..; call reserve() first. */
   write(layer: number, pos0: number, k: Float32Array, v: Float32Array): void {
-    this.#keys[layer]!.set(k, pos0 * this.kvDim);
-    this.#values[layer]!.set(v, pos0 * this.kvDim);
+    const kv = this.kvDim;
+    this.#values[layer]!.set(v, pos0 * kv);
+    // keys scatter into their blocks: dimension c of position p at ((p / 64) kv + c) 64 + p % 64
+    const K = this.#keys[layer]!;
+    const T = k.length / kv;
+    for (let t = 0; t < T; t++) {
+      const p = pos0 + t;
+      const base = Math.floor(p / KEY_BLOCK) * kv * KEY_BLOCK + (p % KEY_BLOCK);
+      for (let c = 0, src = t * kv; c < kv; c++) K[base + c * KEY_BLOCK] = k[src + c]!;
+    }
   }
 
+  /** Keys of `layer` in the blocked layout (keyIndex in ops/attention.ts). */
   keys(layer: number): Float32Array {
     return this.#keys[layer]!;
   }
@@ -133,107 +139,10 @@ export function causalAttention(q: Float32Array, T: number, pos0: number, cache:
   return runSync(causalAttentionSteps(q, T, pos0, cache, layer, s));
 }
 
-/** causalAttention as steps: the GEMM path yields its two products per block. */
+/** causalAttention as one step (its native call runs on a worker thread under runAsync). */
 export function* causalAttentionSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
-  if (T >= GEMM_MIN_QUERIES) return yield* attentionGemmSteps(q, T, pos0, cache, layer, s);
-  return yield* attentionDecodeSteps(q, T, pos0, cache, layer, s);
-}
-
-/** From this many queries on, prompts take the GEMM path (gathers, then two GEMMs per kv head); fewer take the decode op. */
-export const GEMM_MIN_QUERIES = 8;
-/** Bound on the f32 score block [queries, positions] of the GEMM path (16 MB). */
-const SCORE_BLOCK = 1 << 22;
-
-/**
- * Decode form: the native op (lib/ops/attention.ts) reading the cache in
- * place, no copies; scores in f32, softmax and the value sum in float64.
- */
-export function attentionDecode(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
-  return runSync(attentionDecodeSteps(q, T, pos0, cache, layer, s));
-}
-
-/** attentionDecode as one step (its native call runs on a worker thread under runAsync). */
-export function* attentionDecodeSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
   const o = yield* attentionStep({ q, T, pos0, keys: cache.keys(layer), values: cache.values(layer), nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, scale: s.scale });
   return o.data;
-}
-
-/**
- * GEMM form, per kv head g: gather K_g [n, hd] and V_g^T [hd, n] once, and
- * the queries of g's heads Q [rows, hd]; S = Q K_g^T [rows, n]; masked
- * softmax on S; O = S V_g = S (V_g^T)^T [rows, hd]. Queries go in blocks so
- * the score matrix stays under SCORE_BLOCK floats.
- */
-export function attentionGemm(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): Float32Array {
-  return runSync(attentionGemmSteps(q, T, pos0, cache, layer, s));
-}
-
-/**
- * attentionGemm as steps. Kg, Vt and Q are reused across heads/blocks only
- * after the product reading them has returned, so an async driver never
- * overwrites a buffer a worker thread is still reading.
- */
-export function* attentionGemmSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
-  const { nHeads, nKvHeads, headDim: hd, scale } = s;
-  const qDim = nHeads * hd;
-  const kvDim = nKvHeads * hd;
-  const group = nHeads / nKvHeads;
-  const n = pos0 + T;
-  const K = cache.keys(layer);
-  const V = cache.values(layer);
-  const out = new Float32Array(T * qDim);
-  const Kg = new Float32Array(n * hd);
-  const Vt = new Float32Array(hd * n);
-  const tb = Math.max(1, Math.min(T, Math.floor(SCORE_BLOCK / (group * n)))); // queries per block
-  const Q = new Float32Array(group * tb * hd);
-  for (let g = 0; g < nKvHeads; g++) {
-    for (let j = 0; j < n; j++) {
-      const src = j * kvDim + g * hd;
-      Kg.set(K.subarray(src, src + hd), j * hd);
-      for (let i = 0; i < hd; i++) Vt[i * n + j] = V[src + i]!;
-    }
-    const kT = new Tensor('f32', [n, hd], Kg);
-    const vT = new Tensor('f32', [hd, n], Vt);
-    for (let t0 = 0; t0 < T; t0 += tb) {
-      const tn = Math.min(tb, T - t0);
-      const rows = group * tn;
-      // row r * tn + t holds query t0 + t of head g * group + r
-      for (let r = 0; r < group; r++) {
-        for (let t = 0; t < tn; t++) {
-          const src = (t0 + t) * qDim + (g * group + r) * hd;
-          Q.set(q.subarray(src, src + hd), (r * tn + t) * hd);
-        }
-      }
-      const S = (yield* matmulStep(new Tensor('f32', [rows, hd], Q.subarray(0, rows * hd)), kT)).data;
-      for (let r = 0; r < group; r++) {
-        for (let t = 0; t < tn; t++) {
-          const o = (r * tn + t) * n;
-          const lim = pos0 + t0 + t + 1; // causal: positions < lim
-          let max = -Infinity;
-          for (let j = 0; j < lim; j++) {
-            const v = S[o + j]! * scale;
-            if (v > max) max = v;
-          }
-          let sum = 0;
-          for (let j = 0; j < lim; j++) {
-            const e = Math.exp(S[o + j]! * scale - max);
-            S[o + j] = e;
-            sum += e;
-          }
-          const inv = 1 / sum;
-          for (let j = 0; j < lim; j++) S[o + j]! *= inv;
-          S.fill(0, o + lim, o + n);
-        }
-      }
-      const O = (yield* matmulStep(new Tensor('f32', [rows, n], S), vT)).data;
-      for (let r = 0; r < group; r++) {
-        for (let t = 0; t < tn; t++) {
-          out.set(O.subarray((r * tn + t) * hd, (r * tn + t + 1) * hd), (t0 + t) * qDim + (g * group + r) * hd);
-        }
-      }
-    }
-  }
-  return out;
 }
 
 /**

@@ -1,11 +1,13 @@
 /**
  * LayerNorm and RMSNorm over the last dimension of an f32 tensor [..., D].
  * Weights (and LayerNorm's bias) are f32 [D]: norms are tiny, so the loaders
- * convert f16/bf16 norm weights to f32 once. Sums are accumulated in
- * float64 (JS numbers), which is at least as accurate as torch's f32.
+ * convert f16/bf16 norm weights to f32 once. Both run natively (normRows in
+ * lib/ops/elementwise.ts): sums and products in float64, at least as
+ * accurate as torch's f32. forwardAdd(x, residual) fuses the residual add
+ * of a block with the norm that follows it.
  */
 import { rangeError, typeError } from '../errors.js';
-import { rmsNorm } from '../ops/elementwise.js';
+import { normRows } from '../ops/elementwise.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
@@ -24,6 +26,12 @@ function checkInput(fn: string, x: Tensor, D: number): number {
     throw rangeError(fn, 'x', `must have last dimension ${D}, got shape [${x.shape.join(', ')}]`);
   }
   return x.size / D;
+}
+
+function checkResidual(fn: string, x: Tensor, r: Tensor): Float32Array {
+  if (!(r instanceof Tensor) || r.dtype !== 'f32') throw typeError(fn, 'residual', 'must be an f32 Tensor');
+  if (r.size !== x.size) throw rangeError(fn, 'residual', `must have the shape of x [${x.shape.join(', ')}], got [${r.shape.join(', ')}]`);
+  return r.data as Float32Array;
 }
 
 /** A new [D] tensor t / s (a fold never writes into a tensor the caller may share). */
@@ -68,31 +76,15 @@ export class LayerNorm extends Module {
   }
 
   forward(x: Tensor): Tensor<'f32'> {
-    const D = this.dim;
-    const rows = checkInput('LayerNorm.forward', x, D);
-    const src = x.data as Float32Array;
-    const out = new Float32Array(src.length);
-    const w = this.weight?.data;
-    const b = this.bias?.data;
-    for (let r = 0; r < rows; r++) {
-      const o = r * D;
-      let mean = 0;
-      for (let i = 0; i < D; i++) mean += src[o + i]!;
-      mean /= D;
-      let v = 0;
-      for (let i = 0; i < D; i++) {
-        const d = src[o + i]! - mean;
-        v += d * d;
-      }
-      const inv = 1 / Math.sqrt(v / D + this.eps); // biased variance, as torch
-      for (let i = 0; i < D; i++) {
-        let y = (src[o + i]! - mean) * inv;
-        if (w) y *= w[i]!;
-        if (b) y += b[i]!;
-        out[o + i] = y;
-      }
-    }
-    return new Tensor('f32', x.shape, out);
+    checkInput('LayerNorm.forward', x, this.dim);
+    return new Tensor('f32', x.shape, normRows(x.data as Float32Array, this.dim, { kind: 'layer', weight: this.#weight?.data ?? null, bias: this.#bias?.data ?? null, eps: this.eps }));
+  }
+
+  /** x = x + residual in place (the block's residual sum, kept in x), then forward(x). */
+  forwardAdd(x: Tensor<'f32'>, residual: Tensor<'f32'>): Tensor<'f32'> {
+    checkInput('LayerNorm.forwardAdd', x, this.dim);
+    const r = checkResidual('LayerNorm.forwardAdd', x, residual);
+    return new Tensor('f32', x.shape, normRows(x.data, this.dim, { kind: 'layer', weight: this.#weight?.data ?? null, bias: this.#bias?.data ?? null, eps: this.eps, residual: r }));
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {
@@ -132,8 +124,14 @@ export class RMSNorm extends Module {
 
   forward(x: Tensor): Tensor<'f32'> {
     checkInput('RMSNorm.forward', x, this.dim);
-    // native, in float64 like the loop it replaced (lib/ops/elementwise.ts)
-    return new Tensor('f32', x.shape, rmsNorm(x.data as Float32Array, this.#weight.data, this.dim, this.eps));
+    return new Tensor('f32', x.shape, normRows(x.data as Float32Array, this.dim, { kind: 'rms', weight: this.#weight.data, eps: this.eps }));
+  }
+
+  /** x = x + residual in place (the block's residual sum, kept in x), then forward(x). */
+  forwardAdd(x: Tensor<'f32'>, residual: Tensor<'f32'>): Tensor<'f32'> {
+    checkInput('RMSNorm.forwardAdd', x, this.dim);
+    const r = checkResidual('RMSNorm.forwardAdd', x, residual);
+    return new Tensor('f32', x.shape, normRows(x.data, this.dim, { kind: 'rms', weight: this.#weight.data, eps: this.eps, residual: r }));
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {

@@ -11,9 +11,9 @@
  *
  * Ops:  linear     x f32 [..., K] through a LinearLike layer -> f32 [..., N]
  *       matmul     x f32 [M, K] · w^T, w f32 [N, K]        -> f32 [M, N]
- *       attention  decode attention over a KV cache        -> f32 [T, nHeads * headDim]
+ *       attention  causal attention over a KV cache        -> f32 [T, nHeads * headDim]
  */
-import { type AttentionInputs, decodeAttention, decodeAttentionAsync } from '../ops/attention.js';
+import { type AttentionInputs, causalAttentionOp, causalAttentionOpAsync } from '../ops/attention.js';
 import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
 import type { Module } from './module.js';
@@ -54,7 +54,7 @@ export function* matmulStep(x: Tensor<'f32'>, w: Tensor<'f32'>): ForwardSteps<Te
   return yield { kind: 'matmul', x, w };
 }
 
-/** decodeAttention(a) as a step; its result as f32 [T, nHeads * headDim]. */
+/** causalAttentionOp(a) as a step; its result as f32 [T, nHeads * headDim]. */
 export function* attentionStep(a: AttentionInputs): ForwardSteps<Tensor<'f32'>> {
   return yield { kind: 'attention', a };
 }
@@ -73,7 +73,7 @@ export function runSync<R>(steps: ForwardSteps<R>): R {
     try {
       if (op.kind === 'linear') y = op.layer.forward(op.x);
       else if (op.kind === 'matmul') y = matmul(op.x, op.w);
-      else y = attentionTensor(op.a, decodeAttention(op.a));
+      else y = attentionTensor(op.a, causalAttentionOp(op.a));
     } catch (e) {
       r = steps.throw(e);
       continue;
@@ -97,7 +97,7 @@ export async function runAsync<R>(steps: ForwardSteps<R>): Promise<R> {
     let y: Tensor<'f32'>;
     try {
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
-      else if (op.kind === 'attention') y = attentionTensor(op.a, await decodeAttentionAsync(op.a));
+      else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a));
       else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
     } catch (e) {
       r = steps.throw(e);

@@ -1,13 +1,16 @@
 /**
- * Causal attention of a few queries over a KV cache (the decode step), in
- * native code:
+ * Causal attention of T queries over a KV cache (prompt and decode alike),
+ * in native code:
  *   q      f32 [T, nHeads * headDim]   queries at positions pos0 .. pos0 + T - 1
- *   keys   f32 [>= pos0 + T, nKvHeads * headDim] (a cache's buffer may be longer)
- *   values f32, the same
+ *   keys   f32, blocked (keyIndex below): whole blocks of KEY_BLOCK positions
+ *          covering pos0 + T (a cache's buffer may be longer)
+ *   values f32 [>= pos0 + T, nKvHeads * headDim]
  *   -> f32 [T, nHeads * headDim]
- * Query head h reads kv head floor(h / (nHeads / nKvHeads)). Scores are f32
- * dot products (the GEMV kernels); softmax and the weighted sum of values run
- * in float64 (native/ops/attention_ops.h has the exact formula).
+ * Query head h reads kv head floor(h / (nHeads / nKvHeads)). Online softmax
+ * in f32 over blocks of 64 keys, the same bits on every ISA; a query's
+ * result depends only on its own position and the cache, not on T, pos0
+ * or the thread count (native/kernels/kernels.h, AttnRowsArgs, has the
+ * exact formula).
  */
 import { addon } from '../binding.js';
 import { describe, rangeError, typeError } from '../errors.js';
@@ -27,6 +30,24 @@ export interface AttentionInputs {
 
 type RawArgs = Parameters<typeof addon.attention>;
 
+/** Positions per block of the key layout (native kAttnBlock). */
+export const KEY_BLOCK = 64;
+
+/**
+ * Index in a blocked key buffer of dimension c (0 .. kvDim - 1, kv head
+ * c / headDim) of the key at position p: each block holds KEY_BLOCK
+ * positions as [kvDim][KEY_BLOCK], so one dimension of 64 keys is
+ * contiguous (the lanes of the kernel's score vectors).
+ */
+export function keyIndex(p: number, c: number, kvDim: number): number {
+  return ((p >> 6) * kvDim + c) * KEY_BLOCK + (p & (KEY_BLOCK - 1));
+}
+
+/** Floats of a blocked key buffer holding `positions` positions. */
+export function keyFloats(positions: number, kvDim: number): number {
+  return Math.ceil(positions / KEY_BLOCK) * KEY_BLOCK * kvDim;
+}
+
 function prepare(fn: string, a: AttentionInputs): { args: RawArgs; out: Float32Array } {
   if (a === null || typeof a !== 'object') throw typeError(fn, 'inputs', `must be an object, got ${describe(a)}`);
   for (const k of ['q', 'keys', 'values'] as const) {
@@ -42,24 +63,25 @@ function prepare(fn: string, a: AttentionInputs): { args: RawArgs; out: Float32A
   if (typeof a.scale !== 'number' || !Number.isFinite(a.scale)) throw rangeError(fn, 'scale', `must be a finite number, got ${String(a.scale)}`);
   const qLen = a.T * a.nHeads * a.headDim;
   if (a.q.length !== qLen) throw rangeError(fn, 'q', `has ${a.q.length} floats, expected T * nHeads * headDim = ${qLen}`);
-  const kvLen = (a.pos0 + a.T) * a.nKvHeads * a.headDim;
-  for (const k of ['keys', 'values'] as const) {
-    if (a[k].length < kvLen) throw rangeError(fn, k, `has ${a[k].length} floats, needs (pos0 + T) * nKvHeads * headDim = ${kvLen}`);
-  }
+  const kvDim = a.nKvHeads * a.headDim;
+  const kLen = keyFloats(a.pos0 + a.T, kvDim);
+  if (a.keys.length < kLen) throw rangeError(fn, 'keys', `has ${a.keys.length} floats, needs whole blocks of ${KEY_BLOCK} positions covering pos0 + T: ${kLen}`);
+  const vLen = (a.pos0 + a.T) * kvDim;
+  if (a.values.length < vLen) throw rangeError(fn, 'values', `has ${a.values.length} floats, needs (pos0 + T) * nKvHeads * headDim = ${vLen}`);
   const out = new Float32Array(qLen);
   return { args: [a.q, a.T, a.pos0, a.keys, a.values, a.nHeads, a.nKvHeads, a.headDim, a.scale, out], out };
 }
 
-/** Causal decode attention (see the header). */
-export function decodeAttention(a: AttentionInputs): Float32Array {
-  const { args, out } = prepare('decodeAttention', a);
+/** Causal attention (see the header). */
+export function causalAttentionOp(a: AttentionInputs): Float32Array {
+  const { args, out } = prepare('causalAttentionOp', a);
   if (out.length > 0) addon.attention(...args);
   return out;
 }
 
-/** decodeAttention on a worker thread: the same numbers, the event loop stays free. */
-export async function decodeAttentionAsync(a: AttentionInputs): Promise<Float32Array> {
-  const { args, out } = prepare('decodeAttentionAsync', a);
+/** causalAttentionOp on a worker thread: the same numbers, the event loop stays free. */
+export async function causalAttentionOpAsync(a: AttentionInputs): Promise<Float32Array> {
+  const { args, out } = prepare('causalAttentionOpAsync', a);
   if (out.length > 0) await addon.attentionAsync(...args);
   return out;
 }

@@ -6,9 +6,9 @@ import { addon } from '../binding.js';
 import { describe, rangeError, typeError } from '../errors.js';
 
 /**
- * g = silu(g) * u, in place: silu in float64 rounded to f32, then an f32
- * product (the rounding sequence of activations.ts's silu() then
- * mulInPlace(); only the last bit of exp can differ). g, u f32 [n].
+ * g = silu(g) * u, in place, in f32: (g / (1 + exp(-g))) * u with the
+ * kernels' vector exponential (relative error ~2e-7; the same bits on every
+ * ISA). g, u f32 [n].
  */
 export function siluMulInPlace(g: Float32Array, u: Float32Array): Float32Array {
   if (!(g instanceof Float32Array)) throw typeError('siluMulInPlace', 'g', `must be a Float32Array, got ${describe(g)}`);
@@ -18,20 +18,63 @@ export function siluMulInPlace(g: Float32Array, u: Float32Array): Float32Array {
   return g;
 }
 
+/** A Float32Array argument or a TypeError naming it. */
+function f32Arg(fn: string, name: string, v: unknown): Float32Array {
+  if (!(v instanceof Float32Array)) throw typeError(fn, name, `must be a Float32Array, got ${describe(v)}`);
+  return v;
+}
+
+export interface NormOptions {
+  /** 'rms' (x / rms(x) * weight, Llama) or 'layer' ((x - mean) / std * weight + bias). */
+  readonly kind: 'rms' | 'layer';
+  /** f32 [D]; required for 'rms'. */
+  readonly weight: Float32Array | null;
+  /** f32 [D], 'layer' only. */
+  readonly bias?: Float32Array | null;
+  readonly eps: number;
+  /**
+   * Added into x first, in place (x = x + residual, f32): the residual add
+   * of a pre-norm block fused with the norm that follows it. Same length as x.
+   */
+  readonly residual?: Float32Array | null;
+}
+
 /**
- * RMSNorm of rows x [rows, D] times w [D] into a new f32 array: the sum of
- * squares in float64 in index order, inv = 1 / sqrt(sum / D + eps), each
- * value x * inv * w in float64 rounded once to f32: bit for bit what the
- * JavaScript loop it replaced computed, on the thread pool.
+ * The norm of each row of D values of x [rows, D] into a new f32 array, on
+ * the thread pool: sums and products in float64 with one fixed summation
+ * order (native/ops/elementwise_ops.h), so results do not depend on the
+ * thread count. With `residual`, x += residual first (x is the block's
+ * residual stream, kept for the next add).
  */
-export function rmsNorm(x: Float32Array, w: Float32Array, D: number, eps: number): Float32Array {
-  if (!(x instanceof Float32Array)) throw typeError('rmsNorm', 'x', `must be a Float32Array, got ${describe(x)}`);
-  if (!(w instanceof Float32Array)) throw typeError('rmsNorm', 'w', `must be a Float32Array, got ${describe(w)}`);
-  if (!Number.isSafeInteger(D) || D < 1) throw rangeError('rmsNorm', 'D', `must be a positive integer, got ${describe(D)}`);
-  if (w.length !== D) throw rangeError('rmsNorm', 'w', `has ${w.length} values, D is ${D}`);
-  if (x.length % D !== 0) throw rangeError('rmsNorm', 'x', `has ${x.length} values, not whole rows of D = ${D}`);
-  if (typeof eps !== 'number' || !Number.isFinite(eps)) throw rangeError('rmsNorm', 'eps', `must be a finite number, got ${describe(eps)}`);
+export function normRows(x: Float32Array, D: number, o: NormOptions): Float32Array {
+  const fn = 'normRows';
+  f32Arg(fn, 'x', x);
+  if (!Number.isSafeInteger(D) || D < 1) throw rangeError(fn, 'D', `must be a positive integer, got ${describe(D)}`);
+  if (x.length % D !== 0) throw rangeError(fn, 'x', `has ${x.length} values, not whole rows of D = ${D}`);
+  if (o.kind !== 'rms' && o.kind !== 'layer') throw rangeError(fn, 'kind', `must be 'rms' or 'layer', got ${describe(o.kind)}`);
+  const w = o.weight === null && o.kind === 'layer' ? null : f32Arg(fn, 'weight', o.weight);
+  const b = o.bias === undefined || o.bias === null ? null : f32Arg(fn, 'bias', o.bias);
+  if (b && o.kind === 'rms') throw rangeError(fn, 'bias', 'must be null for an RMS norm');
+  for (const [name, p] of [['weight', w], ['bias', b]] as const) {
+    if (p && p.length !== D) throw rangeError(fn, name, `has ${p.length} values, D is ${D}`);
+  }
+  const r = o.residual === undefined || o.residual === null ? null : f32Arg(fn, 'residual', o.residual);
+  if (r && r.length !== x.length) throw rangeError(fn, 'residual', `has ${r.length} values, x has ${x.length}`);
+  if (typeof o.eps !== 'number' || !Number.isFinite(o.eps)) throw rangeError(fn, 'eps', `must be a finite number, got ${describe(o.eps)}`);
   const out = new Float32Array(x.length);
-  if (x.length > 0) addon.rmsNorm(x, w, out, D, eps);
+  if (x.length > 0) addon.norm(o.kind === 'rms' ? 0 : 1, x, r, w, b, out, D, o.eps);
   return out;
+}
+
+/** From this many values on, addInPlace runs natively (below, a JS loop beats the call). */
+const NATIVE_ADD_MIN = 4096;
+
+/** x = x + y elementwise in f32, in place; returns x. */
+export function addInPlace(x: Float32Array, y: Float32Array): Float32Array {
+  f32Arg('addInPlace', 'x', x);
+  f32Arg('addInPlace', 'y', y);
+  if (y.length !== x.length) throw rangeError('addInPlace', 'y', `has ${y.length} values, 'x' has ${x.length}`);
+  if (x.length >= NATIVE_ADD_MIN) addon.addInPlace(x, y);
+  else for (let i = 0; i < x.length; i++) x[i] = x[i]! + y[i]!;
+  return x;
 }

@@ -14,8 +14,10 @@ namespace qkb {
 namespace {
 
 // attention(q, T, pos0, keys, values, nHeads, nKvHeads, headDim, scale, out)
-//   q, out: Float32Array [T * nHeads * headDim]; keys, values: Float32Array
-//   of at least (pos0 + T) * nKvHeads * headDim (a cache may be longer).
+//   q, out: Float32Array [T * nHeads * headDim]; keys: Float32Array in the
+//   blocked layout of attention_ops.h, at least attn_key_floats(pos0 + T,
+//   kvDim); values: Float32Array of at least (pos0 + T) * kvDim (a cache
+//   may be longer).
 qk::AttnArgs parse_attention(const Napi::CallbackInfo& info, const char* fn) {
     Napi::Env env = info.Env();
     qk::AttnArgs a{};
@@ -33,11 +35,13 @@ qk::AttnArgs parse_attention(const Napi::CallbackInfo& info, const char* fn) {
     if (!std::isfinite(scale)) throw_range(env, fn, "scale", "must be finite");
     a.scale = float(scale);
     const size_t q_len = mul_checked(env, fn, mul_checked(env, fn, a.T, a.n_heads), a.head_dim);
-    const size_t kv_len = mul_checked(env, fn, mul_checked(env, fn, a.pos0 + a.T, a.n_kv_heads), a.head_dim);
+    const size_t kv_dim = mul_checked(env, fn, a.n_kv_heads, a.head_dim);
+    const size_t kv_len = mul_checked(env, fn, a.pos0 + a.T, kv_dim);
+    const size_t k_len = mul_checked(env, fn, (a.pos0 + a.T + qk::kAttnBlock - 1) / qk::kAttnBlock * qk::kAttnBlock, kv_dim);
     a.q = static_cast<const float*>(typed_arg(info, 0, fn, "q", napi_float32_array, q_len).data);
     View k = typed_arg(info, 3, fn, "keys", napi_float32_array, SIZE_MAX);
     View v = typed_arg(info, 4, fn, "values", napi_float32_array, SIZE_MAX);
-    if (k.length < kv_len) throw_range(env, fn, "keys", "must hold at least " + std::to_string(kv_len) + " floats, got " + std::to_string(k.length));
+    if (k.length < k_len) throw_range(env, fn, "keys", "must hold at least " + std::to_string(k_len) + " floats (whole blocks of 64 positions), got " + std::to_string(k.length));
     if (v.length < kv_len) throw_range(env, fn, "values", "must hold at least " + std::to_string(kv_len) + " floats, got " + std::to_string(v.length));
     a.keys = static_cast<const float*>(k.data);
     a.values = static_cast<const float*>(v.data);

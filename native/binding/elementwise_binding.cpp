@@ -1,5 +1,5 @@
-// N-API glue for the element-wise activation ops (synchronous: each is a
-// short pass over one activation tensor).
+// N-API glue for the element-wise ops (synchronous: each is a short pass
+// over one activation tensor).
 #include <napi.h>
 
 #include <cmath>
@@ -24,23 +24,50 @@ Napi::Value SiluMul(const Napi::CallbackInfo& info) {
     });
 }
 
-// rmsNorm(x: Float32Array [rows * D], w: Float32Array [D], out: Float32Array
-// [rows * D] (may be x), D, eps): out = RMSNorm(x) * w per row of D values.
-Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
-    const char* fn = "rmsNorm";
+// norm(kind: 0 rms | 1 layer, x: Float32Array [rows * D], residual:
+// Float32Array [rows * D] | null, w: Float32Array [D] | null, b: Float32Array
+// [D] | null, out: Float32Array [rows * D], D, eps): with residual,
+// x += residual first (written back); then out = the norm of each row
+// (elementwise_ops.h). rms needs w; b is for layer only.
+Napi::Value Norm(const Napi::CallbackInfo& info) {
+    const char* fn = "norm";
     return guarded(info, fn, [&]() -> Napi::Value {
         Napi::Env env = info.Env();
-        const size_t D = size_arg(info, 3, fn, "D");
-        if (D == 0) throw_range(env, fn, "D", "must be >= 1");
-        View x = typed_arg(info, 0, fn, "x", napi_float32_array, SIZE_MAX);
-        if (x.length % D != 0) throw_range(env, fn, "x", "must hold whole rows of D values");
-        View w = typed_arg(info, 1, fn, "w", napi_float32_array, D);
-        View out = typed_arg(info, 2, fn, "out", napi_float32_array, x.length);
-        if (!info[4].IsNumber()) throw_type(env, fn, "eps", "must be a number");
-        const double eps = info[4].As<Napi::Number>().DoubleValue();
-        if (!std::isfinite(eps)) throw_range(env, fn, "eps", "must be finite");
-        qk::rms_norm(static_cast<const float*>(x.data), static_cast<const float*>(w.data), static_cast<float*>(out.data), x.length / D, D, eps);
+        qk::NormArgs a{};
+        const size_t kind = size_arg(info, 0, fn, "kind");
+        if (kind > 1) throw_range(env, fn, "kind", "must be 0 (rms) or 1 (layer)");
+        a.kind = kind == 0 ? qk::NormKind::rms : qk::NormKind::layer;
+        a.D = size_arg(info, 6, fn, "D");
+        if (a.D == 0) throw_range(env, fn, "D", "must be >= 1");
+        View x = typed_arg(info, 1, fn, "x", napi_float32_array, SIZE_MAX);
+        if (x.length % a.D != 0) throw_range(env, fn, "x", "must hold whole rows of D values");
+        View res = typed_arg(info, 2, fn, "residual", napi_float32_array, x.length, true);
+        View w = typed_arg(info, 3, fn, "w", napi_float32_array, a.D, a.kind == qk::NormKind::layer);
+        View b = typed_arg(info, 4, fn, "b", napi_float32_array, a.D, true);
+        if (b.data && a.kind == qk::NormKind::rms) throw_range(env, fn, "b", "must be null for an RMS norm");
+        View out = typed_arg(info, 5, fn, "out", napi_float32_array, x.length);
+        if (!info[7].IsNumber()) throw_type(env, fn, "eps", "must be a number");
+        a.eps = info[7].As<Napi::Number>().DoubleValue();
+        if (!std::isfinite(a.eps)) throw_range(env, fn, "eps", "must be finite");
+        a.x = static_cast<float*>(x.data);
+        a.residual = static_cast<const float*>(res.data);
+        a.w = static_cast<const float*>(w.data);
+        a.b = static_cast<const float*>(b.data);
+        a.out = static_cast<float*>(out.data);
+        a.rows = x.length / a.D;
+        qk::norm_rows(a);
         return env.Undefined();
+    });
+}
+
+// addInPlace(x: Float32Array, y: Float32Array of the same length): x += y.
+Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
+    const char* fn = "addInPlace";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        View x = typed_arg(info, 0, fn, "x", napi_float32_array, SIZE_MAX);
+        View y = typed_arg(info, 1, fn, "y", napi_float32_array, x.length);
+        qk::add_inplace(static_cast<float*>(x.data), static_cast<const float*>(y.data), x.length);
+        return info.Env().Undefined();
     });
 }
 
@@ -48,7 +75,8 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
 
 void register_elementwise(Napi::Env env, Napi::Object exports) {
     exports.Set("siluMul", Napi::Function::New(env, SiluMul, "siluMul"));
-    exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm, "rmsNorm"));
+    exports.Set("norm", Napi::Function::New(env, Norm, "norm"));
+    exports.Set("addInPlace", Napi::Function::New(env, AddInPlace, "addInPlace"));
 }
 
 }  // namespace qkb

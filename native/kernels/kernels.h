@@ -156,6 +156,49 @@ struct W4A8Args {
     float* y; size_t ldy;          // [M, N]
 };
 
+// Keys per block of the attention key cache layout (see AttnRowsArgs).
+constexpr size_t kAttnBlock = 64;
+
+// Arguments of one Kernels::attn_rows call: causal attention of `rows`
+// query vectors of one kv head over that head's cached keys and values.
+//
+// Key layout ("blocked, transposed"): positions in blocks of kAttnBlock;
+// block b of this head is kt + b * kt_stride, a [hd][kAttnBlock] array whose
+// element [i][jj] is dimension i of the key at position kAttnBlock * b + jj
+// (so one dimension of 64 keys is one contiguous run, the lanes of the
+// score vectors). Values are rows: position j at v + j * ldv, hd floats.
+//
+// The spec (ref), per row r independently, with lim = lim[r] >= 1 visible
+// positions 0 .. lim - 1, all in f32:
+//   m = -inf, l = 0, o[0 .. hd) = 0
+//   for each block b with kAttnBlock * b < lim (nb = its visible keys):
+//     s_jj = 0; for i in 0 .. hd: s_jj = fma(q[i], K[i][jj], s_jj); s_jj *= scale
+//     mb = max_jj s_jj;  mn = (b == 0) ? mb : max(m, mb)
+//     if b > 0: c = attn_exp(m - mn); l *= c; o[i] *= c
+//     for jj in 0 .. nb, in order:
+//       p = attn_exp(s_jj - mn); l += p; o[i] = fma(p, V[jj][i], o[i])
+//     m = mn
+//   out[i] = o[i] / l
+// attn_exp is the f32 exponential spelled out in attn_exp.h; every
+// ISA evaluates the same operations, so every ISA returns the reference's
+// bits. A row's result depends only on its q, lim and the cache: not on
+// the other rows of the call, nor on how a caller groups rows into calls
+// (prefill and decode of the same position agree bit for bit).
+struct AttnRowsArgs {
+    const float* const* q;   // [rows] query vectors, hd floats each
+    float* const* out;       // [rows] outputs, hd floats each
+    const size_t* lim;       // [rows] visible positions, >= 1
+    size_t rows;
+    const float* kt; size_t kt_stride;  // key blocks (layout above), floats between blocks
+    const float* v; size_t ldv;         // value rows
+    size_t hd;
+    float scale;
+    float* scratch;          // attn_scratch_floats(rows, hd) floats
+};
+// Scratch floats attn_rows needs for `rows` rows of hd: per row o[hd], m, l,
+// and one block of scores.
+inline size_t attn_scratch_floats(size_t rows, size_t hd) { return rows * (hd + 2) + 2 * kAttnBlock; }
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -235,6 +278,14 @@ struct Kernels {
     // For output columns n in [n0, n1) and every row m < M, y[m, n] as
     // documented on W4A8Args.
     void (*gemm_w4a8)(const W4A8Args& a, size_t n0, size_t n1);
+
+    // ---- transformer glue -------------------------------------------------
+    // Causal attention over a key/value cache, as specified on AttnRowsArgs
+    // (bit-identical on every ISA).
+    void (*attn_rows)(const AttnRowsArgs& a);
+    // g[i] = (g[i] / (1 + attn_exp(-g[i]))) * u[i] for i < n, in f32: SwiGLU's
+    // silu(gate) * up (bit-identical on every ISA).
+    void (*silu_mul)(float* g, const float* u, size_t n);
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

@@ -1,12 +1,12 @@
-// Causal decode attention (see attention_ops.h).
+// Causal attention over a KV cache (see attention_ops.h).
 //
-// Per (query t, kv head g): the `group` query heads of g are rows of X for one
-// gemv over the keys of g (K [lim, hd], row stride kvDim), so each key row is
-// read once for all of them (mc <= 4 rows per gemv call); then per head the
-// softmax and the weighted sum of the value rows, in double.
+// One task = one kv head g and a tile of query positions; its rows are the
+// `group` query heads of g at each position of the tile, handed to
+// attn_rows in one call so each block of g's keys/values is read once from
+// memory for all of them. Tiles hold about kTileRows rows; the tiles of the
+// latest positions (the most keys) are queued first for balance.
 #include "attention_ops.h"
 
-#include <cmath>
 #include <vector>
 
 #include "../dispatch.h"
@@ -16,62 +16,54 @@ namespace qk {
 
 namespace {
 
-void one_task(const Kernels& k, const AttnArgs& a, size_t t, size_t g, std::vector<float>& s, std::vector<double>& acc) {
-    const size_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
-    const size_t q_dim = a.n_heads * hd, kv_dim = a.n_kv_heads * hd;
-    const size_t lim = a.pos0 + t + 1;  // causal: positions 0 .. pos0 + t
-    s.resize(group * lim);
-    acc.resize(hd);
-    // Scores of the group's heads: S[r, j] = q[t, (g * group + r) * hd ..] · keys[j, g * hd ..].
-    GemmArgs ga{};
-    ga.ldx = hd;
-    ga.M = group;
-    ga.N = lim;
-    ga.K = hd;
-    ga.w.fmt = WFormat::f32;
-    ga.w.data = a.keys + g * hd;
-    ga.w.row_bytes = kv_dim * sizeof(float);
-    ga.w.scales = nullptr;
-    ga.w.zps = nullptr;
-    ga.w.group = hd;
-    ga.bias = nullptr;
-    ga.x = a.q + t * q_dim + g * group * hd;
-    ga.y = s.data();
-    ga.ldy = lim;
-    for (size_t r0 = 0; r0 < group; r0 += 4) k.gemv(ga, r0, group - r0 < 4 ? group - r0 : 4, 0, lim);
+constexpr size_t kTileRows = 32;
 
-    for (size_t r = 0; r < group; ++r) {
-        const float* sr = s.data() + r * lim;
-        double mx = -INFINITY;
-        for (size_t j = 0; j < lim; ++j) {
-            const double d = double(sr[j]) * a.scale;
-            if (d > mx) mx = d;  // (not std::fmax: GCC 12 for aarch64 ICEs vectorizing that reduction)
-        }
-        double sum = 0.0;
-        for (double& v : acc) v = 0.0;
-        for (size_t j = 0; j < lim; ++j) {
-            const double e = std::exp(double(sr[j]) * a.scale - mx);
-            sum += e;
-            const float* vj = a.values + j * kv_dim + g * hd;
-            for (size_t i = 0; i < hd; ++i) acc[i] += e * double(vj[i]);
-        }
-        // Normalized once at the end: sum_j (e_j / sum) v_j = (sum_j e_j v_j) / sum.
-        float* o = a.out + t * q_dim + (g * group + r) * hd;
-        const double inv = 1.0 / sum;
-        for (size_t i = 0; i < hd; ++i) o[i] = float(acc[i] * inv);
-    }
-}
+struct Scratch {
+    std::vector<const float*> q;
+    std::vector<float*> out;
+    std::vector<size_t> lim;
+    std::vector<float> f;
+};
 
 }  // namespace
 
 void attention(const Kernels& k, const AttnArgs& a) {
     if (a.T == 0 || a.n_heads == 0 || a.head_dim == 0) return;
-    // Flops of the whole call: q·k and p·v for every head and position.
-    const double flops = 4.0 * double(a.T) * double(a.n_heads) * double(a.head_dim) * double(a.pos0 + a.T);
-    parallel_for(a.T * a.n_kv_heads, flops, [&](size_t task, size_t) {
-        thread_local std::vector<float> s;
-        thread_local std::vector<double> acc;
-        one_task(k, a, task / a.n_kv_heads, task % a.n_kv_heads, s, acc);
+    const size_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
+    const size_t q_dim = a.n_heads * hd, kv_dim = a.n_kv_heads * hd;
+    const size_t tq = group >= kTileRows ? 1 : kTileRows / group;  // positions per tile
+    const size_t tiles = (a.T + tq - 1) / tq;
+    // Flops of the whole call: q·k and p·v for every head and visible position.
+    const double flops = 4.0 * double(a.T) * double(a.n_heads) * double(hd) * double(a.pos0 + (a.T + 1) / 2);
+    parallel_for(tiles * a.n_kv_heads, flops, [&](size_t task, size_t) {
+        thread_local Scratch s;
+        const size_t tile = tiles - 1 - task / a.n_kv_heads, g = task % a.n_kv_heads;
+        const size_t t0 = tile * tq, t1 = t0 + tq < a.T ? t0 + tq : a.T;
+        const size_t rows = (t1 - t0) * group;
+        s.q.resize(rows);
+        s.out.resize(rows);
+        s.lim.resize(rows);
+        s.f.resize(attn_scratch_floats(rows, hd));
+        size_t r = 0;
+        for (size_t t = t0; t < t1; ++t)
+            for (size_t h = g * group; h < (g + 1) * group; ++h, ++r) {
+                s.q[r] = a.q + t * q_dim + h * hd;
+                s.out[r] = a.out + t * q_dim + h * hd;
+                s.lim[r] = a.pos0 + t + 1;
+            }
+        AttnRowsArgs ra{};
+        ra.q = s.q.data();
+        ra.out = s.out.data();
+        ra.lim = s.lim.data();
+        ra.rows = rows;
+        ra.kt = a.keys + g * hd * kAttnBlock;
+        ra.kt_stride = kv_dim * kAttnBlock;
+        ra.v = a.values + g * hd;
+        ra.ldv = kv_dim;
+        ra.hd = hd;
+        ra.scale = a.scale;
+        ra.scratch = s.f.data();
+        k.attn_rows(ra);
     });
 }
 

@@ -1,17 +1,19 @@
-// Causal attention of a few queries over a KV cache (the decode step of a
-// decoder model), on the CPU thread pool. Compiled without ISA flags: the
-// q·k dot products run through the Kernels table's f32 gemv.
+// Causal attention of T queries over a KV cache (prefill and decode alike),
+// on the CPU thread pool. Compiled without ISA flags: the arithmetic is the
+// Kernels table's attn_rows (kernels.h, AttnRowsArgs: blocked key layout,
+// online softmax in f32, bit-identical on every ISA).
 //
-//   q    [T, nHeads * hd]      queries at positions pos0 .. pos0 + T - 1
-//   keys [n, kvDim], values [n, kvDim], n >= pos0 + T, kvDim = nKvHeads * hd
-//   out  [T, nHeads * hd]
-// Query head h reads kv head g = h / (nHeads / nKvHeads) (GQA). For query t,
-// head h and positions j <= pos0 + t:
-//   s_j = (q_th · k_jg) in f32 (gemv), d_j = (double)s_j * scale,
-//   p_j = exp(d_j - max d) / sum exp(d - max d)   (double),
-//   out_th = sum_j p_j v_jg                          (double, rounded once to f32).
-// Work is split over (query, kv head) pairs, each computed whole by one
-// thread, so the result does not depend on the thread count.
+//   q      [T, nHeads * hd]     queries at positions pos0 .. pos0 + T - 1
+//   keys   blocked: position j, kv head g, dimension i at
+//          ((j / 64) * kvDim + g * hd + i) * 64 + j % 64, kvDim = nKvHeads * hd
+//          (at least ceil((pos0 + T) / 64) blocks)
+//   values [n, kvDim], n >= pos0 + T
+//   out    [T, nHeads * hd]
+// Query head h reads kv head g = h / (nHeads / nKvHeads) (GQA); query t sees
+// positions 0 .. pos0 + t. Tasks are (kv head, tile of query positions),
+// each row computed whole by one thread: the result depends neither on the
+// thread count nor on T or pos0 beyond the row's own position (a token
+// attends to the same numbers in a prompt and in decode).
 #pragma once
 
 #include <cstddef>
@@ -29,6 +31,9 @@ struct AttnArgs {
     float scale;
     float* out;
 };
+
+// Floats a blocked key cache needs for n positions of kv_dim.
+inline size_t attn_key_floats(size_t n, size_t kv_dim) { return (n + kAttnBlock - 1) / kAttnBlock * kAttnBlock * kv_dim; }
 
 void attention(const AttnArgs& a);
 void attention(const Kernels& k, const AttnArgs& a);

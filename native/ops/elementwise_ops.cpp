@@ -3,40 +3,80 @@
 
 #include <cmath>
 
+#include "../dispatch.h"
 #include "../threadpool.h"
 
 namespace qk {
 
-void silu_mul(float* g, const float* u, size_t n) {
-    // Chunks of 16K values: ~50 us of work each, well above the pool's
-    // ~1 us hand-off; small calls (decode: one row) stay on the caller.
-    const size_t chunk = size_t(1) << 14;
-    auto body = [g, u, n, chunk](size_t t, size_t) {
-        const size_t e = (t + 1) * chunk < n ? (t + 1) * chunk : n;
-        for (size_t i = t * chunk; i < e; ++i) {
-            const double v = g[i];
-            g[i] = float(v / (1.0 + std::exp(-v))) * u[i];
-        }
-    };
-    parallel_for((n + chunk - 1) / chunk, body);  // one chunk runs on the caller
+namespace {
+
+// Values per pool task: ~16K (tens of microseconds of work, well above the
+// pool's ~1 us hand-off); a decode row stays on the caller.
+constexpr size_t kChunk = size_t(1) << 14;
+
+// The fixed-order double sum of f(i) for i < n (elementwise_ops.h).
+template <class F>
+inline double sum8(size_t n, F f) {
+    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t k = 0; k < 8; ++k) p[k] += f(i + k);
+    for (size_t k = 0; i + k < n; ++k) p[k] += f(i + k);
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
-void rms_norm(const float* x, const float* w, float* out, size_t rows, size_t D, double eps) {
-    if (rows == 0 || D == 0) return;
-    // Row chunks of ~16K values, as silu_mul: one decode row stays on the caller.
-    const size_t per = D >= (size_t(1) << 14) ? 1 : (size_t(1) << 14) / D;
-    auto body = [=](size_t t, size_t) {
-        const size_t r1 = (t + 1) * per < rows ? (t + 1) * per : rows;
-        for (size_t r = t * per; r < r1; ++r) {
-            const float* xr = x + r * D;
-            float* o = out + r * D;
-            double ss = 0.0;
-            for (size_t i = 0; i < D; ++i) ss += double(xr[i]) * double(xr[i]);
-            const double inv = 1.0 / std::sqrt(ss / double(D) + eps);
-            for (size_t i = 0; i < D; ++i) o[i] = float(double(xr[i]) * inv * double(w[i]));
-        }
-    };
-    parallel_for((rows + per - 1) / per, body);
+void norm_row(const NormArgs& a, size_t r) {
+    const size_t D = a.D;
+    float* x = a.x + r * D;
+    if (a.residual) {
+        const float* res = a.residual + r * D;
+        for (size_t i = 0; i < D; ++i) x[i] = x[i] + res[i];
+    }
+    float* o = a.out + r * D;
+    if (a.kind == NormKind::rms) {
+        const double ss = sum8(D, [x](size_t i) { return double(x[i]) * double(x[i]); });
+        const double inv = 1.0 / std::sqrt(ss / double(D) + a.eps);
+        for (size_t i = 0; i < D; ++i) o[i] = float(double(x[i]) * inv * double(a.w[i]));
+        return;
+    }
+    const double mean = sum8(D, [x](size_t i) { return double(x[i]); }) / double(D);
+    const double v = sum8(D, [x, mean](size_t i) {
+        const double d = double(x[i]) - mean;
+        return d * d;
+    });
+    const double inv = 1.0 / std::sqrt(v / double(D) + a.eps);
+    for (size_t i = 0; i < D; ++i) {
+        double y = (double(x[i]) - mean) * inv;
+        if (a.w) y = y * double(a.w[i]);
+        if (a.b) y = y + double(a.b[i]);
+        o[i] = float(y);
+    }
+}
+
+}  // namespace
+
+void silu_mul(float* g, const float* u, size_t n) {
+    const Kernels& k = kernels();
+    parallel_for((n + kChunk - 1) / kChunk, [&k, g, u, n](size_t t, size_t) {
+        const size_t e = (t + 1) * kChunk < n ? (t + 1) * kChunk : n;
+        k.silu_mul(g + t * kChunk, u + t * kChunk, e - t * kChunk);
+    });
+}
+
+void norm_rows(const NormArgs& a) {
+    if (a.rows == 0 || a.D == 0) return;
+    const size_t per = a.D >= kChunk ? 1 : kChunk / a.D;  // rows per task
+    parallel_for((a.rows + per - 1) / per, [&a, per](size_t t, size_t) {
+        const size_t r1 = (t + 1) * per < a.rows ? (t + 1) * per : a.rows;
+        for (size_t r = t * per; r < r1; ++r) norm_row(a, r);
+    });
+}
+
+void add_inplace(float* x, const float* y, size_t n) {
+    parallel_for((n + kChunk - 1) / kChunk, [x, y, n](size_t t, size_t) {
+        const size_t e = (t + 1) * kChunk < n ? (t + 1) * kChunk : n;
+        for (size_t i = t * kChunk; i < e; ++i) x[i] = x[i] + y[i];
+    });
 }
 
 }  // namespace qk

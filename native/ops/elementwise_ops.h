@@ -1,24 +1,43 @@
-// Element-wise activation ops of the model code, on the thread pool.
-// Compiled without ISA flags (the compiler vectorizes what it can; exp is
-// the libm one).
+// Element-wise ops of the model code, on the thread pool. Compiled without
+// ISA flags: silu_mul runs the Kernels table's (vector exp); the norms and
+// the add are plain C++ written so the compiler can vectorize them (eight
+// independent partial sums, no reassociation needed).
 #pragma once
 
 #include <cstddef>
 
 namespace qk {
 
-// SwiGLU's gate: g[i] = f32(silu(g[i])) * u[i], silu(v) = v / (1 + exp(-v))
-// evaluated in double and rounded once to f32, then an f32 product: the same
-// sequence of roundings as the JavaScript silu() + multiply it replaces
-// (only exp's last-bit differences between libm and V8 can show).
+// SwiGLU's gate: g[i] = (g[i] / (1 + exp(-g[i]))) * u[i] in f32 with the
+// kernels' exponential (Kernels::silu_mul: relative error ~2e-7 per value,
+// the same bits on every ISA).
 void silu_mul(float* g, const float* u, size_t n);
 
-// RMSNorm of rows x [rows, D] with weight w [D] into out [rows, D]:
-// out = f32(x * inv * w), inv = 1 / sqrt(sum(x^2) / D + eps), the sum in
-// double in index order and every product in double: the operations and
-// roundings of the JavaScript RMSNorm (lib/nn/norm.ts), so the two agree
-// bit for bit (the build keeps -ffp-contract=off: no fused multiply-adds).
-// out may be x.
-void rms_norm(const float* x, const float* w, float* out, size_t rows, size_t D, double eps);
+enum class NormKind { rms, layer };
+
+// Per row of D values, optionally after the residual add that precedes the
+// norm in a pre-norm block:
+//   with residual: x[i] = x[i] + residual[i]   (f32, written back into x)
+//   rms:   ss = sum x^2;  inv = 1 / sqrt(ss / D + eps);  out = f32(x inv w)
+//   layer: mean = sum x / D;  v = sum (x - mean)^2;  inv = 1 / sqrt(v / D + eps)
+//          y = (x - mean) inv;  y = y w (if w);  y = y + b (if b);  out = f32(y)
+// Sums and products in double; a sum over i is eight partial sums (value i
+// goes to partial i % 8, each in index order) added as
+// ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)): one fixed order, so
+// results depend neither on the thread count nor on the rows around.
+struct NormArgs {
+    NormKind kind;
+    float* x;               // [rows, D]
+    const float* residual;  // [rows, D] or nullptr
+    const float* w;         // [D]; required for rms, optional for layer
+    const float* b;         // [D] or nullptr (layer only)
+    float* out;             // [rows, D]; may be x (then the sum x + residual is not kept)
+    size_t rows, D;
+    double eps;
+};
+void norm_rows(const NormArgs& a);
+
+// x[i] = x[i] + y[i] (f32), on the pool for long arrays.
+void add_inplace(float* x, const float* y, size_t n);
 
 }  // namespace qk

@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Tensor, quantize, quantizeAsync, matmulAsync, QLinear, Linear } from '../../lib/index.js';
-import { decodeAttentionAsync } from '../../lib/ops/attention.js';
+import { causalAttentionOpAsync } from '../../lib/ops/attention.js';
 
 const { op, exit } = workerData as { op: string; exit: boolean };
 const K = 512, N = 512, M = 8;
@@ -32,7 +32,7 @@ async function once(): Promise<unknown> {
     case 'w4a8': return w4a8.forwardAsync(x);
     case 'attention': {
       const T = 64, H = 8, D = 64;
-      return decodeAttentionAsync({
+      return causalAttentionOpAsync({
         q: new Float32Array(H * D), T: 1, pos0: T - 1, scale: 0.125, keys: new Float32Array(T * H * D), values: new Float32Array(T * H * D),
         nHeads: H, nKvHeads: H, headDim: D,
       });

@@ -1,0 +1,167 @@
+// AVX2 + FMA transformer glue kernels: attn_rows and silu_mul, the
+// reference's operations lane by lane (bit-identical to it; see
+// attn_avx512.cpp for the scheme). A block of 64 keys is 8 ymm of score
+// lanes; p · V runs over 32-wide chunks of the head dimension with masked
+// loads for the tail.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "../isa.h"
+#include "../attn_exp.h"
+
+namespace qk {
+namespace avx2 {
+
+namespace {
+
+using namespace attn_exp_consts;
+
+// Lanes [0, n) of a ymm as an all-ones int mask (n may exceed 8 or be <= 0).
+inline __m256i lanes(long n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n < 0 ? 0 : n > 8 ? 8 : n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// The reference's attn_exp on 8 lanes.
+inline __m256 exp8(__m256 x) {
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    __m256 c = _mm256_max_ps(x, _mm256_set1_ps(kLo));  // (x > lo ? x : lo)
+    c = _mm256_min_ps(c, _mm256_set1_ps(kHi));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(c, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), c);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
+    const __m256 z = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_set1_ps(kP0);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP5));
+    y = _mm256_fmadd_ps(y, z, r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256 big = _mm256_cmp_ps(x, _mm256_set1_ps(kHi), _CMP_GT_OQ);
+    return _mm256_blendv_ps(_mm256_blendv_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), _mm256_set1_ps(INFINITY), big), x, nan);
+}
+
+inline float hmax(__m256 v) {
+    const __m128 b = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 c = _mm_max_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_max_ss(c, _mm_movehdup_ps(c)));
+}
+
+// o[0 .. hd) = o * c (when rescale), then o[i] = fma(p[jj], V[jj][i], o[i]) for jj < nb.
+inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_t nb, const float* v, size_t ldv) {
+    const __m256 cv = _mm256_set1_ps(c);
+    for (size_t i0 = 0; i0 < hd; i0 += 32) {
+        const size_t w = hd - i0 < 32 ? hd - i0 : 32;
+        __m256i mk[4];
+        __m256 acc[4];
+        for (int u = 0; u < 4; ++u) {
+            mk[u] = lanes(long(w) - 8 * u);
+            acc[u] = _mm256_maskload_ps(o + i0 + 8 * u, mk[u]);
+            if (rescale) acc[u] = _mm256_mul_ps(acc[u], cv);
+        }
+        if (w == 32) {
+            for (size_t jj = 0; jj < nb; ++jj) {
+                const __m256 pj = _mm256_broadcast_ss(p + jj);
+                const float* vj = v + jj * ldv + i0;
+                acc[0] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), acc[0]);
+                acc[1] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), acc[1]);
+                acc[2] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), acc[2]);
+                acc[3] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), acc[3]);
+            }
+        } else {
+            for (size_t jj = 0; jj < nb; ++jj) {
+                const __m256 pj = _mm256_broadcast_ss(p + jj);
+                const float* vj = v + jj * ldv + i0;
+                for (int u = 0; u < 4 && 8 * size_t(u) < w; ++u)
+                    acc[u] = _mm256_fmadd_ps(pj, _mm256_maskload_ps(vj + 8 * u, mk[u]), acc[u]);
+            }
+        }
+        for (int u = 0; u < 4; ++u) _mm256_maskstore_ps(o + i0 + 8 * u, mk[u], acc[u]);
+    }
+}
+
+}  // namespace
+
+void attn_rows(const AttnRowsArgs& a) {
+    const size_t hd = a.hd, rows = a.rows;
+    float* o = a.scratch;            // [rows][hd]
+    float* m = o + rows * hd;        // [rows]
+    float* l = m + rows;             // [rows]
+    float* p = l + rows;             // [kAttnBlock]
+    size_t maxlim = 0;
+    for (size_t r = 0; r < rows; ++r) {
+        for (size_t i = 0; i < hd; ++i) o[r * hd + i] = 0.0f;
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        maxlim = a.lim[r] > maxlim ? a.lim[r] : maxlim;
+    }
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), scale = _mm256_set1_ps(a.scale);
+    for (size_t b = 0; b * kAttnBlock < maxlim; ++b) {
+        const size_t j0 = b * kAttnBlock;
+        const float* kt = a.kt + b * a.kt_stride;
+        for (size_t r = 0; r < rows; ++r) {
+            const size_t lim = a.lim[r];
+            if (lim <= j0) continue;
+            const size_t nb = lim - j0 < kAttnBlock ? lim - j0 : kAttnBlock;
+            const float* q = a.q[r];
+            __m256 s[8];
+            for (int u = 0; u < 8; ++u) s[u] = _mm256_setzero_ps();
+            for (size_t i = 0; i < hd; ++i) {
+                const __m256 qi = _mm256_broadcast_ss(q + i);
+                const float* kr = kt + i * kAttnBlock;
+                for (int u = 0; u < 8; ++u) s[u] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(kr + 8 * u), s[u]);
+            }
+            __m256 valid[8];
+            __m256 mv = ninf;
+            for (int u = 0; u < 8; ++u) {
+                valid[u] = _mm256_castsi256_ps(lanes(long(nb) - 8 * u));
+                s[u] = _mm256_blendv_ps(ninf, _mm256_mul_ps(s[u], scale), valid[u]);
+                mv = _mm256_max_ps(s[u], mv);
+            }
+            const float mb = hmax(mv);
+            const float mn = b == 0 ? mb : (mb > m[r] ? mb : m[r]);
+            float c = 1.0f;
+            if (b > 0) {
+                c = _mm256_cvtss_f32(exp8(_mm256_set1_ps(m[r] - mn)));
+                l[r] *= c;
+            }
+            const __m256 mnv = _mm256_set1_ps(mn);
+            for (int u = 0; u < 8; ++u) _mm256_storeu_ps(p + 8 * u, _mm256_and_ps(valid[u], exp8(_mm256_sub_ps(s[u], mnv))));
+            float lr = l[r];
+            for (size_t jj = 0; jj < nb; ++jj) lr += p[jj];
+            l[r] = lr;
+            pv(o + r * hd, hd, b > 0, c, p, nb, a.v + j0 * a.ldv, a.ldv);
+            m[r] = mn;
+        }
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        const __m256 lv = _mm256_set1_ps(l[r]);
+        float* out = a.out[r];
+        const float* orow = o + r * hd;
+        for (size_t i = 0; i < hd; i += 8) {
+            const __m256i k = lanes(long(hd - i));
+            _mm256_maskstore_ps(out + i, k, _mm256_div_ps(_mm256_maskload_ps(orow + i, k), lv));
+        }
+    }
+}
+
+void silu_mul(float* g, const float* u, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    for (size_t i = 0; i < n; i += 8) {
+        const __m256i k = lanes(long(n - i));
+        const __m256 x = _mm256_maskload_ps(g + i, k);
+        const __m256 e = exp8(_mm256_xor_ps(x, neg));
+        const __m256 y = _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_maskload_ps(u + i, k));
+        _mm256_maskstore_ps(g + i, k, y);
+    }
+}
+
+}  // namespace avx2
+}  // namespace qk
+
+#endif
