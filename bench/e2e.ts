@@ -37,9 +37,9 @@
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { Linear, QLinear, Tensor, buildModel, footprint, isa, quantizeModel, setSpin, setThreads, type QuantizeModelOptions } from '../lib/index.js';
+import { Linear, QLinear, footprint, isa, setSpin, setThreads } from '../lib/index.js';
 import type { TensorLookup } from '../lib/models/config.js';
-import { type LlamaConfig, parseLlamaConfig } from '../lib/models/llama.js';
+import type { LlamaConfig } from '../lib/models/llama.js';
 import { Embedding } from '../lib/nn/embedding.js';
 import { RMSNorm } from '../lib/nn/norm.js';
 import { Rope } from '../lib/nn/rope.js';
@@ -47,6 +47,7 @@ import { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP } from '.
 import type { Module } from '../lib/nn/module.js';
 import { addon } from '../lib/binding.js';
 import { median, printTable } from './common.js';
+import { ALL_VARIANTS, argmaxLast, build, makeConfig, makePrompt, makeWeights, runOnce } from './synthetic-llama.js';
 
 // ------------------------------------------------------------------ options
 
@@ -83,163 +84,13 @@ setSpin(SPIN_US);
 if (THREADS.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads must be a comma-separated list of positive integers`);
 const ONLY = opt('--configs')?.split(',');
 const OUTLIER_DIMS = opt('--outlier-dims') === undefined ? 0 : intOpt('--outlier-dims', 0);
-const VOCAB = 32000;
 
 function log(msg: string) {
   if (!JSON_OUT) process.stderr.write(msg + '\n');
 }
 
-// ------------------------------------------------------------------ synthetic model
-
-/** The HF config.json a model of this shape would ship, parsed by the real parser (so defaults match loadModel's). */
-function makeConfig(layers: number, dim: number): LlamaConfig {
-  if (dim % 64 !== 0) throw new Error(`--dim must be a multiple of 64 (head size 64), got ${dim}`);
-  const heads = dim / 64;
-  const kvHeads = heads % 3 === 0 ? heads / 3 : heads; // 12 -> 4: the GQA ratio of Llama-3-8B-like small models
-  return parseLlamaConfig(
-    {
-      model_type: 'llama',
-      hidden_size: dim,
-      intermediate_size: Math.ceil((8 * dim) / 3 / 256) * 256, // SwiGLU's 2/3 * 4D, rounded like Llama (768 -> 2048)
-      num_hidden_layers: layers,
-      num_attention_heads: heads,
-      num_key_value_heads: kvHeads,
-      vocab_size: VOCAB,
-      max_position_embeddings: 2048,
-      rms_norm_eps: 1e-5,
-      rope_theta: 10000,
-      hidden_act: 'silu',
-      tie_word_embeddings: false,
-    },
-    'synthetic config',
-  );
-}
-
-/**
- * N(0, std) values from a seeded xorshift32 + Box-Muller pair: ~125M values
- * take ~1-2 s, and every run (and every config) sees the same weights.
- */
-function gaussianF32(n: number, seed: number, std: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s + 1) / 4294967297; // (0, 1): log() stays finite
-  };
-  for (let i = 0; i < n; i += 2) {
-    const r = std * Math.sqrt(-2 * Math.log(next()));
-    const a = 2 * Math.PI * next();
-    out[i] = r * Math.cos(a);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(a);
-  }
-  return out;
-}
-
-/**
- * HF-named f32 tensors for `c` (what model.safetensors would hold). Norm
- * weights are 1, except `outlierDims` hidden dims set to 10 in every norm: a
- * crude stand-in for the few huge activation channels of trained LLMs, so
- * LLM.int8's outlier path can be exercised (random weights have none).
- */
-function makeWeights(c: LlamaConfig, outlierDims: number): TensorLookup {
-  const { hiddenSize: D, intermediateSize: F, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V } = c;
-  const m = new Map<string, Tensor>();
-  let seed = 1;
-  const mat = (name: string, out: number, inp: number) => m.set(name, new Tensor('f32', [out, inp], gaussianF32(out * inp, seed++, 0.02)));
-  const ones = (name: string) => {
-    const w = new Float32Array(D).fill(1);
-    for (let i = 0; i < outlierDims; i++) w[(i * 97) % D] = 10;
-    m.set(name, new Tensor('f32', [D], w));
-  };
-  mat('model.embed_tokens.weight', V, D);
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `model.layers.${i}`;
-    mat(`${p}.self_attn.q_proj.weight`, nH * hd, D);
-    mat(`${p}.self_attn.k_proj.weight`, nKv * hd, D);
-    mat(`${p}.self_attn.v_proj.weight`, nKv * hd, D);
-    mat(`${p}.self_attn.o_proj.weight`, D, nH * hd);
-    mat(`${p}.mlp.gate_proj.weight`, F, D);
-    mat(`${p}.mlp.up_proj.weight`, F, D);
-    mat(`${p}.mlp.down_proj.weight`, D, F);
-    ones(`${p}.input_layernorm.weight`);
-    ones(`${p}.post_attention_layernorm.weight`);
-  }
-  ones('model.norm.weight');
-  mat('lm_head.weight', V, D);
-  return {
-    has: (name) => m.has(name),
-    get: (name) => {
-      const t = m.get(name);
-      if (t === undefined) throw new Error(`synthetic model has no tensor '${name}'`);
-      return t;
-    },
-  };
-}
-
-// ------------------------------------------------------------------ configs
-
-interface Variant {
-  name: string;
-  /** null: fp32, no quantization. */
-  q: QuantizeModelOptions | null;
-}
-
-const INT8: QuantizeModelOptions = { weights: 'int8', scheme: 'symmetric', granularity: 'channel' };
-const INT4: QuantizeModelOptions = { weights: 'int4', scheme: 'symmetric', granularity: 'group', groupSize: 32 };
-const ALL_VARIANTS: Variant[] = [
-  { name: 'fp32', q: null },
-  { name: 'int8', q: INT8 },
-  { name: 'int4-g32', q: INT4 },
-  { name: 'int4-g32-asym', q: { ...INT4, scheme: 'asymmetric' } },
-  { name: 'w8a8', q: { ...INT8, activations: 'int8' } },
-  { name: 'llm.int8', q: { ...INT8, activations: 'llm.int8', threshold: 6 } },
-  { name: 'w4a8', q: { ...INT4, activations: 'int8' } },
-  // exclude [] quantizes the lm_head too: at 768 x 32000 it is ~20% of the f32 weights
-  { name: 'int8+head', q: { ...INT8, exclude: [] } },
-  { name: 'int4-g32+head', q: { ...INT4, exclude: [] } },
-  { name: 'w4a8+head', q: { ...INT4, activations: 'int8', exclude: [] } },
-];
 const VARIANTS = ONLY ? ALL_VARIANTS.filter((v) => ONLY.includes(v.name)) : ALL_VARIANTS;
 if (VARIANTS.length === 0) throw new Error(`--configs matched none of ${ALL_VARIANTS.map((v) => v.name).join(', ')}`);
-
-function build(config: LlamaConfig, lookup: TensorLookup, v: Variant): { model: LlamaForCausalLM; quantMs: number } {
-  // buildModel keeps f32 tensors without copying, so every build shares the lookup's weights
-  const model = buildModel(config, lookup, 'synthetic', { dtype: 'auto' }) as LlamaForCausalLM;
-  const t0 = performance.now();
-  if (v.q) quantizeModel(model, v.q);
-  return { model, quantMs: performance.now() - t0 };
-}
-
-// ------------------------------------------------------------------ measurement
-
-function argmaxLast(logits: Tensor<'f32'>): number {
-  const V = logits.shape[1]!;
-  const d = logits.data;
-  const o = d.length - V;
-  let best = 0;
-  for (let i = 1; i < V; i++) if (d[o + i]! > d[o + best]!) best = i;
-  return best;
-}
-
-/** A fixed pseudo-random prompt (ids avoid 0..2: bos/eos/pad in Llama vocabularies). */
-function makePrompt(T: number): number[] {
-  return Array.from({ length: T }, (_, i) => 3 + ((i * 7919 + 17) % (VOCAB - 3)));
-}
-
-/** One prefill + `steps` greedy decode steps on a fresh cache; ms of each phase. */
-function runOnce(model: LlamaForCausalLM, prompt: number[], steps: number): { prefillMs: number; decodeMs: number } {
-  const cache = model.createCache(prompt.length + steps);
-  let t0 = performance.now();
-  let tok = argmaxLast(model.forward(prompt, cache, { logits: 'last' }));
-  const prefillMs = performance.now() - t0;
-  t0 = performance.now();
-  for (let s = 0; s < steps; s++) tok = argmaxLast(model.forward([tok], cache));
-  return { prefillMs, decodeMs: performance.now() - t0 };
-}
 
 interface Row {
   config: string;

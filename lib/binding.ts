@@ -154,6 +154,8 @@ export interface Addon {
   norm(kind: 0 | 1, x: Float32Array, residual: Float32Array | null, w: Float32Array | null, b: Float32Array | null, out: Float32Array, D: number, eps: number): void;
   /** x += y elementwise (f32). */
   addInPlace(x: Float32Array, y: Float32Array): void;
+  /** Rotary embeddings in place on x [T, nHeads * stride] (native/ops/elementwise_ops.h). */
+  rope(x: Float32Array, T: number, nHeads: number, stride: number, half: number, pos0: number, cos: Float64Array, sin: Float64Array, interleaved: boolean): void;
   /** h [K*K] -> U with H^-1 = U^T U (upper); false if H is not positive definite. */
   cholInverseUpper(h: Float64Array, K: number): boolean;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */

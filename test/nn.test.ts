@@ -241,6 +241,24 @@ describe('RoPE', () => {
     expect(maxAbs(perm(l2c), hf)).toBe(0);
   });
 
+  it('native rotations (long inputs) equal the JavaScript loop (short inputs) bit for bit: both pairings, partial rotary, positions past the first table', () => {
+    const hd2 = 8, heads = 5, T2 = 60, pos0 = 70;
+    const rope = new Rope(hd2, 10000);
+    const cases = [
+      { stride: 12, apply: (x: Float32Array, T: number, p: number) => rope.applyInterleaved(x, T, heads, p, 12) }, // partial rotary
+      { stride: 8, apply: (x: Float32Array, T: number, p: number) => rope.applyRotateHalf(x, T, heads, p) },
+    ];
+    for (const { stride, apply } of cases) {
+      const x = randomF32(T2 * heads * stride, stride); // >= 2400 values: the native path
+      const whole = x.slice();
+      apply(whole, T2, pos0);
+      const one = x.slice(); // one position at a time: 40-60 values, the JS loop
+      for (let t = 0; t < T2; t++) apply(one.subarray(t * heads * stride, (t + 1) * heads * stride), 1, pos0 + t);
+      expect(Buffer.from(whole.buffer).equals(Buffer.from(one.buffer))).toBe(true);
+    }
+    expect(() => rope.applyRotateHalf(new Float32Array(8), 1, 1, -1)).toThrow(/'pos0'/);
+  });
+
   it('is a rotation: q·k depends only on the position difference', () => {
     const rope = new Rope(hd, 10000);
     const q0 = randomF32(hd, 8);

@@ -9,6 +9,10 @@
  * Angles, cos and sin are computed in float64 and cached per position.
  */
 import { rangeError } from '../errors.js';
+import { ropeInPlace } from '../ops/elementwise.js';
+
+/** From this many values on, rotations run natively (below, the JS loop beats the call). */
+const NATIVE_MIN = 2048;
 
 export type RopeScaling =
   | { readonly type: 'linear'; readonly factor: number }
@@ -102,7 +106,13 @@ export class Rope {
     const half = hd / 2;
     if (!Number.isSafeInteger(stride) || stride < hd) throw rangeError('Rope.apply', 'headStride', `must be an integer >= headDim ${hd}, got ${stride}`);
     if (x.length !== T * nHeads * stride) throw rangeError('Rope.apply', 'x', `has ${x.length} elements, expected ${T} x ${nHeads} x ${stride}`);
+    if (!Number.isSafeInteger(pos0) || pos0 < 0) throw rangeError('Rope.apply', 'pos0', `must be a non-negative integer, got ${pos0}`);
     this.#ensure(pos0 + T);
+    // natively (the same double arithmetic as the loop below; bit for bit)
+    if (x.length >= NATIVE_MIN) {
+      ropeInPlace(x, T, nHeads, stride, half, pos0, this.#cos, this.#sin, interleaved);
+      return;
+    }
     const cos = this.#cos;
     const sin = this.#sin;
     for (let t = 0; t < T; t++) {

@@ -78,3 +78,15 @@ export function addInPlace(x: Float32Array, y: Float32Array): Float32Array {
   else for (let i = 0; i < x.length; i++) x[i] = x[i]! + y[i]!;
   return x;
 }
+
+/**
+ * Rotary embeddings in place on x [T, nHeads * stride], positions pos0 ..
+ * pos0 + T - 1, with cos/sin tables [positions, half] in float64 (as
+ * lib/nn/rope.ts builds them): each pair (a, b) of a head, (i, i + half) or
+ * (2i, 2i + 1) when interleaved, becomes (x0 c - x1 s, x0 s + x1 c) in
+ * float64 rounded to f32, natively on the thread pool.
+ */
+export function ropeInPlace(x: Float32Array, T: number, nHeads: number, stride: number, half: number, pos0: number, cos: Float64Array, sin: Float64Array, interleaved: boolean): void {
+  f32Arg('ropeInPlace', 'x', x);
+  if (x.length > 0) addon.rope(x, T, nHeads, stride, half, pos0, cos, sin, interleaved);
+}

@@ -60,6 +60,36 @@ Napi::Value Norm(const Napi::CallbackInfo& info) {
     });
 }
 
+// rope(x: Float32Array [T * nHeads * stride], T, nHeads, stride, half, pos0,
+// cos: Float64Array, sin: Float64Array (>= (pos0 + T) * half each),
+// interleaved: boolean): rotary embeddings in place (elementwise_ops.h).
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+    const char* fn = "rope";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        Napi::Env env = info.Env();
+        qk::RopeArgs a{};
+        a.T = size_arg(info, 1, fn, "T");
+        a.n_heads = size_arg(info, 2, fn, "nHeads");
+        a.stride = size_arg(info, 3, fn, "stride");
+        a.half = size_arg(info, 4, fn, "half");
+        a.pos0 = size_arg(info, 5, fn, "pos0");
+        if (2 * a.half > a.stride) throw_range(env, fn, "half", "must be at most stride / 2");
+        const size_t n = mul_checked(env, fn, mul_checked(env, fn, a.T, a.n_heads), a.stride);
+        a.x = static_cast<float*>(typed_arg(info, 0, fn, "x", napi_float32_array, n).data);
+        const size_t tab = mul_checked(env, fn, a.pos0 + a.T, a.half);
+        View c = typed_arg(info, 6, fn, "cos", napi_float64_array, SIZE_MAX);
+        View s = typed_arg(info, 7, fn, "sin", napi_float64_array, SIZE_MAX);
+        if (c.length < tab) throw_range(env, fn, "cos", "must hold at least (pos0 + T) * half values");
+        if (s.length < tab) throw_range(env, fn, "sin", "must hold at least (pos0 + T) * half values");
+        if (!info[8].IsBoolean()) throw_type(env, fn, "interleaved", "must be a boolean");
+        a.cos = static_cast<const double*>(c.data);
+        a.sin = static_cast<const double*>(s.data);
+        a.interleaved = info[8].As<Napi::Boolean>().Value();
+        qk::rope(a);
+        return env.Undefined();
+    });
+}
+
 // addInPlace(x: Float32Array, y: Float32Array of the same length): x += y.
 Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
     const char* fn = "addInPlace";
@@ -77,6 +107,7 @@ void register_elementwise(Napi::Env env, Napi::Object exports) {
     exports.Set("siluMul", Napi::Function::New(env, SiluMul, "siluMul"));
     exports.Set("norm", Napi::Function::New(env, Norm, "norm"));
     exports.Set("addInPlace", Napi::Function::New(env, AddInPlace, "addInPlace"));
+    exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
 }
 
 }  // namespace qkb

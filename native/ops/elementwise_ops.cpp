@@ -72,6 +72,27 @@ void norm_rows(const NormArgs& a) {
     });
 }
 
+void rope(const RopeArgs& a) {
+    const size_t per_row = a.n_heads * a.half;  // pairs per position
+    const size_t rows = per_row >= kChunk ? 1 : kChunk / (per_row ? per_row : 1);
+    parallel_for((a.T + rows - 1) / rows, [&a, rows](size_t task, size_t) {
+        const size_t t1 = (task + 1) * rows < a.T ? (task + 1) * rows : a.T;
+        for (size_t t = task * rows; t < t1; ++t) {
+            const double* c = a.cos + (a.pos0 + t) * a.half;
+            const double* s = a.sin + (a.pos0 + t) * a.half;
+            for (size_t h = 0; h < a.n_heads; ++h) {
+                float* v = a.x + (t * a.n_heads + h) * a.stride;
+                for (size_t i = 0; i < a.half; ++i) {
+                    const size_t ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + a.half;
+                    const double x0 = v[ia], x1 = v[ib];
+                    v[ia] = float(x0 * c[i] - x1 * s[i]);
+                    v[ib] = float(x0 * s[i] + x1 * c[i]);
+                }
+            }
+        }
+    });
+}
+
 void add_inplace(float* x, const float* y, size_t n) {
     parallel_for((n + kChunk - 1) / kChunk, [x, y, n](size_t t, size_t) {
         const size_t e = (t + 1) * kChunk < n ? (t + 1) * kChunk : n;

@@ -37,6 +37,22 @@ struct NormArgs {
 };
 void norm_rows(const NormArgs& a);
 
+// Rotary embeddings in place on x [T, n_heads * stride] at positions
+// pos0 .. pos0 + T - 1: per head, the first hd = 2 * half dimensions rotate
+// in pairs (a, b) = (i, i + half) (rotate-half, HF Llama) or (2i, 2i + 1)
+// (interleaved: llama2.c, GPT-J), by the angle of pair i at that position:
+//   x[a] = f32(x0 c - x1 s),  x[b] = f32(x0 s + x1 c)   (double arithmetic)
+// with c = cos[p * half + i], s = sin[p * half + i] (double tables, as
+// lib/nn/rope.ts keeps them): the operations of its JavaScript loop.
+struct RopeArgs {
+    float* x;
+    size_t T, n_heads, stride, half, pos0;
+    const double* cos;
+    const double* sin;
+    bool interleaved;
+};
+void rope(const RopeArgs& a);
+
 // x[i] = x[i] + y[i] (f32), on the pool for long arrays.
 void add_inplace(float* x, const float* y, size_t n);
 
