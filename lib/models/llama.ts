@@ -22,6 +22,7 @@ import { Module } from '../nn/module.js';
 import { RMSNorm } from '../nn/norm.js';
 import type { ScaleGroup } from '../nn/scale-fold.js';
 import { Rope } from '../nn/rope.js';
+import type { Scratch } from '../nn/scratch.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import { QuantkitError, describe } from '../errors.js';
@@ -120,17 +121,23 @@ export class LlamaAttention extends Module {
     return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+  /**
+   * With `out` (T * hidden floats), o_proj writes there; q, k, v and the
+   * attention output live in the cache's scratch slots 'q', 'k', 'v', 'attn'.
+   */
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const { nHeads, nKvHeads, headDim } = this.shape;
-    const q = (yield* linearStep(linearChild(this, 'q_proj'), x)).data;
-    const k = (yield* linearStep(linearChild(this, 'k_proj'), x)).data;
-    const v = (yield* linearStep(linearChild(this, 'v_proj'), x)).data;
+    const sc = cache.scratch;
+    const qDim = nHeads * headDim, kvDim = nKvHeads * headDim;
+    const q = (yield* linearStep(linearChild(this, 'q_proj'), x, sc.f32('q', T * qDim))).data;
+    const k = (yield* linearStep(linearChild(this, 'k_proj'), x, sc.f32('k', T * kvDim))).data;
+    const v = (yield* linearStep(linearChild(this, 'v_proj'), x, sc.f32('v', T * kvDim))).data;
     rope.applyRotateHalf(q, T, nHeads, pos0);
     rope.applyRotateHalf(k, T, nKvHeads, pos0);
     cache.write(layer, pos0, k, v);
-    const o = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
-    return yield* linearStep(linearChild(this, 'o_proj'), new Tensor('f32', [T, nHeads * headDim], o));
+    const o = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * qDim));
+    return yield* linearStep(linearChild(this, 'o_proj'), new Tensor('f32', [T, qDim], o), out);
   }
 }
 
@@ -150,11 +157,16 @@ export class LlamaMLP extends Module {
     return runSync(this.forwardSteps(x));
   }
 
-  *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    const g = yield* linearStep(linearChild(this, 'gate_proj'), x);
-    const u = yield* linearStep(linearChild(this, 'up_proj'), x);
+  /** gate/up outputs in `scratch` slots 'gate', 'up' when given; down_proj into `out` when given. */
+  *forwardSteps(x: Tensor<'f32'>, scratch?: Scratch, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+    const gate = linearChild(this, 'gate_proj');
+    const up = linearChild(this, 'up_proj');
+    // rows x intermediate floats (a replacement layer without outFeatures gets no buffer)
+    const n = (x.size / x.shape[x.shape.length - 1]!) * ((gate as { outFeatures?: number }).outFeatures ?? 0);
+    const g = yield* linearStep(gate, x, scratch && n > 0 ? scratch.f32('gate', n) : undefined);
+    const u = yield* linearStep(up, x, scratch && n > 0 ? scratch.f32('up', n) : undefined);
     gateInPlace(this.#act, g.data, u.data);
-    return yield* linearStep(linearChild(this, 'down_proj'), g);
+    return yield* linearStep(linearChild(this, 'down_proj'), g, out);
   }
 }
 
@@ -176,10 +188,21 @@ export class LlamaDecoderLayer extends Module {
     return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
   }
 
+  /**
+   * The block's activations live in the cache's scratch. The residual
+   * stream alternates between slots 'resA' and 'resB': a = x + attn goes to
+   * the slot x is not in, m = a + mlp to x's own slot (x is dead once
+   * added into a), so the next layer's x is never overwritten early.
+   */
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
-    const a = yield* this.self_attn.forwardSteps(this.input_layernorm.forward(x), cache, layer, pos0, rope);
+    const sc = cache.scratch;
+    const n = x.size;
+    const [aSlot, mSlot] = sc.holds('resA', x.data) ? ['resB', 'resA'] : ['resA', 'resB'];
+    const h = this.input_layernorm.forward(x, sc.f32('norm', n));
+    const a = yield* this.self_attn.forwardSteps(h, cache, layer, pos0, rope, sc.f32(aSlot, n));
     // a = x + attn(norm(x)), fused with the norm that reads it
-    const m = yield* this.mlp.forwardSteps(this.post_attention_layernorm.forwardAdd(a, x));
+    const h2 = this.post_attention_layernorm.forwardAdd(a, x, sc.f32('norm', n));
+    const m = yield* this.mlp.forwardSteps(h2, sc, sc.f32(mSlot, n));
     addInPlace(m.data, a.data);
     return m;
   }

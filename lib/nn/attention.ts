@@ -18,6 +18,7 @@
 import { QuantkitError, rangeError, typeError } from '../errors.js';
 import { type ForwardSteps, type KVCache, type LinearLike, attentionStep, runSync } from './steps.js';
 import { KEY_BLOCK, keyFloats } from '../ops/attention.js';
+import { Scratch } from './scratch.js';
 import { Module } from './module.js';
 
 /** Keys/values of every layer of one sequence, grown on demand up to `capacity`. */
@@ -32,6 +33,8 @@ export class DecoderKVCache implements KVCache {
   #values: Float32Array[];
   /** Name of the forward holding the cache, or null. */
   #holder: string | null = null;
+  /** Activation buffers of the forwards on this cache (lib/nn/scratch.ts). */
+  readonly scratch = new Scratch();
 
   constructor(nLayers: number, kvDim: number, capacity: number) {
     for (const [k, v] of Object.entries({ nLayers, kvDim, capacity })) {
@@ -139,9 +142,12 @@ export function causalAttention(q: Float32Array, T: number, pos0: number, cache:
   return runSync(causalAttentionSteps(q, T, pos0, cache, layer, s));
 }
 
-/** causalAttention as one step (its native call runs on a worker thread under runAsync). */
-export function* causalAttentionSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape): ForwardSteps<Float32Array> {
-  const o = yield* attentionStep({ q, T, pos0, keys: cache.keys(layer), values: cache.values(layer), nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, scale: s.scale });
+/**
+ * causalAttention as one step (its native call runs on a worker thread under
+ * runAsync); into `out` (T * nHeads * headDim floats) when given.
+ */
+export function* causalAttentionSteps(q: Float32Array, T: number, pos0: number, cache: DecoderKVCache, layer: number, s: AttentionShape, out?: Float32Array): ForwardSteps<Float32Array> {
+  const o = yield* attentionStep({ q, T, pos0, keys: cache.keys(layer), values: cache.values(layer), nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, scale: s.scale }, out);
   return o.data;
 }
 

@@ -36,13 +36,14 @@ export class Linear extends Module {
     return this.#w.N;
   }
 
-  forward(x: Tensor): Tensor<'f32'> {
-    return matmulPrepared('Linear.forward', x, this.#w, this.#b);
+  /** x [..., K] -> [..., N]; into `out` (rows * N floats, not sharing x's memory) when given. */
+  forward(x: Tensor, out?: Float32Array): Tensor<'f32'> {
+    return matmulPrepared('Linear.forward', x, this.#w, this.#b, out);
   }
 
   /** forward() on a worker thread. */
-  forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
-    return matmulPreparedAsync('Linear.forwardAsync', x, this.#w, this.#b);
+  forwardAsync(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>> {
+    return matmulPreparedAsync('Linear.forwardAsync', x, this.#w, this.#b, out);
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {
@@ -144,19 +145,20 @@ export class QLinear extends Module {
     return this.qweight.shape[0] ?? 0;
   }
 
-  forward(x: Tensor): Tensor<'f32'> {
-    if (this.#w) return matmulPrepared('QLinear.forward', x, this.#w, this.#b);
-    if (this.#w4) return matmulW4A8('QLinear.forward', x, this.#w4, this.#b);
-    const r = matmulW8A8('QLinear.forward', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1);
+  /** x [..., K] -> [..., N]; into `out` (rows * N floats, not sharing x's memory) when given. */
+  forward(x: Tensor, out?: Float32Array): Tensor<'f32'> {
+    if (this.#w) return matmulPrepared('QLinear.forward', x, this.#w, this.#b, out);
+    if (this.#w4) return matmulW4A8('QLinear.forward', x, this.#w4, this.#b, out);
+    const r = matmulW8A8('QLinear.forward', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
     this.lastOutlierColumns = r.outliers;
     return r.y;
   }
 
   /** forward() on a worker thread. */
-  async forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
-    if (this.#w) return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b);
-    if (this.#w4) return matmulW4A8Async('QLinear.forwardAsync', x, this.#w4, this.#b);
-    const r = await matmulW8A8Async('QLinear.forwardAsync', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1);
+  async forwardAsync(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>> {
+    if (this.#w) return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b, out);
+    if (this.#w4) return matmulW4A8Async('QLinear.forwardAsync', x, this.#w4, this.#b, out);
+    const r = await matmulW8A8Async('QLinear.forwardAsync', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
     this.lastOutlierColumns = r.outliers;
     return r.y;
   }

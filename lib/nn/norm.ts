@@ -75,16 +75,17 @@ export class LayerNorm extends Module {
     return true;
   }
 
-  forward(x: Tensor): Tensor<'f32'> {
+  /** The norm of each row of x [..., D]; into `out` (x's length) when given. */
+  forward(x: Tensor, out?: Float32Array): Tensor<'f32'> {
     checkInput('LayerNorm.forward', x, this.dim);
-    return new Tensor('f32', x.shape, normRows(x.data as Float32Array, this.dim, { kind: 'layer', weight: this.#weight?.data ?? null, bias: this.#bias?.data ?? null, eps: this.eps }));
+    return new Tensor('f32', x.shape, normRows(x.data as Float32Array, this.dim, { kind: 'layer', weight: this.#weight?.data ?? null, bias: this.#bias?.data ?? null, eps: this.eps }, out));
   }
 
-  /** x = x + residual in place (the block's residual sum, kept in x), then forward(x). */
-  forwardAdd(x: Tensor<'f32'>, residual: Tensor<'f32'>): Tensor<'f32'> {
+  /** x = x + residual in place (the block's residual sum, kept in x), then forward(x, out). */
+  forwardAdd(x: Tensor<'f32'>, residual: Tensor<'f32'>, out?: Float32Array): Tensor<'f32'> {
     checkInput('LayerNorm.forwardAdd', x, this.dim);
     const r = checkResidual('LayerNorm.forwardAdd', x, residual);
-    return new Tensor('f32', x.shape, normRows(x.data, this.dim, { kind: 'layer', weight: this.#weight?.data ?? null, bias: this.#bias?.data ?? null, eps: this.eps, residual: r }));
+    return new Tensor('f32', x.shape, normRows(x.data, this.dim, { kind: 'layer', weight: this.#weight?.data ?? null, bias: this.#bias?.data ?? null, eps: this.eps, residual: r }, out));
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {
@@ -122,16 +123,17 @@ export class RMSNorm extends Module {
     return true;
   }
 
-  forward(x: Tensor): Tensor<'f32'> {
+  /** The norm of each row of x [..., D]; into `out` (x's length) when given. */
+  forward(x: Tensor, out?: Float32Array): Tensor<'f32'> {
     checkInput('RMSNorm.forward', x, this.dim);
-    return new Tensor('f32', x.shape, normRows(x.data as Float32Array, this.dim, { kind: 'rms', weight: this.#weight.data, eps: this.eps }));
+    return new Tensor('f32', x.shape, normRows(x.data as Float32Array, this.dim, { kind: 'rms', weight: this.#weight.data, eps: this.eps }, out));
   }
 
-  /** x = x + residual in place (the block's residual sum, kept in x), then forward(x). */
-  forwardAdd(x: Tensor<'f32'>, residual: Tensor<'f32'>): Tensor<'f32'> {
+  /** x = x + residual in place (the block's residual sum, kept in x), then forward(x, out). */
+  forwardAdd(x: Tensor<'f32'>, residual: Tensor<'f32'>, out?: Float32Array): Tensor<'f32'> {
     checkInput('RMSNorm.forwardAdd', x, this.dim);
     const r = checkResidual('RMSNorm.forwardAdd', x, residual);
-    return new Tensor('f32', x.shape, normRows(x.data, this.dim, { kind: 'rms', weight: this.#weight.data, eps: this.eps, residual: r }));
+    return new Tensor('f32', x.shape, normRows(x.data, this.dim, { kind: 'rms', weight: this.#weight.data, eps: this.eps, residual: r }, out));
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {

@@ -18,11 +18,16 @@ import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
 import type { Module } from './module.js';
 
-/** Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a replacement. */
+/**
+ * Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a
+ * replacement. `out` is a buffer the model offers for the result (rows * N
+ * floats, reused by later forwards): a layer may write its result there or
+ * ignore it and return its own array; callers use the returned tensor.
+ */
 export interface LinearLike extends Module {
-  forward(x: Tensor): Tensor<'f32'>;
+  forward(x: Tensor, out?: Float32Array): Tensor<'f32'>;
   /** forward() off the main thread, same result; used by forwardAsync when present. */
-  forwardAsync?(x: Tensor): Promise<Tensor<'f32'>>;
+  forwardAsync?(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>>;
 }
 
 /** Keys/values of the positions seen so far; one per generation stream. */
@@ -37,16 +42,16 @@ export interface KVCache {
 
 /** A heavy native operation a forward generator asks its driver to run. */
 export type ForwardOp =
-  | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'> }
+  | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'>; readonly out?: Float32Array }
   | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> }
-  | { readonly kind: 'attention'; readonly a: AttentionInputs };
+  | { readonly kind: 'attention'; readonly a: AttentionInputs; readonly out?: Float32Array };
 
 /** A forward written as a coroutine: yields ops, receives their results, returns R. */
 export type ForwardSteps<R> = Generator<ForwardOp, R, Tensor<'f32'>>;
 
-/** layer.forward(x) as a step: `const y = yield* linearStep(layer, x)`. */
-export function* linearStep(layer: LinearLike, x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-  return yield { kind: 'linear', layer, x };
+/** layer.forward(x, out) as a step: `const y = yield* linearStep(layer, x)`. */
+export function* linearStep(layer: LinearLike, x: Tensor<'f32'>, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  return yield out === undefined ? { kind: 'linear', layer, x } : { kind: 'linear', layer, x, out };
 }
 
 /** matmul(x, w) = x · w^T as a step. */
@@ -55,8 +60,8 @@ export function* matmulStep(x: Tensor<'f32'>, w: Tensor<'f32'>): ForwardSteps<Te
 }
 
 /** causalAttentionOp(a) as a step; its result as f32 [T, nHeads * headDim]. */
-export function* attentionStep(a: AttentionInputs): ForwardSteps<Tensor<'f32'>> {
-  return yield { kind: 'attention', a };
+export function* attentionStep(a: AttentionInputs, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  return yield out === undefined ? { kind: 'attention', a } : { kind: 'attention', a, out };
 }
 
 const attentionTensor = (a: AttentionInputs, out: Float32Array) => new Tensor('f32', [a.T, a.nHeads * a.headDim], out);
@@ -71,9 +76,9 @@ export function runSync<R>(steps: ForwardSteps<R>): R {
     const op = r.value;
     let y: Tensor<'f32'>;
     try {
-      if (op.kind === 'linear') y = op.layer.forward(op.x);
+      if (op.kind === 'linear') y = op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
       else if (op.kind === 'matmul') y = matmul(op.x, op.w);
-      else y = attentionTensor(op.a, causalAttentionOp(op.a));
+      else y = attentionTensor(op.a, causalAttentionOp(op.a, op.out));
     } catch (e) {
       r = steps.throw(e);
       continue;
@@ -97,8 +102,9 @@ export async function runAsync<R>(steps: ForwardSteps<R>): Promise<R> {
     let y: Tensor<'f32'>;
     try {
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
-      else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a));
-      else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
+      else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a, op.out));
+      else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
+      else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);
     } catch (e) {
       r = steps.throw(e);
       continue;

@@ -48,7 +48,7 @@ export function keyFloats(positions: number, kvDim: number): number {
   return Math.ceil(positions / KEY_BLOCK) * KEY_BLOCK * kvDim;
 }
 
-function prepare(fn: string, a: AttentionInputs): { args: RawArgs; out: Float32Array } {
+function prepare(fn: string, a: AttentionInputs, outArg?: Float32Array): { args: RawArgs; out: Float32Array } {
   if (a === null || typeof a !== 'object') throw typeError(fn, 'inputs', `must be an object, got ${describe(a)}`);
   for (const k of ['q', 'keys', 'values'] as const) {
     if (!(a[k] instanceof Float32Array)) throw typeError(fn, k, `must be a Float32Array, got ${describe(a[k])}`);
@@ -68,20 +68,25 @@ function prepare(fn: string, a: AttentionInputs): { args: RawArgs; out: Float32A
   if (a.keys.length < kLen) throw rangeError(fn, 'keys', `has ${a.keys.length} floats, needs whole blocks of ${KEY_BLOCK} positions covering pos0 + T: ${kLen}`);
   const vLen = (a.pos0 + a.T) * kvDim;
   if (a.values.length < vLen) throw rangeError(fn, 'values', `has ${a.values.length} floats, needs (pos0 + T) * nKvHeads * headDim = ${vLen}`);
-  const out = new Float32Array(qLen);
+  if (outArg !== undefined) {
+    if (!(outArg instanceof Float32Array)) throw typeError(fn, 'out', `must be a Float32Array, got ${describe(outArg)}`);
+    if (outArg.length !== qLen) throw rangeError(fn, 'out', `has ${outArg.length} floats, expected T * nHeads * headDim = ${qLen}`);
+    if (outArg.buffer === a.q.buffer) throw rangeError(fn, 'out', "must not share memory with 'q'");
+  }
+  const out = outArg ?? new Float32Array(qLen);
   return { args: [a.q, a.T, a.pos0, a.keys, a.values, a.nHeads, a.nKvHeads, a.headDim, a.scale, out], out };
 }
 
-/** Causal attention (see the header). */
-export function causalAttentionOp(a: AttentionInputs): Float32Array {
-  const { args, out } = prepare('causalAttentionOp', a);
+/** Causal attention (see the header), into `out` (T * nHeads * headDim floats) when given. */
+export function causalAttentionOp(a: AttentionInputs, outArg?: Float32Array): Float32Array {
+  const { args, out } = prepare('causalAttentionOp', a, outArg);
   if (out.length > 0) addon.attention(...args);
   return out;
 }
 
 /** causalAttentionOp on a worker thread: the same numbers, the event loop stays free. */
-export async function causalAttentionOpAsync(a: AttentionInputs): Promise<Float32Array> {
-  const { args, out } = prepare('causalAttentionOpAsync', a);
+export async function causalAttentionOpAsync(a: AttentionInputs, outArg?: Float32Array): Promise<Float32Array> {
+  const { args, out } = prepare('causalAttentionOpAsync', a, outArg);
   if (out.length > 0) await addon.attentionAsync(...args);
   return out;
 }

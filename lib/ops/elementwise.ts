@@ -44,9 +44,10 @@ export interface NormOptions {
  * the thread pool: sums and products in float64 with one fixed summation
  * order (native/ops/elementwise_ops.h), so results do not depend on the
  * thread count. With `residual`, x += residual first (x is the block's
- * residual stream, kept for the next add).
+ * residual stream, kept for the next add). Into `out` (x's length; may be
+ * x itself) when given.
  */
-export function normRows(x: Float32Array, D: number, o: NormOptions): Float32Array {
+export function normRows(x: Float32Array, D: number, o: NormOptions, outArg?: Float32Array): Float32Array {
   const fn = 'normRows';
   f32Arg(fn, 'x', x);
   if (!Number.isSafeInteger(D) || D < 1) throw rangeError(fn, 'D', `must be a positive integer, got ${describe(D)}`);
@@ -61,7 +62,11 @@ export function normRows(x: Float32Array, D: number, o: NormOptions): Float32Arr
   const r = o.residual === undefined || o.residual === null ? null : f32Arg(fn, 'residual', o.residual);
   if (r && r.length !== x.length) throw rangeError(fn, 'residual', `has ${r.length} values, x has ${x.length}`);
   if (typeof o.eps !== 'number' || !Number.isFinite(o.eps)) throw rangeError(fn, 'eps', `must be a finite number, got ${describe(o.eps)}`);
-  const out = new Float32Array(x.length);
+  if (outArg !== undefined) {
+    f32Arg(fn, 'out', outArg);
+    if (outArg.length !== x.length) throw rangeError(fn, 'out', `has ${outArg.length} values, x has ${x.length}`);
+  }
+  const out = outArg ?? new Float32Array(x.length);
   if (x.length > 0) addon.norm(o.kind === 'rms' ? 0 : 1, x, r, w, b, out, D, o.eps);
   return out;
 }

@@ -60,37 +60,44 @@ export function checkBias(fn: string, bias: Tensor | null | undefined, N: number
 }
 
 /**
- * Check an activation x f32 [..., K] against a weight [N, K] and allocate
- * the output [..., N]; rows = the product of x's leading dimensions.
+ * Check an activation x f32 [..., K] against a weight [N, K] and give the
+ * output [..., N]: over `out` when given (rows * N floats, every one written
+ * by the product: a caller's reusable buffer), else a new array; rows = the
+ * product of x's leading dimensions.
  */
-export function linearOutput(fn: string, x: Tensor, N: number, K: number): { rows: number; y: Tensor<'f32'> } {
+export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: Float32Array): { rows: number; y: Tensor<'f32'> } {
   if (!(x instanceof Tensor)) throw typeError(fn, 'x', `must be a Tensor, got ${describe(x)}`);
   if (x.dtype !== 'f32') throw typeError(fn, 'x', `must have dtype f32, got ${x.dtype}`);
   if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
   const xK = x.shape[x.shape.length - 1]!;
   if (xK !== K) throw rangeError(fn, 'x', `has last dimension ${xK}, but the weight has K = ${K}`);
   const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
-  return { rows, y: new Tensor('f32', [...x.shape.slice(0, -1), N], new Float32Array(rows * N)) };
+  if (out !== undefined) {
+    if (!(out instanceof Float32Array)) throw typeError(fn, 'out', `must be a Float32Array, got ${describe(out)}`);
+    if (out.length !== rows * N) throw rangeError(fn, 'out', `has ${out.length} values, the output has ${rows} x ${N}`);
+    if (out.buffer === x.data.buffer) throw rangeError(fn, 'out', "must not share memory with 'x'");
+  }
+  return { rows, y: new Tensor('f32', [...x.shape.slice(0, -1), N], out ?? new Float32Array(rows * N)) };
 }
 
 type GemmArgs = Parameters<typeof addon.gemm>;
 
-function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): { args: GemmArgs | null; y: Tensor<'f32'> } {
-  const { rows, y } = linearOutput(fn, x, w.N, w.K);
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): { args: GemmArgs | null; y: Tensor<'f32'> } {
+  const { rows, y } = linearOutput(fn, x, w.N, w.K, out);
   if (y.size === 0) return { args: null, y };
   return { args: [x.data as Float32Array, rows, w.K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y.data], y };
 }
 
-/** Run a prepared weight on x [..., K]. */
-export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Tensor<'f32'> {
-  const c = prepareCall(fn, x, w, bias);
+/** Run a prepared weight on x [..., K] (into `out` when given, see linearOutput). */
+export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Tensor<'f32'> {
+  const c = prepareCall(fn, x, w, bias, out);
   if (c.args) addon.gemm(...c.args);
   return c.y;
 }
 
 /** matmulPrepared on a worker thread. */
-export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Promise<Tensor<'f32'>> {
-  const c = prepareCall(fn, x, w, bias);
+export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Promise<Tensor<'f32'>> {
+  const c = prepareCall(fn, x, w, bias, out);
   if (c.args) await addon.gemmAsync(...c.args);
   return c.y;
 }

@@ -23,8 +23,8 @@ export function prepareW4A8(fn: string, arg: string, w: QuantizedTensor): Prepar
 
 type Call = { args: Parameters<typeof addon.gemmW4A8> | null; y: Tensor<'f32'> };
 
-function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Call {
-  const { rows, y } = linearOutput(fn, x, w.N, w.K);
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Call {
+  const { rows, y } = linearOutput(fn, x, w.N, w.K, out);
   if (y.size === 0) return { args: null, y };
   return {
     args: [x.data as Float32Array, rows, w.K, w.data as Uint8Array, w.N, w.groupSize, w.scales!, w.zeroPoints as Uint8Array | null, bias, y.data],
@@ -39,15 +39,15 @@ function check(fn: string, x: Tensor, bad: number): void {
 }
 
 /** y = x · w^T + bias with x quantized to int8 per block of 32 (W4A8). */
-export function matmulW4A8(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Tensor<'f32'> {
-  const c = prepareCall(fn, x, w, bias);
+export function matmulW4A8(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Tensor<'f32'> {
+  const c = prepareCall(fn, x, w, bias, out);
   if (c.args) check(fn, x, addon.gemmW4A8(...c.args));
   return c.y;
 }
 
 /** matmulW4A8 on a worker thread. */
-export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null): Promise<Tensor<'f32'>> {
-  const c = prepareCall(fn, x, w, bias);
+export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Promise<Tensor<'f32'>> {
+  const c = prepareCall(fn, x, w, bias, out);
   if (c.args) check(fn, x, await addon.gemmW4A8Async(...c.args));
   return c.y;
 }

@@ -1,0 +1,77 @@
+/**
+ * A decoder cache keeps the activations between a block's GEMMs in reusable
+ * buffers (lib/nn/scratch.ts). These tests check that reuse never leaks a
+ * value from one forward into another: a cache that served a longer prompt,
+ * then decode steps, then was reset, gives the bits of a fresh cache, for
+ * every weight format, sync and async; and the `out` arguments are checked.
+ */
+import { describe, expect, it } from 'vitest';
+import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-model.js';
+import { Linear } from '../lib/nn/linear.js';
+import { normRows } from '../lib/ops/elementwise.js';
+import { causalAttentionOp } from '../lib/ops/attention.js';
+import { Tensor } from '../lib/tensor.js';
+import { llamaModel } from './tiny-models.js';
+
+const FORMATS: Record<string, QuantizeModelOptions | null> = {
+  fp32: null,
+  int8: { weights: 'int8' },
+  'int4 g32': { weights: 'int4', groupSize: 32 },
+  W8A8: { weights: 'int8', activations: 'int8' },
+  'W4A8 g32': { weights: 'int4', groupSize: 32, activations: 'int8' },
+  'LLM.int8': { weights: 'int8', activations: 'llm.int8', threshold: 0.5 },
+};
+
+const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+describe('scratch reuse across forwards on one cache', () => {
+  for (const [name, q] of Object.entries(FORMATS)) {
+    it(`${name}: a reused cache gives a fresh cache's logits (prompt, decode, reset, shorter prompt), sync and async`, async () => {
+      const model = llamaModel({ D: 64, F: 160, L: 2, nH: 4, nKv: 2, V: 96, P: 128, seed: 7 });
+      if (q) quantizeModel(model, q);
+      const long = Array.from({ length: 70 }, (_, i) => (i * 37 + 5) % 96);
+      const short = Array.from({ length: 9 }, (_, i) => (i * 11 + 3) % 96);
+      const fresh = (toks: number[]) => model.forward(toks, model.createCache(100)).data;
+      const wantShort = fresh(short);
+      const reused = model.createCache(100);
+      model.forward(long, reused);
+      for (let s = 0; s < 3; s++) model.forward([s + 1], reused);
+      reused.reset();
+      expect(same(model.forward(short, reused).data, wantShort)).toBe(true);
+      // decode on the reused cache == decode on a fresh one
+      const f = model.createCache(100);
+      model.forward(short, f);
+      for (const t of [4, 50, 17]) expect(same(model.forward([t], reused).data, model.forward([t], f).data)).toBe(true);
+      reused.reset();
+      expect(same((await model.forwardAsync(short, reused)).data, wantShort)).toBe(true);
+    });
+  }
+});
+
+describe('out arguments', () => {
+  it('Linear.forward writes into out, and checks it', () => {
+    const w = new Tensor('f32', [3, 2], Float32Array.of(1, 2, 3, 4, 5, 6));
+    const lin = new Linear(w);
+    const x = new Tensor('f32', [2, 2], Float32Array.of(1, 0, 0, 1));
+    const out = new Float32Array(6).fill(NaN);
+    const y = lin.forward(x, out);
+    expect(y.data).toBe(out);
+    expect(Array.from(out)).toEqual([1, 3, 5, 2, 4, 6]);
+    expect(() => lin.forward(x, new Float32Array(5))).toThrow(/'out' has 5 values, the output has 2 x 3/);
+    expect(() => lin.forward(x, [1] as unknown as Float32Array)).toThrow(TypeError);
+    const buf = new Float32Array(10);
+    expect(() => lin.forward(new Tensor('f32', [2, 2], buf.subarray(0, 4)), buf.subarray(4, 10))).toThrow(/must not share memory with 'x'/);
+  });
+
+  it('normRows and the attention op check theirs', () => {
+    const w = Float32Array.of(1, 1);
+    expect(() => normRows(new Float32Array(4), 2, { kind: 'rms', weight: w, eps: 1e-5 }, new Float32Array(3))).toThrow(/'out' has 3 values/);
+    const q = new Float32Array(4);
+    const a = { q, T: 1, pos0: 0, keys: new Float32Array(64 * 4), values: new Float32Array(4), nHeads: 1, nKvHeads: 1, headDim: 4, scale: 1 };
+    expect(() => causalAttentionOp(a, new Float32Array(3))).toThrow(/'out' has 3 floats/);
+    expect(() => causalAttentionOp(a, q)).toThrow(/must not share memory with 'q'/);
+    const o = new Float32Array(4).fill(NaN);
+    expect(causalAttentionOp(a, o)).toBe(o);
+    expect(Array.from(o)).toEqual([0, 0, 0, 0]);
+  });
+});
