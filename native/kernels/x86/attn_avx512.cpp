@@ -10,7 +10,14 @@
 //   p · V    per 64-wide chunk of the head dimension, 4 accumulators, one
 //            fma per key in key order (the reference's order per element).
 // Work order: blocks outer, rows inner, so one block of K/V (16 KB at
-// hd = 64) is read from L1 by every row of the call.
+// hd = 64) is read from L1 by every row of the call; rows go two at a
+// time, sharing each load of K (scores) and of V (p · V), and the 16-key
+// vectors past a block's last visible key are skipped (their lanes are
+// -inf / p = 0 in the reference: the same result, less work on the
+// diagonal blocks of a prompt). Measured against one row at a time with
+// every vector computed (T = 128 from position 0, 12 / 4 heads of 64, one
+// thread, AMD EPYC): 0.99 -> 0.79-0.89 ms; a decode step at position 127
+// 14.1 -> 11.6-12.7 us.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #pragma GCC diagnostic push
@@ -62,37 +69,116 @@ inline float hmax(__m512 v) {
     return _mm_cvtss_f32(_mm_max_ss(c, _mm_movehdup_ps(c)));
 }
 
-// o[0 .. hd) = o * c (when rescale), then o[i] = fma(p[jj], V[jj][i], o[i]) for jj < nb.
-inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_t nb, const float* v, size_t ldv) {
-    const __m512 cv = _mm512_set1_ps(c);
+// Scores of R = 1 or 2 rows against the NV 16-key vectors of a block that
+// hold visible keys (the rest stay unwritten: the caller treats them as
+// -inf). Each lane is the reference's fma chain over the head dimension;
+// two rows share every load of K.
+template <int R, int NV>
+inline void scores(const float* const* q, const float* kt, size_t hd, __m512 (*s)[4]) {
+    for (int r = 0; r < R; ++r)
+        for (int u = 0; u < NV; ++u) s[r][u] = _mm512_setzero_ps();
+    for (size_t i = 0; i < hd; ++i) {
+        const float* kr = kt + i * kAttnBlock;
+        __m512 k[NV];
+        for (int u = 0; u < NV; ++u) k[u] = _mm512_loadu_ps(kr + 16 * u);
+        for (int r = 0; r < R; ++r) {
+            const __m512 qi = _mm512_set1_ps(q[r][i]);
+            for (int u = 0; u < NV; ++u) s[r][u] = _mm512_fmadd_ps(qi, k[u], s[r][u]);
+        }
+    }
+}
+
+template <int R>
+inline void scores_n(int nv, const float* const* q, const float* kt, size_t hd, __m512 (*s)[4]) {
+    switch (nv) {
+        case 1: scores<R, 1>(q, kt, hd, s); break;
+        case 2: scores<R, 2>(q, kt, hd, s); break;
+        case 3: scores<R, 3>(q, kt, hd, s); break;
+        default: scores<R, 4>(q, kt, hd, s); break;
+    }
+}
+
+// One row's online-softmax step on its block scores s (nb visible keys of
+// the first nv vectors): the reference's max, rescale factor and p values;
+// p[0 .. 64) gets p (0 for hidden keys), l and m are updated. Returns the
+// rescale factor c of o (1 on the first block, which has no rescale).
+inline float softmax_step(__m512* s, int nv, size_t nb, float scale, bool first, float& m, float& l, float* p) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale);
+    __m512 mv = ninf;
+    __mmask16 k[4];
+    for (int u = 0; u < 4; ++u) {
+        k[u] = nb > size_t(16 * u) ? mask16(nb - 16 * u) : __mmask16(0);
+        if (u < nv) {
+            s[u] = _mm512_mask_blend_ps(k[u], ninf, _mm512_mul_ps(s[u], sc));
+            mv = _mm512_max_ps(s[u], mv);  // (NaN-free: a NaN score never wins)
+        }
+    }
+    const float mb = hmax(mv);
+    const float mn = first ? mb : (mb > m ? mb : m);
+    float c = 1.0f;
+    if (!first) {
+        c = _mm512_cvtss_f32(exp16(_mm512_set1_ps(m - mn)));
+        l *= c;
+    }
+    const __m512 mnv = _mm512_set1_ps(mn);
+    for (int u = 0; u < 4; ++u)
+        _mm512_storeu_ps(p + 16 * u, u < nv ? _mm512_maskz_mov_ps(k[u], exp16(_mm512_sub_ps(s[u], mnv))) : _mm512_setzero_ps());
+    float lr = l;
+    for (size_t jj = 0; jj < nb; ++jj) lr += p[jj];
+    l = lr;
+    m = mn;
+    return c;
+}
+
+// For R = 1 or 2 rows: o_r[0 .. hd) = o_r * c_r (when rescale), then
+// o_r[i] = fma(p_r[jj], V[jj][i], o_r[i]) for jj < nb_r, in key order (the
+// reference's order per element); two rows share each load of V.
+template <int R>
+inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const float* const* p, const size_t* nb,
+               const float* v, size_t ldv) {
+    const size_t nlo = R == 2 && nb[1] < nb[0] ? nb[1] : nb[0], nhi = R == 2 && nb[1] > nb[0] ? nb[1] : nb[0];
     for (size_t i0 = 0; i0 < hd; i0 += 64) {
         const size_t w = hd - i0 < 64 ? hd - i0 : 64;
         __mmask16 mk[4];
-        __m512 acc[4];
+        __m512 acc[R][4];
         for (int u = 0; u < 4; ++u) {
             const size_t lo = size_t(16 * u);
             mk[u] = w > lo ? mask16(w - lo) : __mmask16(0);
-            acc[u] = _mm512_maskz_loadu_ps(mk[u], o + i0 + lo);
-            if (rescale) acc[u] = _mm512_mul_ps(acc[u], cv);
+            for (int r = 0; r < R; ++r) {
+                acc[r][u] = _mm512_maskz_loadu_ps(mk[u], o[r] + i0 + lo);
+                if (rescale) acc[r][u] = _mm512_mul_ps(acc[r][u], _mm512_set1_ps(c[r]));
+            }
         }
-        if (w == 64) {
-            for (size_t jj = 0; jj < nb; ++jj) {
-                const __m512 pj = _mm512_set1_ps(p[jj]);
+        const int nu = int((w + 15) / 16);
+        auto step = [&](size_t jj, int r0, int r1) {
+            const float* vj = v + jj * ldv + i0;
+            __m512 vv[4];
+            for (int u = 0; u < nu; ++u) vv[u] = _mm512_maskz_loadu_ps(mk[u], vj + 16 * u);
+            for (int r = r0; r < r1; ++r) {
+                const __m512 pj = _mm512_set1_ps(p[r][jj]);
+                for (int u = 0; u < nu; ++u) acc[r][u] = _mm512_fmadd_ps(pj, vv[u], acc[r][u]);
+            }
+        };
+        if (w == 64) {  // the common case (hd a multiple of 64): whole vectors
+            for (size_t jj = 0; jj < nlo; ++jj) {
                 const float* vj = v + jj * ldv + i0;
-                acc[0] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), acc[0]);
-                acc[1] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), acc[1]);
-                acc[2] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 32), acc[2]);
-                acc[3] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 48), acc[3]);
+                const __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16), v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
+                for (int r = 0; r < R; ++r) {
+                    const __m512 pj = _mm512_set1_ps(p[r][jj]);
+                    acc[r][0] = _mm512_fmadd_ps(pj, v0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(pj, v1, acc[r][1]);
+                    acc[r][2] = _mm512_fmadd_ps(pj, v2, acc[r][2]);
+                    acc[r][3] = _mm512_fmadd_ps(pj, v3, acc[r][3]);
+                }
             }
         } else {
-            for (size_t jj = 0; jj < nb; ++jj) {
-                const __m512 pj = _mm512_set1_ps(p[jj]);
-                const float* vj = v + jj * ldv + i0;
-                for (int u = 0; u < 4; ++u)
-                    if (mk[u]) acc[u] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(mk[u], vj + 16 * u), acc[u]);
-            }
+            for (size_t jj = 0; jj < nlo; ++jj) step(jj, 0, R);
         }
-        for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(o + i0 + 16 * u, mk[u], acc[u]);
+        // the longer row's remaining keys, alone
+        const int rl = R == 2 && nb[1] > nb[0] ? 1 : 0;
+        for (size_t jj = nlo; jj < nhi; ++jj) step(jj, rl, rl + 1);
+        for (int r = 0; r < R; ++r)
+            for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(o[r] + i0 + 16 * u, mk[u], acc[r][u]);
     }
 }
 
@@ -103,7 +189,7 @@ void attn_rows(const AttnRowsArgs& a) {
     float* o = a.scratch;            // [rows][hd]
     float* m = o + rows * hd;        // [rows]
     float* l = m + rows;             // [rows]
-    float* p = l + rows;             // [kAttnBlock]
+    float* pbuf = l + rows;          // [2][kAttnBlock]
     size_t maxlim = 0;
     for (size_t r = 0; r < rows; ++r) {
         for (size_t i = 0; i < hd; ++i) o[r * hd + i] = 0.0f;
@@ -111,51 +197,41 @@ void attn_rows(const AttnRowsArgs& a) {
         l[r] = 0.0f;
         maxlim = a.lim[r] > maxlim ? a.lim[r] : maxlim;
     }
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), scale = _mm512_set1_ps(a.scale);
     for (size_t b = 0; b * kAttnBlock < maxlim; ++b) {
         const size_t j0 = b * kAttnBlock;
         const float* kt = a.kt + b * a.kt_stride;
-        for (size_t r = 0; r < rows; ++r) {
-            const size_t lim = a.lim[r];
-            if (lim <= j0) continue;
-            const size_t nb = lim - j0 < kAttnBlock ? lim - j0 : kAttnBlock;
-            const float* q = a.q[r];
-            __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-            for (size_t i = 0; i < hd; ++i) {
-                const __m512 qi = _mm512_set1_ps(q[i]);
-                const float* kr = kt + i * kAttnBlock;
-                s0 = _mm512_fmadd_ps(qi, _mm512_loadu_ps(kr), s0);
-                s1 = _mm512_fmadd_ps(qi, _mm512_loadu_ps(kr + 16), s1);
-                s2 = _mm512_fmadd_ps(qi, _mm512_loadu_ps(kr + 32), s2);
-                s3 = _mm512_fmadd_ps(qi, _mm512_loadu_ps(kr + 48), s3);
+        const float* v = a.v + j0 * a.ldv;
+        // rows with visible keys in this block, two at a time
+        size_t r = 0;
+        while (r < rows) {
+            if (a.lim[r] <= j0) {
+                ++r;
+                continue;
             }
-            const __mmask16 k0 = mask16(nb), k1 = nb > 16 ? mask16(nb - 16) : 0, k2 = nb > 32 ? mask16(nb - 32) : 0,
-                            k3 = nb > 48 ? mask16(nb - 48) : 0;
-            s0 = _mm512_mask_blend_ps(k0, ninf, _mm512_mul_ps(s0, scale));
-            s1 = _mm512_mask_blend_ps(k1, ninf, _mm512_mul_ps(s1, scale));
-            s2 = _mm512_mask_blend_ps(k2, ninf, _mm512_mul_ps(s2, scale));
-            s3 = _mm512_mask_blend_ps(k3, ninf, _mm512_mul_ps(s3, scale));
-            __m512 mv = _mm512_max_ps(s0, ninf);
-            mv = _mm512_max_ps(s1, mv);
-            mv = _mm512_max_ps(s2, mv);
-            mv = _mm512_max_ps(s3, mv);
-            const float mb = hmax(mv);
-            const float mn = b == 0 ? mb : (mb > m[r] ? mb : m[r]);
-            float c = 1.0f;
-            if (b > 0) {
-                c = _mm512_cvtss_f32(exp16(_mm512_set1_ps(m[r] - mn)));
-                l[r] *= c;
+            size_t r2 = r + 1;
+            while (r2 < rows && a.lim[r2] <= j0) ++r2;
+            const int R = r2 < rows ? 2 : 1;
+            const size_t rr[2] = {r, r2};
+            size_t nb[2] = {0, 0};
+            const float* q[2] = {a.q[r], R == 2 ? a.q[r2] : nullptr};
+            float* orow[2] = {o + r * hd, R == 2 ? o + r2 * hd : nullptr};
+            const float* p[2] = {pbuf, pbuf + kAttnBlock};
+            int nv = 0;
+            for (int i = 0; i < R; ++i) {
+                const size_t lim = a.lim[rr[i]];
+                nb[i] = lim - j0 < kAttnBlock ? lim - j0 : kAttnBlock;
+                const int n = int((nb[i] + 15) / 16);
+                nv = n > nv ? n : nv;
             }
-            const __m512 mnv = _mm512_set1_ps(mn);
-            _mm512_storeu_ps(p, _mm512_maskz_mov_ps(k0, exp16(_mm512_sub_ps(s0, mnv))));
-            _mm512_storeu_ps(p + 16, _mm512_maskz_mov_ps(k1, exp16(_mm512_sub_ps(s1, mnv))));
-            _mm512_storeu_ps(p + 32, _mm512_maskz_mov_ps(k2, exp16(_mm512_sub_ps(s2, mnv))));
-            _mm512_storeu_ps(p + 48, _mm512_maskz_mov_ps(k3, exp16(_mm512_sub_ps(s3, mnv))));
-            float lr = l[r];
-            for (size_t jj = 0; jj < nb; ++jj) lr += p[jj];
-            l[r] = lr;
-            pv(o + r * hd, hd, b > 0, c, p, nb, a.v + j0 * a.ldv, a.ldv);
-            m[r] = mn;
+            __m512 s[2][4];
+            if (R == 2) scores_n<2>(nv, q, kt, hd, s);
+            else scores_n<1>(nv, q, kt, hd, s);
+            float c[2] = {1.0f, 1.0f};
+            for (int i = 0; i < R; ++i)
+                c[i] = softmax_step(s[i], nv, nb[i], a.scale, b == 0, m[rr[i]], l[rr[i]], pbuf + i * kAttnBlock);
+            if (R == 2) pv<2>(orow, hd, b > 0, c, p, nb, v, a.ldv);
+            else pv<1>(orow, hd, b > 0, c, p, nb, v, a.ldv);
+            r = R == 2 ? r2 + 1 : r2;
         }
     }
     for (size_t r = 0; r < rows; ++r) {
