@@ -144,6 +144,8 @@ export interface Addon {
     out: Float32Array,
   ): void;
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
+  /** Store k, v [T, kvDim] at positions pos0 .. of a blocked-key cache (native/ops/attention_ops.h). */
+  attentionCacheWrite(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void;
   /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */
   siluMul(g: Float32Array, u: Float32Array): void;
   /**

@@ -60,6 +60,19 @@ describe('raw addon argument checks', () => {
     await addon.attentionAsync(q, 1, 2, kv, kv, 2, 1, 4, 0.5, out);
   });
 
+  it('attentionCacheWrite stores keys blocked and values as rows, and rejects wrong arguments', () => {
+    const keys = new Float32Array(64 * 2), values = new Float32Array(3 * 2);
+    addon.attentionCacheWrite(keys, values, Float32Array.of(1, 2, 3, 4), Float32Array.of(5, 6, 7, 8), 1, 2);
+    expect([keys[1], keys[2], keys[64 + 1], keys[64 + 2]]).toEqual([1, 3, 2, 4]); // dim 0 of positions 1, 2, then dim 1
+    expect(Array.from(values)).toEqual([0, 0, 5, 6, 7, 8]);
+    const k = new Float32Array(4);
+    expect(() => addon.attentionCacheWrite(keys, values, k, k, 2, 2)).toThrow(/'values' must hold/);
+    expect(() => addon.attentionCacheWrite(keys.subarray(0, 100), values, k, k, 0, 2)).toThrow(/'keys' must hold whole blocks/);
+    expect(() => addon.attentionCacheWrite(keys, values, new Float32Array(3), k, 0, 2)).toThrow(/'k' must hold whole rows/);
+    expect(() => addon.attentionCacheWrite(keys, values, k, new Float32Array(2), 0, 2)).toThrow(/'v'/);
+    expect(() => addon.attentionCacheWrite(keys, values, k, k, 0, 0)).toThrow(/'kvDim'/);
+  });
+
   it('rejects wrong arguments in siluMul', () => {
     expect(() => addon.siluMul(new Float32Array(3), new Float32Array(3))).not.toThrow();
     expect(() => addon.siluMul(new Float32Array(3), new Float32Array(4))).toThrow(/'u' has 4 elements, expected 3/);

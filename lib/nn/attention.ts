@@ -17,7 +17,7 @@
  */
 import { QuantkitError, rangeError, typeError } from '../errors.js';
 import { type ForwardSteps, type KVCache, type LinearLike, attentionStep, runSync } from './steps.js';
-import { KEY_BLOCK, keyFloats } from '../ops/attention.js';
+import { keyFloats, writeKeysValues } from '../ops/attention.js';
 import { Scratch } from './scratch.js';
 import { Module } from './module.js';
 
@@ -100,16 +100,8 @@ export class DecoderKVCache implements KVCache {
 
   /** Store k, v rows [T, kvDim] of `layer` at positions pos0 ..; call reserve() first. */
   write(layer: number, pos0: number, k: Float32Array, v: Float32Array): void {
-    const kv = this.kvDim;
-    this.#values[layer]!.set(v, pos0 * kv);
-    // keys scatter into their blocks: dimension c of position p at ((p / 64) kv + c) 64 + p % 64
-    const K = this.#keys[layer]!;
-    const T = k.length / kv;
-    for (let t = 0; t < T; t++) {
-      const p = pos0 + t;
-      const base = Math.floor(p / KEY_BLOCK) * kv * KEY_BLOCK + (p % KEY_BLOCK);
-      for (let c = 0, src = t * kv; c < kv; c++) K[base + c * KEY_BLOCK] = k[src + c]!;
-    }
+    // natively: keys scatter into their blocks (keyIndex), values are rows
+    writeKeysValues(this.#keys[layer]!, this.#values[layer]!, k, v, pos0, this.kvDim);
   }
 
   /** Keys of `layer` in the blocked layout (keyIndex in ops/attention.ts). */

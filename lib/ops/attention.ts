@@ -43,6 +43,14 @@ export function keyIndex(p: number, c: number, kvDim: number): number {
   return ((p >> 6) * kvDim + c) * KEY_BLOCK + (p & (KEY_BLOCK - 1));
 }
 
+/**
+ * Store keys and values k, v f32 [T, kvDim] at positions pos0 .. of a cache
+ * buffer pair: keys into the blocked layout (keyIndex), values as rows.
+ */
+export function writeKeysValues(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void {
+  addon.attentionCacheWrite(keys, values, k, v, pos0, kvDim);
+}
+
 /** Floats of a blocked key buffer holding `positions` positions. */
 export function keyFloats(positions: number, kvDim: number): number {
   return Math.ceil(positions / KEY_BLOCK) * KEY_BLOCK * kvDim;

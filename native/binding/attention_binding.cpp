@@ -76,9 +76,36 @@ Napi::Value AttentionAsync(const Napi::CallbackInfo& info) {
     });
 }
 
+// attentionCacheWrite(keys, values, k, v, pos0, kvDim): store k, v
+// [T, kvDim] (T = k.length / kvDim) at positions pos0 .. of a cache whose
+// keys are blocked (attention_ops.h) and values are rows.
+Napi::Value AttentionCacheWrite(const Napi::CallbackInfo& info) {
+    const char* fn = "attentionCacheWrite";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        Napi::Env env = info.Env();
+        const size_t pos0 = size_arg(info, 4, fn, "pos0");
+        const size_t kv_dim = size_arg(info, 5, fn, "kvDim");
+        if (kv_dim == 0) throw_range(env, fn, "kvDim", "must be positive");
+        View k = typed_arg(info, 2, fn, "k", napi_float32_array, SIZE_MAX);
+        if (k.length % kv_dim != 0) throw_range(env, fn, "k", "must hold whole rows of kvDim values");
+        const size_t T = k.length / kv_dim;
+        View v = typed_arg(info, 3, fn, "v", napi_float32_array, k.length);
+        View keys = typed_arg(info, 0, fn, "keys", napi_float32_array, SIZE_MAX);
+        View values = typed_arg(info, 1, fn, "values", napi_float32_array, SIZE_MAX);
+        const size_t end = pos0 + T;
+        const size_t k_len = mul_checked(env, fn, (end + qk::kAttnBlock - 1) / qk::kAttnBlock * qk::kAttnBlock, kv_dim);
+        if (keys.length < k_len) throw_range(env, fn, "keys", "must hold whole blocks of 64 positions up to pos0 + T: " + std::to_string(k_len) + " floats");
+        if (values.length < mul_checked(env, fn, end, kv_dim)) throw_range(env, fn, "values", "must hold (pos0 + T) * kvDim floats");
+        qk::attn_cache_write(static_cast<float*>(keys.data), static_cast<float*>(values.data), static_cast<const float*>(k.data),
+                             static_cast<const float*>(v.data), pos0, T, kv_dim);
+        return env.Undefined();
+    });
+}
+
 }  // namespace
 
 void register_attention(Napi::Env env, Napi::Object exports) {
+    exports.Set("attentionCacheWrite", Napi::Function::New(env, AttentionCacheWrite, "attentionCacheWrite"));
     exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
     exports.Set("attentionAsync", Napi::Function::New(env, AttentionAsync, "attentionAsync"));
 }

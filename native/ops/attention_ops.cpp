@@ -7,6 +7,7 @@
 // latest positions (the most keys) are queued first for balance.
 #include "attention_ops.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "../dispatch.h"
@@ -68,5 +69,15 @@ void attention(const Kernels& k, const AttnArgs& a) {
 }
 
 void attention(const AttnArgs& a) { attention(kernels(), a); }
+
+void attn_cache_write(float* keys, float* values, const float* k, const float* v, size_t pos0, size_t T, size_t kv_dim) {
+    std::copy(v, v + T * kv_dim, values + pos0 * kv_dim);
+    for (size_t t = 0; t < T; ++t) {
+        const size_t p = pos0 + t;
+        float* base = keys + (p / kAttnBlock) * kv_dim * kAttnBlock + p % kAttnBlock;
+        const float* src = k + t * kv_dim;
+        for (size_t c = 0; c < kv_dim; ++c) base[c * kAttnBlock] = src[c];
+    }
+}
 
 }  // namespace qk

@@ -35,6 +35,11 @@ struct AttnArgs {
 // Floats a blocked key cache needs for n positions of kv_dim.
 inline size_t attn_key_floats(size_t n, size_t kv_dim) { return (n + kAttnBlock - 1) / kAttnBlock * kAttnBlock * kv_dim; }
 
+// Store T positions of keys and values k, v [T, kv_dim] at positions pos0 ..
+// into a cache: keys scattered into the blocked layout above, values as
+// rows (values + pos0 * kv_dim). Exact copies.
+void attn_cache_write(float* keys, float* values, const float* k, const float* v, size_t pos0, size_t T, size_t kv_dim);
+
 void attention(const AttnArgs& a);
 void attention(const Kernels& k, const AttnArgs& a);
 
