@@ -135,9 +135,13 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
     // 64-byte aligned scratch rows plus one line (see the top of the file).
     const size_t ldp = round_up(kc, 16) + 16;
 
-    const size_t tasks = (a.N + nb - 1) / nb;
+    const size_t n_tasks = (a.N + nb - 1) / nb;
+    // few blocks of W (N = 256..768 at 256 per task): split M too, see ops::m_split_rows
+    const size_t m_rows = ops::m_split_rows(a.M, n_tasks, threads());
+    const size_t m_tasks = (a.M + m_rows - 1) / m_rows;
     const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
-    parallel_for(tasks, flops, [&](size_t t, size_t) {
+    parallel_for(n_tasks * m_tasks, flops, [&](size_t task, size_t) {
+        const size_t t = task % n_tasks, m_lo = task / n_tasks * m_rows, m_hi = min_sz(a.M, m_lo + m_rows);
         const size_t n0 = t * nb;
         const size_t nr = min_sz(a.N, n0 + nb) - n0;
         float* scratch = in_place ? nullptr : panel_scratch(nb * ldp);
@@ -160,15 +164,15 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
             } else {
                 kern.dequant_panel(w, n0, nr, k0, kl, scratch, ldp);
             }
-            for (size_t m0 = 0; m0 < a.M; m0 += mb) {
-                const size_t mc = min_sz(mb, a.M - m0);
+            for (size_t m0 = m_lo; m0 < m_hi; m0 += mb) {
+                const size_t mc = min_sz(mb, m_hi - m0);
                 kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, p, lp, nr, kl, a.y + m0 * a.ldy + n0, a.ldy,
                                     k0 != 0);
             }
             k0 += kl;
         }
         if (a.bias) {
-            for (size_t m = 0; m < a.M; ++m) {
+            for (size_t m = m_lo; m < m_hi; ++m) {
                 float* y = a.y + m * a.ldy + n0;
                 for (size_t j = 0; j < nr; ++j) y[j] += a.bias[n0 + j];
             }

@@ -72,8 +72,22 @@ void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const uin
     args.c = nullptr;
     args.ldc = 0;
     const size_t nb = rows_per_task(M);
-    const size_t tasks = (w.N + nb - 1) / nb;
-    parallel_for(tasks, [&](size_t t, size_t) { k.gemm_w8a8(args, t * nb, min_sz(w.N, (t + 1) * nb)); });
+    const size_t n_tasks = (w.N + nb - 1) / nb;
+    // few blocks of W: split M too (in multiples of 16 rows, the packed
+    // activation blocks), see ops::m_split_rows; int32 sums stay exact
+    const size_t m_rows = ops::m_split_rows(M, n_tasks, threads());
+    const size_t m_tasks = (M + m_rows - 1) / m_rows;
+    const size_t block = 64 * ((w.K + 3) / 4);  // bytes per 16 packed rows
+    parallel_for(n_tasks * m_tasks, [&](size_t task, size_t) {
+        const size_t t = task % n_tasks, m0 = task / n_tasks * m_rows;
+        W8A8Args sub = args;
+        sub.M = min_sz(M, m0 + m_rows) - m0;
+        sub.a = a + m0 * args.lda;
+        sub.ap = ap && sub.M >= k.w8a8_packed_min_m ? ap + m0 / 16 * block : nullptr;
+        sub.sa = sx + m0;
+        sub.y = y + m0 * args.ldy;
+        k.gemm_w8a8(sub, t * nb, min_sz(w.N, (t + 1) * nb));
+    });
 }
 
 // Per-call scratch of the calling thread (activations and their scales).
