@@ -154,6 +154,8 @@ export interface Addon {
    * each optional); sums in double (native/ops/elementwise_ops.h).
    */
   norm(kind: 0 | 1, x: Float32Array, residual: Float32Array | null, w: Float32Array | null, b: Float32Array | null, out: Float32Array, D: number, eps: number): void;
+  /** GELU (tanh form) in place, f32 (native/kernels/kernels.h, gelu_tanh). */
+  geluTanh(x: Float32Array): void;
   /** x += y elementwise (f32). */
   addInPlace(x: Float32Array, y: Float32Array): void;
   /** Rotary embeddings in place on x [T, nHeads * stride] (native/ops/elementwise_ops.h). */

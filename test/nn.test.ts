@@ -5,8 +5,10 @@
  * (Attention runs the native op over the cache's blocked key layout.)
  */
 import { describe, expect, it } from 'vitest';
-import { addInPlace, activationByName, erf, gateInPlace, geluExact, geluTanh, mulInPlace, relu, silu } from '../lib/nn/activations.js';
-import { addInPlace as addF32, normRows, siluMulInPlace } from '../lib/ops/elementwise.js';
+import { addInPlace, activationByName, erf, gateInPlace, geluExact, geluTanh, geluTanhNative, mulInPlace, relu, silu } from '../lib/nn/activations.js';
+import { addInPlace as addF32, geluTanhInPlace, normRows, siluMulInPlace } from '../lib/ops/elementwise.js';
+
+const SQRT_2_PI = Math.sqrt(2 / Math.PI);
 import { addon } from '../lib/binding.js';
 import { DecoderKVCache, ModuleList, beginForward, causalAttention, causalAttentionSteps } from '../lib/nn/attention.js';
 import { runAsync } from '../lib/nn/steps.js';
@@ -154,8 +156,25 @@ describe('activations', () => {
     expect(() => addF32(new Float32Array(3), new Float32Array(2))).toThrow(/'y' has 2 values/);
   });
 
+  it('native GELU (tanh form) is within 4e-7 + |arg| 2^-22 of its float64 definition, for any length; the models use it', () => {
+    for (const n of [1, 7, 40_001]) {
+      const x = randomF32(n, n + 5).map((v) => v * 8);
+      const got = geluTanhInPlace(x.slice());
+      for (let i = 0; i < n; i++) {
+        const v = x[i]!, arg = 2 * SQRT_2_PI * (v + 0.044715 * v * v * v);
+        const want = v / (1 + Math.exp(-arg)); // = 0.5 v (1 + tanh(arg / 2)), without its cancellation
+        expect(Math.abs(got[i]! - want)).toBeLessThanOrEqual((4e-7 + Math.abs(arg) * 2 ** -22) * Math.abs(want) + 1e-37);
+      }
+      // the same bits whatever the length (a token's activations do not depend on its batch)
+      expect(Array.from(geluTanhInPlace(x.slice(0, 1)))).toEqual([got[0]]);
+    }
+    expect(maxAbs(geluTanhInPlace(Float32Array.of(-3, -1, 0, 0.5, 2)), geluTanh(Float32Array.of(-3, -1, 0, 0.5, 2)))).toBeLessThan(1e-6);
+    expect(activationByName('gelu_new')).toBe(geluTanhNative);
+    expect(() => geluTanhInPlace([1] as unknown as Float32Array)).toThrow(TypeError);
+  });
+
   it('names map to functions; unknown names are ERR_UNSUPPORTED', () => {
-    expect(activationByName('gelu_new')).toBe(geluTanh);
+    expect(activationByName('gelu_new')).toBe(geluTanhNative);
     expect(activationByName('gelu')).toBe(geluExact);
     expect(activationByName('silu')).toBe(silu);
     expect(() => activationByName('mish', 'cfg')).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED' }));

@@ -5,7 +5,7 @@
  * GPT-2 was trained with ("gelu_new").
  */
 import { QuantkitError } from '../errors.js';
-import { addInPlace as addF32, siluMulInPlace } from '../ops/elementwise.js';
+import { addInPlace as addF32, geluTanhInPlace, siluMulInPlace } from '../ops/elementwise.js';
 
 export type ActivationFn = (x: Float32Array) => Float32Array;
 
@@ -51,7 +51,7 @@ export function geluExact(x: Float32Array): Float32Array {
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-/** GELU, tanh approximation ("gelu_new", "gelu_pytorch_tanh"). */
+/** GELU, tanh approximation ("gelu_new", "gelu_pytorch_tanh"): the float64 definition (the models run geluTanhNative). */
 export function geluTanh(x: Float32Array): Float32Array {
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
@@ -60,15 +60,23 @@ export function geluTanh(x: Float32Array): Float32Array {
   return x;
 }
 
+/**
+ * GELU, tanh form, natively (geluTanhInPlace: f32 with the kernels'
+ * exponential, within ~3e-7 of geluTanh; the same bits for any length).
+ */
+export function geluTanhNative(x: Float32Array): Float32Array {
+  return geluTanhInPlace(x);
+}
+
 /** HF activation names (config hidden_act / activation_function) -> function. */
 const BY_NAME: Readonly<Record<string, ActivationFn>> = {
   silu,
   swish: silu,
   relu,
   gelu: geluExact,
-  gelu_new: geluTanh,
-  gelu_pytorch_tanh: geluTanh,
-  gelu_fast: geluTanh, // the same curve as gelu_new up to rounding
+  gelu_new: geluTanhNative,
+  gelu_pytorch_tanh: geluTanhNative,
+  gelu_fast: geluTanhNative, // the same curve as gelu_new up to rounding
 };
 
 export function activationNames(): string[] {

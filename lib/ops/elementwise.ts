@@ -71,6 +71,18 @@ export function normRows(x: Float32Array, D: number, o: NormOptions, outArg?: Fl
   return out;
 }
 
+/**
+ * GELU, tanh form ("gelu_new"), in place, in f32 on the thread pool:
+ * x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))), the same value as
+ * 0.5 x (1 + tanh(...)) without its cancellation; relative error ~3e-7, the
+ * same bits on every ISA and for any length.
+ */
+export function geluTanhInPlace(x: Float32Array): Float32Array {
+  f32Arg('geluTanhInPlace', 'x', x);
+  if (x.length > 0) addon.geluTanh(x);
+  return x;
+}
+
 /** From this many values on, addInPlace runs natively (below, a JS loop beats the call). */
 const NATIVE_ADD_MIN = 4096;
 

@@ -90,6 +90,16 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
     });
 }
 
+// geluTanh(x: Float32Array): GELU (tanh form) in place.
+Napi::Value GeluTanh(const Napi::CallbackInfo& info) {
+    const char* fn = "geluTanh";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        View x = typed_arg(info, 0, fn, "x", napi_float32_array, SIZE_MAX);
+        qk::gelu_tanh(static_cast<float*>(x.data), x.length);
+        return info.Env().Undefined();
+    });
+}
+
 // addInPlace(x: Float32Array, y: Float32Array of the same length): x += y.
 Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
     const char* fn = "addInPlace";
@@ -108,6 +118,7 @@ void register_elementwise(Napi::Env env, Napi::Object exports) {
     exports.Set("norm", Napi::Function::New(env, Norm, "norm"));
     exports.Set("addInPlace", Napi::Function::New(env, AddInPlace, "addInPlace"));
     exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
+    exports.Set("geluTanh", Napi::Function::New(env, GeluTanh, "geluTanh"));
 }
 
 }  // namespace qkb

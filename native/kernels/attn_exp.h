@@ -28,6 +28,9 @@ constexpr float kP2 = 8.3334519073e-3f;
 constexpr float kP3 = 4.1665795894e-2f;
 constexpr float kP4 = 1.6666665459e-1f;
 constexpr float kP5 = 5.0000001201e-1f;
+// GELU (tanh form): 0.044715 and -2 sqrt(2 / pi)
+constexpr float kGeluC = 0.044715f;
+constexpr float kGeluK = -1.5957691216057308f;
 }  // namespace attn_exp_consts
 
 }  // namespace qk

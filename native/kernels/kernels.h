@@ -286,6 +286,12 @@ struct Kernels {
     // g[i] = (g[i] / (1 + attn_exp(-g[i]))) * u[i] for i < n, in f32: SwiGLU's
     // silu(gate) * up (bit-identical on every ISA).
     void (*silu_mul)(float* g, const float* u, size_t n);
+    // GELU, tanh form ("gelu_new"), in place for i < n, in f32:
+    //   y = fma(kGeluC, (x * x) * x, x);  x = x / (1 + attn_exp(kGeluK * y))
+    // with kGeluC = 0.044715 and kGeluK = -2 sqrt(2 / pi): the identity
+    // 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), which has no cancellation
+    // (bit-identical on every ISA).
+    void (*gelu_tanh)(float* x, size_t n);
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

@@ -63,6 +63,14 @@ void silu_mul(float* g, const float* u, size_t n) {
     });
 }
 
+void gelu_tanh(float* x, size_t n) {
+    const Kernels& k = kernels();
+    parallel_for((n + kChunk - 1) / kChunk, [&k, x, n](size_t t, size_t) {
+        const size_t e = (t + 1) * kChunk < n ? (t + 1) * kChunk : n;
+        k.gelu_tanh(x + t * kChunk, e - t * kChunk);
+    });
+}
+
 void norm_rows(const NormArgs& a) {
     if (a.rows == 0 || a.D == 0) return;
     const size_t per = a.D >= kChunk ? 1 : kChunk / a.D;  // rows per task

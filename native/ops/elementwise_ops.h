@@ -13,6 +13,10 @@ namespace qk {
 // the same bits on every ISA).
 void silu_mul(float* g, const float* u, size_t n);
 
+// GELU, tanh form, in place (Kernels::gelu_tanh: relative error ~3e-7, the
+// same bits on every ISA).
+void gelu_tanh(float* x, size_t n);
+
 enum class NormKind { rms, layer };
 
 // Per row of D values, optionally after the residual add that precedes the

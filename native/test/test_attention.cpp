@@ -193,3 +193,32 @@ QKT_TEST(silu_mul_vs_ref_and_float64) {
     QKT_CHECK(g[4] == 88.5f && g[5] == 0.0f && std::signbit(g[5]), "saturation: %g %g", g[4], g[5]);
     QKT_CHECK(g[6] == 0.5e-30f, "silu(1e-30) = %g", g[6]);
 }
+
+// gelu_tanh: the reference's bits on every ISA (odd lengths: every tail),
+// within 4e-7 + |arg| 2^-22 relative (plus 1e-37 absolute) of float64
+// 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+// and the edges.
+QKT_TEST(gelu_tanh_vs_ref_and_float64) {
+    Rng rng(6);
+    for (size_t n : {size_t(1), size_t(5), size_t(9), size_t(16), size_t(31), size_t(1003)}) {
+        std::vector<float> x(n);
+        for (auto& v : x) v = rng.uni(-9.0f, 9.0f);
+        std::vector<float> got = x, want = x;
+        ctx.k->gelu_tanh(got.data(), n);
+        ctx.ref->gelu_tanh(want.data(), n);
+        QKT_CHECK(std::memcmp(got.data(), want.data(), n * sizeof(float)) == 0, "n=%zu: not the reference's bits", n);
+        for (size_t i = 0; i < n; ++i) {
+            // (float64 in the sigmoid form: 0.5 x (1 + tanh) cancels to 0 for x < ~-6)
+            // (the f32 argument of exp carries two f32 roundings: up to |arg| 2^-22 more in the result)
+            const double v = x[i], arg = 2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v), e = v / (1.0 + std::exp(-arg));
+            const double tol = 4e-7 + std::fabs(arg) * std::ldexp(1.0, -22);
+            QKT_CHECK(std::fabs(got[i] - e) <= tol * std::fabs(e) + 1e-37, "x=%.9g: %.9g vs %.9g", x[i], got[i], e);
+        }
+    }
+    std::vector<float> e = {NAN, -100.0f, 100.0f, 0.0f, -0.0f};
+    ctx.k->gelu_tanh(e.data(), e.size());
+    QKT_CHECK(std::isnan(e[0]), "NaN gave %g", e[0]);
+    QKT_CHECK(e[1] == 0.0f && std::signbit(e[1]), "gelu(-100) = %g", e[1]);
+    QKT_CHECK(e[2] == 100.0f, "gelu(100) = %g", e[2]);
+    QKT_CHECK(e[3] == 0.0f && e[4] == 0.0f, "gelu(+-0) = %g %g", e[3], e[4]);
+}

@@ -137,6 +137,22 @@ void attn_rows(const AttnRowsArgs& a) {
     }
 }
 
+void gelu_tanh(float* x, size_t n) {
+    size_t i = 0;
+    const float32x4_t one = vdupq_n_f32(1.0f), c = vdupq_n_f32(kGeluC), kk = vdupq_n_f32(kGeluK);
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const float32x4_t y = vfmaq_f32(v, c, vmulq_f32(vmulq_f32(v, v), v));
+        vst1q_f32(x + i, vdivq_f32(v, vaddq_f32(one, exp4(vmulq_f32(kk, y)))));
+    }
+    if (i < n) {  // tail through the same vector code on a zero-padded copy
+        float b[4] = {0, 0, 0, 0};
+        for (size_t j = i; j < n; ++j) b[j - i] = x[j];
+        gelu_tanh(b, 4);
+        for (size_t j = i; j < n; ++j) x[j] = b[j - i];
+    }
+}
+
 void silu_mul(float* g, const float* u, size_t n) {
     size_t i = 0;
     const float32x4_t one = vdupq_n_f32(1.0f);

@@ -85,5 +85,14 @@ void silu_mul(float* g, const float* u, size_t n) {
     for (size_t i = 0; i < n; ++i) g[i] = (g[i] / (1.0f + attn_exp(-g[i]))) * u[i];
 }
 
+void gelu_tanh(float* x, size_t n) {
+    using namespace attn_exp_consts;
+    for (size_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        const float y = std::fma(kGeluC, (v * v) * v, v);
+        x[i] = v / (1.0f + attn_exp(kGeluK * y));
+    }
+}
+
 }  // namespace ref
 }  // namespace qk

@@ -150,6 +150,16 @@ void attn_rows(const AttnRowsArgs& a) {
     }
 }
 
+void gelu_tanh(float* x, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), c = _mm256_set1_ps(kGeluC), kk = _mm256_set1_ps(kGeluK);
+    for (size_t i = 0; i < n; i += 8) {
+        const __m256i k = lanes(long(n - i));
+        const __m256 v = _mm256_maskload_ps(x + i, k);
+        const __m256 y = _mm256_fmadd_ps(c, _mm256_mul_ps(_mm256_mul_ps(v, v), v), v);
+        _mm256_maskstore_ps(x + i, k, _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(kk, y)))));
+    }
+}
+
 void silu_mul(float* g, const float* u, size_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
     for (size_t i = 0; i < n; i += 8) {

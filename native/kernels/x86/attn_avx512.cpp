@@ -245,6 +245,16 @@ void attn_rows(const AttnRowsArgs& a) {
     }
 }
 
+void gelu_tanh(float* x, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), c = _mm512_set1_ps(kGeluC), kk = _mm512_set1_ps(kGeluK);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = mask16(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 y = _mm512_fmadd_ps(c, _mm512_mul_ps(_mm512_mul_ps(v, v), v), v);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(kk, y)))));
+    }
+}
+
 void silu_mul(float* g, const float* u, size_t n) {
     const __m512 one = _mm512_set1_ps(1.0f);
     const __m512i sign = _mm512_set1_epi32(int(0x80000000u));
