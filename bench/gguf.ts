@@ -20,6 +20,7 @@
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import type { Tensor } from '../lib/index.js';
+import { toF16Bits as f16Bits } from '../test/half-floats.js'; // (the library has no f16 writer)
 import type { LlamaConfig } from '../lib/models/llama.js';
 import type { TensorLookup } from '../lib/models/config.js';
 
@@ -29,49 +30,6 @@ const ALIGN = 32;
 
 // GGUF metadata value types
 const T_U32 = 4, T_I32 = 5, T_F32 = 6, T_STR = 8, T_ARR = 9;
-
-/** IEEE half bits of x, round to nearest even (normal, subnormal, overflow to inf). */
-export function f16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000;
-  const exp = (u >>> 23) & 0xff;
-  let man = u & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    man |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let r = man >>> shift;
-    const rest = man & ((1 << shift) - 1);
-    if (rest > half || (rest === half && (r & 1))) r++;
-    return sign | r;
-  }
-  let r = man >>> 13;
-  const rest = man & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (r & 1))) {
-    r++;
-    if (r === 0x400) {
-      r = 0;
-      e++;
-      if (e >= 0x1f) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | r;
-}
-
-/** The float value of half bits h. */
-export function f16Value(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 0x1f) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 /** Q8_0 blocks of a row-major [rows, K] f32 matrix (K % 32 == 0): 34 bytes per block. */
 export function quantizeQ8_0(x: Float32Array, K: number): Uint8Array {
