@@ -11,7 +11,8 @@ import { Linear } from '../lib/nn/linear.js';
 import { normRows } from '../lib/ops/elementwise.js';
 import { causalAttentionOp } from '../lib/ops/attention.js';
 import { Tensor } from '../lib/tensor.js';
-import { llamaModel } from './tiny-models.js';
+import type { CausalLM } from '../lib/models/causal-lm.js';
+import { codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
 
 const FORMATS: Record<string, QuantizeModelOptions | null> = {
   fp32: null,
@@ -45,6 +46,39 @@ describe('scratch reuse across forwards on one cache', () => {
       reused.reset();
       expect(same((await model.forwardAsync(short, reused)).data, wantShort)).toBe(true);
     });
+  }
+});
+
+// Every decoder architecture (each places its activations in the scratch
+// its own way): positions up to 60 (the learned-position models have 64).
+const ARCHS: Record<string, () => CausalLM> = {
+  'GPT-2': () => gpt2Model(3),
+  'OPT pre-LN': () => optModel(4, true),
+  'OPT post-LN': () => optModel(5, false),
+  CodeGen: () => codegenModel(6),
+};
+
+describe('scratch reuse, every decoder architecture', () => {
+  for (const [name, make] of Object.entries(ARCHS)) {
+    for (const q of [null, { weights: 'int8', activations: 'int8' } as QuantizeModelOptions]) {
+      it(`${name}${q ? ' W8A8' : ''}: a reused cache gives a fresh cache's logits`, async () => {
+        const model = make();
+        if (q) quantizeModel(model, { ...q, exclude: [] });
+        const long = Array.from({ length: 50 }, (_, i) => (i * 7 + 5) % 40);
+        const short = Array.from({ length: 6 }, (_, i) => (i * 11 + 3) % 40);
+        const wantShort = model.forward(short, model.createCache(60)).data;
+        const reused = model.createCache(60);
+        model.forward(long, reused);
+        for (let s = 0; s < 3; s++) model.forward([s + 1], reused);
+        reused.reset();
+        expect(same(model.forward(short, reused).data, wantShort)).toBe(true);
+        const f = model.createCache(60);
+        model.forward(short, f);
+        for (const t of [4, 30, 17]) expect(same(model.forward([t], reused).data, model.forward([t], f).data)).toBe(true);
+        reused.reset();
+        expect(same((await model.forwardAsync(short, reused)).data, wantShort)).toBe(true);
+      });
+    }
   }
 });
 

@@ -25,6 +25,7 @@ import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Rope } from '../nn/rope.js';
 import { Tensor } from '../tensor.js';
+import type { Scratch } from '../nn/scratch.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
 import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, badConfig, divisible } from './config.js';
@@ -114,16 +115,19 @@ export class CodegenAttention extends Module {
     return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+  /** out_proj into `out` when given; qkv_proj's output and the attention's in the cache's scratch. */
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const { nHeads, headDim } = this.shape;
     const D = nHeads * headDim;
-    const { q, k, v } = splitCodegenQkv((yield* linearStep(linearChild(this, 'qkv_proj'), x)).data, T, D);
+    const sc = cache.scratch;
+    const qkvProj = linearChild(this, 'qkv_proj');
+    const { q, k, v } = splitCodegenQkv((yield* linearStep(qkvProj, x, sc.outputFor('qkv', qkvProj, x))).data, T, D);
     rope.applyInterleaved(q, T, nHeads, pos0, headDim);
     rope.applyInterleaved(k, T, nHeads, pos0, headDim);
     cache.write(layer, pos0, k, v);
-    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
-    return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, D], a));
+    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * D));
+    return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, D], a), out);
   }
 }
 
@@ -141,10 +145,12 @@ export class CodegenMLP extends Module {
     return runSync(this.forwardSteps(x));
   }
 
-  *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    const h = yield* linearStep(linearChild(this, 'fc_in'), x);
+  /** fc_in's output in `scratch` slot 'fc' when given; fc_out into `out` when given. */
+  *forwardSteps(x: Tensor<'f32'>, scratch?: Scratch, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+    const fcIn = linearChild(this, 'fc_in');
+    const h = yield* linearStep(fcIn, x, scratch?.outputFor('fc', fcIn, x));
     this.#act(h.data);
-    return yield* linearStep(linearChild(this, 'fc_out'), h);
+    return yield* linearStep(linearChild(this, 'fc_out'), h, out);
   }
 }
 
@@ -165,9 +171,14 @@ export class CodegenBlock extends Module {
   }
 
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
-    const h = this.ln_1.forward(x);
-    const a = yield* this.attn.forwardSteps(h, cache, layer, pos0, rope);
-    const m = yield* this.mlp.forwardSteps(h);
+    // activations in the cache's scratch: a in the residual slot x is not in,
+    // m in its own ('mlp'): x is read again at the end
+    const sc = cache.scratch;
+    const n = x.size;
+    const [aSlot] = sc.residualSlots(x.data);
+    const h = this.ln_1.forward(x, sc.f32('norm', n));
+    const a = yield* this.attn.forwardSteps(h, cache, layer, pos0, rope, sc.f32(aSlot, n));
+    const m = yield* this.mlp.forwardSteps(h, sc, sc.f32('mlp', n));
     // HF sums attn + mlp + residual in that order
     addInPlace(a.data, m.data);
     addInPlace(a.data, x.data);

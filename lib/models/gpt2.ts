@@ -23,6 +23,7 @@ import { Module } from '../nn/module.js';
 import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
+import type { Scratch } from '../nn/scratch.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
 import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
@@ -78,13 +79,16 @@ export class Gpt2Attention extends Module {
     return runSync(this.forwardSteps(x, cache, layer, pos0));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  /** c_proj into `out` when given; the rest in the cache's scratch slots. */
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const D = this.shape.nHeads * this.shape.headDim;
-    const qkv = (yield* linearStep(linearChild(this, 'c_attn'), x)).data; // [T, 3D]: q | k | v per row
-    const q = new Float32Array(T * D);
-    const k = new Float32Array(T * D);
-    const v = new Float32Array(T * D);
+    const sc = cache.scratch;
+    const cAttn = linearChild(this, 'c_attn');
+    const qkv = (yield* linearStep(cAttn, x, sc.outputFor('qkv', cAttn, x))).data; // [T, 3D]: q | k | v per row
+    const q = sc.f32('q', T * D);
+    const k = sc.f32('k', T * D);
+    const v = sc.f32('v', T * D);
     for (let t = 0; t < T; t++) {
       const o = t * 3 * D;
       q.set(qkv.subarray(o, o + D), t * D);
@@ -92,8 +96,8 @@ export class Gpt2Attention extends Module {
       v.set(qkv.subarray(o + 2 * D, o + 3 * D), t * D);
     }
     cache.write(layer, pos0, k, v);
-    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
-    return yield* linearStep(linearChild(this, 'c_proj'), new Tensor('f32', [T, D], a));
+    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * D));
+    return yield* linearStep(linearChild(this, 'c_proj'), new Tensor('f32', [T, D], a), out);
   }
 }
 
@@ -111,10 +115,12 @@ export class Gpt2MLP extends Module {
     return runSync(this.forwardSteps(x));
   }
 
-  *forwardSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    const h = yield* linearStep(linearChild(this, 'c_fc'), x);
+  /** c_fc's output in `scratch` slot 'fc' when given; c_proj into `out` when given. */
+  *forwardSteps(x: Tensor<'f32'>, scratch?: Scratch, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+    const fc = linearChild(this, 'c_fc');
+    const h = yield* linearStep(fc, x, scratch?.outputFor('fc', fc, x));
     this.#act(h.data);
-    return yield* linearStep(linearChild(this, 'c_proj'), h);
+    return yield* linearStep(linearChild(this, 'c_proj'), h, out);
   }
 }
 
@@ -137,8 +143,12 @@ export class Gpt2Block extends Module {
   }
 
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    const a = yield* this.attn.forwardSteps(this.ln_1.forward(x), cache, layer, pos0);
-    const m = yield* this.mlp.forwardSteps(this.ln_2.forwardAdd(a, x)); // a = x + attn, then ln_2(a)
+    // activations in the cache's scratch; the residual stream as in LlamaDecoderLayer
+    const sc = cache.scratch;
+    const n = x.size;
+    const [aSlot, mSlot] = sc.residualSlots(x.data);
+    const a = yield* this.attn.forwardSteps(this.ln_1.forward(x, sc.f32('norm', n)), cache, layer, pos0, sc.f32(aSlot, n));
+    const m = yield* this.mlp.forwardSteps(this.ln_2.forwardAdd(a, x, sc.f32('norm', n)), sc, sc.f32(mSlot, n)); // a = x + attn, then ln_2(a)
     addInPlace(m.data, a.data);
     return m;
   }

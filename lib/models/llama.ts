@@ -161,10 +161,8 @@ export class LlamaMLP extends Module {
   *forwardSteps(x: Tensor<'f32'>, scratch?: Scratch, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const gate = linearChild(this, 'gate_proj');
     const up = linearChild(this, 'up_proj');
-    // rows x intermediate floats (a replacement layer without outFeatures gets no buffer)
-    const n = (x.size / x.shape[x.shape.length - 1]!) * ((gate as { outFeatures?: number }).outFeatures ?? 0);
-    const g = yield* linearStep(gate, x, scratch && n > 0 ? scratch.f32('gate', n) : undefined);
-    const u = yield* linearStep(up, x, scratch && n > 0 ? scratch.f32('up', n) : undefined);
+    const g = yield* linearStep(gate, x, scratch?.outputFor('gate', gate, x));
+    const u = yield* linearStep(up, x, scratch?.outputFor('up', up, x));
     gateInPlace(this.#act, g.data, u.data);
     return yield* linearStep(linearChild(this, 'down_proj'), g, out);
   }
@@ -197,7 +195,7 @@ export class LlamaDecoderLayer extends Module {
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
     const sc = cache.scratch;
     const n = x.size;
-    const [aSlot, mSlot] = sc.holds('resA', x.data) ? ['resB', 'resA'] : ['resA', 'resB'];
+    const [aSlot, mSlot] = sc.residualSlots(x.data);
     const h = this.input_layernorm.forward(x, sc.f32('norm', n));
     const a = yield* this.self_attn.forwardSteps(h, cache, layer, pos0, rope, sc.f32(aSlot, n));
     // a = x + attn(norm(x)), fused with the norm that reads it

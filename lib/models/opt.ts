@@ -25,6 +25,7 @@ import { Module } from '../nn/module.js';
 import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
+import type { Scratch } from '../nn/scratch.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
 import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
@@ -95,15 +96,19 @@ export class OptAttention extends Module {
     return runSync(this.forwardSteps(x, cache, layer, pos0));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  /** out_proj into `out` when given; the rest in the cache's scratch slots. */
+  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
-    const q = (yield* linearStep(linearChild(this, 'q_proj'), x)).data;
+    const sc = cache.scratch;
+    const [qp, kp, vp] = (['q_proj', 'k_proj', 'v_proj'] as const).map((n) => linearChild(this, n));
+    const q = (yield* linearStep(qp!, x, sc.outputFor('q', qp!, x))).data;
     for (let i = 0; i < q.length; i++) q[i]! *= this.scaling;
-    const k = (yield* linearStep(linearChild(this, 'k_proj'), x)).data;
-    const v = (yield* linearStep(linearChild(this, 'v_proj'), x)).data;
+    const k = (yield* linearStep(kp!, x, sc.outputFor('k', kp!, x))).data;
+    const v = (yield* linearStep(vp!, x, sc.outputFor('v', vp!, x))).data;
     cache.write(layer, pos0, k, v);
-    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape);
-    return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, this.shape.nHeads * this.shape.headDim], a));
+    const D = this.shape.nHeads * this.shape.headDim;
+    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * D));
+    return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, D], a), out);
   }
 }
 
@@ -125,10 +130,11 @@ export class OptDecoderLayer extends Module {
     this.#act = act;
   }
 
-  *#mlp(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    const h = yield* linearStep(linearChild(this, 'fc1'), x);
+  *#mlp(x: Tensor<'f32'>, sc: Scratch, out: Float32Array): ForwardSteps<Tensor<'f32'>> {
+    const fc1 = linearChild(this, 'fc1');
+    const h = yield* linearStep(fc1, x, sc.outputFor('fc', fc1, x));
     this.#act(h.data);
-    return yield* linearStep(linearChild(this, 'fc2'), h);
+    return yield* linearStep(linearChild(this, 'fc2'), h, out);
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
@@ -136,17 +142,23 @@ export class OptDecoderLayer extends Module {
   }
 
   *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
+    // activations in the cache's scratch; the residual stream as in LlamaDecoderLayer
+    const sc = cache.scratch;
+    const n = x.size;
+    const [aSlot, mSlot] = sc.residualSlots(x.data);
     if (this.preNorm) {
-      const a = yield* this.self_attn.forwardSteps(this.self_attn_layer_norm.forward(x), cache, layer, pos0);
-      const m = yield* this.#mlp(this.final_layer_norm.forwardAdd(a, x)); // a = x + attn, then its norm
+      const a = yield* this.self_attn.forwardSteps(this.self_attn_layer_norm.forward(x, sc.f32('norm', n)), cache, layer, pos0, sc.f32(aSlot, n));
+      const m = yield* this.#mlp(this.final_layer_norm.forwardAdd(a, x, sc.f32('norm', n)), sc, sc.f32(mSlot, n)); // a = x + attn, then its norm
       addInPlace(m.data, a.data);
       return m;
     }
-    // post-LayerNorm: norm after each residual sum
-    const a = yield* this.self_attn.forwardSteps(x, cache, layer, pos0);
-    const an = this.self_attn_layer_norm.forwardAdd(a, x);
-    const m = yield* this.#mlp(an);
-    return this.final_layer_norm.forwardAdd(m, an);
+    // post-LayerNorm: norm after each residual sum. an (the MLP's input and
+    // residual) stays in 'norm'; m takes x's slot (x is dead once added into
+    // a), the block's output a's (a is dead once normed into an).
+    const a = yield* this.self_attn.forwardSteps(x, cache, layer, pos0, sc.f32(aSlot, n));
+    const an = this.self_attn_layer_norm.forwardAdd(a, x, sc.f32('norm', n));
+    const m = yield* this.#mlp(an, sc, sc.f32(mSlot, n));
+    return this.final_layer_norm.forwardAdd(m, an, sc.f32(aSlot, n));
   }
 }
 

@@ -30,6 +30,28 @@ export class Scratch {
     return b !== undefined && a.buffer === b.buffer;
   }
 
+  /**
+   * A buffer for `layer`'s output on x [..., K] in slot `name` (rows x
+   * outFeatures floats), or undefined when the layer does not say its width
+   * (a replacement LinearLike then allocates its own).
+   */
+  outputFor(name: string, layer: { readonly outFeatures?: number }, x: { readonly size: number; readonly shape: readonly number[] }): Float32Array | undefined {
+    const N = layer.outFeatures;
+    const K = x.shape[x.shape.length - 1];
+    if (N === undefined || !K) return undefined;
+    return this.f32(name, (x.size / K) * N);
+  }
+
+  /**
+   * The residual-stream slots of a block whose input x may lie in 'resA' or
+   * 'resB': [the slot x is not in, the other one]. A block writes its first
+   * residual sum to the first (x is still needed then) and may write to the
+   * second once x is dead.
+   */
+  residualSlots(x: Float32Array): [string, string] {
+    return this.holds('resA', x) ? ['resB', 'resA'] : ['resA', 'resB'];
+  }
+
   /** Bytes held by all slots. */
   get bytes(): number {
     let n = 0;

@@ -25,6 +25,8 @@ import type { Module } from './module.js';
  * ignore it and return its own array; callers use the returned tensor.
  */
 export interface LinearLike extends Module {
+  /** Output width N when known (Linear, QLinear); lets the model offer a buffer. */
+  readonly outFeatures?: number;
   forward(x: Tensor, out?: Float32Array): Tensor<'f32'>;
   /** forward() off the main thread, same result; used by forwardAsync when present. */
   forwardAsync?(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>>;
