@@ -128,8 +128,10 @@ export interface Addon {
   ): number;
   gemmW4A8Async(...args: Parameters<Addon['gemmW4A8']>): Promise<number>;
   /**
-   * Causal attention of T queries at positions pos0.. over keys/values
-   * [>= pos0 + T, nKvHeads * headDim] into out [T, nHeads * headDim].
+   * Attention of T queries at positions pos0.. over keys (blocked layout)
+   * and values [>= pos0 + T, nKvHeads * headDim] into out [T, nHeads *
+   * headDim]; causal unless `causal` is false (every query then sees all
+   * pos0 + T positions).
    */
   attention(
     q: Float32Array,
@@ -142,6 +144,7 @@ export interface Addon {
     headDim: number,
     scale: number,
     out: Float32Array,
+    causal?: boolean,
   ): void;
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
   /** Store k, v [T, kvDim] at positions pos0 .. of a blocked-key cache (native/ops/attention_ops.h). */
@@ -228,7 +231,7 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
   gemmAsync: ['x', 'M', 'K', 'wFormat', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
   gemmW8A8Async: ['x', 'M', 'K', 'q', 'N', 'scale', 'rowsum', 'threshold', 'bias', 'y'],
   gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
-  attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out'],
+  attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out', 'causal'],
 };
 
 /**

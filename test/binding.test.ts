@@ -56,6 +56,7 @@ describe('raw addon argument checks', () => {
     expect(() => addon.attention(q, 1, 2, kv, kv, 2, 1, 4, Infinity, out)).toThrow(/'scale'/);
     expect(() => addon.attention(q, 1, 2, kv, kv, 2, 1, 4, 0.5, new Float32Array(7))).toThrow(/'out'/);
     expect(() => addon.attention(new Float64Array(8) as unknown as Float32Array, 1, 2, kv, kv, 2, 1, 4, 0.5, out)).toThrow(TypeError);
+    expect(() => addon.attention(q, 1, 2, kv, kv, 2, 1, 4, 0.5, out, 1 as unknown as boolean)).toThrow(/'causal' must be a boolean/);
     expect(() => addon.attentionAsync(q, 1, 90, kv, kv, 2, 1, 4, 0.5, out)).toThrow(/'keys'/); // checked before queuing
     await addon.attentionAsync(q, 1, 2, kv, kv, 2, 1, 4, 0.5, out);
   });

@@ -26,6 +26,8 @@ export interface AttentionInputs {
   readonly headDim: number;
   /** Multiplies q·k (1/sqrt(headDim) usually). */
   readonly scale: number;
+  /** false: every query sees all pos0 + T positions (an encoder); default true. */
+  readonly causal?: boolean;
 }
 
 type RawArgs = Parameters<typeof addon.attention>;
@@ -69,6 +71,7 @@ function prepare(fn: string, a: AttentionInputs, outArg?: Float32Array): { args:
   }
   if (a.nHeads % a.nKvHeads !== 0) throw rangeError(fn, 'nKvHeads', `must divide nHeads = ${a.nHeads}, got ${a.nKvHeads}`);
   if (typeof a.scale !== 'number' || !Number.isFinite(a.scale)) throw rangeError(fn, 'scale', `must be a finite number, got ${String(a.scale)}`);
+  if (a.causal !== undefined && typeof a.causal !== 'boolean') throw typeError(fn, 'causal', `must be a boolean, got ${describe(a.causal)}`);
   const qLen = a.T * a.nHeads * a.headDim;
   if (a.q.length !== qLen) throw rangeError(fn, 'q', `has ${a.q.length} floats, expected T * nHeads * headDim = ${qLen}`);
   const kvDim = a.nKvHeads * a.headDim;
@@ -82,7 +85,7 @@ function prepare(fn: string, a: AttentionInputs, outArg?: Float32Array): { args:
     if (outArg.buffer === a.q.buffer) throw rangeError(fn, 'out', "must not share memory with 'q'");
   }
   const out = outArg ?? new Float32Array(qLen);
-  return { args: [a.q, a.T, a.pos0, a.keys, a.values, a.nHeads, a.nKvHeads, a.headDim, a.scale, out], out };
+  return { args: [a.q, a.T, a.pos0, a.keys, a.values, a.nHeads, a.nKvHeads, a.headDim, a.scale, out, a.causal ?? true], out };
 }
 
 /** Causal attention (see the header), into `out` (T * nHeads * headDim floats) when given. */

@@ -13,7 +13,7 @@ namespace qkb {
 
 namespace {
 
-// attention(q, T, pos0, keys, values, nHeads, nKvHeads, headDim, scale, out)
+// attention(q, T, pos0, keys, values, nHeads, nKvHeads, headDim, scale, out, causal = true)
 //   q, out: Float32Array [T * nHeads * headDim]; keys: Float32Array in the
 //   blocked layout of attention_ops.h, at least attn_key_floats(pos0 + T,
 //   kvDim); values: Float32Array of at least (pos0 + T) * kvDim (a cache
@@ -46,6 +46,10 @@ qk::AttnArgs parse_attention(const Napi::CallbackInfo& info, const char* fn) {
     a.keys = static_cast<const float*>(k.data);
     a.values = static_cast<const float*>(v.data);
     a.out = static_cast<float*>(typed_arg(info, 9, fn, "out", napi_float32_array, q_len).data);
+    if (info.Length() > 10 && !info[10].IsUndefined()) {
+        if (!info[10].IsBoolean()) throw_type(env, fn, "causal", "must be a boolean");
+        a.causal = info[10].As<Napi::Boolean>().Value();
+    }
     return a;
 }
 

@@ -35,7 +35,7 @@ void attention(const Kernels& k, const AttnArgs& a) {
     const size_t tq = group >= kTileRows ? 1 : kTileRows / group;  // positions per tile
     const size_t tiles = (a.T + tq - 1) / tq;
     // Flops of the whole call: q·k and p·v for every head and visible position.
-    const double flops = 4.0 * double(a.T) * double(a.n_heads) * double(hd) * double(a.pos0 + (a.T + 1) / 2);
+    const double flops = 4.0 * double(a.T) * double(a.n_heads) * double(hd) * double(a.pos0 + (a.causal ? (a.T + 1) / 2 : a.T));
     parallel_for(tiles * a.n_kv_heads, flops, [&](size_t task, size_t) {
         thread_local Scratch s;
         const size_t tile = tiles - 1 - task / a.n_kv_heads, g = task % a.n_kv_heads;
@@ -50,7 +50,7 @@ void attention(const Kernels& k, const AttnArgs& a) {
             for (size_t h = g * group; h < (g + 1) * group; ++h, ++r) {
                 s.q[r] = a.q + t * q_dim + h * hd;
                 s.out[r] = a.out + t * q_dim + h * hd;
-                s.lim[r] = a.pos0 + t + 1;
+                s.lim[r] = a.causal ? a.pos0 + t + 1 : a.pos0 + a.T;
             }
         AttnRowsArgs ra{};
         ra.q = s.q.data();

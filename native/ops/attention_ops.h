@@ -10,7 +10,8 @@
 //   values [n, kvDim], n >= pos0 + T
 //   out    [T, nHeads * hd]
 // Query head h reads kv head g = h / (nHeads / nKvHeads) (GQA); query t sees
-// positions 0 .. pos0 + t. Tasks are (kv head, tile of query positions),
+// positions 0 .. pos0 + t (causal), or all of 0 .. pos0 + T - 1 (an
+// encoder's bidirectional attention: causal = false). Tasks are (kv head, tile of query positions),
 // each row computed whole by one thread: the result depends neither on the
 // thread count nor on T or pos0 beyond the row's own position (a token
 // attends to the same numbers in a prompt and in decode).
@@ -30,6 +31,7 @@ struct AttnArgs {
     size_t n_heads, n_kv_heads, head_dim;
     float scale;
     float* out;
+    bool causal = true;
 };
 
 // Floats a blocked key cache needs for n positions of kv_dim.

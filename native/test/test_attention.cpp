@@ -32,10 +32,11 @@ struct Rng : qkt::Rng {
 struct Case {
     size_t T, pos0, nh, nkv, hd;
     float scale;
+    bool causal = true;
     std::vector<float> q, keys, values;  // keys row-major [n, kvDim] (the float64 model reads these)
     std::vector<float> kblk;             // the same keys in the cache's blocked layout
     qk::AttnArgs args(float* out) const {
-        return {q.data(), T, pos0, kblk.data(), values.data(), nh, nkv, hd, scale, out};
+        return {q.data(), T, pos0, kblk.data(), values.data(), nh, nkv, hd, scale, out, causal};
     }
     void block_keys() {
         const size_t kv = nkv * hd, n = keys.size() / kv;
@@ -46,7 +47,7 @@ struct Case {
 };
 
 Case make_case(size_t T, size_t pos0, size_t nh, size_t nkv, size_t hd, float mag, Rng& rng) {
-    Case c{T, pos0, nh, nkv, hd, 1.0f / std::sqrt(float(hd)), {}, {}, {}, {}};
+    Case c{T, pos0, nh, nkv, hd, 1.0f / std::sqrt(float(hd)), true, {}, {}, {}, {}};
     c.q.resize(T * nh * hd);
     const size_t n = pos0 + T + 3;  // a cache longer than needed (unread rows)
     c.keys.resize(n * nkv * hd);
@@ -68,7 +69,7 @@ void check_case(qkt::Ctx& ctx, const Case& c) {
     const double u = std::ldexp(1.0, -24);
     for (size_t t = 0; t < c.T; ++t)
         for (size_t h = 0; h < c.nh; ++h) {
-            const size_t g = h / group, lim = c.pos0 + t + 1;
+            const size_t g = h / group, lim = c.causal ? c.pos0 + t + 1 : c.pos0 + c.T;
             const float* qh = c.q.data() + t * qd + h * c.hd;
             std::vector<double> d(lim);
             double mx = -INFINITY, err = 0.0, vmax = 0.0;
@@ -113,6 +114,17 @@ QKT_TEST(attention_vs_float64) {
                     if (T == 70 && (pos0 == 300 || hd == 65 || hh[0] > 6)) continue;
                     check_case(ctx, make_case(T, pos0, hh[0], hh[1], hd, 1.0f, rng));
                 }
+}
+
+QKT_TEST(attention_bidirectional) {
+    // causal = false (an encoder): every query sees all pos0 + T positions
+    Rng rng(7);
+    for (size_t T : {size_t(1), size_t(5), size_t(70)})
+        for (size_t hd : {size_t(8), size_t(64), size_t(33)}) {
+            Case c = make_case(T, 0, 4, 4, hd, 1.0f, rng);
+            c.causal = false;
+            check_case(ctx, c);
+        }
 }
 
 QKT_TEST(attention_large_scores) {
