@@ -25,6 +25,26 @@ const FORMATS: Record<string, QuantizeModelOptions | null> = {
 
 const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
+/**
+ * Run `long`, then decode steps, then reset and run `short` on one cache:
+ * the logits must be a fresh cache's bits, for the prompt, for the decode
+ * steps after it, and through forwardAsync.
+ */
+async function expectReuseMatchesFresh(model: CausalLM, long: number[], short: number[], steps: number[], capacity: number): Promise<void> {
+  const wantShort = model.forward(short, model.createCache(capacity)).data;
+  const reused = model.createCache(capacity);
+  model.forward(long, reused);
+  for (let s = 0; s < 3; s++) model.forward([s + 1], reused);
+  reused.reset();
+  expect(same(model.forward(short, reused).data, wantShort)).toBe(true);
+  // decode on the reused cache == decode on a fresh one
+  const f = model.createCache(capacity);
+  model.forward(short, f);
+  for (const t of steps) expect(same(model.forward([t], reused).data, model.forward([t], f).data)).toBe(true);
+  reused.reset();
+  expect(same((await model.forwardAsync(short, reused)).data, wantShort)).toBe(true);
+}
+
 describe('scratch reuse across forwards on one cache', () => {
   for (const [name, q] of Object.entries(FORMATS)) {
     it(`${name}: a reused cache gives a fresh cache's logits (prompt, decode, reset, shorter prompt), sync and async`, async () => {
@@ -32,19 +52,7 @@ describe('scratch reuse across forwards on one cache', () => {
       if (q) quantizeModel(model, q);
       const long = Array.from({ length: 70 }, (_, i) => (i * 37 + 5) % 96);
       const short = Array.from({ length: 9 }, (_, i) => (i * 11 + 3) % 96);
-      const fresh = (toks: number[]) => model.forward(toks, model.createCache(100)).data;
-      const wantShort = fresh(short);
-      const reused = model.createCache(100);
-      model.forward(long, reused);
-      for (let s = 0; s < 3; s++) model.forward([s + 1], reused);
-      reused.reset();
-      expect(same(model.forward(short, reused).data, wantShort)).toBe(true);
-      // decode on the reused cache == decode on a fresh one
-      const f = model.createCache(100);
-      model.forward(short, f);
-      for (const t of [4, 50, 17]) expect(same(model.forward([t], reused).data, model.forward([t], f).data)).toBe(true);
-      reused.reset();
-      expect(same((await model.forwardAsync(short, reused)).data, wantShort)).toBe(true);
+      await expectReuseMatchesFresh(model, long, short, [4, 50, 17], 100);
     });
   }
 });
@@ -66,17 +74,7 @@ describe('scratch reuse, every decoder architecture', () => {
         if (q) quantizeModel(model, { ...q, exclude: [] });
         const long = Array.from({ length: 50 }, (_, i) => (i * 7 + 5) % 40);
         const short = Array.from({ length: 6 }, (_, i) => (i * 11 + 3) % 40);
-        const wantShort = model.forward(short, model.createCache(60)).data;
-        const reused = model.createCache(60);
-        model.forward(long, reused);
-        for (let s = 0; s < 3; s++) model.forward([s + 1], reused);
-        reused.reset();
-        expect(same(model.forward(short, reused).data, wantShort)).toBe(true);
-        const f = model.createCache(60);
-        model.forward(short, f);
-        for (const t of [4, 30, 17]) expect(same(model.forward([t], reused).data, model.forward([t], f).data)).toBe(true);
-        reused.reset();
-        expect(same((await model.forwardAsync(short, reused)).data, wantShort)).toBe(true);
+        await expectReuseMatchesFresh(model, long, short, [4, 30, 17], 60);
       });
     }
   }
