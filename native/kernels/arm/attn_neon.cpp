@@ -1,4 +1,4 @@
-// AArch64 Advanced SIMD transformer glue kernels: attn_rows and silu_mul,
+// AArch64 Advanced SIMD transformer glue kernels: attn_rows, silu_mul and gelu_tanh,
 // the reference's operations lane by lane (bit-identical to it; see
 // x86/attn_avx512.cpp for the scheme). A block of 64 keys is 16 q-registers
 // of score lanes; p · V runs over 16-wide chunks of the head dimension with

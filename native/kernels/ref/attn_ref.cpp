@@ -1,7 +1,8 @@
-// Scalar reference (the spec) of the transformer glue kernels: causal
-// attention over the blocked key cache and SwiGLU's silu(g) * u. The
-// formulas are documented on AttnRowsArgs / Kernels::silu_mul in kernels.h;
-// this file spells them out one value at a time.
+// Scalar reference (the spec) of the transformer glue kernels: attention
+// over the blocked key cache, SwiGLU's silu(g) * u and GELU (tanh form).
+// The formulas are documented on AttnRowsArgs, Kernels::silu_mul and
+// Kernels::gelu_tanh in kernels.h; this file spells them out one value at a
+// time.
 #include <cmath>
 #include <cstdint>
 #include <cstring>

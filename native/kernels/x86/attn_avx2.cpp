@@ -1,4 +1,4 @@
-// AVX2 + FMA transformer glue kernels: attn_rows and silu_mul, the
+// AVX2 + FMA transformer glue kernels: attn_rows, silu_mul and gelu_tanh, the
 // reference's operations lane by lane (bit-identical to it; see
 // attn_avx512.cpp for the scheme). A block of 64 keys is 8 ymm of score
 // lanes; p · V runs over 32-wide chunks of the head dimension with masked

@@ -1,6 +1,6 @@
-// AVX-512 transformer glue kernels: causal attention over the blocked key
-// cache (attn_rows) and silu(g) * u. Both evaluate the reference's
-// operations (ref/attn_ref.cpp, ref/attn_exp_ref.h) lane by lane, so the
+// AVX-512 transformer glue kernels: attention over the blocked key cache
+// (attn_rows), silu(g) * u and GELU (tanh form). All evaluate the
+// reference's operations (ref/attn_ref.cpp, attn_exp.h) lane by lane, so the
 // results are the reference's bits:
 //   scores   a block of 64 keys is 4 zmm of lanes; each lane runs the same
 //            sequential fma chain over the head dimension as the reference
