@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-model.js';
+import { Embedding } from '../lib/nn/embedding.js';
 import { Linear } from '../lib/nn/linear.js';
 import { normRows } from '../lib/ops/elementwise.js';
 import { causalAttentionOp } from '../lib/ops/attention.js';
@@ -93,6 +94,14 @@ describe('out arguments', () => {
     expect(() => lin.forward(x, [1] as unknown as Float32Array)).toThrow(TypeError);
     const buf = new Float32Array(10);
     expect(() => lin.forward(new Tensor('f32', [2, 2], buf.subarray(0, 4)), buf.subarray(4, 10))).toThrow(/must not share memory with 'x'/);
+  });
+
+  it('Embedding.forward writes into out, and checks it', () => {
+    const emb = new Embedding(new Tensor('f32', [3, 2], Float32Array.of(1, 2, 3, 4, 5, 6)));
+    const out = new Float32Array(4).fill(NaN);
+    expect(emb.forward([2, 0], out).data).toBe(out);
+    expect(Array.from(out)).toEqual([5, 6, 1, 2]);
+    expect(() => emb.forward([2, 0], new Float32Array(3))).toThrow(/'out' must be a Float32Array of ids.length x dim = 4 values/);
   });
 
   it('normRows and the attention op check theirs', () => {

@@ -9,6 +9,7 @@
 import { rangeError, typeError } from '../errors.js';
 import { Module } from '../nn/module.js';
 import { DecoderKVCache, beginForward, holdCache, linearChild } from '../nn/attention.js';
+import type { Scratch } from '../nn/scratch.js';
 import { type ForwardSteps, type KVCache, linearStep, runAsync, runSync } from '../nn/steps.js';
 import { Tensor } from '../tensor.js';
 
@@ -107,8 +108,8 @@ export abstract class DecoderLM extends CausalLM {
   /** Hidden states [T, width] of tokens at positions pos0 .. pos0 + T - 1. */
   protected abstract bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>>;
 
-  /** Rows of hidden states -> lm_head's input (default: as they are). */
-  protected *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
+  /** Rows of hidden states -> lm_head's input (default: as they are); `scratch` may hold its result. */
+  protected *headInputSteps(x: Tensor<'f32'>, _scratch: Scratch): ForwardSteps<Tensor<'f32'>> {
     return x;
   }
 
@@ -135,7 +136,7 @@ export abstract class DecoderLM extends CausalLM {
     const x = yield* this.bodySteps(tokens, cache, pos0);
     cache.advance(tokens.length);
     // norms and projections are per row: only the rows whose logits are wanted go on
-    const h = yield* this.headInputSteps(last ? lastRow(x) : x);
+    const h = yield* this.headInputSteps(last ? lastRow(x) : x, cache.scratch);
     return yield* linearStep(linearChild(this, 'lm_head'), h);
   }
 }

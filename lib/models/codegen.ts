@@ -231,13 +231,13 @@ export class CodegenForCausalLM extends DecoderLM {
 
   protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
-    let x = tr.wte.forward(tokens);
+    let x = tr.wte.forward(tokens, cache.scratch.f32('embed', tokens.length * this.config.nEmbd));
     for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0, this.rope);
     return x;
   }
 
-  protected override *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    return this.transformer.ln_f.forward(x);
+  protected override *headInputSteps(x: Tensor<'f32'>, scratch: Scratch): ForwardSteps<Tensor<'f32'>> {
+    return this.transformer.ln_f.forward(x, scratch.f32('final', x.size));
   }
 }
 

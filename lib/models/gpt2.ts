@@ -200,14 +200,15 @@ export class Gpt2LMHeadModel extends DecoderLM {
 
   protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
-    let x = tr.wte.forward(tokens);
-    addInPlace(x.data, tr.wpe.forward(Array.from({ length: tokens.length }, (_, t) => pos0 + t)).data);
+    const n = tokens.length * this.config.nEmbd;
+    let x = tr.wte.forward(tokens, cache.scratch.f32('embed', n));
+    addInPlace(x.data, tr.wpe.forward(Array.from({ length: tokens.length }, (_, t) => pos0 + t), cache.scratch.f32('pos', n)).data);
     for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0);
     return x;
   }
 
-  protected override *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    return this.transformer.ln_f.forward(x);
+  protected override *headInputSteps(x: Tensor<'f32'>, scratch: Scratch): ForwardSteps<Tensor<'f32'>> {
+    return this.transformer.ln_f.forward(x, scratch.f32('final', x.size));
   }
 }
 

@@ -253,13 +253,13 @@ export class LlamaForCausalLM extends DecoderLM {
   }
 
   protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    let x = this.model.embed_tokens.forward(tokens);
+    let x = this.model.embed_tokens.forward(tokens, cache.scratch.f32('embed', tokens.length * this.config.hiddenSize));
     for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, cache, i, pos0, this.rope);
     return x;
   }
 
-  protected override *headInputSteps(x: Tensor<'f32'>): ForwardSteps<Tensor<'f32'>> {
-    return this.model.norm.forward(x);
+  protected override *headInputSteps(x: Tensor<'f32'>, scratch: Scratch): ForwardSteps<Tensor<'f32'>> {
+    return this.model.norm.forward(x, scratch.f32('final', x.size));
   }
 }
 

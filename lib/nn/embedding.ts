@@ -45,10 +45,13 @@ export class Embedding extends Module {
     this.dim = weight.shape[1]!;
   }
 
-  /** Rows `ids` as f32 [ids.length, dim]. */
-  forward(ids: readonly number[]): Tensor<'f32'> {
+  /** Rows `ids` as f32 [ids.length, dim]; into `outArg` (ids.length * dim floats) when given. */
+  forward(ids: readonly number[], outArg?: Float32Array): Tensor<'f32'> {
     const D = this.dim;
-    const out = new Float32Array(ids.length * D);
+    if (outArg !== undefined && (!(outArg instanceof Float32Array) || outArg.length !== ids.length * D)) {
+      throw rangeError('Embedding.forward', 'out', `must be a Float32Array of ids.length x dim = ${ids.length * D} values`);
+    }
+    const out = outArg ?? new Float32Array(ids.length * D);
     for (let t = 0; t < ids.length; t++) {
       const id = ids[t]!;
       if (!Number.isSafeInteger(id) || id < 0 || id >= this.numEmbeddings) {
