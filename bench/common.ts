@@ -101,3 +101,22 @@ export function printTable(header: string[], table: string[][]): void {
   console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
   for (const row of table) console.log(line(row));
 }
+
+/** Command-line options of a benchmark: `--name value` pairs and bare `--flag`s. */
+export function cliOptions(argv: readonly string[] = process.argv.slice(2)) {
+  const opt = (name: string): string | undefined => {
+    const i = argv.indexOf(name);
+    if (i < 0) return undefined;
+    const v = argv[i + 1];
+    if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
+    return v;
+  };
+  const intOpt = (name: string, dflt: number): number => {
+    const v = opt(name);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+    return n;
+  };
+  return { flag: (name: string) => argv.includes(name), opt, intOpt };
+}

@@ -46,27 +46,12 @@ import { Rope } from '../lib/nn/rope.js';
 import { LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP } from '../lib/models/llama.js';
 import type { Module } from '../lib/nn/module.js';
 import { addon } from '../lib/binding.js';
-import { median, printTable } from './common.js';
+import { cliOptions, median, printTable } from './common.js';
 import { ALL_VARIANTS, argmaxLast, build, makeConfig, makePrompt, makeWeights, runOnce } from './synthetic-llama.js';
 
 // ------------------------------------------------------------------ options
 
-const argv = process.argv.slice(2);
-const flag = (name: string) => argv.includes(name);
-function opt(name: string): string | undefined {
-  const i = argv.indexOf(name);
-  if (i < 0) return undefined;
-  const v = argv[i + 1];
-  if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
-  return v;
-}
-function intOpt(name: string, dflt: number): number {
-  const v = opt(name);
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
-  return n;
-}
+const { flag, opt, intOpt } = cliOptions();
 
 const JSON_OUT = flag('--json');
 const QUICK = flag('--quick');

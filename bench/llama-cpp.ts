@@ -29,7 +29,7 @@ import { loadavg, tmpdir, cpus } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isa, setThreads } from '../lib/index.js';
-import { median, printTable } from './common.js';
+import { cliOptions, median, printTable } from './common.js';
 import { type GgufPlan, writeLlamaGguf } from './gguf.js';
 import { ALL_VARIANTS, argmaxLast, build, makeConfig, makePrompt, makeWeights, runOnce } from './synthetic-llama.js';
 
@@ -59,20 +59,8 @@ interface NodeLlamaCpp {
 
 // ------------------------------------------------------------------ options
 
-const argv = process.argv.slice(2);
-function opt(name: string, dflt: string): string {
-  const i = argv.indexOf(name);
-  if (i < 0) return dflt;
-  const v = argv[i + 1];
-  if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
-  return v;
-}
-function intOpt(name: string, dflt: number): number {
-  const n = Number(opt(name, String(dflt)));
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
-  return n;
-}
-const THREADS = opt('--threads', '1,2').split(',').map(Number);
+const { opt, intOpt } = cliOptions();
+const THREADS = (opt('--threads') ?? '1,2').split(',').map(Number);
 if (THREADS.some((t) => !Number.isInteger(t) || t < 1)) throw new Error('--threads must be a comma-separated list of positive integers');
 const REPEATS = intOpt('--repeats', 3);
 const PROMPT = intOpt('--prompt', 128);
@@ -93,7 +81,7 @@ const ALL_PAIRS = [
   { name: 'W4A8 / Q4_0, lm_head quantized', qk: 'w4a8+head', gguf: Q4H },
   { name: 'int4 g32 / Q4_0, lm_head quantized', qk: 'int4-g32+head', gguf: Q4H },
 ];
-const ONLY = opt('--pairs', '').split(',').filter((s) => s !== '');
+const ONLY = (opt('--pairs') ?? '').split(',').filter((s) => s !== '');
 const PAIRS = ONLY.length ? ALL_PAIRS.filter((p) => ONLY.includes(p.qk)) : ALL_PAIRS;
 if (PAIRS.length === 0) throw new Error(`--pairs matched none of ${ALL_PAIRS.map((p) => p.qk).join(', ')}`);
 
