@@ -85,6 +85,8 @@ export interface Addon {
     zeroPoints: Codes | null,
     bias: Float32Array | null,
     y: Float32Array,
+    /** Every M on the small-M kernel, whose rows do not depend on M (batched decoding). */
+    rowInvariant?: boolean,
   ): void;
   /** quantize on a libuv worker thread. */
   quantizeAsync(...args: Parameters<Addon['quantize']>): Promise<number>;
@@ -228,7 +230,7 @@ function load(): Addon {
 /** Parameter names of the async entry points, for holdBuffers' messages. */
 const ASYNC_ARGS: Record<string, readonly string[]> = {
   quantizeAsync: ['src', 'srcType', 'rows', 'K', 'bits', 'asymmetric', 'granularity', 'groupSize', 'codes', 'scales', 'zeroPoints'],
-  gemmAsync: ['x', 'M', 'K', 'wFormat', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
+  gemmAsync: ['x', 'M', 'K', 'wFormat', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y', 'rowInvariant'],
   gemmW8A8Async: ['x', 'M', 'K', 'q', 'N', 'scale', 'rowsum', 'threshold', 'bias', 'y'],
   gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
   attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out', 'causal'],

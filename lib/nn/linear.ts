@@ -4,7 +4,7 @@
  * that stays packed (its forward is one native call).
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { type PreparedWeight, checkBias, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
+import { type PreparedWeight, checkBias, linearOutput, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
 import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
 import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
@@ -12,6 +12,16 @@ import { quantize } from '../quant/quantize.js';
 import { type QuantizeOptions, schemeOf } from '../quant/qtypes.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
+import type { LinearCallOptions } from './steps.js';
+
+/** options.rowInvariant, checked (see LinearCallOptions). */
+function rowInvariant(fn: string, options: LinearCallOptions | undefined): boolean {
+  if (options === undefined) return false;
+  if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
+  const v = options.rowInvariant ?? false;
+  if (typeof v !== 'boolean') throw typeError(fn, 'options.rowInvariant', `must be a boolean, got ${describe(v)}`);
+  return v;
+}
 
 export class Linear extends Module {
   readonly weight: Tensor;
@@ -37,13 +47,13 @@ export class Linear extends Module {
   }
 
   /** x [..., K] -> [..., N]; into `out` (rows * N floats, not sharing x's memory) when given. */
-  forward(x: Tensor, out?: Float32Array): Tensor<'f32'> {
-    return matmulPrepared('Linear.forward', x, this.#w, this.#b, out);
+  forward(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Tensor<'f32'> {
+    return matmulPrepared('Linear.forward', x, this.#w, this.#b, out, rowInvariant('Linear.forward', options));
   }
 
   /** forward() on a worker thread. */
-  forwardAsync(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>> {
-    return matmulPreparedAsync('Linear.forwardAsync', x, this.#w, this.#b, out);
+  forwardAsync(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Promise<Tensor<'f32'>> {
+    return matmulPreparedAsync('Linear.forwardAsync', x, this.#w, this.#b, out, rowInvariant('Linear.forwardAsync', options));
   }
 
   override ownTensors(): Iterable<[string, Tensor]> {
@@ -83,6 +93,11 @@ function runtimeOptions(fn: string, o: QLinearRuntimeOptions | undefined): { act
   }
   if (o?.threshold !== undefined && activations !== 'llm.int8') throw rangeError(fn, 'options.threshold', `only applies with activations 'llm.int8'`);
   return { activations, threshold };
+}
+
+/** Row r of x [..., K] as an f32 [1, K] view. */
+function rowOf(x: Tensor, r: number, K: number): Tensor<'f32'> {
+  return new Tensor('f32', [1, K], (x.data as Float32Array).subarray(r * K, (r + 1) * K));
 }
 
 export class QLinear extends Module {
@@ -145,22 +160,59 @@ export class QLinear extends Module {
     return this.qweight.shape[0] ?? 0;
   }
 
-  /** x [..., K] -> [..., N]; into `out` (rows * N floats, not sharing x's memory) when given. */
-  forward(x: Tensor, out?: Float32Array): Tensor<'f32'> {
-    if (this.#w) return matmulPrepared('QLinear.forward', x, this.#w, this.#b, out);
-    if (this.#w4) return matmulW4A8('QLinear.forward', x, this.#w4, this.#b, out);
-    const r = matmulW8A8('QLinear.forward', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
+  /**
+   * x [..., K] -> [..., N]; into `out` (rows * N floats, not sharing x's
+   * memory) when given. With options.rowInvariant, LLM.int8() runs one row
+   * at a time (its outlier columns would otherwise depend on the other rows).
+   */
+  forward(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Tensor<'f32'> {
+    const fn = 'QLinear.forward';
+    const inv = rowInvariant(fn, options);
+    if (this.#w) return matmulPrepared(fn, x, this.#w, this.#b, out, inv);
+    if (this.#w4) return matmulW4A8(fn, x, this.#w4, this.#b, out);
+    if (inv && this.activations === 'llm.int8') return this.#rowByRow(fn, x, out, (xr, yr) => this.#int8(fn, xr, yr));
+    return this.#int8(fn, x, out);
+  }
+
+  /** forward() on a worker thread. */
+  async forwardAsync(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Promise<Tensor<'f32'>> {
+    const fn = 'QLinear.forwardAsync';
+    const inv = rowInvariant(fn, options);
+    if (this.#w) return matmulPreparedAsync(fn, x, this.#w, this.#b, out, inv);
+    if (this.#w4) return matmulW4A8Async(fn, x, this.#w4, this.#b, out);
+    if (inv && this.activations === 'llm.int8') {
+      const { rows, y } = linearOutput(fn, x, this.outFeatures, this.inFeatures, out);
+      const K = this.inFeatures, N = this.outFeatures;
+      let outliers = 0;
+      for (let r = 0; r < rows; r++) {
+        const res = await matmulW8A8Async(fn, rowOf(x, r, K), this.#w8!, this.#b, this.threshold, y.data.subarray(r * N, (r + 1) * N));
+        outliers = Math.max(outliers, res.outliers);
+      }
+      this.lastOutlierColumns = outliers;
+      return y;
+    }
+    const r = await matmulW8A8Async(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
     this.lastOutlierColumns = r.outliers;
     return r.y;
   }
 
-  /** forward() on a worker thread. */
-  async forwardAsync(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>> {
-    if (this.#w) return matmulPreparedAsync('QLinear.forwardAsync', x, this.#w, this.#b, out);
-    if (this.#w4) return matmulW4A8Async('QLinear.forwardAsync', x, this.#w4, this.#b, out);
-    const r = await matmulW8A8Async('QLinear.forwardAsync', x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
+  #int8(fn: string, x: Tensor, out: Float32Array | undefined): Tensor<'f32'> {
+    const r = matmulW8A8(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
     this.lastOutlierColumns = r.outliers;
     return r.y;
+  }
+
+  /** f(row r of x, row r of the output) for every row; lastOutlierColumns = the most any row had. */
+  #rowByRow(fn: string, x: Tensor, out: Float32Array | undefined, f: (xr: Tensor, yr: Float32Array) => Tensor<'f32'>): Tensor<'f32'> {
+    const { rows, y } = linearOutput(fn, x, this.outFeatures, this.inFeatures, out);
+    const K = this.inFeatures, N = this.outFeatures;
+    let outliers = 0;
+    for (let r = 0; r < rows; r++) {
+      f(rowOf(x, r, K), y.data.subarray(r * N, (r + 1) * N));
+      outliers = Math.max(outliers, this.lastOutlierColumns);
+    }
+    this.lastOutlierColumns = outliers;
+    return y;
   }
 
   override ownTensors(): Iterable<[string, Tensor | QuantizedTensor]> {

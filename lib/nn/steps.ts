@@ -18,18 +18,38 @@ import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
 import type { Module } from './module.js';
 
+/** How a forward asks its layers to compute (the drivers pass it to every linear op). */
+export interface LinearCallOptions {
+  /**
+   * Every row of the output gets the same bits whatever the number of rows
+   * in the call: what batched decoding needs, so a sequence's logits do not
+   * depend on what else is in its batch. Linear and QLinear honour it (the
+   * f32-activation GEMM then runs its small-M kernel at every M; the int8
+   * activation paths are row-invariant anyway; LLM.int8() then runs row by
+   * row, since its outlier columns are chosen over all rows of a call).
+   */
+  readonly rowInvariant?: boolean;
+}
+
 /**
  * Anything that maps f32 [..., K] -> f32 [..., N]: Linear, QLinear, or a
  * replacement. `out` is a buffer the model offers for the result (rows * N
  * floats, reused by later forwards): a layer may write its result there or
- * ignore it and return its own array; callers use the returned tensor.
+ * ignore it and return its own array; callers use the returned tensor. A
+ * replacement that ignores `options` is not row-invariant.
  */
 export interface LinearLike extends Module {
   /** Output width N when known (Linear, QLinear); lets the model offer a buffer. */
   readonly outFeatures?: number;
-  forward(x: Tensor, out?: Float32Array): Tensor<'f32'>;
+  forward(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Tensor<'f32'>;
   /** forward() off the main thread, same result; used by forwardAsync when present. */
-  forwardAsync?(x: Tensor, out?: Float32Array): Promise<Tensor<'f32'>>;
+  forwardAsync?(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Promise<Tensor<'f32'>>;
+}
+
+/** Options of the drivers (runSync, runAsync). */
+export interface RunOptions {
+  /** Pass rowInvariant to every linear op (see LinearCallOptions). */
+  readonly rowInvariant?: boolean;
 }
 
 /** Keys/values of the positions seen so far; one per generation stream. */
@@ -66,19 +86,25 @@ export function* attentionStep(a: AttentionInputs, out?: Float32Array): ForwardS
   return yield out === undefined ? { kind: 'attention', a } : { kind: 'attention', a, out };
 }
 
+/** The options handed to linear ops, or undefined for the defaults (the plain calls). */
+function linearOptions(o: RunOptions | undefined): LinearCallOptions | undefined {
+  return o?.rowInvariant === true ? { rowInvariant: true } : undefined;
+}
+
 const attentionTensor = (a: AttentionInputs, out: Float32Array) => new Tensor('f32', [a.T, a.nHeads * a.headDim], out);
 
 /**
  * Drive `steps` to its end with blocking calls. An op that throws is thrown
  * into the generator, so its finally blocks (the cache lock) run.
  */
-export function runSync<R>(steps: ForwardSteps<R>): R {
+export function runSync<R>(steps: ForwardSteps<R>, options?: RunOptions): R {
+  const lo = linearOptions(options);
   let r = steps.next();
   while (!r.done) {
     const op = r.value;
     let y: Tensor<'f32'>;
     try {
-      if (op.kind === 'linear') y = op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
+      if (op.kind === 'linear') y = lo ? op.layer.forward(op.x, op.out, lo) : op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
       else if (op.kind === 'matmul') y = matmul(op.x, op.w);
       else y = attentionTensor(op.a, causalAttentionOp(op.a, op.out));
     } catch (e) {
@@ -97,7 +123,8 @@ export function runSync<R>(steps: ForwardSteps<R>): R {
  * completes, so they stay alive. A LinearLike without forwardAsync (a
  * custom replacement layer) runs synchronously.
  */
-export async function runAsync<R>(steps: ForwardSteps<R>): Promise<R> {
+export async function runAsync<R>(steps: ForwardSteps<R>, options?: RunOptions): Promise<R> {
+  const lo = linearOptions(options);
   let r = steps.next();
   while (!r.done) {
     const op = r.value;
@@ -105,6 +132,7 @@ export async function runAsync<R>(steps: ForwardSteps<R>): Promise<R> {
     try {
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
       else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a, op.out));
+      else if (lo) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, lo) : op.layer.forward(op.x, op.out, lo);
       else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
       else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);
     } catch (e) {

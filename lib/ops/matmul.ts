@@ -82,22 +82,27 @@ export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: 
 
 type GemmArgs = Parameters<typeof addon.gemm>;
 
-function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): { args: GemmArgs | null; y: Tensor<'f32'> } {
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out: Float32Array | undefined, rowInvariant: boolean): { args: GemmArgs | null; y: Tensor<'f32'> } {
   const { rows, y } = linearOutput(fn, x, w.N, w.K, out);
   if (y.size === 0) return { args: null, y };
-  return { args: [x.data as Float32Array, rows, w.K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y.data], y };
+  return { args: [x.data as Float32Array, rows, w.K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y.data, rowInvariant], y };
 }
 
-/** Run a prepared weight on x [..., K] (into `out` when given, see linearOutput). */
-export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Tensor<'f32'> {
-  const c = prepareCall(fn, x, w, bias, out);
+/**
+ * Run a prepared weight on x [..., K] (into `out` when given, see
+ * linearOutput). rowInvariant: every row comes out with the same bits
+ * whatever the number of rows (the small-M kernel for every M; see
+ * LinearCallOptions).
+ */
+export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rowInvariant = false): Tensor<'f32'> {
+  const c = prepareCall(fn, x, w, bias, out, rowInvariant);
   if (c.args) addon.gemm(...c.args);
   return c.y;
 }
 
 /** matmulPrepared on a worker thread. */
-export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Promise<Tensor<'f32'>> {
-  const c = prepareCall(fn, x, w, bias, out);
+export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rowInvariant = false): Promise<Tensor<'f32'>> {
+  const c = prepareCall(fn, x, w, bias, out, rowInvariant);
   if (c.args) await addon.gemmAsync(...c.args);
   return c.y;
 }

@@ -13,8 +13,9 @@ namespace qkb {
 
 namespace {
 
-// gemm(x, M, K, wFormat, w, N, groupSize, scales, zps, bias, y)
+// gemm(x, M, K, wFormat, w, N, groupSize, scales, zps, bias, y, rowInvariant = false)
 //   wFormat: 0 f32, 1 f16, 2 bf16, 3 i8, 4 i4. Y[M,N] = X[M,K] W[N,K]^T + bias.
+//   rowInvariant: a row's result does not depend on M (GemmArgs::row_invariant).
 qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
     Napi::Env env = info.Env();
     const size_t M = size_arg(info, 1, fn, "M"), K = size_arg(info, 2, fn, "K");
@@ -63,6 +64,10 @@ qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
     a.bias = static_cast<const float*>(typed_arg(info, 9, fn, "bias", napi_float32_array, N, true).data);
     View y = typed_arg(info, 10, fn, "y", napi_float32_array, mul_checked(env, fn, M, N));
     a.y = static_cast<float*>(y.data); a.ldy = N;
+    if (info.Length() > 11 && !info[11].IsUndefined()) {
+        if (!info[11].IsBoolean()) throw_type(env, fn, "rowInvariant", "must be a boolean");
+        a.row_invariant = info[11].As<Napi::Boolean>().Value();
+    }
     return a;
 }
 

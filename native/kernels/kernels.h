@@ -74,6 +74,10 @@ struct GemmArgs {
     WeightView w;
     const float* bias;             // [N] or nullptr
     float* y;        size_t ldy;   // Y[M, N], row stride ldy >= N (elements)
+    // Row-invariant mode (driver only, gemm_ops.h): every M takes the gemv
+    // path, whose tiles give each Y[m, n] one summation order whatever the
+    // number of rows they share, so a row's result does not depend on M.
+    bool row_invariant = false;
 };
 
 // Arguments of one W8A8 int8 GEMM call (Kernels::gemm_w8a8): int8 weight codes
@@ -244,7 +248,10 @@ struct Kernels {
     // ---- GEMM -----------------------------------------------------------
     // Small-M path (decode): for m in [m0, m0+mc) (mc <= 4) and n in [n0, n1),
     // Y[m, n] = sum_k X[m, k] * W[n, k] (+ bias[n]), every weight format,
-    // weights dequantized in registers (never to memory).
+    // weights dequantized in registers (never to memory). Contract: with
+    // a.row_invariant, Y[m, n] does not depend on m0 or mc (the rows sharing
+    // a tile), so the driver's row-invariant mode can run any M through it
+    // (without it a kernel may pick a faster order for mc <= 2).
     void (*gemv)(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1);
 
     // Large-M path (prefill), f32 micro-kernel over a panel P of nr rows of

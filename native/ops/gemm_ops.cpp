@@ -260,7 +260,10 @@ void gemm(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) 
         return;
     }
     const GemmBlocking b = blocking ? *blocking : default_gemm_blocking(a.w.fmt);
-    if (a.M <= b.gemv_max_m)
+    // row-invariant: one path for every M (the gemv tiles' order per row
+    // does not depend on how many rows share a tile); batched decoding needs
+    // a sequence's rows to come out the same whatever else is in the batch
+    if (a.M <= b.gemv_max_m || a.row_invariant)
         gemm_gemv_path(kern, a, b);
     else
         gemm_panel_path(kern, a, b);

@@ -409,6 +409,47 @@ QKT_TEST(gemm_gemv) {
     }
 }
 
+// Row-invariant mode: a row's bits do not depend on the rows sharing its
+// gemv tile (mc = 1..4, any m0), for every format and ISA; the batched
+// decoder relies on it (a sequence's logits must not depend on the batch).
+QKT_TEST(gemm_gemv_row_invariant) {
+    Rng rng(21);
+    for (const WSpec& sp : kSpecs) {
+        for (size_t K : kKs) {
+            for (size_t G : groups_for(sp, K)) {
+                const size_t N = 9, Mx = 5, ldx = K + 1, ldy = N;
+                if (!affordable(Mx, N, K)) continue;
+                const TestW w = make_w(sp, N, K, G, Data::random, rng);
+                const std::vector<float> x = make_x(Mx, K, ldx, Data::random, rng);
+                qk::GemmArgs a;
+                a.x = x.data();
+                a.ldx = ldx;
+                a.M = Mx;
+                a.N = N;
+                a.K = K;
+                a.w = w.view();
+                a.bias = nullptr;
+                a.ldy = ldy;
+                a.row_invariant = true;
+                // each row alone (mc = 1) is the baseline
+                std::vector<float> y1(Mx * ldy, kSentinel);
+                a.y = y1.data();
+                for (size_t m = 0; m < Mx; ++m) ctx.k->gemv(a, m, 1, 0, N);
+                for (size_t m0 = 0; m0 < Mx; ++m0) {
+                    for (size_t mc = 2; m0 + mc <= Mx && mc <= 4; ++mc) {
+                        std::vector<float> y(Mx * ldy, kSentinel);
+                        a.y = y.data();
+                        ctx.k->gemv(a, m0, mc, 0, N);
+                        QKT_CHECK(std::memcmp(y.data() + m0 * ldy, y1.data() + m0 * ldy, mc * ldy * sizeof(float)) == 0,
+                                  "%s K=%zu G=%zu: rows %zu..%zu in one tile differ from each row alone", sp.name, K, G,
+                                  m0, m0 + mc - 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---- gemm_panel_f32 (+ dequant_panel) --------------------------------------
 QKT_TEST(gemm_panel) {
     Rng rng(3);

@@ -223,9 +223,9 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
 // (the decode is ALU-bound at ~1.3x DRAM bandwidth otherwise). With MC >= 3
 // there are not enough registers for two accumulator sets, so the weights
 // are scaled as decoded (w = (q - zp) * s, as in dequant_panel).
-template <bool ASYM, int MC, int R>
-static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
-    constexpr bool GACC = MC <= 2;
+template <bool ASYM, bool GACC, int MC, int R>
+static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
+    static_assert(!GACC || MC <= 2, "two accumulator sets fit in 32 zmm only for MC <= 2");
     constexpr int NG = GACC ? MC : 1;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
@@ -287,9 +287,8 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
 // even and odd halves go to separate accumulators so the FMA chains stay
 // short; with MC >= 3 there are already enough independent chains (and not
 // enough registers for two sets).
-template <bool ASYM, int MC, int R>
-static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
-    constexpr bool DUAL = MC <= 2;
+template <bool ASYM, bool DUAL, int MC, int R>
+static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     constexpr int NA = DUAL ? 2 : 1;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
@@ -361,6 +360,28 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     store_tile<MC, R>(a, m0, n, acc[0]);
 }
 
+
+// The tiles the shared dispatch calls. The MC <= 2 variants (per-group
+// accumulation, split even/odd chains) sum in another order than MC >= 3, so
+// by default a row's result can depend on the tile it lands in, i.e. on M.
+// Row-invariant mode (GemmArgs::row_invariant, Kernels::gemv's contract)
+// takes the MC >= 3 order for every MC. Measured at N = K = 4096, one thread,
+// warm weights (AMD Zen 4): int8 M = 1 0.58 -> 0.70 ms, M >= 3 unchanged;
+// int4 g32 M = 1 and M >= 3 unchanged, M = 2 1.7 -> 1.2 ms.
+template <bool ASYM, int MC, int R>
+static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
+    if constexpr (MC <= 2) {
+        if (!a.row_invariant) return gemv_i8_tile_impl<ASYM, true, MC, R>(a, m0, n);
+    }
+    gemv_i8_tile_impl<ASYM, false, MC, R>(a, m0, n);
+}
+template <bool ASYM, int MC, int R>
+static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
+    if constexpr (MC <= 2) {
+        if (!a.row_invariant) return gemv_i4_tile_impl<ASYM, true, MC, R>(a, m0, n);
+    }
+    gemv_i4_tile_impl<ASYM, false, MC, R>(a, m0, n);
+}
 
 // ---- gemm_panel_f32: X^T-packed kernel, P broadcast -------------------------
 // X[M, kc] is packed (transposed) per call into 16-row blocks XT[b][k][16],
