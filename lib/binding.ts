@@ -149,6 +149,24 @@ export interface Addon {
     causal?: boolean,
   ): void;
   attentionAsync(...args: Parameters<Addon['attention']>): Promise<void>;
+  /**
+   * Several attention calls in one thread-pool run: call i's T[i] query rows
+   * follow call i - 1's in q and out, over keys[i] / values[i] at positions
+   * pos0[i] ..; each row gets the bits attention() gives it alone.
+   */
+  attentionBatch(
+    q: Float32Array,
+    out: Float32Array,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    scale: number,
+    keys: readonly Float32Array[],
+    values: readonly Float32Array[],
+    pos0: readonly number[],
+    T: readonly number[],
+  ): void;
+  attentionBatchAsync(...args: Parameters<Addon['attentionBatch']>): Promise<void>;
   /** Store k, v [T, kvDim] at positions pos0 .. of a blocked-key cache (native/ops/attention_ops.h). */
   attentionCacheWrite(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void;
   /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */
@@ -234,6 +252,7 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
   gemmW8A8Async: ['x', 'M', 'K', 'q', 'N', 'scale', 'rowsum', 'threshold', 'bias', 'y'],
   gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
   attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out', 'causal'],
+  attentionBatchAsync: ['q', 'out', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'keys', 'values', 'pos0', 'T'],
 };
 
 /**
@@ -249,16 +268,22 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
  * left alone.
  */
 function holdBuffers(fn: string, names: readonly string[], args: unknown[]): unknown[] {
-  for (let i = 0; i < args.length; i++) {
-    const v = args[i];
-    if (!ArrayBuffer.isView(v)) continue;
+  const hold = (v: unknown, name: string) => {
+    if (!ArrayBuffer.isView(v)) return;
     const buf = v.buffer;
     if (buf instanceof ArrayBuffer) {
       if ((buf as { resizable?: boolean }).resizable === true) {
-        throw typeError(fn, names[i] ?? `argument ${i}`, 'is backed by a resizable ArrayBuffer, which an async call cannot hold (it could shrink under the call); copy it into a fixed-size buffer, or use the synchronous form');
+        throw typeError(fn, name, 'is backed by a resizable ArrayBuffer, which an async call cannot hold (it could shrink under the call); copy it into a fixed-size buffer, or use the synchronous form');
       }
       markAsUntransferable(buf);
     }
+  };
+  for (let i = 0; i < args.length; i++) {
+    const v = args[i];
+    const name = names[i] ?? `argument ${i}`;
+    // arrays of buffers (attentionBatchAsync's caches) are held element by element
+    if (Array.isArray(v)) v.forEach((e, j) => hold(e, `${name}[${j}]`));
+    else hold(v, name);
   }
   return args;
 }

@@ -8,7 +8,9 @@ export type { Bits, Scheme, SchemeName, Granularity, QuantizeOptions } from './q
 export { matmul, matmulAsync } from './ops/matmul.js';
 export { Module } from './nn/module.js';
 export { Linear, QLinear, type QLinearOptions, type QLinearRuntimeOptions, type ActivationMode } from './nn/linear.js';
-export { CausalLM, type ForwardOptions, type KVCache, type ModelConfigBase, type ForwardOp, type ForwardSteps, runSync, runAsync } from './models/causal-lm.js';
+export { CausalLM, DecoderLM, type BatchItem, type BatchForwardOptions, type ForwardOptions, type KVCache, type ModelConfigBase, type ForwardOp, type ForwardSteps, runSync, runAsync } from './models/causal-lm.js';
+export { Scratch } from './nn/scratch.js';
+export type { LinearCallOptions, RunOptions } from './nn/steps.js';
 export { loadModel, loadModelSync, buildModel, type LoadModelOptions, type LoadedModel, type BuildModelOptions } from './models/load.js';
 export { LlamaForCausalLM } from './models/llama.js';
 export { Gpt2LMHeadModel } from './models/gpt2.js';

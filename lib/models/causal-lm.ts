@@ -8,8 +8,9 @@
  */
 import { rangeError, typeError } from '../errors.js';
 import { Module } from '../nn/module.js';
-import { DecoderKVCache, beginForward, holdCache, linearChild } from '../nn/attention.js';
-import type { Scratch } from '../nn/scratch.js';
+import { DecoderKVCache, beginForward, holdCache, holdCaches, linearChild } from '../nn/attention.js';
+import { Scratch } from '../nn/scratch.js';
+import { SeqBatch } from '../nn/seq-batch.js';
 import { type ForwardSteps, type KVCache, linearStep, runAsync, runSync } from '../nn/steps.js';
 import { Tensor } from '../tensor.js';
 
@@ -105,8 +106,11 @@ export abstract class DecoderLM extends CausalLM {
   /** Layers and key/value width per position; maxPositions when positions come from a table (RoPE models have none). */
   protected abstract cacheShape(): { nLayers: number; kvDim: number; maxPositions?: number };
 
-  /** Hidden states [T, width] of tokens at positions pos0 .. pos0 + T - 1. */
-  protected abstract bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>>;
+  /**
+   * Hidden states [rows, width] of the batch's tokens (its segments' tokens
+   * one after another), each segment at its own positions over its own cache.
+   */
+  protected abstract bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>>;
 
   /** Rows of hidden states -> lm_head's input (default: as they are); `scratch` may hold its result. */
   protected *headInputSteps(x: Tensor<'f32'>, _scratch: Scratch): ForwardSteps<Tensor<'f32'>> {
@@ -133,10 +137,93 @@ export abstract class DecoderLM extends CausalLM {
   }
 
   *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
-    const x = yield* this.bodySteps(tokens, cache, pos0);
+    const x = yield* this.bodySteps(tokens, SeqBatch.single(cache, pos0, tokens.length));
     cache.advance(tokens.length);
     // norms and projections are per row: only the rows whose logits are wanted go on
     const h = yield* this.headInputSteps(last ? lastRow(x) : x, cache.scratch);
     return yield* linearStep(linearChild(this, 'lm_head'), h);
   }
+
+  /**
+   * Several sequences in one forward (a batched decoding step): item i's
+   * tokens run at its cache's next positions and are appended to it, and
+   * its logits come back as result i: [1, vocabSize] with { logits: 'last' },
+   * else [tokens.length, vocabSize] (views of one buffer). The GEMMs read
+   * the weights once for all rows, and every op is row-invariant (see
+   * LinearCallOptions), so an item's logits have the same bits whatever
+   * else is in the batch, alone included. They can differ in the last bits
+   * from forward()'s, whose prompt GEMMs take a faster, M-dependent path.
+   * Each item needs its own cache and at least one token; every cache is
+   * held (ERR_BUSY to other forwards) until the call ends. `scratch` holds
+   * the activations (default: new buffers per call; a caller that steps
+   * many batches passes one to reuse).
+   */
+  forwardBatch(items: readonly BatchItem[], options?: BatchForwardOptions): Tensor<'f32'>[] {
+    return runSync(this.forwardBatchSteps(items, options), { rowInvariant: true });
+  }
+
+  /** forwardBatch() with its native calls on worker threads: the same logits, bit for bit. */
+  forwardBatchAsync(items: readonly BatchItem[], options?: BatchForwardOptions): Promise<Tensor<'f32'>[]> {
+    return runAsync(this.forwardBatchSteps(items, options), { rowInvariant: true });
+  }
+
+  /** forwardBatch() as steps; drive it with { rowInvariant: true } for its guarantee. */
+  *forwardBatchSteps(items: readonly BatchItem[], options?: BatchForwardOptions): ForwardSteps<Tensor<'f32'>[]> {
+    const fn = `${this.constructor.name}.forwardBatch`;
+    const last = lastLogitsOnly(fn, options);
+    const scratch = options?.scratch ?? new Scratch();
+    if (!(scratch instanceof Scratch)) throw typeError(fn, 'options.scratch', 'must be a Scratch');
+    if (!Array.isArray(items)) throw typeError(fn, 'items', 'must be an array of { tokens, cache }');
+    const { nLayers, kvDim, maxPositions } = this.cacheShape();
+    const V = this.config.vocabSize;
+    const segs: { cache: DecoderKVCache; pos0: number; T: number }[] = [];
+    const seen = new Set<KVCache>();
+    const tokens: number[] = [];
+    for (const [i, it] of items.entries()) {
+      if (it === null || typeof it !== 'object') throw typeError(fn, `items[${i}]`, 'must be an object { tokens, cache }');
+      if (seen.has(it.cache)) throw rangeError(fn, `items[${i}].cache`, 'appears twice in the batch; each sequence needs its own cache');
+      seen.add(it.cache);
+      if (Array.isArray(it.tokens) && it.tokens.length === 0) throw rangeError(fn, `items[${i}].tokens`, 'must hold at least one token');
+      const [cache, pos0] = beginForward(`${fn} (items[${i}])`, it.tokens, it.cache, { nLayers, kvDim, vocabSize: V, ...(maxPositions !== undefined ? { maxPositions } : {}) });
+      segs.push({ cache, pos0, T: it.tokens.length });
+      for (const t of it.tokens) tokens.push(t);
+    }
+    if (segs.length === 0) return [];
+    return yield* holdCaches(fn, segs.map((s) => s.cache), this.#batchSteps(tokens, new SeqBatch(segs, scratch), last));
+  }
+
+  *#batchSteps(tokens: readonly number[], batch: SeqBatch, last: boolean): ForwardSteps<Tensor<'f32'>[]> {
+    const x = yield* this.bodySteps(tokens, batch);
+    for (const s of batch.segments) s.cache.advance(s.T);
+    const D = x.shape[1]!;
+    let rows = x;
+    if (last) {
+      // only each sequence's last row goes on to the head
+      const n = batch.segments.length;
+      const r = batch.scratch.f32('lastRows', n * D);
+      batch.segments.forEach((s, i) => r.set(x.data.subarray((s.row0 + s.T - 1) * D, (s.row0 + s.T) * D), i * D));
+      rows = new Tensor('f32', [n, D], r);
+    }
+    const h = yield* this.headInputSteps(rows, batch.scratch);
+    const logits = (yield* linearStep(linearChild(this, 'lm_head'), h)).data;
+    const V = this.config.vocabSize;
+    let r0 = 0;
+    return batch.segments.map((s) => {
+      const T = last ? 1 : s.T;
+      const t = new Tensor('f32', [T, V], logits.subarray(r0 * V, (r0 + T) * V));
+      r0 += T;
+      return t;
+    });
+  }
+}
+
+/** One sequence of a batched forward: its next tokens and its cache. */
+export interface BatchItem {
+  readonly tokens: readonly number[];
+  readonly cache: KVCache;
+}
+
+export interface BatchForwardOptions extends ForwardOptions {
+  /** Activation buffers to reuse across batched forwards (default: new ones per call). */
+  readonly scratch?: Scratch;
 }

@@ -17,7 +17,8 @@
  * transformer.h.{i}.attn.{qkv_proj,out_proj}, transformer.h.{i}.mlp.{fc_in,fc_out}, lm_head.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, linearChild } from '../nn/attention.js';
+import { SeqBatch } from '../nn/seq-batch.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
@@ -112,21 +113,21 @@ export class CodegenAttention extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer, rope));
   }
 
-  /** out_proj into `out` when given; qkv_proj's output and the attention's in the cache's scratch. */
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  /** x [rows, D] of the batch's sequences; out_proj into `out` when given; qkv_proj's output and the attention's in the batch's scratch. */
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number, rope: Rope, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const { nHeads, headDim } = this.shape;
     const D = nHeads * headDim;
-    const sc = cache.scratch;
+    const sc = batch.scratch;
     const qkvProj = linearChild(this, 'qkv_proj');
     const { q, k, v } = splitCodegenQkv((yield* linearStep(qkvProj, x, sc.outputFor('qkv', qkvProj, x))).data, T, D);
-    rope.applyInterleaved(q, T, nHeads, pos0, headDim);
-    rope.applyInterleaved(k, T, nHeads, pos0, headDim);
-    cache.write(layer, pos0, k, v);
-    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * D));
+    batch.forEachSegment(q, D, (r, s) => rope.applyInterleaved(r, s.T, nHeads, s.pos0, headDim));
+    batch.forEachSegment(k, D, (r, s) => rope.applyInterleaved(r, s.T, nHeads, s.pos0, headDim));
+    batch.writeKV(layer, k, v, D);
+    const a = yield* batch.attentionSteps(q, layer, this.shape, sc.f32('attn', T * D));
     return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, D], a), out);
   }
 }
@@ -167,17 +168,17 @@ export class CodegenBlock extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer, rope));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
-    // activations in the cache's scratch: a in the residual slot x is not in,
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+    // activations in the batch's scratch: a in the residual slot x is not in,
     // m in its own ('mlp'): x is read again at the end
-    const sc = cache.scratch;
+    const sc = batch.scratch;
     const n = x.size;
     const [aSlot] = sc.residualSlots(x.data);
     const h = this.ln_1.forward(x, sc.f32('norm', n));
-    const a = yield* this.attn.forwardSteps(h, cache, layer, pos0, rope, sc.f32(aSlot, n));
+    const a = yield* this.attn.forwardSteps(h, batch, layer, rope, sc.f32(aSlot, n));
     const m = yield* this.mlp.forwardSteps(h, sc, sc.f32('mlp', n));
     // HF sums attn + mlp + residual in that order
     addInPlace(a.data, m.data);
@@ -229,10 +230,10 @@ export class CodegenForCausalLM extends DecoderLM {
     return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }
 
-  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
-    let x = tr.wte.forward(tokens, cache.scratch.f32('embed', tokens.length * this.config.nEmbd));
-    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0, this.rope);
+    let x = tr.wte.forward(tokens, batch.scratch.f32('embed', tokens.length * this.config.nEmbd));
+    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, batch, i, this.rope);
     return x;
   }
 

@@ -16,7 +16,8 @@
  * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, linearChild } from '../nn/attention.js';
+import { SeqBatch } from '../nn/seq-batch.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
@@ -76,14 +77,14 @@ export class Gpt2Attention extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer));
   }
 
-  /** c_proj into `out` when given; the rest in the cache's scratch slots. */
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  /** x [rows, D] of the batch's sequences; c_proj into `out` when given; the rest in the batch's scratch slots. */
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const D = this.shape.nHeads * this.shape.headDim;
-    const sc = cache.scratch;
+    const sc = batch.scratch;
     const cAttn = linearChild(this, 'c_attn');
     const qkv = (yield* linearStep(cAttn, x, sc.outputFor('qkv', cAttn, x))).data; // [T, 3D]: q | k | v per row
     const q = sc.f32('q', T * D);
@@ -95,8 +96,8 @@ export class Gpt2Attention extends Module {
       k.set(qkv.subarray(o + D, o + 2 * D), t * D);
       v.set(qkv.subarray(o + 2 * D, o + 3 * D), t * D);
     }
-    cache.write(layer, pos0, k, v);
-    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * D));
+    batch.writeKV(layer, k, v, D);
+    const a = yield* batch.attentionSteps(q, layer, this.shape, sc.f32('attn', T * D));
     return yield* linearStep(linearChild(this, 'c_proj'), new Tensor('f32', [T, D], a), out);
   }
 }
@@ -139,15 +140,15 @@ export class Gpt2Block extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    // activations in the cache's scratch; the residual stream as in LlamaDecoderLayer
-    const sc = cache.scratch;
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number): ForwardSteps<Tensor<'f32'>> {
+    // activations in the batch's scratch; the residual stream as in LlamaDecoderLayer
+    const sc = batch.scratch;
     const n = x.size;
     const [aSlot, mSlot] = sc.residualSlots(x.data);
-    const a = yield* this.attn.forwardSteps(this.ln_1.forward(x, sc.f32('norm', n)), cache, layer, pos0, sc.f32(aSlot, n));
+    const a = yield* this.attn.forwardSteps(this.ln_1.forward(x, sc.f32('norm', n)), batch, layer, sc.f32(aSlot, n));
     const m = yield* this.mlp.forwardSteps(this.ln_2.forwardAdd(a, x, sc.f32('norm', n)), sc, sc.f32(mSlot, n)); // a = x + attn, then ln_2(a)
     addInPlace(m.data, a.data);
     return m;
@@ -198,12 +199,12 @@ export class Gpt2LMHeadModel extends DecoderLM {
     return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }
 
-  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
+  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
     const n = tokens.length * this.config.nEmbd;
-    let x = tr.wte.forward(tokens, cache.scratch.f32('embed', n));
-    addInPlace(x.data, tr.wpe.forward(Array.from({ length: tokens.length }, (_, t) => pos0 + t), cache.scratch.f32('pos', n)).data);
-    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, cache, i, pos0);
+    let x = tr.wte.forward(tokens, batch.scratch.f32('embed', n));
+    addInPlace(x.data, tr.wpe.forward(batch.positions(), batch.scratch.f32('pos', n)).data);
+    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, batch, i);
     return x;
   }
 

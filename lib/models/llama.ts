@@ -15,7 +15,7 @@
  */
 import { llama2cToHfRoPERows } from '../io/llama2c.js';
 import { activationByName, addInPlace, gateInPlace } from '../nn/activations.js';
-import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, linearChild } from '../nn/attention.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
@@ -23,6 +23,7 @@ import { RMSNorm } from '../nn/norm.js';
 import type { ScaleGroup } from '../nn/scale-fold.js';
 import { Rope } from '../nn/rope.js';
 import type { Scratch } from '../nn/scratch.js';
+import { SeqBatch } from '../nn/seq-batch.js';
 import { Tensor } from '../tensor.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
 import { QuantkitError, describe } from '../errors.js';
@@ -118,25 +119,26 @@ export class LlamaAttention extends Module {
 
   /** x [T, hidden] at positions pos0 ..; writes this layer's k/v into the cache. */
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer, rope));
   }
 
   /**
-   * With `out` (T * hidden floats), o_proj writes there; q, k, v and the
-   * attention output live in the cache's scratch slots 'q', 'k', 'v', 'attn'.
+   * x [rows, hidden] of the batch's sequences. With `out` (rows * hidden
+   * floats), o_proj writes there; q, k, v and the attention output live in
+   * the batch's scratch slots 'q', 'k', 'v', 'attn'.
    */
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number, rope: Rope, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
     const { nHeads, nKvHeads, headDim } = this.shape;
-    const sc = cache.scratch;
+    const sc = batch.scratch;
     const qDim = nHeads * headDim, kvDim = nKvHeads * headDim;
     const q = (yield* linearStep(linearChild(this, 'q_proj'), x, sc.f32('q', T * qDim))).data;
     const k = (yield* linearStep(linearChild(this, 'k_proj'), x, sc.f32('k', T * kvDim))).data;
     const v = (yield* linearStep(linearChild(this, 'v_proj'), x, sc.f32('v', T * kvDim))).data;
-    rope.applyRotateHalf(q, T, nHeads, pos0);
-    rope.applyRotateHalf(k, T, nKvHeads, pos0);
-    cache.write(layer, pos0, k, v);
-    const o = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * qDim));
+    batch.forEachSegment(q, qDim, (r, s) => rope.applyRotateHalf(r, s.T, nHeads, s.pos0));
+    batch.forEachSegment(k, kvDim, (r, s) => rope.applyRotateHalf(r, s.T, nKvHeads, s.pos0));
+    batch.writeKV(layer, k, v, kvDim);
+    const o = yield* batch.attentionSteps(q, layer, this.shape, sc.f32('attn', T * qDim));
     return yield* linearStep(linearChild(this, 'o_proj'), new Tensor('f32', [T, qDim], o), out);
   }
 }
@@ -183,21 +185,21 @@ export class LlamaDecoderLayer extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0, rope));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer, rope));
   }
 
   /**
-   * The block's activations live in the cache's scratch. The residual
+   * The block's activations live in the batch's scratch. The residual
    * stream alternates between slots 'resA' and 'resB': a = x + attn goes to
    * the slot x is not in, m = a + mlp to x's own slot (x is dead once
    * added into a), so the next layer's x is never overwritten early.
    */
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
-    const sc = cache.scratch;
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number, rope: Rope): ForwardSteps<Tensor<'f32'>> {
+    const sc = batch.scratch;
     const n = x.size;
     const [aSlot, mSlot] = sc.residualSlots(x.data);
     const h = this.input_layernorm.forward(x, sc.f32('norm', n));
-    const a = yield* this.self_attn.forwardSteps(h, cache, layer, pos0, rope, sc.f32(aSlot, n));
+    const a = yield* this.self_attn.forwardSteps(h, batch, layer, rope, sc.f32(aSlot, n));
     // a = x + attn(norm(x)), fused with the norm that reads it
     const h2 = this.post_attention_layernorm.forwardAdd(a, x, sc.f32('norm', n));
     const m = yield* this.mlp.forwardSteps(h2, sc, sc.f32(mSlot, n));
@@ -252,9 +254,9 @@ export class LlamaForCausalLM extends DecoderLM {
     return { nLayers: this.config.numLayers, kvDim: this.config.numKvHeads * this.config.headDim };
   }
 
-  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    let x = this.model.embed_tokens.forward(tokens, cache.scratch.f32('embed', tokens.length * this.config.hiddenSize));
-    for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, cache, i, pos0, this.rope);
+  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    let x = this.model.embed_tokens.forward(tokens, batch.scratch.f32('embed', tokens.length * this.config.hiddenSize));
+    for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, batch, i, this.rope);
     return x;
   }
 

@@ -18,7 +18,8 @@
  * model's forwardAsync() with the GEMMs on worker threads.
  */
 import { type ActivationFn, activationByName, addInPlace } from '../nn/activations.js';
-import { type AttentionShape, type DecoderKVCache, ModuleList, causalAttentionSteps, linearChild } from '../nn/attention.js';
+import { type AttentionShape, type DecoderKVCache, ModuleList, linearChild } from '../nn/attention.js';
+import { SeqBatch } from '../nn/seq-batch.js';
 import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
@@ -93,21 +94,21 @@ export class OptAttention extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer));
   }
 
-  /** out_proj into `out` when given; the rest in the cache's scratch slots. */
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  /** x [rows, D] of the batch's sequences; out_proj into `out` when given; the rest in the batch's scratch slots. */
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const T = x.shape[0]!;
-    const sc = cache.scratch;
+    const sc = batch.scratch;
     const [qp, kp, vp] = (['q_proj', 'k_proj', 'v_proj'] as const).map((n) => linearChild(this, n));
     const q = (yield* linearStep(qp!, x, sc.outputFor('q', qp!, x))).data;
     for (let i = 0; i < q.length; i++) q[i]! *= this.scaling;
     const k = (yield* linearStep(kp!, x, sc.outputFor('k', kp!, x))).data;
     const v = (yield* linearStep(vp!, x, sc.outputFor('v', vp!, x))).data;
-    cache.write(layer, pos0, k, v);
     const D = this.shape.nHeads * this.shape.headDim;
-    const a = yield* causalAttentionSteps(q, T, pos0, cache, layer, this.shape, sc.f32('attn', T * D));
+    batch.writeKV(layer, k, v, D);
+    const a = yield* batch.attentionSteps(q, layer, this.shape, sc.f32('attn', T * D));
     return yield* linearStep(linearChild(this, 'out_proj'), new Tensor('f32', [T, D], a), out);
   }
 }
@@ -138,16 +139,16 @@ export class OptDecoderLayer extends Module {
   }
 
   forward(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): Tensor<'f32'> {
-    return runSync(this.forwardSteps(x, cache, layer, pos0));
+    return runSync(this.forwardSteps(x, SeqBatch.single(cache, pos0, x.shape[0]!), layer));
   }
 
-  *forwardSteps(x: Tensor<'f32'>, cache: DecoderKVCache, layer: number, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    // activations in the cache's scratch; the residual stream as in LlamaDecoderLayer
-    const sc = cache.scratch;
+  *forwardSteps(x: Tensor<'f32'>, batch: SeqBatch, layer: number): ForwardSteps<Tensor<'f32'>> {
+    // activations in the batch's scratch; the residual stream as in LlamaDecoderLayer
+    const sc = batch.scratch;
     const n = x.size;
     const [aSlot, mSlot] = sc.residualSlots(x.data);
     if (this.preNorm) {
-      const a = yield* this.self_attn.forwardSteps(this.self_attn_layer_norm.forward(x, sc.f32('norm', n)), cache, layer, pos0, sc.f32(aSlot, n));
+      const a = yield* this.self_attn.forwardSteps(this.self_attn_layer_norm.forward(x, sc.f32('norm', n)), batch, layer, sc.f32(aSlot, n));
       const m = yield* this.#mlp(this.final_layer_norm.forwardAdd(a, x, sc.f32('norm', n)), sc, sc.f32(mSlot, n)); // a = x + attn, then its norm
       addInPlace(m.data, a.data);
       return m;
@@ -155,7 +156,7 @@ export class OptDecoderLayer extends Module {
     // post-LayerNorm: norm after each residual sum. an (the MLP's input and
     // residual) stays in 'norm'; m takes x's slot (x is dead once added into
     // a), the block's output a's (a is dead once normed into an).
-    const a = yield* this.self_attn.forwardSteps(x, cache, layer, pos0, sc.f32(aSlot, n));
+    const a = yield* this.self_attn.forwardSteps(x, batch, layer, sc.f32(aSlot, n));
     const an = this.self_attn_layer_norm.forwardAdd(a, x, sc.f32('norm', n));
     const m = yield* this.#mlp(an, sc, sc.f32(mSlot, n));
     return this.final_layer_norm.forwardAdd(m, an, sc.f32(aSlot, n));
@@ -181,16 +182,16 @@ export class OptDecoder extends Module {
 
   /** Hidden states [T, hidden] -> output [T, word_embed_proj_dim] (what lm_head reads). */
   forward(tokens: readonly number[], cache: DecoderKVCache, pos0: number): Tensor<'f32'> {
-    return runSync(this.forwardSteps(tokens, cache, pos0));
+    return runSync(this.forwardSteps(tokens, SeqBatch.single(cache, pos0, tokens.length)));
   }
 
-  *forwardSteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    const T = tokens.length;
+  /** tokens of the batch's sequences, one after another. */
+  *forwardSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
     let x = this.embed_tokens.forward(tokens);
     if (this.child('project_in')) x = yield* linearStep(linearChild(this, 'project_in'), x);
     // without padding, HF's position ids are simply past_length + t; the table is offset by 2
-    addInPlace(x.data, this.embed_positions.forward(Array.from({ length: T }, (_, t) => pos0 + t + OPT_POSITION_OFFSET)).data);
-    for (let i = 0; i < this.layers.length; i++) x = yield* this.layers.at(i).forwardSteps(x, cache, i, pos0);
+    addInPlace(x.data, this.embed_positions.forward(batch.positions(OPT_POSITION_OFFSET)).data);
+    for (let i = 0; i < this.layers.length; i++) x = yield* this.layers.at(i).forwardSteps(x, batch, i);
     if (this.final_layer_norm) x = this.final_layer_norm.forward(x);
     if (this.child('project_out')) x = yield* linearStep(linearChild(this, 'project_out'), x);
     return x;
@@ -240,8 +241,8 @@ export class OptForCausalLM extends DecoderLM {
   }
 
   /** The decoder's output already has its final norm and project_out (what lm_head reads). */
-  protected *bodySteps(tokens: readonly number[], cache: DecoderKVCache, pos0: number): ForwardSteps<Tensor<'f32'>> {
-    return yield* this.model.decoder.forwardSteps(tokens, cache, pos0);
+  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.model.decoder.forwardSteps(tokens, batch);
   }
 }
 

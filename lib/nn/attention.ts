@@ -185,6 +185,20 @@ export function* holdCache<R>(fn: string, cache: DecoderKVCache, body: ForwardSt
   }
 }
 
+/** holdCache for several caches at once (a batched forward): all held until `body` ends. */
+export function* holdCaches<R>(fn: string, caches: readonly DecoderKVCache[], body: ForwardSteps<R>): ForwardSteps<R> {
+  let held = 0;
+  try {
+    for (const c of caches) {
+      c.acquire(fn);
+      held++;
+    }
+    return yield* body;
+  } finally {
+    for (let i = 0; i < held; i++) caches[i]!.release();
+  }
+}
+
 /** Numbered children ("0", "1", ...), like torch.nn.ModuleList: gives HF's "layers.{i}" names. */
 export class ModuleList<T extends Module> extends Module {
   #items: T[] = [];

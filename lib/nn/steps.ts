@@ -12,8 +12,9 @@
  * Ops:  linear     x f32 [..., K] through a LinearLike layer -> f32 [..., N]
  *       matmul     x f32 [M, K] · w^T, w f32 [N, K]        -> f32 [M, N]
  *       attention  causal attention over a KV cache        -> f32 [T, nHeads * headDim]
+ *       attentionBatch  the same for several sequences, each over its own cache
  */
-import { type AttentionInputs, causalAttentionOp, causalAttentionOpAsync } from '../ops/attention.js';
+import { type AttentionInputs, type BatchAttentionInputs, batchAttentionOp, batchAttentionOpAsync, causalAttentionOp, causalAttentionOpAsync } from '../ops/attention.js';
 import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
 import type { Module } from './module.js';
@@ -66,7 +67,8 @@ export interface KVCache {
 export type ForwardOp =
   | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'>; readonly out?: Float32Array }
   | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> }
-  | { readonly kind: 'attention'; readonly a: AttentionInputs; readonly out?: Float32Array };
+  | { readonly kind: 'attention'; readonly a: AttentionInputs; readonly out?: Float32Array }
+  | { readonly kind: 'attentionBatch'; readonly a: BatchAttentionInputs; readonly out: Float32Array };
 
 /** A forward written as a coroutine: yields ops, receives their results, returns R. */
 export type ForwardSteps<R> = Generator<ForwardOp, R, Tensor<'f32'>>;
@@ -91,7 +93,13 @@ function linearOptions(o: RunOptions | undefined): LinearCallOptions | undefined
   return o?.rowInvariant === true ? { rowInvariant: true } : undefined;
 }
 
+/** batchAttentionOp(a) into `out` as a step; f32 [rows, nHeads * headDim]. */
+export function* batchAttentionStep(a: BatchAttentionInputs, out: Float32Array): ForwardSteps<Tensor<'f32'>> {
+  return yield { kind: 'attentionBatch', a, out };
+}
+
 const attentionTensor = (a: AttentionInputs, out: Float32Array) => new Tensor('f32', [a.T, a.nHeads * a.headDim], out);
+const batchTensor = (a: BatchAttentionInputs, out: Float32Array) => new Tensor('f32', [out.length / (a.nHeads * a.headDim), a.nHeads * a.headDim], out);
 
 /**
  * Drive `steps` to its end with blocking calls. An op that throws is thrown
@@ -106,6 +114,7 @@ export function runSync<R>(steps: ForwardSteps<R>, options?: RunOptions): R {
     try {
       if (op.kind === 'linear') y = lo ? op.layer.forward(op.x, op.out, lo) : op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
       else if (op.kind === 'matmul') y = matmul(op.x, op.w);
+      else if (op.kind === 'attentionBatch') y = batchTensor(op.a, batchAttentionOp(op.a, op.out));
       else y = attentionTensor(op.a, causalAttentionOp(op.a, op.out));
     } catch (e) {
       r = steps.throw(e);
@@ -132,6 +141,7 @@ export async function runAsync<R>(steps: ForwardSteps<R>, options?: RunOptions):
     try {
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
       else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a, op.out));
+      else if (op.kind === 'attentionBatch') y = batchTensor(op.a, await batchAttentionOpAsync(op.a, op.out));
       else if (lo) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, lo) : op.layer.forward(op.x, op.out, lo);
       else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
       else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);

@@ -20,13 +20,9 @@ namespace qkb {
 }
 
 // A non-negative integer argument that fits in size_t.
+inline size_t size_value(Napi::Env env, Napi::Value v, const char* fn, const std::string& name);
 inline size_t size_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name) {
-    Napi::Value v = info[i];
-    if (!v.IsNumber()) throw_type(info.Env(), fn, name, "must be a number");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d != double(int64_t(d)) || d > 9007199254740991.0)
-        throw_range(info.Env(), fn, name, "must be a non-negative integer");
-    return size_t(d);
+    return size_value(info.Env(), info[i], fn, name);
 }
 
 inline int int_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name, int lo, int hi) {
@@ -63,11 +59,10 @@ struct View {
     void* data = nullptr;
     size_t length = 0;
 };
-inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name,
-                      napi_typedarray_type t, size_t len, bool nullable = false) {
-    Napi::Value v = info[i];
+inline View typed_value(Napi::Env env, Napi::Value v, const char* fn, const std::string& name, napi_typedarray_type t,
+                        size_t len, bool nullable = false) {
     if (nullable && (v.IsNull() || v.IsUndefined())) return {};
-    if (!v.IsTypedArray()) throw_type(info.Env(), fn, name, std::string("must be a ") + typed_array_name(t));
+    if (!v.IsTypedArray()) throw_type(env, fn, name, std::string("must be a ") + typed_array_name(t));
     // Raw N-API rather than Napi::TypedArray::ArrayBuffer(): that wraps the
     // backing buffer as an ArrayBuffer and fails on a SharedArrayBuffer, which
     // is how worker threads share one copy of the weights. The data pointer
@@ -75,16 +70,36 @@ inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, 
     napi_typedarray_type type;
     size_t n = 0;
     void* data = nullptr;
-    if (napi_get_typedarray_info(info.Env(), v, &type, &n, &data, nullptr, nullptr) != napi_ok)
-        throw_type(info.Env(), fn, name, "could not be read as a typed array");
+    if (napi_get_typedarray_info(env, v, &type, &n, &data, nullptr, nullptr) != napi_ok)
+        throw_type(env, fn, name, "could not be read as a typed array");
     if (type != t)
-        throw_type(info.Env(), fn, name, std::string("must be a ") + typed_array_name(t) + ", got " +
-                                             typed_array_name(type));
+        throw_type(env, fn, name, std::string("must be a ") + typed_array_name(t) + ", got " + typed_array_name(type));
     if (len != SIZE_MAX && n != len)
-        throw_range(info.Env(), fn, name,
-                    "has " + std::to_string(n) + " elements, expected " + std::to_string(len));
-    if (n > 0 && data == nullptr) throw_type(info.Env(), fn, name, "is detached");
+        throw_range(env, fn, name, "has " + std::to_string(n) + " elements, expected " + std::to_string(len));
+    if (n > 0 && data == nullptr) throw_type(env, fn, name, "is detached");
     return {data, n};
+}
+inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name,
+                      napi_typedarray_type t, size_t len, bool nullable = false) {
+    return typed_value(info.Env(), info[i], fn, name, t, len, nullable);
+}
+
+// A JavaScript array argument of exactly `len` elements (len == SIZE_MAX: any).
+inline Napi::Array array_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name, size_t len) {
+    Napi::Value v = info[i];
+    if (!v.IsArray()) throw_type(info.Env(), fn, name, "must be an array");
+    Napi::Array a = v.As<Napi::Array>();
+    if (len != SIZE_MAX && a.Length() != len)
+        throw_range(info.Env(), fn, name, "has " + std::to_string(a.Length()) + " elements, expected " + std::to_string(len));
+    return a;
+}
+
+// A non-negative integer value that fits in size_t.
+inline size_t size_value(Napi::Env env, Napi::Value v, const char* fn, const std::string& name) {
+    if (!v.IsNumber()) throw_type(env, fn, name, "must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d != double(int64_t(d)) || d > 9007199254740991.0) throw_range(env, fn, name, "must be a non-negative integer");
+    return size_t(d);
 }
 
 // a * b with an overflow check.

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "glue.h"
@@ -80,6 +81,90 @@ Napi::Value AttentionAsync(const Napi::CallbackInfo& info) {
     });
 }
 
+// attentionBatch(q, out, nHeads, nKvHeads, headDim, scale, keys[], values[], pos0[], T[])
+//   Several causal attention calls in one pool run (the sequences of a
+//   batched decoder step): call i's T[i] query rows follow call i - 1's in
+//   q and out (sum of T rows of nHeads * headDim), over its own cache
+//   keys[i] / values[i] (as in attention) at positions pos0[i] ..
+std::vector<qk::AttnArgs> parse_attention_batch(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    qk::AttnArgs base{};
+    base.n_heads = size_arg(info, 2, fn, "nHeads");
+    base.n_kv_heads = size_arg(info, 3, fn, "nKvHeads");
+    base.head_dim = size_arg(info, 4, fn, "headDim");
+    if (base.n_heads == 0) throw_range(env, fn, "nHeads", "must be positive");
+    if (base.n_kv_heads == 0 || base.n_heads % base.n_kv_heads != 0)
+        throw_range(env, fn, "nKvHeads", "must be positive and divide nHeads");
+    if (base.head_dim == 0) throw_range(env, fn, "headDim", "must be positive");
+    if (!info[5].IsNumber()) throw_type(env, fn, "scale", "must be a number");
+    const double scale = info[5].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(scale)) throw_range(env, fn, "scale", "must be finite");
+    base.scale = float(scale);
+    Napi::Array keys = array_arg(info, 6, fn, "keys", SIZE_MAX);
+    const size_t n = keys.Length();
+    Napi::Array values = array_arg(info, 7, fn, "values", n);
+    Napi::Array pos0s = array_arg(info, 8, fn, "pos0", n);
+    Napi::Array Ts = array_arg(info, 9, fn, "T", n);
+    const size_t q_dim = mul_checked(env, fn, base.n_heads, base.head_dim);
+    const size_t kv_dim = mul_checked(env, fn, base.n_kv_heads, base.head_dim);
+    std::vector<qk::AttnArgs> calls(n, base);
+    size_t rows = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const std::string at = "[" + std::to_string(i) + "]";
+        qk::AttnArgs& a = calls[i];
+        a.pos0 = size_value(env, pos0s.Get(uint32_t(i)), fn, "pos0" + at);
+        a.T = size_value(env, Ts.Get(uint32_t(i)), fn, "T" + at);
+        if (a.pos0 > SIZE_MAX / 2 || a.T > SIZE_MAX / 2) throw_range(env, fn, "pos0" + at, "is too large");
+        const size_t end = a.pos0 + a.T;
+        const size_t k_len = mul_checked(env, fn, (end + qk::kAttnBlock - 1) / qk::kAttnBlock * qk::kAttnBlock, kv_dim);
+        View k = typed_value(env, keys.Get(uint32_t(i)), fn, "keys" + at, napi_float32_array, SIZE_MAX);
+        View v = typed_value(env, values.Get(uint32_t(i)), fn, "values" + at, napi_float32_array, SIZE_MAX);
+        if (k.length < k_len) throw_range(env, fn, "keys" + at, "must hold at least " + std::to_string(k_len) + " floats (whole blocks of 64 positions)");
+        if (v.length < mul_checked(env, fn, end, kv_dim)) throw_range(env, fn, "values" + at, "must hold at least (pos0 + T) * kvDim floats");
+        a.keys = static_cast<const float*>(k.data);
+        a.values = static_cast<const float*>(v.data);
+        rows += a.T;
+        if (rows > SIZE_MAX / 2) throw_range(env, fn, "T", "sum is too large");
+    }
+    const size_t q_len = mul_checked(env, fn, rows, q_dim);
+    const float* q = static_cast<const float*>(typed_arg(info, 0, fn, "q", napi_float32_array, q_len).data);
+    float* out = static_cast<float*>(typed_arg(info, 1, fn, "out", napi_float32_array, q_len).data);
+    size_t r = 0;
+    for (qk::AttnArgs& a : calls) {
+        a.q = q + r * q_dim;
+        a.out = out + r * q_dim;
+        r += a.T;
+    }
+    return calls;
+}
+
+Napi::Value AttentionBatch(const Napi::CallbackInfo& info) {
+    return guarded(info, "attentionBatch", [&]() -> Napi::Value {
+        const std::vector<qk::AttnArgs> calls = parse_attention_batch(info, "attentionBatch");
+        qk::attention_batch(calls.data(), calls.size());
+        return info.Env().Undefined();
+    });
+}
+
+class AttentionBatchWorker : public PromiseWorker {
+public:
+    AttentionBatchWorker(Napi::Env env, const Napi::CallbackInfo& info, std::vector<qk::AttnArgs> calls)
+        : PromiseWorker(env, info, 10, "attentionBatchAsync"), calls_(std::move(calls)) {}
+
+private:
+    void Run() override { qk::attention_batch(calls_.data(), calls_.size()); }
+    std::vector<qk::AttnArgs> calls_;
+};
+
+Napi::Value AttentionBatchAsync(const Napi::CallbackInfo& info) {
+    return guarded(info, "attentionBatchAsync", [&]() -> Napi::Value {
+        auto* w = new AttentionBatchWorker(info.Env(), info, parse_attention_batch(info, "attentionBatchAsync"));
+        Napi::Promise p = w->Promise();
+        w->Queue();
+        return p;
+    });
+}
+
 // attentionCacheWrite(keys, values, k, v, pos0, kvDim): store k, v
 // [T, kvDim] (T = k.length / kvDim) at positions pos0 .. of a cache whose
 // keys are blocked (attention_ops.h) and values are rows.
@@ -112,6 +197,8 @@ void register_attention(Napi::Env env, Napi::Object exports) {
     exports.Set("attentionCacheWrite", Napi::Function::New(env, AttentionCacheWrite, "attentionCacheWrite"));
     exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
     exports.Set("attentionAsync", Napi::Function::New(env, AttentionAsync, "attentionAsync"));
+    exports.Set("attentionBatch", Napi::Function::New(env, AttentionBatch, "attentionBatch"));
+    exports.Set("attentionBatchAsync", Napi::Function::New(env, AttentionBatchAsync, "attentionBatchAsync"));
 }
 
 }  // namespace qkb

@@ -26,47 +26,84 @@ struct Scratch {
     std::vector<float> f;
 };
 
+// Query positions per tile of a call.
+size_t tile_positions(const AttnArgs& a) {
+    const size_t group = a.n_heads / a.n_kv_heads;
+    return group >= kTileRows ? 1 : kTileRows / group;
+}
+
+size_t tiles_of(const AttnArgs& a) {
+    if (a.T == 0 || a.n_heads == 0 || a.head_dim == 0) return 0;
+    const size_t tq = tile_positions(a);
+    return (a.T + tq - 1) / tq;
+}
+
+// Flops of a call: q·k and p·v for every head and visible position.
+double flops_of(const AttnArgs& a) {
+    return 4.0 * double(a.T) * double(a.n_heads) * double(a.head_dim) *
+           double(a.pos0 + (a.causal ? (a.T + 1) / 2 : a.T));
+}
+
+// Task `task` of call `a`: kv head task % n_kv_heads, tiles from the last
+// (the latest positions, the most keys) first.
+void run_task(const Kernels& k, const AttnArgs& a, size_t task) {
+    thread_local Scratch s;
+    const size_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
+    const size_t q_dim = a.n_heads * hd, kv_dim = a.n_kv_heads * hd;
+    const size_t tq = tile_positions(a), tiles = tiles_of(a);
+    const size_t tile = tiles - 1 - task / a.n_kv_heads, g = task % a.n_kv_heads;
+    const size_t t0 = tile * tq, t1 = t0 + tq < a.T ? t0 + tq : a.T;
+    const size_t rows = (t1 - t0) * group;
+    s.q.resize(rows);
+    s.out.resize(rows);
+    s.lim.resize(rows);
+    s.f.resize(attn_scratch_floats(rows, hd));
+    size_t r = 0;
+    for (size_t t = t0; t < t1; ++t)
+        for (size_t h = g * group; h < (g + 1) * group; ++h, ++r) {
+            s.q[r] = a.q + t * q_dim + h * hd;
+            s.out[r] = a.out + t * q_dim + h * hd;
+            s.lim[r] = a.causal ? a.pos0 + t + 1 : a.pos0 + a.T;
+        }
+    AttnRowsArgs ra{};
+    ra.q = s.q.data();
+    ra.out = s.out.data();
+    ra.lim = s.lim.data();
+    ra.rows = rows;
+    ra.kt = a.keys + g * hd * kAttnBlock;
+    ra.kt_stride = kv_dim * kAttnBlock;
+    ra.v = a.values + g * hd;
+    ra.ldv = kv_dim;
+    ra.hd = hd;
+    ra.scale = a.scale;
+    ra.scratch = s.f.data();
+    k.attn_rows(ra);
+}
+
 }  // namespace
 
 void attention(const Kernels& k, const AttnArgs& a) {
-    if (a.T == 0 || a.n_heads == 0 || a.head_dim == 0) return;
-    const size_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
-    const size_t q_dim = a.n_heads * hd, kv_dim = a.n_kv_heads * hd;
-    const size_t tq = group >= kTileRows ? 1 : kTileRows / group;  // positions per tile
-    const size_t tiles = (a.T + tq - 1) / tq;
-    // Flops of the whole call: q·k and p·v for every head and visible position.
-    const double flops = 4.0 * double(a.T) * double(a.n_heads) * double(hd) * double(a.pos0 + (a.causal ? (a.T + 1) / 2 : a.T));
-    parallel_for(tiles * a.n_kv_heads, flops, [&](size_t task, size_t) {
-        thread_local Scratch s;
-        const size_t tile = tiles - 1 - task / a.n_kv_heads, g = task % a.n_kv_heads;
-        const size_t t0 = tile * tq, t1 = t0 + tq < a.T ? t0 + tq : a.T;
-        const size_t rows = (t1 - t0) * group;
-        s.q.resize(rows);
-        s.out.resize(rows);
-        s.lim.resize(rows);
-        s.f.resize(attn_scratch_floats(rows, hd));
-        size_t r = 0;
-        for (size_t t = t0; t < t1; ++t)
-            for (size_t h = g * group; h < (g + 1) * group; ++h, ++r) {
-                s.q[r] = a.q + t * q_dim + h * hd;
-                s.out[r] = a.out + t * q_dim + h * hd;
-                s.lim[r] = a.causal ? a.pos0 + t + 1 : a.pos0 + a.T;
-            }
-        AttnRowsArgs ra{};
-        ra.q = s.q.data();
-        ra.out = s.out.data();
-        ra.lim = s.lim.data();
-        ra.rows = rows;
-        ra.kt = a.keys + g * hd * kAttnBlock;
-        ra.kt_stride = kv_dim * kAttnBlock;
-        ra.v = a.values + g * hd;
-        ra.ldv = kv_dim;
-        ra.hd = hd;
-        ra.scale = a.scale;
-        ra.scratch = s.f.data();
-        k.attn_rows(ra);
+    const size_t tiles = tiles_of(a);
+    if (tiles == 0) return;
+    parallel_for(tiles * a.n_kv_heads, flops_of(a), [&](size_t task, size_t) { run_task(k, a, task); });
+}
+
+void attention_batch(const Kernels& k, const AttnArgs* calls, size_t n) {
+    // tasks of every call in one pool run: first[i] = index of call i's first task
+    std::vector<size_t> first(n + 1, 0);
+    double flops = 0;
+    for (size_t i = 0; i < n; ++i) {
+        first[i + 1] = first[i] + tiles_of(calls[i]) * calls[i].n_kv_heads;
+        flops += flops_of(calls[i]);
+    }
+    if (first[n] == 0) return;
+    parallel_for(first[n], flops, [&](size_t task, size_t) {
+        const size_t i = size_t(std::upper_bound(first.begin(), first.end(), task) - first.begin()) - 1;
+        run_task(k, calls[i], task - first[i]);
     });
 }
+
+void attention_batch(const AttnArgs* calls, size_t n) { attention_batch(kernels(), calls, n); }
 
 void attention(const AttnArgs& a) { attention(kernels(), a); }
 

@@ -45,4 +45,10 @@ void attn_cache_write(float* keys, float* values, const float* k, const float* v
 void attention(const AttnArgs& a);
 void attention(const Kernels& k, const AttnArgs& a);
 
+// n independent calls (the sequences of a batched decoder step, each over
+// its own cache) as one run of the thread pool: every row gets exactly the
+// bits attention() gives it alone.
+void attention_batch(const AttnArgs* calls, size_t n);
+void attention_batch(const Kernels& k, const AttnArgs* calls, size_t n);
+
 }  // namespace qk
