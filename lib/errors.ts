@@ -13,6 +13,9 @@ export type QuantkitErrorCode =
   | 'ERR_DISPOSED' // use of a native resource after dispose()
   | 'ERR_BUSY' // a resource one call at a time may use (a KV cache) is held by a call still running
   | 'ERR_NOT_POSITIVE_DEFINITE' // a matrix that must be symmetric positive definite (a calibration Hessian) is not
+  | 'ERR_OVERLOADED' // a queue or memory budget is full now (try again later)
+  | 'ERR_TOO_LARGE' // a request that could never fit the configured limits (KV budget, context)
+  | 'ERR_CLOSED' // use of a scheduler or server that is shutting down
   | 'ERR_NATIVE'; // the native addon reported a failure (out of memory, ...)
 
 export class QuantkitError extends Error {

@@ -1,0 +1,124 @@
+/**
+ * BatchScheduler (lib/serve/scheduler.ts): continuous batching of many
+ * generation streams. A request's tokens must not depend on what else runs
+ * (batch invariance, greedy and seeded sampling); sequences join and leave;
+ * an abort or a consumer that stops reading frees the slot; budgets refuse
+ * with typed errors.
+ */
+import { describe, expect, it } from 'vitest';
+import { BatchScheduler, type SequenceRequest } from '../lib/serve/scheduler.js';
+import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-model.js';
+import type { DecoderLM } from '../lib/models/causal-lm.js';
+import { llamaModel } from './tiny-models.js';
+
+const V = 96;
+const makeModel = (q: QuantizeModelOptions | null) => {
+  const m = llamaModel({ D: 64, F: 160, L: 2, nH: 4, nKv: 2, V, P: 128, seed: 9 }) as DecoderLM;
+  if (q) quantizeModel(m, q);
+  return m;
+};
+const prompt = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 29 + seed * 13 + 1) % V);
+
+async function collect(h: AsyncIterable<number>): Promise<number[]> {
+  const out: number[] = [];
+  for await (const t of h) out.push(t);
+  return out;
+}
+
+describe('BatchScheduler', () => {
+  for (const [name, q] of Object.entries({ fp32: null, int8: { weights: 'int8' }, 'W4A8 g32': { weights: 'int4', groupSize: 32, activations: 'int8' } } as Record<string, QuantizeModelOptions | null>)) {
+    it(`${name}: a request's tokens are the same alone and among 15 others (greedy and seeded sampling)`, async () => {
+      const model = makeModel(q);
+      const reqs: SequenceRequest[] = [
+        { prompt: prompt(19, 0), maxTokens: 12, eosId: null },
+        { prompt: prompt(7, 1), maxTokens: 10, eosId: null, temperature: 0.9, topK: 20, topP: 0.95, seed: 1234 },
+      ];
+      const alone: number[][] = [];
+      for (const r of reqs) alone.push(await collect(new BatchScheduler(model).submit(r)));
+      expect(alone[0]).toHaveLength(12);
+      const sched = new BatchScheduler(model, { maxSequences: 16, prefillChunk: 9 });
+      const others = Array.from({ length: 14 }, (_, j) => sched.submit({ prompt: prompt(1 + ((j * 5) % 30), j + 2), maxTokens: 1 + (j % 9), eosId: null, temperature: j % 2 ? 0.7 : 0, seed: j }));
+      const mine = reqs.map((r) => collect(sched.submit(r)));
+      const got = await Promise.all(mine);
+      await Promise.all(others.map(collect));
+      expect(got).toEqual(alone);
+    });
+  }
+
+  it('runs more requests than slots (they join as others leave) and ends each with its reason', async () => {
+    const model = makeModel(null);
+    const sched = new BatchScheduler(model, { maxSequences: 2 });
+    const steps: number[] = [];
+    sched.onStep = (s) => steps.push(s.sequences);
+    const hs = Array.from({ length: 5 }, (_, j) => sched.submit({ prompt: prompt(3 + j, j), maxTokens: 3 + j, eosId: null }));
+    const toks = await Promise.all(hs.map(collect));
+    expect(toks.map((t) => t.length)).toEqual([3, 4, 5, 6, 7]);
+    expect(await Promise.all(hs.map((h) => h.finish))).toEqual(['length', 'length', 'length', 'length', 'length']);
+    expect(Math.max(...steps)).toBe(2);
+    expect([sched.active, sched.queued, sched.reservedBytes]).toEqual([0, 0, 0]);
+  });
+
+  it('stops at EOS', async () => {
+    const model = makeModel(null);
+    const sched = new BatchScheduler(model);
+    const free = await collect(sched.submit({ prompt: prompt(5, 3), maxTokens: 8, eosId: null }));
+    const h = sched.submit({ prompt: prompt(5, 3), maxTokens: 8, eosId: free[2]! });
+    const toks = await collect(h);
+    expect(toks).toEqual(free.slice(0, free.indexOf(free[2]!) + 1));
+    expect(await h.finish).toBe('eos');
+  });
+
+  it('an abort or a consumer that stops reading cancels the sequence and frees its slot', async () => {
+    const model = makeModel(null);
+    const sched = new BatchScheduler(model, { maxSequences: 1 });
+    const ac = new AbortController();
+    const h1 = sched.submit({ prompt: prompt(4, 1), maxTokens: 1000 - 4 - 1, eosId: null, signal: ac.signal });
+    const queued = new AbortController();
+    const h2 = sched.submit({ prompt: prompt(4, 2), maxTokens: 5, eosId: null, signal: queued.signal });
+    queued.abort(); // still waiting for the slot: dropped from the queue
+    expect(await h2.finish).toBe('cancelled');
+    const first: number[] = [];
+    for await (const t of h1) {
+      first.push(t);
+      if (first.length === 3) ac.abort();
+    }
+    expect(await h1.finish).toBe('cancelled');
+    expect(first.length).toBeLessThan(10);
+    const h3 = sched.submit({ prompt: prompt(4, 3), maxTokens: 50, eosId: null });
+    for await (const _ of h3) break; // return() cancels
+    expect(await h3.finish).toBe('cancelled');
+    const h4 = sched.submit({ prompt: prompt(4, 3), maxTokens: 2, eosId: null, signal: AbortSignal.abort() });
+    expect(await h4.finish).toBe('cancelled');
+    await sched.close();
+    expect([sched.active, sched.queued, sched.reservedBytes]).toEqual([0, 0, 0]);
+  });
+
+  it('refuses what cannot fit (typed errors) and checks every field', async () => {
+    const model = makeModel(null);
+    const small = new BatchScheduler(model, { kvBudgetBytes: 40_000, maxSequences: 1, maxQueue: 1 });
+    expect(() => small.submit({ prompt: prompt(4, 1), maxTokens: 120 })).toThrow(expect.objectContaining({ code: 'ERR_TOO_LARGE' }));
+    const a = small.submit({ prompt: prompt(4, 1), maxTokens: 20, eosId: null });
+    const b = small.submit({ prompt: prompt(4, 2), maxTokens: 20, eosId: null });
+    expect(() => small.submit({ prompt: prompt(4, 3), maxTokens: 20 })).toThrow(expect.objectContaining({ code: 'ERR_OVERLOADED' }));
+    await Promise.all([collect(a), collect(b)]);
+    expect(() => small.submit({ prompt: prompt(200, 1), maxTokens: 1 })).toThrow(expect.objectContaining({ code: 'ERR_TOO_LARGE' }));
+    for (const bad of [{ prompt: [], maxTokens: 1 }, { prompt: [V], maxTokens: 1 }, { prompt: [1], maxTokens: 0 }, { prompt: [1], maxTokens: 1, topP: 0 }, { prompt: [1], maxTokens: 1, temperature: -1 }, { prompt: [1], maxTokens: 1, seed: 1.5 }]) {
+      expect(() => small.submit(bad as SequenceRequest)).toThrow(RangeError);
+    }
+    expect(() => small.submit({ prompt: [1], maxTokens: 1, signal: {} as AbortSignal })).toThrow(TypeError);
+    expect(() => new BatchScheduler({} as DecoderLM)).toThrow(TypeError);
+    expect(() => new BatchScheduler(model, { maxSequences: 0 })).toThrow(/maxSequences/);
+    await small.close();
+    expect(() => small.submit({ prompt: [1], maxTokens: 1 })).toThrow(expect.objectContaining({ code: 'ERR_CLOSED' }));
+  });
+
+  it('keeps the event loop turning while it decodes', async () => {
+    const model = makeModel({ weights: 'int8' });
+    const sched = new BatchScheduler(model);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    await Promise.all(Array.from({ length: 4 }, (_, j) => collect(sched.submit({ prompt: prompt(10, j), maxTokens: 30, eosId: null }))));
+    clearInterval(timer);
+    expect(ticks).toBeGreaterThan(5);
+  });
+});
