@@ -1,0 +1,128 @@
+/**
+ * Continuous batching benchmark (library level, no HTTP): N concurrent
+ * generation streams through one BatchScheduler on the synthetic Llama of
+ * bench/e2e.ts (12 layers, hidden 768, vocab 32000, random weights), per
+ * weight format, against one stream and against the same N requests run
+ * one after another.
+ *
+ * Each stream: a distinct 32-token prompt, then 32 greedy tokens (EOS off).
+ * Figures per (format, N):
+ *   decode tok/s   aggregate decode tokens per second over the steps that
+ *                  only decoded (every sequence past its prompt; steps that
+ *                  also prefilled are left out of this column)
+ *   vs 1 stream    that rate over the 1-stream rate of the same format (the
+ *                  issue's targets: >= 5x at 8 streams, >= 8x at 16)
+ *   TTFT p50/p99   submit -> first token, per stream (ms)
+ *   ITL p50/p99    gap between consecutive tokens of a stream (ms)
+ *   wall / serial  wall time of the N concurrent streams over the same N
+ *                  requests run one after another (each alone in the
+ *                  scheduler), < 1 when batching wins
+ *
+ *   node --import tsx bench/batch.ts [--streams 1,4,8,16] [--configs int8,w8a8,int4-g32,w4a8]
+ *        [--layers 12] [--dim 768] [--prompt 32] [--tokens 32] [--threads 1] [--no-serial]
+ */
+import { loadavg } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { isa, setThreads } from '../lib/index.js';
+import { BatchScheduler } from '../lib/serve/scheduler.js';
+import { cliOptions, median, printTable } from './common.js';
+import { ALL_VARIANTS, build, makeConfig, makePrompt, makeWeights } from './synthetic-llama.js';
+
+const { flag, opt, intOpt } = cliOptions();
+const STREAMS = (opt('--streams') ?? '1,4,8,16').split(',').map(Number);
+const CONFIGS = (opt('--configs') ?? 'int8,w8a8,int4-g32,w4a8').split(',');
+const LAYERS = intOpt('--layers', 12);
+const DIM = intOpt('--dim', 768);
+const PROMPT = intOpt('--prompt', 32);
+const TOKENS = intOpt('--tokens', 32);
+const THREADS = intOpt('--threads', 1);
+const SERIAL = !flag('--no-serial');
+
+const pct = (v: number[], p: number) => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
+};
+
+/** A distinct prompt per stream (the shared generator, rotated). */
+const promptFor = (i: number) => {
+  const base = makePrompt(PROMPT + 64);
+  return base.slice(i % 64, (i % 64) + PROMPT);
+};
+
+interface RunResult {
+  decodeTokS: number;
+  ttft: number[];
+  itl: number[];
+  wallMs: number;
+}
+
+async function runStreams(sched: BatchScheduler, n: number): Promise<RunResult> {
+  let decodeRows = 0, decodeMs = 0;
+  sched.onStep = (s) => {
+    if (s.decodeRows === s.rows) {
+      decodeRows += s.decodeRows;
+      decodeMs += s.ms;
+    }
+  };
+  const ttft: number[] = [], itl: number[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const start = performance.now();
+      let last = -1;
+      for await (const _tok of sched.submit({ prompt: promptFor(i), maxTokens: TOKENS, eosId: null })) {
+        const now = performance.now();
+        if (last < 0) ttft.push(now - start);
+        else itl.push(now - last);
+        last = now;
+      }
+    }),
+  );
+  sched.onStep = null;
+  return { decodeTokS: (decodeRows / decodeMs) * 1000, ttft, itl, wallMs: performance.now() - t0 };
+}
+
+async function main(): Promise<void> {
+  setThreads(THREADS);
+  const config = makeConfig(LAYERS, DIM);
+  const weights = makeWeights(config, 0);
+  console.log(`# continuous batching: ${LAYERS} layers, hidden ${DIM}, vocab ${config.vocabSize}; prompt ${PROMPT}, ${TOKENS} tokens per stream; ${THREADS} thread(s), ISA ${isa()}`);
+  console.log(`# load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  const header = ['format', 'streams', 'decode tok/s', 'vs 1 stream', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'wall / serial'];
+  const rows: string[][] = [];
+  for (const name of CONFIGS) {
+    const v = ALL_VARIANTS.find((x) => x.name === name);
+    if (!v) throw new Error(`unknown config '${name}' (known: ${ALL_VARIANTS.map((x) => x.name).join(', ')})`);
+    const { model } = build(config, weights, v);
+    const sched = new BatchScheduler(model, { maxSequences: Math.max(...STREAMS), prefillChunk: 64 });
+    await runStreams(sched, 1); // warm-up: scratch buffers, page faults
+    let one = NaN;
+    for (const n of STREAMS) {
+      const r = await runStreams(sched, n);
+      if (n === 1) one = r.decodeTokS;
+      let serial = NaN;
+      if (SERIAL && n > 1) {
+        const t0 = performance.now();
+        for (let i = 0; i < n; i++) for await (const _ of sched.submit({ prompt: promptFor(i), maxTokens: TOKENS, eosId: null }));
+        serial = performance.now() - t0;
+      }
+      rows.push([
+        name,
+        String(n),
+        r.decodeTokS.toFixed(1),
+        `${(r.decodeTokS / one).toFixed(2)}x`,
+        pct(r.ttft, 50).toFixed(0),
+        pct(r.ttft, 99).toFixed(0),
+        median(r.itl).toFixed(1),
+        pct(r.itl, 99).toFixed(1),
+        n > 1 && SERIAL ? (r.wallMs / serial).toFixed(2) : '-',
+      ]);
+      console.error(`  ${name} x${n}: ${r.decodeTokS.toFixed(1)} tok/s`);
+    }
+    await sched.close();
+  }
+  printTable(header, rows);
+  console.log(`# load average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}; errors: 0 (any failure throws)`);
+}
+
+await main();
