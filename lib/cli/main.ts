@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `quantkit` command line (compiled to dist/cli/main.js, the package's
- * bin). Commands: inspect, quantize, generate, ppl, report, fill-mask, embed;
+ * bin). Commands: inspect, quantize, generate, ppl, report, fill-mask, embed, serve;
  * see --help.
  *
  * run(argv, io) is the whole CLI as a function (tests call it in-process):
@@ -25,6 +25,7 @@ const commands = {
   report: async () => (await import('./report.js')).reportCommand,
   fillMask: async () => (await import('./encoder.js')).fillMaskCommand,
   embed: async () => (await import('./encoder.js')).embedCommand,
+  serve: async () => (await import('./serve.js')).serveCommand,
 };
 
 const VERSION = '0.1.0';
@@ -194,6 +195,28 @@ function buildProgram(io: CliIO): Command {
   )
     .option('--json', 'with --out: print a JSON summary')
     .action(async (model: string, o) => (await commands.embed())(io, model, o));
+
+  quantOpts(
+    program
+      .command('serve')
+      .description('serve an OpenAI-compatible completions API (continuous batching) until SIGTERM')
+      .argument(modelArg, modelHelp)
+      .addOption(weightsOpt())
+      .option('--host <host>', 'address to bind', '127.0.0.1')
+      .addOption(new Option('--port <n>', 'port (0: any free port)').argParser(intOption(0, 65535)).default(8080))
+      .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $QUANTKIT_API_KEY, else open)')
+      .addOption(new Option('--workers <n>', 'processes serving the port (node:cluster), each with its own copy of the model').argParser(intOption(1, 256)).default(1))
+      .addOption(new Option('--max-sequences <n>', 'sequences batched per step').argParser(intOption(1, 4096)).default(16))
+      .addOption(new Option('--prefill-chunk <n>', 'prompt tokens per step (chunked prefill)').argParser(intOption(1, 1 << 20)).default(64))
+      .addOption(new Option('--kv-budget-mb <n>', 'KV cache memory all sequences may reserve (MiB)').argParser(intOption(1, 1 << 24)).default(1024))
+      .addOption(new Option('--max-concurrent <n>', 'completion requests in flight (beyond: 429)').argParser(intOption(1, 1 << 20)).default(64))
+      .addOption(new Option('--max-tokens <n>', 'largest max_tokens a request may ask').argParser(intOption(1, 1 << 24)).default(4096))
+      .addOption(new Option('--grace <s>', 'seconds in-flight requests get to finish at shutdown').argParser(floatOption(0, 86400)).default(30))
+      .option('--name <id>', 'model id reported by /v1/models (default: the folder name)'),
+    false,
+  )
+    .addOption(tokenizerOpt())
+    .action(async (model: string, o) => (await commands.serve())(io, model, o));
 
   // --threads on every command: the native pool size for this run (default:
   // QUANTKIT_THREADS, else the CPUs this process may use)

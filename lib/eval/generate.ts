@@ -51,7 +51,7 @@ function checkNumber(name: string, v: unknown, lo: number, hi: number, integer: 
 }
 
 /** Longest suffix of `s` that is a proper prefix of some stop string. */
-function heldBackLength(s: string, stops: readonly string[]): number {
+export function heldBackLength(s: string, stops: readonly string[]): number {
   let best = 0;
   for (const stop of stops) {
     for (let n = Math.min(stop.length - 1, s.length); n > best; n--) {
