@@ -18,15 +18,23 @@
  *                  requests run one after another (each alone in the
  *                  scheduler), < 1 when batching wins
  *
+ * Engine: 'worker' (default; what `quantkit serve` runs: the model in a
+ * worker thread, each step one synchronous batched forward) or 'local' (the
+ * model in the main thread, every native call an async hop to a libuv
+ * worker); --engine both prints both.
+ *
  *   node --import tsx bench/batch.ts [--streams 1,4,8,16] [--configs int8,w8a8,int4-g32,w4a8]
- *        [--layers 12] [--dim 768] [--prompt 32] [--tokens 32] [--threads 1] [--no-serial]
+ *        [--engine worker|local|both] [--layers 12] [--dim 768] [--prompt 32] [--tokens 32]
+ *        [--threads 1] [--no-serial]
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { isa, setThreads } from '../lib/index.js';
 import { BatchScheduler } from '../lib/serve/scheduler.js';
+import type { BatchEngine } from '../lib/serve/engine.js';
+import { WorkerEngine } from '../lib/serve/worker-engine.js';
 import { cliOptions, median, printTable } from './common.js';
-import { ALL_VARIANTS, build, makeConfig, makePrompt, makeWeights } from './synthetic-llama.js';
+import { makePrompt, makeVariantModel } from './synthetic-llama.js';
 
 const { flag, opt, intOpt } = cliOptions();
 const STREAMS = (opt('--streams') ?? '1,4,8,16').split(',').map(Number);
@@ -37,6 +45,8 @@ const PROMPT = intOpt('--prompt', 32);
 const TOKENS = intOpt('--tokens', 32);
 const THREADS = intOpt('--threads', 1);
 const SERIAL = !flag('--no-serial');
+const ENGINES = (opt('--engine') ?? 'worker') === 'both' ? ['worker', 'local'] : [opt('--engine') ?? 'worker'];
+for (const e of ENGINES) if (e !== 'worker' && e !== 'local') throw new Error(`--engine must be worker, local or both, got ${e}`);
 
 const pct = (v: number[], p: number) => {
   const s = [...v].sort((a, b) => a - b);
@@ -84,17 +94,14 @@ async function runStreams(sched: BatchScheduler, n: number): Promise<RunResult> 
 
 async function main(): Promise<void> {
   setThreads(THREADS);
-  const config = makeConfig(LAYERS, DIM);
-  const weights = makeWeights(config, 0);
-  console.log(`# continuous batching: ${LAYERS} layers, hidden ${DIM}, vocab ${config.vocabSize}; prompt ${PROMPT}, ${TOKENS} tokens per stream; ${THREADS} thread(s), ISA ${isa()}`);
+  console.log(`# continuous batching: ${LAYERS} layers, hidden ${DIM}, vocab 32000; prompt ${PROMPT}, ${TOKENS} tokens per stream; ${THREADS} thread(s), ISA ${isa()}`);
   console.log(`# load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  const header = ['format', 'streams', 'decode tok/s', 'vs 1 stream', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'wall / serial'];
+  const header = ['format', 'engine', 'streams', 'decode tok/s', 'vs 1 stream', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'wall / serial'];
   const rows: string[][] = [];
-  for (const name of CONFIGS) {
-    const v = ALL_VARIANTS.find((x) => x.name === name);
-    if (!v) throw new Error(`unknown config '${name}' (known: ${ALL_VARIANTS.map((x) => x.name).join(', ')})`);
-    const { model } = build(config, weights, v);
-    const sched = new BatchScheduler(model, { maxSequences: Math.max(...STREAMS), prefillChunk: 64 });
+  for (const name of CONFIGS) for (const engineName of ENGINES) {
+    const args = { layers: LAYERS, dim: DIM, variant: name };
+    const engine: BatchEngine | null = engineName === 'worker' ? await WorkerEngine.start({ module: new URL('./synthetic-llama.ts', import.meta.url).href, export: 'makeVariantModel', args }) : null;
+    const sched = new BatchScheduler(engine ?? makeVariantModel(args), { maxSequences: Math.max(...STREAMS), prefillChunk: 64 });
     await runStreams(sched, 1); // warm-up: scratch buffers, page faults
     let one = NaN;
     for (const n of STREAMS) {
@@ -108,6 +115,7 @@ async function main(): Promise<void> {
       }
       rows.push([
         name,
+        engineName,
         String(n),
         r.decodeTokS.toFixed(1),
         `${(r.decodeTokS / one).toFixed(2)}x`,
@@ -117,9 +125,10 @@ async function main(): Promise<void> {
         pct(r.itl, 99).toFixed(1),
         n > 1 && SERIAL ? (r.wallMs / serial).toFixed(2) : '-',
       ]);
-      console.error(`  ${name} x${n}: ${r.decodeTokS.toFixed(1)} tok/s`);
+      console.error(`  ${name} ${engineName} x${n}: ${r.decodeTokS.toFixed(1)} tok/s`);
     }
     await sched.close();
+    await engine?.dispose();
   }
   printTable(header, rows);
   console.log(`# load average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}; errors: 0 (any failure throws)`);

@@ -160,3 +160,11 @@ export function runOnce(model: LlamaForCausalLM, prompt: number[], steps: number
   for (let s = 0; s < steps; s++) tok = argmaxLast(model.forward([tok], cache));
   return { prefillMs, decodeMs: performance.now() - t0 };
 }
+
+/** The synthetic model of one variant, built from scratch: a factory a WorkerEngine can load in its thread. */
+export function makeVariantModel(args: { layers: number; dim: number; variant: string }): LlamaForCausalLM {
+  const v = ALL_VARIANTS.find((x) => x.name === args.variant);
+  if (!v) throw new Error(`unknown config '${args.variant}' (known: ${ALL_VARIANTS.map((x) => x.name).join(', ')})`);
+  const config = makeConfig(args.layers, args.dim);
+  return build(config, makeWeights(config, 0), v).model;
+}

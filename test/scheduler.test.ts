@@ -10,6 +10,7 @@ import { BatchScheduler, type SequenceRequest } from '../lib/serve/scheduler.js'
 import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-model.js';
 import type { DecoderLM } from '../lib/models/causal-lm.js';
 import { llamaModel } from './tiny-models.js';
+import { WorkerEngine } from '../lib/serve/worker-engine.js';
 
 const V = 96;
 const makeModel = (q: QuantizeModelOptions | null) => {
@@ -110,6 +111,25 @@ describe('BatchScheduler', () => {
     expect(() => new BatchScheduler(model, { maxSequences: 0 })).toThrow(/maxSequences/);
     await small.close();
     expect(() => small.submit({ prompt: [1], maxTokens: 1 })).toThrow(expect.objectContaining({ code: 'ERR_CLOSED' }));
+  });
+
+  it('a WorkerEngine (the model in a worker thread) gives the in-thread engine tokens; a failing load rejects', async () => {
+    const module = new URL('./scripts/engine-model.ts', import.meta.url).href;
+    const q: QuantizeModelOptions = { weights: 'int4', groupSize: 32, activations: 'int8' };
+    const reqs = Array.from({ length: 6 }, (_, j) => ({ prompt: prompt(3 + 4 * j, j), maxTokens: 4 + j, eosId: null, temperature: j % 2 ? 0.8 : 0, seed: j }));
+    const local = new BatchScheduler(makeModel(q), { prefillChunk: 8 });
+    const want = await Promise.all(reqs.map((r) => collect(local.submit(r))));
+    const engine = await WorkerEngine.start({ module, export: 'makeModel', args: { q } });
+    try {
+      expect(engine.info).toEqual(local.info);
+      const remote = new BatchScheduler(engine, { prefillChunk: 8 });
+      expect(await Promise.all(reqs.map((r) => collect(remote.submit(r))))).toEqual(want);
+      await remote.close();
+    } finally {
+      await engine.dispose();
+    }
+    await expect(WorkerEngine.start({ module, export: 'makeModel', args: { q: null, fail: true } })).rejects.toThrow(/on purpose/);
+    await expect(WorkerEngine.start({ module, export: 'nothing' })).rejects.toThrow(/no function export/);
   });
 
   it('keeps the event loop turning while it decodes', async () => {

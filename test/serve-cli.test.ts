@@ -21,7 +21,7 @@ function serve(extra: string[], workers: number) {
   const url = new Promise<string>((resolve, reject) => {
     child.stderr.setEncoding('utf8').on('data', (s: string) => {
       err += s;
-      const urls = [...err.matchAll(/ on (http:\/\/127\.0\.0\.1:\d+)/g)].map((m) => m[1]!);
+      const urls = [...err.matchAll(/ ready on (http:\/\/127\.0\.0\.1:\d+)/g)].map((m) => m[1]!);
       if (urls.length >= workers) resolve(urls[0]!);
     });
     child.on('exit', () => reject(new Error(`serve exited early: ${err}`)));
@@ -56,7 +56,7 @@ describe.skipIf(!present)('quantkit serve (process)', () => {
     const url = await new Promise<string>((resolve) =>
       child.stderr.setEncoding('utf8').on('data', (s: string) => {
         err += s;
-        const m = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+        const m = / ready on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
         if (m) resolve(m[1]!);
       }),
     );

@@ -41,8 +41,8 @@ describe.skipIf(!present)('quantkit serve', () => {
   afterAll(async () => server.shutdown(1000));
 
   it('answers completions like generate(), streamed and not, through the openai client', async () => {
-    const m = served();
-    const want = await generateText(m.model, m.tokenizer, 'Once upon a time', { maxNewTokens: 24, temperature: 0 });
+    const m = loadCliModel(fixture('stories260K'), fixture('stories260K/tok512.bin'));
+    const want = await generateText(m.model, m.tokenizer!, 'Once upon a time', { maxNewTokens: 24, temperature: 0 });
     const r = await client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
     expect(r.object).toBe('text_completion');
     expect(r.choices[0]!.text).toBe(want.text);

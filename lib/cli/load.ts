@@ -70,6 +70,16 @@ function folderTokenizer(folder: string, vocabSize: number, tokenizerPath: strin
   return undefined;
 }
 
+/**
+ * The tokenizer loadCliModel would find for <model> (with --tokenizer, or in
+ * the model's folder / next to its file), without loading the weights: for
+ * `serve`, whose model loads in a worker thread.
+ */
+export function cliTokenizer(modelPath: string, tokenizerPath: string | undefined, vocabSize: number): Tokenizer | undefined {
+  const dir = fs.statSync(modelPath).isDirectory() ? modelPath : path.dirname(modelPath);
+  return folderTokenizer(dir, vocabSize, tokenizerPath);
+}
+
 /** Load <model> for the CLI, with a progress bar of the bytes read on a terminal. */
 export function loadCliModel(modelPath: string, tokenizerPath?: string, io?: CliIO): CliModel {
   if (io === undefined) return loadCliModelQuiet(modelPath, tokenizerPath);

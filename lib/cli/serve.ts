@@ -3,19 +3,22 @@
  * on one model, until SIGTERM/SIGINT (then: stop accepting, finish what is
  * in flight within --grace seconds, exit 0).
  *
- * --workers N runs N processes on one port through node:cluster (the
- * primary only forks, forwards the signal and waits); each loads its own
- * copy of the model. Binds 127.0.0.1 unless --host says otherwise.
+ * The model runs in a worker thread (WorkerEngine: whole batched steps
+ * synchronously there, the HTTP event loop free here). --workers N runs N
+ * processes on one port through node:cluster (the primary only forks,
+ * forwards the signal and waits); each loads its own copy of the model.
+ * Binds 127.0.0.1 unless --host says otherwise.
  */
 import cluster from 'node:cluster';
 import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
-import { DecoderLM } from '../models/causal-lm.js';
+import * as fs from 'node:fs';
 import type { WeightsFormat } from '../nn/quantize-model.js';
 import { QuantkitServer } from '../serve/server.js';
+import { WorkerEngine } from '../serve/worker-engine.js';
 import type { CliIO } from './io.js';
-import { loadCliModel, requireTokenizer } from './load.js';
-import { type QuantFlags, quantOptions, readCalibration, quantizeWithProgress, requireFloat } from './weights.js';
+import { cliTokenizer } from './load.js';
+import { type QuantFlags, quantOptions } from './weights.js';
 
 export interface ServeFlags extends QuantFlags {
   weights?: WeightsFormat | 'fp32';
@@ -65,31 +68,46 @@ async function primary(io: CliIO, flags: ServeFlags): Promise<void> {
 }
 
 export async function serveCommand(io: CliIO, modelPath: string, flags: ServeFlags): Promise<void> {
+  if (flags.calib !== undefined) throw new QuantkitError('ERR_UNSUPPORTED', 'serve does not calibrate: quantize with --calib first (quantkit quantize ... --out DIR), then serve DIR');
+  if (!fs.existsSync(modelPath)) throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}`);
   if (flags.workers > 1 && cluster.isPrimary) return primary(io, flags);
   const apiKey = flags.apiKey ?? (process.env.QUANTKIT_API_KEY || undefined);
-  const m = loadCliModel(modelPath, flags.tokenizer, io);
-  if (!(m.model instanceof DecoderLM)) throw new QuantkitError('ERR_UNSUPPORTED', `serve runs decoder models (Llama, GPT-2, OPT, CodeGen); ${modelPath} is a ${m.model.constructor.name}`);
-  const tokenizer = requireTokenizer(m, modelPath);
-  if (flags.weights !== undefined && flags.weights !== 'fp32') {
-    requireFloat(m, '--weights');
-    quantizeWithProgress(io, m.model, quantOptions(flags.weights, flags, readCalibration(flags, m)));
-  }
   const name = flags.name ?? path.basename(path.resolve(modelPath));
-  const server = new QuantkitServer(
-    { model: m.model, tokenizer, name },
-    {
-      ...(apiKey ? { apiKey } : {}),
-      maxConcurrent: flags.maxConcurrent,
-      maxTokens: flags.maxTokens,
-      scheduler: { maxSequences: flags.maxSequences, prefillChunk: flags.prefillChunk, kvBudgetBytes: flags.kvBudgetMb * 2 ** 20 },
-    },
-  );
+  const quantize = flags.weights !== undefined && flags.weights !== 'fp32' ? quantOptions(flags.weights, flags) : undefined;
+  // the model loads (and is quantized) in the engine's worker thread while
+  // the server already answers: /health says 503 until it is ready
+  const load = WorkerEngine.start({ path: modelPath, ...(flags.tokenizer ? { tokenizer: flags.tokenizer } : {}), ...(quantize ? { quantize } : {}) }).then(async (engine) => {
+    const tokenizer = cliTokenizer(modelPath, flags.tokenizer, engine.info.vocabSize);
+    if (!tokenizer) {
+      await engine.dispose();
+      throw new QuantkitError('ERR_NOT_FOUND', `no tokenizer found for ${modelPath}; pass --tokenizer <file>`);
+    }
+    return { model: engine, tokenizer, name };
+  });
+  const server = new QuantkitServer(load, {
+    ...(apiKey ? { apiKey } : {}),
+    maxConcurrent: flags.maxConcurrent,
+    maxTokens: flags.maxTokens,
+    scheduler: { maxSequences: flags.maxSequences, prefillChunk: flags.prefillChunk, kvBudgetBytes: flags.kvBudgetMb * 2 ** 20 },
+  });
   const sig = untilSignal();
   const addr = await server.listen(flags.host, flags.port);
-  io.err(`quantkit serve: ${name} on ${addr}${apiKey ? ' (API key required)' : ''}${cluster.isWorker ? ` (worker ${cluster.worker?.id})` : ''}\n`);
-  await sig;
+  const who = cluster.isWorker ? ` (worker ${cluster.worker?.id})` : '';
+  io.err(`quantkit serve: loading ${name}; listening on ${addr}${apiKey ? ' (API key required)' : ''}${who}\n`);
+  const loaded = load.then(
+    () => 'ready' as const,
+    (e: unknown) => e,
+  );
+  const first = await Promise.race([sig, loaded]);
+  if (first === 'ready') io.err(`quantkit serve: ${name} ready on ${addr}${who}\n`);
+  else if (first !== 'SIGTERM' && first !== 'SIGINT') {
+    await server.shutdown(0);
+    if (cluster.isWorker) cluster.worker?.disconnect();
+    throw first;
+  }
+  if (first === 'ready') await sig;
   io.err('quantkit serve: shutting down\n');
-  await server.shutdown(flags.grace * 1000);
+  await server.shutdown(flags.grace * 1000); // disposes the engine too
   // a cluster worker's IPC channel would keep it alive: let go of it
   if (cluster.isWorker) cluster.worker?.disconnect();
 }

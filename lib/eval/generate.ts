@@ -65,7 +65,7 @@ export function heldBackLength(s: string, stops: readonly string[]): number {
 }
 
 /** The prompt's token ids, with BOS as the options and tokenizer say. */
-export function promptIds(model: CausalLM, tokenizer: Tokenizer, prompt: string | readonly number[], bos = true): number[] {
+export function promptIds(model: { readonly config: { readonly bosId?: number | undefined } }, tokenizer: Tokenizer, prompt: string | readonly number[], bos = true): number[] {
   const bosId = model.config.bosId ?? tokenizer.bosId;
   const ids = typeof prompt === 'string' ? (prompt === '' ? [] : tokenizer.encode(prompt)) : [...prompt];
   if ((ids.length === 0 || bos) && bosId !== undefined) ids.unshift(bosId);

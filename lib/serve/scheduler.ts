@@ -1,5 +1,6 @@
 /**
- * Continuous batching: many generation streams through one model. Each step
+ * Continuous batching: many generation streams through one model (a
+ * BatchEngine: in this thread, or in a worker thread). Each step
  * gathers the next token of every decoding sequence plus chunks of pending
  * prompts (chunked prefill: a long prompt takes at most `prefillChunk`
  * tokens of a step, so it never stalls the others), runs them as one
@@ -21,8 +22,7 @@ import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import type { DecoderLM } from '../models/causal-lm.js';
 import { keyFloats } from '../ops/attention.js';
 import { mulberry32, sampleToken } from '../eval/sampling.js';
-import { Scratch } from '../nn/scratch.js';
-import type { KVCache } from '../nn/steps.js';
+import { type BatchEngine, type EngineInfo, LocalEngine } from './engine.js';
 
 export interface SequenceRequest {
   /** Prompt token ids (at least one). */
@@ -81,7 +81,6 @@ interface Seq {
   readonly bytes: number;
   readonly capacity: number;
   readonly rand: () => number;
-  cache: KVCache | null;
   fed: number;
   generated: number;
   next: number;
@@ -101,36 +100,39 @@ function positiveInt(fn: string, name: string, v: unknown, dflt: number): number
 }
 
 export class BatchScheduler {
-  readonly model: DecoderLM;
+  readonly engine: BatchEngine;
+  readonly info: EngineInfo;
   readonly maxSequences: number;
   readonly prefillChunk: number;
   readonly kvBudgetBytes: number;
   readonly maxQueue: number;
   /** Called after every step (metrics). */
   onStep: ((s: StepInfo) => void) | null = null;
-  readonly #scratch = new Scratch();
   readonly #queue: Seq[] = [];
   readonly #active: Seq[] = [];
   #reserved = 0;
   #nextId = 1;
   #running: Promise<void> | null = null;
   #closed = false;
-  readonly #bytesPerPosition: number;
 
-  constructor(model: DecoderLM, options: SchedulerOptions = {}) {
+  /**
+   * `model`: a decoder model (run in this thread through a LocalEngine) or
+   * an engine (a WorkerEngine runs the model in a worker thread). The
+   * scheduler does not dispose the engine.
+   */
+  constructor(model: DecoderLM | BatchEngine, options: SchedulerOptions = {}) {
     const fn = 'BatchScheduler';
-    if (model === null || typeof model !== 'object' || typeof (model as DecoderLM).forwardBatchAsync !== 'function') {
-      throw typeError(fn, 'model', 'must be a decoder model with forwardBatchAsync (Llama, GPT-2, OPT, CodeGen)');
+    const isEngine = (m: unknown): m is BatchEngine => typeof (m as BatchEngine)?.step === 'function' && typeof (m as BatchEngine)?.open === 'function';
+    if (model === null || typeof model !== 'object' || (!isEngine(model) && typeof (model as DecoderLM).forwardBatchAsync !== 'function')) {
+      throw typeError(fn, 'model', 'must be a decoder model with forwardBatchAsync (Llama, GPT-2, OPT, CodeGen) or a BatchEngine');
     }
     if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
-    this.model = model;
+    this.engine = isEngine(model) ? model : new LocalEngine(model);
+    this.info = this.engine.info;
     this.maxSequences = positiveInt(fn, 'options.maxSequences', options.maxSequences, 16);
     this.prefillChunk = positiveInt(fn, 'options.prefillChunk', options.prefillChunk, 64);
     this.kvBudgetBytes = positiveInt(fn, 'options.kvBudgetBytes', options.kvBudgetBytes, 2 ** 30);
     this.maxQueue = positiveInt(fn, 'options.maxQueue', options.maxQueue, 256);
-    // bytes of one position, all layers (keys blocked by 64 positions: counted per block below)
-    const probe = model.createCache(1) as KVCache & { nLayers?: number; kvDim?: number };
-    this.#bytesPerPosition = (probe.nLayers ?? 1) * (probe.kvDim ?? 1) * 4;
   }
 
   /** Sequences in the running batch / waiting for a slot. */
@@ -147,7 +149,7 @@ export class BatchScheduler {
 
   /** KV bytes a sequence of `positions` reserves: keys in whole blocks of 64, values per position. */
   bytesFor(positions: number): number {
-    const kv = this.#bytesPerPosition / 4;
+    const kv = this.info.kvFloatsPerPosition;
     return (keyFloats(positions, kv) + positions * kv) * 4;
   }
 
@@ -156,7 +158,7 @@ export class BatchScheduler {
     const fn = 'BatchScheduler.submit';
     if (this.#closed) throw new QuantkitError('ERR_CLOSED', `${fn}: the scheduler is closing and takes no new requests`);
     if (req === null || typeof req !== 'object') throw typeError(fn, 'request', `must be an object, got ${describe(req)}`);
-    const V = this.model.config.vocabSize;
+    const V = this.info.vocabSize;
     if (!Array.isArray(req.prompt) || req.prompt.length === 0) throw rangeError(fn, 'prompt', 'must be a non-empty array of token ids');
     for (const [i, t] of req.prompt.entries()) {
       if (!Number.isSafeInteger(t) || t < 0 || t >= V) throw rangeError(fn, 'prompt', `must hold integers in [0, ${V}), got ${describe(t)} at index ${i}`);
@@ -167,13 +169,12 @@ export class BatchScheduler {
     if (!Number.isSafeInteger(topK) || topK < 0) throw rangeError(fn, 'topK', `must be an integer >= 0, got ${describe(req.topK)}`);
     if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw rangeError(fn, 'topP', `must be a number in (0, 1], got ${describe(req.topP)}`);
     if (!Number.isSafeInteger(seed) || seed < 0 || seed > 2 ** 32 - 1) throw rangeError(fn, 'seed', `must be an integer in [0, 2^32), got ${describe(req.seed)}`);
-    const eosId = req.eosId === undefined ? (this.model.config.eosId ?? null) : req.eosId;
+    const eosId = req.eosId === undefined ? (this.info.eosId ?? null) : req.eosId;
     if (eosId !== null && (!Number.isSafeInteger(eosId) || eosId < 0)) throw rangeError(fn, 'eosId', `must be a token id or null, got ${describe(req.eosId)}`);
     if (req.signal !== undefined && !(req.signal instanceof AbortSignal)) throw typeError(fn, 'signal', `must be an AbortSignal, got ${describe(req.signal)}`);
-    const capacity = Math.min(req.prompt.length + maxTokens, this.model.config.maxPositions);
-    if (req.prompt.length >= this.model.config.maxPositions) {
-      throw new QuantkitError('ERR_TOO_LARGE', `${fn}: the prompt is ${req.prompt.length} tokens; the model's context is ${this.model.config.maxPositions}`);
-    }
+    const ctx = this.info.maxPositions;
+    const capacity = Math.min(req.prompt.length + maxTokens, ctx);
+    if (req.prompt.length >= ctx) throw new QuantkitError('ERR_TOO_LARGE', `${fn}: the prompt is ${req.prompt.length} tokens; the model's context is ${ctx}`);
     const bytes = this.bytesFor(capacity);
     if (bytes > this.kvBudgetBytes) {
       throw new QuantkitError('ERR_TOO_LARGE', `${fn}: ${capacity} positions need ${bytes} bytes of KV cache, more than the whole budget of ${this.kvBudgetBytes}`);
@@ -190,7 +191,6 @@ export class BatchScheduler {
       bytes,
       capacity,
       rand: mulberry32(seed),
-      cache: null,
       fed: 0,
       generated: 0,
       next: -1,
@@ -285,14 +285,14 @@ export class BatchScheduler {
       if (s.cancelled) this.#end(s, 'cancelled');
       if (s.done !== null) {
         this.#active.splice(i, 1);
-        s.cache = null;
+        this.engine.close(s.id);
         this.#reserved -= s.bytes;
       }
     }
     // first come, first served: a request that does not fit yet blocks those behind it (no starvation)
     while (this.#queue.length > 0 && this.#fitsNow(this.#queue[0]!.bytes)) {
       const s = this.#queue.shift()!;
-      s.cache = this.model.createCache(s.capacity);
+      this.engine.open(s.id, s.capacity);
       this.#reserved += s.bytes;
       this.#active.push(s);
     }
@@ -331,21 +331,21 @@ export class BatchScheduler {
   async #step(): Promise<void> {
     const t0 = performance.now();
     let budget = this.prefillChunk;
-    const items: { tokens: number[]; cache: KVCache; seq: Seq }[] = [];
+    const items: { id: number; tokens: number[]; seq: Seq }[] = [];
     let decodeRows = 0;
     for (const s of this.#active) {
       if (s.fed < s.req.prompt.length) {
         if (budget === 0) continue;
         const n = Math.min(budget, s.req.prompt.length - s.fed);
         budget -= n;
-        items.push({ tokens: s.req.prompt.slice(s.fed, s.fed + n), cache: s.cache!, seq: s });
+        items.push({ id: s.id, tokens: s.req.prompt.slice(s.fed, s.fed + n), seq: s });
       } else {
-        items.push({ tokens: [s.next], cache: s.cache!, seq: s });
+        items.push({ id: s.id, tokens: [s.next], seq: s });
         decodeRows++;
       }
     }
-    const logits = await this.model.forwardBatchAsync(items, { logits: 'last', scratch: this.#scratch });
-    const V = this.model.config.vocabSize;
+    const logits = await this.engine.step(items);
+    const V = this.info.vocabSize;
     let rows = 0;
     items.forEach(({ tokens, seq: s }, i) => {
       rows += tokens.length;
@@ -353,13 +353,13 @@ export class BatchScheduler {
       if (prompt) s.fed += tokens.length;
       if (s.cancelled || (prompt && s.fed < s.req.prompt.length)) return;
       const r = s.req;
-      const token = sampleToken(logits[i]!.data, 0, V, { temperature: r.temperature!, topK: r.topK!, topP: r.topP! }, s.rand);
+      const token = sampleToken(logits, i * V, V, { temperature: r.temperature!, topK: r.topK!, topP: r.topP! }, s.rand);
       s.generated++;
       s.next = token;
       s.buffered.push(token);
       this.#wake(s);
       if (token === s.eosId) this.#end(s, 'eos');
-      else if (s.generated >= r.maxTokens || s.cache!.length >= s.capacity) this.#end(s, 'length');
+      else if (s.generated >= r.maxTokens || s.fed + s.generated - 1 >= s.capacity) this.#end(s, 'length'); // the cache is full
     });
     this.onStep?.({ sequences: items.length, rows, decodeRows, ms: performance.now() - t0 });
   }

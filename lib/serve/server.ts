@@ -25,11 +25,13 @@ import { promptIds } from '../eval/generate.js';
 import type { DecoderLM } from '../models/causal-lm.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { ServeMetrics } from './metrics.js';
+import type { BatchEngine } from './engine.js';
 import { BatchScheduler, type SchedulerOptions, type SequenceFinish } from './scheduler.js';
 import { CompletionText } from './text.js';
 
 export interface ServedModel {
-  readonly model: DecoderLM;
+  /** The model (run in this thread), or an engine (WorkerEngine: in a worker thread; the server disposes it at shutdown). */
+  readonly model: DecoderLM | BatchEngine;
   readonly tokenizer: Tokenizer;
   /** The id /v1/models reports and requests may name. */
   readonly name: string;
@@ -167,6 +169,7 @@ export class QuantkitServer {
     try {
       await this.app.close();
       await this.#scheduler?.close();
+      await this.#scheduler?.engine.dispose();
     } finally {
       clearTimeout(timer);
       clearInterval(idle);
@@ -237,15 +240,16 @@ export class QuantkitServer {
     const sched = this.#scheduler!;
     const b = req.body;
     if (b.model !== undefined && b.model !== served.name) throw new ApiError(404, `model '${b.model}' is not served here (this server serves '${served.name}')`, 'invalid_request_error', 'model', 'model_not_found');
-    const { model, tokenizer } = served;
-    const ctx = model.config.maxPositions;
+    const { tokenizer } = served;
+    const info = sched.info;
+    const ctx = info.maxPositions;
     let ids: number[];
     if (typeof b.prompt === 'string' || typeof b.prompt[0] === 'string') {
       const text = typeof b.prompt === 'string' ? b.prompt : (b.prompt[0] as string);
-      ids = promptIds(model, tokenizer, text, true);
+      ids = promptIds({ config: info }, tokenizer, text, true);
     } else {
       ids = b.prompt as number[];
-      const V = model.config.vocabSize;
+      const V = info.vocabSize;
       const bad = ids.findIndex((t) => t >= V);
       if (bad >= 0) throw new ApiError(400, `prompt token ${ids[bad]} at index ${bad} is outside the vocabulary (${V} tokens)`, 'invalid_request_error', 'prompt');
     }
@@ -267,7 +271,7 @@ export class QuantkitServer {
         topP: b.top_p ?? 1,
         topK: b.top_k ?? 0,
         seed: b.seed ?? 0,
-        eosId: model.config.eosId ?? tokenizer.eosId ?? null,
+        eosId: info.eosId ?? tokenizer.eosId ?? null,
         signal: ac.signal,
       });
     } catch (e) {

@@ -1,0 +1,106 @@
+/**
+ * What BatchScheduler runs its steps on: KV caches by sequence id, and one
+ * batched forward that returns each sequence's next-token logits. Two
+ * implementations:
+ *   LocalEngine   the model in this thread, its native calls on libuv
+ *                 workers (forwardBatchAsync: one worker hop per op)
+ *   WorkerEngine  the model in a worker thread running whole steps
+ *                 synchronously (lib/serve/worker-engine.ts): no per-op hop,
+ *                 and this thread's event loop only ever waits for messages
+ * Both run forwardBatch's row-invariant ops, so tokens do not depend on the
+ * engine or the batch.
+ */
+import type { DecoderLM } from '../models/causal-lm.js';
+import type { KVCache } from '../nn/steps.js';
+import { Scratch } from '../nn/scratch.js';
+
+/** The model facts a scheduler needs. */
+export interface EngineInfo {
+  readonly vocabSize: number;
+  readonly maxPositions: number;
+  readonly eosId: number | undefined;
+  readonly bosId: number | undefined;
+  /** nLayers * kvDim: floats of keys (and of values) per cached position. */
+  readonly kvFloatsPerPosition: number;
+}
+
+export interface EngineItem {
+  readonly id: number;
+  readonly tokens: readonly number[];
+}
+
+export interface BatchEngine {
+  readonly info: EngineInfo;
+  /** Make sequence `id`'s KV cache, for up to `capacity` positions. */
+  open(id: number, capacity: number): void;
+  /** Drop sequence `id`'s cache (no step of it may be in flight). */
+  close(id: number): void;
+  /**
+   * One batched forward over the items (each id open, at most once):
+   * logits of each item's last token, f32 [items, vocabSize] row by row.
+   */
+  step(items: readonly EngineItem[]): Promise<Float32Array>;
+  /** Release the engine (stop its thread). */
+  dispose(): Promise<void>;
+}
+
+/** The facts of a decoder model. */
+export function engineInfo(model: DecoderLM): EngineInfo {
+  const probe = model.createCache(1) as KVCache & { nLayers: number; kvDim: number };
+  const c = model.config;
+  return { vocabSize: c.vocabSize, maxPositions: c.maxPositions, eosId: c.eosId, bosId: c.bosId, kvFloatsPerPosition: probe.nLayers * probe.kvDim };
+}
+
+/** The model in this thread; steps through forwardBatchAsync (the event loop stays free). */
+export class LocalEngine implements BatchEngine {
+  readonly info: EngineInfo;
+  readonly #model: DecoderLM;
+  readonly #caches = new Map<number, KVCache>();
+  readonly #scratch = new Scratch();
+
+  constructor(model: DecoderLM) {
+    this.#model = model;
+    this.info = engineInfo(model);
+  }
+
+  open(id: number, capacity: number): void {
+    this.#caches.set(id, this.#model.createCache(capacity));
+  }
+
+  close(id: number): void {
+    this.#caches.delete(id);
+  }
+
+  async step(items: readonly EngineItem[]): Promise<Float32Array> {
+    const out = await this.#model.forwardBatchAsync(
+      items.map((it) => ({ tokens: it.tokens, cache: this.#caches.get(it.id)! })),
+      { logits: 'last', scratch: this.#scratch },
+    );
+    return joinRows(out.map((t) => t.data));
+  }
+
+  async dispose(): Promise<void> {
+    this.#caches.clear();
+  }
+}
+
+/** Rows that forwardBatch returned as consecutive views of one buffer, as that one array (a copy otherwise). */
+export function joinRows(rows: readonly Float32Array[]): Float32Array {
+  if (rows.length === 0) return new Float32Array(0);
+  const first = rows[0]!;
+  const n = rows.reduce((a, r) => a + r.length, 0);
+  let contiguous = true;
+  let off = first.byteOffset;
+  for (const r of rows) {
+    if (r.buffer !== first.buffer || r.byteOffset !== off) contiguous = false;
+    off += r.byteLength;
+  }
+  if (contiguous) return new Float32Array(first.buffer, first.byteOffset, n);
+  const out = new Float32Array(n);
+  let o = 0;
+  for (const r of rows) {
+    out.set(r, o);
+    o += r.length;
+  }
+  return out;
+}
