@@ -211,6 +211,8 @@ function buildProgram(io: CliIO): Command {
       .addOption(new Option('--kv-budget-mb <n>', 'KV cache memory all sequences may reserve (MiB)').argParser(intOption(1, 1 << 24)).default(1024))
       .addOption(new Option('--max-concurrent <n>', 'completion requests in flight (beyond: 429)').argParser(intOption(1, 1 << 20)).default(64))
       .addOption(new Option('--max-tokens <n>', 'largest max_tokens a request may ask').argParser(intOption(1, 1 << 24)).default(4096))
+      .addOption(new Option('--max-prompt-tokens <n>', 'longest prompt in tokens (default: the context - 1)').argParser(intOption(1, 1 << 24)))
+      .addOption(new Option('--body-limit <bytes>', 'largest request body (beyond: 413)').argParser(intOption(64, 1 << 30)).default(1 << 20))
       .addOption(new Option('--grace <s>', 'seconds in-flight requests get to finish at shutdown').argParser(floatOption(0, 86400)).default(30))
       .option('--name <id>', 'model id reported by /v1/models (default: the folder name)'),
     false,

@@ -31,6 +31,8 @@ export interface ServeFlags extends QuantFlags {
   kvBudgetMb: number;
   maxConcurrent: number;
   maxTokens: number;
+  maxPromptTokens?: number;
+  bodyLimit: number;
   grace: number;
   name?: string;
   tokenizer?: string;
@@ -88,6 +90,8 @@ export async function serveCommand(io: CliIO, modelPath: string, flags: ServeFla
     ...(apiKey ? { apiKey } : {}),
     maxConcurrent: flags.maxConcurrent,
     maxTokens: flags.maxTokens,
+    bodyLimit: flags.bodyLimit,
+    ...(flags.maxPromptTokens !== undefined ? { maxPromptTokens: flags.maxPromptTokens } : {}),
     scheduler: { maxSequences: flags.maxSequences, prefillChunk: flags.prefillChunk, kvBudgetBytes: flags.kvBudgetMb * 2 ** 20 },
   });
   const sig = untilSignal();
