@@ -22,7 +22,11 @@ import { Linear, QLinear } from '../lib/nn/linear.js';
 import { quantizeDynamic, quantizeModel } from '../lib/nn/quantize-model.js';
 import type { Tensor } from '../lib/tensor.js';
 import { type F64, type Weights, Maker, add, layerNormRef, linRef, WEIGHT_FORMATS } from './ref-models.js';
-import { runCliInto } from './cli-run.js';
+import { CLI_ENTRY, ROOT, runCliInto } from './cli-run.js';
+import { spawn } from 'node:child_process';
+import OpenAI from 'openai';
+import { QuantkitServer } from '../lib/serve/server.js';
+import { encoderEmbedder } from '../lib/serve/embedder.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-distilbert-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -296,6 +300,57 @@ describe('DistilBERT', () => {
     err = '';
     expect(await runCliInto(['fill-mask', dir, 'no mask here'], io)).toBe(1);
     expect(err).toMatch(/the text has no \[MASK\] token/);
+  });
+
+  it('quantkit serve answers /v1/embeddings with the reference vectors (openai client, float and base64)', async () => {
+    const dir = mlm.write(path.join(tmp, 'serve'), configJson);
+    const words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'capital', 'of', 'france', 'is', 'paris', '.', 'a', 'cat', 'sat'];
+    fs.writeFileSync(path.join(dir, 'vocab.txt'), [...words, ...Array.from({ length: C.V - words.length }, (_, i) => `w${i}`)].join('\n') + '\n');
+    const server = new QuantkitServer({ embedder: encoderEmbedder(loadEncoderSync(dir)), name: 'enc' });
+    const url = await server.listen('127.0.0.1', 0);
+    try {
+      const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
+      const lineIds = [[2, 5, 13, 14, 11, 3], [2, 10, 9, 5, 6, 7, 8, 11, 3]];
+      const want = lineIds.map((li) => {
+        const h = encoderRef(mlm.ref, li, 'distilbert.');
+        return Array.from({ length: C.D }, (_, i) => h.reduce((a, row) => a + row[i]!, 0) / h.length);
+      });
+      // undefined: the openai client asks for base64 and decodes it itself
+      for (const encoding_format of ['float', 'base64', undefined] as const) {
+        const r = await client.embeddings.create({ model: 'enc', input: ['The cat sat.', 'Paris is the capital of France.'], ...(encoding_format ? { encoding_format } : {}) });
+        expect(r.usage.prompt_tokens).toBe(15);
+        r.data.forEach((d, n) => {
+          const raw = typeof d.embedding === 'string' ? Buffer.from(d.embedding, 'base64') : null;
+          const v = raw ? Array.from(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length))) : (d.embedding as number[]);
+          expect(d.index).toBe(n);
+          v.forEach((x, i) => expect(x).toBeCloseTo(want[n]![i]!, 5));
+        });
+      }
+      const wrong = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x' }) });
+      expect(wrong.status).toBe(400);
+      expect(((await wrong.json()) as { error: { message: string } }).error.message).toMatch(/embedding model/);
+      const bad = await fetch(`${url}/v1/embeddings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: [3] }) });
+      expect(bad.status).toBe(400);
+    } finally {
+      await server.shutdown(1000);
+    }
+    // the command serves an encoder folder the same way (int8 here), and stops on SIGTERM with 0
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, 'serve', dir, '--port', '0', '--weights', 'int8'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    const cliUrl = await new Promise<string>((resolve, reject) => {
+      child.stderr.setEncoding('utf8').on('data', (t: string) => {
+        log += t;
+        const m = / ready on (http:\/\/127\.0\.0\.1:\d+)/.exec(log);
+        if (m) resolve(m[1]!);
+      });
+      child.on('exit', () => reject(new Error(log)));
+    });
+    const r = await fetch(`${cliUrl}/v1/embeddings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: 'The cat sat.' }) });
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as { data: { embedding: number[] }[] }).data[0]!.embedding).toHaveLength(C.D);
+    const code = new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+    child.kill('SIGTERM');
+    expect(await code).toBe(0);
   });
 
   it('quantkit report on an encoder: embedding cosine, fill-mask agreement and per-block SQNR against fp32', async () => {

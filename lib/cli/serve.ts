@@ -14,7 +14,11 @@ import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
 import * as fs from 'node:fs';
 import type { WeightsFormat } from '../nn/quantize-model.js';
-import { QuantkitServer } from '../serve/server.js';
+import { loadEncoderSync } from '../models/load-encoder.js';
+import { quantizeModel } from '../nn/quantize-model.js';
+import { encoderEmbedder } from '../serve/embedder.js';
+import { QuantkitServer, type ServedModel } from '../serve/server.js';
+import { isEncoderFolder } from './inspect.js';
 import { WorkerEngine } from '../serve/worker-engine.js';
 import type { CliIO } from './io.js';
 import { cliTokenizer } from './load.js';
@@ -76,16 +80,26 @@ export async function serveCommand(io: CliIO, modelPath: string, flags: ServeFla
   const apiKey = flags.apiKey ?? (process.env.QUANTKIT_API_KEY || undefined);
   const name = flags.name ?? path.basename(path.resolve(modelPath));
   const quantize = flags.weights !== undefined && flags.weights !== 'fp32' ? quantOptions(flags.weights, flags) : undefined;
-  // the model loads (and is quantized) in the engine's worker thread while
-  // the server already answers: /health says 503 until it is ready
-  const load = WorkerEngine.start({ path: modelPath, ...(flags.tokenizer ? { tokenizer: flags.tokenizer } : {}), ...(quantize ? { quantize } : {}) }).then(async (engine) => {
-    const tokenizer = cliTokenizer(modelPath, flags.tokenizer, engine.info.vocabSize);
-    if (!tokenizer) {
-      await engine.dispose();
-      throw new QuantkitError('ERR_NOT_FOUND', `no tokenizer found for ${modelPath}; pass --tokenizer <file>`);
-    }
-    return { model: engine, tokenizer, name };
-  });
+  let load: Promise<ServedModel>;
+  if (fs.statSync(modelPath).isDirectory() && isEncoderFolder(modelPath)) {
+    // an encoder (DistilBERT): /v1/embeddings, in this thread (its forwards are async)
+    load = (async () => {
+      const enc = loadEncoderSync(modelPath);
+      if (quantize) quantizeModel(enc.model, quantize);
+      return { embedder: encoderEmbedder(enc), name };
+    })();
+  } else {
+    // the model loads (and is quantized) in the engine's worker thread while
+    // the server already answers: /health says 503 until it is ready
+    load = WorkerEngine.start({ path: modelPath, ...(flags.tokenizer ? { tokenizer: flags.tokenizer } : {}), ...(quantize ? { quantize } : {}) }).then(async (engine) => {
+      const tokenizer = cliTokenizer(modelPath, flags.tokenizer, engine.info.vocabSize);
+      if (!tokenizer) {
+        await engine.dispose();
+        throw new QuantkitError('ERR_NOT_FOUND', `no tokenizer found for ${modelPath}; pass --tokenizer <file>`);
+      }
+      return { model: engine, tokenizer, name };
+    });
+  }
   const server = new QuantkitServer(load, {
     ...(apiKey ? { apiKey } : {}),
     maxConcurrent: flags.maxConcurrent,

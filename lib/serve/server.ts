@@ -5,6 +5,8 @@
  *   POST /v1/completions  prompt, max_tokens, temperature, top_p, top_k,
  *                         seed, stop, stream (Server-Sent Events: one
  *                         `data: {chunk}` per text piece, then `data: [DONE]`)
+ *   POST /v1/embeddings   input (a string or up to 2048), encoding_format
+ *                         float | base64: an encoder's mean-pooled vectors
  *   GET  /v1/models       the one model served
  *   GET  /health          200 once the weights are loaded, 503 before
  *   GET  /metrics         Prometheus text (lib/serve/metrics.ts)
@@ -25,15 +27,25 @@ import { promptIds } from '../eval/generate.js';
 import type { DecoderLM } from '../models/causal-lm.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { ServeMetrics } from './metrics.js';
+import type { Embedder } from './embedder.js';
 import type { BatchEngine } from './engine.js';
 import { BatchScheduler, type SchedulerOptions, type SequenceFinish } from './scheduler.js';
 import { CompletionText } from './text.js';
 
-export interface ServedModel {
+export type ServedModel = ServedDecoder | ServedEncoder;
+
+/** A decoder: /v1/completions. */
+export interface ServedDecoder {
   /** The model (run in this thread), or an engine (WorkerEngine: in a worker thread; the server disposes it at shutdown). */
   readonly model: DecoderLM | BatchEngine;
   readonly tokenizer: Tokenizer;
   /** The id /v1/models reports and requests may name. */
+  readonly name: string;
+}
+
+/** An encoder: /v1/embeddings (encoderEmbedder(loadEncoderSync(folder))). */
+export interface ServedEncoder {
+  readonly embedder: Embedder;
   readonly name: string;
 }
 
@@ -64,6 +76,25 @@ interface CompletionBody {
   stop?: string | string[] | null;
   stream?: boolean;
   n?: number;
+  user?: string;
+}
+
+const embeddingSchema = {
+  type: 'object',
+  required: ['input'],
+  additionalProperties: false,
+  properties: {
+    model: { type: 'string' },
+    input: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 2048 }] },
+    encoding_format: { type: 'string', enum: ['float', 'base64'] },
+    user: { type: 'string' },
+  },
+} as const;
+
+interface EmbeddingBody {
+  model?: string;
+  input: string | string[];
+  encoding_format?: 'float' | 'base64';
   user?: string;
 }
 
@@ -178,6 +209,7 @@ export class QuantkitServer {
 
   #ready(m: ServedModel): void {
     this.#served = m;
+    if ('embedder' in m) return;
     const s = new BatchScheduler(m.model, this.#options.scheduler);
     s.onStep = (info) => {
       this.metrics.batchSize.observe(info.sequences);
@@ -227,6 +259,7 @@ export class QuantkitServer {
       return this.metrics.registry.metrics();
     });
     app.post('/v1/completions', { schema: { body: completionSchema } }, (req, reply) => this.#completion(req as FastifyRequest<{ Body: CompletionBody }>, reply));
+    app.post('/v1/embeddings', { schema: { body: embeddingSchema } }, (req) => this.#embeddings(req as FastifyRequest<{ Body: EmbeddingBody }>));
   }
 
   #requireModel(): ServedModel {
@@ -235,11 +268,41 @@ export class QuantkitServer {
     return this.#served;
   }
 
-  async #completion(req: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply): Promise<unknown> {
+  /** The served model, checked against the request's `model` and the endpoint's kind. */
+  #modelFor(requested: string | undefined, kind: 'decoder' | 'encoder'): ServedModel {
     const served = this.#requireModel();
-    const sched = this.#scheduler!;
+    if (requested !== undefined && requested !== served.name) throw new ApiError(404, `model '${requested}' is not served here (this server serves '${served.name}')`, 'invalid_request_error', 'model', 'model_not_found');
+    const isEncoder = 'embedder' in served;
+    if (kind === 'encoder' && !isEncoder) throw new ApiError(400, `'${served.name}' is a text generation model: use /v1/completions`, 'invalid_request_error', 'model');
+    if (kind === 'decoder' && isEncoder) throw new ApiError(400, `'${served.name}' is an embedding model: use /v1/embeddings`, 'invalid_request_error', 'model');
+    return served;
+  }
+
+  async #embeddings(req: FastifyRequest<{ Body: EmbeddingBody }>): Promise<unknown> {
     const b = req.body;
-    if (b.model !== undefined && b.model !== served.name) throw new ApiError(404, `model '${b.model}' is not served here (this server serves '${served.name}')`, 'invalid_request_error', 'model', 'model_not_found');
+    const served = this.#modelFor(b.model, 'encoder') as ServedEncoder;
+    const texts = typeof b.input === 'string' ? [b.input] : b.input;
+    if (this.#inFlight >= (this.#options.maxConcurrent ?? 64)) throw new ApiError(429, 'too many requests in flight; retry later', 'rate_limit_error', null, 'rate_limit_exceeded');
+    this.#inFlight++;
+    try {
+      const { vectors, tokens } = await served.embedder.embed(texts);
+      this.metrics.promptTokens.inc(tokens);
+      const data = vectors.map((v, index) => ({
+        object: 'embedding',
+        index,
+        // base64: the f32 values' little-endian bytes, as OpenAI sends them
+        embedding: b.encoding_format === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v),
+      }));
+      return { object: 'list', data, model: served.name, usage: { prompt_tokens: tokens, total_tokens: tokens } };
+    } finally {
+      this.#inFlight--;
+    }
+  }
+
+  async #completion(req: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply): Promise<unknown> {
+    const b = req.body;
+    const served = this.#modelFor(b.model, 'decoder') as ServedDecoder;
+    const sched = this.#scheduler!;
     const { tokenizer } = served;
     const info = sched.info;
     const ctx = info.maxPositions;
