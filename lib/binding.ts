@@ -85,8 +85,8 @@ export interface Addon {
     zeroPoints: Codes | null,
     bias: Float32Array | null,
     y: Float32Array,
-    /** Every M on the small-M kernel, whose rows do not depend on M (batched decoding). */
-    rowInvariant?: boolean,
+    /** 0 off; rows whose bits do not depend on M: 1 the small-M kernel at every M, 2 the large-M one (batched decoding). */
+    rowInvariant?: 0 | 1 | 2,
   ): void;
   /** quantize on a libuv worker thread. */
   quantizeAsync(...args: Parameters<Addon['quantize']>): Promise<number>;

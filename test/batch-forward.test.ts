@@ -50,8 +50,9 @@ async function runBatched(model: DecoderLM, seqs: Seq[], chunk: number, useAsync
     const active = seqs.filter((s) => s.join <= step && s.done! <= s.steps);
     if (active.length === 0) continue;
     const items = active.map((s) => {
-      const tokens = s.fed! < s.prompt.length ? s.prompt.slice(s.fed!, s.fed! + chunk) : [s.next!];
-      return { tokens, cache: s.cache!, seq: s };
+      const prompt = s.fed! < s.prompt.length;
+      const tokens = prompt ? s.prompt.slice(s.fed!, s.fed! + chunk) : [s.next!];
+      return { tokens, cache: s.cache!, prompt, seq: s };
     });
     const out = useAsync ? await model.forwardBatchAsync(items, { logits: 'last', scratch }) : model.forwardBatch(items, { logits: 'last', scratch });
     items.forEach(({ tokens, seq }, i) => {

@@ -53,13 +53,16 @@ describe('rowInvariant linear layers', () => {
         x[3 * K + 5] = 9;
         x[17 * K + 40] = -7;
         for (const { name, layer } of layers(K)) {
-          const all = layer.forward(rows(x, K, 0, M), undefined, { rowInvariant: true }).data;
-          for (const [r0, n] of [[0, 1], [5, 1], [22, 1], [1, 2], [3, 3], [4, 4], [6, 5], [0, 16], [7, 16]] as const) {
-            const part = layer.forward(rows(x, K, r0, n), undefined, { rowInvariant: true }).data;
-            expect(part, `${name}: rows ${r0}..${r0 + n - 1}`).toEqual(all.subarray(r0 * N, (r0 + n) * N));
+          // true: the small-M kernel at every M (decode rows); 'prefill': the large-M one
+          for (const rowInvariant of [true, 'prefill'] as const) {
+            const all = layer.forward(rows(x, K, 0, M), undefined, { rowInvariant }).data;
+            for (const [r0, n] of [[0, 1], [5, 1], [22, 1], [1, 2], [3, 3], [4, 4], [6, 5], [0, 16], [7, 16]] as const) {
+              const part = layer.forward(rows(x, K, r0, n), undefined, { rowInvariant }).data;
+              expect(part, `${name} ${rowInvariant}: rows ${r0}..${r0 + n - 1}`).toEqual(all.subarray(r0 * N, (r0 + n) * N));
+            }
+            const asyncAll = await layer.forwardAsync!(rows(x, K, 0, M), undefined, { rowInvariant });
+            expect(asyncAll.data, `${name} ${rowInvariant}: async`).toEqual(all);
           }
-          const asyncAll = await layer.forwardAsync!(rows(x, K, 0, M), undefined, { rowInvariant: true });
-          expect(asyncAll.data, `${name}: async`).toEqual(all);
         }
       });
     }
@@ -70,6 +73,7 @@ describe('rowInvariant linear layers', () => {
     const x = new Tensor('f32', [1, 3], new Float32Array(3));
     expect(() => lin.forward(x, undefined, { rowInvariant: 1 as unknown as boolean })).toThrow(TypeError);
     expect(() => lin.forward(x, undefined, { rowInvariant: 1 as unknown as boolean })).toThrow(/options\.rowInvariant/);
+    expect(() => lin.forward(x, undefined, { rowInvariant: 'decode' as unknown as boolean })).toThrow(TypeError);
     expect(() => QLinear.fromLinear(lin).forward(x, undefined, 'yes' as never)).toThrow(/options/);
   });
 });

@@ -16,6 +16,7 @@ import { Tensor } from '../tensor.js';
 
 // Model code imports the step helpers from here, next to CausalLM.
 export { type ForwardOp, type ForwardSteps, type KVCache, type LinearLike, linearStep, matmulStep, runAsync, runSync } from '../nn/steps.js';
+import type { ForwardOp } from '../nn/steps.js';
 
 export interface ModelConfigBase {
   /** 'llama' | 'gpt2' | 'opt' | ... */
@@ -176,24 +177,32 @@ export abstract class DecoderLM extends CausalLM {
     if (!Array.isArray(items)) throw typeError(fn, 'items', 'must be an array of { tokens, cache }');
     const { nLayers, kvDim, maxPositions } = this.cacheShape();
     const V = this.config.vocabSize;
-    const segs: { cache: DecoderKVCache; pos0: number; T: number }[] = [];
+    const segs: { cache: DecoderKVCache; pos0: number; T: number; prompt: boolean; index: number; tokens: readonly number[] }[] = [];
     const seen = new Set<KVCache>();
-    const tokens: number[] = [];
     for (const [i, it] of items.entries()) {
       if (it === null || typeof it !== 'object') throw typeError(fn, `items[${i}]`, 'must be an object { tokens, cache }');
       if (seen.has(it.cache)) throw rangeError(fn, `items[${i}].cache`, 'appears twice in the batch; each sequence needs its own cache');
       seen.add(it.cache);
       if (Array.isArray(it.tokens) && it.tokens.length === 0) throw rangeError(fn, `items[${i}].tokens`, 'must hold at least one token');
+      if (it.prompt !== undefined && typeof it.prompt !== 'boolean') throw typeError(fn, `items[${i}].prompt`, `must be a boolean, got ${typeof it.prompt}`);
       const [cache, pos0] = beginForward(`${fn} (items[${i}])`, it.tokens, it.cache, { nLayers, kvDim, vocabSize: V, ...(maxPositions !== undefined ? { maxPositions } : {}) });
-      segs.push({ cache, pos0, T: it.tokens.length });
-      for (const t of it.tokens) tokens.push(t);
+      segs.push({ cache, pos0, T: it.tokens.length, prompt: it.prompt ?? it.tokens.length > 1, index: i, tokens: it.tokens });
     }
     if (segs.length === 0) return [];
-    return yield* holdCaches(fn, segs.map((s) => s.cache), this.#batchSteps(tokens, new SeqBatch(segs, scratch), last));
+    // prompt rows first: each linear product then runs them and the decode
+    // rows as two row-invariant products (see promptRowsSplit)
+    const order = [...segs.filter((s) => s.prompt), ...segs.filter((s) => !s.prompt)];
+    const tokens = order.flatMap((s) => s.tokens);
+    const promptSegs = order.filter((s) => s.prompt);
+    const split = { rows: promptSegs.reduce((a, s) => a + s.T, 0), items: promptSegs.length };
+    const out = yield* holdCaches(fn, order.map((s) => s.cache), this.#batchSteps(tokens, new SeqBatch(order, scratch), last, split));
+    const back = new Array<Tensor<'f32'>>(out.length);
+    order.forEach((s, j) => (back[s.index] = out[j]!));
+    return back;
   }
 
-  *#batchSteps(tokens: readonly number[], batch: SeqBatch, last: boolean): ForwardSteps<Tensor<'f32'>[]> {
-    const x = yield* this.bodySteps(tokens, batch);
+  *#batchSteps(tokens: readonly number[], batch: SeqBatch, last: boolean, split: { rows: number; items: number }): ForwardSteps<Tensor<'f32'>[]> {
+    const x = yield* promptRowsSplit(this.bodySteps(tokens, batch), split.rows);
     for (const s of batch.segments) s.cache.advance(s.T);
     const D = x.shape[1]!;
     let rows = x;
@@ -204,8 +213,9 @@ export abstract class DecoderLM extends CausalLM {
       batch.segments.forEach((s, i) => r.set(x.data.subarray((s.row0 + s.T - 1) * D, (s.row0 + s.T) * D), i * D));
       rows = new Tensor('f32', [n, D], r);
     }
-    const h = yield* this.headInputSteps(rows, batch.scratch);
-    const logits = (yield* linearStep(linearChild(this, 'lm_head'), h)).data;
+    const headPrompt = last ? split.items : split.rows;
+    const h = yield* promptRowsSplit(this.headInputSteps(rows, batch.scratch), headPrompt);
+    const logits = (yield* promptRowsSplit(linearStep(linearChild(this, 'lm_head'), h), headPrompt)).data;
     const V = this.config.vocabSize;
     let r0 = 0;
     return batch.segments.map((s) => {
@@ -221,6 +231,61 @@ export abstract class DecoderLM extends CausalLM {
 export interface BatchItem {
   readonly tokens: readonly number[];
   readonly cache: KVCache;
+  /**
+   * Whether the tokens are (a chunk of) the prompt rather than a generated
+   * token (default: more than one token). Prompt and generated rows take
+   * different row-invariant kernels, so a caller that feeds a prompt's
+   * last chunk of one token says so to keep the bits of a whole prompt.
+   */
+  readonly prompt?: boolean;
+}
+
+/**
+ * Run `steps` (a batched forward's, rows ordered prompt rows first) with
+ * every linear product split in two row-invariant products: its first
+ * `promptRows` rows with the large-M kernel ('prefill'), the others with
+ * the small-M one (decode). Each row so always takes the same kernel for
+ * the same role, whatever the batch, and prompts keep the speed of the
+ * large-M kernel.
+ */
+function* promptRowsSplit<R>(steps: ForwardSteps<R>, promptRows: number): ForwardSteps<R> {
+  let r = steps.next();
+  while (!r.done) {
+    const op = r.value;
+    let y: Tensor<'f32'>;
+    try {
+      y = op.kind === 'linear' ? yield* splitLinear(op, promptRows) : yield op;
+    } catch (e) {
+      r = steps.throw(e);
+      continue;
+    }
+    r = steps.next(y);
+  }
+  return r.value;
+}
+
+function* splitLinear(op: Extract<ForwardOp, { kind: 'linear' }>, P: number): ForwardSteps<Tensor<'f32'>> {
+  const x = op.x;
+  const K = x.shape[x.shape.length - 1] ?? 0;
+  const rows = K > 0 ? x.size / K : 0;
+  const N = op.layer.outFeatures;
+  if (P >= rows) return yield { ...op, rowInvariant: 'prefill' };
+  // a layer that does not say its width cannot be split: all rows take the decode kernel
+  if (P <= 0 || N === undefined) return yield { ...op, rowInvariant: true };
+  const out = op.out ?? new Float32Array(rows * N);
+  const part = (r0: number, r1: number, mode: true | 'prefill'): ForwardOp => ({
+    kind: 'linear',
+    layer: op.layer,
+    x: new Tensor('f32', [r1 - r0, K], x.data.subarray(r0 * K, r1 * K)),
+    out: out.subarray(r0 * N, r1 * N),
+    rowInvariant: mode,
+  });
+  const a = yield part(0, P, 'prefill');
+  const b = yield part(P, rows, true);
+  // a layer may return its own array instead of writing `out`
+  if (a.data.buffer !== out.buffer || a.data.byteOffset !== out.byteOffset) out.set(a.data, 0);
+  if (b.data.buffer !== out.buffer || b.data.byteOffset !== out.byteOffset + P * N * 4) out.set(b.data, P * N);
+  return new Tensor('f32', [...x.shape.slice(0, -1), N], out);
 }
 
 export interface BatchForwardOptions extends ForwardOptions {

@@ -4,7 +4,7 @@
  * that stays packed (its forward is one native call).
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { type PreparedWeight, checkBias, linearOutput, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
+import { type PreparedWeight, type RowInvariance, checkBias, linearOutput, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
 import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
 import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
@@ -14,13 +14,14 @@ import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
 import type { LinearCallOptions } from './steps.js';
 
-/** options.rowInvariant, checked (see LinearCallOptions). */
-function rowInvariant(fn: string, options: LinearCallOptions | undefined): boolean {
-  if (options === undefined) return false;
+/** options.rowInvariant, checked (see LinearCallOptions), as the product's RowInvariance. */
+function rowInvariant(fn: string, options: LinearCallOptions | undefined): RowInvariance {
+  if (options === undefined) return 'off';
   if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
   const v = options.rowInvariant ?? false;
-  if (typeof v !== 'boolean') throw typeError(fn, 'options.rowInvariant', `must be a boolean, got ${describe(v)}`);
-  return v;
+  if (v === 'prefill') return 'prefill';
+  if (typeof v !== 'boolean') throw typeError(fn, 'options.rowInvariant', `must be a boolean or 'prefill', got ${describe(v)}`);
+  return v ? 'decode' : 'off';
 }
 
 export class Linear extends Module {
@@ -170,7 +171,7 @@ export class QLinear extends Module {
     const inv = rowInvariant(fn, options);
     if (this.#w) return matmulPrepared(fn, x, this.#w, this.#b, out, inv);
     if (this.#w4) return matmulW4A8(fn, x, this.#w4, this.#b, out);
-    if (inv && this.activations === 'llm.int8') return this.#rowByRow(fn, x, out, (xr, yr) => this.#int8(fn, xr, yr));
+    if (inv !== 'off' && this.activations === 'llm.int8') return this.#rowByRow(fn, x, out, (xr, yr) => this.#int8(fn, xr, yr));
     return this.#int8(fn, x, out);
   }
 
@@ -180,7 +181,7 @@ export class QLinear extends Module {
     const inv = rowInvariant(fn, options);
     if (this.#w) return matmulPreparedAsync(fn, x, this.#w, this.#b, out, inv);
     if (this.#w4) return matmulW4A8Async(fn, x, this.#w4, this.#b, out);
-    if (inv && this.activations === 'llm.int8') {
+    if (inv !== 'off' && this.activations === 'llm.int8') {
       const { rows, y } = linearOutput(fn, x, this.outFeatures, this.inFeatures, out);
       const K = this.inFeatures, N = this.outFeatures;
       let outliers = 0;

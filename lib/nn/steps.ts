@@ -24,12 +24,14 @@ export interface LinearCallOptions {
   /**
    * Every row of the output gets the same bits whatever the number of rows
    * in the call: what batched decoding needs, so a sequence's logits do not
-   * depend on what else is in its batch. Linear and QLinear honour it (the
-   * f32-activation GEMM then runs its small-M kernel at every M; the int8
-   * activation paths are row-invariant anyway; LLM.int8() then runs row by
-   * row, since its outlier columns are chosen over all rows of a call).
+   * depend on what else is in its batch. Linear and QLinear honour it: the
+   * f32-activation GEMM runs its small-M kernel at every M (true: decode
+   * rows) or its large-M kernel with fixed blocking ('prefill': prompt
+   * rows; the two give different bits, so a row must always take the same
+   * one); the int8-activation paths are row-invariant anyway; LLM.int8()
+   * runs row by row, since its outlier columns are chosen over all rows.
    */
-  readonly rowInvariant?: boolean;
+  readonly rowInvariant?: boolean | 'prefill';
 }
 
 /**
@@ -49,7 +51,7 @@ export interface LinearLike extends Module {
 
 /** Options of the drivers (runSync, runAsync). */
 export interface RunOptions {
-  /** Pass rowInvariant to every linear op (see LinearCallOptions). */
+  /** Pass rowInvariant to every linear op that does not set its own (see LinearCallOptions). */
   readonly rowInvariant?: boolean;
 }
 
@@ -65,7 +67,7 @@ export interface KVCache {
 
 /** A heavy native operation a forward generator asks its driver to run. */
 export type ForwardOp =
-  | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'>; readonly out?: Float32Array }
+  | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'>; readonly out?: Float32Array; readonly rowInvariant?: true | 'prefill' }
   | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> }
   | { readonly kind: 'attention'; readonly a: AttentionInputs; readonly out?: Float32Array }
   | { readonly kind: 'attentionBatch'; readonly a: BatchAttentionInputs; readonly out: Float32Array };
@@ -93,6 +95,11 @@ function linearOptions(o: RunOptions | undefined): LinearCallOptions | undefined
   return o?.rowInvariant === true ? { rowInvariant: true } : undefined;
 }
 
+/** A linear op's own rowInvariant, else the driver's options. */
+function opOptions(op: { readonly rowInvariant?: true | 'prefill' }, lo: LinearCallOptions | undefined): LinearCallOptions | undefined {
+  return op.rowInvariant !== undefined ? { rowInvariant: op.rowInvariant } : lo;
+}
+
 /** batchAttentionOp(a) into `out` as a step; f32 [rows, nHeads * headDim]. */
 export function* batchAttentionStep(a: BatchAttentionInputs, out: Float32Array): ForwardSteps<Tensor<'f32'>> {
   return yield { kind: 'attentionBatch', a, out };
@@ -112,7 +119,10 @@ export function runSync<R>(steps: ForwardSteps<R>, options?: RunOptions): R {
     const op = r.value;
     let y: Tensor<'f32'>;
     try {
-      if (op.kind === 'linear') y = lo ? op.layer.forward(op.x, op.out, lo) : op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
+      if (op.kind === 'linear') {
+        const o = opOptions(op, lo);
+        y = o ? op.layer.forward(op.x, op.out, o) : op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
+      }
       else if (op.kind === 'matmul') y = matmul(op.x, op.w);
       else if (op.kind === 'attentionBatch') y = batchTensor(op.a, batchAttentionOp(op.a, op.out));
       else y = attentionTensor(op.a, causalAttentionOp(op.a, op.out));
@@ -142,8 +152,10 @@ export async function runAsync<R>(steps: ForwardSteps<R>, options?: RunOptions):
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
       else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a, op.out));
       else if (op.kind === 'attentionBatch') y = batchTensor(op.a, await batchAttentionOpAsync(op.a, op.out));
-      else if (lo) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, lo) : op.layer.forward(op.x, op.out, lo);
-      else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
+      else if (opOptions(op, lo)) {
+        const o = opOptions(op, lo);
+        y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, o) : op.layer.forward(op.x, op.out, o);
+      } else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
       else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);
     } catch (e) {
       r = steps.throw(e);

@@ -82,27 +82,36 @@ export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: 
 
 type GemmArgs = Parameters<typeof addon.gemm>;
 
-function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out: Float32Array | undefined, rowInvariant: boolean): { args: GemmArgs | null; y: Tensor<'f32'> } {
-  const { rows, y } = linearOutput(fn, x, w.N, w.K, out);
+/**
+ * How a product's rows are computed: 'off' (fastest path for its M), or so
+ * that a row's bits do not depend on M: 'decode' runs the small-M kernel at
+ * every M, 'prefill' the large-M kernel with M-independent blocking (each
+ * gives its own bits; a caller keeps a row in one of them).
+ */
+export type RowInvariance = 'off' | 'decode' | 'prefill';
+const ROW_MODE = { off: 0, decode: 1, prefill: 2 } as const;
+
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out: Float32Array | undefined, rows: RowInvariance): { args: GemmArgs | null; y: Tensor<'f32'> } {
+  const { rows: M, y } = linearOutput(fn, x, w.N, w.K, out);
   if (y.size === 0) return { args: null, y };
-  return { args: [x.data as Float32Array, rows, w.K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y.data, rowInvariant], y };
+  // int8 weights keep the small-M kernel for prompt rows too: at 32-64 rows
+  // it was as fast as the panel path (768- and 4096-wide layers, AMD Zen 4,
+  // one thread; first tokens of bench:batch 65 vs 86 ms), which pays off for
+  // int4 only (its gemv decodes each weight once per 4 rows)
+  const mode = rows === 'prefill' && w.format === WFormat.i8 ? ROW_MODE.decode : ROW_MODE[rows];
+  return { args: [x.data as Float32Array, M, w.K, w.format, w.data, w.N, w.groupSize, w.scales, w.zeroPoints, bias, y.data, mode], y };
 }
 
-/**
- * Run a prepared weight on x [..., K] (into `out` when given, see
- * linearOutput). rowInvariant: every row comes out with the same bits
- * whatever the number of rows (the small-M kernel for every M; see
- * LinearCallOptions).
- */
-export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rowInvariant = false): Tensor<'f32'> {
-  const c = prepareCall(fn, x, w, bias, out, rowInvariant);
+/** Run a prepared weight on x [..., K] (into `out` when given, see linearOutput; rows: see RowInvariance). */
+export function matmulPrepared(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rows: RowInvariance = 'off'): Tensor<'f32'> {
+  const c = prepareCall(fn, x, w, bias, out, rows);
   if (c.args) addon.gemm(...c.args);
   return c.y;
 }
 
 /** matmulPrepared on a worker thread. */
-export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rowInvariant = false): Promise<Tensor<'f32'>> {
-  const c = prepareCall(fn, x, w, bias, out, rowInvariant);
+export async function matmulPreparedAsync(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rows: RowInvariance = 'off'): Promise<Tensor<'f32'>> {
+  const c = prepareCall(fn, x, w, bias, out, rows);
   if (c.args) await addon.gemmAsync(...c.args);
   return c.y;
 }

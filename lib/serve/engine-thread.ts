@@ -52,7 +52,7 @@ try {
     else {
       try {
         const out = model.forwardBatch(
-          m.items.map((it) => ({ tokens: it.tokens, cache: caches.get(it.id)! })),
+          m.items.map((it) => ({ tokens: it.tokens, cache: caches.get(it.id)!, prompt: it.prompt })),
           { logits: 'last', scratch },
         );
         const logits = joinRows(out.map((t) => t.data));

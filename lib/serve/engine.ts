@@ -27,6 +27,8 @@ export interface EngineInfo {
 export interface EngineItem {
   readonly id: number;
   readonly tokens: readonly number[];
+  /** Prompt tokens (true) or a generated one (false): see BatchItem.prompt. */
+  readonly prompt: boolean;
 }
 
 export interface BatchEngine {
@@ -73,7 +75,7 @@ export class LocalEngine implements BatchEngine {
 
   async step(items: readonly EngineItem[]): Promise<Float32Array> {
     const out = await this.#model.forwardBatchAsync(
-      items.map((it) => ({ tokens: it.tokens, cache: this.#caches.get(it.id)! })),
+      items.map((it) => ({ tokens: it.tokens, cache: this.#caches.get(it.id)!, prompt: it.prompt })),
       { logits: 'last', scratch: this.#scratch },
     );
     return joinRows(out.map((t) => t.data));

@@ -331,16 +331,16 @@ export class BatchScheduler {
   async #step(): Promise<void> {
     const t0 = performance.now();
     let budget = this.prefillChunk;
-    const items: { id: number; tokens: number[]; seq: Seq }[] = [];
+    const items: { id: number; tokens: number[]; prompt: boolean; seq: Seq }[] = [];
     let decodeRows = 0;
     for (const s of this.#active) {
       if (s.fed < s.req.prompt.length) {
         if (budget === 0) continue;
         const n = Math.min(budget, s.req.prompt.length - s.fed);
         budget -= n;
-        items.push({ id: s.id, tokens: s.req.prompt.slice(s.fed, s.fed + n), seq: s });
+        items.push({ id: s.id, tokens: s.req.prompt.slice(s.fed, s.fed + n), prompt: true, seq: s });
       } else {
-        items.push({ id: s.id, tokens: [s.next], seq: s });
+        items.push({ id: s.id, tokens: [s.next], prompt: false, seq: s });
         decodeRows++;
       }
     }

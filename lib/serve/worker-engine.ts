@@ -105,7 +105,7 @@ export class WorkerEngine implements BatchEngine {
     const seq = ++this.#seq;
     return new Promise((resolve, reject) => {
       this.#pending = { seq, resolve, reject };
-      this.#worker.postMessage({ type: 'step', seq, items: items.map((it) => ({ id: it.id, tokens: [...it.tokens] })) });
+      this.#worker.postMessage({ type: 'step', seq, items: items.map((it) => ({ id: it.id, tokens: [...it.tokens], prompt: it.prompt })) });
     });
   }
 

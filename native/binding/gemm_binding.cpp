@@ -13,9 +13,10 @@ namespace qkb {
 
 namespace {
 
-// gemm(x, M, K, wFormat, w, N, groupSize, scales, zps, bias, y, rowInvariant = false)
+// gemm(x, M, K, wFormat, w, N, groupSize, scales, zps, bias, y, rowInvariant = 0)
 //   wFormat: 0 f32, 1 f16, 2 bf16, 3 i8, 4 i4. Y[M,N] = X[M,K] W[N,K]^T + bias.
-//   rowInvariant: a row's result does not depend on M (GemmArgs::row_invariant).
+//   rowInvariant: 0 off; 1 a row's result does not depend on M, small-M
+//   kernel at every M; 2 the same with the large-M kernel (GemmArgs).
 qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
     Napi::Env env = info.Env();
     const size_t M = size_arg(info, 1, fn, "M"), K = size_arg(info, 2, fn, "K");
@@ -65,8 +66,9 @@ qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
     View y = typed_arg(info, 10, fn, "y", napi_float32_array, mul_checked(env, fn, M, N));
     a.y = static_cast<float*>(y.data); a.ldy = N;
     if (info.Length() > 11 && !info[11].IsUndefined()) {
-        if (!info[11].IsBoolean()) throw_type(env, fn, "rowInvariant", "must be a boolean");
-        a.row_invariant = info[11].As<Napi::Boolean>().Value();
+        const int mode = int_arg(info, 11, fn, "rowInvariant", 0, 2);
+        a.row_invariant = mode != 0;
+        a.invariant_panel = mode == 2;
     }
     return a;
 }

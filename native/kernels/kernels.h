@@ -74,10 +74,13 @@ struct GemmArgs {
     WeightView w;
     const float* bias;             // [N] or nullptr
     float* y;        size_t ldy;   // Y[M, N], row stride ldy >= N (elements)
-    // Row-invariant mode (driver only, gemm_ops.h): every M takes the gemv
-    // path, whose tiles give each Y[m, n] one summation order whatever the
-    // number of rows they share, so a row's result does not depend on M.
+    // Row-invariant mode (driver, gemm_ops.h): a row's result does not
+    // depend on M. Every M takes the gemv path, whose tiles then give each
+    // Y[m, n] one summation order whatever the rows they share (decode
+    // rows), or, with invariant_panel, the panel path with K blocks that do
+    // not depend on M (prompt rows: every Y[m, n] is one FMA chain per block).
     bool row_invariant = false;
+    bool invariant_panel = false;
 };
 
 // Arguments of one W8A8 int8 GEMM call (Kernels::gemm_w8a8): int8 weight codes

@@ -120,7 +120,10 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
     const size_t nb = b.nb ? b.nb : 256;
     const size_t mb = b.mb ? b.mb : a.M;
     const bool in_place = w.fmt == WFormat::f32;
-    size_t kc_target = b.kc ? b.kc : (in_place ? f32_auto_kc(min_sz(a.M, mb), K) : 512);
+    // row-invariant: the K blocks (hence each row's sums) must not depend on
+    // M, so f32 takes the blocking it would at 128 rows (a prompt chunk)
+    const size_t kc_rows = a.row_invariant ? size_t(128) : min_sz(a.M, mb);
+    size_t kc_target = b.kc ? b.kc : (in_place ? f32_auto_kc(kc_rows, K) : 512);
     kc_target = round_up(kc_target, 2);  // i4 chunks must start on a byte
 
     // K blocking. Uniform blocks of kc (a whole number of groups), except in
@@ -260,10 +263,10 @@ void gemm(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) 
         return;
     }
     const GemmBlocking b = blocking ? *blocking : default_gemm_blocking(a.w.fmt);
-    // row-invariant: one path for every M (the gemv tiles' order per row
-    // does not depend on how many rows share a tile); batched decoding needs
-    // a sequence's rows to come out the same whatever else is in the batch
-    if (a.M <= b.gemv_max_m || a.row_invariant)
+    // row-invariant: one path for every M (gemv, or the panel path with
+    // M-independent K blocks); batched decoding needs a sequence's rows to
+    // come out the same whatever else is in the batch
+    if (a.row_invariant ? !a.invariant_panel : a.M <= b.gemv_max_m)
         gemm_gemv_path(kern, a, b);
     else
         gemm_panel_path(kern, a, b);

@@ -7,7 +7,8 @@
 // cache resident; f32 weights are used in place instead) and runs the
 // table's gemm_panel_f32 micro-kernel on it for all M rows, so each weight is
 // decoded once per call. GemmArgs::row_invariant sends every M to the gemv
-// kernel instead, whose per-row result does not depend on M (batched
+// kernel instead (or, with invariant_panel, to the panel path with K blocks
+// fixed whatever M), so a row's result does not depend on M (batched
 // decoding of many sequences). Work is split over
 // blocks of N only (never K), so results do not depend on the thread count.
 // Compiled without ISA flags: it only calls through a Kernels table.
