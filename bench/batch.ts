@@ -33,7 +33,7 @@ import { isa, setThreads } from '../lib/index.js';
 import { BatchScheduler } from '../lib/serve/scheduler.js';
 import type { BatchEngine } from '../lib/serve/engine.js';
 import { WorkerEngine } from '../lib/serve/worker-engine.js';
-import { cliOptions, median, printTable } from './common.js';
+import { cliOptions, median, percentile, printTable } from './common.js';
 import { makePrompt, makeVariantModel } from './synthetic-llama.js';
 
 const { flag, opt, intOpt } = cliOptions();
@@ -48,10 +48,6 @@ const SERIAL = !flag('--no-serial');
 const ENGINES = (opt('--engine') ?? 'worker') === 'both' ? ['worker', 'local'] : [opt('--engine') ?? 'worker'];
 for (const e of ENGINES) if (e !== 'worker' && e !== 'local') throw new Error(`--engine must be worker, local or both, got ${e}`);
 
-const pct = (v: number[], p: number) => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
-};
 
 /** A distinct prompt per stream (the shared generator, rotated). */
 const promptFor = (i: number) => {
@@ -119,10 +115,10 @@ async function main(): Promise<void> {
         String(n),
         r.decodeTokS.toFixed(1),
         `${(r.decodeTokS / one).toFixed(2)}x`,
-        pct(r.ttft, 50).toFixed(0),
-        pct(r.ttft, 99).toFixed(0),
+        percentile(r.ttft, 50).toFixed(0),
+        percentile(r.ttft, 99).toFixed(0),
         median(r.itl).toFixed(1),
-        pct(r.itl, 99).toFixed(1),
+        percentile(r.itl, 99).toFixed(1),
         n > 1 && SERIAL ? (r.wallMs / serial).toFixed(2) : '-',
       ]);
       console.error(`  ${name} ${engineName} x${n}: ${r.decodeTokS.toFixed(1)} tok/s`);

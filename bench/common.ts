@@ -29,6 +29,12 @@ export function lastLevelCacheBytes(): number {
 
 export type Weight = Tensor | QuantizedTensor;
 
+/** The p-th percentile (nearest rank) of v; NaN when empty. */
+export function percentile(v: readonly number[], p: number): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
+}
+
 export function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
   const m = s.length >> 1;

@@ -26,7 +26,7 @@ import { isa, setThreads } from '../lib/index.js';
 import { QuantkitServer } from '../lib/serve/server.js';
 import { WorkerEngine } from '../lib/serve/worker-engine.js';
 import type { StreamDecoder, Tokenizer } from '../lib/tokenizers/types.js';
-import { cliOptions, median, printTable } from './common.js';
+import { cliOptions, median, percentile, printTable } from './common.js';
 import { makePrompt } from './synthetic-llama.js';
 
 const { opt, intOpt } = cliOptions();
@@ -61,10 +61,6 @@ async function loadAutocannon(): Promise<Autocannon> {
   }
 }
 
-const pct = (v: number[], p: number) => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
-};
 const promptFor = (i: number) => makePrompt(PROMPT + 64).slice(i % 64, (i % 64) + PROMPT);
 
 async function streams(client: OpenAI, n: number): Promise<{ tokS: number; ttft: number[]; itl: number[]; errors: number; wallMs: number }> {
@@ -122,7 +118,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < n; i++) await client.completions.create({ model: 'synthetic', prompt: promptFor(i), max_tokens: TOKENS, temperature: 0 });
         serialMs = performance.now() - t0;
       }
-      streamRows.push([variant, String(n), r.tokS.toFixed(1), `${(r.tokS / one).toFixed(2)}x`, pct(r.ttft, 50).toFixed(0), pct(r.ttft, 99).toFixed(0), median(r.itl).toFixed(1), pct(r.itl, 99).toFixed(1), String(r.errors), n > 1 ? (r.wallMs / serialMs).toFixed(2) : '-']);
+      streamRows.push([variant, String(n), r.tokS.toFixed(1), `${(r.tokS / one).toFixed(2)}x`, percentile(r.ttft, 50).toFixed(0), percentile(r.ttft, 99).toFixed(0), median(r.itl).toFixed(1), percentile(r.itl, 99).toFixed(1), String(r.errors), n > 1 ? (r.wallMs / serialMs).toFixed(2) : '-']);
       console.error(`  ${variant} x${n}: ${r.tokS.toFixed(1)} tok/s`);
     }
     // 3. autocannon: non-streaming requests, bounded in time

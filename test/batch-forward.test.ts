@@ -10,16 +10,8 @@ import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-mod
 import type { DecoderLM } from '../lib/models/causal-lm.js';
 import type { KVCache } from '../lib/nn/steps.js';
 import { Scratch } from '../lib/nn/scratch.js';
-import { codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
+import { DECODER_FORMATS as FORMATS, codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
 
-const FORMATS: Record<string, QuantizeModelOptions | null> = {
-  fp32: null,
-  int8: { weights: 'int8' },
-  'int4 g32': { weights: 'int4', groupSize: 32 },
-  W8A8: { weights: 'int8', activations: 'int8' },
-  'W4A8 g32': { weights: 'int4', groupSize: 32, activations: 'int8' },
-  'LLM.int8': { weights: 'int8', activations: 'llm.int8', threshold: 0.5 },
-};
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
 const argmax = (a: Float32Array) => a.reduce((best, v, i) => (v > a[best]! ? i : best), 0);

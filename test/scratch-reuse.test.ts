@@ -13,16 +13,8 @@ import { normRows } from '../lib/ops/elementwise.js';
 import { causalAttentionOp } from '../lib/ops/attention.js';
 import { Tensor } from '../lib/tensor.js';
 import type { CausalLM } from '../lib/models/causal-lm.js';
-import { codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
+import { DECODER_FORMATS as FORMATS, codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
 
-const FORMATS: Record<string, QuantizeModelOptions | null> = {
-  fp32: null,
-  int8: { weights: 'int8' },
-  'int4 g32': { weights: 'int4', groupSize: 32 },
-  W8A8: { weights: 'int8', activations: 'int8' },
-  'W4A8 g32': { weights: 'int4', groupSize: 32, activations: 'int8' },
-  'LLM.int8': { weights: 'int8', activations: 'llm.int8', threshold: 0.5 },
-};
 
 const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 

@@ -4,6 +4,7 @@
  * head layout), GPT-2, OPT (pre- or post-LayerNorm), CodeGen.
  */
 import type { CausalLM } from '../lib/models/causal-lm.js';
+import type { QuantizeModelOptions } from '../lib/nn/quantize-model.js';
 import type { TensorLookup } from '../lib/models/config.js';
 import { buildModel } from '../lib/models/load.js';
 import { parseModelConfig } from '../lib/models/registry.js';
@@ -125,3 +126,13 @@ export function codegenModel(seed: number): CausalLM {
   const config = { model_type: 'codegen', n_embd: D, n_layer: L, n_head: 8, rotary_dim: 4, n_inner: F, n_positions: P, n_ctx: P, vocab_size: V, layer_norm_epsilon: 1e-5, activation_function: 'gelu_new', tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2 };
   return buildModel(parseModelConfig(config), makeTensors(spec, seed), 'memory');
 }
+
+/** Every weight format a decoder runs in, by name (null: as built, f32): what the reuse and batching tests sweep. */
+export const DECODER_FORMATS: Record<string, QuantizeModelOptions | null> = {
+  fp32: null,
+  int8: { weights: 'int8' },
+  'int4 g32': { weights: 'int4', groupSize: 32 },
+  W8A8: { weights: 'int8', activations: 'int8' },
+  'W4A8 g32': { weights: 'int4', groupSize: 32, activations: 'int8' },
+  'LLM.int8': { weights: 'int8', activations: 'llm.int8', threshold: 0.5 },
+};

@@ -14,6 +14,22 @@ namespace qkb {
 
 namespace {
 
+// nHeads, nKvHeads, headDim, scale at info[i .. i + 3] into a.
+void parse_heads(const Napi::CallbackInfo& info, size_t i, const char* fn, qk::AttnArgs& a) {
+    Napi::Env env = info.Env();
+    a.n_heads = size_arg(info, i, fn, "nHeads");
+    a.n_kv_heads = size_arg(info, i + 1, fn, "nKvHeads");
+    a.head_dim = size_arg(info, i + 2, fn, "headDim");
+    if (a.n_heads == 0) throw_range(env, fn, "nHeads", "must be positive");
+    if (a.n_kv_heads == 0 || a.n_heads % a.n_kv_heads != 0)
+        throw_range(env, fn, "nKvHeads", "must be positive and divide nHeads");
+    if (a.head_dim == 0) throw_range(env, fn, "headDim", "must be positive");
+    if (!info[i + 3].IsNumber()) throw_type(env, fn, "scale", "must be a number");
+    const double scale = info[i + 3].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(scale)) throw_range(env, fn, "scale", "must be finite");
+    a.scale = float(scale);
+}
+
 // attention(q, T, pos0, keys, values, nHeads, nKvHeads, headDim, scale, out, causal = true)
 //   q, out: Float32Array [T * nHeads * headDim]; keys: Float32Array in the
 //   blocked layout of attention_ops.h, at least attn_key_floats(pos0 + T,
@@ -24,17 +40,7 @@ qk::AttnArgs parse_attention(const Napi::CallbackInfo& info, const char* fn) {
     qk::AttnArgs a{};
     a.T = size_arg(info, 1, fn, "T");
     a.pos0 = size_arg(info, 2, fn, "pos0");
-    a.n_heads = size_arg(info, 5, fn, "nHeads");
-    a.n_kv_heads = size_arg(info, 6, fn, "nKvHeads");
-    a.head_dim = size_arg(info, 7, fn, "headDim");
-    if (a.n_heads == 0) throw_range(env, fn, "nHeads", "must be positive");
-    if (a.n_kv_heads == 0 || a.n_heads % a.n_kv_heads != 0)
-        throw_range(env, fn, "nKvHeads", "must be positive and divide nHeads");
-    if (a.head_dim == 0) throw_range(env, fn, "headDim", "must be positive");
-    if (!info[8].IsNumber()) throw_type(env, fn, "scale", "must be a number");
-    const double scale = info[8].As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(scale)) throw_range(env, fn, "scale", "must be finite");
-    a.scale = float(scale);
+    parse_heads(info, 5, fn, a);
     const size_t q_len = mul_checked(env, fn, mul_checked(env, fn, a.T, a.n_heads), a.head_dim);
     const size_t kv_dim = mul_checked(env, fn, a.n_kv_heads, a.head_dim);
     const size_t kv_len = mul_checked(env, fn, a.pos0 + a.T, kv_dim);
@@ -89,17 +95,7 @@ Napi::Value AttentionAsync(const Napi::CallbackInfo& info) {
 std::vector<qk::AttnArgs> parse_attention_batch(const Napi::CallbackInfo& info, const char* fn) {
     Napi::Env env = info.Env();
     qk::AttnArgs base{};
-    base.n_heads = size_arg(info, 2, fn, "nHeads");
-    base.n_kv_heads = size_arg(info, 3, fn, "nKvHeads");
-    base.head_dim = size_arg(info, 4, fn, "headDim");
-    if (base.n_heads == 0) throw_range(env, fn, "nHeads", "must be positive");
-    if (base.n_kv_heads == 0 || base.n_heads % base.n_kv_heads != 0)
-        throw_range(env, fn, "nKvHeads", "must be positive and divide nHeads");
-    if (base.head_dim == 0) throw_range(env, fn, "headDim", "must be positive");
-    if (!info[5].IsNumber()) throw_type(env, fn, "scale", "must be a number");
-    const double scale = info[5].As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(scale)) throw_range(env, fn, "scale", "must be finite");
-    base.scale = float(scale);
+    parse_heads(info, 2, fn, base);
     Napi::Array keys = array_arg(info, 6, fn, "keys", SIZE_MAX);
     const size_t n = keys.Length();
     Napi::Array values = array_arg(info, 7, fn, "values", n);

@@ -409,6 +409,22 @@ QKT_TEST(gemm_gemv) {
     }
 }
 
+// GemmArgs over test data (the gemv, row-invariance and driver tests).
+qk::GemmArgs args_for(const std::vector<float>& x, size_t ldx, size_t M, size_t N, size_t K, const TestW& w,
+                      const float* bias, std::vector<float>& y, size_t ldy) {
+    qk::GemmArgs a;
+    a.x = x.data();
+    a.ldx = ldx;
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    a.w = w.view();
+    a.bias = bias;
+    a.y = y.data();
+    a.ldy = ldy;
+    return a;
+}
+
 // Row-invariant mode: a row's bits do not depend on the rows sharing its
 // gemv tile (mc = 1..4, any m0), for every format and ISA; the batched
 // decoder relies on it (a sequence's logits must not depend on the batch).
@@ -421,19 +437,10 @@ QKT_TEST(gemm_gemv_row_invariant) {
                 if (!affordable(Mx, N, K)) continue;
                 const TestW w = make_w(sp, N, K, G, Data::random, rng);
                 const std::vector<float> x = make_x(Mx, K, ldx, Data::random, rng);
-                qk::GemmArgs a;
-                a.x = x.data();
-                a.ldx = ldx;
-                a.M = Mx;
-                a.N = N;
-                a.K = K;
-                a.w = w.view();
-                a.bias = nullptr;
-                a.ldy = ldy;
-                a.row_invariant = true;
                 // each row alone (mc = 1) is the baseline
                 std::vector<float> y1(Mx * ldy, kSentinel);
-                a.y = y1.data();
+                qk::GemmArgs a = args_for(x, ldx, Mx, N, K, w, nullptr, y1, ldy);
+                a.row_invariant = true;
                 for (size_t m = 0; m < Mx; ++m) ctx.k->gemv(a, m, 1, 0, N);
                 for (size_t m0 = 0; m0 < Mx; ++m0) {
                     for (size_t mc = 2; m0 + mc <= Mx && mc <= 4; ++mc) {
@@ -463,19 +470,10 @@ QKT_TEST(gemm_driver_row_invariant) {
                 const TestW w = make_w(sp, N, K, G, Data::random, rng);
                 const std::vector<float> x = make_x(Mx, K, K, Data::random, rng);
                 for (bool panel : {false, true}) {
-                    qk::GemmArgs a;
-                    a.x = x.data();
-                    a.ldx = K;
-                    a.M = Mx;
-                    a.N = N;
-                    a.K = K;
-                    a.w = w.view();
-                    a.bias = nullptr;
-                    a.ldy = N;
+                    std::vector<float> all(Mx * N);
+                    qk::GemmArgs a = args_for(x, K, Mx, N, K, w, nullptr, all, N);
                     a.row_invariant = true;
                     a.invariant_panel = panel;
-                    std::vector<float> all(Mx * N);
-                    a.y = all.data();
                     qk::gemm(*ctx.k, a);
                     for (size_t m : {size_t(1), size_t(2), size_t(5), size_t(16)}) {
                         for (size_t m0 = 0; m0 + m <= Mx; m0 += 7) {
@@ -543,21 +541,6 @@ QKT_TEST(gemm_panel) {
 }
 
 // ---- the driver -------------------------------------------------------------
-qk::GemmArgs args_for(const std::vector<float>& x, size_t ldx, size_t M, size_t N, size_t K, const TestW& w,
-                      const float* bias, std::vector<float>& y, size_t ldy) {
-    qk::GemmArgs a;
-    a.x = x.data();
-    a.ldx = ldx;
-    a.M = M;
-    a.N = N;
-    a.K = K;
-    a.w = w.view();
-    a.bias = bias;
-    a.y = y.data();
-    a.ldy = ldy;
-    return a;
-}
-
 QKT_TEST(gemm_driver) {
     Rng rng(4);
     qk::GemmBlocking small = qk::default_gemm_blocking(WFormat::f32);
