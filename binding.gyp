@@ -56,6 +56,7 @@
         "native/binding/attention_binding.cpp",
         "native/binding/elementwise_binding.cpp",
         "native/binding/fs_binding.cpp",
+        "native/binding/map_binding.cpp",
         "native/binding/linalg_binding.cpp"
       ],
       "include_dirs": [

@@ -167,6 +167,8 @@ export interface Addon {
     T: readonly number[],
   ): void;
   attentionBatchAsync(...args: Parameters<Addon['attentionBatch']>): Promise<void>;
+  /** Map a file (read, copy-on-write) as an external ArrayBuffer, unmapped when collected; errors start with ENOENT/EIO/ENOSYS. */
+  mapFile(path: string): ArrayBuffer;
   /** Store k, v [T, kvDim] at positions pos0 .. of a blocked-key cache (native/ops/attention_ops.h). */
   attentionCacheWrite(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void;
   /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */

@@ -81,8 +81,10 @@ export function cliTokenizer(modelPath: string, tokenizerPath: string | undefine
 }
 
 /** Load <model> for the CLI, with a progress bar of the bytes read on a terminal. */
-export function loadCliModel(modelPath: string, tokenizerPath?: string, io?: CliIO): CliModel {
-  if (io === undefined) return loadCliModelQuiet(modelPath, tokenizerPath);
+/** `mmap`: map safetensors files instead of reading them (quantkit serve). */
+export function loadCliModel(modelPath: string, tokenizerPath?: string, io?: CliIO, options: { mmap?: boolean } = {}): CliModel {
+  const mmap = options.mmap === true;
+  if (io === undefined) return loadCliModelQuiet(modelPath, tokenizerPath, mmap);
   let bar: Progress | undefined;
   try {
     return withReadProgress(
@@ -90,21 +92,21 @@ export function loadCliModel(modelPath: string, tokenizerPath?: string, io?: Cli
         bar ??= progressBar(io, 'load', total);
         bar.update(done, total, path.basename(file));
       },
-      () => loadCliModelQuiet(modelPath, tokenizerPath),
+      () => loadCliModelQuiet(modelPath, tokenizerPath, mmap),
     );
   } finally {
     bar?.stop();
   }
 }
 
-function loadCliModelQuiet(modelPath: string, tokenizerPath?: string): CliModel {
+function loadCliModelQuiet(modelPath: string, tokenizerPath: string | undefined, mmap: boolean): CliModel {
   if (!fs.existsSync(modelPath)) throw new QuantkitError('ERR_NOT_FOUND', `model not found: ${modelPath}${interruptedSaveHint(modelPath)}`);
   if (tokenizerPath !== undefined && !fs.existsSync(tokenizerPath)) throw new QuantkitError('ERR_NOT_FOUND', `tokenizer not found: ${tokenizerPath}`);
   const isDir = fs.statSync(modelPath).isDirectory();
   if (isDir && isQuantizedCheckpoint(modelPath)) {
     // Module tensors of a quantkit checkpoint are in [out, in] layout ('linear').
     const config = readModelConfig(path.join(modelPath, 'config.json'));
-    const { model, weights: q } = loadQuantizedModel(modelPath, (_json, lookup, file) => buildModel(config, lookup, file, { layout: 'linear' }));
+    const { model, weights: q } = loadQuantizedModel(modelPath, (_json, lookup, file) => buildModel(config, lookup, file, { layout: 'linear' }), { mmap });
     return {
       model,
       tokenizer: folderTokenizer(modelPath, config.vocabSize, tokenizerPath),
@@ -113,7 +115,7 @@ function loadCliModelQuiet(modelPath: string, tokenizerPath?: string): CliModel 
       tokenizerFiles: tokenizerPath ? [tokenizerPath] : tokenizerFilesIn(modelPath, config.vocabSize),
     };
   }
-  const loaded = loadModelSync(modelPath, { tokenizerPath });
+  const loaded = loadModelSync(modelPath, { tokenizerPath, mmap });
   const V = loaded.model.config.vocabSize;
   if (loaded.source === 'hf') {
     const folder = isDir ? modelPath : path.dirname(modelPath);

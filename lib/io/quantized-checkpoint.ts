@@ -55,7 +55,7 @@ import { type Granularity, type Scheme, scaleCount } from '../quant/qtypes.js';
 import type { QuantMethod } from '../nn/quantize-model.js';
 import { Tensor } from '../tensor.js';
 import { writeDirAtomic } from './atomic.js';
-import { SAFETENSORS_SINGLE, loadSafetensorsFolder, writeSafetensors, type SafetensorsCheckpoint } from './safetensors.js';
+import { type ReadOptions, SAFETENSORS_SINGLE, loadSafetensorsFolder, writeSafetensors, type SafetensorsCheckpoint } from './safetensors.js';
 
 export const QUANT_METHOD = 'quantkit';
 /** Written when every layer has the global bits and scheme (readers of version 1 load it). */
@@ -283,7 +283,7 @@ function view(st: SafetensorsCheckpoint, name: string, dtype: Tensor['dtype']): 
  * a lookup for everything else. See QuantizedWeights for how a model
  * builder uses it (lib/models/load.ts).
  */
-export function loadQuantizedWeights(folder: string): QuantizedWeights {
+export function loadQuantizedWeights(folder: string, options: ReadOptions = {}): QuantizedWeights {
   const cfgFile = path.join(folder, 'config.json');
   if (!fs.existsSync(cfgFile)) throw new QuantkitError('ERR_NOT_FOUND', `model config not found: ${cfgFile}`);
   let config: Record<string, unknown>;
@@ -293,7 +293,7 @@ export function loadQuantizedWeights(folder: string): QuantizedWeights {
     throw new QuantkitError('ERR_BAD_CONFIG', `${cfgFile}: not valid JSON (${(err as Error).message})`, { cause: err });
   }
   const quantization = parseQuantConfig(cfgFile, config);
-  const st = loadSafetensorsFolder(folder);
+  const st = loadSafetensorsFolder(folder, options);
   const file = path.join(folder, SAFETENSORS_SINGLE);
   const qlinears = new Map<string, QLinear>();
   const shapes = new Map<string, [number, number]>();
@@ -406,8 +406,9 @@ export function loadQuantizedWeights(folder: string): QuantizedWeights {
 export function loadQuantizedModel<M extends Module>(
   folder: string,
   build: (config: Record<string, unknown>, lookup: TensorLookup, file: string) => M,
+  options: ReadOptions = {},
 ): { model: M; weights: QuantizedWeights } {
-  const weights = loadQuantizedWeights(folder);
+  const weights = loadQuantizedWeights(folder, options);
   const model = build(weights.config, weights.lookup, path.join(folder, SAFETENSORS_SINGLE));
   weights.applyTo(model);
   return { model, weights };

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { addon } from '../binding.js';
 import { QuantkitError, describe, typeError } from '../errors.js';
 import { Tensor, type DType } from '../tensor.js';
 import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
@@ -293,9 +294,38 @@ export function readFileUnpooled(file: string, what: string): Buffer {
 
 const readWhole = readFileUnpooled;
 
-/** Read and validate one .safetensors file (the whole file is read into memory once). */
-export function readSafetensors(file: string): SafetensorsFile {
-  return parseSafetensors(readWhole(file, 'safetensors file'), file);
+export interface ReadOptions {
+  /**
+   * Map the file into memory instead of reading it (native mmap, private
+   * copy-on-write): loading copies nothing, tensors are views of the page
+   * cache, and processes mapping the same file share its pages. The mapping
+   * lives as long as a tensor of it does. Do not truncate a mapped file in
+   * place (replace it by rename, as quantkit's saves do).
+   */
+  readonly mmap?: boolean;
+}
+
+/**
+ * A Buffer over the mapped bytes of `file` (byteOffset 0, page-aligned).
+ * Errors as readFileUnpooled's.
+ * @internal
+ */
+export function mapFileBuffer(file: string, what: string): Buffer {
+  let ab: ArrayBuffer;
+  try {
+    ab = addon.mapFile(file);
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (msg.startsWith('ENOENT')) throw new QuantkitError('ERR_NOT_FOUND', `${what} not found: ${file}`, { cause: err });
+    throw new QuantkitError('ERR_BAD_FILE', `${file}: cannot map ${what} (${msg})`, { cause: err });
+  }
+  reportRead(ab.byteLength, ab.byteLength, file);
+  return Buffer.from(ab);
+}
+
+/** Read (or map, see ReadOptions) and validate one .safetensors file. */
+export function readSafetensors(file: string, options: ReadOptions = {}): SafetensorsFile {
+  return parseSafetensors(options.mmap ? mapFileBuffer(file, 'safetensors file') : readWhole(file, 'safetensors file'), file);
 }
 
 /** A sharded checkpoint (or a single file) seen as one name -> Tensor lookup. */
@@ -339,14 +369,14 @@ export const SAFETENSORS_SINGLE = 'model.safetensors';
  * exist, every mapped tensor must be in the shard the index names, and no
  * shard may hold a tensor the index does not map to it.
  */
-export function loadSafetensorsFolder(folder: string): SafetensorsCheckpoint {
+export function loadSafetensorsFolder(folder: string, options: ReadOptions = {}): SafetensorsCheckpoint {
   const indexPath = path.join(folder, SAFETENSORS_INDEX);
   if (!fs.existsSync(indexPath)) {
     const single = path.join(folder, SAFETENSORS_SINGLE);
     if (!fs.existsSync(single)) {
       throw new QuantkitError('ERR_NOT_FOUND', `${folder}: neither ${SAFETENSORS_INDEX} nor ${SAFETENSORS_SINGLE} found`);
     }
-    const f = readSafetensors(single);
+    const f = readSafetensors(single, options);
     return new SafetensorsCheckpoint(folder, [f], new Map(f.names.map((n) => [n, f])), { ...f.metadata });
   }
 
@@ -381,7 +411,7 @@ export function loadSafetensorsFolder(folder: string): SafetensorsCheckpoint {
     if (f === undefined) {
       const shardPath = path.join(folder, shard);
       if (!fs.existsSync(shardPath)) throw new QuantkitError('ERR_NOT_FOUND', `${indexPath}: shard ${shardPath} (holding '${name}') not found`);
-      f = readSafetensors(shardPath);
+      f = readSafetensors(shardPath, options);
       shards.set(shard, f);
     }
     if (!f.has(name)) throw badIndex(`tensor '${name}' is mapped to ${f.file}, which does not hold it`);

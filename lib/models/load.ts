@@ -26,6 +26,8 @@ import { type LlamaConfig, buildLlama } from './llama.js';
 export interface LoadModelOptions {
   /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */
   dtype?: 'auto' | 'f32';
+  /** Map safetensors files instead of reading them (see ReadOptions.mmap in io/safetensors). Default false. */
+  mmap?: boolean;
   /** A tokenizer file (.bin llama2.c, tokenizer.json, vocab.json) or folder; overrides discovery. */
   tokenizerPath?: string;
 }
@@ -72,6 +74,7 @@ function checkOptions(options: unknown): LoadModelOptions {
   const o = options as LoadModelOptions;
   if (o.dtype !== undefined && o.dtype !== 'auto' && o.dtype !== 'f32') throw typeError('loadModel', 'options.dtype', `must be 'auto' or 'f32', got ${describe(o.dtype)}`);
   if (o.tokenizerPath !== undefined && typeof o.tokenizerPath !== 'string') throw typeError('loadModel', 'options.tokenizerPath', `must be a string, got ${describe(o.tokenizerPath)}`);
+  if (o.mmap !== undefined && typeof o.mmap !== 'boolean') throw typeError('loadModel', 'options.mmap', `must be a boolean, got ${describe(o.mmap)}`);
   return o;
 }
 
@@ -126,7 +129,7 @@ export function loadModelSync(modelPath: string, options?: LoadModelOptions): Lo
       model = loadQuantizedModel(folder, (_json, lookup, file) => buildModel(config, lookup, file, { dtype: opts.dtype, layout: 'linear' })).model;
       source = 'quantkit';
     } else {
-      const tensors = loadSafetensorsFolder(folder);
+      const tensors = loadSafetensorsFolder(folder, { mmap: opts.mmap === true });
       const file = tensors.files.length === 1 ? tensors.files[0]!.file : folder;
       model = buildModel(config, tensors, file, { dtype: opts.dtype });
     }

@@ -22,7 +22,7 @@ type Msg = { type: 'open'; id: number; capacity: number } | { type: 'close'; id:
 async function load(spec: EngineModelSpec): Promise<DecoderLM> {
   let model: unknown;
   if ('path' in spec) {
-    const m = loadCliModel(spec.path, spec.tokenizer);
+    const m = loadCliModel(spec.path, spec.tokenizer, undefined, { mmap: spec.mmap ?? true });
     model = m.model;
     if (spec.quantize) {
       requireFloat(m, '--weights');

@@ -12,8 +12,12 @@ import type { QuantizeModelOptions } from '../nn/quantize-model.js';
 import type { BatchEngine, EngineInfo, EngineItem } from './engine.js';
 
 export type EngineModelSpec =
-  /** A model path as the CLI takes it (HF folder, quantkit checkpoint, llama2.c .bin), quantized after loading when asked. */
-  | { readonly path: string; readonly tokenizer?: string; readonly quantize?: QuantizeModelOptions }
+  /**
+   * A model path as the CLI takes it (HF folder, quantkit checkpoint,
+   * llama2.c .bin), quantized after loading when asked; safetensors files
+   * are mapped, not read, unless mmap is false.
+   */
+  | { readonly path: string; readonly tokenizer?: string; readonly quantize?: QuantizeModelOptions; readonly mmap?: boolean }
   /** A module (path or URL) exporting a factory (args) => DecoderLM | Promise<DecoderLM>. */
   | { readonly module: string; readonly export?: string; readonly args?: unknown };
 

@@ -135,6 +135,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     register_attention(env, exports);
     register_elementwise(env, exports);
     register_fs(env, exports);
+    register_map(env, exports);
     return exports;
 }
 

@@ -12,6 +12,7 @@ void register_w4a8(Napi::Env env, Napi::Object exports);
 void register_attention(Napi::Env env, Napi::Object exports);
 void register_elementwise(Napi::Env env, Napi::Object exports);
 void register_fs(Napi::Env env, Napi::Object exports);
+void register_map(Napi::Env env, Napi::Object exports);
 void register_linalg(Napi::Env env, Napi::Object exports);
 
 }  // namespace qkb
