@@ -4,9 +4,9 @@
  * gathers the next token of every decoding sequence plus chunks of pending
  * prompts (chunked prefill: a long prompt takes at most `prefillChunk`
  * tokens of a step, so it never stalls the others), runs them as one
- * batched forward (DecoderLM.forwardBatchAsync: the GEMMs read the weights
- * once for all rows, off the main thread), then samples each sequence with
- * its own parameters and seed. Sequences join and leave between steps.
+ * batched forward (the engine's step: DecoderLM.forwardBatch, whose GEMMs
+ * read the weights once for all rows), then samples each sequence with its
+ * own parameters and seed. Sequences join and leave between steps.
  *
  * Batch invariance: forwardBatch is row-invariant, so a sequence's logits,
  * and with its seed its tokens, are the same whatever else is running.
@@ -48,7 +48,7 @@ export type SequenceFinish = 'eos' | 'length' | 'cancelled' | 'error';
 /** A running request: an async stream of token ids, then `finish`. */
 export interface SequenceHandle extends AsyncIterable<number> {
   readonly id: number;
-  /** How the stream ended (rejects only if the scheduler itself failed). */
+  /** How the stream ended (never rejects: 'error' when a step failed, see BatchScheduler.lastError). */
   readonly finish: Promise<SequenceFinish>;
 }
 
