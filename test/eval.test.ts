@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { errorMetrics, errorReport } from '../lib/eval/error-report.js';
 import { generate, generateText } from '../lib/eval/generate.js';
 import { perplexity, tokenNll } from '../lib/eval/perplexity.js';
-import { argmax, mulberry32, sampleToken } from '../lib/eval/sampling.js';
+import { argmax, mulberry32, orderByProbability, sampleToken } from '../lib/eval/sampling.js';
 import { barChartSvg, histogramSvg } from '../lib/eval/svg.js';
 import { QLinear } from '../lib/nn/linear.js';
 import { quantizeModel } from '../lib/nn/quantize-model.js';
@@ -29,6 +29,20 @@ describe('sampling', () => {
     };
     expect(draw(7)).toEqual(draw(7));
     expect(new Set(draw(7))).toEqual(new Set([1, 3, 4])); // top-3 only
+  });
+
+  it('orders candidates exactly as the comparison sort it replaced (ties by id, zeros, denormals)', () => {
+    const r = mulberry32(3);
+    for (const n of [1, 2, 7, 300, 32000]) {
+      const p = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const u = r();
+        // repeated values, exact zeros (exp underflow), denormals and ordinary ones
+        p[i] = u < 0.2 ? 0.25 : u < 0.3 ? 0 : u < 0.35 ? 5e-324 * Math.floor(u * 100) : Math.exp(-40 * r());
+      }
+      const want = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+      expect(Array.from(orderByProbability(p, Int32Array.from({ length: n }, (_, i) => i)))).toEqual(want);
+    }
   });
 });
 
