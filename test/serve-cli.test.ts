@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { CLI_ENTRY, ROOT } from './cli-run.js';
+import { CLI_ENTRY, ROOT, runCli } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
 
 const present = requireFixtures('stories260K/config.json', 'stories260K/model.safetensors', 'stories260K/tok512.bin');
@@ -45,6 +45,14 @@ describe.skipIf(!present)('quantkit serve (process)', () => {
     expect(await s.exited).toBe(0);
     expect(s.stderr()).toMatch(/shutting down/);
   }, 60_000);
+
+  it('refuses a missing model and --calib with one line and exit code 1', async () => {
+    const missing = await runCli(['serve', '/nonexistent/model', '--port', '0']);
+    expect([missing.code, missing.err.trim()]).toEqual([1, 'quantkit: model not found: /nonexistent/model']);
+    const calib = await runCli(['serve', fixture('stories260K'), '--calib', 'x.txt', '--port', '0']);
+    expect(calib.code).toBe(1);
+    expect(calib.err).toMatch(/^quantkit: serve does not calibrate/);
+  });
 
   it('asks for the API key from $QUANTKIT_API_KEY', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, 'serve', fixture('stories260K'), '--tokenizer', fixture('stories260K/tok512.bin'), '--port', '0'], {

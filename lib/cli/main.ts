@@ -205,7 +205,7 @@ function buildProgram(io: CliIO): Command {
       .option('--host <host>', 'address to bind', '127.0.0.1')
       .addOption(new Option('--port <n>', 'port (0: any free port)').argParser(intOption(0, 65535)).default(8080))
       .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $QUANTKIT_API_KEY, else open)')
-      .addOption(new Option('--workers <n>', 'processes serving the port (node:cluster), each with its own copy of the model').argParser(intOption(1, 256)).default(1))
+      .addOption(new Option('--workers <n>', 'processes serving the port (node:cluster); they map the same weight files').argParser(intOption(1, 256)).default(1))
       .addOption(new Option('--max-sequences <n>', 'sequences batched per step').argParser(intOption(1, 4096)).default(16))
       .addOption(new Option('--prefill-chunk <n>', 'prompt tokens per step (chunked prefill)').argParser(intOption(1, 1 << 20)).default(64))
       .addOption(new Option('--kv-budget-mb <n>', 'KV cache memory all sequences may reserve (MiB)').argParser(intOption(1, 1 << 24)).default(1024))
