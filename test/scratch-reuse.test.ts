@@ -88,6 +88,26 @@ describe('out arguments', () => {
     expect(() => lin.forward(new Tensor('f32', [2, 2], buf.subarray(0, 4)), buf.subarray(4, 10))).toThrow(/must not share memory with 'x'/);
   });
 
+  it('forward writes the logits into options.out (one buffer for every decode step), and checks it', async () => {
+    const model = llamaModel({ D: 64, F: 160, L: 2, nH: 4, nKv: 2, V: 96, P: 128, seed: 7 });
+    const prompt = [5, 9, 17, 3];
+    const a = model.createCache(), b = model.createCache();
+    const wantPrompt = model.forward(prompt, a, { logits: 'last' }).data;
+    const outPrompt = new Float32Array(96);
+    expect(model.forward(prompt, b, { logits: 'last', out: outPrompt }).data).toBe(outPrompt);
+    expect(same(outPrompt, wantPrompt)).toBe(true);
+    const buf = new Float32Array(96);
+    for (const t of [4, 50, 17]) {
+      const want = model.forward([t], a).data;
+      const got = (await model.forwardAsync([t], b, { out: buf })).data;
+      expect(got).toBe(buf);
+      expect(same(got, want)).toBe(true);
+    }
+    expect(() => model.forward([1, 2], model.createCache(), { out: new Float32Array(96) })).toThrow(/'options.out' has 96 floats, the logits are 2 x 96/);
+    expect(() => model.forward([1], model.createCache(), { out: [] as unknown as Float32Array })).toThrow(TypeError);
+    expect(() => (model as import('../lib/models/causal-lm.js').DecoderLM).forwardBatch([{ tokens: [1], cache: model.createCache() }], { out: buf })).toThrow(/options.out/);
+  });
+
   it('Embedding.forward writes into out, and checks it', () => {
     const emb = new Embedding(new Tensor('f32', [3, 2], Float32Array.of(1, 2, 3, 4, 5, 6)));
     const out = new Float32Array(4).fill(NaN);

@@ -113,6 +113,7 @@ export async function* generate(
   let logits = await model.forwardAsync(ids, cache, { logits: 'last' });
   let row = logits.shape[0]! - 1;
   let pending = ''; // decoded text not yet yielded (may start a stop string)
+  let decodeOut: Float32Array | undefined;
   for (let step = 0; ; step++) {
     const token = sampleToken(logits.data, row * vocabSize, vocabSize, sampling, rand);
     if (token === eosId) {
@@ -138,7 +139,9 @@ export async function* generate(
     // a turn for timers/IO between tokens even for a model whose forwardAsync
     // has no async steps (a CausalLM that only implements forward())
     await new Promise(setImmediate);
-    logits = await model.forwardAsync([token], cache);
+    // one logits buffer for every decode step: no array allocated per token
+    decodeOut ??= new Float32Array(vocabSize);
+    logits = await model.forwardAsync([token], cache, { out: decodeOut });
     row = 0;
   }
 }

@@ -36,6 +36,13 @@ export interface ForwardOptions {
    * values of every token are cached either way.
    */
   readonly logits?: 'all' | 'last';
+  /**
+   * Where the logits go (DecoderLM.forward): exactly rows x vocabSize floats
+   * (rows = 1 with { logits: 'last' }, else tokens.length). A decode loop
+   * that passes the same buffer every step allocates no array per token.
+   * The returned tensor is a view of it.
+   */
+  readonly out?: Float32Array;
 }
 
 /** Check `options` of a forward; true when only the last token's logits are wanted. */
@@ -132,17 +139,26 @@ export abstract class DecoderLM extends CausalLM {
     const last = lastLogitsOnly(fn, options);
     const { nLayers, kvDim, maxPositions } = this.cacheShape();
     const V = this.config.vocabSize;
+    const out = options?.out;
+    if (out !== undefined) {
+      if (!(out instanceof Float32Array)) throw typeError(fn, 'options.out', `must be a Float32Array, got ${out === null ? 'null' : typeof out}`);
+      const rows = last && tokens.length > 0 ? 1 : Array.isArray(tokens) ? tokens.length : 0;
+      if (out.length !== rows * V) throw rangeError(fn, 'options.out', `has ${out.length} floats, the logits are ${rows} x ${V}`);
+    }
     const [cache, pos0] = beginForward(fn, tokens, cacheArg, { nLayers, kvDim, vocabSize: V, ...(maxPositions !== undefined ? { maxPositions } : {}) });
-    if (tokens.length === 0) return new Tensor('f32', [0, V], new Float32Array(0));
-    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last));
+    if (tokens.length === 0) return new Tensor('f32', [0, V], out ?? new Float32Array(0));
+    return yield* holdCache(fn, cache, this.#steps(tokens, cache, pos0, last, out));
   }
 
-  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean): ForwardSteps<Tensor<'f32'>> {
+  *#steps(tokens: readonly number[], cache: DecoderKVCache, pos0: number, last: boolean, out: Float32Array | undefined): ForwardSteps<Tensor<'f32'>> {
     const x = yield* this.bodySteps(tokens, SeqBatch.single(cache, pos0, tokens.length));
     cache.advance(tokens.length);
     // norms and projections are per row: only the rows whose logits are wanted go on
     const h = yield* this.headInputSteps(last ? lastRow(x) : x, cache.scratch);
-    return yield* linearStep(linearChild(this, 'lm_head'), h);
+    const y = yield* linearStep(linearChild(this, 'lm_head'), h, out);
+    if (out === undefined || y.data === out) return y;
+    out.set(y.data); // a replacement lm_head that returned its own array
+    return new Tensor('f32', y.shape, out);
   }
 
   /**
@@ -172,6 +188,7 @@ export abstract class DecoderLM extends CausalLM {
   *forwardBatchSteps(items: readonly BatchItem[], options?: BatchForwardOptions): ForwardSteps<Tensor<'f32'>[]> {
     const fn = `${this.constructor.name}.forwardBatch`;
     const last = lastLogitsOnly(fn, options);
+    if (options?.out !== undefined) throw typeError(fn, 'options.out', 'is not taken by a batched forward (each item gets its own logits)');
     const scratch = options?.scratch ?? new Scratch();
     if (!(scratch instanceof Scratch)) throw typeError(fn, 'options.scratch', 'must be a Scratch');
     if (!Array.isArray(items)) throw typeError(fn, 'items', 'must be an array of { tokens, cache }');
