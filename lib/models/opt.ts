@@ -187,13 +187,22 @@ export class OptDecoder extends Module {
 
   /** tokens of the batch's sequences, one after another. */
   *forwardSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
-    let x = this.embed_tokens.forward(tokens);
-    if (this.child('project_in')) x = yield* linearStep(linearChild(this, 'project_in'), x);
+    // every activation in the batch's scratch (as the blocks'), none allocated per step
+    const sc = batch.scratch;
+    const T = tokens.length;
+    let x = this.embed_tokens.forward(tokens, sc.f32('embed', T * this.embed_tokens.dim));
+    if (this.child('project_in')) {
+      const pin = linearChild(this, 'project_in');
+      x = yield* linearStep(pin, x, sc.outputFor('projectIn', pin, x));
+    }
     // without padding, HF's position ids are simply past_length + t; the table is offset by 2
-    addInPlace(x.data, this.embed_positions.forward(batch.positions(OPT_POSITION_OFFSET)).data);
+    addInPlace(x.data, this.embed_positions.forward(batch.positions(OPT_POSITION_OFFSET), sc.f32('pos', x.size)).data);
     for (let i = 0; i < this.layers.length; i++) x = yield* this.layers.at(i).forwardSteps(x, batch, i);
-    if (this.final_layer_norm) x = this.final_layer_norm.forward(x);
-    if (this.child('project_out')) x = yield* linearStep(linearChild(this, 'project_out'), x);
+    if (this.final_layer_norm) x = this.final_layer_norm.forward(x, sc.f32('decoderNorm', x.size));
+    if (this.child('project_out')) {
+      const pout = linearChild(this, 'project_out');
+      x = yield* linearStep(pout, x, sc.outputFor('projectOut', pout, x));
+    }
     return x;
   }
 }
