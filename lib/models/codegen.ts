@@ -85,11 +85,12 @@ export function parseCodegenConfig(json: Json, file = 'config.json'): CodegenCon
  * De-interleave CodeGen's fused qkv rows [T, 3D] into q, k, v [T, D] each
  * (head-major), undoing the 4-shard [q | v | k] layout described above.
  */
-export function splitCodegenQkv(qkv: Float32Array, T: number, D: number): { q: Float32Array; k: Float32Array; v: Float32Array } {
+export function splitCodegenQkv(qkv: Float32Array, T: number, D: number, scratch?: Scratch): { q: Float32Array; k: Float32Array; v: Float32Array } {
   const local = D / CODEGEN_MP_NUM; // one shard's width of q (= of k = of v)
-  const q = new Float32Array(T * D);
-  const k = new Float32Array(T * D);
-  const v = new Float32Array(T * D);
+  // every element is written below, so reused scratch buffers need no clearing
+  const q = scratch ? scratch.f32('q', T * D) : new Float32Array(T * D);
+  const k = scratch ? scratch.f32('k', T * D) : new Float32Array(T * D);
+  const v = scratch ? scratch.f32('v', T * D) : new Float32Array(T * D);
   for (let t = 0; t < T; t++) {
     for (let b = 0; b < CODEGEN_MP_NUM; b++) {
       const src = t * 3 * D + b * 3 * local;
@@ -123,7 +124,7 @@ export class CodegenAttention extends Module {
     const D = nHeads * headDim;
     const sc = batch.scratch;
     const qkvProj = linearChild(this, 'qkv_proj');
-    const { q, k, v } = splitCodegenQkv((yield* linearStep(qkvProj, x, sc.outputFor('qkv', qkvProj, x))).data, T, D);
+    const { q, k, v } = splitCodegenQkv((yield* linearStep(qkvProj, x, sc.outputFor('qkv', qkvProj, x))).data, T, D, sc);
     batch.forEachSegment(q, D, (r, s) => rope.applyInterleaved(r, s.T, nHeads, s.pos0, headDim));
     batch.forEachSegment(k, D, (r, s) => rope.applyInterleaved(r, s.T, nHeads, s.pos0, headDim));
     batch.writeKV(layer, k, v, D);
