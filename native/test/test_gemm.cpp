@@ -346,6 +346,22 @@ QKT_TEST(gemm_dequant_panel_specials) {
               "ref f16 decode %g %g %g %g", p[0], p[1], p[2], p[3]);
 }
 
+// GemmArgs over test data (the gemv, row-invariance and driver tests).
+qk::GemmArgs args_for(const std::vector<float>& x, size_t ldx, size_t M, size_t N, size_t K, const TestW& w,
+                      const float* bias, std::vector<float>& y, size_t ldy) {
+    qk::GemmArgs a;
+    a.x = x.data();
+    a.ldx = ldx;
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    a.w = w.view();
+    a.bias = bias;
+    a.y = y.data();
+    a.ldy = ldy;
+    return a;
+}
+
 // ---- gemv ------------------------------------------------------------------
 QKT_TEST(gemm_gemv) {
     Rng rng(2);
@@ -365,18 +381,9 @@ QKT_TEST(gemm_gemv) {
                         for (size_t mc = 1; mc <= 4; ++mc) {
                             for (bool use_bias : {false, true}) {
                                 const Ref64& r = use_bias ? r_b : r_nb;
-                                qk::GemmArgs a;
-                                a.x = x.data();
-                                a.ldx = ldx;
-                                a.M = Mx;
-                                a.N = N;
-                                a.K = K;
-                                a.w = w.view();
-                                a.bias = use_bias ? bias.data() : nullptr;
-                                a.ldy = ldy;
                                 // Rows [1, 1 + mc), all of N.
                                 std::vector<float> y(Mx * ldy, kSentinel);
-                                a.y = y.data();
+                                qk::GemmArgs a = args_for(x, ldx, Mx, N, K, w, use_bias ? bias.data() : nullptr, y, ldy);
                                 ctx.k->gemv(a, 1, mc, 0, N);
                                 check_rows(ctx, sp.name, y.data() + ldy, ldy, r, 1, mc, 0, N, d);
                                 for (size_t i = 0; i < Mx * ldy; ++i) {
@@ -407,22 +414,6 @@ QKT_TEST(gemm_gemv) {
             }
         }
     }
-}
-
-// GemmArgs over test data (the gemv, row-invariance and driver tests).
-qk::GemmArgs args_for(const std::vector<float>& x, size_t ldx, size_t M, size_t N, size_t K, const TestW& w,
-                      const float* bias, std::vector<float>& y, size_t ldy) {
-    qk::GemmArgs a;
-    a.x = x.data();
-    a.ldx = ldx;
-    a.M = M;
-    a.N = N;
-    a.K = K;
-    a.w = w.view();
-    a.bias = bias;
-    a.y = y.data();
-    a.ldy = ldy;
-    return a;
 }
 
 // Row-invariant mode: a row's bits do not depend on the rows sharing its
