@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { errorMetrics, errorReport } from '../lib/eval/error-report.js';
 import { generate, generateText } from '../lib/eval/generate.js';
 import { perplexity, tokenNll } from '../lib/eval/perplexity.js';
-import { argmax, mulberry32, orderByProbability, sampleToken } from '../lib/eval/sampling.js';
+import { argmax, mulberry32, orderByProbability, sampleToken, topKByProbability } from '../lib/eval/sampling.js';
 import { barChartSvg, histogramSvg } from '../lib/eval/svg.js';
 import { QLinear } from '../lib/nn/linear.js';
 import { quantizeModel } from '../lib/nn/quantize-model.js';
@@ -31,6 +31,43 @@ describe('sampling', () => {
     expect(new Set(draw(7))).toEqual(new Set([1, 3, 4])); // top-3 only
   });
 
+  it('draws the tokens of the plain algorithm (full comparison sort, then top-k, top-p, walk) for every option', () => {
+    // the definition, written out: candidates by p descending (ties: lower id), keep top-k, then top-p, then walk
+    const reference = (logits: Float32Array, o: { temperature: number; topK: number; topP: number }, rand: () => number): number => {
+      const n = logits.length;
+      const max = Math.max(...logits);
+      const p = Array.from(logits, (l) => Math.exp((l - max) / o.temperature));
+      const order = p.map((_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+      let keep = o.topK > 0 ? Math.min(o.topK, n) : n;
+      let total = 0;
+      for (let i = 0; i < keep; i++) total += p[order[i]!]!;
+      if (o.topP < 1) {
+        let cum = 0;
+        for (let i = 0; i < keep; i++) {
+          cum += p[order[i]!]! / total;
+          if (cum >= o.topP) {
+            keep = i + 1;
+            break;
+          }
+        }
+        total = 0;
+        for (let i = 0; i < keep; i++) total += p[order[i]!]!;
+      }
+      let r = rand() * total;
+      for (let i = 0; i < keep; i++) {
+        r -= p[order[i]!]!;
+        if (r < 0) return order[i]!;
+      }
+      return order[keep - 1]!;
+    };
+    const gen = mulberry32(11);
+    const logits = Float32Array.from({ length: 3000 }, (_, i) => (i % 97 === 0 ? 2 : Math.round(gen() * 40) / 8)); // many ties
+    for (const o of [{ temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 40, topP: 1 }, { temperature: 1.3, topK: 0, topP: 0.9 }, { temperature: 0.8, topK: 5, topP: 0.5 }, { temperature: 2, topK: 3000, topP: 1 }]) {
+      const a = mulberry32(5), b = mulberry32(5);
+      for (let i = 0; i < 60; i++) expect(sampleToken(logits, 0, logits.length, o, a), JSON.stringify(o)).toBe(reference(logits, o, b));
+    }
+  });
+
   it('orders candidates exactly as the comparison sort it replaced (ties by id, zeros, denormals)', () => {
     const r = mulberry32(3);
     for (const n of [1, 2, 7, 300, 32000]) {
@@ -42,6 +79,7 @@ describe('sampling', () => {
       }
       const want = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
       expect(Array.from(orderByProbability(p, Int32Array.from({ length: n }, (_, i) => i)))).toEqual(want);
+      for (const k of [1, 3, 40].filter((k) => k < n)) expect(Array.from(topKByProbability(p, k))).toEqual(want.slice(0, k));
     }
   });
 });

@@ -125,9 +125,16 @@ describe('BatchScheduler', () => {
       const remote = new BatchScheduler(engine, { prefillChunk: 8 });
       expect(await Promise.all(reqs.map((r) => collect(remote.submit(r))))).toEqual(want);
       await remote.close();
+      expect(engine.failure).toBe(null);
     } finally {
       await engine.dispose();
     }
+    // a dead engine ends what runs on it with 'error' and says why
+    expect(engine.failure?.message).toMatch(/disposed/);
+    const dead = new BatchScheduler(engine);
+    const h = dead.submit({ prompt: prompt(3, 1), maxTokens: 2 });
+    expect(await h.finish).toBe('error');
+    expect(String(dead.lastError)).toMatch(/disposed/);
     await expect(WorkerEngine.start({ module, export: 'makeModel', args: { q: null, fail: true } })).rejects.toThrow(/on purpose/);
     await expect(WorkerEngine.start({ module, export: 'nothing' })).rejects.toThrow(/no function export/);
   });

@@ -10,8 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import { loadCliModel, requireTokenizer } from '../lib/cli/load.js';
 import type { DecoderLM } from '../lib/models/causal-lm.js';
-import { QuantkitServer, type ServedModel, type ServeOptions } from '../lib/serve/server.js';
+import { QuantkitServer, type ServedDecoder, type ServedModel, type ServeOptions } from '../lib/serve/server.js';
 import { generateText } from '../lib/eval/generate.js';
+import { WorkerEngine } from '../lib/serve/worker-engine.js';
 import { fixture, requireFixtures } from './fixtures.js';
 
 const present = requireFixtures('stories260K/config.json', 'stories260K/model.safetensors', 'stories260K/tok512.bin');
@@ -134,6 +135,20 @@ describe.skipIf(!present)('quantkit serve: overload, loading, shutdown', () => {
     resolve(served());
     await new Promise((r) => setTimeout(r, 10));
     expect((await fetch(`${url}/health`)).status).toBe(200);
+    await server.shutdown(1000);
+  });
+
+  it('says 503 on /health and 500 on completions once its engine thread is gone', async () => {
+    const engine = await WorkerEngine.start({ path: fixture('stories260K'), tokenizer: fixture('stories260K/tok512.bin') });
+    const { server, url } = await start({}, { model: engine, tokenizer: (served() as ServedDecoder).tokenizer, name: 'stories' });
+    expect((await post(url, { prompt: 'Once', max_tokens: 3 })).status).toBe(200);
+    await engine.dispose();
+    const health = await fetch(`${url}/health`);
+    expect(health.status).toBe(503);
+    expect(((await health.json()) as { status: string }).status).toBe('error');
+    const r = await post(url, { prompt: 'Once', max_tokens: 3 });
+    expect(r.status).toBe(500);
+    expect(((await r.json()) as { error: { type: string } }).error.type).toBe('server_error');
     await server.shutdown(1000);
   });
 

@@ -48,14 +48,11 @@ export function sampleToken(logits: ArrayLike<number>, offset: number, n: number
   if (o.temperature === 0) return argmax(logits, offset, n);
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
-  const ids = new Int32Array(n);
   const p = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    ids[i] = i;
-    p[i] = Math.exp((logits[offset + i]! - max) / o.temperature);
-  }
-  // candidates sorted by probability, descending (stable on ties: lower id first)
-  const order = orderByProbability(p, ids);
+  for (let i = 0; i < n; i++) p[i] = Math.exp((logits[offset + i]! - max) / o.temperature);
+  // candidates sorted by probability, descending (stable on ties: lower id
+  // first); with top-k only the k first are ever read
+  const order = o.topK > 0 && o.topK < n ? topKByProbability(p, o.topK) : orderByProbability(p, Int32Array.from({ length: n }, (_, i) => i));
   let keep = o.topK > 0 ? Math.min(o.topK, n) : n;
   let total = 0;
   for (let i = 0; i < keep; i++) total += p[order[i]!]!;
@@ -112,4 +109,29 @@ export function orderByProbability(p: Float64Array, ids: Int32Array): Int32Array
     [src, dst] = [dst, src];
   }
   return src;
+}
+
+/**
+ * The first k of orderByProbability(p, ...) (ids by p descending, ties by
+ * id ascending), by insertion into a sorted list of k: one pass over p, and
+ * most values fail the comparison with the k-th best.
+ */
+export function topKByProbability(p: Float64Array, k: number): Int32Array {
+  const ids = new Int32Array(k);
+  const vals = new Float64Array(k);
+  let m = 0;
+  for (let i = 0; i < p.length; i++) {
+    const v = p[i]!;
+    // a value equal to the k-th best comes later, so its id is larger: it loses the tie
+    if (m === k && !(v > vals[k - 1]!)) continue;
+    let j = m < k ? m++ : k - 1;
+    while (j > 0 && vals[j - 1]! < v) {
+      vals[j] = vals[j - 1]!;
+      ids[j] = ids[j - 1]!;
+      j--;
+    }
+    vals[j] = v;
+    ids[j] = i;
+  }
+  return ids;
 }

@@ -44,6 +44,8 @@ export interface BatchEngine {
   step(items: readonly EngineItem[]): Promise<Float32Array>;
   /** Release the engine (stop its thread). */
   dispose(): Promise<void>;
+  /** Why the engine can no longer step (its thread died, or it was disposed), else null. */
+  readonly failure?: Error | null;
 }
 
 /** The facts of a decoder model. */

@@ -245,6 +245,8 @@ export class QuantkitServer {
     app.get('/health', async (_req, reply) => {
       if (this.#loadError) return reply.status(503).send({ status: 'error', message: String((this.#loadError as Error).message ?? this.#loadError) });
       if (!this.#served) return reply.status(503).send({ status: 'loading' });
+      const failure = this.#scheduler?.engine.failure;
+      if (failure) return reply.status(503).send({ status: 'error', message: failure.message });
       return { status: 'ok', model: this.#served.name };
     });
     app.get('/v1/models', async () => {

@@ -95,6 +95,10 @@ export class WorkerEngine implements BatchEngine {
     });
   }
 
+  get failure(): Error | null {
+    return this.#dead;
+  }
+
   open(id: number, capacity: number): void {
     if (!this.#dead) this.#worker.postMessage({ type: 'open', id, capacity });
   }
