@@ -152,11 +152,12 @@ export async function runAsync<R>(steps: ForwardSteps<R>, options?: RunOptions):
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
       else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a, op.out));
       else if (op.kind === 'attentionBatch') y = batchTensor(op.a, await batchAttentionOpAsync(op.a, op.out));
-      else if (opOptions(op, lo)) {
+      else {
         const o = opOptions(op, lo);
-        y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, o) : op.layer.forward(op.x, op.out, o);
-      } else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
-      else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);
+        if (o) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, o) : op.layer.forward(op.x, op.out, o);
+        else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
+        else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);
+      }
     } catch (e) {
       r = steps.throw(e);
       continue;
