@@ -7,6 +7,7 @@
  * byte offset that the element type cannot be aligned on forces a copy.
  */
 import { describe, rangeError, typeError } from './errors.js';
+import { noteCopy } from './provenance.js';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i8' | 'u8' | 'i32';
 
@@ -132,6 +133,7 @@ export class Tensor<D extends DType = DType> {
     } else {
       const copy = new Uint8Array(nbytes);
       copy.set(new Uint8Array(ab, start, nbytes));
+      noteCopy(copy, `copied: offset ${start} is not a multiple of ${size} bytes`);
       data = new Ctor(copy.buffer, 0, n);
     }
     return new Tensor(dtype, shape, data as DataTypes[D], name);

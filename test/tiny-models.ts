@@ -59,7 +59,8 @@ export function llamaModel(o: { D: number; F: number; L: number; nH: number; nKv
   return buildModel(parseModelConfig(config), makeTensors(spec, o.seed), 'memory');
 }
 
-export function gpt2Model(seed: number): CausalLM {
+/** GPT-2's HF config and tensors (Conv1D layout [in, out]) of the tiny test model. */
+export function gpt2Parts(seed: number): { config: Record<string, unknown>; tensors: TensorLookup & { names: string[] } } {
   const D = 32, F = 64, L = 2, V = 50, P = 64;
   const spec: Spec = new Map([['transformer.wte.weight', [[V, D], 'w']], ['transformer.wpe.weight', [[P, D], 'w']], ['transformer.ln_f.weight', [[D], 'n']], ['transformer.ln_f.bias', [[D], 'b']]]);
   for (let i = 0; i < L; i++) {
@@ -79,7 +80,12 @@ export function gpt2Model(seed: number): CausalLM {
     spec.set(`${p}.mlp.c_proj.bias`, [[D], 'b']);
   }
   const config = { model_type: 'gpt2', n_embd: D, n_layer: L, n_head: 4, n_inner: F, vocab_size: V, n_positions: P, bos_token_id: 0, eos_token_id: 0 };
-  return buildModel(parseModelConfig(config), makeTensors(spec, seed), 'memory');
+  return { config, tensors: Object.assign(makeTensors(spec, seed), { names: [...spec.keys()] }) };
+}
+
+export function gpt2Model(seed: number): CausalLM {
+  const { config, tensors } = gpt2Parts(seed);
+  return buildModel(parseModelConfig(config), tensors, 'memory');
 }
 
 export function optModel(seed: number, preNorm: boolean): CausalLM {

@@ -14,6 +14,8 @@ import { loadEncoderSync } from '../models/load-encoder.js';
 import { Linear, QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { moduleTree } from '../nn/module-tree.js';
+import { copyReason, isMapped } from '../provenance.js';
+import { QuantizedTensor } from '../quant/qtensor.js';
 import { getThreads, isa } from '../runtime.js';
 import type { QuantizeModelSummary, WeightsFormat } from '../nn/quantize-model.js';
 import type { Tokenizer } from '../tokenizers/types.js';
@@ -48,12 +50,14 @@ export function isEncoderFolder(p: string): boolean {
   }
 }
 
+// Loaded mapped (as `quantkit serve` loads), so the report can tell which
+// tensors are views of the file and which the loader had to convert.
 function load(io: CliIO, modelPath: string, flags: InspectFlags): Inspected {
   if (fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory() && isEncoderFolder(modelPath)) {
-    const e = loadEncoderSync(modelPath);
+    const e = loadEncoderSync(modelPath, { mmap: true });
     return { kind: e.kind, model: e.model, source: 'hf', tokenizer: e.tokenizer, quantization: null };
   }
-  const m = loadCliModel(modelPath, flags.tokenizer, io);
+  const m = loadCliModel(modelPath, flags.tokenizer, io, { mmap: true });
   if (flags.weights !== undefined && flags.weights !== 'fp32') requireFloat(m, '--weights');
   return { kind: 'causal-lm', model: m.model, source: m.source, tokenizer: m.tokenizer, quantization: m.source === 'quantkit' ? m.sourceConfig.quantization_config : null };
 }
@@ -69,6 +73,55 @@ function linearLayers(model: Module): { name: string; kind: string; shape: numbe
     }
   }
   return layers;
+}
+
+interface Converted {
+  name: string;
+  dtype: string;
+  shape: number[];
+  bytes: number;
+  reason: string;
+}
+
+/**
+ * Of a model loaded with mmap: the tensors that are views of the mapped
+ * files, and those the loader converted or copied (each with its reason;
+ * 'made at load' when no loader recorded one). A tied weight counts once.
+ */
+export function mappedLoad(model: Module): { mappedTensors: number; mappedBytes: number; converted: Converted[] } {
+  let mappedTensors = 0, mappedBytes = 0;
+  const converted: Converted[] = [];
+  const seen = new Set<ArrayBufferView>();
+  for (const [name, t] of model.namedTensors()) {
+    if (seen.has(t.data)) continue;
+    seen.add(t.data);
+    const views: ArrayBufferView[] = t instanceof QuantizedTensor ? [t.data, t.scales, ...(t.zeroPoints ? [t.zeroPoints] : [])] : [t.data];
+    const copied = views.filter((v) => !isMapped(v));
+    if (copied.length === 0) {
+      mappedTensors++;
+      mappedBytes += views.reduce((a, v) => a + v.byteLength, 0);
+      continue;
+    }
+    converted.push({
+      name,
+      dtype: t instanceof QuantizedTensor ? `int${t.bits}` : t.dtype,
+      shape: [...t.shape],
+      bytes: copied.reduce((a, v) => a + v.byteLength, 0),
+      reason: copied.map((v) => copyReason(v)).find((r) => r !== undefined) ?? 'made at load',
+    });
+  }
+  return { mappedTensors, mappedBytes, converted };
+}
+
+function mappedLoadLines(r: ReturnType<typeof mappedLoad>): string[] {
+  const total = r.mappedTensors + r.converted.length;
+  if (r.converted.length === 0) return [`mapped load: all ${total} tensors (${formatBytes(r.mappedBytes)}) are views of the mapped file(s), none converted`];
+  const copied = r.converted.reduce((a, c) => a + c.bytes, 0);
+  const w = Math.max(...r.converted.map((c) => c.name.length));
+  return [
+    `mapped load: ${r.mappedTensors} of ${total} tensors (${formatBytes(r.mappedBytes)}) are views of the mapped file(s); ${r.converted.length} converted at load (${formatBytes(copied)} of private memory per process):`,
+    ...r.converted.map((c) => `  ${c.name.padEnd(w)}  ${c.dtype} [${c.shape.join(', ')}]  ${formatBytes(c.bytes)}  ${c.reason}`),
+  ];
 }
 
 /** A folder with config.json and no weights: what the model would take, from the config alone. */
@@ -116,6 +169,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
     params += t.size;
   }
   const fp = footprint(m.model);
+  const mapped = mappedLoad(m.model);
   const treeBefore = moduleTree(m.model);
   let quantized: { label: string; summary: QuantizeModelSummary; tree: string; footprint: number } | undefined;
   if (flags.weights !== undefined && flags.weights !== 'fp32') {
@@ -135,6 +189,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
     footprint: fp,
     tokenizer: m.tokenizer ? { vocabSize: m.tokenizer.vocabSize, bosId: m.tokenizer.bosId ?? null, eosId: m.tokenizer.eosId ?? null } : null,
     linearLayers: linearLayers(m.model),
+    mappedLoad: mapped,
     moduleTree: treeBefore,
     // what this run computes with: the kernels picked for this CPU and the pool size (--threads, QUANTKIT_THREADS)
     runtime: { isa: isa(), threads: getThreads() },
@@ -160,6 +215,7 @@ export function inspectCommand(io: CliIO, modelPath: string, flags: InspectFlags
     `tokenizer:   ${m.tokenizer ? `vocab ${m.tokenizer.vocabSize}, bos ${m.tokenizer.bosId ?? '-'}, eos ${m.tokenizer.eosId ?? '-'}` : 'none found (pass --tokenizer)'}`,
   ];
   if (m.quantization) lines.push(`quantized:   ${JSON.stringify(m.quantization)}`);
+  lines.push(...mappedLoadLines(mapped));
   lines.push('module tree:', treeBefore);
   if (quantized) {
     const s = quantized.summary;

@@ -81,7 +81,7 @@ export function cliTokenizer(modelPath: string, tokenizerPath: string | undefine
 }
 
 /** Load <model> for the CLI, with a progress bar of the bytes read on a terminal. */
-/** `mmap`: map safetensors files instead of reading them (quantkit serve). */
+/** `mmap`: map the weight files instead of reading them (quantkit serve, inspect). */
 export function loadCliModel(modelPath: string, tokenizerPath?: string, io?: CliIO, options: { mmap?: boolean } = {}): CliModel {
   const mmap = options.mmap === true;
   if (io === undefined) return loadCliModelQuiet(modelPath, tokenizerPath, mmap);

@@ -84,7 +84,7 @@ export async function serveCommand(io: CliIO, modelPath: string, flags: ServeFla
   if (fs.statSync(modelPath).isDirectory() && isEncoderFolder(modelPath)) {
     // an encoder (DistilBERT): /v1/embeddings, in this thread (its forwards are async)
     load = (async () => {
-      const enc = loadEncoderSync(modelPath);
+      const enc = loadEncoderSync(modelPath, { mmap: true });
       if (quantize) quantizeModel(enc.model, quantize);
       return { embedder: encoderEmbedder(enc), name };
     })();

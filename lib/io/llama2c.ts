@@ -13,7 +13,8 @@
  */
 import { QuantkitError } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import { asBuffer, readFileUnpooled } from './safetensors.js';
+import { noteCopy } from '../provenance.js';
+import { type ReadOptions, asBuffer, mapFileBuffer, readFileUnpooled } from './safetensors.js';
 import { assertFinite } from './finite.js';
 
 export interface Llama2cConfig {
@@ -153,9 +154,10 @@ export function parseLlama2c(buffer: Uint8Array, file = '<buffer>'): Llama2cChec
   };
 }
 
-/** Read a llama2.c .bin checkpoint into memory and parse it. */
-export function readLlama2c(file: string): Llama2cCheckpoint {
-  return parseLlama2c(readFileUnpooled(file, 'llama2.c checkpoint'), file);
+/** Read (or map, see ReadOptions.mmap) a llama2.c .bin checkpoint and parse it. */
+export function readLlama2c(file: string, options: ReadOptions = {}): Llama2cCheckpoint {
+  const what = 'llama2.c checkpoint';
+  return parseLlama2c(options.mmap ? mapFileBuffer(file, what) : readFileUnpooled(file, what), file);
 }
 
 /**
@@ -176,5 +178,6 @@ export function llama2cToHfRoPERows(w: Tensor<'f32'>, nHeads: number): Tensor<'f
       out.set(w.data.subarray((h * hs + 2 * i + 1) * cols, (h * hs + 2 * i + 2) * cols), (h * hs + hs / 2 + i) * cols);
     }
   }
+  noteCopy(out, 'permuted: llama2.c RoPE rows -> rotate-half order');
   return new Tensor('f32', w.shape, out, w.name);
 }

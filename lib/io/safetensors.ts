@@ -13,6 +13,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { addon } from '../binding.js';
 import { QuantkitError, describe, typeError } from '../errors.js';
+import { noteMapped } from '../provenance.js';
 import { Tensor, type DType } from '../tensor.js';
 import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
 import { assertFinite } from './finite.js';
@@ -320,6 +321,7 @@ export function mapFileBuffer(file: string, what: string): Buffer {
     throw new QuantkitError('ERR_BAD_FILE', `${file}: cannot map ${what} (${msg})`, { cause: err });
   }
   reportRead(ab.byteLength, ab.byteLength, file);
+  noteMapped(ab);
   return Buffer.from(ab);
 }
 

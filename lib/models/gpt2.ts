@@ -23,6 +23,7 @@ import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
+import { noteCopy } from '../provenance.js';
 import { Tensor } from '../tensor.js';
 import type { Scratch } from '../nn/scratch.js';
 import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
@@ -219,6 +220,7 @@ export function transpose2d(t: Tensor): Tensor {
   const src = t.data;
   const dst = new (src.constructor as new (n: number) => typeof src)(src.length);
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) dst[j * r + i] = src[i * c + j]!;
+  noteCopy(dst, `transposed: Conv1D [${r}, ${c}] -> [${c}, ${r}]`);
   return new Tensor(t.dtype, [c, r], dst, t.name);
 }
 

@@ -19,6 +19,8 @@ import { type DistilBertConfig, DistilBertForMaskedLM, DistilBertModel, buildDis
 export interface LoadEncoderOptions {
   /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */
   dtype?: 'auto' | 'f32';
+  /** Map the weight files instead of reading them (see ReadOptions.mmap in io/safetensors). Default false. */
+  mmap?: boolean;
 }
 
 export type LoadedEncoder = {
@@ -53,6 +55,8 @@ export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}
   if (typeof folder !== 'string' || folder === '') throw typeError(fn, 'folder', `must be a non-empty string, got ${describe(folder)}`);
   if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
   if (options.dtype !== undefined && options.dtype !== 'auto' && options.dtype !== 'f32') throw typeError(fn, 'options.dtype', `must be 'auto' or 'f32', got ${describe(options.dtype)}`);
+  if (options.mmap !== undefined && typeof options.mmap !== 'boolean') throw typeError(fn, 'options.mmap', `must be a boolean, got ${describe(options.mmap)}`);
+  const mmap = options.mmap === true;
   const cfgFile = path.join(folder, 'config.json');
   let json: unknown;
   try {
@@ -78,10 +82,10 @@ export function loadEncoderSync(folder: string, options: LoadEncoderOptions = {}
       const w = reader(lookup, file);
       maskedLM = hasMaskedLMHead(w);
       return buildDistilBert(config, w, maskedLM);
-    }).model;
+    }, { mmap }).model;
     source = 'quantkit';
   } else {
-    const tensors = loadSafetensorsFolder(folder);
+    const tensors = loadSafetensorsFolder(folder, { mmap });
     const w = reader(tensors, tensors.files.length === 1 ? tensors.files[0]!.file : folder);
     maskedLM = hasMaskedLMHead(w);
     model = buildDistilBert(config, w, maskedLM);

@@ -26,7 +26,7 @@ import { type LlamaConfig, buildLlama } from './llama.js';
 export interface LoadModelOptions {
   /** 'f32' widens f16/bf16 Linear weights to f32; 'auto' (default) keeps them as stored. */
   dtype?: 'auto' | 'f32';
-  /** Map safetensors files instead of reading them (see ReadOptions.mmap in io/safetensors). Default false. */
+  /** Map the weight files (safetensors, a quantkit checkpoint, a llama2.c .bin) instead of reading them (see ReadOptions.mmap in io/safetensors). Default false. */
   mmap?: boolean;
   /** A tokenizer file (.bin llama2.c, tokenizer.json, vocab.json) or folder; overrides discovery. */
   tokenizerPath?: string;
@@ -126,7 +126,7 @@ export function loadModelSync(modelPath: string, options?: LoadModelOptions): Lo
     if (isQuantizedCheckpoint(folder)) {
       // A quantkit checkpoint: module tensors are stored in quantkit's
       // [out, in] layout; the quantized layers come back packed, as saved.
-      model = loadQuantizedModel(folder, (_json, lookup, file) => buildModel(config, lookup, file, { dtype: opts.dtype, layout: 'linear' })).model;
+      model = loadQuantizedModel(folder, (_json, lookup, file) => buildModel(config, lookup, file, { dtype: opts.dtype, layout: 'linear' }), { mmap: opts.mmap === true }).model;
       source = 'quantkit';
     } else {
       const tensors = loadSafetensorsFolder(folder, { mmap: opts.mmap === true });
@@ -141,7 +141,7 @@ export function loadModelSync(modelPath: string, options?: LoadModelOptions): Lo
   }
 
   // anything else is taken for a llama2.c checkpoint (its reader checks the header and size)
-  const ck = readLlama2c(modelPath);
+  const ck = readLlama2c(modelPath, { mmap: opts.mmap === true });
   const config = llama2cLlamaConfig(ck);
   const w = new WeightReader(ck, ck.file, { dtype: opts.dtype, prefix: 'model.', prefixVariants: ['model.'] });
   const model = buildLlama(config, w, { llama2cRoPE: true });

@@ -6,6 +6,7 @@
  */
 import { SrcType, addon } from '../binding.js';
 import { describe, rangeError, typeError } from '../errors.js';
+import { noteCopy } from '../provenance.js';
 import { Tensor, shapeSize } from '../tensor.js';
 import { QuantizedTensor, assertQuantized, nonFiniteError } from './qtensor.js';
 import { GRAN_CODE, packedRowBytes, resolveOptions, rowsK, scaleCount, type QuantizeOptions } from './qtypes.js';
@@ -138,6 +139,7 @@ export function toFloat32(t: Tensor): Tensor<'f32'> {
   if (t.dtype === 'f16' || t.dtype === 'bf16') {
     const out = new Float32Array(t.size);
     if (t.size > 0) addon.toF32(SRC_CODE[t.dtype], t.data as Uint16Array, out);
+    noteCopy(out, `${t.dtype} -> f32`);
     return new Tensor('f32', t.shape, out, t.name);
   }
   return new Tensor('f32', t.shape, Float32Array.from(t.data as ArrayLike<number>), t.name);
