@@ -32,15 +32,30 @@ describe('sampling', () => {
   });
 
   it('draws the tokens of the plain algorithm (full comparison sort, then top-k, top-p, walk) for every option', () => {
-    // the definition, written out: candidates by p descending (ties: lower id), keep top-k, then top-p, then walk
+    // the definition, written out: with a filter, candidates by p descending
+    // (ties: lower id), keep top-k, then top-p (over the top-k's total, or
+    // over the sum of all p in id order), then walk; with none, walk all ids
+    // in id order
     const reference = (logits: Float32Array, o: { temperature: number; topK: number; topP: number }, rand: () => number): number => {
       const n = logits.length;
       const max = Math.max(...logits);
       const p = Array.from(logits, (l) => Math.exp((l - max) / o.temperature));
+      const sum = p.reduce((a, v) => a + v, 0);
+      const topK = o.topK > 0 && o.topK < n;
+      if (!topK && o.topP >= 1) {
+        let r = rand() * sum;
+        for (let i = 0; i < n; i++) {
+          r -= p[i]!;
+          if (r < 0) return i;
+        }
+        let last = n - 1;
+        while (last > 0 && p[last] === 0) last--;
+        return last;
+      }
       const order = p.map((_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
-      let keep = o.topK > 0 ? Math.min(o.topK, n) : n;
-      let total = 0;
-      for (let i = 0; i < keep; i++) total += p[order[i]!]!;
+      let keep = topK ? o.topK : n;
+      let total = topK ? 0 : sum;
+      if (topK) for (let i = 0; i < keep; i++) total += p[order[i]!]!;
       if (o.topP < 1) {
         let cum = 0;
         for (let i = 0; i < keep; i++) {
@@ -62,9 +77,16 @@ describe('sampling', () => {
     };
     const gen = mulberry32(11);
     const logits = Float32Array.from({ length: 3000 }, (_, i) => (i % 97 === 0 ? 2 : Math.round(gen() * 40) / 8)); // many ties
-    for (const o of [{ temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 40, topP: 1 }, { temperature: 1.3, topK: 0, topP: 0.9 }, { temperature: 0.8, topK: 5, topP: 0.5 }, { temperature: 2, topK: 3000, topP: 1 }]) {
+    // nuclei of 30 (top-p 0.05), 1659 and 2048 tokens: the first selection of 64 candidates, then the full sort
+    for (const o of [{ temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 40, topP: 1 }, { temperature: 1.3, topK: 0, topP: 0.9 }, { temperature: 0.5, topK: 0, topP: 0.999 }, { temperature: 1, topK: 0, topP: 0.05 }, { temperature: 0.8, topK: 5, topP: 0.5 }, { temperature: 2, topK: 3000, topP: 1 }]) {
       const a = mulberry32(5), b = mulberry32(5);
       for (let i = 0; i < 60; i++) expect(sampleToken(logits, 0, logits.length, o, a), JSON.stringify(o)).toBe(reference(logits, o, b));
+    }
+    // a peaked 20k vocabulary (300 likely tokens, ties among them): nuclei of 192 and 242, from the second selection (512)
+    const peaked = Float32Array.from({ length: 20000 }, (_, i) => (i % 61 === 0 && i < 18300 ? 6 + Math.round(gen() * 16) / 8 : Math.round(gen() * 32) / 8 - 3));
+    for (const o of [{ temperature: 1, topK: 0, topP: 0.8 }, { temperature: 0.7, topK: 0, topP: 0.95 }]) {
+      const a = mulberry32(9), b = mulberry32(9);
+      for (let i = 0; i < 12; i++) expect(sampleToken(peaked, 0, peaked.length, o, a), JSON.stringify(o)).toBe(reference(peaked, o, b));
     }
   });
 
@@ -79,7 +101,7 @@ describe('sampling', () => {
       }
       const want = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
       expect(Array.from(orderByProbability(p, Int32Array.from({ length: n }, (_, i) => i)))).toEqual(want);
-      for (const k of [1, 3, 40].filter((k) => k < n)) expect(Array.from(topKByProbability(p, k))).toEqual(want.slice(0, k));
+      for (const k of [1, 3, 40, 65, 299, 4096].filter((k) => k < n)) expect(Array.from(topKByProbability(p, k))).toEqual(want.slice(0, k));
     }
   });
 });
