@@ -3,7 +3,8 @@
  * generation streams. A request's tokens must not depend on what else runs
  * (batch invariance, greedy and seeded sampling); sequences join and leave;
  * an abort or a consumer that stops reading frees the slot; budgets refuse
- * with typed errors.
+ * with typed errors; idle caches are reused without changing a bit and
+ * stay within the budget.
  */
 import { describe, expect, it } from 'vitest';
 import { BatchScheduler, type SequenceRequest } from '../lib/serve/scheduler.js';
@@ -11,6 +12,7 @@ import { quantizeModel, type QuantizeModelOptions } from '../lib/nn/quantize-mod
 import type { DecoderLM } from '../lib/models/causal-lm.js';
 import { llamaModel } from './tiny-models.js';
 import { WorkerEngine } from '../lib/serve/worker-engine.js';
+import { LocalEngine } from '../lib/serve/engine.js';
 
 const V = 96;
 const makeModel = (q: QuantizeModelOptions | null) => {
@@ -122,7 +124,8 @@ describe('BatchScheduler', () => {
     const engine = await WorkerEngine.start({ module, export: 'makeModel', args: { q } });
     try {
       expect(engine.info).toEqual(local.info);
-      const remote = new BatchScheduler(engine, { prefillChunk: 8 });
+      // two slots: later requests run on the caches of earlier ones
+      const remote = new BatchScheduler(engine, { prefillChunk: 8, maxSequences: 2 });
       expect(await Promise.all(reqs.map((r) => collect(remote.submit(r))))).toEqual(want);
       await remote.close();
       expect(engine.failure).toBe(null);
@@ -137,6 +140,47 @@ describe('BatchScheduler', () => {
     expect(String(dead.lastError)).toMatch(/disposed/);
     await expect(WorkerEngine.start({ module, export: 'makeModel', args: { q: null, fail: true } })).rejects.toThrow(/on purpose/);
     await expect(WorkerEngine.start({ module, export: 'nothing' })).rejects.toThrow(/no function export/);
+  });
+
+  it("a finished sequence's cache serves the next request of its size, with the logits of a new cache", async () => {
+    for (const q of [null, { weights: 'int4', groupSize: 32, activations: 'int8' } as const]) {
+      const model = makeModel(q);
+      const used = new LocalEngine(model), fresh = new LocalEngine(model);
+      // a long sequence fills the cache's key blocks, then leaves it idle
+      used.open(1, 128);
+      for (let i = 0; i < 3; i++) await used.step([{ id: 1, tokens: prompt(40, 7 + i), prompt: true }]);
+      used.close(1, true);
+      expect(used.idle).toEqual(new Map([[128, 1]]));
+      used.open(2, 128);
+      fresh.open(2, 128);
+      expect(used.idle).toEqual(new Map());
+      const steps = [{ id: 2, tokens: prompt(5, 3), prompt: true }, ...[4, 17, 60].map((t) => ({ id: 2, tokens: [t], prompt: false }))];
+      for (const it of steps) expect(await used.step([it])).toEqual(await fresh.step([it]));
+    }
+  });
+
+  it('keeps finished caches idle within the budget and releases them when a request needs the room', async () => {
+    const model = makeModel(null);
+    const probe = new BatchScheduler(model);
+    const b64 = probe.bytesFor(64), b128 = probe.bytesFor(128);
+    const sched = new BatchScheduler(model, { kvBudgetBytes: b128 + b64, maxSequences: 4 });
+    const engine = sched.engine as LocalEngine;
+    let over = false;
+    sched.onStep = () => (over ||= sched.reservedBytes + sched.idleBytes > sched.kvBudgetBytes);
+    const want = await collect(new BatchScheduler(model).submit({ prompt: prompt(6, 2), maxTokens: 8, eosId: null }));
+    await Promise.all([collect(sched.submit({ prompt: prompt(10, 1), maxTokens: 20, eosId: null })), collect(sched.submit({ prompt: prompt(9, 4), maxTokens: 3, eosId: null }))]);
+    expect([sched.reservedBytes, sched.idleBytes]).toEqual([0, 2 * b64]);
+    expect(engine.idle).toEqual(new Map([[64, 2]]));
+    // 6 + 8 positions: a cache of 64, taken from the idle ones; the tokens of a new cache
+    expect(await collect(sched.submit({ prompt: prompt(6, 2), maxTokens: 8, eosId: null }))).toEqual(want);
+    expect(engine.idle).toEqual(new Map([[64, 2]]));
+    // 30 + 70 positions: a cache of 128, which needs the room of one idle cache
+    expect(await collect(sched.submit({ prompt: prompt(30, 5), maxTokens: 70, eosId: null }))).toHaveLength(70);
+    expect(engine.idle).toEqual(new Map([[64, 1], [128, 1]]));
+    expect(sched.idleBytes).toBe(b64 + b128);
+    expect(over).toBe(false);
+    await sched.close();
+    expect([sched.idleBytes, engine.idle.size]).toEqual([0, 0]);
   });
 
   it('keeps the event loop turning while it decodes', async () => {

@@ -11,13 +11,16 @@ import { QuantkitError } from '../errors.js';
 import { DecoderLM } from '../models/causal-lm.js';
 import { quantizeModel } from '../nn/quantize-model.js';
 import { Scratch } from '../nn/scratch.js';
-import type { KVCache } from '../nn/steps.js';
 import { loadCliModel } from '../cli/load.js';
 import { requireFloat } from '../cli/weights.js';
-import { type EngineItem, engineInfo, joinRows } from './engine.js';
+import { CachePool, type EngineItem, engineInfo, joinRows } from './engine.js';
 import type { EngineModelSpec } from './worker-engine.js';
 
-type Msg = { type: 'open'; id: number; capacity: number } | { type: 'close'; id: number } | { type: 'step'; seq: number; items: EngineItem[] };
+type Msg =
+  | { type: 'open'; id: number; capacity: number }
+  | { type: 'close'; id: number; keep: boolean }
+  | { type: 'release'; capacity: number }
+  | { type: 'step'; seq: number; items: EngineItem[] };
 
 async function load(spec: EngineModelSpec): Promise<DecoderLM> {
   let model: unknown;
@@ -44,15 +47,16 @@ const errorOf = (e: unknown) => ({ message: e instanceof Error ? e.message : Str
 
 try {
   const model = await load((workerData as { spec: EngineModelSpec }).spec);
-  const caches = new Map<number, KVCache>();
+  const caches = new CachePool((capacity) => model.createCache(capacity));
   const scratch = new Scratch();
   port.on('message', (m: Msg) => {
-    if (m.type === 'open') caches.set(m.id, model.createCache(m.capacity));
-    else if (m.type === 'close') caches.delete(m.id);
+    if (m.type === 'open') caches.open(m.id, m.capacity);
+    else if (m.type === 'close') caches.close(m.id, m.keep);
+    else if (m.type === 'release') caches.release(m.capacity);
     else {
       try {
         const out = model.forwardBatch(
-          m.items.map((it) => ({ tokens: it.tokens, cache: caches.get(it.id)!, prompt: it.prompt })),
+          m.items.map((it) => ({ tokens: it.tokens, cache: caches.get(it.id), prompt: it.prompt })),
           { logits: 'last', scratch },
         );
         const logits = joinRows(out.map((t) => t.data));

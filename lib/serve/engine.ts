@@ -33,10 +33,19 @@ export interface EngineItem {
 
 export interface BatchEngine {
   readonly info: EngineInfo;
-  /** Make sequence `id`'s KV cache, for up to `capacity` positions. */
+  /**
+   * Give sequence `id` a KV cache for up to `capacity` positions: an idle
+   * one of exactly that capacity (see close) when there is one, emptied,
+   * else a new one.
+   */
   open(id: number, capacity: number): void;
-  /** Drop sequence `id`'s cache (no step of it may be in flight). */
-  close(id: number): void;
+  /**
+   * Take sequence `id`'s cache (no step of it may be in flight): dropped,
+   * or with `keep` kept idle for a later open of the same capacity.
+   */
+  close(id: number, keep?: boolean): void;
+  /** Drop one idle cache of `capacity` (an engine without it keeps none: close's `keep` is ignored). */
+  release?(capacity: number): void;
   /**
    * One batched forward over the items (each id open, at most once):
    * logits of each item's last token, f32 [items, vocabSize] row by row.
@@ -55,29 +64,95 @@ export function engineInfo(model: DecoderLM): EngineInfo {
   return { vocabSize: c.vocabSize, maxPositions: c.maxPositions, eosId: c.eosId, bosId: c.bosId, kvFloatsPerPosition: probe.nLayers * probe.kvDim };
 }
 
+/**
+ * The KV caches of an engine: those of live sequences by id, and idle ones
+ * by capacity. Reusing an idle cache saves allocating and first touching
+ * its memory (tens of MB per long sequence) for every request; the
+ * scheduler counts idle caches against its byte budget and has the engine
+ * release them when a request needs the room.
+ */
+export class CachePool {
+  readonly #live = new Map<number, { cache: KVCache; capacity: number }>();
+  readonly #idle = new Map<number, KVCache[]>();
+  readonly #create: (capacity: number) => KVCache;
+
+  constructor(create: (capacity: number) => KVCache) {
+    this.#create = create;
+  }
+
+  open(id: number, capacity: number): void {
+    const list = this.#idle.get(capacity);
+    let cache = list?.pop();
+    if (list?.length === 0) this.#idle.delete(capacity);
+    if (cache) cache.reset(); // positions past its length are never read
+    else cache = this.#create(capacity);
+    this.#live.set(id, { cache, capacity });
+  }
+
+  close(id: number, keep = false): void {
+    const e = this.#live.get(id);
+    if (!e) return;
+    this.#live.delete(id);
+    if (!keep) return;
+    const list = this.#idle.get(e.capacity);
+    if (list) list.push(e.cache);
+    else this.#idle.set(e.capacity, [e.cache]);
+  }
+
+  release(capacity: number): void {
+    const list = this.#idle.get(capacity);
+    list?.pop();
+    if (list?.length === 0) this.#idle.delete(capacity);
+  }
+
+  get(id: number): KVCache {
+    return this.#live.get(id)!.cache;
+  }
+
+  /** Idle caches held, by capacity. */
+  get idle(): ReadonlyMap<number, number> {
+    return new Map([...this.#idle].map(([c, l]) => [c, l.length]));
+  }
+
+  clear(): void {
+    this.#live.clear();
+    this.#idle.clear();
+  }
+}
+
 /** The model in this thread; steps through forwardBatchAsync (the event loop stays free). */
 export class LocalEngine implements BatchEngine {
   readonly info: EngineInfo;
   readonly #model: DecoderLM;
-  readonly #caches = new Map<number, KVCache>();
+  readonly #caches: CachePool;
   readonly #scratch = new Scratch();
 
   constructor(model: DecoderLM) {
     this.#model = model;
     this.info = engineInfo(model);
+    this.#caches = new CachePool((capacity) => model.createCache(capacity));
   }
 
   open(id: number, capacity: number): void {
-    this.#caches.set(id, this.#model.createCache(capacity));
+    this.#caches.open(id, capacity);
   }
 
-  close(id: number): void {
-    this.#caches.delete(id);
+  close(id: number, keep = false): void {
+    this.#caches.close(id, keep);
+  }
+
+  release(capacity: number): void {
+    this.#caches.release(capacity);
+  }
+
+  /** Idle caches held, by capacity. */
+  get idle(): ReadonlyMap<number, number> {
+    return this.#caches.idle;
   }
 
   async step(items: readonly EngineItem[]): Promise<Float32Array> {
     const out = await this.#model.forwardBatchAsync(
-      items.map((it) => ({ tokens: it.tokens, cache: this.#caches.get(it.id)!, prompt: it.prompt })),
+      items.map((it) => ({ tokens: it.tokens, cache: this.#caches.get(it.id), prompt: it.prompt })),
       { logits: 'last', scratch: this.#scratch },
     );
     return joinRows(out.map((t) => t.data));

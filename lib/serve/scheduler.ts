@@ -12,9 +12,14 @@
  * and with its seed its tokens, are the same whatever else is running.
  *
  * Memory: each sequence's KV cache is sized for prompt + maxTokens positions
- * and counted against `kvBudgetBytes` while it lives. A request that fits
- * the budget but not now waits in the queue (up to `maxQueue`, beyond it
- * ERR_OVERLOADED); one that could never fit is refused (ERR_TOO_LARGE).
+ * (rounded up to a multiple of 64, the key block, so caches of similar
+ * requests are interchangeable) and counted against `kvBudgetBytes` while
+ * it lives. A finished sequence's cache stays with the engine, idle, for
+ * the next request of the same capacity (no new allocation, no page
+ * faults); idle caches count against the budget too, and are released
+ * when a request needs their room. A request that fits the budget but not
+ * now waits in the queue (up to `maxQueue`, beyond it ERR_OVERLOADED); one
+ * that could never fit is refused (ERR_TOO_LARGE).
  * Aborting a request's signal drops it from the queue, or ends its stream
  * after the step in flight and frees its cache.
  */
@@ -79,7 +84,10 @@ interface Seq {
   readonly req: SequenceRequest;
   readonly eosId: number | null;
   readonly bytes: number;
+  /** Positions the sequence may fill (prompt + maxTokens, at most the context). */
   readonly capacity: number;
+  /** Positions of its cache: capacity rounded up to the key block (CACHE_BLOCK). */
+  readonly cacheCapacity: number;
   readonly rand: () => number;
   fed: number;
   generated: number;
@@ -92,6 +100,9 @@ interface Seq {
   resolveFinish: (f: SequenceFinish) => void;
   onAbort: (() => void) | null;
 }
+
+/** Cache capacities are multiples of this (the attention's key block), so caches of similar requests can be reused. */
+const CACHE_BLOCK = 64;
 
 function positiveInt(fn: string, name: string, v: unknown, dflt: number): number {
   const x = v ?? dflt;
@@ -111,6 +122,9 @@ export class BatchScheduler {
   readonly #queue: Seq[] = [];
   readonly #active: Seq[] = [];
   #reserved = 0;
+  /** Idle caches the engine keeps (capacity -> count) and their bytes. */
+  readonly #idle = new Map<number, number>();
+  #idleBytes = 0;
   #nextId = 1;
   #running: Promise<void> | null = null;
   #closed = false;
@@ -146,6 +160,10 @@ export class BatchScheduler {
   get reservedBytes(): number {
     return this.#reserved;
   }
+  /** KV bytes of idle caches kept for reuse (within the budget, with reservedBytes). */
+  get idleBytes(): number {
+    return this.#idleBytes;
+  }
 
   /** KV bytes a sequence of `positions` reserves: keys in whole blocks of 64, values per position. */
   bytesFor(positions: number): number {
@@ -175,9 +193,10 @@ export class BatchScheduler {
     const ctx = this.info.maxPositions;
     const capacity = Math.min(req.prompt.length + maxTokens, ctx);
     if (req.prompt.length >= ctx) throw new QuantkitError('ERR_TOO_LARGE', `${fn}: the prompt is ${req.prompt.length} tokens; the model's context is ${ctx}`);
-    const bytes = this.bytesFor(capacity);
+    const cacheCapacity = Math.min(Math.ceil(capacity / CACHE_BLOCK) * CACHE_BLOCK, ctx);
+    const bytes = this.bytesFor(cacheCapacity);
     if (bytes > this.kvBudgetBytes) {
-      throw new QuantkitError('ERR_TOO_LARGE', `${fn}: ${capacity} positions need ${bytes} bytes of KV cache, more than the whole budget of ${this.kvBudgetBytes}`);
+      throw new QuantkitError('ERR_TOO_LARGE', `${fn}: ${capacity} positions (a cache of ${cacheCapacity}) need ${bytes} bytes of KV cache, more than the whole budget of ${this.kvBudgetBytes}`);
     }
     if (this.#queue.length >= this.maxQueue && !this.#fitsNow(bytes)) {
       throw new QuantkitError('ERR_OVERLOADED', `${fn}: ${this.#queue.length} requests are already waiting (maxQueue ${this.maxQueue})`);
@@ -190,6 +209,7 @@ export class BatchScheduler {
       eosId,
       bytes,
       capacity,
+      cacheCapacity,
       rand: mulberry32(seed),
       fed: 0,
       generated: 0,
@@ -221,6 +241,7 @@ export class BatchScheduler {
   async close(): Promise<void> {
     this.#closed = true;
     while (this.#running) await this.#running;
+    while (this.#idleBytes > 0) this.#releaseIdle();
   }
 
   #fitsNow(bytes: number): boolean {
@@ -278,24 +299,56 @@ export class BatchScheduler {
     if (!this.#running) this.#retire();
   }
 
-  /** Drop finished and cancelled sequences, free their caches, then admit queued ones. */
+  /** Drop finished and cancelled sequences (their caches kept idle when the engine pools), then admit queued ones. */
   #retire(): void {
+    const pools = typeof this.engine.release === 'function' && !this.#closed;
     for (let i = this.#active.length - 1; i >= 0; i--) {
       const s = this.#active[i]!;
       if (s.cancelled) this.#end(s, 'cancelled');
       if (s.done !== null) {
         this.#active.splice(i, 1);
-        this.engine.close(s.id);
         this.#reserved -= s.bytes;
+        // at most maxSequences idle caches: enough for a full batch of the same shape
+        const keep = pools && this.#idleCount() < this.maxSequences;
+        this.engine.close(s.id, keep);
+        if (keep) {
+          this.#idle.set(s.cacheCapacity, (this.#idle.get(s.cacheCapacity) ?? 0) + 1);
+          this.#idleBytes += s.bytes;
+        }
       }
     }
     // first come, first served: a request that does not fit yet blocks those behind it (no starvation)
     while (this.#queue.length > 0 && this.#fitsNow(this.#queue[0]!.bytes)) {
       const s = this.#queue.shift()!;
-      this.engine.open(s.id, s.capacity);
+      const n = this.#idle.get(s.cacheCapacity) ?? 0;
+      if (n > 0) {
+        // the engine hands this sequence an idle cache of its capacity
+        if (n === 1) this.#idle.delete(s.cacheCapacity);
+        else this.#idle.set(s.cacheCapacity, n - 1);
+        this.#idleBytes -= s.bytes;
+      } else {
+        while (this.#reserved + this.#idleBytes + s.bytes > this.kvBudgetBytes) this.#releaseIdle();
+      }
+      this.engine.open(s.id, s.cacheCapacity);
       this.#reserved += s.bytes;
       this.#active.push(s);
     }
+  }
+
+  #idleCount(): number {
+    let n = 0;
+    for (const c of this.#idle.values()) n += c;
+    return n;
+  }
+
+  /** Have the engine drop one idle cache (the largest: it frees the most). */
+  #releaseIdle(): void {
+    const cap = Math.max(...this.#idle.keys());
+    const n = this.#idle.get(cap)!;
+    if (n === 1) this.#idle.delete(cap);
+    else this.#idle.set(cap, n - 1);
+    this.#idleBytes -= this.bytesFor(cap);
+    this.engine.release!(cap);
   }
 
   #kick(): void {

@@ -103,8 +103,12 @@ export class WorkerEngine implements BatchEngine {
     if (!this.#dead) this.#worker.postMessage({ type: 'open', id, capacity });
   }
 
-  close(id: number): void {
-    if (!this.#dead) this.#worker.postMessage({ type: 'close', id });
+  close(id: number, keep = false): void {
+    if (!this.#dead) this.#worker.postMessage({ type: 'close', id, keep });
+  }
+
+  release(capacity: number): void {
+    if (!this.#dead) this.#worker.postMessage({ type: 'release', capacity });
   }
 
   step(items: readonly EngineItem[]): Promise<Float32Array> {
