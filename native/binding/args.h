@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../kernels/kernels.h"
+
 namespace qkb {
 
 [[noreturn]] inline void throw_type(Napi::Env env, const std::string& fn, const std::string& arg,
@@ -82,6 +84,18 @@ inline View typed_value(Napi::Env env, Napi::Value v, const char* fn, const std:
 inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name,
                       napi_typedarray_type t, size_t len, bool nullable = false) {
     return typed_value(info.Env(), info[i], fn, name, t, len, nullable);
+}
+
+// The scales of a quantized weight, `len` of them (SIZE_MAX: any): a
+// Float32Array (w.scales) or a Uint16Array of f16 bits (w.scales16).
+inline void scales_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, size_t len, qk::WeightView& w) {
+    Napi::Value v = info[i];
+    const bool f16 = v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+    if (!f16 && !(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array))
+        throw_type(info.Env(), fn, "scales", "must be a Float32Array, or a Uint16Array of f16 bits");
+    const View s = typed_value(info.Env(), v, fn, "scales", f16 ? napi_uint16_array : napi_float32_array, len, false);
+    w.scales = f16 ? nullptr : static_cast<const float*>(s.data);
+    w.scales16 = f16 ? static_cast<const uint16_t*>(s.data) : nullptr;
 }
 
 // A JavaScript array argument of exactly `len` elements (len == SIZE_MAX: any).

@@ -15,6 +15,7 @@ namespace {
 
 // gemm(x, M, K, wFormat, w, N, groupSize, scales, zps, bias, y, rowInvariant = 0)
 //   wFormat: 0 f32, 1 f16, 2 bf16, 3 i8, 4 i4. Y[M,N] = X[M,K] W[N,K]^T + bias.
+//   scales (i8, i4): Float32Array, or Uint16Array of f16 bits.
 //   rowInvariant: 0 off; 1 a row's result does not depend on M, small-M
 //   kernel at every M; 2 the same with the large-M kernel (GemmArgs).
 qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
@@ -56,7 +57,7 @@ qk::GemmArgs parse_gemm(const Napi::CallbackInfo& info, const char* fn) {
             // count (y is just the bias, as for float weights). Otherwise
             // ceil(K / G) per row: the last group is shorter when G does not divide K.
             const size_t ns = K > 0 ? mul_checked(env, fn, N, (K + G - 1) / G) : SIZE_MAX;
-            a.w.scales = static_cast<const float*>(typed_arg(info, 7, fn, "scales", napi_float32_array, ns).data);
+            scales_arg(info, 7, fn, ns, a.w);
             a.w.zps = typed_arg(info, 8, fn, "zeroPoints", i4 ? napi_uint8_array : napi_int8_array, ns, true).data;
             break;
         }

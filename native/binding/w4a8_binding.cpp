@@ -14,7 +14,7 @@ namespace qkb {
 
 namespace {
 
-// gemmW4A8(x, M, K, w, N, groupSize, scales, zeroPoints, bias, y)
+// gemmW4A8(x, M, K, w, N, groupSize, scales, zeroPoints, bias, y); scales: Float32Array or Uint16Array of f16 bits
 //   w: Uint8Array [N, K/2] packed int4 (two's complement without zero
 //   points, unsigned with them); K and groupSize even, groupSize divides K.
 //   -> index of the first NaN/Inf of x, or -1.
@@ -45,7 +45,7 @@ W4A8Call parse_w4a8(const Napi::CallbackInfo& info, const char* fn) {
     c.w.group = c.K > 0 ? std::min(G, c.K) : 2;  // G > K: one group of K
     // ceil(K / G) per row (a shorter last group when G does not divide K); K = 0: scales unread
     const size_t ns = c.K > 0 ? mul_checked(env, fn, c.N, (c.K + G - 1) / G) : SIZE_MAX;
-    c.w.scales = static_cast<const float*>(typed_arg(info, 6, fn, "scales", napi_float32_array, ns).data);
+    scales_arg(info, 6, fn, ns, c.w);
     c.w.zps = typed_arg(info, 7, fn, "zeroPoints", napi_uint8_array, ns, true).data;
     c.bias = static_cast<const float*>(typed_arg(info, 8, fn, "bias", napi_float32_array, c.N, true).data);
     c.y = static_cast<float*>(typed_arg(info, 9, fn, "y", napi_float32_array, mul_checked(env, fn, c.M, c.N)).data);

@@ -46,7 +46,26 @@ struct WeightView {
     // rows, [0, K1) with groups of G and [K1, K) as one group, both with
     // gstride = ceil(K / G). Kernels only ever see G dividing their K.
     size_t gstride = 0;
+    // i8/i4 scales stored as f16 bits [N, gstride] instead of `scales` (half
+    // the bytes: int4 g32 reads 0.5625 bytes per weight instead of 0.625).
+    // Only the drivers read it: per task of rows [n0, n1) they widen those
+    // rows' scales into an f32 block and hand the kernels a view rebased to
+    // row n0 whose `scales` is that block (see rebase_rows), so no kernel
+    // ever sees f16 scales.
+    const uint16_t* scales16 = nullptr;
 };
+
+// The rows [n0, n0 + nr) of w as a view of nr rows starting at row 0, its
+// scales `widened` (the f32 block of those rows, [nr, gstride]) when w has
+// f16 scales. The caller offsets its own row-indexed arrays (y, bias) by n0.
+inline WeightView rebase_rows(const WeightView& w, size_t n0, size_t gstride, const float* widened) {
+    WeightView v = w;
+    v.data = static_cast<const uint8_t*>(w.data) + n0 * w.row_bytes;
+    v.scales = widened ? widened : (w.scales ? w.scales + n0 * gstride : nullptr);
+    v.scales16 = nullptr;
+    v.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + n0 * gstride) : nullptr;
+    return v;
+}
 
 // Scale entries per row of w for a kernel call over K columns.
 inline size_t scale_stride(const WeightView& w, size_t K) { return w.gstride ? w.gstride : K / w.group; }
@@ -62,7 +81,8 @@ inline WeightView last_group_view(const WeightView& w, size_t K, size_t* k1) {
     t.group = K - *k1;
     t.gstride = ng;
     t.data = static_cast<const uint8_t*>(w.data) + (w.fmt == WFormat::i4 ? *k1 / 2 : *k1);
-    t.scales = w.scales + (ng - 1);
+    t.scales = w.scales ? w.scales + (ng - 1) : nullptr;
+    t.scales16 = w.scales16 ? w.scales16 + (ng - 1) : nullptr;
     t.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + (ng - 1)) : nullptr;
     return t;
 }

@@ -88,6 +88,28 @@ void dequant_chunk(const Kernels& kern, const GemmArgs& a, size_t n0, size_t nr,
     }
 }
 
+// The arguments the kernels of one task (rows [n0, n1) of W) run on, and in
+// *base the index of row n0 in them. f32 scales: `a` itself (absolute rows,
+// base n0). f16 scales: the task's rows rebased to row 0 (rebase_rows, with
+// y and bias offset to match) and their scales widened into a per-thread
+// block, [n1 - n0, gstride] floats (32 KiB for 64 rows at K = 4096, G = 32):
+// the kernels never see f16, and the widening is K / G conversions per row
+// against K / 2 bytes of codes.
+const GemmArgs& task_args(const Kernels& kern, const GemmArgs& a, size_t n0, size_t n1, GemmArgs& tmp, size_t* base) {
+    if (!a.w.scales16) {
+        *base = n0;
+        return a;
+    }
+    thread_local std::vector<float> widened;
+    tmp = a;
+    tmp.w = ops::widen_rows(kern, a.w, a.K, n0, n1 - n0, scale_stride(a.w, a.K), widened);
+    tmp.N = n1 - n0;
+    tmp.y = a.y + n0;
+    tmp.bias = a.bias ? a.bias + n0 : nullptr;
+    *base = 0;
+    return tmp;
+}
+
 void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& b) {
     const size_t nb = b.gemv_nb ? b.gemv_nb : 64;
     const size_t tasks = (a.N + nb - 1) / nb;
@@ -95,7 +117,10 @@ void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& 
     parallel_for(tasks, flops, [&](size_t t, size_t) {
         const size_t n0 = t * nb;
         const size_t n1 = min_sz(a.N, n0 + nb);
-        for (size_t m0 = 0; m0 < a.M; m0 += 4) kern.gemv(a, m0, min_sz(4, a.M - m0), n0, n1);
+        GemmArgs tmp;
+        size_t base;
+        const GemmArgs& ta = task_args(kern, a, n0, n1, tmp, &base);
+        for (size_t m0 = 0; m0 < a.M; m0 += 4) kern.gemv(ta, m0, min_sz(4, a.M - m0), base, base + (n1 - n0));
     });
 }
 
@@ -145,8 +170,10 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
     const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
     parallel_for(n_tasks * m_tasks, flops, [&](size_t task, size_t) {
         const size_t t = task % n_tasks, m_lo = task / n_tasks * m_rows, m_hi = min_sz(a.M, m_lo + m_rows);
-        const size_t n0 = t * nb;
-        const size_t nr = min_sz(a.N, n0 + nb) - n0;
+        const size_t nr = min_sz(a.N, t * nb + nb) - t * nb;
+        GemmArgs tmp;
+        size_t n0;  // row t * nb of W, in the task's view of it
+        const GemmArgs& ta = task_args(kern, a, t * nb, t * nb + nr, tmp, &n0);
         float* scratch = in_place ? nullptr : panel_scratch(nb * ldp);
         size_t k0 = 0;
         while (k0 < K) {
@@ -161,23 +188,23 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
             size_t lp = ldp;
             if (in_place) {
                 lp = w.row_bytes / sizeof(float);
-                p = static_cast<const float*>(w.data) + n0 * lp + k0;
+                p = static_cast<const float*>(ta.w.data) + n0 * lp + k0;
             } else if (chunked) {
-                dequant_chunk(kern, a, n0, nr, k0, kl, scratch, ldp);
+                dequant_chunk(kern, ta, n0, nr, k0, kl, scratch, ldp);
             } else {
-                kern.dequant_panel(w, n0, nr, k0, kl, scratch, ldp);
+                kern.dequant_panel(ta.w, n0, nr, k0, kl, scratch, ldp);
             }
             for (size_t m0 = m_lo; m0 < m_hi; m0 += mb) {
                 const size_t mc = min_sz(mb, m_hi - m0);
-                kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, p, lp, nr, kl, a.y + m0 * a.ldy + n0, a.ldy,
+                kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, p, lp, nr, kl, ta.y + m0 * a.ldy + n0, a.ldy,
                                     k0 != 0);
             }
             k0 += kl;
         }
-        if (a.bias) {
+        if (ta.bias) {
             for (size_t m = m_lo; m < m_hi; ++m) {
-                float* y = a.y + m * a.ldy + n0;
-                for (size_t j = 0; j < nr; ++j) y[j] += a.bias[n0 + j];
+                float* y = ta.y + m * a.ldy + n0;
+                for (size_t j = 0; j < nr; ++j) y[j] += ta.bias[n0 + j];
             }
         }
     });
