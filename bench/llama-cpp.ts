@@ -22,7 +22,7 @@
  *
  *   npm run bench:setup && npm run bench:llama-cpp
  *   options: --threads 1,2  --repeats 3  --prompt 128  --steps 32  --layers N  --dim D
- *            --pairs fp32,w8a8,int8,w4a8,int4-g32,w4a8+head,int4-g32+head
+ *            --pairs fp32,w8a8,int8,w4a8,int4-g32,w4a8+head,int4-g32+head,w4a8-f16s,int4-g32-f16s,w4a8+head-f16s,int4-g32+head-f16s
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir, cpus } from 'node:os';
@@ -80,6 +80,11 @@ const ALL_PAIRS = [
   { name: 'int4 g32 / Q4_0', qk: 'int4-g32', gguf: Q4 },
   { name: 'W4A8 / Q4_0, lm_head quantized', qk: 'w4a8+head', gguf: Q4H },
   { name: 'int4 g32 / Q4_0, lm_head quantized', qk: 'int4-g32+head', gguf: Q4H },
+  // f16 scales: the bytes per weight of Q4_0
+  { name: 'W4A8 f16 scales / Q4_0', qk: 'w4a8-f16s', gguf: Q4 },
+  { name: 'int4 g32 f16 scales / Q4_0', qk: 'int4-g32-f16s', gguf: Q4 },
+  { name: 'W4A8 f16 scales / Q4_0, lm_head quantized', qk: 'w4a8+head-f16s', gguf: Q4H },
+  { name: 'int4 g32 f16 scales / Q4_0, lm_head quantized', qk: 'int4-g32+head-f16s', gguf: Q4H },
 ];
 const ONLY = (opt('--pairs') ?? '').split(',').filter((s) => s !== '');
 const PAIRS = ONLY.length ? ALL_PAIRS.filter((p) => ONLY.includes(p.qk)) : ALL_PAIRS;

@@ -124,6 +124,11 @@ export const ALL_VARIANTS: Variant[] = [
   { name: 'int8+head', q: { ...INT8, exclude: [] } },
   { name: 'int4-g32+head', q: { ...INT4, exclude: [] } },
   { name: 'w4a8+head', q: { ...INT4, activations: 'int8', exclude: [] } },
+  // f16 scales: 0.5625 bytes per weight at g32, the bytes of ggml's Q4_0
+  { name: 'int4-g32-f16s', q: { ...INT4, scaleDtype: 'f16' } },
+  { name: 'w4a8-f16s', q: { ...INT4, activations: 'int8', scaleDtype: 'f16' } },
+  { name: 'int4-g32+head-f16s', q: { ...INT4, exclude: [], scaleDtype: 'f16' } },
+  { name: 'w4a8+head-f16s', q: { ...INT4, activations: 'int8', exclude: [], scaleDtype: 'f16' } },
 ];
 
 export function build(config: LlamaConfig, lookup: TensorLookup, v: Variant): { model: LlamaForCausalLM; quantMs: number } {

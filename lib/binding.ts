@@ -81,7 +81,8 @@ export interface Addon {
     w: Float32Array | Uint16Array | Int8Array | Uint8Array,
     N: number,
     groupSize: number,
-    scales: Float32Array | null,
+    /** f32, or f16 bits */
+    scales: Float32Array | Uint16Array | null,
     zeroPoints: Codes | null,
     bias: Float32Array | null,
     y: Float32Array,
@@ -123,7 +124,8 @@ export interface Addon {
     w: Uint8Array,
     N: number,
     groupSize: number,
-    scales: Float32Array,
+    /** f32, or f16 bits */
+    scales: Float32Array | Uint16Array,
     zeroPoints: Uint8Array | null,
     bias: Float32Array | null,
     y: Float32Array,

@@ -67,7 +67,7 @@ function linearLayers(model: Module): { name: string; kind: string; shape: numbe
   for (const [name, mod] of model.namedModules()) {
     if (mod instanceof QLinear) {
       const q = mod.qweight;
-      layers.push({ name, kind: 'QLinear', shape: [...q.shape], format: `int${q.bits} ${q.scheme} ${q.granularity === 'group' ? `g${q.groupSize}${q.shape[1]! % q.groupSize ? ` (last ${q.shape[1]! % q.groupSize})` : ''}` : q.granularity}` });
+      layers.push({ name, kind: 'QLinear', shape: [...q.shape], format: `int${q.bits} ${q.scheme} ${q.granularity === 'group' ? `g${q.groupSize}${q.shape[1]! % q.groupSize ? ` (last ${q.shape[1]! % q.groupSize})` : ''}` : q.granularity}${q.scaleDtype === 'f16' ? ' f16 scales' : ''}` });
     } else if (mod instanceof Linear) {
       layers.push({ name, kind: 'Linear', shape: [...mod.weight.shape], format: mod.weight.dtype });
     }
@@ -95,7 +95,7 @@ export function mappedLoad(model: Module): { mappedTensors: number; mappedBytes:
   for (const [name, t] of model.namedTensors()) {
     if (seen.has(t.data)) continue;
     seen.add(t.data);
-    const views: ArrayBufferView[] = t instanceof QuantizedTensor ? [t.data, t.scales, ...(t.zeroPoints ? [t.zeroPoints] : [])] : [t.data];
+    const views: ArrayBufferView[] = t instanceof QuantizedTensor ? [t.data, t.scaleData, ...(t.zeroPoints ? [t.zeroPoints] : [])] : [t.data];
     const copied = views.filter((v) => !isMapped(v));
     if (copied.length === 0) {
       mappedTensors++;

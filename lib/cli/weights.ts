@@ -20,6 +20,8 @@ export interface QuantFlags {
   groupFallback?: 'tail' | 'divisor' | 'channel' | 'keep' | 'error';
   activations?: 'none' | 'int8' | 'llm.int8';
   threshold?: number;
+  /** --scale-dtype: f32 (default) or f16. */
+  scaleDtype?: 'f32' | 'f16';
   /** --calib: calibration text file (GPTQ by default). */
   calib?: string;
   calibTokens?: number;
@@ -60,6 +62,7 @@ export function quantOptions(weights: WeightsFormat, f: QuantFlags, calibration?
     ...(f.groupFallback !== undefined ? { groupFallback: f.groupFallback } : {}),
     ...(f.activations !== undefined ? { activations: f.activations } : {}),
     ...(f.threshold !== undefined ? { threshold: f.threshold } : {}),
+    ...(f.scaleDtype !== undefined ? { scaleDtype: f.scaleDtype } : {}),
   };
 }
 
@@ -86,7 +89,7 @@ export function quantLabel(o: QuantizeModelOptions): string {
   const act = o.activations === 'int8' ? (o.weights === 'int4' ? ' W4A8' : ' W8A8') : o.activations === 'llm.int8' ? ' LLM.int8' : '';
   const method = o.method ?? (o.calibration !== undefined ? DEFAULT_CALIBRATED : 'rtn');
   const m = method === 'rtn' ? '' : ` ${method.toUpperCase()}`;
-  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${act}${m}`;
+  return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${o.scaleDtype === 'f16' ? ' f16-scales' : ''}${act}${m}`;
 }
 
 /** quantizeModel with a layer-by-layer progress bar on a terminal. */

@@ -27,8 +27,9 @@
  *                                         byte, even column in the low nibble,
  *                                         symmetric codes as two's-complement
  *                                         nibbles (-8..7), asymmetric as 0..15
- *                         <name>.scales   F32: [N] per channel, [N, K/G] per
- *                                         group, [1] per tensor
+ *                         <name>.scales   F32 (or F16, quantizeModel's
+ *                                         scaleDtype 'f16'): [N] per channel,
+ *                                         [N, ceil(K/G)] per group, [1] per tensor
  *                         <name>.zeros    asymmetric only, shape of scales:
  *                                         I8 (int8) or U8 (int4, 0..15)
  *                         <name>.bias     F32 [N], if the layer has one
@@ -78,6 +79,8 @@ export interface QuantizationConfigJson {
   threshold?: number;
   /** How the codes were chosen: 'gptq', 'awq', 'awq+gptq' (calibrated); absent: round to nearest. Informational. */
   method?: Exclude<QuantMethod, 'rtn'>;
+  /** 'f16' when the scales are stored as F16. Informational: each scales tensor's dtype says it. */
+  scale_dtype?: 'f16';
 }
 
 export interface ModuleOverrideJson {
@@ -112,7 +115,7 @@ export function quantizedTensorMap(model: Module): { tensors: Map<string, Tensor
       const [N, K] = q.shape as [number, number];
       add(`${prefix}qweight`, q.bits === 8 ? new Tensor('i8', [N, K], q.data as Int8Array) : new Tensor('u8', [N, q.data.length / N], q.data as Uint8Array));
       const sShape = q.granularity === 'group' ? [N, scaleCount('group', 1, K, q.groupSize)] : q.granularity === 'channel' ? [N] : [1];
-      add(`${prefix}scales`, new Tensor('f32', sShape, q.scales));
+      add(`${prefix}scales`, q.scaleData instanceof Uint16Array ? new Tensor('f16', sShape, q.scaleData) : new Tensor('f32', sShape, q.scaleData));
       if (q.zeroPoints) {
         add(`${prefix}zeros`, q.zeroPoints instanceof Int8Array ? new Tensor('i8', sShape, q.zeroPoints) : new Tensor('u8', sShape, q.zeroPoints));
       }
@@ -163,6 +166,7 @@ export function quantizationConfigJson(model: Module, quant: QuantizeModelSummar
     ...(cfg.activations && cfg.activations !== 'none' ? { activations: cfg.activations } : {}),
     ...(cfg.threshold !== undefined ? { threshold: cfg.threshold } : {}),
     ...(cfg.method !== 'rtn' ? { method: cfg.method } : {}),
+    ...([...qlinears.values()].some((q) => q.qweight.scaleDtype === 'f16') ? { scale_dtype: 'f16' as const } : {}),
   };
 }
 
@@ -307,7 +311,8 @@ export function loadQuantizedWeights(folder: string, options: ReadOptions = {}):
     if (qw.shape.length !== 2) throw bad(file, `'${tname}' must be 2-D, got [${qw.shape.join(', ')}]`);
     const N = qw.shape[0]!;
     const K = bits === 8 ? qw.shape[1]! : 2 * qw.shape[1]!;
-    const scales = view(st, `${name}.scales`, 'f32');
+    const scales = st.get(`${name}.scales`);
+    if (scales.dtype !== 'f32' && scales.dtype !== 'f16') throw bad(st.folder, `tensor '${name}.scales' has dtype ${scales.dtype}, expected f32 or f16`);
     let granularity: Granularity;
     let groupSize: number | undefined;
     const expected = override?.granularity ?? quantization.granularity;
@@ -344,7 +349,7 @@ export function loadQuantizedWeights(folder: string, options: ReadOptions = {}):
         groupSize,
         shape: [N, K],
         data: qw.data as Int8Array | Uint8Array,
-        scales: scales.data as Float32Array,
+        scales: scales.data as Float32Array | Uint16Array,
         zeroPoints,
         name: `${name}.weight`,
       });

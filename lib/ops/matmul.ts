@@ -16,7 +16,8 @@ export interface PreparedWeight {
   readonly format: WFormat;
   readonly data: Float32Array | Uint16Array | Int8Array | Uint8Array;
   readonly groupSize: number;
-  readonly scales: Float32Array | null;
+  /** f32 scales, or f16 bits (the kernels take either). */
+  readonly scales: Float32Array | Uint16Array | null;
   readonly zeroPoints: Int8Array | Uint8Array | null;
 }
 
@@ -33,7 +34,7 @@ export function prepareWeight(fn: string, arg: string, w: Tensor | QuantizedTens
     const [N, K] = w.shape as [number, number];
     if (w.bits === 2) throw new QuantkitError('ERR_UNSUPPORTED', `${fn}: '${arg}' is 2-bit; there is no int2 matrix multiplication yet (dequantize() it first)`);
     if (w.bits === 4 && K % 2 !== 0) throw new QuantkitError('ERR_UNSUPPORTED', `${fn}: '${arg}' is int4 with an odd K = ${K}; int4 matmul needs an even K`);
-    let scales = w.scales;
+    let scales: Float32Array | Uint16Array = w.scaleData;
     let zps = w.zeroPoints;
     let G = w.groupSize;
     if (w.granularity === 'tensor') {

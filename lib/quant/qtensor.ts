@@ -8,11 +8,14 @@
  *                       element in the low nibble; symmetric codes as
  *                       two's-complement nibbles (-8..7), asymmetric as 0..15
  *               2 bits: Uint8Array [rows, ceil(K/4)], element 4i+j in bits 2j..2j+1
- *   scales      Float32Array: [1] (tensor), [rows] (channel), [rows, K/G] (group)
+ *   scales      [1] (tensor), [rows] (channel), [rows, ceil(K/G)] (group):
+ *               Float32Array, or f16 bits in a Uint16Array (scaleDtype 'f16':
+ *               half the bytes, read as such by the GEMM kernels)
  *   zeroPoints  asymmetric only, same shape as scales: Int8Array (8 bits) or
  *               Uint8Array (4/2 bits, values 0..15 / 0..3); null when symmetric
  */
-import { addon } from '../binding.js';
+import { SrcType, addon } from '../binding.js';
+import { f32ToF16Bits } from './half.js';
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import { Tensor, shapeSize } from '../tensor.js';
 import { GRAN_CODE, codeRange, packedRowBytes, rowsK, scaleCount, type Bits, type Granularity, type Scheme } from './qtypes.js';
@@ -25,10 +28,13 @@ export interface QuantizedTensorInit {
   groupSize?: number;
   shape: readonly number[];
   data: Int8Array | Uint8Array;
-  scales: Float32Array;
+  /** f32 scales, or f16 bits (a Uint16Array: scaleDtype 'f16'). */
+  scales: Float32Array | Uint16Array;
   zeroPoints?: Int8Array | Uint8Array | null;
   name?: string;
 }
+
+export type ScaleDtype = 'f32' | 'f16';
 
 export class QuantizedTensor {
   readonly bits: Bits;
@@ -38,7 +44,9 @@ export class QuantizedTensor {
   readonly groupSize: number;
   readonly shape: readonly number[];
   readonly data: Int8Array | Uint8Array;
-  readonly scales: Float32Array;
+  /** The stored scales: a Float32Array, or f16 bits in a Uint16Array. */
+  readonly scaleData: Float32Array | Uint16Array;
+  readonly scaleDtype: ScaleDtype;
   readonly zeroPoints: Int8Array | Uint8Array | null;
   name: string | undefined;
 
@@ -69,11 +77,21 @@ export class QuantizedTensor {
     if (!(init.data instanceof DataCtor)) throw typeError(fn, 'data', `must be a ${DataCtor.name} for ${bits} bits, got ${describe(init.data)}`);
     if (init.data.length !== wantData) throw rangeError(fn, 'data', `has ${init.data.length} bytes, expected ${wantData}`);
     const nScales = scaleCount(granularity, rows, K, G);
-    if (!(init.scales instanceof Float32Array)) throw typeError(fn, 'scales', `must be a Float32Array, got ${describe(init.scales)}`);
+    if (!(init.scales instanceof Float32Array) && !(init.scales instanceof Uint16Array)) {
+      throw typeError(fn, 'scales', `must be a Float32Array (or a Uint16Array of f16 bits), got ${describe(init.scales)}`);
+    }
     if (init.scales.length !== nScales) throw rangeError(fn, 'scales', `has ${init.scales.length} values, expected ${nScales}`);
-    for (let i = 0; i < init.scales.length; i++) {
-      const s = init.scales[i]!;
-      if (!(s > 0) || !Number.isFinite(s)) throw rangeError(fn, 'scales', `must be finite and > 0; index ${i} holds ${s}`);
+    if (init.scales instanceof Float32Array) {
+      for (let i = 0; i < init.scales.length; i++) {
+        const s = init.scales[i]!;
+        if (!(s > 0) || !Number.isFinite(s)) throw rangeError(fn, 'scales', `must be finite and > 0; index ${i} holds ${s}`);
+      }
+    } else {
+      for (let i = 0; i < init.scales.length; i++) {
+        const h = init.scales[i]!;
+        // sign clear, not zero, exponent not all ones (Infinity, NaN)
+        if (h === 0 || h & 0x8000 || (h & 0x7c00) === 0x7c00) throw rangeError(fn, 'scales', `must be finite and > 0; index ${i} holds the f16 bits 0x${h.toString(16)}`);
+      }
     }
     let zp: Int8Array | Uint8Array | null = null;
     if (scheme === 'asymmetric') {
@@ -95,7 +113,8 @@ export class QuantizedTensor {
     this.groupSize = G;
     this.shape = Object.freeze([...init.shape]);
     this.data = init.data;
-    this.scales = init.scales;
+    this.scaleData = init.scales;
+    this.scaleDtype = init.scales instanceof Uint16Array ? 'f16' : 'f32';
     this.zeroPoints = zp;
     this.name = init.name;
   }
@@ -113,7 +132,41 @@ export class QuantizedTensor {
 
   /** Bytes held: packed codes + scales + zero points. */
   get nbytes(): number {
-    return this.data.byteLength + this.scales.byteLength + (this.zeroPoints?.byteLength ?? 0);
+    return this.data.byteLength + this.scaleData.byteLength + (this.zeroPoints?.byteLength ?? 0);
+  }
+
+  /** The scales as f32: the stored array, or a new array widened from f16 (hot paths pass scaleData to the kernels instead). */
+  get scales(): Float32Array {
+    if (this.scaleData instanceof Float32Array) return this.scaleData;
+    const out = new Float32Array(this.scaleData.length);
+    if (out.length > 0) addon.toF32(SrcType.f16, this.scaleData, out);
+    return out;
+  }
+
+  /**
+   * The same codes with scales stored as `dtype`: f16 rounds each scale to
+   * the nearest f16 (the codes keep the ones chosen with the f32 scale, as
+   * ggml's Q4_0 does; the change is at most 2^-11 of a scale). A scale
+   * beyond f16's range (65504) throws; one below its smallest subnormal
+   * (6e-8, a group of weights all within 4e-7 of 0) becomes that subnormal.
+   */
+  withScaleDtype(dtype: ScaleDtype): QuantizedTensor {
+    const fn = 'QuantizedTensor.withScaleDtype';
+    if (dtype !== 'f32' && dtype !== 'f16') throw rangeError(fn, 'dtype', `must be 'f32' or 'f16', got ${describe(dtype)}`);
+    if (dtype === this.scaleDtype) return this;
+    let scales: Float32Array | Uint16Array;
+    if (dtype === 'f32') {
+      scales = this.scales;
+    } else {
+      const src = this.scaleData as Float32Array;
+      scales = new Uint16Array(src.length);
+      for (let i = 0; i < src.length; i++) {
+        const h = f32ToF16Bits(src[i]!);
+        if (h === 0x7c00) throw rangeError(fn, 'dtype', `f16 cannot hold the scale ${src[i]} at index ${i}${this.name ? ` of '${this.name}'` : ''} (largest 65504); keep f32 scales`);
+        scales[i] = h === 0 ? 1 : h;
+      }
+    }
+    return new QuantizedTensor({ bits: this.bits, scheme: this.scheme, granularity: this.granularity, groupSize: this.granularity === 'group' ? this.groupSize : undefined, shape: this.shape, data: this.data, scales, zeroPoints: this.zeroPoints, name: this.name });
   }
 
   /** The f32 values the codes stand for: (q - zp) * scale. */

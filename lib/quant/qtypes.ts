@@ -24,6 +24,12 @@ export interface QuantizeOptions {
    * values) with its own scale: rows hold ceil(K / groupSize) groups.
    */
   groupSize?: number;
+  /**
+   * How the scales are stored: 'f32' (default) or 'f16' (half the bytes;
+   * int4 g32 then reads 0.5625 bytes per weight instead of 0.625, as ggml's
+   * Q4_0; see QuantizedTensor.withScaleDtype).
+   */
+  scaleDtype?: 'f32' | 'f16';
 }
 
 export interface QuantSpec {
@@ -32,6 +38,7 @@ export interface QuantSpec {
   granularity: Granularity;
   /** G for 'group'; K for 'channel'; rows*K for 'tensor'. */
   groupSize: number;
+  scaleDtype: 'f32' | 'f16';
 }
 
 export const GRAN_CODE: Record<Granularity, Gran> = { tensor: Gran.tensor, channel: Gran.channel, group: Gran.group };
@@ -97,5 +104,7 @@ export function resolveOptions(fn: string, shape: readonly number[], opts: Quant
     if (o.groupSize !== undefined) throw rangeError(fn, 'options.groupSize', `is only valid with granularity 'group'`);
     groupSize = granularity === 'channel' ? K : rows * K;
   }
-  return { bits, scheme, granularity, groupSize };
+  const scaleDtype = o.scaleDtype ?? 'f32';
+  if (scaleDtype !== 'f32' && scaleDtype !== 'f16') throw rangeError(fn, 'options.scaleDtype', `must be 'f32' or 'f16', got ${describe(scaleDtype)}`);
+  return { bits, scheme, granularity, groupSize, scaleDtype };
 }

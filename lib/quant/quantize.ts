@@ -43,7 +43,7 @@ function prepareQuantize(fn: string, t: Tensor, options: QuantizeOptions | undef
   ];
   const finish = (bad: number): QuantizedTensor => {
     if (bad >= 0) throw nonFiniteError(fn, t, bad);
-    return new QuantizedTensor({
+    const q = new QuantizedTensor({
       bits: spec.bits,
       scheme: spec.scheme,
       granularity: spec.granularity,
@@ -54,6 +54,7 @@ function prepareQuantize(fn: string, t: Tensor, options: QuantizeOptions | undef
       zeroPoints,
       name: t.name,
     });
+    return q.withScaleDtype(spec.scaleDtype);
   };
   return { args, empty: rows * K === 0, finish };
 }
