@@ -77,7 +77,7 @@ export function copyWeight(w: Weight): Weight {
   return new Q({
     bits: w.bits, scheme: w.scheme, granularity: w.granularity,
     groupSize: w.granularity === 'group' ? w.groupSize : undefined,
-    shape: w.shape, data: w.data.slice(), scales: w.scales.slice(), zeroPoints: w.zeroPoints?.slice() ?? null,
+    shape: w.shape, data: w.data.slice(), scales: w.scaleData.slice(), zeroPoints: w.zeroPoints?.slice() ?? null,
   });
 }
 

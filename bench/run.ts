@@ -8,6 +8,8 @@
  *   npm run bench                 # the full table
  *   npm run bench -- --json       # one JSON row per case
  *   npm run bench -- --quick      # one shape, fewer repetitions (smoke)
+ *   npm run bench -- --kinds f32,int4-g32,int4-g32-f16s   # some weight kinds only ('-' for ' ')
+ * ('f16s': int4 g32 with f16 scales.)
  *
  * M = 1 uses cold weights: the case cycles through distinct copies of the
  * weight totalling >= max(256 MB, 2 x the last-level cache), so each call
@@ -24,8 +26,12 @@ const args = new Set(process.argv.slice(2));
 const JSON_OUT = args.has('--json');
 const QUICK = args.has('--quick');
 
-type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32' | 'int8 W8A8' | 'int4-g32 W4A8';
-const KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32', 'int8 W8A8', 'int4-g32 W4A8'];
+type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32' | 'int4-g32 f16s' | 'int8 W8A8' | 'int4-g32 W4A8' | 'int4-g32 f16s W4A8';
+const ALL_KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32', 'int4-g32 f16s', 'int8 W8A8', 'int4-g32 W4A8', 'int4-g32 f16s W4A8'];
+const kindsArg = process.argv[process.argv.indexOf('--kinds') + 1];
+const KINDS: WKind[] = process.argv.includes('--kinds') ? ALL_KINDS.filter((k) => kindsArg?.split(',').includes(k.replace(/ /g, '-'))) : ALL_KINDS;
+if (KINDS.length === 0) throw new Error(`--kinds matched none of ${ALL_KINDS.map((k) => k.replace(/ /g, '-')).join(', ')}`);
+
 
 interface Row {
   op: string;
@@ -61,12 +67,14 @@ function makeWeight(kind: WKind, w: Float32Array, N: number, K: number): Weight 
     case 'int8 W8A8': return quantize(t, { bits: 8, granularity: 'channel' });
     case 'int4-g32':
     case 'int4-g32 W4A8': return quantize(t, { bits: 4, granularity: 'group', groupSize: 32 });
+    case 'int4-g32 f16s':
+    case 'int4-g32 f16s W4A8': return quantize(t, { bits: 4, granularity: 'group', groupSize: 32, scaleDtype: 'f16' });
   }
 }
 
 /** The call timed for one weight copy: matmul with f32 activations, or a QLinear quantizing them to int8. */
 function callFor(kind: WKind, w: Weight): (x: Tensor) => Tensor {
-  if (kind === 'int8 W8A8' || kind === 'int4-g32 W4A8') {
+  if (kind.endsWith('A8')) {
     const layer = new QLinear(w as QuantizedTensor, null, { activations: 'int8' });
     return (x) => layer.forward(x);
   }

@@ -24,6 +24,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace qk {
 
@@ -48,12 +49,33 @@ struct WeightView {
     size_t gstride = 0;
     // i8/i4 scales stored as f16 bits [N, gstride] instead of `scales` (half
     // the bytes: int4 g32 reads 0.5625 bytes per weight instead of 0.625).
-    // Only the drivers read it: per task of rows [n0, n1) they widen those
-    // rows' scales into an f32 block and hand the kernels a view rebased to
-    // row n0 whose `scales` is that block (see rebase_rows), so no kernel
-    // ever sees f16 scales.
+    // Read directly by the kernels whose table says so (gemv_f16_scales,
+    // w4a8_f16_scales: the reference and AVX-512, widening each scale
+    // exactly in a register); for the others, and for the panel path, the
+    // drivers widen a task's rows of scales into an f32 block and hand the
+    // kernel a view rebased to the task's first row (rebase_rows).
     const uint16_t* scales16 = nullptr;
 };
+
+// Scale i of a quantized weight, from f32 or f16 storage (f16 widened
+// exactly, as F16C and NEON's fcvt do). For the reference kernels.
+inline float scale_at(const WeightView& w, size_t i) {
+    if (!w.scales16) return w.scales[i];
+    const uint32_t h = w.scales16[i], e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    // scales are finite and > 0: a normal (e > 0) or a subnormal (e == 0) f16
+    uint32_t bits;
+    if (e != 0) {
+        bits = ((e + 112) << 23) | (m << 13);
+    } else {
+        int shift = 0;
+        uint32_t mm = m;
+        while (!(mm & 0x400)) { mm <<= 1; ++shift; }
+        bits = (uint32_t(113 - shift) << 23) | ((mm & 0x3ff) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 // The rows [n0, n0 + nr) of w as a view of nr rows starting at row 0, its
 // scales `widened` (the f32 block of those rows, [nr, gstride]) when w has
@@ -276,6 +298,9 @@ struct Kernels {
     // a tile), so the driver's row-invariant mode can run any M through it
     // (without it a kernel may pick a faster order for mc <= 2).
     void (*gemv)(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1);
+    // Whether gemv reads WeightView::scales16 itself; otherwise the driver
+    // widens them to f32 for it, per task. (The panel path always widens.)
+    bool gemv_f16_scales;
 
     // Large-M path (prefill), f32 micro-kernel over a panel P of nr rows of
     // already-f32 weights: for m in [0, M), j in [0, nr):
@@ -308,6 +333,9 @@ struct Kernels {
     // For output columns n in [n0, n1) and every row m < M, y[m, n] as
     // documented on W4A8Args.
     void (*gemm_w4a8)(const W4A8Args& a, size_t n0, size_t n1);
+    // Whether gemm_w4a8 reads WeightView::scales16 itself; otherwise the
+    // driver widens them to f32 for it, per task.
+    bool w4a8_f16_scales;
 
     // ---- transformer glue -------------------------------------------------
     // Causal attention over a key/value cache, as specified on AttnRowsArgs

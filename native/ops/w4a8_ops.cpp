@@ -164,7 +164,7 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     const size_t nb = 64;
     parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K), [&](size_t t, size_t) {
         const size_t n0 = t * nb, n1 = min_sz(N, n0 + nb);
-        if (!w.scales16) {
+        if (!w.scales16 || k.w4a8_f16_scales) {
             k.gemm_w4a8(a, n0, n1);
             return;
         }

@@ -77,7 +77,7 @@ inline float w_elem(const WeightView& w, size_t groups_per_row, size_t n, size_t
             const size_t g = n * groups_per_row + k / w.group;
             const int32_t q = static_cast<int8_t>(row[k]);
             const int32_t zp = w.zps ? static_cast<const int8_t*>(w.zps)[g] : 0;
-            return static_cast<float>(q - zp) * w.scales[g];
+            return static_cast<float>(q - zp) * scale_at(w, g);
         }
         case WFormat::i4: {
             const size_t g = n * groups_per_row + k / w.group;
@@ -89,7 +89,7 @@ inline float w_elem(const WeightView& w, size_t groups_per_row, size_t n, size_t
             } else {
                 q = (q ^ 8) - 8;  // two's-complement nibble -> -8..7
             }
-            return static_cast<float>(q - zp) * w.scales[g];
+            return static_cast<float>(q - zp) * scale_at(w, g);
         }
     }
     return 0.0f;

@@ -33,7 +33,7 @@ void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
         const float* sx = a.sx + m * a.ldsx;
         for (size_t n = n0; n < n1; ++n) {
             const uint8_t* wrow = static_cast<const uint8_t*>(a.w.data) + n * a.w.row_bytes;
-            const float* s = a.w.scales + n * scale_stride(a.w, a.K);
+            const size_t s0 = n * scale_stride(a.w, a.K);
             const uint8_t* zrow = a.w.zps ? static_cast<const uint8_t*>(a.w.zps) + n * scale_stride(a.w, a.K) : nullptr;
             float acc = 0.0f;
             int32_t d = 0;
@@ -41,7 +41,7 @@ void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
                 d += code(wrow, k, zrow, G) * act(xrow, k);
                 // A segment ends where a group or a block ends.
                 if ((k + 1) % G == 0 || (k + 1) % 32 == 0 || k + 1 == a.K) {
-                    acc = acc + (s[k / G] * sx[k / 32]) * float(d);
+                    acc = acc + (scale_at(a.w, s0 + k / G) * sx[k / 32]) * float(d);
                     d = 0;
                 }
             }

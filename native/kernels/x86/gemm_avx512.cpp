@@ -151,6 +151,15 @@ static inline __m512i idx_odd() {
 // latency at full bandwidth; measured: 1 tile / L1 and 4 tiles / L3 hints are
 // no better). Prefetching past the end of W is harmless (never faults).
 constexpr size_t kPfTiles = 2;
+
+// Scale gi of a quantized weight as a float: f32 storage, or f16
+// (WeightView::scales16, which the gemv tiles read directly: a branch per
+// group and row that always goes the same way), widened exactly.
+static inline float scale_of(const WeightView& w, size_t gi) { return w.scales16 ? _cvtsh_ss(w.scales16[gi]) : w.scales[gi]; }
+// Address of scale gi (for prefetches).
+static inline const char* scale_addr(const WeightView& w, size_t gi) {
+    return w.scales16 ? reinterpret_cast<const char*>(w.scales16 + gi) : reinterpret_cast<const char*>(w.scales + gi);
+}
 struct Prefetcher {
     const char* p;
     explicit Prefetcher(const void* next_tile) : p(static_cast<const char*>(next_tile)) {}
@@ -236,15 +245,15 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     constexpr int PF_LINES = (R == 4) ? 1 : 0;  // 4 rows x 16 bytes per step
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     // The scales (and zero points) of that tile are contiguous too.
-    const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;
+    const size_t pf_sc = (n + kPfTiles * R) * gpr;
     for (size_t g = 0; g < ngr; ++g) {
-        if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
+        if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T1);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
         __m512 s[R];
         __m512i z[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            s[r] = _mm512_set1_ps(a.w.scales[gi]);
+            s[r] = _mm512_set1_ps(scale_of(a.w, gi));
             z[r] = ASYM ? _mm512_set1_epi32(zps[gi]) : _mm512_setzero_si512();
         }
         // Group accumulators (GACC) or the main ones; the decode scale is 1
@@ -300,14 +309,14 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
             for (int r = 0; r < R; ++r) acc[h][m][r] = _mm512_setzero_ps();
     constexpr int PF_LINES = (R == 4) ? 1 : 0;  // 4 rows x 16 bytes per step
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
-    const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;
+    const size_t pf_sc = (n + kPfTiles * R) * gpr;
     for (size_t g = 0; g < ngr; ++g) {
-        if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T0);
+        if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T0);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T0);
         __m512 lut[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            lut[r] = i4_lut<ASYM>(a.w.scales[gi], ASYM ? zps[gi] : 0);
+            lut[r] = i4_lut<ASYM>(scale_of(a.w, gi), ASYM ? zps[gi] : 0);
         }
         const size_t kend = (g + 1) * G;
         size_t k = g * G;

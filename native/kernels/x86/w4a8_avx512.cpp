@@ -54,33 +54,58 @@ inline __m512 scale_lanes(const float* s, size_t c, size_t G, size_t nvalid) {
     }
 }
 
+// The same from f16 scales (WeightView::scales16), widened exactly in
+// registers: the lanes hold the very floats the f32 form would load.
+template <GKind GK>
+inline __m512 scale_lanes(const uint16_t* s, size_t c, size_t G, size_t nvalid) {
+    if (GK == GKind::g32) {
+        const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        const __mmask8 mk = __mmask8((1u << (nvalid / 32)) - 1);
+        return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, s + 4 * c))));
+    } else if (GK == GKind::g64) {
+        const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __mmask8 mk = __mmask8((1u << (nvalid / 64)) - 1);
+        return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, s + 2 * c))));
+    } else {
+        return _mm512_set1_ps(_cvtsh_ss(s[128 * c / G]));
+    }
+}
+
+// 16 scales from index g (mask mk) as floats.
+inline __m512 load_scales16(const float* s, __mmask16 mk) { return _mm512_maskz_loadu_ps(mk, s); }
+inline __m512 load_scales16(const uint16_t* s, __mmask16 mk) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, s)); }
+
 // Linear L2 prefetch of the tile two tiles ahead: its R rows of codes are one
 // contiguous block (R lines per step, as many as the step consumes), and so
 // are its R rows of group scales (R * 512 / G bytes per step).
-template <int R>
+template <int R, typename S>
 struct Prefetcher {
     const char* w;
     const char* s;
     size_t G;
-    Prefetcher(const void* next_codes, const float* next_scales, size_t group)
+    Prefetcher(const void* next_codes, const S* next_scales, size_t group)
         : w(static_cast<const char*>(next_codes)), s(reinterpret_cast<const char*>(next_scales)), G(group) {}
     inline void step(size_t c) {
         for (int r = 0; r < R; ++r) _mm_prefetch(w + 64 * r, _MM_HINT_T1);
         w += 64 * R;
-        _mm_prefetch(s + 4 * (c * R * 128 / G), _MM_HINT_T1);
+        _mm_prefetch(s + sizeof(S) * (c * R * 128 / G), _MM_HINT_T1);
     }
 };
 
-// R weight rows x MC activation rows; ASYM: unsigned nibbles with zero points.
-template <GKind GK, bool ASYM, int R, int MC>
+// R weight rows x MC activation rows; ASYM: unsigned nibbles with zero
+// points; S: the scales' storage (float, or uint16_t f16 bits).
+template <GKind GK, bool ASYM, int R, int MC, typename S>
 void tile(const W4A8Args& a, size_t m0, size_t n) {
     const size_t K = a.K, G = a.w.group, ng = K / G, gs = scale_stride(a.w, K);  // groups here, scale row stride
     const size_t full = K / 128, rem = K % 128;
+    const S* scales;
+    if constexpr (sizeof(S) == 2) scales = a.w.scales16;
+    else scales = a.w.scales;
     const uint8_t* w[R];
-    const float* s[R];
+    const S* s[R];
     for (int r = 0; r < R; ++r) {
         w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-        s[r] = a.w.scales + (n + r) * gs;
+        s[r] = scales + (n + r) * gs;
     }
     const int8_t* xc[MC];
     const float* sxl[MC];
@@ -93,7 +118,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         for (int i = 0; i < MC; ++i) acc[r][i] = _mm512_setzero_ps();
     const __m512i flip = _mm512_set1_epi8(ASYM ? 0 : char(0x88));
     const __m512i low = _mm512_set1_epi8(0x0F);
-    Prefetcher<R> pf(w[0] + 2 * R * a.w.row_bytes, s[0] + 2 * R * gs, G);
+    Prefetcher<R, S> pf(w[0] + 2 * R * a.w.row_bytes, s[0] + 2 * R * gs, G);
 
     // The last chunk may hold 32, 64 or 96 values: masked weight bytes; the
     // activation chunk is zero-padded and its lane scales are 0.
@@ -124,7 +149,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         __m512 tg[MC];
         for (int i = 0; i < MC; ++i) tg[i] = _mm512_maskz_loadu_ps(mk, a.tg + (m0 + i) * a.ldtg + g);
         for (int r = 0; r < R; ++r) {
-            __m512 sz = _mm512_maskz_loadu_ps(mk, s[r] + g);
+            __m512 sz = load_scales16(s[r] + g, mk);
             if (ASYM) {
                 const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * gs + g;
                 sz = _mm512_mul_ps(sz, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, z))));
@@ -144,29 +169,34 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
     }
 }
 
-template <GKind GK, bool ASYM, int MC>
+template <GKind GK, bool ASYM, int MC, typename S>
 void rows(const W4A8Args& a, size_t m0, size_t n0, size_t n1) {
     size_t n = n0;
-    for (; n + 4 <= n1; n += 4) tile<GK, ASYM, 4, MC>(a, m0, n);
-    for (; n < n1; ++n) tile<GK, ASYM, 1, MC>(a, m0, n);
+    for (; n + 4 <= n1; n += 4) tile<GK, ASYM, 4, MC, S>(a, m0, n);
+    for (; n < n1; ++n) tile<GK, ASYM, 1, MC, S>(a, m0, n);
 }
 
-template <GKind GK, bool ASYM>
+template <GKind GK, bool ASYM, typename S>
 void run(const W4A8Args& a, size_t n0, size_t n1) {
     size_t m = 0;
-    for (; m + 4 <= a.M; m += 4) rows<GK, ASYM, 4>(a, m, n0, n1);
+    for (; m + 4 <= a.M; m += 4) rows<GK, ASYM, 4, S>(a, m, n0, n1);
     switch (a.M - m) {
-        case 3: rows<GK, ASYM, 3>(a, m, n0, n1); break;
-        case 2: rows<GK, ASYM, 2>(a, m, n0, n1); break;
-        case 1: rows<GK, ASYM, 1>(a, m, n0, n1); break;
+        case 3: rows<GK, ASYM, 3, S>(a, m, n0, n1); break;
+        case 2: rows<GK, ASYM, 2, S>(a, m, n0, n1); break;
+        case 1: rows<GK, ASYM, 1, S>(a, m, n0, n1); break;
         default: break;
     }
 }
 
 template <GKind GK>
 void run_g(const W4A8Args& a, size_t n0, size_t n1) {
-    if (a.w.zps) run<GK, true>(a, n0, n1);
-    else run<GK, false>(a, n0, n1);
+    if (a.w.scales16) {
+        if (a.w.zps) run<GK, true, uint16_t>(a, n0, n1);
+        else run<GK, false, uint16_t>(a, n0, n1);
+    } else {
+        if (a.w.zps) run<GK, true, float>(a, n0, n1);
+        else run<GK, false, float>(a, n0, n1);
+    }
 }
 
 }  // namespace
