@@ -25,7 +25,11 @@
  *
  *   node --import tsx bench/batch.ts [--streams 1,4,8,16] [--configs int8,w8a8,int4-g32,w4a8]
  *        [--engine worker|local|both] [--layers 12] [--dim 768] [--prompt 32] [--tokens 32]
- *        [--threads 1] [--no-serial]
+ *        [--threads 1] [--no-serial] [--temperature 0] [--top-p 1] [--top-k 0]
+ *
+ * --temperature > 0 samples each stream (seeded) instead of taking the
+ * argmax: the sampling runs on the main thread between steps, once per
+ * stream, so it shows in the step time at many streams.
  */
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -44,6 +48,8 @@ const DIM = intOpt('--dim', 768);
 const PROMPT = intOpt('--prompt', 32);
 const TOKENS = intOpt('--tokens', 32);
 const THREADS = intOpt('--threads', 1);
+const SAMPLING = { temperature: Number(opt('--temperature') ?? 0), topP: Number(opt('--top-p') ?? 1), topK: intOpt('--top-k', 0) };
+if (!(SAMPLING.temperature >= 0) || !(SAMPLING.topP > 0 && SAMPLING.topP <= 1)) throw new Error('--temperature must be >= 0 and --top-p in (0, 1]');
 const SERIAL = !flag('--no-serial');
 const ENGINES = (opt('--engine') ?? 'worker') === 'both' ? ['worker', 'local'] : [opt('--engine') ?? 'worker'];
 for (const e of ENGINES) if (e !== 'worker' && e !== 'local') throw new Error(`--engine must be worker, local or both, got ${e}`);
@@ -76,7 +82,7 @@ async function runStreams(sched: BatchScheduler, n: number): Promise<RunResult> 
     Array.from({ length: n }, async (_, i) => {
       const start = performance.now();
       let last = -1;
-      for await (const _tok of sched.submit({ prompt: promptFor(i), maxTokens: TOKENS, eosId: null })) {
+      for await (const _tok of sched.submit({ prompt: promptFor(i), maxTokens: TOKENS, eosId: null, ...SAMPLING, seed: i })) {
         const now = performance.now();
         if (last < 0) ttft.push(now - start);
         else itl.push(now - last);
@@ -92,6 +98,7 @@ async function main(): Promise<void> {
   setThreads(THREADS);
   console.log(`# continuous batching: ${LAYERS} layers, hidden ${DIM}, vocab 32000; prompt ${PROMPT}, ${TOKENS} tokens per stream; ${THREADS} thread(s), ISA ${isa()}`);
   console.log(`# load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`# sampling: ${SAMPLING.temperature === 0 ? 'greedy' : `temperature ${SAMPLING.temperature}, top-p ${SAMPLING.topP}, top-k ${SAMPLING.topK}`}`);
   const header = ['format', 'engine', 'streams', 'decode tok/s', 'vs 1 stream', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'wall / serial'];
   const rows: string[][] = [];
   for (const name of CONFIGS) for (const engineName of ENGINES) {
@@ -106,7 +113,7 @@ async function main(): Promise<void> {
       let serial = NaN;
       if (SERIAL && n > 1) {
         const t0 = performance.now();
-        for (let i = 0; i < n; i++) for await (const _ of sched.submit({ prompt: promptFor(i), maxTokens: TOKENS, eosId: null }));
+        for (let i = 0; i < n; i++) for await (const _ of sched.submit({ prompt: promptFor(i), maxTokens: TOKENS, eosId: null, ...SAMPLING, seed: i }));
         serial = performance.now() - t0;
       }
       rows.push([
