@@ -110,6 +110,8 @@ export interface Addon {
     threshold: number,
     bias: Float32Array | null,
     y: Float32Array,
+    /** LLM.int8() with each row's own outlier columns (row-invariant). */
+    perRow?: boolean,
   ): [number, number];
   gemmW8A8Async(...args: Parameters<Addon['gemmW8A8']>): Promise<[number, number]>;
   /**

@@ -4,7 +4,7 @@
  * that stays packed (its forward is one native call).
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { type PreparedWeight, type RowInvariance, checkBias, linearOutput, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
+import { type PreparedWeight, type RowInvariance, checkBias, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
 import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
 import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
@@ -96,11 +96,6 @@ function runtimeOptions(fn: string, o: QLinearRuntimeOptions | undefined): { act
   return { activations, threshold };
 }
 
-/** Row r of x [..., K] as an f32 [1, K] view. */
-function rowOf(x: Tensor, r: number, K: number): Tensor<'f32'> {
-  return new Tensor('f32', [1, K], (x.data as Float32Array).subarray(r * K, (r + 1) * K));
-}
-
 export class QLinear extends Module {
   readonly qweight: QuantizedTensor;
   readonly bias: Tensor<'f32'> | null;
@@ -163,16 +158,19 @@ export class QLinear extends Module {
 
   /**
    * x [..., K] -> [..., N]; into `out` (rows * N floats, not sharing x's
-   * memory) when given. With options.rowInvariant, LLM.int8() runs one row
-   * at a time (its outlier columns would otherwise depend on the other rows).
+   * memory) when given. With options.rowInvariant, LLM.int8() picks each
+   * row's outlier columns from that row alone (over all rows otherwise,
+   * which would make a row's result depend on the others), still one int8
+   * product for all rows.
    */
   forward(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Tensor<'f32'> {
     const fn = 'QLinear.forward';
     const inv = rowInvariant(fn, options);
     if (this.#w) return matmulPrepared(fn, x, this.#w, this.#b, out, inv);
     if (this.#w4) return matmulW4A8(fn, x, this.#w4, this.#b, out);
-    if (inv !== 'off' && this.activations === 'llm.int8') return this.#rowByRow(fn, x, out, (xr, yr) => this.#int8(fn, xr, yr));
-    return this.#int8(fn, x, out);
+    const r = matmulW8A8(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
+    this.lastOutlierColumns = r.outliers;
+    return r.y;
   }
 
   /** forward() on a worker thread. */
@@ -181,39 +179,9 @@ export class QLinear extends Module {
     const inv = rowInvariant(fn, options);
     if (this.#w) return matmulPreparedAsync(fn, x, this.#w, this.#b, out, inv);
     if (this.#w4) return matmulW4A8Async(fn, x, this.#w4, this.#b, out);
-    if (inv !== 'off' && this.activations === 'llm.int8') {
-      const { rows, y } = linearOutput(fn, x, this.outFeatures, this.inFeatures, out);
-      const K = this.inFeatures, N = this.outFeatures;
-      let outliers = 0;
-      for (let r = 0; r < rows; r++) {
-        const res = await matmulW8A8Async(fn, rowOf(x, r, K), this.#w8!, this.#b, this.threshold, y.data.subarray(r * N, (r + 1) * N));
-        outliers = Math.max(outliers, res.outliers);
-      }
-      this.lastOutlierColumns = outliers;
-      return y;
-    }
-    const r = await matmulW8A8Async(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
+    const r = await matmulW8A8Async(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
     this.lastOutlierColumns = r.outliers;
     return r.y;
-  }
-
-  #int8(fn: string, x: Tensor, out: Float32Array | undefined): Tensor<'f32'> {
-    const r = matmulW8A8(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out);
-    this.lastOutlierColumns = r.outliers;
-    return r.y;
-  }
-
-  /** f(row r of x, row r of the output) for every row; lastOutlierColumns = the most any row had. */
-  #rowByRow(fn: string, x: Tensor, out: Float32Array | undefined, f: (xr: Tensor, yr: Float32Array) => Tensor<'f32'>): Tensor<'f32'> {
-    const { rows, y } = linearOutput(fn, x, this.outFeatures, this.inFeatures, out);
-    const K = this.inFeatures, N = this.outFeatures;
-    let outliers = 0;
-    for (let r = 0; r < rows; r++) {
-      f(rowOf(x, r, K), y.data.subarray(r * N, (r + 1) * N));
-      outliers = Math.max(outliers, this.lastOutlierColumns);
-    }
-    this.lastOutlierColumns = outliers;
-    return y;
   }
 
   override ownTensors(): Iterable<[string, Tensor | QuantizedTensor]> {

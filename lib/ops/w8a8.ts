@@ -41,10 +41,10 @@ export function prepareW8A8(fn: string, arg: string, w: QuantizedTensor): W8A8We
 
 type Call = { args: Parameters<typeof addon.gemmW8A8> | null; y: Tensor<'f32'> };
 
-function prepareCall(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number, out?: Float32Array): Call {
+function prepareCall(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number, out: Float32Array | undefined, perRow: boolean): Call {
   const { rows, y } = linearOutput(fn, x, w.N, w.K, out);
   if (y.size === 0) return { args: null, y };
-  return { args: [x.data as Float32Array, rows, w.K, w.q, w.N, w.scale, w.rowsum, threshold, bias, y.data], y };
+  return { args: [x.data as Float32Array, rows, w.K, w.q, w.N, w.scale, w.rowsum, threshold, bias, y.data, perRow], y };
 }
 
 function finish(fn: string, x: Tensor, r: [number, number]): number {
@@ -55,15 +55,20 @@ function finish(fn: string, x: Tensor, r: [number, number]): number {
   return r[1];
 }
 
-/** y = x · w^T + bias with int8 activations; threshold < 0: W8A8, >= 0: LLM.int8(). Returns y and the outlier column count. */
-export function matmulW8A8(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number, out?: Float32Array): { y: Tensor<'f32'>; outliers: number } {
-  const c = prepareCall(fn, x, w, bias, threshold, out);
+/**
+ * y = x · w^T + bias with int8 activations; threshold < 0: W8A8, >= 0:
+ * LLM.int8(), its outlier columns chosen over all rows, or with `perRow`
+ * per row (a row's result then depends on that row alone). Returns y and
+ * the outlier column count (perRow: the most of any row).
+ */
+export function matmulW8A8(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number, out?: Float32Array, perRow = false): { y: Tensor<'f32'>; outliers: number } {
+  const c = prepareCall(fn, x, w, bias, threshold, out, perRow);
   const outliers = c.args ? finish(fn, x, addon.gemmW8A8(...c.args)) : 0;
   return { y: c.y, outliers };
 }
 
-export async function matmulW8A8Async(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number, out?: Float32Array): Promise<{ y: Tensor<'f32'>; outliers: number }> {
-  const c = prepareCall(fn, x, w, bias, threshold, out);
+export async function matmulW8A8Async(fn: string, x: Tensor, w: W8A8Weight, bias: Float32Array | null, threshold: number, out?: Float32Array, perRow = false): Promise<{ y: Tensor<'f32'>; outliers: number }> {
+  const c = prepareCall(fn, x, w, bias, threshold, out, perRow);
   const outliers = c.args ? finish(fn, x, await addon.gemmW8A8Async(...c.args)) : 0;
   return { y: c.y, outliers };
 }

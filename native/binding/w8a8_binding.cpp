@@ -33,21 +33,24 @@ Napi::Value W8A8Rowsums(const Napi::CallbackInfo& info) {
     });
 }
 
-// gemmW8A8(x, M, K, q, N, scale, rowsum, threshold, bias, y)
+// gemmW8A8(x, M, K, q, N, scale, rowsum, threshold, bias, y, perRow = false)
 //   threshold < 0: plain W8A8; >= 0: LLM.int8() with that outlier threshold
-//   (0 disables the decomposition, giving exactly W8A8).
-//   -> [badIndex (-1 if x is finite), outlierColumns]
+//   (0 disables the decomposition, giving exactly W8A8); perRow: LLM.int8()
+//   with each row's own outlier columns (row-invariant, gemm_llm_int8_rows).
+//   -> [badIndex (-1 if x is finite), outlierColumns (per row: the most of any row)]
 struct W8A8Call {
     qk::W8A8Weight w;
     const float* x;
     size_t M;
     float threshold;
     bool llm;
+    bool per_row;
     const float* bias;
     float* y;
     size_t bad = SIZE_MAX, outliers = 0;
     void run() {
-        if (llm) bad = qk::gemm_llm_int8(w, x, M, threshold, bias, y, &outliers);
+        if (llm && per_row) bad = qk::gemm_llm_int8_rows(w, x, M, threshold, bias, y, &outliers);
+        else if (llm) bad = qk::gemm_llm_int8(w, x, M, threshold, bias, y, &outliers);
         else bad = qk::gemm_w8a8(w, x, M, bias, y);
     }
     Napi::Value result(Napi::Env env) const {
@@ -77,6 +80,7 @@ W8A8Call parse_w8a8(const Napi::CallbackInfo& info, const char* fn) {
     c.M = M;
     c.bias = static_cast<const float*>(typed_arg(info, 8, fn, "bias", napi_float32_array, N, true).data);
     c.y = static_cast<float*>(typed_arg(info, 9, fn, "y", napi_float32_array, mul_checked(env, fn, M, N)).data);
+    c.per_row = info.Length() > 10 && !info[10].IsUndefined() && bool_arg(info, 10, fn, "perRow");
     return c;
 }
 

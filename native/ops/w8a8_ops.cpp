@@ -14,6 +14,7 @@
 // kernel in accumulate mode adds its part, then the bias.
 #include "w8a8_ops.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -256,6 +257,75 @@ size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size
     // Int8 part added on top, then the bias.
     run_int8(k, w, s.a.data(), packed_for(k, s.a.data(), M, K, s.ap), s.sx.data(), M, bias, true, y);
     return SIZE_MAX;
+}
+
+size_t gemm_llm_int8_rows(const Kernels& k, const W8A8Weight& w, const float* x, size_t M, float threshold,
+                          const float* bias, float* y, size_t* max_outlier_cols_out) {
+    if (max_outlier_cols_out) *max_outlier_cols_out = 0;
+    const size_t K = w.K, N = w.N;
+    if (M == 0 || N == 0) return SIZE_MAX;
+    if (K == 0) {
+        bias_only(bias, M, N, y);
+        return SIZE_MAX;
+    }
+    // Each row quantized with its own outlier columns read as 0.
+    Scratch& s = call_scratch();
+    s.a.resize(M * K);
+    s.sx.resize(M);
+    std::vector<uint8_t> mask(K);
+    std::vector<size_t> cols;           // every row's outlier columns, concatenated
+    std::vector<size_t> start(M + 1);  // row m's are cols[start[m] .. start[m + 1])
+    size_t most = 0;
+    for (size_t m = 0; m < M; ++m) {
+        const float* r = x + m * K;
+        start[m] = cols.size();
+        for (size_t i = 0; i < K; ++i) {
+            mask[i] = threshold > 0.0f && std::fabs(r[i]) >= threshold;
+            if (mask[i]) cols.push_back(i);
+        }
+        most = std::max(most, cols.size() - start[m]);
+        const size_t bad = w8a8_quantize_rows(k, r, 1, K, mask.data(), s.a.data() + m * K, s.sx.data() + m);
+        if (bad != SIZE_MAX) return m * K + bad;
+    }
+    start[M] = cols.size();
+    if (max_outlier_cols_out) *max_outlier_cols_out = most;
+    // The weight columns of all rows' outliers (their union U, ascending),
+    // gathered once into wu[N, |U|]; pos[j]: where row column cols[j] is in U.
+    std::vector<size_t> uni(cols);
+    std::sort(uni.begin(), uni.end());
+    uni.erase(std::unique(uni.begin(), uni.end()), uni.end());
+    const size_t nu = uni.size();
+    std::vector<uint32_t> pos(cols.size());
+    for (size_t j = 0; j < cols.size(); ++j) pos[j] = uint32_t(std::lower_bound(uni.begin(), uni.end(), cols[j]) - uni.begin());
+    std::vector<int8_t> wu(N * nu);
+    // The float part of each row, into Y (0 for a row without outliers): a
+    // sum over the row's own columns in ascending order, whatever U is.
+    const size_t rpt = 256;
+    parallel_for((N + rpt - 1) / rpt, [&](size_t t, size_t) {
+        const size_t n0 = t * rpt, n1 = min_sz(N, (t + 1) * rpt);
+        const int8_t* q = w.q;
+        int8_t* o = wu.data();
+        for (size_t n = n0; n < n1; ++n)
+            for (size_t u = 0; u < nu; ++u) o[n * nu + u] = q[n * K + uni[u]];
+        for (size_t m = 0; m < M; ++m) {
+            float* yr = y + m * N;
+            const float* xr = x + m * K;
+            for (size_t n = n0; n < n1; ++n) {
+                const int8_t* wr = o + n * nu;
+                float acc = 0.0f;
+                for (size_t j = start[m]; j < start[m + 1]; ++j) acc += xr[cols[j]] * (float(wr[pos[j]]) * w.scale[n]);
+                yr[n] = acc;
+            }
+        }
+    });
+    // The int8 part added on top, then the bias.
+    run_int8(k, w, s.a.data(), packed_for(k, s.a.data(), M, K, s.ap), s.sx.data(), M, bias, true, y);
+    return SIZE_MAX;
+}
+
+size_t gemm_llm_int8_rows(const W8A8Weight& w, const float* x, size_t M, float threshold, const float* bias, float* y,
+                          size_t* max_outlier_cols_out) {
+    return gemm_llm_int8_rows(kernels(), w, x, M, threshold, bias, y, max_outlier_cols_out);
 }
 
 size_t gemm_llm_int8(const W8A8Weight& w, const float* x, size_t M, float threshold, const float* bias, float* y,

@@ -56,6 +56,19 @@ size_t gemm_w8a8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M
 size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M, float threshold,
                      const float* bias, float* y, size_t* n_outlier_cols_out);
 
+// LLM.int8() with each row's own outlier columns (those where |x[m, k]| >=
+// threshold in that row), so a row's result depends on that row alone
+// (batched decoding's row invariance) while the int8 product still runs
+// once for all rows. Per output:
+//   y = (outlier_part + ((float)acc * sx[m]) * sw[n]) + bias[n],
+//   outlier_part = sum over the row's outlier columns c, ascending, of
+//                  x[m, c] * (q[n, c] * sw[n])   (one float at a time).
+// *max_outlier_cols_out receives the most outlier columns of any row.
+size_t gemm_llm_int8_rows(const Kernels& k, const W8A8Weight& w, const float* x, size_t M, float threshold,
+                          const float* bias, float* y, size_t* max_outlier_cols_out);
+size_t gemm_llm_int8_rows(const W8A8Weight& w, const float* x, size_t M, float threshold, const float* bias, float* y,
+                          size_t* max_outlier_cols_out);
+
 // The activation quantization step (exposed for tests): per row m of
 // x[M, K], with the columns where outlier_cols[k] != 0 (nullptr: none) read
 // as 0, sx[m] from qk::choose_params (8 bits, symmetric) and the codes

@@ -415,3 +415,48 @@ QKT_TEST(w8a8_llm_int8) {
                       ylr[i]);
     }
 }
+
+// LLM.int8() with per-row outlier columns (gemm_llm_int8_rows): each row
+// has its own outliers (rows differ); the result is as accurate as the
+// shared-column form against a float64 evaluation, every row equals, bit
+// for bit, that row computed alone (and on any ISA: the float part is a
+// plain ordered sum, the int8 part exact), and a row without outliers is
+// W8A8 exactly.
+QKT_TEST(w8a8_llm_int8_rows) {
+    Rng rng(17);
+    const size_t K = 1024, N = 65, M = 21;  // 21 rows: the packed kernel (16 rows) and the rest
+    QWeight w = make_weight(N, K, rng);
+    std::vector<float> x(M * K), bias(N);
+    for (auto& v : x) v = rng.uni(-1.0f, 1.0f);
+    for (auto& v : bias) v = rng.uni(-0.5f, 0.5f);
+    std::vector<size_t> nout(M);
+    for (size_t m = 1; m < M; ++m) {  // row 0: no outlier
+        nout[m] = 1 + m % 6;
+        for (size_t j = 0; j < nout[m]; ++j) x[m * K + (m * 131 + j * 389) % K] = (rng.next() & 1 ? 1.0f : -1.0f) * rng.uni(20.0f, 60.0f);
+    }
+    std::vector<float> y(M * N), yr(M * N), y8(M * N);
+    size_t most = 0;
+    QKT_CHECK(qk::gemm_llm_int8_rows(*ctx.k, w.view(), x.data(), M, 6.0f, bias.data(), y.data(), &most) == SIZE_MAX, "ret");
+    QKT_CHECK(most == 6, "most outlier columns of a row %zu", most);
+    qk::gemm_w8a8(*ctx.k, w.view(), x.data(), M, bias.data(), y8.data());
+    double e8 = 0, el = 0;
+    for (size_t m = 0; m < M; ++m) {
+        std::vector<float> one(N), oneref(N);
+        size_t no = 0;
+        qk::gemm_llm_int8_rows(*ctx.k, w.view(), x.data() + m * K, 1, 6.0f, bias.data(), one.data(), &no);
+        QKT_CHECK(no == nout[m], "row %zu: %zu outlier columns, want %zu", m, no, nout[m]);
+        qk::gemm_llm_int8_rows(*ctx.ref, w.view(), x.data() + m * K, 1, 6.0f, bias.data(), oneref.data(), &no);
+        for (size_t n = 0; n < N; ++n) {
+            QKT_CHECK(fbits(one[n]) == fbits(y[m * N + n]), "row %zu col %zu alone %g, among %zu rows %g", m, n, one[n], M, y[m * N + n]);
+            QKT_CHECK(fbits(oneref[n]) == fbits(y[m * N + n]), "row %zu col %zu: the reference table gives %g, this one %g", m, n, oneref[n], y[m * N + n]);
+            if (m == 0) QKT_CHECK(fbits(y[n]) == fbits(y8[n]), "row 0 (no outlier) col %zu: %g, W8A8 %g", n, y[n], y8[n]);
+            double y64 = bias[n];
+            for (size_t k = 0; k < K; ++k) y64 += double(x[m * K + k]) * (double(w.q[n * K + k]) * w.scale[n]);
+            if (m > 0) {
+                e8 = std::fmax(e8, std::fabs(y8[m * N + n] - y64));
+                el = std::fmax(el, std::fabs(y[m * N + n] - y64));
+            }
+        }
+    }
+    QKT_CHECK(el * 10 <= e8, "per-row llm err %g w8a8 err %g", el, e8);
+}
