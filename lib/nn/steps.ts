@@ -29,7 +29,7 @@ export interface LinearCallOptions {
    * rows) or its large-M kernel with fixed blocking ('prefill': prompt
    * rows; the two give different bits, so a row must always take the same
    * one); the int8-activation paths are row-invariant anyway; LLM.int8()
-   * runs row by row, since its outlier columns are chosen over all rows.
+   * takes each row's outlier columns from that row alone (not over all rows).
    */
   readonly rowInvariant?: boolean | 'prefill';
 }
