@@ -13,6 +13,29 @@
 
 namespace qkt {
 
+// GemmArgs of a product Y[M, N] = X[M, K] (row stride K) times a quantized
+// weight (int8 or int4 codes with rb bytes per row, f32 scales, zero points
+// or nullptr, group G), plus bias, into Y with row stride N.
+inline qk::GemmArgs quant_gemm_args(const float* x, size_t M, size_t N, size_t K, int bits, const void* codes, size_t rb,
+                                    const float* scales, const void* zps, size_t G, const float* bias, float* y) {
+    qk::GemmArgs a{};
+    a.x = x;
+    a.ldx = K;
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    a.w.fmt = bits == 8 ? qk::WFormat::i8 : qk::WFormat::i4;
+    a.w.data = codes;
+    a.w.row_bytes = rb;
+    a.w.scales = scales;
+    a.w.zps = zps;
+    a.w.group = G;
+    a.bias = bias;
+    a.y = y;
+    a.ldy = N;
+    return a;
+}
+
 struct Failure {};
 
 // Counts checks and failures; a failing CHECK prints and aborts the current

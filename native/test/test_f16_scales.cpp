@@ -69,23 +69,10 @@ QKT_TEST(f16_scales_equal_widened_f32) {
                     for (auto& v : bias) v = rng.uni(-1.0f, 1.0f);
                     for (int mode = 0; mode < 3; ++mode) {
                         std::vector<float> y32(M * N, -7.0f), y16(M * N, -9.0f);
-                        qk::GemmArgs a{};
-                        a.x = x.data();
-                        a.ldx = K;
-                        a.M = M;
-                        a.N = N;
-                        a.K = K;
-                        a.w.fmt = bits == 8 ? qk::WFormat::i8 : qk::WFormat::i4;
-                        a.w.data = codes.data();
-                        a.w.row_bytes = rb;
-                        a.w.scales = widened.data();
-                        a.w.zps = asym ? zps.data() : nullptr;
-                        a.w.group = G;
-                        a.bias = bias.data();
-                        a.ldy = N;
+                        qk::GemmArgs a = qkt::quant_gemm_args(x.data(), M, N, K, bits, codes.data(), rb, widened.data(),
+                                                              asym ? zps.data() : nullptr, G, bias.data(), y32.data());
                         a.row_invariant = mode != 0;
                         a.invariant_panel = mode == 2;
-                        a.y = y32.data();
                         qk::gemm(*ctx.k, a, nullptr);
                         a.w.scales = nullptr;
                         a.w.scales16 = s16.data();

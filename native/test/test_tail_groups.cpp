@@ -82,21 +82,8 @@ QKT_TEST(tail_groups_quantize_gemm) {
                     std::vector<float> x(M * K), bias(N), y(M * N, -1.0f);
                     for (auto& v : x) v = rng.uni(-1.0f, 1.0f);
                     for (auto& v : bias) v = rng.uni(-1.0f, 1.0f);
-                    qk::GemmArgs a{};
-                    a.x = x.data();
-                    a.ldx = K;
-                    a.M = M;
-                    a.N = N;
-                    a.K = K;
-                    a.w.fmt = bits == 8 ? qk::WFormat::i8 : qk::WFormat::i4;
-                    a.w.data = codes.data();
-                    a.w.row_bytes = rb;
-                    a.w.scales = scales.data();
-                    a.w.zps = asym ? zps.data() : nullptr;
-                    a.w.group = G;
-                    a.bias = bias.data();
-                    a.y = y.data();
-                    a.ldy = N;
+                    const qk::GemmArgs a = qkt::quant_gemm_args(x.data(), M, N, K, bits, codes.data(), rb, scales.data(),
+                                                                asym ? zps.data() : nullptr, G, bias.data(), y.data());
                     qk::gemm(*ctx.k, a, nullptr);
                     std::vector<double> ref(M * N);
                     for (size_t m = 0; m < M; ++m)
