@@ -49,16 +49,17 @@ struct WeightView {
     size_t gstride = 0;
     // i8/i4 scales stored as f16 bits [N, gstride] instead of `scales` (half
     // the bytes: int4 g32 reads 0.5625 bytes per weight instead of 0.625).
-    // Read directly by the kernels whose table says so (gemv_f16_scales,
-    // w4a8_f16_scales: the reference and AVX-512, widening each scale
-    // exactly in a register); for the others, and for the panel path, the
-    // drivers widen a task's rows of scales into an f32 block and hand the
-    // kernel a view rebased to the task's first row (rebase_rows).
+    // Read directly by every gemv kernel, and by the W4A8 kernels whose
+    // table says so (w4a8_f16_scales: the reference and AVX-512), each scale
+    // widened exactly; for the other W4A8 kernels, and for the panel path,
+    // the drivers widen a task's rows of scales into an f32 block and hand
+    // the kernel a view rebased to the task's first row (rebase_rows).
     const uint16_t* scales16 = nullptr;
 };
 
 // Scale i of a quantized weight, from f32 or f16 storage (f16 widened
-// exactly, as F16C and NEON's fcvt do). For the reference kernels.
+// exactly, as F16C and NEON's fcvt do). The reference, AVX2 and NEON gemv
+// kernels read scales through it (once per group and row).
 inline float scale_at(const WeightView& w, size_t i) {
     if (!w.scales16) return w.scales[i];
     const uint32_t h = w.scales16[i], e = (h >> 10) & 0x1f, m = h & 0x3ff;
@@ -75,6 +76,11 @@ inline float scale_at(const WeightView& w, size_t i) {
     float f;
     std::memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+// Address of scale i (f32 or f16 storage), for prefetches.
+inline const char* scale_addr(const WeightView& w, size_t i) {
+    return w.scales16 ? reinterpret_cast<const char*>(w.scales16 + i) : reinterpret_cast<const char*>(w.scales + i);
 }
 
 // The rows [n0, n0 + nr) of w as a view of nr rows starting at row 0, its
@@ -298,9 +304,6 @@ struct Kernels {
     // a tile), so the driver's row-invariant mode can run any M through it
     // (without it a kernel may pick a faster order for mc <= 2).
     void (*gemv)(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1);
-    // Whether gemv reads WeightView::scales16 itself; otherwise the driver
-    // widens them to f32 for it, per task. (The panel path always widens.)
-    bool gemv_f16_scales;
 
     // Large-M path (prefill), f32 micro-kernel over a panel P of nr rows of
     // already-f32 weights: for m in [0, M), j in [0, nr):

@@ -88,17 +88,15 @@ void dequant_chunk(const Kernels& kern, const GemmArgs& a, size_t n0, size_t nr,
     }
 }
 
-// The arguments the kernels of one task (rows [n0, n1) of W) run on, and in
-// *base the index of row n0 in them. f32 scales, or f16 ones that the
-// kernel reads itself: `a` itself (absolute rows, base n0). Otherwise, f16
-// scales: the task's rows rebased to row 0 (rebase_rows, with
+// The arguments the panel kernels of one task (rows [n0, n1) of W) run on,
+// and in *base the index of row n0 in them. f32 scales: `a` itself
+// (absolute rows, base n0). f16 scales: the task's rows rebased to row 0 (rebase_rows, with
 // y and bias offset to match) and their scales widened into a per-thread
 // block, [n1 - n0, gstride] floats (32 KiB for 64 rows at K = 4096, G = 32):
 // the kernels never see f16, and the widening is K / G conversions per row
 // against K / 2 bytes of codes.
-const GemmArgs& task_args(const Kernels& kern, const GemmArgs& a, size_t n0, size_t n1, bool kernel_reads_f16,
-                          GemmArgs& tmp, size_t* base) {
-    if (!a.w.scales16 || kernel_reads_f16) {
+const GemmArgs& task_args(const Kernels& kern, const GemmArgs& a, size_t n0, size_t n1, GemmArgs& tmp, size_t* base) {
+    if (!a.w.scales16) {
         *base = n0;
         return a;
     }
@@ -119,10 +117,8 @@ void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& 
     parallel_for(tasks, flops, [&](size_t t, size_t) {
         const size_t n0 = t * nb;
         const size_t n1 = min_sz(a.N, n0 + nb);
-        GemmArgs tmp;
-        size_t base;
-        const GemmArgs& ta = task_args(kern, a, n0, n1, kern.gemv_f16_scales, tmp, &base);
-        for (size_t m0 = 0; m0 < a.M; m0 += 4) kern.gemv(ta, m0, min_sz(4, a.M - m0), base, base + (n1 - n0));
+        // (every gemv kernel reads f16 scales itself)
+        for (size_t m0 = 0; m0 < a.M; m0 += 4) kern.gemv(a, m0, min_sz(4, a.M - m0), n0, n1);
     });
 }
 
@@ -175,7 +171,7 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
         const size_t nr = min_sz(a.N, t * nb + nb) - t * nb;
         GemmArgs tmp;
         size_t n0;  // row t * nb of W, in the task's view of it
-        const GemmArgs& ta = task_args(kern, a, t * nb, t * nb + nr, false, tmp, &n0);
+        const GemmArgs& ta = task_args(kern, a, t * nb, t * nb + nr, tmp, &n0);
         float* scratch = in_place ? nullptr : panel_scratch(nb * ldp);
         size_t k0 = 0;
         while (k0 < K) {

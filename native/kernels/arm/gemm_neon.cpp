@@ -22,10 +22,22 @@
 
 #include <arm_neon.h>
 
+#include <cstring>
+
 #include "../isa.h"
 
 namespace qk {
 namespace neon {
+
+// Scale gi of a quantized weight as a float: f32 storage, or f16
+// (WeightView::scales16, read directly: a branch per group and row that
+// always goes the same way), widened exactly by fcvt.
+static inline float scale_of(const WeightView& w, size_t gi) {
+    if (!w.scales16) return w.scales[gi];
+    __fp16 h;
+    std::memcpy(&h, w.scales16 + gi, sizeof h);
+    return float(h);
+}
 
 namespace {
 
@@ -156,7 +168,7 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
         int16x8_t z[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            s[r] = vdupq_n_f32(a.w.scales[gi]);
+            s[r] = vdupq_n_f32(scale_of(a.w, gi));
             z[r] = vdupq_n_s16(ASYM ? zps[gi] : 0);
         }
         const size_t kend = (g + 1) * G;
@@ -204,7 +216,7 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
         int16x8_t z[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            s[r] = vdupq_n_f32(a.w.scales[gi]);
+            s[r] = vdupq_n_f32(scale_of(a.w, gi));
             z[r] = vdupq_n_s16(ASYM ? zps[gi] : 0);
         }
         const size_t kend = (g + 1) * G;

@@ -106,6 +106,11 @@ static inline void split_even_odd(__m256 x0, __m256 x1, __m256& xe, __m256& xo) 
 // linearly, as many bytes of the tile two tiles ahead as it consumes of this
 // one. Prefetching past the end of W is harmless (a hint never faults).
 constexpr size_t kPfTiles = 2;
+
+// Scale gi of a quantized weight as a float: f32 storage, or f16
+// (WeightView::scales16, read directly: a branch per group and row that
+// always goes the same way), widened exactly by F16C.
+static inline float scale_of(const WeightView& w, size_t gi) { return w.scales16 ? _cvtsh_ss(w.scales16[gi]) : w.scales[gi]; }
 struct Prefetcher {
     const char* p;
     explicit Prefetcher(const void* ahead) : p(static_cast<const char*>(ahead)) {}
@@ -181,15 +186,15 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
-    const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;  // that tile's scales
+    const size_t pf_sc = (n + kPfTiles * R) * gpr;  // that tile's scales
     for (size_t g = 0; g < ngr; ++g) {
-        if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
+        if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T1);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
         __m256 s[R];
         __m256i z[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            s[r] = _mm256_set1_ps(a.w.scales[gi]);
+            s[r] = _mm256_set1_ps(scale_of(a.w, gi));
             z[r] = ASYM ? _mm256_set1_epi32(zps[gi]) : _mm256_setzero_si256();
         }
         const size_t kend = (g + 1) * G;
@@ -229,15 +234,15 @@ static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
-    const float* pf_sc = a.w.scales + (n + kPfTiles * R) * gpr;  // that tile's scales
+    const size_t pf_sc = (n + kPfTiles * R) * gpr;  // that tile's scales
     for (size_t g = 0; g < ngr; ++g) {
-        if (R == 4) _mm_prefetch(reinterpret_cast<const char*>(pf_sc + R * g), _MM_HINT_T1);
+        if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T1);
         if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
         __m256 s[R];
         __m256i z[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            s[r] = _mm256_set1_ps(a.w.scales[gi]);
+            s[r] = _mm256_set1_ps(scale_of(a.w, gi));
             z[r] = ASYM ? _mm256_set1_epi32(zps[gi]) : _mm256_setzero_si256();
         }
         const size_t kend = (g + 1) * G;

@@ -156,10 +156,6 @@ constexpr size_t kPfTiles = 2;
 // (WeightView::scales16, which the gemv tiles read directly: a branch per
 // group and row that always goes the same way), widened exactly.
 static inline float scale_of(const WeightView& w, size_t gi) { return w.scales16 ? _cvtsh_ss(w.scales16[gi]) : w.scales[gi]; }
-// Address of scale gi (for prefetches).
-static inline const char* scale_addr(const WeightView& w, size_t gi) {
-    return w.scales16 ? reinterpret_cast<const char*>(w.scales16 + gi) : reinterpret_cast<const char*>(w.scales + gi);
-}
 struct Prefetcher {
     const char* p;
     explicit Prefetcher(const void* next_tile) : p(static_cast<const char*>(next_tile)) {}
