@@ -49,11 +49,11 @@ struct WeightView {
     size_t gstride = 0;
     // i8/i4 scales stored as f16 bits [N, gstride] instead of `scales` (half
     // the bytes: int4 g32 reads 0.5625 bytes per weight instead of 0.625).
-    // Read directly by every gemv kernel, and by the W4A8 kernels whose
-    // table says so (w4a8_f16_scales: the reference and AVX-512), each scale
-    // widened exactly; for the other W4A8 kernels, and for the panel path,
-    // the drivers widen a task's rows of scales into an f32 block and hand
-    // the kernel a view rebased to the task's first row (rebase_rows).
+    // Read directly by every gemv and W4A8 kernel, each scale widened
+    // exactly (F16C on x86, fcvt on ARM, scale_at in the reference); for the
+    // panel path (dequant_panel), the driver widens a task's rows of scales
+    // into an f32 block and hands the kernel a view rebased to the task's
+    // first row (rebase_rows).
     const uint16_t* scales16 = nullptr;
 };
 
@@ -336,9 +336,6 @@ struct Kernels {
     // For output columns n in [n0, n1) and every row m < M, y[m, n] as
     // documented on W4A8Args.
     void (*gemm_w4a8)(const W4A8Args& a, size_t n0, size_t n1);
-    // Whether gemm_w4a8 reads WeightView::scales16 itself; otherwise the
-    // driver widens them to f32 for it, per task.
-    bool w4a8_f16_scales;
 
     // ---- transformer glue -------------------------------------------------
     // Causal attention over a key/value cache, as specified on AttnRowsArgs

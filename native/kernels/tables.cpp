@@ -9,27 +9,25 @@
 
 namespace qk {
 
-#define QK_TABLE(ns, isa_value, isa_name, packed_min_m, pack_a, w4a8, f16)                            \
+#define QK_TABLE(ns, isa_value, isa_name, packed_min_m, pack_a, w4a8)                                 \
     const Kernels kernels_##ns = {                                                              \
         isa_value,         isa_name,         ns::f16_to_f32,     ns::bf16_to_f32,                \
         ns::minmax,        ns::absmax,       ns::quantize,       ns::dequantize_i8,              \
         ns::dequantize_i4, ns::pack_i4,      ns::unpack_i4,      ns::pack_i2,                    \
         ns::unpack_i2,     ns::gemv,         ns::gemm_panel_f32, ns::dequant_panel,              \
-        ns::gemm_w8a8,     packed_min_m,     pack_a,             w4a8,            f16,             \
+        ns::gemm_w8a8,     packed_min_m,     pack_a,             w4a8,                            \
         ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,                                         \
     };
 
-// f16: the W4A8 kernel reads f16 scales itself (the reference and AVX-512;
-// AVX2 and NEON get them widened to f32 by the driver). Every gemv does.
-QK_TABLE(ref, Isa::scalar, "scalar", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8, true)
+QK_TABLE(ref, Isa::scalar, "scalar", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8)
 #if defined(__x86_64__) || defined(_M_X64)
-QK_TABLE(avx2, Isa::avx2, "avx2", SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8, false)
+QK_TABLE(avx2, Isa::avx2, "avx2", SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8)
 // AVX-512: VNNI outer-product kernel over packed activations from M = 16
 // rows (the others never read them: their packer is the ref one, unused).
-QK_TABLE(avx512, Isa::avx512, "avx512", avx512::kW8A8PackedMinM, avx512::w8a8_pack_a, avx512::gemm_w4a8, true)
+QK_TABLE(avx512, Isa::avx512, "avx512", avx512::kW8A8PackedMinM, avx512::w8a8_pack_a, avx512::gemm_w4a8)
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-QK_TABLE(neon, Isa::neon, "neon", SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8, false)
+QK_TABLE(neon, Isa::neon, "neon", SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8)
 #endif
 
 }  // namespace qk

@@ -21,6 +21,7 @@
 // length is a valid per-channel WeightView).
 #include "gemm_ops.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -88,13 +89,31 @@ void dequant_chunk(const Kernels& kern, const GemmArgs& a, size_t n0, size_t nr,
     }
 }
 
+// Rows [n0, n0 + nr) of a weight view with f16 scales (w.scales16), as the
+// panel kernels of one task see them: rebased to row 0, their scales
+// widened to f32 into `widened` ([nr, gs] floats, gs the row stride of w's
+// scales and zero points). A view over K columns reads ceil(K / w.group)
+// groups per row (all gs of them, or fewer for the parts of a weight with a
+// shorter last group): only those are read and widened, one run per row then.
+WeightView widen_rows(const Kernels& k, const WeightView& w, size_t K, size_t n0, size_t nr, size_t gs,
+                      std::vector<float>& widened) {
+    const size_t used = std::min(gs, (K + w.group - 1) / w.group);
+    widened.resize(nr * gs);
+    if (used == gs) {
+        k.f16_to_f32(w.scales16 + n0 * gs, widened.data(), nr * gs);
+    } else {
+        for (size_t j = 0; j < nr; ++j) k.f16_to_f32(w.scales16 + (n0 + j) * gs, widened.data() + j * gs, used);
+    }
+    return rebase_rows(w, n0, gs, widened.data());
+}
+
 // The arguments the panel kernels of one task (rows [n0, n1) of W) run on,
 // and in *base the index of row n0 in them. f32 scales: `a` itself
-// (absolute rows, base n0). f16 scales: the task's rows rebased to row 0 (rebase_rows, with
-// y and bias offset to match) and their scales widened into a per-thread
-// block, [n1 - n0, gstride] floats (32 KiB for 64 rows at K = 4096, G = 32):
-// the kernels never see f16, and the widening is K / G conversions per row
-// against K / 2 bytes of codes.
+// (absolute rows, base n0). f16 scales: the task's rows rebased to row 0
+// (y and bias offset to match) with their scales widened into a per-thread
+// block, [n1 - n0, gstride] floats (128 KiB for 256 rows at K = 4096, G =
+// 32): dequant_panel only reads f32 scales, and the widening (K / G
+// conversions per row) is small next to the panel's M x K work per row.
 const GemmArgs& task_args(const Kernels& kern, const GemmArgs& a, size_t n0, size_t n1, GemmArgs& tmp, size_t* base) {
     if (!a.w.scales16) {
         *base = n0;
@@ -102,7 +121,7 @@ const GemmArgs& task_args(const Kernels& kern, const GemmArgs& a, size_t n0, siz
     }
     thread_local std::vector<float> widened;
     tmp = a;
-    tmp.w = ops::widen_rows(kern, a.w, a.K, n0, n1 - n0, scale_stride(a.w, a.K), widened);
+    tmp.w = widen_rows(kern, a.w, a.K, n0, n1 - n0, scale_stride(a.w, a.K), widened);
     tmp.N = n1 - n0;
     tmp.y = a.y + n0;
     tmp.bias = a.bias ? a.bias + n0 : nullptr;

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <vector>
 
 #include "../dispatch.h"
 #include "../threadpool.h"
@@ -162,22 +161,9 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     // 64 weight rows per task: 64 K / 2 bytes stay in L2 while every block
     // of 4 activation rows passes over them.
     const size_t nb = 64;
-    parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K), [&](size_t t, size_t) {
-        const size_t n0 = t * nb, n1 = min_sz(N, n0 + nb);
-        if (!w.scales16 || k.w4a8_f16_scales) {
-            k.gemm_w4a8(a, n0, n1);
-            return;
-        }
-        // f16 scales: the task's rows rebased to row 0 with their scales
-        // widened to f32 (as the f32-activation driver does, gemm_ops.cpp)
-        thread_local std::vector<float> widened;
-        W4A8Args sub = a;
-        sub.w = ops::widen_rows(k, w, K, n0, n1 - n0, w.gstride, widened);
-        sub.N = n1 - n0;
-        sub.y = a.y + n0;
-        sub.bias = a.bias ? a.bias + n0 : nullptr;
-        k.gemm_w4a8(sub, 0, n1 - n0);
-    });
+    // (every W4A8 kernel reads f16 scales, WeightView::scales16, itself)
+    parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K),
+                 [&](size_t t, size_t) { k.gemm_w4a8(a, t * nb, min_sz(N, (t + 1) * nb)); });
     return SIZE_MAX;
 }
 

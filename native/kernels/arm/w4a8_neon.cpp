@@ -53,7 +53,8 @@ namespace {
 template <int R, int MC>
 struct Tile {
     const uint8_t* w[R];
-    const float* s[R];
+    const float* s[R];        // f32 scales, or
+    const uint16_t* h[R];     // f16 scales (WeightView::scales16), widened by fcvt as read
     const int8_t* xc[MC];
     const float* sxl[MC];
     size_t ng;   // weight groups per row: K / G
@@ -66,7 +67,8 @@ struct Tile {
         gs = scale_stride(a.w, a.K);
         for (int r = 0; r < R; ++r) {
             w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-            s[r] = a.w.scales + (n + r) * gs;
+            s[r] = a.w.scales16 ? nullptr : a.w.scales + (n + r) * gs;
+            h[r] = a.w.scales16 ? a.w.scales16 + (n + r) * gs : nullptr;
         }
         for (int i = 0; i < MC; ++i) {
             xc[i] = a.xc + (m0 + i) * a.ldx;
@@ -76,6 +78,15 @@ struct Tile {
         bpg = a.w.group / 32;
     }
 };
+
+// Scale g of tile row r as a float (f16 widened exactly by fcvt).
+template <int R, int MC>
+static inline __attribute__((always_inline)) float scale_of(const Tile<R, MC>& t, int r, size_t g) {
+    if (!t.h[r]) return t.s[r][g];
+    __fp16 v;
+    std::memcpy(&v, t.h[r] + g, sizeof v);
+    return float(v);
+}
 
 // Offset of block b's even activations in a row (the odd ones at + 64).
 static inline size_t act_off(size_t b) { return 128 * (b / 4) + 16 * (b % 4); }
@@ -128,10 +139,10 @@ static inline __attribute__((always_inline)) void finish(float32x4_t (&acc)[R][M
         for (int r = 0; r < R; ++r) {
             float32x4_t sz;
             if (nl == 4) {
-                sz = vld1q_f32(t.s[r] + g);
+                sz = t.h[r] ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(t.h[r] + g))) : vld1q_f32(t.s[r] + g);
             } else {
                 float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                for (size_t j = 0; j < nl; ++j) buf[j] = t.s[r][g + j];
+                for (size_t j = 0; j < nl; ++j) buf[j] = scale_of(t, r, g + j);
                 sz = vld1q_f32(buf);
             }
             if (ASYM) {
@@ -174,7 +185,7 @@ void tile_base(const W4A8Args& a, size_t m0, size_t n) {
         for (int r = 0; r < R; ++r) {
             int8x16_t lo, hi;
             planes<ASYM>(t.w[r], b, lo, hi);
-            const float s = t.s[r][g];
+            const float s = scale_of(t, r, g);
             for (int i = 0; i < MC; ++i) {
                 const int32x4_t d = dot_base(lo, hi, vld1q_s8(t.xc[i] + xo), vld1q_s8(t.xc[i] + xo + 64));
                 acc[r][i] = accumulate(acc[r][i], d, s, t.sxl[i], b);
@@ -201,7 +212,7 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) void tile_dot(const W4A8Args& 
         for (int r = 0; r < R; ++r) {
             int8x16_t lo, hi;
             planes<ASYM>(t.w[r], b, lo, hi);
-            const float s = t.s[r][g];
+            const float s = scale_of(t, r, g);
             for (int i = 0; i < MC; ++i) {
                 const int32x4_t d0 = vdotq_s32(zero, lo, vld1q_s8(t.xc[i] + xo));
                 const int32x4_t d = vdotq_s32(d0, hi, vld1q_s8(t.xc[i] + xo + 64));

@@ -37,6 +37,8 @@
 
 #include <immintrin.h>
 
+#include <cstring>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -75,36 +77,65 @@ static inline __m256 scale_lanes(const float* s, size_t c, size_t h, size_t g128
     }
 }
 
+// The same from f16 scales (WeightView::scales16), each widened exactly by
+// F16C: the lanes hold the very floats the f32 form would load.
+template <GKind GK, bool PIECE>
+static inline __m256 scale_lanes(const uint16_t* s, size_t c, size_t h, size_t g128) {
+    if (GK == GKind::g32) {
+        const uint16_t* p = s + 4 * c + 2 * h;
+        if (PIECE) return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(p[0])));
+        // both halves of the pair in one 4-byte load: [s0, s1] -> lanes 0-3 s0, 4-7 s1
+        uint32_t pair;
+        std::memcpy(&pair, p, sizeof pair);
+        const __m256 v = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(int(pair))));
+        return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+    } else if (GK == GKind::g64) {
+        return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(s[2 * c + h])));
+    } else {
+        return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(s[g128])));
+    }
+}
+
+// 8 scales from s (the first nl of them; the others 0) as floats.
+static inline __m256 load_scales8(const float* s, size_t nl) { return _mm256_maskload_ps(s, lane_mask(nl)); }
+static inline __m256 load_scales8(const uint16_t* s, size_t nl) {
+    if (nl == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+    alignas(16) uint16_t buf[8] = {};
+    for (size_t j = 0; j < nl; ++j) buf[j] = s[j];
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
+}
+
 // Linear L2 prefetch of the tile two tiles ahead (as in w4a8_avx512.cpp):
 // its R rows of codes are one contiguous block (R lines per chunk, as many
 // as the chunk consumes), and so are its R rows of group scales (R * 512 / G
 // bytes per chunk).
-template <int R>
+template <int R, typename S>
 struct Prefetcher {
     const char* w;
     const char* s;
-    Prefetcher(const void* next_codes, const float* next_scales)
+    Prefetcher(const void* next_codes, const S* next_scales)
         : w(static_cast<const char*>(next_codes)), s(reinterpret_cast<const char*>(next_scales)) {}
-    // sf: the tile's scales (floats) consumed before this chunk.
+    // sf: the tile's scales consumed before this chunk.
     inline void step(size_t sf) {
         for (int r = 0; r < R; ++r) _mm_prefetch(w + 64 * r, _MM_HINT_T1);
         w += 64 * R;
-        _mm_prefetch(s + 4 * sf, _MM_HINT_T1);
+        _mm_prefetch(s + sizeof(S) * sf, _MM_HINT_T1);
     }
 };
 
-// Operands of one tile: R weight rows from n, MC activation rows from m0.
-template <int R, int MC>
+// Operands of one tile: R weight rows from n, MC activation rows from m0;
+// S: the scales' storage (float, or uint16_t f16 bits).
+template <int R, int MC, typename S>
 struct TileRows {
     const uint8_t* w[R];
-    const float* s[R];
+    const S* s[R];
     const int8_t* xc[MC];
     const float* sxl[MC];
 };
 
 // acc[r][i] += the 64 values of half h of chunk c (PIECE: its first 32).
-template <GKind GK, bool ASYM, bool PIECE, int R, int MC>
-static inline void half_step(__m256 (&acc)[R][MC], const TileRows<R, MC>& t, size_t c, size_t h, size_t g128) {
+template <GKind GK, bool ASYM, bool PIECE, int R, int MC, typename S>
+static inline void half_step(__m256 (&acc)[R][MC], const TileRows<R, MC, S>& t, size_t c, size_t h, size_t g128) {
     const __m256i flip = _mm256_set1_epi8(ASYM ? 0 : char(0x88));
     const __m256i low = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
@@ -132,14 +163,17 @@ static inline void half_step(__m256 (&acc)[R][MC], const TileRows<R, MC>& t, siz
 }
 
 // R weight rows x MC activation rows; ASYM: unsigned nibbles with zero points.
-template <GKind GK, bool ASYM, int R, int MC>
+template <GKind GK, bool ASYM, int R, int MC, typename S>
 void tile(const W4A8Args& a, size_t m0, size_t n) {
     const size_t K = a.K, G = a.w.group, ng = K / G, gs = scale_stride(a.w, K);  // groups here, scale row stride
     const size_t full = K / 128, rem = K % 128;
-    TileRows<R, MC> t;
+    const S* scales;
+    if constexpr (sizeof(S) == 2) scales = a.w.scales16;
+    else scales = a.w.scales;
+    TileRows<R, MC, S> t;
     for (int r = 0; r < R; ++r) {
         t.w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-        t.s[r] = a.w.scales + (n + r) * gs;
+        t.s[r] = scales + (n + r) * gs;
     }
     for (int i = 0; i < MC; ++i) {
         t.xc[i] = a.xc + (m0 + i) * a.ldx;
@@ -148,7 +182,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
     __m256 acc[R][MC];
     for (int r = 0; r < R; ++r)
         for (int i = 0; i < MC; ++i) acc[r][i] = _mm256_setzero_ps();
-    Prefetcher<R> pf(t.w[0] + 2 * R * a.w.row_bytes, t.s[0] + 2 * R * gs);
+    Prefetcher<R, S> pf(t.w[0] + 2 * R * a.w.row_bytes, t.s[0] + 2 * R * gs);
 
     // G % 128 == 0: the group of chunk c, without a division per chunk.
     const size_t cpg = G / 128;
@@ -173,7 +207,7 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
         __m256 tg[MC];
         for (int i = 0; i < MC; ++i) tg[i] = _mm256_maskload_ps(a.tg + (m0 + i) * a.ldtg + g, mk);
         for (int r = 0; r < R; ++r) {
-            __m256 sz = _mm256_maskload_ps(t.s[r] + g, mk);
+            __m256 sz = load_scales8(t.s[r] + g, nl);
             if (ASYM) {
                 const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * gs + g;
                 __m128i zb;
@@ -201,29 +235,34 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
     }
 }
 
-template <GKind GK, bool ASYM, int MC>
+template <GKind GK, bool ASYM, int MC, typename S>
 void rows(const W4A8Args& a, size_t m0, size_t n0, size_t n1) {
     size_t n = n0;
-    for (; n + 4 <= n1; n += 4) tile<GK, ASYM, 4, MC>(a, m0, n);
-    for (; n < n1; ++n) tile<GK, ASYM, 1, MC>(a, m0, n);
+    for (; n + 4 <= n1; n += 4) tile<GK, ASYM, 4, MC, S>(a, m0, n);
+    for (; n < n1; ++n) tile<GK, ASYM, 1, MC, S>(a, m0, n);
 }
 
-template <GKind GK, bool ASYM>
+template <GKind GK, bool ASYM, typename S>
 void run(const W4A8Args& a, size_t n0, size_t n1) {
     size_t m = 0;
-    for (; m + 4 <= a.M; m += 4) rows<GK, ASYM, 4>(a, m, n0, n1);
+    for (; m + 4 <= a.M; m += 4) rows<GK, ASYM, 4, S>(a, m, n0, n1);
     switch (a.M - m) {
-        case 3: rows<GK, ASYM, 3>(a, m, n0, n1); break;
-        case 2: rows<GK, ASYM, 2>(a, m, n0, n1); break;
-        case 1: rows<GK, ASYM, 1>(a, m, n0, n1); break;
+        case 3: rows<GK, ASYM, 3, S>(a, m, n0, n1); break;
+        case 2: rows<GK, ASYM, 2, S>(a, m, n0, n1); break;
+        case 1: rows<GK, ASYM, 1, S>(a, m, n0, n1); break;
         default: break;
     }
 }
 
 template <GKind GK>
 void run_g(const W4A8Args& a, size_t n0, size_t n1) {
-    if (a.w.zps) run<GK, true>(a, n0, n1);
-    else run<GK, false>(a, n0, n1);
+    if (a.w.scales16) {
+        if (a.w.zps) run<GK, true, uint16_t>(a, n0, n1);
+        else run<GK, false, uint16_t>(a, n0, n1);
+    } else {
+        if (a.w.zps) run<GK, true, float>(a, n0, n1);
+        else run<GK, false, float>(a, n0, n1);
+    }
 }
 
 }  // namespace
