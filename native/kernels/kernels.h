@@ -58,8 +58,8 @@ struct WeightView {
 };
 
 // Scale i of a quantized weight, from f32 or f16 storage (f16 widened
-// exactly, as F16C and NEON's fcvt do). The reference, AVX2 and NEON gemv
-// kernels read scales through it (once per group and row).
+// exactly, as F16C and NEON's fcvt do). The reference kernels read scales
+// through it; the SIMD ones convert with F16C or fcvt.
 inline float scale_at(const WeightView& w, size_t i) {
     if (!w.scales16) return w.scales[i];
     const uint32_t h = w.scales16[i], e = (h >> 10) & 0x1f, m = h & 0x3ff;
