@@ -41,6 +41,7 @@
         "native/kernels/ref/w8a8_ref.cpp",
         "native/kernels/ref/w4a8_ref.cpp",
         "native/kernels/ref/attn_ref.cpp",
+        "native/kernels/ref/linalg_ref.cpp",
         "native/ops/quantize_ops.cpp",
         "native/ops/gemm_ops.cpp",
         "native/ops/w8a8_ops.cpp",
@@ -105,7 +106,8 @@
               "native/kernels/x86/gemm_avx2.cpp",
               "native/kernels/x86/w8a8_avx2.cpp",
               "native/kernels/x86/w4a8_avx2.cpp",
-              "native/kernels/x86/attn_avx2.cpp"
+              "native/kernels/x86/attn_avx2.cpp",
+              "native/kernels/x86/linalg_avx2.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",
@@ -130,7 +132,8 @@
               "native/kernels/x86/w8a8_avx512.cpp",
               "native/kernels/x86/w8a8_avx512_packed.cpp",
               "native/kernels/x86/w4a8_avx512.cpp",
-              "native/kernels/x86/attn_avx512.cpp"
+              "native/kernels/x86/attn_avx512.cpp",
+              "native/kernels/x86/linalg_avx512.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",
@@ -169,7 +172,8 @@
               "native/kernels/arm/gemm_neon.cpp",
               "native/kernels/arm/w8a8_neon.cpp",
               "native/kernels/arm/w4a8_neon.cpp",
-              "native/kernels/arm/attn_neon.cpp"
+              "native/kernels/arm/attn_neon.cpp",
+              "native/kernels/arm/linalg_neon.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)"

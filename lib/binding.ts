@@ -191,6 +191,11 @@ export interface Addon {
   rope(x: Float32Array, T: number, nHeads: number, stride: number, half: number, pos0: number, cos: Float64Array, sin: Float64Array, interleaved: boolean): void;
   /** h [K*K] -> U with H^-1 = U^T U (upper); false if H is not positive definite. */
   cholInverseUpper(h: Float64Array, K: number): boolean;
+  /** Columns [p0, p1) of GPTQ's walk over the block [b0, b1) (native/ops/linalg_ops.h, gptq_walk). */
+  gptqWalk(
+    w: Float32Array, N: number, K: number, u: Float64Array, col: Int32Array, scales: Float32Array, zps: Int32Array,
+    G: number, qmin: number, qmax: number, codes: Int8Array, e: Float32Array, b0: number, p0: number, p1: number, b1: number,
+  ): void;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

@@ -22,6 +22,7 @@ import {
   saveQuantized,
   type QuantizedTensor,
 } from '../lib/index.js';
+import { addon } from '../lib/binding.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import { runCli, runCliJson } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
@@ -153,6 +154,38 @@ describe('cholInverseUpper', () => {
     expect(() => cholInverseUpper(new Float32Array(4) as never, 2)).toThrow(TypeError);
     expect(() => cholInverseUpper(new Float64Array(3), 2)).toThrow(/'h' has 3 values/);
     expect(() => cholInverseUpper(new Float64Array(4), -1)).toThrow(RangeError);
+  });
+});
+
+describe('the native column walk (addon.gptqWalk)', () => {
+  // N = 2, K = 4, one group of 4: every argument the walk reads is checked before it runs
+  const args = () => ({
+    w: new Float32Array(8), u: Float64Array.from({ length: 16 }, (_, i) => (i % 5 === 0 ? 1 : 0)), col: Int32Array.from([0, 1, 2, 3]),
+    scales: new Float32Array(2).fill(0.5), zps: new Int32Array(2), codes: new Int8Array(8), e: new Float32Array(8),
+  });
+  const call = (a: ReturnType<typeof args>, over: { G?: number; qmin?: number; p1?: number; b1?: number } = {}) =>
+    addon.gptqWalk(a.w, 2, 4, a.u, a.col, a.scales, a.zps, over.G ?? 4, over.qmin ?? -8, 7, a.codes, a.e, 0, 0, over.p1 ?? 4, over.b1 ?? 4);
+  it('quantizes with the scale of each column', () => {
+    const a = args();
+    a.w.set([0.5, -1, 1.5, 9, 0, 0.25, -0.75, -9]);
+    call(a);
+    expect(Array.from(a.codes)).toEqual([1, -2, 3, 7, 0, 0, -2, -8]); // 0.25 / 0.5 and -0.75 / 0.5 round half to even
+  });
+  it('refuses what would read or write out of bounds', () => {
+    let a = args();
+    a.col[2] = 4;
+    expect(() => call(a)).toThrow(/'col' has a column outside/);
+    a = args();
+    a.u[5] = 0;
+    expect(() => call(a)).toThrow(/'u' has a zero diagonal/);
+    a = args();
+    a.scales[1] = 0;
+    expect(() => call(a)).toThrow(/'scales' must be finite and > 0/);
+    expect(() => call(args(), { G: 0 })).toThrow(/'G' must be >= 1/);
+    expect(() => call(args(), { G: 1 })).toThrow(/'scales' .*8/); // ceil(4 / 1) groups per row need 8 scales
+    expect(() => call(args(), { qmin: -129 })).toThrow(RangeError);
+    expect(() => call(args(), { p1: 5, b1: 4 })).toThrow(/b0 <= p0 <= p1 <= b1 <= K/);
+    expect(() => call(args(), { b1: 5, p1: 5 })).toThrow(/b0 <= p0 <= p1 <= b1 <= K/);
   });
 });
 

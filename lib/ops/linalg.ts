@@ -19,3 +19,31 @@ export function cholInverseUpper(h: Float64Array, K: number): Float64Array {
   if (!addon.cholInverseUpper(u, K)) throw new QuantkitError('ERR_NOT_POSITIVE_DEFINITE', `cholInverseUpper: the ${K} x ${K} matrix is not positive definite`);
   return u;
 }
+
+/** Where one stretch of GPTQ's column walk reads and writes (native/ops/linalg_ops.h, gptq_walk). */
+export interface GptqWalkState {
+  /** Working weights [N, K], walk order; updated in place. */
+  w: Float32Array;
+  N: number;
+  K: number;
+  /** U [K, K] of cholInverseUpper, walk order. */
+  u: Float64Array;
+  /** col[p]: the storage column walked p-th. */
+  col: Int32Array;
+  /** Scales and zero points [N, ceil(K / G)], storage order of groups. */
+  scales: Float32Array;
+  zps: Int32Array;
+  G: number;
+  qmin: number;
+  qmax: number;
+  /** Codes [N, K], storage order; written. */
+  codes: Int8Array;
+}
+
+/**
+ * Columns [p0, p1) of the lazy-batch block [b0, b1): quantize each, keep its
+ * scaled error in e [N, b1 - b0] and feed it into the block's later columns.
+ */
+export function gptqWalk(s: GptqWalkState, e: Float32Array, b0: number, p0: number, p1: number, b1: number): void {
+  addon.gptqWalk(s.w, s.N, s.K, s.u, s.col, s.scales, s.zps, s.G, s.qmin, s.qmax, s.codes, e, b0, p0, p1, b1);
+}

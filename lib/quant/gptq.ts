@@ -11,6 +11,9 @@
  *     e_j = (w_j - q_j) / U[j, j],  w_t -= e_j * U[j, t] for t > j in the block;
  *   after each block, the columns after it: W[:, b1:] -= E · U[b0:b1, b1:]
  *   (one native GEMM: the "lazy batch" update).
+ * The factor U (a blocked float64 Cholesky and triangular inverse) and the
+ * column walk inside each block run natively (ops/linalg.ts); this file
+ * orders the work and chooses the group parameters.
  *
  * Groups keep the storage layout the kernels read (scales per group of
  * consecutive columns, a shorter last group when G does not divide K). A
@@ -28,7 +31,7 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { matmul } from '../ops/matmul.js';
-import { cholInverseUpper } from '../ops/linalg.js';
+import { type GptqWalkState, cholInverseUpper, gptqWalk } from '../ops/linalg.js';
 import { Tensor } from '../tensor.js';
 import { QuantizedTensor } from './qtensor.js';
 import { type Scheme, codeRange } from './qtypes.js';
@@ -189,26 +192,19 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
     sliceParams(W0.map((v, i) => (dead[i % K] ? 0 : v)), K, ng, 0, 0);
   }
 
+  const walk: GptqWalkState = { w: Wp, N, K, u: U!, col: Int32Array.from(perm), scales, zps, G, qmin, qmax, codes };
   for (let b0 = 0; b0 < K; b0 += B) {
     const b1 = Math.min(K, b0 + B);
     const nb = b1 - b0;
     const E = new Float32Array(N * nb);
-    for (let p = b0; p < b1; p++) {
-      const col = perm[p]!;
-      const g = Math.floor(col / G);
-      if (!actOrder && col % G === 0) groupParams(g);
-      const d = U![p * K + p]!;
-      const urow = p * K;
-      for (let n = 0; n < N; n++) {
-        const row = n * K;
-        const v = Wp[row + p]!;
-        const s = scales[n * ng + g]!, z = zps[n * ng + g]!;
-        const q = Math.min(Math.max(rne(Math.fround(v / s)) + z, qmin), qmax);
-        codes[n * K + col] = q;
-        const e = (v - Math.fround((q - z) * s)) / d;
-        E[n * nb + (p - b0)] = e;
-        for (let t = p + 1; t < b1; t++) Wp[row + t] = Wp[row + t]! - e * U![urow + t]!;
-      }
+    // natively, in stretches that end where a group's parameters must be
+    // chosen (without activation order, at a group's first column)
+    for (let p0 = b0; p0 < b1; ) {
+      if (!actOrder && perm[p0]! % G === 0) groupParams(perm[p0]! / G);
+      let p1 = p0 + 1;
+      while (p1 < b1 && (actOrder || perm[p1]! % G !== 0)) p1++;
+      gptqWalk(walk, E, b0, p0, p1, b1);
+      p0 = p1;
     }
     if (b1 < K) {
       // W[:, b1:] -= E [N, nb] · U[b0:b1, b1:]   (matmul takes w as [out, in]: Ut [K - b1, nb])

@@ -350,6 +350,17 @@ struct Kernels {
     // 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), which has no cancellation
     // (bit-identical on every ISA).
     void (*gelu_tanh)(float* x, size_t n);
+
+    // ---- float64 linear algebra (calibrated quantization) ----------------
+    // The product under the blocked Cholesky factor and triangular inverse
+    // of GPTQ's Hessian (ops/linalg_ops.cpp): for i < M, j < N,
+    //   C[i, j] -= sum_{k < kc} A[i, k] * B[j, k]
+    // A [M, kc] with row stride lda, B [N, kc] with row stride ldb (both
+    // k-contiguous: the rows of one row-major matrix), C row stride ldc.
+    // Summation order is the kernel's (SIMD variants agree with the
+    // reference to rounding, not bit for bit).
+    void (*dgemm_nt_sub)(const double* a, size_t lda, size_t M, const double* b, size_t ldb, size_t N,
+                         size_t kc, double* c, size_t ldc);
 };
 
 // Per-ISA tables (defined in the kernel files; a table is only linked for

@@ -16,7 +16,7 @@ namespace qk {
         ns::dequantize_i4, ns::pack_i4,      ns::unpack_i4,      ns::pack_i2,                    \
         ns::unpack_i2,     ns::gemv,         ns::gemm_panel_f32, ns::dequant_panel,              \
         ns::gemm_w8a8,     packed_min_m,     pack_a,             w4a8,                            \
-        ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,                                         \
+        ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,    ns::dgemm_nt_sub,                  \
     };
 
 QK_TABLE(ref, Isa::scalar, "scalar", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8)

@@ -1,5 +1,6 @@
 #include "linalg_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -9,9 +10,16 @@ namespace qk {
 
 namespace {
 
+// Rows (and columns) per block of the factor and of the inverse: the
+// product kernel's k extent in the factor, and the tiles both hand to the
+// thread pool. 64 keeps the unblocked parts (diagonal blocks, panel
+// substitutions: K^2 * 64 / 2 operations each) small next to the K^3 / 6
+// of each product.
+constexpr size_t kNb = 64;
+
 // Four independent partial sums: the compiler vectorizes this loop and the
-// FMA/add latency is hidden (the Cholesky and the inverse are all dot
-// products of contiguous row prefixes).
+// add latency is hidden (the unblocked parts are dot products of
+// contiguous row pieces).
 inline double dot(const double* a, const double* b, size_t n) {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     size_t i = 0;
@@ -25,42 +33,117 @@ inline double dot(const double* a, const double* b, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+// In place, lower Cholesky factor A = R R^T of a [K, K] (row-major, lower
+// triangle read and written; entries above the diagonal are scratch).
+// Right-looking by blocks of kNb columns [kb, e):
+//   1. the diagonal block, already updated by every block before it, is
+//      factored unblocked (Cholesky-Banachiewicz);
+//   2. each row below it solves against that block (R21 = A21 R11^-T),
+//      rows in parallel;
+//   3. the trailing lower triangle takes the product: A22 -= R21 R21^T, in
+//      tiles of kNb rows in parallel (each tile also writes the upper half
+//      of its diagonal square: scratch, never read).
+// Returns false on a pivot <= 0 or not finite.
+bool cholesky_lower(double* a, size_t K, const Kernels& kn) {
+    for (size_t kb = 0; kb < K; kb += kNb) {
+        const size_t e = std::min(K, kb + kNb), nb = e - kb;
+        for (size_t i = kb; i < e; ++i) {
+            double* ri = a + i * K;
+            for (size_t j = kb; j < i; ++j) {
+                const double* rj = a + j * K;
+                ri[j] = (ri[j] - dot(ri + kb, rj + kb, j - kb)) / rj[j];
+            }
+            const double d = ri[i] - dot(ri + kb, ri + kb, i - kb);
+            if (!(d > 0) || !std::isfinite(d)) return false;
+            ri[i] = std::sqrt(d);
+        }
+        if (e == K) break;
+        const size_t rows = K - e, tiles = (rows + kNb - 1) / kNb;
+        parallel_for(tiles, double(rows) * nb * nb, [&](size_t t, size_t) {
+            for (size_t i = e + t * kNb; i < std::min(K, e + (t + 1) * kNb); ++i) {
+                double* ri = a + i * K;
+                for (size_t j = kb; j < e; ++j) {
+                    const double* rj = a + j * K;
+                    ri[j] = (ri[j] - dot(ri + kb, rj + kb, j - kb)) / rj[j];
+                }
+            }
+        });
+        parallel_for(tiles, double(rows) * rows * nb, [&](size_t t, size_t) {
+            const size_t r0 = e + t * kNb, r1 = std::min(K, r0 + kNb);
+            kn.dgemm_nt_sub(a + r0 * K + kb, K, r1 - r0, a + e * K + kb, K, r1 - e, nb, a + r0 * K + e, K);
+        });
+    }
+    return true;
+}
+
+// X = R^-1 for the lower factor R of cholesky_lower, stored transposed:
+// row c of xt holds column c of X (xt must be zero on entry; X is lower, so
+// xt[c][i] stays 0 for i < c). Columns go in blocks C = [c0, c1) of kNb, in
+// parallel (independent); within one, rows go down in blocks I = [i0, i1):
+//   T = I_{I,C} - R[I, c0:i0] X[c0:i0, C]      (one product: X is 0 above c0)
+//   X[I, C] = R[I, I]^-1 T                      (forward substitution)
+// Every dot product reads two contiguous ranges (a row of R, a row of xt).
+void invert_lower_transposed(const double* a, size_t K, double* xt, const Kernels& kn) {
+    const size_t blocks = (K + kNb - 1) / kNb;
+    parallel_for(blocks, double(K) * K * K / 6, [&](size_t cb, size_t) {
+        const size_t c0 = cb * kNb, c1 = std::min(K, c0 + kNb), nc = c1 - c0;
+        std::vector<double> t(kNb * kNb);
+        for (size_t i0 = c0; i0 < K; i0 += kNb) {
+            const size_t i1 = std::min(K, i0 + kNb), ni = i1 - i0;
+            for (size_t ii = 0; ii < ni; ++ii)
+                for (size_t cc = 0; cc < nc; ++cc) t[ii * nc + cc] = i0 + ii == c0 + cc ? 1.0 : 0.0;
+            if (i0 > c0) kn.dgemm_nt_sub(a + i0 * K + c0, K, ni, xt + c0 * K + c0, K, nc, i0 - c0, t.data(), nc);
+            for (size_t i = i0; i < i1; ++i) {
+                const double* ri = a + i * K;
+                for (size_t c = c0; c < std::min(c1, i + 1); ++c) {
+                    const size_t lo = std::max(i0, c);
+                    double* xc = xt + c * K;
+                    xc[i] = (t[(i - i0) * nc + (c - c0)] - dot(ri + lo, xc + lo, i - lo)) / ri[i];
+                }
+            }
+        }
+    });
+}
+
 }  // namespace
 
-bool chol_inverse_upper(double* h, size_t K) {
+bool chol_inverse_upper(const Kernels& kn, double* h, size_t K) {
     if (K == 0) return true;
     // A = J H J (lower triangle), row-major: A[i][j] = H[K-1-i][K-1-j].
     std::vector<double> a(K * K, 0.0);
     for (size_t i = 0; i < K; ++i)
         for (size_t j = 0; j <= i; ++j) a[i * K + j] = h[(K - 1 - i) * K + (K - 1 - j)];
-    // Cholesky-Banachiewicz, row by row: R[i][j] = (A[i][j] - R[i][:j].R[j][:j]) / R[j][j].
-    for (size_t i = 0; i < K; ++i) {
-        double* ri = a.data() + i * K;
-        for (size_t j = 0; j < i; ++j) {
-            const double* rj = a.data() + j * K;
-            ri[j] = (ri[j] - dot(ri, rj, j)) / rj[j];
-        }
-        const double d = ri[i] - dot(ri, ri, i);
-        if (!(d > 0) || !std::isfinite(d)) return false;
-        ri[i] = std::sqrt(d);
-    }
-    // Rinv = R^-1 (lower), one column at a time (independent columns): for
-    // column c, x[c] = 1 / R[c][c], x[i] = -R[i][c:i].x[c:i] / R[i][i].
-    // Stored transposed (row c of `inv` holds column c) so that every dot
-    // product reads two contiguous ranges.
-    std::vector<double> inv(K * K, 0.0);
-    parallel_for(K, [&](size_t c, size_t) {
-        double* x = inv.data() + c * K;  // x[i] = Rinv[i][c], i >= c
-        x[c] = 1.0 / a[c * K + c];
-        for (size_t i = c + 1; i < K; ++i) {
-            const double* ri = a.data() + i * K;
-            x[i] = -dot(ri + c, x + c, i - c) / ri[i];
-        }
-    });
-    // U = J Rinv J: U[p][q] = Rinv[K-1-p][K-1-q] = inv[(K-1-q) * K + (K-1-p)], upper.
+    if (!cholesky_lower(a.data(), K, kn)) return false;
+    std::vector<double> inv(K * K, 0.0);  // row c: column c of R^-1
+    invert_lower_transposed(a.data(), K, inv.data(), kn);
+    // U = J R^-1 J: U[p][q] = Rinv[K-1-p][K-1-q] = inv[(K-1-q) * K + (K-1-p)], upper.
     for (size_t p = 0; p < K; ++p)
         for (size_t q = 0; q < K; ++q) h[p * K + q] = q >= p ? inv[(K - 1 - q) * K + (K - 1 - p)] : 0.0;
     return true;
+}
+
+void gptq_walk(const GptqWalk& g, size_t p0, size_t p1) {
+    constexpr size_t kRows = 16;  // rows per task
+    const size_t nb = g.b1 - g.b0;
+    parallel_for((g.N + kRows - 1) / kRows, 2.0 * double(g.N) * double(p1 - p0) * double(g.b1 - p0), [&](size_t task, size_t) {
+        for (size_t n = task * kRows; n < std::min(g.N, (task + 1) * kRows); ++n) {
+            float* wr = g.w + n * g.K;
+            for (size_t p = p0; p < p1; ++p) {
+                const size_t col = size_t(g.col[p]), grp = col / g.G;
+                const float s = g.scales[n * g.ng + grp];
+                const int32_t z = g.zps[n * g.ng + grp];
+                const float v = wr[p];
+                const double r = double(std::nearbyint(v / s)) + z;
+                const int32_t q = int32_t(std::min(std::max(r, double(g.qmin)), double(g.qmax)));
+                g.codes[n * g.K + col] = int8_t(q);
+                const float deq = float(q - z) * s;
+                const double e = (double(v) - double(deq)) / g.u[p * g.K + p];
+                g.e[n * nb + (p - g.b0)] = float(e);
+                const double* up = g.u + p * g.K;
+                for (size_t t = p + 1; t < g.b1; ++t) wr[t] = float(double(wr[t]) - e * up[t]);
+            }
+        }
+    });
 }
 
 }  // namespace qk

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+
+#include "../kernels/kernels.h"
 
 namespace qk {
 
@@ -11,10 +14,36 @@ namespace qk {
 // (zeros below the diagonal). This is the matrix GPTQ walks column by
 // column. Computed without forming H^-1: with J the index reversal,
 // J H J = R R^T (lower Cholesky factor R) gives H^-1 = (J R^-T J)(J R^-1 J),
-// so U = J R^-1 J. Work: K^3 / 3 for the factor, K^3 / 3 for the inverse
-// (its columns in parallel on the thread pool).
+// so U = J R^-1 J. Work: about K^3 / 6 multiply-adds for the factor and as
+// many for the inverse, both blocked so that nearly all of it runs in the
+// float64 product kernel (Kernels::dgemm_nt_sub) on the thread pool.
 // Returns false (H unchanged in meaning, contents unspecified) when H is not
 // numerically positive definite (a pivot <= 0 or not finite).
-bool chol_inverse_upper(double* h, size_t K);
+bool chol_inverse_upper(const Kernels& k, double* h, size_t K);
+
+// One stretch of GPTQ's column walk (lib/quant/gptq.ts, which documents the
+// algorithm): the columns [p0, p1) of the lazy-batch block [b0, b1), in walk
+// order. For each row n and column p: q = clamp(round_half_even(w / s) + z,
+// qmin, qmax) with the scale and zero point of the storage column's group,
+// written to codes[n, col[p]]; e = (w - (q - z) * s) / U[p, p], kept in
+// E[n, p - b0]; and every later column of the block, t in (p, b1), takes
+// w[n, t] -= e * U[p, t]. Rows are independent (in parallel). The arithmetic
+// is the one the TypeScript walk used (float quotient and dequantized value,
+// float64 error and update, rounded to float when stored), so the codes are
+// the same bits.
+struct GptqWalk {
+    float* w;               // working weights [N, K], walk order
+    size_t N, K;
+    const double* u;        // U [K, K] (walk order)
+    const int32_t* col;     // [K]: the storage column walked p-th
+    const float* scales;    // [N, ng], storage order of groups
+    const int32_t* zps;     // [N, ng]
+    size_t ng, G;           // groups per row, columns per group
+    int32_t qmin, qmax;
+    int8_t* codes;          // [N, K], storage order
+    float* e;               // E [N, b1 - b0]
+    size_t b0, b1;
+};
+void gptq_walk(const GptqWalk& g, size_t p0, size_t p1);
 
 }  // namespace qk
