@@ -115,10 +115,66 @@ export abstract class DecoderLM extends CausalLM {
   protected abstract cacheShape(): { nLayers: number; kvDim: number; maxPositions?: number };
 
   /**
-   * Hidden states [rows, width] of the batch's tokens (its segments' tokens
-   * one after another), each segment at its own positions over its own cache.
+   * Hidden states [rows, width] entering the first decoder block, for the
+   * batch's tokens (its segments' tokens one after another), each segment at
+   * its own positions.
    */
-  protected abstract bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>>;
+  protected abstract embedSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>>;
+
+  /** Decoder block i (0 <= i < blocks) on hidden states x [rows, width]; it reads and writes layer i of the caches. */
+  protected abstract blockSteps(i: number, x: Tensor<'f32'>, batch: SeqBatch): ForwardSteps<Tensor<'f32'>>;
+
+  /** Module path of decoder block i, as namedModules() gives it ('model.layers.3'). */
+  abstract blockName(i: number): string;
+
+  /** Number of decoder blocks. */
+  get blocks(): number {
+    return this.cacheShape().nLayers;
+  }
+
+  /**
+   * Hidden states [rows, width] after the blocks, of the batch's tokens; the
+   * embedding, then every block in order (a model may add its own end).
+   */
+  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    let x = yield* this.embedSteps(tokens, batch);
+    for (let i = 0; i < this.blocks; i++) x = yield* this.blockSteps(i, x, batch);
+    return x;
+  }
+
+  /**
+   * Calibration runs one block at a time over stored hidden states
+   * (lib/nn/calibrate.ts): the hidden states [T, width] entering block 0 for
+   * one sequence at positions 0..T-1, in a new array.
+   */
+  embedForCalibration(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
+    const c = this.#calibrationCache('embedForCalibration', cache, tokens.length);
+    const x = runSync(this.embedSteps(tokens, SeqBatch.single(c, 0, tokens.length)));
+    return new Tensor('f32', x.shape, Float32Array.from(x.data));
+  }
+
+  /**
+   * Block i on the hidden states x [T, width] of one sequence at positions
+   * 0..T-1 (writing layer i of `cache`), in a new array: with the outputs of
+   * block i - 1 (or embedForCalibration for block 0), the hidden states a
+   * whole forward would give.
+   */
+  blockForCalibration(i: number, x: Tensor<'f32'>, cache: KVCache): Tensor<'f32'> {
+    const fn = 'blockForCalibration';
+    if (!Number.isInteger(i) || i < 0 || i >= this.blocks) throw rangeError(fn, 'i', `must be a block index in [0, ${this.blocks}), got ${i}`);
+    if (!(x instanceof Tensor) || x.dtype !== 'f32' || x.shape.length !== 2) throw typeError(fn, 'x', 'must be an f32 Tensor [T, width]');
+    const c = this.#calibrationCache(fn, cache, x.shape[0]!);
+    const y = runSync(this.blockSteps(i, x, SeqBatch.single(c, 0, x.shape[0]!)));
+    return new Tensor('f32', y.shape, Float32Array.from(y.data));
+  }
+
+  #calibrationCache(fn: string, cache: KVCache, T: number): DecoderKVCache {
+    const { nLayers, kvDim } = this.cacheShape();
+    if (!(cache instanceof DecoderKVCache) || cache.nLayers !== nLayers || cache.kvDim !== kvDim) throw typeError(fn, 'cache', `must be a cache of this model (createCache())`);
+    if (T > cache.capacity) throw rangeError(fn, 'cache', `holds ${cache.capacity} positions, the sequence has ${T}`);
+    cache.reserve(T);
+    return cache;
+  }
 
   /** Rows of hidden states -> lm_head's input (default: as they are); `scratch` may hold its result. */
   protected *headInputSteps(x: Tensor<'f32'>, _scratch: Scratch): ForwardSteps<Tensor<'f32'>> {

@@ -231,11 +231,16 @@ export class CodegenForCausalLM extends DecoderLM {
     return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }
 
-  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
-    const tr = this.transformer;
-    let x = tr.wte.forward(tokens, batch.scratch.f32('embed', tokens.length * this.config.nEmbd));
-    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, batch, i, this.rope);
-    return x;
+  protected *embedSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return this.transformer.wte.forward(tokens, batch.scratch.f32('embed', tokens.length * this.config.nEmbd));
+  }
+
+  protected *blockSteps(i: number, x: Tensor<'f32'>, batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.transformer.h.at(i).forwardSteps(x, batch, i, this.rope);
+  }
+
+  blockName(i: number): string {
+    return `transformer.h.${i}`;
   }
 
   protected override *headInputSteps(x: Tensor<'f32'>, scratch: Scratch): ForwardSteps<Tensor<'f32'>> {

@@ -200,13 +200,20 @@ export class Gpt2LMHeadModel extends DecoderLM {
     return { nLayers: this.config.nLayer, kvDim: this.config.nEmbd, maxPositions: this.config.maxPositions };
   }
 
-  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+  protected *embedSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
     const tr = this.transformer;
     const n = tokens.length * this.config.nEmbd;
-    let x = tr.wte.forward(tokens, batch.scratch.f32('embed', n));
+    const x = tr.wte.forward(tokens, batch.scratch.f32('embed', n));
     addInPlace(x.data, tr.wpe.forward(batch.positions(), batch.scratch.f32('pos', n)).data);
-    for (let i = 0; i < tr.h.length; i++) x = yield* tr.h.at(i).forwardSteps(x, batch, i);
     return x;
+  }
+
+  protected *blockSteps(i: number, x: Tensor<'f32'>, batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.transformer.h.at(i).forwardSteps(x, batch, i);
+  }
+
+  blockName(i: number): string {
+    return `transformer.h.${i}`;
   }
 
   protected override *headInputSteps(x: Tensor<'f32'>, scratch: Scratch): ForwardSteps<Tensor<'f32'>> {

@@ -254,10 +254,16 @@ export class LlamaForCausalLM extends DecoderLM {
     return { nLayers: this.config.numLayers, kvDim: this.config.numKvHeads * this.config.headDim };
   }
 
-  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
-    let x = this.model.embed_tokens.forward(tokens, batch.scratch.f32('embed', tokens.length * this.config.hiddenSize));
-    for (let i = 0; i < this.model.layers.length; i++) x = yield* this.model.layers.at(i).forwardSteps(x, batch, i, this.rope);
-    return x;
+  protected *embedSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return this.model.embed_tokens.forward(tokens, batch.scratch.f32('embed', tokens.length * this.config.hiddenSize));
+  }
+
+  protected *blockSteps(i: number, x: Tensor<'f32'>, batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.model.layers.at(i).forwardSteps(x, batch, i, this.rope);
+  }
+
+  blockName(i: number): string {
+    return `model.layers.${i}`;
   }
 
   protected override *headInputSteps(x: Tensor<'f32'>, scratch: Scratch): ForwardSteps<Tensor<'f32'>> {

@@ -187,6 +187,13 @@ export class OptDecoder extends Module {
 
   /** tokens of the batch's sequences, one after another. */
   *forwardSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    let x = yield* this.embedSteps(tokens, batch);
+    for (let i = 0; i < this.layers.length; i++) x = yield* this.layers.at(i).forwardSteps(x, batch, i);
+    return yield* this.endSteps(x, batch);
+  }
+
+  /** Token embedding (and project_in) plus positions: what the first layer reads. */
+  *embedSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
     // every activation in the batch's scratch (as the blocks'), none allocated per step
     const sc = batch.scratch;
     const T = tokens.length;
@@ -197,7 +204,12 @@ export class OptDecoder extends Module {
     }
     // without padding, HF's position ids are simply past_length + t; the table is offset by 2
     addInPlace(x.data, this.embed_positions.forward(batch.positions(OPT_POSITION_OFFSET), sc.f32('pos', x.size)).data);
-    for (let i = 0; i < this.layers.length; i++) x = yield* this.layers.at(i).forwardSteps(x, batch, i);
+    return x;
+  }
+
+  /** The final norm and project_out after the last layer. */
+  *endSteps(x: Tensor<'f32'>, batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    const sc = batch.scratch;
     if (this.final_layer_norm) x = this.final_layer_norm.forward(x, sc.f32('decoderNorm', x.size));
     if (this.child('project_out')) {
       const pout = linearChild(this, 'project_out');
@@ -250,8 +262,20 @@ export class OptForCausalLM extends DecoderLM {
   }
 
   /** The decoder's output already has its final norm and project_out (what lm_head reads). */
-  protected *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+  protected override *bodySteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
     return yield* this.model.decoder.forwardSteps(tokens, batch);
+  }
+
+  protected *embedSteps(tokens: readonly number[], batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.model.decoder.embedSteps(tokens, batch);
+  }
+
+  protected *blockSteps(i: number, x: Tensor<'f32'>, batch: SeqBatch): ForwardSteps<Tensor<'f32'>> {
+    return yield* this.model.decoder.layers.at(i).forwardSteps(x, batch, i);
+  }
+
+  blockName(i: number): string {
+    return `model.decoder.layers.${i}`;
   }
 }
 

@@ -28,7 +28,7 @@ import { toFloat32 } from '../quant/quantize.js';
 import { type SearchQuantizer, scaleColumns, scaleHessian, searchChannelScales } from '../quant/awq.js';
 import { quantize } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
-import { type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
+import { BlockInputs, type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
 import { type ChannelDivisible, type ScaleGroup, divideRows, isChannelDivisible, scaleGroupsOf } from './scale-fold.js';
 import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
@@ -393,8 +393,11 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       ...(g.clip !== undefined ? { clip: g.clip } : {}),
     });
     const searchQuant: SearchQuantizer | undefined = useGptq ? (w, h, opts) => gptqQuantize(w, h, gptqOf(opts)).dequantize().data : undefined;
-    for (const stage of stages.values()) {
-      const stats = collectHessians(model as CalibratableModel, stage, windows);
+    const inputs = BlockInputs.of(model as CalibratableModel, windows);
+    for (const [key, stage] of stages) {
+      const b = inputs?.blockOf(key) ?? -1;
+      const collect = (layers: typeof plan) => (b >= 0 ? inputs!.collect(b, layers) : collectHessians(model as CalibratableModel, layers, windows));
+      const stats = collect(stage);
       // float working copies the scales change before quantization
       const work = new Map(
         stage.map((p, i) => {
@@ -415,7 +418,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       let remaining = stage.slice();
       for (let first = true; remaining.length > 0; first = false) {
         if (!first) {
-          const fresh = collectHessians(model as CalibratableModel, remaining, windows);
+          const fresh = collect(remaining);
           remaining.forEach((p, i) => (work.get(p.name)!.st = fresh[i]!));
         }
         const called = remaining.filter((p) => work.get(p.name)!.st.inputGroup >= 0);
@@ -430,6 +433,8 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
         }
         remaining = remaining.filter((p) => !sub.includes(p));
       }
+      // a layer outside the blocks (OPT's project_in) may feed them
+      if (b < 0) inputs?.invalidate();
     }
   }
   return summary;
