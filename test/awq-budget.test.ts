@@ -20,6 +20,8 @@ import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import type { CausalLM } from '../lib/models/causal-lm.js';
 import { foldChannelScales, scaleGroupsOf } from '../lib/nn/scale-fold.js';
 import { searchChannelScales } from '../lib/quant/awq.js';
+import { layerOutputErrors } from '../lib/eval/error-report.js';
+import type { ScaleGroupResult } from '../lib/nn/quantize-model.js';
 import { runCli, runCliJson } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
 import { randomF32, rng } from './helpers.js';
@@ -58,6 +60,39 @@ describe('scale groups fold exactly', () => {
       expect(worst).toBeLessThan(2e-5);
     });
   }
+});
+
+describe('layerOutputErrors', () => {
+  it('undoes folded scales on a layer\'s input and output, so a scaled model compares with an unscaled one', () => {
+    const make = () => llamaModel({ D: 32, F: 48, L: 2, nH: 4, nKv: 4, V: 50, P: 64, seed: 11 });
+    const float = make(), plain = make(), folded = make();
+    const r = rng(12);
+    const scaled: ScaleGroupResult[] = [];
+    for (const g of scaleGroupsOf(folded)) {
+      const K = (new Map(folded.namedModules()).get(g.layers[0]!) as Linear).inFeatures;
+      const s = Float32Array.from({ length: K }, () => 0.25 + 3.75 * r());
+      expect(foldChannelScales(folded, g, s)).toBe(true);
+      scaled.push({ prev: g.prev, layers: g.layers, alpha: 0.5, errorBefore: 0, errorAfter: 0, scales: s, rowOffset: g.rowOffset ?? 0 });
+    }
+    expect(scaled.some((g) => g.prev.endsWith('v_proj'))).toBe(true); // a Linear prev: its output is scaled too
+    quantizeModel(plain, { weights: 'int8' });
+    quantizeModel(folded, { weights: 'int8' });
+    const ids = Array.from({ length: 20 }, (_, i) => (i * 7 + 3) % 50);
+    const a = layerOutputErrors(float, plain, ids);
+    const b = layerOutputErrors(float, folded, ids, scaled);
+    const c = layerOutputErrors(float, folded, ids);
+    expect(b.names).toEqual(a.names);
+    expect(a.rows).toBe(20);
+    a.output.forEach((m, i) => {
+      // int8 per channel either way (~48 dB; the random scales, 16x apart, cost ~10 dB: they are no AWQ search)
+      expect(m.sqnrDb, a.names[i]).toBeGreaterThan(40);
+      expect(b.output[i]!.sqnrDb, a.names[i]).toBeGreaterThan(30);
+    });
+    // without the scales, every scaled layer looks broken
+    const scaledNames = new Set(scaled.flatMap((g) => [...g.layers, g.prev]));
+    c.names.forEach((n, i) => scaledNames.has(n) && expect(c.output[i]!.sqnrDb, n).toBeLessThan(10));
+    expect(() => layerOutputErrors(float, folded, [])).toThrow(TypeError);
+  });
 });
 
 describe('searchChannelScales', () => {

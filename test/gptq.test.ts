@@ -343,8 +343,21 @@ describe.skipIf(!haveStories)('quantizeModel with calibration (stories260K; cali
     const rep = path.join(tmp, 'report-gptq');
     const r = await runCli(['report', MODEL, '--out', rep, '--text', evalText, '--max-tokens', '512', '--max-new-tokens', '4', '--calib', calib, '--calib-tokens', '1024']);
     expect(r.code, r.err).toBe(0);
-    const j = JSON.parse(fs.readFileSync(path.join(rep, 'report.json'), 'utf8')) as { results: { label: string }[] };
+    type Row = { label: string; outputSqnrByMethod?: { name: string; sqnrDb: Record<string, number> }[]; layers?: { name: string; output: { sqnrDb: number } }[] };
+    const j = JSON.parse(fs.readFileSync(path.join(rep, 'report.json'), 'utf8')) as { results: Row[] };
     const methods = (f: string) => [f, `${f} GPTQ`, `${f} AWQ`, `${f} AWQ+GPTQ`];
     expect(j.results.map((x) => x.label)).toEqual(['fp32', ...methods('int8 sym per-channel'), ...methods('int4 asym g32')]);
+    // and a column per method in the per-layer output error of each round-to-nearest config
+    const int4 = j.results.find((x) => x.label === 'int4 asym g32')!;
+    expect(int4.outputSqnrByMethod!.map((l) => l.name)).toEqual(int4.layers!.map((l) => l.name));
+    for (const [i, l] of int4.outputSqnrByMethod!.entries()) {
+      expect(Object.keys(l.sqnrDb)).toEqual(['rtn', 'gptq', 'awq', 'awq+gptq']);
+      expect(l.sqnrDb.rtn, l.name).toBe(int4.layers![i]!.output.sqnrDb); // the same figure as the full table's
+      for (const v of Object.values(l.sqnrDb)) expect(v, l.name).toBeGreaterThan(5);
+    }
+    // calibration lowers the output error of most layers (each layer on its own, float inputs)
+    const better = int4.outputSqnrByMethod!.filter((l) => l.sqnrDb.gptq! > l.sqnrDb.rtn!).length;
+    expect(better).toBeGreaterThan(int4.outputSqnrByMethod!.length / 2);
+    expect(fs.readFileSync(path.join(rep, 'report.md'), 'utf8')).toMatch(/### Output SQNR by method, int4 asym g32\n[^]*rtn Y SQNR dB +gptq Y SQNR dB +awq Y SQNR dB +awq\+gptq Y SQNR dB/);
   });
 });

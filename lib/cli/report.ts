@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import type { QuantMethod } from '../nn/quantize-model.js';
 import { QuantkitError } from '../errors.js';
 import { writeDirAtomic } from '../io/atomic.js';
-import { errorReport, type LayerErrorRow } from '../eval/error-report.js';
+import { errorReport, type LayerErrorRow, type LayerOutputErrors, layerOutputErrors, methodTable } from '../eval/error-report.js';
 import { footprint, type Footprint } from '../eval/footprint.js';
 import { generateText } from '../eval/generate.js';
 import { perplexity, type PerplexityResult } from '../eval/perplexity.js';
@@ -48,6 +48,8 @@ interface ConfigResult {
   errors?: { rows: LayerErrorRow[]; table: string; sqnrSvg: string; histogramSvg: string; histogramLayer: string };
   /** quantizeModel's summary: layers kept in float, group-size fallbacks. */
   quantized?: { replaced: number; kept: string[]; fallbacks: string[] };
+  /** With --calib, on a round-to-nearest config: each method's per-layer output errors in this format. */
+  byMethod?: { label: string; errors: LayerOutputErrors }[];
 }
 
 export async function reportCommand(io: CliIO, modelPath: string, flags: ReportFlags): Promise<void> {
@@ -106,16 +108,21 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
       r.errors = er;
       r.quantized = { replaced: summary.replaced.length, kept: summary.kept, fallbacks: summary.fallbacks };
       results.push(r);
+      // the same format, calibrated on --calib: its layers' output errors go
+      // in a table beside round to nearest's (the full table is RTN's alone)
+      const errTokens = tokens.slice(0, Math.min(128, context));
+      const byMethod = calibrated.has(w) ? [{ label: 'rtn', errors: layerOutputErrors(base.model, fresh.model, errTokens) }] : [];
       for (const g of calibrated.get(w) ?? []) {
-        // the same format, calibrated on --calib (no per-layer table: that one is round-to-nearest)
         const gl = quantLabel(g);
         const fg = load();
         next(`${gl}: quantize`);
         const sg = quantizeModel(fg.model, g);
+        byMethod.push({ label: g.method, errors: layerOutputErrors(base.model, fg.model, errTokens, sg.scaled) });
         const rg = await evaluate(gl, fg.model);
         rg.quantized = { replaced: sg.replaced.length, kept: sg.kept, fallbacks: sg.fallbacks };
         results.push(rg);
       }
+      if (byMethod.length > 0) r.byMethod = byMethod;
     }
     bar.update(step, undefined, 'done');
   } finally {
@@ -173,6 +180,11 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
     if (q.fallbacks.length) md.push(`Group size does not divide K, quantized with the finer group shown in the table: ${q.fallbacks.join(', ')}.`);
     md.push('', 'Per layer: weight (W) and output on real activations (Y): SQNR, max |error|, relative Frobenius error.', '', '```', r.errors.table.trimEnd(), '```', '');
     md.push(`![SQNR per layer](sqnr-${slug(r.label)}.svg)`, '', `![weights of ${r.errors.histogramLayer}](weights-${slug(r.label)}.svg)`, '');
+    if (r.byMethod) {
+      md.push(`### Output SQNR by method, ${r.label}`, '');
+      md.push(`Each layer on its own, on the float model's activations (${r.byMethod[0]!.errors.rows} rows): round to nearest vs the calibrated methods (activation-aware scales undone on the layer's input and output).`, '');
+      md.push('```', methodTable(r.byMethod).trimEnd(), '```', '');
+    }
   }
   const json = {
     model: modelPath,
@@ -186,6 +198,9 @@ export async function reportCommand(io: CliIO, modelPath: string, flags: ReportF
       generations: r.generations,
       quantized: r.quantized,
       layers: r.errors?.rows,
+      ...(r.byMethod
+        ? { outputSqnrByMethod: r.byMethod[0]!.errors.names.map((name, i) => ({ name, sqnrDb: Object.fromEntries(r.byMethod!.map((m) => [m.label, m.errors.output[i]!.sqnrDb])) })) }
+        : {}),
     })),
   };
   // The folder is replaced whole and atomically: no stale SVG of an earlier

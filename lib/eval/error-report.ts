@@ -16,7 +16,8 @@
 import { rangeError, typeError } from '../errors.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import { Linear, QLinear } from '../nn/linear.js';
-import { findLinears, layerQuantizeOptions, makeExcludeMatcher, resolveQuantConfig, type QuantizeModelOptions } from '../nn/quantize-model.js';
+import type { Module } from '../nn/module.js';
+import { findLinears, layerQuantizeOptions, makeExcludeMatcher, resolveQuantConfig, type QuantizeModelOptions, type ScaleGroupResult } from '../nn/quantize-model.js';
 import { quantize, toFloat32 } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
 import { barChartSvg, histogramSvg } from './svg.js';
@@ -108,6 +109,74 @@ class RecordingLinear extends Linear {
   }
 }
 
+/** Inputs [rows <= maxRows, K] of `layers` (Linears of the float model) in one forward over tokens; the layers are back afterwards. */
+function recordInputs(model: CausalLM, layers: readonly { parent: Module; local: string; layer: Linear }[], tokens: readonly number[], maxRows: number): Tensor<'f32'>[] {
+  const recorders = layers.map((l) => new RecordingLinear(l.layer, maxRows));
+  try {
+    layers.forEach((l, i) => l.parent.replaceChild(l.local, recorders[i]!));
+    model.forward(tokens.slice(0, model.config.maxPositions), model.createCache(Math.min(tokens.length, model.config.maxPositions)));
+  } finally {
+    layers.forEach((l) => l.parent.replaceChild(l.local, l.layer));
+  }
+  return recorders.map((r) => r.inputs());
+}
+
+/** Per-layer output error of one quantized model, against the float model on the float model's own activations. */
+export interface LayerOutputErrors {
+  /** The float model's Linear layers that are quantized (QLinear) in the other model, in model order. */
+  names: string[];
+  output: ErrorMetrics[];
+  /** Activation rows the metrics were computed on. */
+  rows: number;
+}
+
+/**
+ * How far each quantized layer of `quantized` (a copy of `float` given to
+ * quantizeModel, by any method) moves that layer's output, each layer on its
+ * own: X·W^T + b of the float layer vs the quantized layer's output on the
+ * same X, the activations of a float forward over `tokens` (as errorReport's
+ * Y columns; with round to nearest the figures are the same). A layer
+ * quantized with activation-aware scales (`scaled`, from the summary) reads
+ * X / s and, when it is a scale group's prev, gives y / s on those rows:
+ * both are undone, so every method is compared on the same footing.
+ */
+export function layerOutputErrors(float: CausalLM, quantized: Module, tokens: readonly number[], scaled: readonly ScaleGroupResult[] = [], options: { maxRows?: number } = {}): LayerOutputErrors {
+  if (!Array.isArray(tokens) || tokens.length === 0) throw typeError('layerOutputErrors', 'tokens', 'must be a non-empty array of token ids');
+  const qmods = new Map(quantized.namedModules());
+  const layers = findLinears(float).filter((l) => qmods.get(l.name) instanceof QLinear);
+  const inputs = recordInputs(float, layers, tokens, options.maxRows ?? 256);
+  const inScale = new Map<string, Float32Array>();
+  const outScale = new Map<string, { s: Float32Array; off: number }>();
+  for (const g of scaled) {
+    for (const n of g.layers) inScale.set(n, g.scales);
+    outScale.set(g.prev, { s: g.scales, off: g.rowOffset });
+  }
+  const output = layers.map((l, i) => {
+    const x = inputs[i]!;
+    const K = l.layer.inFeatures, N = l.layer.outFeatures, T = x.shape[0]!;
+    const sIn = inScale.get(l.name);
+    const xq = sIn ? new Tensor('f32', [T, K], x.data.map((v, j) => v / sIn[j % K]!)) : x;
+    const y = (qmods.get(l.name) as QLinear).forward(xq).data;
+    const so = outScale.get(l.name);
+    if (so) for (let t = 0; t < T; t++) for (let c = 0; c < so.s.length; c++) y[t * N + so.off + c] = y[t * N + so.off + c]! * so.s[c]!;
+    return errorMetrics(l.layer.forward(x).data, y);
+  });
+  return { names: layers.map((l) => l.name), output, rows: inputs[0]?.shape[0] ?? 0 };
+}
+
+/** A fixed-width text table of output SQNR (dB) per layer, a column per method. */
+export function methodTable(columns: readonly { label: string; errors: LayerOutputErrors }[]): string {
+  const names = columns[0]?.errors.names ?? [];
+  const head = ['layer', ...columns.map((c) => `${c.label} Y SQNR dB`)];
+  const body = names.map((n) => [n, ...columns.map((c) => {
+    const i = c.errors.names.indexOf(n);
+    return i < 0 ? '-' : fmt(c.errors.output[i]!.sqnrDb);
+  })]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n') + '\n';
+}
+
 function fmt(v: number, digits = 2): string {
   if (v === Infinity) return 'inf';
   if (!Number.isFinite(v)) return String(v);
@@ -152,20 +221,14 @@ export function errorReport(model: CausalLM, tokens: readonly number[], quant: Q
   if (options.histogramLayer !== undefined && !layers.some((l) => l.name === histogramLayer)) {
     throw rangeError('errorReport', 'options.histogramLayer', `'${histogramLayer}' is not a Linear layer this config quantizes`);
   }
-  const recorders = layers.map((l) => new RecordingLinear(l.layer, maxRows));
-  try {
-    layers.forEach((l, i) => l.parent.replaceChild(l.local, recorders[i]!));
-    model.forward(tokens.slice(0, model.config.maxPositions), model.createCache(Math.min(tokens.length, model.config.maxPositions)));
-  } finally {
-    layers.forEach((l) => l.parent.replaceChild(l.local, l.layer));
-  }
+  const inputs = recordInputs(model, layers, tokens, maxRows);
 
   let histogram = '';
   const rows: LayerErrorRow[] = layers.map((l, i) => {
     const q = quantize(l.layer.weight, l.opts!);
     const w = toFloat32(l.layer.weight);
     const deq = q.dequantize();
-    const x = recorders[i]!.inputs();
+    const x = inputs[i]!;
     const yRef = l.layer.forward(x);
     const yQ = new QLinear(q, l.layer.bias).forward(x);
     if (l.name === histogramLayer) {

@@ -139,6 +139,9 @@ export interface ScaleGroupResult {
   /** Output error tr(ΔW H ΔW^T) of round to nearest without and with the scales (calibration inputs). */
   errorBefore: number;
   errorAfter: number;
+  /** The scales s [K]: the layers now hold W diag(s), and prev's output channels (rows [rowOffset, rowOffset + K) of a Linear prev) are divided by s. */
+  scales: Float32Array;
+  rowOffset: number;
 }
 
 export interface QuantizedLayerFormat {
@@ -513,7 +516,7 @@ function applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules:
     scaleHessian(l.st.h, K, s);
     for (let k = 0; k < K; k++) l.st.absMean[k] = l.st.absMean[k]! / s[k]!;
   }
-  return { prev: grp.prev, layers: [...grp.layers], alpha: res.alpha, errorBefore: res.errorBefore, errorAfter: res.errorAfter };
+  return { prev: grp.prev, layers: [...grp.layers], alpha: res.alpha, errorBefore: res.errorBefore, errorAfter: res.errorAfter, scales: s, rowOffset: off };
 }
 
 /**
