@@ -196,6 +196,10 @@ export interface Addon {
     w: Float32Array, N: number, K: number, u: Float64Array, col: Int32Array, scales: Float32Array, zps: Int32Array,
     G: number, qmin: number, qmax: number, codes: Int8Array, e: Float32Array, b0: number, p0: number, p1: number, b1: number,
   ): void;
+  /** GPTQ clipping search: weighted rounding error per group (native/ops/linalg_ops.h, gptq_group_errors). */
+  gptqGroupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array, out: Float64Array): void;
+  /** GPTQ clipping search: each group clamped to c * [lo, hi] (clamp_groups). */
+  clampGroups(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): void;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }

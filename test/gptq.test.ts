@@ -23,6 +23,7 @@ import {
   type QuantizedTensor,
 } from '../lib/index.js';
 import { addon } from '../lib/binding.js';
+import { clampGroups, groupErrors } from '../lib/ops/linalg.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import { runCli, runCliJson } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
@@ -186,6 +187,43 @@ describe('the native column walk (addon.gptqWalk)', () => {
     expect(() => call(args(), { qmin: -129 })).toThrow(RangeError);
     expect(() => call(args(), { p1: 5, b1: 4 })).toThrow(/b0 <= p0 <= p1 <= b1 <= K/);
     expect(() => call(args(), { b1: 5, p1: 5 })).toThrow(/b0 <= p0 <= p1 <= b1 <= K/);
+  });
+});
+
+describe('the clipping search helpers (groupErrors, clampGroups)', () => {
+  it('match the formula written out, on ties, a shorter last group and extreme codes', () => {
+    const N = 5, L = 37, G = 8, gl = Math.ceil(L / G);
+    const r = rng(31);
+    // multiples of 0.125 with scale 0.25: many values fall exactly half-way between codes
+    const x = Float32Array.from({ length: N * L }, () => Math.round((r() * 2 - 1) * 24) / 8);
+    const scales = Float32Array.from({ length: N * gl }, () => 0.25);
+    const zps = Int32Array.from({ length: N * gl }, (_, i) => (i % 3) - 1);
+    const w = Float64Array.from({ length: L }, (_, i) => 0.5 + i / 7);
+    for (const z of [zps, null]) {
+      const got = groupErrors(x, N, L, G, scales, z, -8, 7, w);
+      for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+        let e = 0;
+        for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) {
+          const zz = z ? z[n * gl + j]! : 0;
+          const q = Math.min(Math.max(rne(x[n * L + i]! / 0.25) + zz, -8), 7);
+          const d = x[n * L + i]! - (q - zz) * 0.25;
+          e += w[i]! * d * d;
+        }
+        expect(got[n * gl + j], `${n},${j}`).toBe(e);
+      }
+    }
+    const lo = Float32Array.from({ length: N * gl }, (_, i) => -1 - (i % 4)), hi = Float32Array.from({ length: N * gl }, (_, i) => 0.5 + (i % 5));
+    const out = new Float32Array(N * L);
+    clampGroups(x, N, L, G, lo, hi, 0.85, out);
+    for (let n = 0; n < N; n++) for (let i = 0; i < L; i++) {
+      const j = Math.floor(i / G);
+      expect(out[n * L + i]).toBe(Math.fround(Math.min(Math.max(x[n * L + i]!, lo[n * gl + j]! * 0.85), hi[n * gl + j]! * 0.85)));
+    }
+    expect(() => groupErrors(x, N, L, G, new Float32Array(N * gl), null, -8, 7, w)).toThrow(/'scales' must be finite and > 0/);
+    expect(() => groupErrors(x, N, L, 0, scales, null, -8, 7, w)).toThrow(/'G' must be an integer >= 1/);
+    expect(() => groupErrors(x, N, L, G, scales, null, -8, 7, new Float64Array(3))).toThrow(RangeError);
+    expect(() => clampGroups(x, N, L, G, lo, hi, NaN, out)).toThrow(/'c' must be finite/);
+    expect(() => clampGroups(x, N, L, G, lo, hi.subarray(1), 1, out)).toThrow(RangeError);
   });
 });
 

@@ -47,3 +47,21 @@ export interface GptqWalkState {
 export function gptqWalk(s: GptqWalkState, e: Float32Array, b0: number, p0: number, p1: number, b1: number): void {
   addon.gptqWalk(s.w, s.N, s.K, s.u, s.col, s.scales, s.zps, s.G, s.qmin, s.qmax, s.codes, e, b0, p0, p1, b1);
 }
+
+/**
+ * Per group of a slice x [N, L] (groups of G columns, the last one shorter):
+ * the rounding error of quantizing it with scales/zps [N, ceil(L / G)]
+ * (zps null: 0), each column's squared error weighted by w [L].
+ */
+export function groupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array): Float64Array {
+  if (!Number.isInteger(G) || G < 1) throw rangeError('groupErrors', 'G', `must be an integer >= 1, got ${describe(G)}`);
+  if (!Number.isInteger(N) || N < 0 || !Number.isInteger(L) || L < 0) throw rangeError('groupErrors', 'N', `and L must be non-negative integers, got ${describe(N)} and ${describe(L)}`);
+  const out = new Float64Array(N * Math.ceil(L / G));
+  addon.gptqGroupErrors(x, N, L, G, scales, zps, qmin, qmax, w, out);
+  return out;
+}
+
+/** x [N, L] with each group (of G columns) clamped to c * [lo, hi] of its row (lo, hi: [N, ceil(L / G)]), into out. */
+export function clampGroups(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): void {
+  addon.clampGroups(x, N, L, G, lo, hi, c, out);
+}

@@ -31,7 +31,7 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { matmul } from '../ops/matmul.js';
-import { type GptqWalkState, cholInverseUpper, gptqWalk } from '../ops/linalg.js';
+import { type GptqWalkState, cholInverseUpper, clampGroups, groupErrors, gptqWalk } from '../ops/linalg.js';
 import { Tensor } from '../tensor.js';
 import { QuantizedTensor } from './qtensor.js';
 import { type Scheme, codeRange } from './qtypes.js';
@@ -57,12 +57,6 @@ export interface GptqOptions {
 /** Clipping search: ranges shrunk by CLIP_STEP, CLIP_STEPS times (1.0 down to 0.5). */
 const CLIP_STEP = 0.05;
 const CLIP_STEPS = 10;
-
-/** Round half to even: the rounding of quantize()'s element formula. */
-function rne(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /**
  * GPTQ-quantize w [N, K] (f32) against the input Hessian h [K, K] (float64,
@@ -141,40 +135,26 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
       zps[n * ng + g0 + j] = p.zeroPoints ? p.zeroPoints[n * gl + j]! : 0;
     }
     if (!clip) return;
-    const err = (n: number, j: number, sc: number, z: number) => {
-      let e = 0;
-      for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) {
-        const v = slice[n * L + i]!;
-        const q = Math.min(Math.max(rne(Math.fround(v / sc)) + z, qmin), qmax);
-        const r = v - Math.fround((q - z) * sc);
-        const k = k0 + i;
-        e += H[k * K + k]! * r * r; // H is in storage order
-      }
-      return e;
-    };
-    const best = new Float64Array(N * gl);
+    // natively: the clamp of each candidate and the weighted errors (ops/linalg.ts)
+    const hdiag = Float64Array.from({ length: L }, (_, i) => H[(k0 + i) * K + k0 + i]!); // H is in storage order
+    const zp32 = (q: QuantizedTensor) => (q.zeroPoints ? Int32Array.from(q.zeroPoints) : null);
+    const best = groupErrors(slice, N, L, G, p.scales, zp32(p), qmin, qmax, hdiag);
     const lo = new Float32Array(N * gl), hi = new Float32Array(N * gl);
     for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
-      best[n * gl + j] = err(n, j, scales[n * ng + g0 + j]!, zps[n * ng + g0 + j]!);
       let a = Infinity, b = -Infinity;
       for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) (a = Math.min(a, slice[n * L + i]!)), (b = Math.max(b, slice[n * L + i]!));
       (lo[n * gl + j] = a), (hi[n * gl + j] = b);
     }
     const clipped = new Float32Array(N * L);
     for (let step = 1; step <= CLIP_STEPS; step++) {
-      const c = 1 - step * CLIP_STEP;
-      for (let n = 0; n < N; n++) for (let i = 0; i < L; i++) {
-        const j = Math.floor(i / G);
-        clipped[n * L + i] = Math.min(Math.max(slice[n * L + i]!, lo[n * gl + j]! * c), hi[n * gl + j]! * c);
-      }
+      clampGroups(slice, N, L, G, lo, hi, 1 - step * CLIP_STEP, clipped);
       const pc = quantize(new Tensor('f32', [N, L], clipped), opts);
+      const e = groupErrors(slice, N, L, G, pc.scales, zp32(pc), qmin, qmax, hdiag);
       for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
-        const sc = pc.scales[n * gl + j]!, z = pc.zeroPoints ? pc.zeroPoints[n * gl + j]! : 0;
-        const e = err(n, j, sc, z);
-        if (e < best[n * gl + j]!) {
-          best[n * gl + j] = e;
-          scales[n * ng + g0 + j] = sc;
-          zps[n * ng + g0 + j] = z;
+        if (e[n * gl + j]! < best[n * gl + j]!) {
+          best[n * gl + j] = e[n * gl + j]!;
+          scales[n * ng + g0 + j] = pc.scales[n * gl + j]!;
+          zps[n * ng + g0 + j] = pc.zeroPoints ? pc.zeroPoints[n * gl + j]! : 0;
         }
       }
     }

@@ -79,11 +79,68 @@ Napi::Value GptqWalkFn(const Napi::CallbackInfo& info) {
     });
 }
 
+// The shared checks of the clipping-search helpers: x [N*L], groups of G,
+// per-group arrays of N * ceil(L / G).
+struct ClipShape {
+    size_t N, L, G, groups;
+};
+ClipShape clip_shape(const Napi::CallbackInfo& info, const char* fn) {
+    ClipShape c{};
+    c.N = size_arg(info, 1, fn, "N");
+    c.L = size_arg(info, 2, fn, "L");
+    c.G = size_arg(info, 3, fn, "G");
+    if (c.G == 0) throw_range(info.Env(), fn, "G", "must be >= 1");
+    c.groups = mul_checked(info.Env(), fn, c.N, (c.L + c.G - 1) / c.G);
+    return c;
+}
+
+// gptqGroupErrors(x: Float32Array [N*L], N, L, G, scales: Float32Array, zps: Int32Array | null,
+//                 qmin, qmax, w: Float64Array [L], out: Float64Array [N*ceil(L/G)])
+Napi::Value GptqGroupErrorsFn(const Napi::CallbackInfo& info) {
+    const char* fn = "gptqGroupErrors";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        Napi::Env env = info.Env();
+        const ClipShape c = clip_shape(info, fn);
+        const float* x = static_cast<const float*>(typed_arg(info, 0, fn, "x", napi_float32_array, mul_checked(env, fn, c.N, c.L)).data);
+        const float* scales = static_cast<const float*>(typed_arg(info, 4, fn, "scales", napi_float32_array, c.groups).data);
+        const int32_t* zps = info[5].IsNull() ? nullptr : static_cast<const int32_t*>(typed_arg(info, 5, fn, "zps", napi_int32_array, c.groups).data);
+        const int32_t qmin = int32_arg(info, 6, fn, "qmin"), qmax = int32_arg(info, 7, fn, "qmax");
+        if (qmin < -128 || qmax > 127 || qmin > qmax) throw_range(env, fn, "qmin", "and qmax must satisfy -128 <= qmin <= qmax <= 127");
+        const double* w = static_cast<const double*>(typed_arg(info, 8, fn, "w", napi_float64_array, c.L).data);
+        double* out = static_cast<double*>(typed_arg(info, 9, fn, "out", napi_float64_array, c.groups).data);
+        for (size_t i = 0; i < c.groups; ++i)
+            if (!(scales[i] > 0) || !std::isfinite(scales[i])) throw_range(env, fn, "scales", "must be finite and > 0");
+        qk::gptq_group_errors(x, c.N, c.L, c.G, scales, zps, qmin, qmax, w, out);
+        return env.Undefined();
+    });
+}
+
+// clampGroups(x: Float32Array [N*L], N, L, G, lo: Float32Array, hi: Float32Array, c, out: Float32Array [N*L])
+Napi::Value ClampGroupsFn(const Napi::CallbackInfo& info) {
+    const char* fn = "clampGroups";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        Napi::Env env = info.Env();
+        const ClipShape c = clip_shape(info, fn);
+        const size_t NL = mul_checked(env, fn, c.N, c.L);
+        const float* x = static_cast<const float*>(typed_arg(info, 0, fn, "x", napi_float32_array, NL).data);
+        const float* lo = static_cast<const float*>(typed_arg(info, 4, fn, "lo", napi_float32_array, c.groups).data);
+        const float* hi = static_cast<const float*>(typed_arg(info, 5, fn, "hi", napi_float32_array, c.groups).data);
+        if (!info[6].IsNumber()) throw_type(env, fn, "c", "must be a number");
+        const double factor = info[6].As<Napi::Number>().DoubleValue();
+        if (!std::isfinite(factor)) throw_range(env, fn, "c", "must be finite");
+        float* out = static_cast<float*>(typed_arg(info, 7, fn, "out", napi_float32_array, NL).data);
+        qk::clamp_groups(x, c.N, c.L, c.G, lo, hi, factor, out);
+        return env.Undefined();
+    });
+}
+
 }  // namespace
 
 void register_linalg(Napi::Env env, Napi::Object exports) {
     exports.Set("cholInverseUpper", Napi::Function::New(env, CholInverseUpper, "cholInverseUpper"));
     exports.Set("gptqWalk", Napi::Function::New(env, GptqWalkFn, "gptqWalk"));
+    exports.Set("gptqGroupErrors", Napi::Function::New(env, GptqGroupErrorsFn, "gptqGroupErrors"));
+    exports.Set("clampGroups", Napi::Function::New(env, ClampGroupsFn, "clampGroups"));
 }
 
 }  // namespace qkb

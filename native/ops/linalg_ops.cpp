@@ -146,4 +146,41 @@ void gptq_walk(const GptqWalk& g, size_t p0, size_t p1) {
     });
 }
 
+namespace {
+constexpr size_t kClipRows = 32;  // rows per task of the clipping search
+}  // namespace
+
+void gptq_group_errors(const float* x, size_t N, size_t L, size_t G, const float* scales, const int32_t* zps,
+                       int32_t qmin, int32_t qmax, const double* w, double* out) {
+    const size_t gl = (L + G - 1) / G;
+    parallel_for((N + kClipRows - 1) / kClipRows, 6.0 * double(N) * double(L), [&](size_t task, size_t) {
+        for (size_t n = task * kClipRows; n < std::min(N, (task + 1) * kClipRows); ++n)
+            for (size_t j = 0; j < gl; ++j) {
+                const float s = scales[n * gl + j];
+                const int32_t z = zps ? zps[n * gl + j] : 0;
+                double e = 0;
+                for (size_t i = j * G; i < std::min(L, (j + 1) * G); ++i) {
+                    const float v = x[n * L + i];
+                    const double r0 = double(std::nearbyint(v / s)) + z;
+                    const int32_t q = int32_t(std::min(std::max(r0, double(qmin)), double(qmax)));
+                    const double r = double(v) - double(float(q - z) * s);
+                    e += w[i] * r * r;
+                }
+                out[n * gl + j] = e;
+            }
+    });
+}
+
+void clamp_groups(const float* x, size_t N, size_t L, size_t G, const float* lo, const float* hi, double c, float* out) {
+    const size_t gl = (L + G - 1) / G;
+    parallel_for((N + kClipRows - 1) / kClipRows, 2.0 * double(N) * double(L), [&](size_t task, size_t) {
+        for (size_t n = task * kClipRows; n < std::min(N, (task + 1) * kClipRows); ++n)
+            for (size_t j = 0; j < gl; ++j) {
+                const double a = double(lo[n * gl + j]) * c, b = double(hi[n * gl + j]) * c;
+                for (size_t i = j * G; i < std::min(L, (j + 1) * G); ++i)
+                    out[n * L + i] = float(std::min(std::max(double(x[n * L + i]), a), b));
+            }
+    });
+}
+
 }  // namespace qk

@@ -46,4 +46,18 @@ struct GptqWalk {
 };
 void gptq_walk(const GptqWalk& g, size_t p0, size_t p1);
 
+// GPTQ's clipping search (lib/quant/gptq.ts), rows in parallel. For a slice
+// x [N, L] in groups of G columns (the last one shorter when G does not
+// divide L; gl = ceil(L / G) per row):
+// gptq_group_errors: out[n, j] = sum over group j's columns i of
+//   w[i] * (x - (q - z) * s)^2,  q = clamp(round_half_even(x / s) + z, qmin, qmax)
+// with s = scales[n, j], z = zps[n, j] (zps may be null: 0), the quotient and
+// dequantized value in float, the sum in float64 in column order (the
+// arithmetic of the TypeScript it replaces, so the same bits).
+void gptq_group_errors(const float* x, size_t N, size_t L, size_t G, const float* scales, const int32_t* zps,
+                       int32_t qmin, int32_t qmax, const double* w, double* out);
+// clamp_groups: out[n, i] = clamp(x[n, i], lo[n, j] * c, hi[n, j] * c) for i
+// in group j, the bounds in float64, rounded to float when stored.
+void clamp_groups(const float* x, size_t N, size_t L, size_t G, const float* lo, const float* hi, double c, float* out);
+
 }  // namespace qk
