@@ -30,8 +30,7 @@
  * Column j whose input is always zero (H[j, j] = 0) gets weight 0.
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { matmul } from '../ops/matmul.js';
-import { type GptqWalkState, cholInverseUpper, clampGroups, groupErrors, gptqWalk } from '../ops/linalg.js';
+import { type GptqWalkState, cholInverseUpper, clampGroups, groupErrors, gptqLazyUpdate, gptqWalk } from '../ops/linalg.js';
 import { Tensor } from '../tensor.js';
 import { QuantizedTensor } from './qtensor.js';
 import { type Scheme, codeRange } from './qtypes.js';
@@ -186,14 +185,8 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
       gptqWalk(walk, E, b0, p0, p1, b1);
       p0 = p1;
     }
-    if (b1 < K) {
-      // W[:, b1:] -= E [N, nb] · U[b0:b1, b1:]   (matmul takes w as [out, in]: Ut [K - b1, nb])
-      const rest = K - b1;
-      const Ut = new Float32Array(rest * nb);
-      for (let i = 0; i < nb; i++) for (let t = 0; t < rest; t++) Ut[t * nb + i] = U![(b0 + i) * K + b1 + t]!;
-      const D = matmul(new Tensor('f32', [N, nb], E), new Tensor('f32', [rest, nb], Ut)).data;
-      for (let n = 0; n < N; n++) for (let t = 0; t < rest; t++) Wp[n * K + b1 + t] = Wp[n * K + b1 + t]! - D[n * rest + t]!;
-    }
+    // W[:, b1:] -= E [N, nb] · U[b0:b1, b1:]   (one native f32 GEMM)
+    gptqLazyUpdate(walk, E, b0, b1);
   }
 
   // Storage: codes as quantize() lays them out.

@@ -34,6 +34,32 @@ int32_t int32_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, cons
     return int32_t(d);
 }
 
+// The walk state of gptqWalk and gptqLazyUpdate (arguments 0-12, 15 of gptqWalk).
+qk::GptqWalk parse_walk(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    qk::GptqWalk g{};
+    g.N = size_arg(info, 1, fn, "N");
+    g.K = size_arg(info, 2, fn, "K");
+    const size_t NK = mul_checked(env, fn, g.N, g.K);
+    g.w = static_cast<float*>(typed_arg(info, 0, fn, "w", napi_float32_array, NK).data);
+    g.u = static_cast<const double*>(typed_arg(info, 3, fn, "u", napi_float64_array, mul_checked(env, fn, g.K, g.K)).data);
+    g.col = static_cast<const int32_t*>(typed_arg(info, 4, fn, "col", napi_int32_array, g.K).data);
+    g.G = size_arg(info, 7, fn, "G");
+    if (g.G == 0) throw_range(env, fn, "G", "must be >= 1");
+    g.ng = (g.K + g.G - 1) / g.G;
+    g.scales = static_cast<const float*>(typed_arg(info, 5, fn, "scales", napi_float32_array, mul_checked(env, fn, g.N, g.ng)).data);
+    g.zps = static_cast<const int32_t*>(typed_arg(info, 6, fn, "zps", napi_int32_array, g.N * g.ng).data);
+    g.qmin = int32_arg(info, 8, fn, "qmin");
+    g.qmax = int32_arg(info, 9, fn, "qmax");
+    if (g.qmin < -128 || g.qmax > 127 || g.qmin > g.qmax) throw_range(env, fn, "qmin", "and qmax must satisfy -128 <= qmin <= qmax <= 127");
+    g.codes = static_cast<int8_t*>(typed_arg(info, 10, fn, "codes", napi_int8_array, NK).data);
+    g.b0 = size_arg(info, 12, fn, "b0");
+    g.b1 = size_arg(info, 15, fn, "b1");
+    if (!(g.b0 <= g.b1 && g.b1 <= g.K)) throw_range(env, fn, "b1", "must satisfy b0 <= b1 <= K");
+    g.e = static_cast<float*>(typed_arg(info, 11, fn, "e", napi_float32_array, g.N * (g.b1 - g.b0)).data);
+    return g;
+}
+
 // gptqWalk(w: Float32Array [N*K], N, K, u: Float64Array [K*K], col: Int32Array [K],
 //          scales: Float32Array [N*ng], zps: Int32Array [N*ng], G, qmin, qmax,
 //          codes: Int8Array [N*K], e: Float32Array [N*(b1-b0)], b0, p0, p1, b1):
@@ -42,28 +68,9 @@ Napi::Value GptqWalkFn(const Napi::CallbackInfo& info) {
     const char* fn = "gptqWalk";
     return guarded(info, fn, [&]() -> Napi::Value {
         Napi::Env env = info.Env();
-        qk::GptqWalk g{};
-        g.N = size_arg(info, 1, fn, "N");
-        g.K = size_arg(info, 2, fn, "K");
-        const size_t NK = mul_checked(env, fn, g.N, g.K);
-        g.w = static_cast<float*>(typed_arg(info, 0, fn, "w", napi_float32_array, NK).data);
-        g.u = static_cast<const double*>(typed_arg(info, 3, fn, "u", napi_float64_array, mul_checked(env, fn, g.K, g.K)).data);
-        g.col = static_cast<const int32_t*>(typed_arg(info, 4, fn, "col", napi_int32_array, g.K).data);
-        g.G = size_arg(info, 7, fn, "G");
-        if (g.G == 0) throw_range(env, fn, "G", "must be >= 1");
-        g.ng = (g.K + g.G - 1) / g.G;
-        g.scales = static_cast<const float*>(typed_arg(info, 5, fn, "scales", napi_float32_array, mul_checked(env, fn, g.N, g.ng)).data);
-        g.zps = static_cast<const int32_t*>(typed_arg(info, 6, fn, "zps", napi_int32_array, g.N * g.ng).data);
-        g.qmin = int32_arg(info, 8, fn, "qmin");
-        g.qmax = int32_arg(info, 9, fn, "qmax");
-        if (g.qmin < -128 || g.qmax > 127 || g.qmin > g.qmax) throw_range(env, fn, "qmin", "and qmax must satisfy -128 <= qmin <= qmax <= 127");
-        g.codes = static_cast<int8_t*>(typed_arg(info, 10, fn, "codes", napi_int8_array, NK).data);
-        g.b0 = size_arg(info, 12, fn, "b0");
+        const qk::GptqWalk g = parse_walk(info, fn);
         const size_t p0 = size_arg(info, 13, fn, "p0"), p1 = size_arg(info, 14, fn, "p1");
-        g.b1 = size_arg(info, 15, fn, "b1");
-        if (!(g.b0 <= p0 && p0 <= p1 && p1 <= g.b1 && g.b1 <= g.K))
-            throw_range(env, fn, "b1", "must satisfy b0 <= p0 <= p1 <= b1 <= K");
-        g.e = static_cast<float*>(typed_arg(info, 11, fn, "e", napi_float32_array, g.N * (g.b1 - g.b0)).data);
+        if (!(g.b0 <= p0 && p0 <= p1 && p1 <= g.b1)) throw_range(env, fn, "b1", "must satisfy b0 <= p0 <= p1 <= b1 <= K");
         // What the walk reads: in-range columns, nonzero pivots, usable scales of their groups.
         for (size_t p = p0; p < p1; ++p) {
             if (g.col[p] < 0 || size_t(g.col[p]) >= g.K) throw_range(env, fn, "col", "has a column outside [0, K)");
@@ -76,6 +83,16 @@ Napi::Value GptqWalkFn(const Napi::CallbackInfo& info) {
         }
         qk::gptq_walk(g, p0, p1);
         return env.Undefined();
+    });
+}
+
+// gptqLazyUpdate(...the arguments of gptqWalk): W[:, b1:] -= E · U[b0:b1, b1:]
+// (qk::gptq_lazy_update; p0 and p1 are not read).
+Napi::Value GptqLazyUpdateFn(const Napi::CallbackInfo& info) {
+    const char* fn = "gptqLazyUpdate";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        qk::gptq_lazy_update(qk::kernels(), parse_walk(info, fn));
+        return info.Env().Undefined();
     });
 }
 
@@ -139,6 +156,7 @@ Napi::Value ClampGroupsFn(const Napi::CallbackInfo& info) {
 void register_linalg(Napi::Env env, Napi::Object exports) {
     exports.Set("cholInverseUpper", Napi::Function::New(env, CholInverseUpper, "cholInverseUpper"));
     exports.Set("gptqWalk", Napi::Function::New(env, GptqWalkFn, "gptqWalk"));
+    exports.Set("gptqLazyUpdate", Napi::Function::New(env, GptqLazyUpdateFn, "gptqLazyUpdate"));
     exports.Set("gptqGroupErrors", Napi::Function::New(env, GptqGroupErrorsFn, "gptqGroupErrors"));
     exports.Set("clampGroups", Napi::Function::New(env, ClampGroupsFn, "clampGroups"));
 }

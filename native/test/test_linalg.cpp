@@ -69,7 +69,7 @@ QKT_TEST(linalg_chol_inverse_upper) {
         QKT_CHECK(worst < 1e-9, "K=%zu: max |H U^T U - I| = %g", K, worst);
     }
     {
-        // indefinite only in the third block of the factor (row 150 of the reversed matrix)
+        // indefinite only in the second block of the factor (row 150 of the reversed matrix)
         const size_t K = 170;
         std::vector<double> h(K * K, 0.0);
         for (size_t i = 0; i < K; ++i) {
