@@ -83,13 +83,13 @@ inline const char* scale_addr(const WeightView& w, size_t i) {
     return w.scales16 ? reinterpret_cast<const char*>(w.scales16 + i) : reinterpret_cast<const char*>(w.scales + i);
 }
 
-// The rows [n0, n0 + nr) of w as a view of nr rows starting at row 0, its
-// scales `widened` (the f32 block of those rows, [nr, gstride]) when w has
-// f16 scales. The caller offsets its own row-indexed arrays (y, bias) by n0.
+// The rows [n0, n0 + nr) of a w with f16 scales as a view of nr rows
+// starting at row 0, its scales `widened` (the f32 block of those rows,
+// [nr, gstride]). The caller offsets its own row-indexed arrays (y, bias) by n0.
 inline WeightView rebase_rows(const WeightView& w, size_t n0, size_t gstride, const float* widened) {
     WeightView v = w;
     v.data = static_cast<const uint8_t*>(w.data) + n0 * w.row_bytes;
-    v.scales = widened ? widened : (w.scales ? w.scales + n0 * gstride : nullptr);
+    v.scales = widened;
     v.scales16 = nullptr;
     v.zps = w.zps ? static_cast<const void*>(static_cast<const uint8_t*>(w.zps) + n0 * gstride) : nullptr;
     return v;
