@@ -11,8 +11,9 @@
  *     e_j = (w_j - q_j) / U[j, j],  w_t -= e_j * U[j, t] for t > j in the block;
  *   after each block, the columns after it: W[:, b1:] -= E · U[b0:b1, b1:]
  *   (one native GEMM: the "lazy batch" update).
- * The factor U (a blocked float64 Cholesky and triangular inverse) and the
- * column walk inside each block run natively (ops/linalg.ts); this file
+ * The factor U (a blocked float64 Cholesky and triangular inverse), the
+ * column walk inside each block, the lazy-batch update and the clipping
+ * search's clamps and error sums run natively (ops/linalg.ts); this file
  * orders the work and chooses the group parameters.
  *
  * Groups keep the storage layout the kernels read (scales per group of
