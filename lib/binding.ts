@@ -196,11 +196,8 @@ export interface Addon {
     w: Float32Array, N: number, K: number, u: Float64Array, col: Int32Array, scales: Float32Array, zps: Int32Array,
     G: number, qmin: number, qmax: number, codes: Int8Array, e: Float32Array, b0: number, p0: number, p1: number, b1: number,
   ): void;
-  /** GPTQ's lazy-batch update W[:, b1:] -= E · U[b0:b1, b1:] (gptq_lazy_update); gptqWalk's arguments, p0 and p1 unread. */
-  gptqLazyUpdate(
-    w: Float32Array, N: number, K: number, u: Float64Array, col: Int32Array, scales: Float32Array, zps: Int32Array,
-    G: number, qmin: number, qmax: number, codes: Int8Array, e: Float32Array, b0: number, p0: number, p1: number, b1: number,
-  ): void;
+  /** GPTQ's lazy-batch update W[:, b1:] -= E · U[b0:b1, b1:] (native/ops/linalg_ops.h, gptq_lazy_update). */
+  gptqLazyUpdate(w: Float32Array, N: number, K: number, u: Float64Array, e: Float32Array, b0: number, b1: number): void;
   /** GPTQ clipping search: weighted rounding error per group (native/ops/linalg_ops.h, gptq_group_errors). */
   gptqGroupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array, out: Float64Array): void;
   /** GPTQ clipping search: each group clamped to c * [lo, hi] (clamp_groups). */

@@ -50,7 +50,7 @@ export function gptqWalk(s: GptqWalkState, e: Float32Array, b0: number, p0: numb
 
 /** After the block [b0, b1): W[:, b1:] -= E [N, b1 - b0] · U[b0:b1, b1:], natively (one f32 GEMM). */
 export function gptqLazyUpdate(s: GptqWalkState, e: Float32Array, b0: number, b1: number): void {
-  addon.gptqLazyUpdate(s.w, s.N, s.K, s.u, s.col, s.scales, s.zps, s.G, s.qmin, s.qmax, s.codes, e, b0, b0, b0, b1);
+  addon.gptqLazyUpdate(s.w, s.N, s.K, s.u, e, b0, b1);
 }
 
 /**

@@ -34,7 +34,7 @@ int32_t int32_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, cons
     return int32_t(d);
 }
 
-// The walk state of gptqWalk and gptqLazyUpdate (arguments 0-12, 15 of gptqWalk).
+// The walk state of gptqWalk (its arguments but p0 and p1).
 qk::GptqWalk parse_walk(const Napi::CallbackInfo& info, const char* fn) {
     Napi::Env env = info.Env();
     qk::GptqWalk g{};
@@ -86,13 +86,20 @@ Napi::Value GptqWalkFn(const Napi::CallbackInfo& info) {
     });
 }
 
-// gptqLazyUpdate(...the arguments of gptqWalk): W[:, b1:] -= E · U[b0:b1, b1:]
-// (qk::gptq_lazy_update; p0 and p1 are not read).
+// gptqLazyUpdate(w: Float32Array [N*K], N, K, u: Float64Array [K*K], e: Float32Array [N*(b1-b0)], b0, b1):
+// W[:, b1:] -= E · U[b0:b1, b1:] (qk::gptq_lazy_update).
 Napi::Value GptqLazyUpdateFn(const Napi::CallbackInfo& info) {
     const char* fn = "gptqLazyUpdate";
     return guarded(info, fn, [&]() -> Napi::Value {
-        qk::gptq_lazy_update(qk::kernels(), parse_walk(info, fn));
-        return info.Env().Undefined();
+        Napi::Env env = info.Env();
+        const size_t N = size_arg(info, 1, fn, "N"), K = size_arg(info, 2, fn, "K");
+        float* w = static_cast<float*>(typed_arg(info, 0, fn, "w", napi_float32_array, mul_checked(env, fn, N, K)).data);
+        const double* u = static_cast<const double*>(typed_arg(info, 3, fn, "u", napi_float64_array, mul_checked(env, fn, K, K)).data);
+        const size_t b0 = size_arg(info, 5, fn, "b0"), b1 = size_arg(info, 6, fn, "b1");
+        if (!(b0 <= b1 && b1 <= K)) throw_range(env, fn, "b1", "must satisfy b0 <= b1 <= K");
+        const float* e = static_cast<const float*>(typed_arg(info, 4, fn, "e", napi_float32_array, N * (b1 - b0)).data);
+        qk::gptq_lazy_update(qk::kernels(), w, N, K, u, e, b0, b1);
+        return env.Undefined();
     });
 }
 

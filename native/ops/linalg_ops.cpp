@@ -150,19 +150,20 @@ void gptq_walk(const GptqWalk& g, size_t p0, size_t p1) {
     });
 }
 
-void gptq_lazy_update(const Kernels& k, const GptqWalk& g) {
-    const size_t nb = g.b1 - g.b0, rest = g.K - g.b1;
-    if (g.N == 0 || nb == 0 || rest == 0) return;
+void gptq_lazy_update(const Kernels& k, float* w, size_t N, size_t K, const double* u, const float* e, size_t b0,
+                      size_t b1) {
+    const size_t nb = b1 - b0, rest = K - b1;
+    if (N == 0 || nb == 0 || rest == 0) return;
     std::unique_ptr<float[]> ut(new float[rest * nb]);  // Ut[t, i] = U[b0 + i, b1 + t]
     parallel_for((rest + 255) / 256, double(rest) * double(nb), [&](size_t task, size_t) {
         for (size_t t = task * 256; t < std::min(rest, (task + 1) * 256); ++t)
-            for (size_t i = 0; i < nb; ++i) ut[t * nb + i] = float(g.u[(g.b0 + i) * g.K + g.b1 + t]);
+            for (size_t i = 0; i < nb; ++i) ut[t * nb + i] = float(u[(b0 + i) * K + b1 + t]);
     });
-    std::unique_ptr<float[]> d(new float[g.N * rest]);  // D = E · Ut^T  [N, rest]
+    std::unique_ptr<float[]> d(new float[N * rest]);  // D = E · Ut^T  [N, rest]
     GemmArgs a{};
-    a.x = g.e;
+    a.x = e;
     a.ldx = nb;
-    a.M = g.N;
+    a.M = N;
     a.N = rest;
     a.K = nb;
     a.w.fmt = WFormat::f32;
@@ -172,9 +173,9 @@ void gptq_lazy_update(const Kernels& k, const GptqWalk& g) {
     a.y = d.get();
     a.ldy = rest;
     gemm(k, a);
-    parallel_for((g.N + 15) / 16, double(g.N) * double(rest), [&](size_t task, size_t) {
-        for (size_t n = task * 16; n < std::min(g.N, (task + 1) * 16); ++n) {
-            float* wr = g.w + n * g.K + g.b1;
+    parallel_for((N + 15) / 16, double(N) * double(rest), [&](size_t task, size_t) {
+        for (size_t n = task * 16; n < std::min(N, (task + 1) * 16); ++n) {
+            float* wr = w + n * K + b1;
             const float* dr = d.get() + n * rest;
             for (size_t t = 0; t < rest; ++t) wr[t] = wr[t] - dr[t];
         }

@@ -46,12 +46,13 @@ struct GptqWalk {
 };
 void gptq_walk(const GptqWalk& g, size_t p0, size_t p1);
 
-// GPTQ's lazy-batch update after the block [b0, b1) (g.b0, g.b1):
+// GPTQ's lazy-batch update after the block [b0, b1) of a walk over w [N, K]:
 // W[:, b1:] -= E [N, b1 - b0] · U[b0:b1, b1:], as one f32 GEMM (the driver
 // of gemm_ops.h, U's block rounded to float and transposed into a weight
 // [K - b1, b1 - b0]) and a float subtraction: the product and rounding the
 // TypeScript did through matmul(), so the same bits.
-void gptq_lazy_update(const Kernels& k, const GptqWalk& g);
+void gptq_lazy_update(const Kernels& k, float* w, size_t N, size_t K, const double* u, const float* e, size_t b0,
+                      size_t b1);
 
 // GPTQ's clipping search (lib/quant/gptq.ts), rows in parallel. For a slice
 // x [N, L] in groups of G columns (the last one shorter when G does not
