@@ -8,13 +8,16 @@
  *
  *   npm run bench:calib [-- --calib-tokens 16384 --context 256 --split first|last --quick --json]
  *
- * --quick runs int4 g32 only.
+ * --quick runs int4 g32 only. The "async" rows run quantizeModelAsync (the
+ * same weights, checked by their perplexity) and give the event loop's
+ * longest stall meanwhile.
  * Needs ../shared/fixtures (stories260K and text/tinystories-head.txt).
  */
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type QuantizeModelOptions, isa, loadModelSync, perplexity, quantizeModel, quantizeToBudget } from '../lib/index.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { type QuantizeModelOptions, isa, loadModelSync, perplexity, quantizeModel, quantizeModelAsync, quantizeToBudget } from '../lib/index.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import { printTable } from './common.js';
 
@@ -40,7 +43,7 @@ if (ev.length < 1024) throw new Error(`only ${ev.length} evaluation tokens left 
 const load0 = loadavg();
 const fp = perplexity(base, ev, { context }).ppl;
 
-type Row = { config: string; method: string; ppl: number; ratio: number; quantizeS: number };
+type Row = { config: string; method: string; ppl: number; ratio: number; quantizeS: number; stallMs?: number };
 const rows: Row[] = [];
 const cases: [string, QuantizeModelOptions][] = [
   ['int4 asym g32', { weights: 'int4', scheme: 'asymmetric', groupSize: 32 }],
@@ -52,10 +55,12 @@ const calibration = { tokens: cal, context };
 const methods: [string, Partial<QuantizeModelOptions>][] = [
   ['rtn', {}],
   ['gptq (default)', { calibration }],
+  ['gptq (default), async', { calibration }],
   ['gptq, no clipping search', { calibration, gptq: { clip: false } }],
   ['gptq, sequential', { calibration, gptq: { sequential: true } }],
   ['awq', { calibration, method: 'awq' }],
   ['awq+gptq', { calibration, method: 'awq+gptq' }],
+  ['awq+gptq, async', { calibration, method: 'awq+gptq' }],
 ];
 const quick = args.includes('--quick');
 for (const [name, q] of cases) {
@@ -63,11 +68,19 @@ for (const [name, q] of cases) {
   for (const [method, extra] of methods) {
     if (!name.startsWith('int4 asym') && method !== 'rtn' && method !== 'gptq (default)') continue;
     const { model } = loadModelSync(MODEL);
+    const async = method.endsWith(', async');
+    const delay = monitorEventLoopDelay({ resolution: 1 });
     const t0 = performance.now();
-    quantizeModel(model, { ...q, ...extra });
+    if (async) {
+      delay.enable();
+      await quantizeModelAsync(model, { ...q, ...extra });
+      delay.disable();
+    } else {
+      quantizeModel(model, { ...q, ...extra });
+    }
     const quantizeS = (performance.now() - t0) / 1000;
     const ppl = perplexity(model, ev, { context }).ppl;
-    rows.push({ config: name, method, ppl, ratio: ppl / fp, quantizeS });
+    rows.push({ config: name, method, ppl, ratio: ppl / fp, quantizeS, ...(async ? { stallMs: delay.max / 1e6 } : {}) });
     process.stderr.write(`  ${name} ${method}: ${ppl.toFixed(4)}\n`);
   }
 }
@@ -93,8 +106,8 @@ if (args.includes('--json')) {
   console.log(`\nstories260K, every Linear but lm_head quantized; isa ${isa()}; calibration: ${where} of ${path.basename(TEXT)}, evaluation: the other ${ev.length} (context ${context}); fp32 perplexity ${fp.toFixed(4)}`);
   console.log(`load average at start ${load0.map((v) => v.toFixed(2)).join(' ')}, at end ${load1.map((v) => v.toFixed(2)).join(' ')}\n`);
   printTable(
-    ['config', 'method', 'perplexity', 'x fp32', 'quantize s'],
-    rows.map((r) => [r.config, r.method, r.ppl.toFixed(4), r.ratio.toFixed(4), r.quantizeS.toFixed(2)]),
+    ['config', 'method', 'perplexity', 'x fp32', 'quantize s', 'event loop'],
+    rows.map((r) => [r.config, r.method, r.ppl.toFixed(4), r.ratio.toFixed(4), r.quantizeS.toFixed(2), r.stallMs === undefined ? 'blocked' : `longest stall ${r.stallMs.toFixed(0)} ms`]),
   );
   if (budgetRows.length > 0) {
     console.log('');

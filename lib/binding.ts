@@ -202,6 +202,15 @@ export interface Addon {
   gptqGroupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array, out: Float64Array): void;
   /** GPTQ clipping search: each group clamped to c * [lo, hi] (clamp_groups). */
   clampGroups(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): void;
+  /** The five above on a libuv worker thread (same arguments, checked before it starts); resolves with cholInverseUpper's answer, true for the others. */
+  cholInverseUpperAsync(h: Float64Array, K: number): Promise<boolean>;
+  gptqWalkAsync(
+    w: Float32Array, N: number, K: number, u: Float64Array, col: Int32Array, scales: Float32Array, zps: Int32Array,
+    G: number, qmin: number, qmax: number, codes: Int8Array, e: Float32Array, b0: number, p0: number, p1: number, b1: number,
+  ): Promise<boolean>;
+  gptqLazyUpdateAsync(w: Float32Array, N: number, K: number, u: Float64Array, e: Float32Array, b0: number, b1: number): Promise<boolean>;
+  gptqGroupErrorsAsync(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array, out: Float64Array): Promise<boolean>;
+  clampGroupsAsync(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): Promise<boolean>;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
 }
@@ -270,6 +279,11 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
   gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
   attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out', 'causal'],
   attentionBatchAsync: ['q', 'out', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'keys', 'values', 'pos0', 'T'],
+  cholInverseUpperAsync: ['h', 'K'],
+  gptqWalkAsync: ['w', 'N', 'K', 'u', 'col', 'scales', 'zps', 'G', 'qmin', 'qmax', 'codes', 'e', 'b0', 'p0', 'p1', 'b1'],
+  gptqLazyUpdateAsync: ['w', 'N', 'K', 'u', 'e', 'b0', 'b1'],
+  gptqGroupErrorsAsync: ['x', 'N', 'L', 'G', 'scales', 'zps', 'qmin', 'qmax', 'w', 'out'],
+  clampGroupsAsync: ['x', 'N', 'L', 'G', 'lo', 'hi', 'c', 'out'],
 };
 
 /**

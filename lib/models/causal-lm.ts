@@ -102,6 +102,9 @@ export abstract class CausalLM extends Module {
   }
 }
 
+/** A calibration runner's result in its own array (the steps may return scratch). */
+const copied = (x: Tensor<'f32'>) => new Tensor('f32', x.shape, Float32Array.from(x.data));
+
 /**
  * The forward every decoder-only model shares, written once: option and
  * token checks, the cache lock, the model's body over its layers, the cache
@@ -148,9 +151,12 @@ export abstract class DecoderLM extends CausalLM {
    * one sequence at positions 0..T-1, in a new array.
    */
   embedForCalibration(tokens: readonly number[], cache: KVCache): Tensor<'f32'> {
-    const c = this.#calibrationCache('embedForCalibration', cache, tokens.length);
-    const x = runSync(this.embedSteps(tokens, SeqBatch.single(c, 0, tokens.length)));
-    return new Tensor('f32', x.shape, Float32Array.from(x.data));
+    return copied(runSync(this.#embedCalibration('embedForCalibration', tokens, cache)));
+  }
+
+  /** embedForCalibration with its native calls on worker threads; the same bits. */
+  async embedForCalibrationAsync(tokens: readonly number[], cache: KVCache): Promise<Tensor<'f32'>> {
+    return copied(await runAsync(this.#embedCalibration('embedForCalibrationAsync', tokens, cache)));
   }
 
   /**
@@ -160,12 +166,25 @@ export abstract class DecoderLM extends CausalLM {
    * whole forward would give.
    */
   blockForCalibration(i: number, x: Tensor<'f32'>, cache: KVCache): Tensor<'f32'> {
-    const fn = 'blockForCalibration';
+    return copied(runSync(this.#blockCalibration('blockForCalibration', i, x, cache)));
+  }
+
+  /** blockForCalibration with its native calls on worker threads; the same bits. */
+  async blockForCalibrationAsync(i: number, x: Tensor<'f32'>, cache: KVCache): Promise<Tensor<'f32'>> {
+    return copied(await runAsync(this.#blockCalibration('blockForCalibrationAsync', i, x, cache)));
+  }
+
+  // the arguments are checked when the steps are made, before any runs
+  #embedCalibration(fn: string, tokens: readonly number[], cache: KVCache): ForwardSteps<Tensor<'f32'>> {
+    const c = this.#calibrationCache(fn, cache, tokens.length);
+    return this.embedSteps(tokens, SeqBatch.single(c, 0, tokens.length));
+  }
+
+  #blockCalibration(fn: string, i: number, x: Tensor<'f32'>, cache: KVCache): ForwardSteps<Tensor<'f32'>> {
     if (!Number.isInteger(i) || i < 0 || i >= this.blocks) throw rangeError(fn, 'i', `must be a block index in [0, ${this.blocks}), got ${i}`);
     if (!(x instanceof Tensor) || x.dtype !== 'f32' || x.shape.length !== 2) throw typeError(fn, 'x', 'must be an f32 Tensor [T, width]');
     const c = this.#calibrationCache(fn, cache, x.shape[0]!);
-    const y = runSync(this.blockSteps(i, x, SeqBatch.single(c, 0, x.shape[0]!)));
-    return new Tensor('f32', y.shape, Float32Array.from(y.data));
+    return this.blockSteps(i, x, SeqBatch.single(c, 0, x.shape[0]!));
   }
 
   #calibrationCache(fn: string, cache: KVCache, T: number): DecoderKVCache {

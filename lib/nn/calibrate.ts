@@ -17,9 +17,15 @@
  * embedding (O(B) instead of O(B^2)). Any other stage (an lm_head, OPT's
  * project_in/out) runs whole forwards, which stop once the stage's last
  * layer (in call order) has seen its input.
+ *
+ * Each pass is written as jobs (ops/jobs.ts), one per window and block run:
+ * quantizeModel drives them blocking, quantizeModelAsync with the forwards'
+ * async forms (GEMMs and attention on worker threads, the probes' X^T X
+ * too).
  */
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
-import { matmul } from '../ops/matmul.js';
+import { type Jobs, chunkedRows, job, runJobs, runJobsAsync } from '../ops/jobs.js';
+import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
 import type { Linear } from './linear.js';
 import { Module } from './module.js';
@@ -29,11 +35,15 @@ import type { KVCache } from './steps.js';
 export interface CalibratableModel extends Module {
   createCache(capacity?: number): KVCache;
   forward(tokens: readonly number[], cache: KVCache): Tensor<'f32'>;
+  /** forward() off the main thread (used by the async drivers when present). */
+  forwardAsync?(tokens: readonly number[], cache: KVCache): Promise<Tensor<'f32'>>;
   readonly config?: { maxPositions?: number };
   readonly blocks?: number;
   blockName?(i: number): string;
   embedForCalibration?(tokens: readonly number[], cache: KVCache): Tensor<'f32'>;
   blockForCalibration?(i: number, x: Tensor<'f32'>, cache: KVCache): Tensor<'f32'>;
+  embedForCalibrationAsync?(tokens: readonly number[], cache: KVCache): Promise<Tensor<'f32'>>;
+  blockForCalibrationAsync?(i: number, x: Tensor<'f32'>, cache: KVCache): Promise<Tensor<'f32'>>;
 }
 
 export interface CalibrationData {
@@ -84,6 +94,16 @@ class SharedProduct {
   #stats: { xtx: Float32Array; absSum: Float64Array } | null = null;
   stats(x: Tensor<'f32'>, K: number): { xtx: Float32Array; absSum: Float64Array } {
     if (x === this.#x && this.#stats) return this.#stats;
+    const { X, absSum } = this.#transposed(x, K);
+    return this.#keep(x, matmul(X, X).data, absSum); // X^T · (X^T)^T = X^T X  [K, K]
+  }
+  /** stats() with the product on a worker thread. */
+  async statsAsync(x: Tensor<'f32'>, K: number): Promise<{ xtx: Float32Array; absSum: Float64Array }> {
+    if (x === this.#x && this.#stats) return this.#stats;
+    const { X, absSum } = this.#transposed(x, K);
+    return this.#keep(x, (await matmulAsync(X, X)).data, absSum);
+  }
+  #transposed(x: Tensor<'f32'>, K: number): { X: Tensor<'f32'>; absSum: Float64Array } {
     this.inputs++;
     const T = x.size / K;
     const xt = new Float32Array(K * T); // X^T [K, T]
@@ -96,14 +116,16 @@ class SharedProduct {
         absSum[k] += Math.abs(v);
       }
     }
-    const X = new Tensor('f32', [K, T], xt);
-    this.#stats = { xtx: matmul(X, X).data, absSum }; // X^T · (X^T)^T = X^T X  [K, K]
+    return { X: new Tensor('f32', [K, T], xt), absSum };
+  }
+  #keep(x: Tensor, xtx: Float32Array, absSum: Float64Array): { xtx: Float32Array; absSum: Float64Array } {
+    this.#stats = { xtx, absSum };
     this.#x = x;
     return this.#stats;
   }
 }
 
-/** Thrown by the stage's last probe to end a forward early (caught by collectHessians). */
+/** Thrown by the stage's last probe to end a forward early (caught by the pass). */
 class StopForward extends Error {}
 
 /** Stands in for a Linear during a calibration pass: accumulates X^T X, then runs the layer. */
@@ -131,14 +153,32 @@ class HessianProbe extends Module {
     const K = this.layer.inFeatures;
     if (this.firstCall < 0) this.firstCall = this.shared.calls++;
     if (x.dtype === 'f32' && K > 0) {
-      const { xtx, absSum } = this.shared.stats(x as Tensor<'f32'>, K);
-      if (this.inputGroup < 0) this.inputGroup = this.shared.inputs - 1;
-      for (let i = 0; i < xtx.length; i++) this.h[i] += xtx[i]!;
-      for (let k = 0; k < K; k++) this.absSum[k] += absSum[k]!;
-      this.tokens += x.size / K;
+      const st = this.shared.stats(x as Tensor<'f32'>, K);
+      this.#addRows(st.xtx, 0, st.xtx.length);
+      this.#add(x, K, st.absSum);
     }
     if (this.stopAfterInput) throw new StopForward();
     return this.layer.forward(x);
+  }
+  async forwardAsync(x: Tensor): Promise<Tensor<'f32'>> {
+    const K = this.layer.inFeatures;
+    if (this.firstCall < 0) this.firstCall = this.shared.calls++;
+    if (x.dtype === 'f32' && K > 0) {
+      const st = await this.shared.statsAsync(x as Tensor<'f32'>, K);
+      // H += X^T X in chunks of rows, letting the event loop run between them
+      await runJobsAsync(chunkedRows(K, K, (r0, r1) => this.#addRows(st.xtx, r0 * K, r1 * K)));
+      this.#add(x, K, st.absSum);
+    }
+    if (this.stopAfterInput) throw new StopForward();
+    return this.layer.forwardAsync(x);
+  }
+  #addRows(xtx: Float32Array, i0: number, i1: number): void {
+    for (let i = i0; i < i1; i++) this.h[i] += xtx[i]!;
+  }
+  #add(x: Tensor, K: number, absSum: Float64Array): void {
+    if (this.inputGroup < 0) this.inputGroup = this.shared.inputs - 1;
+    for (let k = 0; k < K; k++) this.absSum[k] += absSum[k]!;
+    this.tokens += x.size / K;
   }
 }
 
@@ -162,12 +202,12 @@ export interface StageLayer {
 }
 
 /** Probes in place of `layers` while `run` runs; the layers are back afterwards, also when it throws. */
-function withProbes(layers: readonly StageLayer[], run: (probes: HessianProbe[]) => void): LayerInputStats[] {
+function* withProbes(layers: readonly StageLayer[], run: (probes: HessianProbe[]) => Jobs<void>): Jobs<LayerInputStats[]> {
   const shared = new SharedProduct();
   const probes = layers.map((l) => new HessianProbe(l.layer, shared));
   layers.forEach((l, i) => l.parent.replaceChild(l.local, probes[i]!));
   try {
-    run(probes);
+    yield* run(probes);
   } finally {
     layers.forEach((l) => l.parent.replaceChild(l.local, l.layer));
   }
@@ -180,19 +220,40 @@ function withProbes(layers: readonly StageLayer[], run: (probes: HessianProbe[])
  * back in place afterwards, also when a forward throws.
  */
 export function collectHessians(model: CalibratableModel, layers: readonly StageLayer[], windows: readonly number[][]): LayerInputStats[] {
-  return withProbes(layers, (probes) => {
-    windows.forEach((w, i) => {
+  return runJobs(collectHessiansJobs(model, layers, windows));
+}
+
+/** collectHessians as jobs: one whole forward per window. */
+export function collectHessiansJobs(model: CalibratableModel, layers: readonly StageLayer[], windows: readonly number[][]): Jobs<LayerInputStats[]> {
+  const stopped = (e: unknown) => {
+    if (!(e instanceof StopForward)) throw e;
+  };
+  return withProbes(layers, function* (probes) {
+    for (let i = 0; i < windows.length; i++) {
+      const w = windows[i]!;
       if (i === 1) {
         // the call order is known: the last probe called ends the later passes
         const last = probes.reduce((a, p) => (p.firstCall > a.firstCall ? p : a));
         if (probes.every((p) => p.firstCall >= 0)) last.stopAfterInput = true;
       }
-      try {
-        model.forward(w, model.createCache(Math.max(w.length, 1)));
-      } catch (e) {
-        if (!(e instanceof StopForward)) throw e;
-      }
-    });
+      const cache = () => model.createCache(Math.max(w.length, 1));
+      yield* job<unknown>(
+        () => {
+          try {
+            model.forward(w, cache());
+          } catch (e) {
+            stopped(e);
+          }
+        },
+        async () => {
+          try {
+            await (model.forwardAsync ? model.forwardAsync(w, cache()) : model.forward(w, cache()));
+          } catch (e) {
+            stopped(e);
+          }
+        },
+      );
+    }
   });
 }
 
@@ -239,19 +300,40 @@ export class BlockInputs {
 
   /** Statistics of `layers` (all in block b) over every window, from block b alone. */
   collect(b: number, layers: readonly StageLayer[]): LayerInputStats[] {
-    const hidden = this.#seek(b);
-    return withProbes(layers, () => {
-      for (const x of hidden) this.#model.blockForCalibration(b, x, this.#cache);
+    return runJobs(this.collectJobs(b, layers));
+  }
+
+  /** collect() as jobs: one block run per window. */
+  *collectJobs(b: number, layers: readonly StageLayer[]): Jobs<LayerInputStats[]> {
+    const hidden = yield* this.#seek(b);
+    const self = this;
+    return yield* withProbes(layers, function* () {
+      for (const x of hidden) yield* self.#block(b, x);
     });
   }
 
   /** The stored states for block b, after running the blocks between (as they are now). */
-  #seek(b: number): Tensor<'f32'>[] {
+  *#seek(b: number): Jobs<Tensor<'f32'>[]> {
     if (this.#hidden === null || this.#next > b) {
-      this.#hidden = this.#windows.map((w) => this.#model.embedForCalibration(w, this.#cache));
+      const m = this.#model, cache = this.#cache;
+      const hidden: Tensor<'f32'>[] = [];
+      for (const w of this.#windows) {
+        hidden.push(yield* job(() => m.embedForCalibration(w, cache), () => (m.embedForCalibrationAsync ? m.embedForCalibrationAsync(w, cache) : Promise.resolve(m.embedForCalibration(w, cache)))));
+      }
+      this.#hidden = hidden;
       this.#next = 0;
     }
-    for (; this.#next < b; this.#next++) this.#hidden = this.#hidden.map((x) => this.#model.blockForCalibration(this.#next, x, this.#cache));
+    for (; this.#next < b; this.#next++) {
+      const next: Tensor<'f32'>[] = [];
+      for (const x of this.#hidden) next.push(yield* this.#block(this.#next, x));
+      this.#hidden = next;
+    }
     return this.#hidden;
+  }
+
+  /** Block b on one window's states, as a job. */
+  #block(b: number, x: Tensor<'f32'>): Jobs<Tensor<'f32'>> {
+    const m = this.#model, cache = this.#cache;
+    return job(() => m.blockForCalibration(b, x, cache), () => (m.blockForCalibrationAsync ? m.blockForCalibrationAsync(b, x, cache) : Promise.resolve(m.blockForCalibration(b, x, cache))));
   }
 }

@@ -8,7 +8,7 @@ import { type PreparedWeight, type RowInvariance, checkBias, matmulPrepared, mat
 import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
 import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
-import { quantize } from '../quant/quantize.js';
+import { quantize, quantizeAsync } from '../quant/quantize.js';
 import { type QuantizeOptions, schemeOf } from '../quant/qtypes.js';
 import { Tensor } from '../tensor.js';
 import { Module } from './module.js';
@@ -134,19 +134,14 @@ export class QLinear extends Module {
    * symmetric per channel; 'int8' with 4 bits takes any int4 weight (W4A8).
    */
   static fromLinear(linear: Linear, options?: QLinearOptions): QLinear {
-    const fn = 'QLinear.fromLinear';
-    if (!(linear instanceof Linear)) throw typeError(fn, 'linear', `must be a Linear, got ${describe(linear)}`);
-    if (options?.bits !== undefined && options.bits !== 8 && options.bits !== 4) {
-      throw rangeError(fn, 'options.bits', `must be 8 or 4, got ${describe(options.bits)}`);
-    }
-    const { activations, threshold, ...qopts } = options ?? {};
-    const rt = runtimeOptions(fn, { activations, threshold });
-    if (rt.activations === 'llm.int8' || (rt.activations === 'int8' && (qopts.bits ?? 8) === 8)) {
-      if ((qopts.bits ?? 8) !== 8) throw rangeError(fn, 'options.bits', `must be 8 with activations '${rt.activations}'`);
-      if (schemeOf(fn, qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
-      if ((qopts.granularity ?? 'channel') === 'group') throw rangeError(fn, 'options.granularity', `must be 'channel' or 'tensor' with activations '${rt.activations}'`);
-    }
-    return new QLinear(quantize(linear.weight, qopts), linear.bias, { activations, threshold });
+    const { qopts, runtime } = fromLinearOptions('QLinear.fromLinear', linear, options);
+    return new QLinear(quantize(linear.weight, qopts), linear.bias, runtime);
+  }
+
+  /** fromLinear with the quantization on a worker thread: the same layer. */
+  static async fromLinearAsync(linear: Linear, options?: QLinearOptions): Promise<QLinear> {
+    const { qopts, runtime } = fromLinearOptions('QLinear.fromLinearAsync', linear, options);
+    return new QLinear(await quantizeAsync(linear.weight, qopts), linear.bias, runtime);
   }
 
   get inFeatures(): number {
@@ -189,4 +184,20 @@ export class QLinear extends Module {
     if (this.bias) out.push(['bias', this.bias]);
     return out;
   }
+}
+
+/** fromLinear's checks: the quantize options and the runtime ones, apart. */
+function fromLinearOptions(fn: string, linear: Linear, options: QLinearOptions | undefined): { qopts: QuantizeOptions; runtime: QLinearRuntimeOptions } {
+  if (!(linear instanceof Linear)) throw typeError(fn, 'linear', `must be a Linear, got ${describe(linear)}`);
+  if (options?.bits !== undefined && options.bits !== 8 && options.bits !== 4) {
+    throw rangeError(fn, 'options.bits', `must be 8 or 4, got ${describe(options.bits)}`);
+  }
+  const { activations, threshold, ...qopts } = options ?? {};
+  const rt = runtimeOptions(fn, { activations, threshold });
+  if (rt.activations === 'llm.int8' || (rt.activations === 'int8' && (qopts.bits ?? 8) === 8)) {
+    if ((qopts.bits ?? 8) !== 8) throw rangeError(fn, 'options.bits', `must be 8 with activations '${rt.activations}'`);
+    if (schemeOf(fn, qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
+    if ((qopts.granularity ?? 'channel') === 'group') throw rangeError(fn, 'options.granularity', `must be 'channel' or 'tensor' with activations '${rt.activations}'`);
+  }
+  return { qopts, runtime: { activations, threshold } };
 }

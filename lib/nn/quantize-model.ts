@@ -21,14 +21,15 @@
  * 'q_proj'.
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { gptqQuantize } from '../quant/gptq.js';
+import { type Jobs, job, runJobs, runJobsAsync } from '../ops/jobs.js';
+import { gptqJobs } from '../quant/gptq.js';
 import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
 import { toFloat32 } from '../quant/quantize.js';
-import { type SearchQuantizer, scaleColumns, scaleHessian, searchChannelScales } from '../quant/awq.js';
-import { quantize } from '../quant/quantize.js';
+import { type SearchQuantizer, scaleColumnsJobs, scaleHessianJobs, searchChannelScalesJobs } from '../quant/awq.js';
+import { quantizeJob } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
-import { BlockInputs, type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessians, stageOf } from './calibrate.js';
+import { BlockInputs, type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessiansJobs, stageOf } from './calibrate.js';
 import { type ChannelDivisible, type ScaleGroup, divideRows, isChannelDivisible, scaleGroupsOf } from './scale-fold.js';
 import { type ActivationMode, Linear, QLinear } from './linear.js';
 import type { Module } from './module.js';
@@ -295,10 +296,28 @@ export function findLinears(model: Module): { name: string; parent: Module; loca
 
 /** Replace the model's Linear layers by QLinear in place; see the header for `exclude`. */
 export function quantizeModel(model: Module, options: QuantizeModelOptions): QuantizeModelSummary {
+  return runJobs(quantizeModelJobs(model, options, FN));
+}
+
+/**
+ * quantizeModel with every native call on a worker thread (the
+ * calibration forwards, X^T X, GPTQ, the AWQ search, round to nearest): the
+ * same layers bit for bit, while the event loop stays free. Between native
+ * calls it runs short stretches of JavaScript on the caller's thread (the
+ * README gives the longest measured). Options are checked before it
+ * starts: a bad one rejects and leaves the model untouched. Do not use the
+ * model until the Promise settles: its layers are swapped one stage at a
+ * time, and calibration replaces them by probes while it runs.
+ */
+export function quantizeModelAsync(model: Module, options: QuantizeModelOptions): Promise<QuantizeModelSummary> {
+  return runJobsAsync(quantizeModelJobs(model, options, 'quantizeModelAsync'));
+}
+
+function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: string): Jobs<QuantizeModelSummary> {
   if (model === null || typeof model !== 'object' || typeof (model as Module).namedModules !== 'function') {
-    throw typeError(FN, 'model', `must be a Module, got ${describe(model)}`);
+    throw typeError(fn, 'model', `must be a Module, got ${describe(model)}`);
   }
-  const config = resolveQuantConfig(options);
+  const config = resolveQuantConfig(options, fn);
   const excluded = makeExcludeMatcher(config.exclude);
   const summary: QuantizeModelSummary = { config, replaced: [], kept: [], fallbacks: [], layers: [], bytesBefore: 0, bytesAfter: 0, scaled: [] };
   // collect first: replacing while iterating namedModules() would walk the new children
@@ -312,7 +331,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       if (!linears.some((l) => matches(l.name))) {
         const names = linears.map((l) => l.name);
         const shown = names.slice(0, 6).join(', ') + (names.length > 6 ? `, ... (${names.length} in all)` : '');
-        throw rangeError(FN, 'options.exclude', `pattern '${p}' matches no Linear layer of this model; its Linear layers are ${shown || 'none'}`);
+        throw rangeError(fn, 'options.exclude', `pattern '${p}' matches no Linear layer of this model; its Linear layers are ${shown || 'none'}`);
       }
     }
   }
@@ -335,22 +354,22 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   if (options.groupSize !== undefined && config.granularity === 'group' && candidates.length > 0) {
     const ks = [...new Set(candidates.map((p) => rowsK(p.layer.weight.shape)[1]))].sort((a, b) => a - b);
     if (quantized.length > 0 && quantized.every((p) => isFallback(p.opts!))) {
-      throw rangeError(FN, 'options.groupSize', `${config.groupSize} divides the K of no layer (K = ${ks.join(', ')}); choose a group size that divides K, or groupFallback 'tail'`);
+      throw rangeError(fn, 'options.groupSize', `${config.groupSize} divides the K of no layer (K = ${ks.join(', ')}); choose a group size that divides K, or groupFallback 'tail'`);
     }
     if (ks.every((k) => config.groupSize! >= k)) {
-      throw rangeError(FN, 'options.groupSize', `${config.groupSize} is not smaller than the K of any layer (K = ${ks.join(', ')}): every row would be one group; use granularity 'channel' for that`);
+      throw rangeError(fn, 'options.groupSize', `${config.groupSize} is not smaller than the K of any layer (K = ${ks.join(', ')}): every row would be one group; use granularity 'channel' for that`);
     }
   }
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(FN, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(fn, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
   const toQuantize = plan.filter((p) => p.opts !== null).length;
   // Calibration checked before any layer changes.
   let windows: number[][] | null = null;
   if (config.method !== 'rtn') {
-    checkCalibratable(FN, model);
-    windows = calibrationWindows(FN, model, options.calibration!);
+    checkCalibratable(fn, model);
+    windows = calibrationWindows(fn, model, options.calibration!);
   }
   const g = options.gptq ?? {};
-  if (g === null || typeof g !== 'object') throw typeError(FN, 'options.gptq', `must be an object, got ${describe(g)}`);
+  if (g === null || typeof g !== 'object') throw typeError(fn, 'options.gptq', `must be an object, got ${describe(g)}`);
   let done = 0;
   const runtime = { activations: config.activations, ...(config.threshold !== undefined ? { threshold: config.threshold } : {}) };
   const finish = (p: (typeof plan)[number], q: QLinear) => {
@@ -368,7 +387,11 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
   };
   for (const p of plan) if (p.opts === null) summary.kept.push(p.name);
   if (windows === null) {
-    for (const p of plan) if (p.opts !== null) finish(p, QLinear.fromLinear(p.layer, { ...p.opts, ...runtime }));
+    for (const p of plan) {
+      if (p.opts === null) continue;
+      const o = { ...p.opts, ...runtime };
+      finish(p, yield* job(() => QLinear.fromLinear(p.layer, o), () => QLinear.fromLinearAsync(p.layer, o), p.layer.weight.size));
+    }
   } else {
     // Calibrated: one stage (block) at a time, each calibrated on the
     // outputs of the stages already quantized (see calibrate.ts).
@@ -388,19 +411,23 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
     // opts come from layerQuantizeOptions: bits is always set
     const gptqOf = (opts: QuantizeOptions) => ({
       bits: opts.bits as 8 | 4,
-      scheme: schemeOf(FN, opts.scheme),
+      scheme: schemeOf(fn, opts.scheme),
       groupSize: opts.granularity === 'group' ? opts.groupSize : undefined,
       ...(g.actOrder !== undefined ? { actOrder: g.actOrder } : {}),
       ...(g.damp !== undefined ? { damp: g.damp } : {}),
       ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
       ...(g.clip !== undefined ? { clip: g.clip } : {}),
     });
-    const searchQuant: SearchQuantizer | undefined = useGptq ? (w, h, opts) => gptqQuantize(w, h, gptqOf(opts)).dequantize().data : undefined;
+    const searchQuant: SearchQuantizer | undefined = useGptq
+      ? function* (w, h, opts) {
+          return (yield* gptqJobs(w, h, gptqOf(opts))).dequantize().data;
+        }
+      : undefined;
     const inputs = BlockInputs.of(model as CalibratableModel, windows);
     for (const [key, stage] of stages) {
       const b = inputs?.blockOf(key) ?? -1;
-      const collect = (layers: typeof plan) => (b >= 0 ? inputs!.collect(b, layers) : collectHessians(model as CalibratableModel, layers, windows));
-      const stats = collect(stage);
+      const collect = (layers: typeof plan) => (b >= 0 ? inputs!.collectJobs(b, layers) : collectHessiansJobs(model as CalibratableModel, layers, windows));
+      const stats = yield* collect(stage);
       // float working copies the scales change before quantization
       const work = new Map(
         stage.map((p, i) => {
@@ -409,7 +436,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
         }),
       );
       for (const grp of groups) {
-        const scaled = applyScaleGroup(grp, work, modules, (n) => optsOf.get(n)!, searchQuant);
+        const scaled = yield* applyScaleGroup(grp, work, modules, (n) => optsOf.get(n)!, searchQuant);
         if (scaled) summary.scaled.push(scaled);
       }
       // With gptq.sequential, GPTQ runs sequentially within the stage (the
@@ -421,7 +448,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
       let remaining = stage.slice();
       for (let first = true; remaining.length > 0; first = false) {
         if (!first) {
-          const fresh = collect(remaining);
+          const fresh = yield* collect(remaining);
           remaining.forEach((p, i) => (work.get(p.name)!.st = fresh[i]!));
         }
         const called = remaining.filter((p) => work.get(p.name)!.st.inputGroup >= 0);
@@ -431,7 +458,7 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
           const { shape, w, bias, st } = work.get(p.name)!;
           const wt = new Tensor('f32', shape, w, p.layer.weight.name);
           // GPTQ chooses codes against f32 scales; the layer's scales are stored as configured
-          const qt = useGptq ? gptqQuantize(wt, st.h, gptqOf(p.opts!)).withScaleDtype(config.scaleDtype) : quantize(wt, p.opts!);
+          const qt = useGptq ? (yield* gptqJobs(wt, st.h, gptqOf(p.opts!))).withScaleDtype(config.scaleDtype) : yield* quantizeJob(wt, p.opts!);
           finish(p, new QLinear(qt, bias ? new Tensor('f32', [bias.length], bias, p.layer.bias!.name) : null, runtime));
         }
         remaining = remaining.filter((p) => !sub.includes(p));
@@ -488,7 +515,7 @@ interface WorkLayer {
  * this stage (changed in `work`, before it is quantized itself). Each layer's
  * H becomes diag(1/s) H diag(1/s), the statistics of its new input x / s.
  */
-function applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules: Map<string, Module>, optsOf: (name: string) => QuantizeOptions, quant?: SearchQuantizer): ScaleGroupResult | null {
+function* applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules: Map<string, Module>, optsOf: (name: string) => QuantizeOptions, quant?: SearchQuantizer): Jobs<ScaleGroupResult | null> {
   if (grp.layers.length === 0 || !grp.layers.every((n) => work.has(n))) return null;
   const layers = grp.layers.map((n) => work.get(n)!);
   const K = layers[0]!.shape[1]!;
@@ -497,7 +524,7 @@ function applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules:
   const prevMod = modules.get(grp.prev);
   const off = grp.rowOffset ?? 0;
   if (prevWork ? prevWork.shape[0]! < off + K : !isChannelDivisible(prevMod)) return null;
-  const res = searchChannelScales(
+  const res = yield* searchChannelScalesJobs(
     grp.layers.map((n, i) => ({ weight: layers[i]!.w, N: layers[i]!.shape[0]!, options: optsOf(n) })),
     K,
     layers[0]!.st.h,
@@ -512,8 +539,8 @@ function applyScaleGroup(grp: ScaleGroup, work: Map<string, WorkLayer>, modules:
     return null;
   }
   for (const l of layers) {
-    scaleColumns(l.w, l.shape[0]!, K, s);
-    scaleHessian(l.st.h, K, s);
+    yield* scaleColumnsJobs(l.w, l.shape[0]!, K, s);
+    yield* scaleHessianJobs(l.st.h, K, s);
     for (let k = 0; k < K; k++) l.st.absMean[k] = l.st.absMean[k]! / s[k]!;
   }
   return { prev: grp.prev, layers: [...grp.layers], alpha: res.alpha, errorBefore: res.errorBefore, errorAfter: res.errorAfter, scales: s, rowOffset: off };

@@ -18,10 +18,11 @@
  * round to nearest, so the search never does worse than it on that error.
  */
 import { rangeError } from '../errors.js';
-import { matmul } from '../ops/matmul.js';
+import { type Jobs, chunkedRows, job, runJobs } from '../ops/jobs.js';
+import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
 import type { QuantizeOptions } from './qtypes.js';
-import { quantize } from './quantize.js';
+import { quantizeJob } from './quantize.js';
 
 export interface ScaleSearchLayer {
   /** The layer's float weight [N, K], row-major. */
@@ -33,12 +34,14 @@ export interface ScaleSearchLayer {
 
 /**
  * The quantizer the scales are searched for: weight [N, K] and the input
- * statistics it sees (H of x / s) -> the dequantized weight. Default:
- * round to nearest (quantize()).
+ * statistics it sees (H of x / s) -> the dequantized weight, as jobs
+ * (ops/jobs.ts). Default: round to nearest (quantize()).
  */
-export type SearchQuantizer = (w: Tensor<'f32'>, h: Float64Array, options: QuantizeOptions) => Float32Array;
+export type SearchQuantizer = (w: Tensor<'f32'>, h: Float64Array, options: QuantizeOptions) => Jobs<Float32Array>;
 
-const roundToNearest: SearchQuantizer = (w, _h, options) => quantize(w, options).dequantize().data;
+const roundToNearest: SearchQuantizer = function* (w, _h, options) {
+  return (yield* quantizeJob(w, options)).dequantize().data;
+};
 
 export interface ScaleSearchResult {
   /** s [K]: multiply the layers' weight columns by it, divide their input by it. */
@@ -51,13 +54,27 @@ export interface ScaleSearchResult {
 
 /** w [N, K] -> w diag(s), in place (the weights of layers whose input becomes x / s). */
 export function scaleColumns(w: Float32Array, N: number, K: number, s: Float32Array): Float32Array {
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) w[n * K + k] = w[n * K + k]! * s[k]!;
+  return runJobs(scaleColumnsJobs(w, N, K, s));
+}
+
+/** scaleColumns in chunks of rows (ops/jobs.ts chunkedRows). */
+export function* scaleColumnsJobs(w: Float32Array, N: number, K: number, s: Float32Array): Jobs<Float32Array> {
+  yield* chunkedRows(N, K, (n0, n1) => {
+    for (let n = n0; n < n1; n++) for (let k = 0; k < K; k++) w[n * K + k] = w[n * K + k]! * s[k]!;
+  });
   return w;
 }
 
 /** h [K, K] -> diag(1/s) h diag(1/s), in place: X^T X of the input x / s. */
 export function scaleHessian(h: Float64Array, K: number, s: Float32Array): Float64Array {
-  for (let j = 0; j < K; j++) for (let k = 0; k < K; k++) h[j * K + k] = h[j * K + k]! / (s[j]! * s[k]!);
+  return runJobs(scaleHessianJobs(h, K, s));
+}
+
+/** scaleHessian in chunks of rows. */
+export function* scaleHessianJobs(h: Float64Array, K: number, s: Float32Array): Jobs<Float64Array> {
+  yield* chunkedRows(K, K, (j0, j1) => {
+    for (let j = j0; j < j1; j++) for (let k = 0; k < K; k++) h[j * K + k] = h[j * K + k]! / (s[j]! * s[k]!);
+  });
   return h;
 }
 
@@ -65,20 +82,25 @@ export function scaleHessian(h: Float64Array, K: number, s: Float32Array): Float
 const GRID = 20;
 
 /** Output error tr(ΔW H ΔW^T) of one layer's weights quantized after scaling by s. */
-function outputError(layer: ScaleSearchLayer, K: number, s: Float32Array | null, h: Float64Array, h32: Tensor<'f32'>, quant: SearchQuantizer): number {
+function* outputError(layer: ScaleSearchLayer, K: number, s: Float32Array | null, h: Float64Array, h32: Tensor<'f32'>, quant: SearchQuantizer): Jobs<number> {
   const { weight: w, N } = layer;
   let src = w;
   let hs = h;
   if (s) {
-    src = scaleColumns(w.slice(), N, K, s);
-    if (quant !== roundToNearest) hs = scaleHessian(h.slice(), K, s);
+    src = yield* scaleColumnsJobs(w.slice(), N, K, s);
+    if (quant !== roundToNearest) hs = yield* scaleHessianJobs(h.slice(), K, s);
   }
-  const dq = quant(new Tensor('f32', [N, K], src), hs, layer.options);
+  const dq = yield* quant(new Tensor('f32', [N, K], src), hs, layer.options);
   const dw = new Float32Array(N * K);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) dw[n * K + k] = (s ? dq[n * K + k]! / s[k]! : dq[n * K + k]!) - w[n * K + k]!;
-  const e = matmul(new Tensor('f32', [N, K], dw), h32).data; // ΔW · H^T = ΔW · H  [N, K]
+  yield* chunkedRows(N, K, (n0, n1) => {
+    for (let n = n0; n < n1; n++) for (let k = 0; k < K; k++) dw[n * K + k] = (s ? dq[n * K + k]! / s[k]! : dq[n * K + k]!) - w[n * K + k]!;
+  });
+  const d = new Tensor('f32', [N, K], dw);
+  const e = (yield* job(() => matmul(d, h32), () => matmulAsync(d, h32), N * K * K)).data; // ΔW · H^T = ΔW · H  [N, K]
   let sum = 0;
-  for (let i = 0; i < dw.length; i++) sum += dw[i]! * e[i]!;
+  yield* chunkedRows(N, K, (n0, n1) => {
+    for (let i = n0 * K; i < n1 * K; i++) sum += dw[i]! * e[i]!;
+  });
   return sum;
 }
 
@@ -87,17 +109,32 @@ function outputError(layer: ScaleSearchLayer, K: number, s: Float32Array | null,
  * statistics h = X^T X (float64 [K, K]) and absMean = mean |x_k| [K].
  */
 export function searchChannelScales(layers: readonly ScaleSearchLayer[], K: number, h: Float64Array, absMean: Float64Array, quant: SearchQuantizer = roundToNearest): ScaleSearchResult {
+  return runJobs(searchChannelScalesJobs(layers, K, h, absMean, quant));
+}
+
+/** searchChannelScales as jobs. */
+export function* searchChannelScalesJobs(layers: readonly ScaleSearchLayer[], K: number, h: Float64Array, absMean: Float64Array, quant: SearchQuantizer = roundToNearest): Jobs<ScaleSearchResult> {
   if (h.length !== K * K || absMean.length !== K) throw rangeError('searchChannelScales', 'h', `must hold K * K = ${K * K} values with absMean of K = ${K}`);
   // H in f32 for the GEMM, normalized: only the ratios of the errors matter.
   let hmax = 0;
-  for (let i = 0; i < h.length; i++) hmax = Math.max(hmax, Math.abs(h[i]!));
-  const h32 = new Tensor('f32', [K, K], Float32Array.from(h, (v) => (hmax > 0 ? v / hmax : v)));
+  yield* chunkedRows(K, K, (j0, j1) => {
+    for (let i = j0 * K; i < j1 * K; i++) hmax = Math.max(hmax, Math.abs(h[i]!));
+  });
+  const h32data = new Float32Array(K * K);
+  yield* chunkedRows(K, K, (j0, j1) => {
+    for (let i = j0 * K; i < j1 * K; i++) h32data[i] = hmax > 0 ? h[i]! / hmax : h[i]!;
+  });
+  const h32 = new Tensor('f32', [K, K], h32data);
   let amax = 0;
   for (let k = 0; k < K; k++) amax = Math.max(amax, absMean[k]!);
   // a channel whose input is (almost) always zero gets no scale of its own
   const floor = amax > 0 ? amax * 1e-5 : 1;
-  const total = (s: Float32Array | null) => layers.reduce((acc, l) => acc + outputError(l, K, s, h, h32, quant), 0);
-  const errorBefore = total(null);
+  const total = function* (s: Float32Array | null): Jobs<number> {
+    let acc = 0;
+    for (const l of layers) acc += yield* outputError(l, K, s, h, h32, quant);
+    return acc;
+  };
+  const errorBefore = yield* total(null);
   let best = { alpha: 0, s: null as Float32Array | null, err: errorBefore };
   for (let i = 1; i < GRID; i++) {
     const alpha = i / GRID;
@@ -110,7 +147,7 @@ export function searchChannelScales(layers: readonly ScaleSearchLayer[], K: numb
     }
     const norm = 1 / Math.sqrt(lo * hi);
     for (let k = 0; k < K; k++) s[k] = s[k]! * norm;
-    const err = total(s);
+    const err = yield* total(s);
     if (err < best.err) best = { alpha, s, err };
   }
   return { scales: best.s ?? new Float32Array(K).fill(1), alpha: best.alpha, errorBefore, errorAfter: best.err };

@@ -30,12 +30,13 @@
  * perplexity (README, "Calibrated 4-bit").
  * Column j whose input is always zero (H[j, j] = 0) gets weight 0.
  */
-import { describe, rangeError, typeError } from '../errors.js';
-import { type GptqWalkState, cholInverseUpper, clampGroups, groupErrors, gptqLazyUpdate, gptqWalk } from '../ops/linalg.js';
+import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
+import { type Jobs, chunkedRows, runJobs, runJobsAsync } from '../ops/jobs.js';
+import { type GptqWalkState, cholInverseUpperInPlaceJob, clampGroupsJob, groupErrorsJob, gptqLazyUpdateJob, gptqWalkJob } from '../ops/linalg.js';
 import { Tensor } from '../tensor.js';
 import { QuantizedTensor } from './qtensor.js';
 import { type Scheme, codeRange } from './qtypes.js';
-import { packInt4, quantize } from './quantize.js';
+import { packInt4, quantizeJob } from './quantize.js';
 
 export interface GptqOptions {
   bits: 8 | 4;
@@ -63,7 +64,20 @@ const CLIP_STEPS = 10;
  * row-major, symmetric; any positive scale: only its shape matters).
  */
 export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOptions): QuantizedTensor {
-  const fn = 'gptqQuantize';
+  return runJobs(gptqJobs(w, h, options));
+}
+
+/**
+ * gptqQuantize with its native calls (the factor, the walk, the updates,
+ * the clipping search) on worker threads: the same bits, while the event
+ * loop stays free. w and h must not change until it settles.
+ */
+export function gptqQuantizeAsync(w: Tensor<'f32'>, h: Float64Array, options: GptqOptions): Promise<QuantizedTensor> {
+  return runJobsAsync(gptqJobs(w, h, options, 'gptqQuantizeAsync'));
+}
+
+/** gptqQuantize as jobs (ops/jobs.ts), for callers that run it either way. */
+export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOptions, fn = 'gptqQuantize'): Jobs<QuantizedTensor> {
   if (!(w instanceof Tensor) || w.dtype !== 'f32' || w.shape.length !== 2) throw typeError(fn, 'w', `must be an f32 Tensor [N, K], got ${describe(w)}`);
   const [N, K] = w.shape as [number, number];
   if (!(h instanceof Float64Array) || h.length !== K * K) throw rangeError(fn, 'h', `must be a Float64Array of K * K = ${K * K} values`);
@@ -83,37 +97,44 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
   const [qmin, qmax] = codeRange(bits, scheme);
   const ng = K === 0 ? 0 : Math.ceil(K / G);
 
-  // Dead inputs (always zero): weight 0, and a unit diagonal so H stays invertible.
-  const H = h.slice();
+  // Dead inputs (always zero): weight 0, and a unit diagonal so H stays
+  // invertible. h itself is not copied (K x K float64: a long copy on the
+  // caller's thread); diag holds H's diagonal as GPTQ uses it.
   const W0 = w.data;
   const dead = new Uint8Array(K);
-  for (let j = 0; j < K; j++) if (!(H[j * K + j]! > 0)) dead[j] = 1;
+  const diag = new Float64Array(K);
+  for (let j = 0; j < K; j++) if (!(h[j * K + j]! > 0)) dead[j] = 1;
   let meanDiag = 0;
-  for (let j = 0; j < K; j++) if (!dead[j]) meanDiag += H[j * K + j]!;
+  for (let j = 0; j < K; j++) if (!dead[j]) meanDiag += h[j * K + j]!;
   meanDiag = K > 0 ? meanDiag / K : 0;
   if (!(meanDiag > 0)) meanDiag = 1;
-  for (let j = 0; j < K; j++) if (dead[j]) H[j * K + j] = 1;
+  for (let j = 0; j < K; j++) diag[j] = dead[j] ? 1 : h[j * K + j]!;
 
   // Column order: perm[p] = the storage column walked p-th.
   const perm = Array.from({ length: K }, (_, j) => j);
-  if (actOrder) perm.sort((a, b) => H[b * K + b]! - H[a * K + a]! || a - b);
-  // Permuted Hessian, damped (more if it is not positive definite).
-  const Hp = new Float64Array(K * K);
-  for (let p = 0; p < K; p++) for (let q = 0; q < K; q++) Hp[p * K + q] = H[perm[p]! * K + perm[q]!]!;
+  if (actOrder) perm.sort((a, b) => diag[b]! - diag[a]! || a - b);
+  // The permuted Hessian, damped (more if it is not positive definite),
+  // factored in place into U. Long loops run in chunks: the async form lets
+  // the event loop run between them.
   let U: Float64Array | undefined;
   for (let d = damp, tries = 0; U === undefined; d = d === 0 ? 1e-6 : d * 10, tries++) {
-    const Hd = Hp.slice();
-    for (let p = 0; p < K; p++) Hd[p * K + p] += d * meanDiag;
-    try {
-      U = cholInverseUpper(Hd, K);
-    } catch (e) {
-      if (tries >= 6) throw e;
-    }
+    const Hd = new Float64Array(K * K);
+    yield* chunkedRows(K, K, (p0, p1) => {
+      for (let p = p0; p < p1; p++) {
+        const r = perm[p]! * K;
+        for (let q = 0; q < K; q++) Hd[p * K + q] = h[r + perm[q]!]!;
+        Hd[p * K + p] = diag[perm[p]!]! + d * meanDiag;
+      }
+    });
+    if (yield* cholInverseUpperInPlaceJob(Hd, K)) U = Hd;
+    else if (tries >= 6) throw new QuantkitError('ERR_NOT_POSITIVE_DEFINITE', `${fn}: the ${K} x ${K} Hessian is not positive definite, even damped by ${d} x its mean diagonal`);
   }
 
   // Working weights in walk order, f32 like the products that update them.
   const Wp = new Float32Array(N * K);
-  for (let n = 0; n < N; n++) for (let p = 0; p < K; p++) Wp[n * K + p] = dead[perm[p]!] ? 0 : W0[n * K + perm[p]!]!;
+  yield* chunkedRows(N, K, (n0, n1) => {
+    for (let n = n0; n < n1; n++) for (let p = 0; p < K; p++) Wp[n * K + p] = dead[perm[p]!] ? 0 : W0[n * K + perm[p]!]!;
+  });
 
   const scales = new Float32Array(N * ng);
   const zps = new Int32Array(N * ng);
@@ -126,30 +147,32 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
   // clamped to it, all groups in one call), kept per row and group where it
   // lowers the rounding error weighted by each input's H[k, k] (the input's
   // mean square), the importance weighting of llama.cpp's imatrix quantization.
-  const sliceParams = (slice: Float32Array, L: number, gl: number, g0: number, k0: number) => {
+  const sliceParams = function* (slice: Float32Array, L: number, gl: number, g0: number, k0: number): Jobs<void> {
     const opts = { bits, scheme, ...(gl > 1 ? { granularity: 'group' as const, groupSize: G } : { granularity: 'channel' as const }) };
     const t = new Tensor('f32', [N, L], slice);
-    const p = quantize(t, opts);
+    const p = yield* quantizeJob(t, opts);
     for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
       scales[n * ng + g0 + j] = p.scales[n * gl + j]!;
       zps[n * ng + g0 + j] = p.zeroPoints ? p.zeroPoints[n * gl + j]! : 0;
     }
     if (!clip) return;
     // natively: the clamp of each candidate and the weighted errors (ops/linalg.ts)
-    const hdiag = Float64Array.from({ length: L }, (_, i) => H[(k0 + i) * K + k0 + i]!); // H is in storage order
+    const hdiag = diag.slice(k0, k0 + L); // storage order
     const zp32 = (q: QuantizedTensor) => (q.zeroPoints ? Int32Array.from(q.zeroPoints) : null);
-    const best = groupErrors(slice, N, L, G, p.scales, zp32(p), qmin, qmax, hdiag);
+    const best = yield* groupErrorsJob(slice, N, L, G, p.scales, zp32(p), qmin, qmax, hdiag);
     const lo = new Float32Array(N * gl), hi = new Float32Array(N * gl);
-    for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
-      let a = Infinity, b = -Infinity;
-      for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) (a = Math.min(a, slice[n * L + i]!)), (b = Math.max(b, slice[n * L + i]!));
-      (lo[n * gl + j] = a), (hi[n * gl + j] = b);
-    }
+    yield* chunkedRows(N, L, (n0, n1) => {
+      for (let n = n0; n < n1; n++) for (let j = 0; j < gl; j++) {
+        let a = Infinity, b = -Infinity;
+        for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) (a = Math.min(a, slice[n * L + i]!)), (b = Math.max(b, slice[n * L + i]!));
+        (lo[n * gl + j] = a), (hi[n * gl + j] = b);
+      }
+    });
     const clipped = new Float32Array(N * L);
     for (let step = 1; step <= CLIP_STEPS; step++) {
-      clampGroups(slice, N, L, G, lo, hi, 1 - step * CLIP_STEP, clipped);
-      const pc = quantize(new Tensor('f32', [N, L], clipped), opts);
-      const e = groupErrors(slice, N, L, G, pc.scales, zp32(pc), qmin, qmax, hdiag);
+      yield* clampGroupsJob(slice, N, L, G, lo, hi, 1 - step * CLIP_STEP, clipped);
+      const pc = yield* quantizeJob(new Tensor('f32', [N, L], clipped), opts);
+      const e = yield* groupErrorsJob(slice, N, L, G, pc.scales, zp32(pc), qmin, qmax, hdiag);
       for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
         if (e[n * gl + j]! < best[n * gl + j]!) {
           best[n * gl + j] = e[n * gl + j]!;
@@ -161,15 +184,19 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
   };
   // Group g's parameters from its columns of the walk-order working weights
   // (the walk reaches the group's first column).
-  const groupParams = (g: number) => {
+  const groupParams = function* (g: number): Jobs<void> {
     const k0 = g * G, len = Math.min(K, k0 + G) - k0;
     const slice = new Float32Array(N * len);
     for (let n = 0; n < N; n++) for (let i = 0; i < len; i++) slice[n * len + i] = Wp[n * K + k0 + i]!;
-    sliceParams(slice, len, 1, g, k0);
+    yield* sliceParams(slice, len, 1, g, k0);
   };
   if (actOrder && K > 0) {
     // static groups: every group at once from W in storage order (dead columns as 0), before any update
-    sliceParams(W0.map((v, i) => (dead[i % K] ? 0 : v)), K, ng, 0, 0);
+    const live = new Float32Array(N * K);
+    yield* chunkedRows(N, K, (n0, n1) => {
+      for (let i = n0 * K; i < n1 * K; i++) live[i] = dead[i % K] ? 0 : W0[i]!;
+    });
+    yield* sliceParams(live, K, ng, 0, 0);
   }
 
   const walk: GptqWalkState = { w: Wp, N, K, u: U!, col: Int32Array.from(perm), scales, zps, G, qmin, qmax, codes };
@@ -180,14 +207,14 @@ export function gptqQuantize(w: Tensor<'f32'>, h: Float64Array, options: GptqOpt
     // natively, in stretches that end where a group's parameters must be
     // chosen (without activation order, at a group's first column)
     for (let p0 = b0; p0 < b1; ) {
-      if (!actOrder && perm[p0]! % G === 0) groupParams(perm[p0]! / G);
+      if (!actOrder && perm[p0]! % G === 0) yield* groupParams(perm[p0]! / G);
       let p1 = p0 + 1;
       while (p1 < b1 && (actOrder || perm[p1]! % G !== 0)) p1++;
-      gptqWalk(walk, E, b0, p0, p1, b1);
+      yield* gptqWalkJob(walk, E, b0, p0, p1, b1);
       p0 = p1;
     }
     // W[:, b1:] -= E [N, nb] · U[b0:b1, b1:]   (one native f32 GEMM)
-    gptqLazyUpdate(walk, E, b0, b1);
+    yield* gptqLazyUpdateJob(walk, E, b0, b1);
   }
 
   // Storage: codes as quantize() lays them out.

@@ -6,6 +6,7 @@
  */
 import { SrcType, addon } from '../binding.js';
 import { describe, rangeError, typeError } from '../errors.js';
+import { type Jobs, job } from '../ops/jobs.js';
 import { noteCopy } from '../provenance.js';
 import { Tensor, shapeSize } from '../tensor.js';
 import { QuantizedTensor, assertQuantized, nonFiniteError } from './qtensor.js';
@@ -63,6 +64,11 @@ function prepareQuantize(fn: string, t: Tensor, options: QuantizeOptions | undef
 export function quantize(t: Tensor, options?: QuantizeOptions): QuantizedTensor {
   const p = prepareQuantize('quantize', t, options);
   return p.finish(p.empty ? -1 : addon.quantize(...p.args));
+}
+
+/** quantize() of t as a job (ops/jobs.ts): blocking or on a worker thread, as the driver runs it. */
+export function quantizeJob(t: Tensor, options: QuantizeOptions): Jobs<QuantizedTensor> {
+  return job(() => quantize(t, options), () => quantizeAsync(t, options), t.size);
 }
 
 /** quantize() on a worker thread: the event loop stays free while it runs. */

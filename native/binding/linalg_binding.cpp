@@ -2,6 +2,8 @@
 #include <napi.h>
 
 #include <cmath>
+#include <functional>
+#include <utility>
 
 #include "../dispatch.h"
 #include "../ops/linalg_ops.h"
@@ -13,14 +15,46 @@ namespace qkb {
 
 namespace {
 
+// Every function here has a blocking form and an Async one (same
+// arguments, a Promise<boolean>): the arguments are checked on the JS
+// thread, then `work` runs there or on a libuv worker thread, holding the
+// argument arrays until it settles. Calibrated quantization's async form
+// (quantizeModelAsync) keeps the event loop free this way.
+using Work = std::function<bool()>;
+
+class LinalgWorker : public PromiseWorker {
+public:
+    LinalgWorker(Napi::Env env, const Napi::CallbackInfo& info, const char* fn, Work work)
+        : PromiseWorker(env, info, info.Length(), fn), work_(std::move(work)) {}
+
+private:
+    void Run() override { ok_ = work_(); }
+    Napi::Value Result() override { return Napi::Boolean::New(Env(), ok_); }
+    Work work_;
+    bool ok_ = false;
+};
+
+template <bool Async>
+Napi::Value finish(const Napi::CallbackInfo& info, const char* fn, Work work) {
+    if constexpr (Async) {
+        auto* w = new LinalgWorker(info.Env(), info, fn, std::move(work));
+        Napi::Promise p = w->Promise();
+        w->Queue();
+        return p;
+    } else {
+        return Napi::Boolean::New(info.Env(), work());
+    }
+}
+
 // cholInverseUpper(h: Float64Array [K*K], K) -> boolean: h becomes U with
 // H^-1 = U^T U (see linalg_ops.h); false when H is not positive definite.
+template <bool Async>
 Napi::Value CholInverseUpper(const Napi::CallbackInfo& info) {
-    const char* fn = "cholInverseUpper";
+    const char* fn = Async ? "cholInverseUpperAsync" : "cholInverseUpper";
     return guarded(info, fn, [&]() -> Napi::Value {
         const size_t K = size_arg(info, 1, fn, "K");
-        View h = typed_arg(info, 0, fn, "h", napi_float64_array, mul_checked(info.Env(), fn, K, K));
-        return Napi::Boolean::New(info.Env(), qk::chol_inverse_upper(qk::kernels(), static_cast<double*>(h.data), K));
+        double* h = static_cast<double*>(typed_arg(info, 0, fn, "h", napi_float64_array, mul_checked(info.Env(), fn, K, K)).data);
+        return finish<Async>(info, fn, [h, K] { return qk::chol_inverse_upper(qk::kernels(), h, K); });
     });
 }
 
@@ -64,8 +98,9 @@ qk::GptqWalk parse_walk(const Napi::CallbackInfo& info, const char* fn) {
 //          scales: Float32Array [N*ng], zps: Int32Array [N*ng], G, qmin, qmax,
 //          codes: Int8Array [N*K], e: Float32Array [N*(b1-b0)], b0, p0, p1, b1):
 // columns [p0, p1) of GPTQ's walk (qk::gptq_walk, linalg_ops.h).
+template <bool Async>
 Napi::Value GptqWalkFn(const Napi::CallbackInfo& info) {
-    const char* fn = "gptqWalk";
+    const char* fn = Async ? "gptqWalkAsync" : "gptqWalk";
     return guarded(info, fn, [&]() -> Napi::Value {
         Napi::Env env = info.Env();
         const qk::GptqWalk g = parse_walk(info, fn);
@@ -81,15 +116,18 @@ Napi::Value GptqWalkFn(const Napi::CallbackInfo& info) {
                 if (!(s > 0) || !std::isfinite(s)) throw_range(env, fn, "scales", "must be finite and > 0");
             }
         }
-        qk::gptq_walk(g, p0, p1);
-        return env.Undefined();
+        return finish<Async>(info, fn, [g, p0, p1] {
+            qk::gptq_walk(g, p0, p1);
+            return true;
+        });
     });
 }
 
 // gptqLazyUpdate(w: Float32Array [N*K], N, K, u: Float64Array [K*K], e: Float32Array [N*(b1-b0)], b0, b1):
 // W[:, b1:] -= E · U[b0:b1, b1:] (qk::gptq_lazy_update).
+template <bool Async>
 Napi::Value GptqLazyUpdateFn(const Napi::CallbackInfo& info) {
-    const char* fn = "gptqLazyUpdate";
+    const char* fn = Async ? "gptqLazyUpdateAsync" : "gptqLazyUpdate";
     return guarded(info, fn, [&]() -> Napi::Value {
         Napi::Env env = info.Env();
         const size_t N = size_arg(info, 1, fn, "N"), K = size_arg(info, 2, fn, "K");
@@ -98,8 +136,10 @@ Napi::Value GptqLazyUpdateFn(const Napi::CallbackInfo& info) {
         const size_t b0 = size_arg(info, 5, fn, "b0"), b1 = size_arg(info, 6, fn, "b1");
         if (!(b0 <= b1 && b1 <= K)) throw_range(env, fn, "b1", "must satisfy b0 <= b1 <= K");
         const float* e = static_cast<const float*>(typed_arg(info, 4, fn, "e", napi_float32_array, N * (b1 - b0)).data);
-        qk::gptq_lazy_update(qk::kernels(), w, N, K, u, e, b0, b1);
-        return env.Undefined();
+        return finish<Async>(info, fn, [=] {
+            qk::gptq_lazy_update(qk::kernels(), w, N, K, u, e, b0, b1);
+            return true;
+        });
     });
 }
 
@@ -120,8 +160,9 @@ ClipShape clip_shape(const Napi::CallbackInfo& info, const char* fn) {
 
 // gptqGroupErrors(x: Float32Array [N*L], N, L, G, scales: Float32Array, zps: Int32Array | null,
 //                 qmin, qmax, w: Float64Array [L], out: Float64Array [N*ceil(L/G)])
+template <bool Async>
 Napi::Value GptqGroupErrorsFn(const Napi::CallbackInfo& info) {
-    const char* fn = "gptqGroupErrors";
+    const char* fn = Async ? "gptqGroupErrorsAsync" : "gptqGroupErrors";
     return guarded(info, fn, [&]() -> Napi::Value {
         Napi::Env env = info.Env();
         const ClipShape c = clip_shape(info, fn);
@@ -134,14 +175,17 @@ Napi::Value GptqGroupErrorsFn(const Napi::CallbackInfo& info) {
         double* out = static_cast<double*>(typed_arg(info, 9, fn, "out", napi_float64_array, c.groups).data);
         for (size_t i = 0; i < c.groups; ++i)
             if (!(scales[i] > 0) || !std::isfinite(scales[i])) throw_range(env, fn, "scales", "must be finite and > 0");
-        qk::gptq_group_errors(x, c.N, c.L, c.G, scales, zps, qmin, qmax, w, out);
-        return env.Undefined();
+        return finish<Async>(info, fn, [=] {
+            qk::gptq_group_errors(x, c.N, c.L, c.G, scales, zps, qmin, qmax, w, out);
+            return true;
+        });
     });
 }
 
 // clampGroups(x: Float32Array [N*L], N, L, G, lo: Float32Array, hi: Float32Array, c, out: Float32Array [N*L])
+template <bool Async>
 Napi::Value ClampGroupsFn(const Napi::CallbackInfo& info) {
-    const char* fn = "clampGroups";
+    const char* fn = Async ? "clampGroupsAsync" : "clampGroups";
     return guarded(info, fn, [&]() -> Napi::Value {
         Napi::Env env = info.Env();
         const ClipShape c = clip_shape(info, fn);
@@ -153,19 +197,26 @@ Napi::Value ClampGroupsFn(const Napi::CallbackInfo& info) {
         const double factor = info[6].As<Napi::Number>().DoubleValue();
         if (!std::isfinite(factor)) throw_range(env, fn, "c", "must be finite");
         float* out = static_cast<float*>(typed_arg(info, 7, fn, "out", napi_float32_array, NL).data);
-        qk::clamp_groups(x, c.N, c.L, c.G, lo, hi, factor, out);
-        return env.Undefined();
+        return finish<Async>(info, fn, [=] {
+            qk::clamp_groups(x, c.N, c.L, c.G, lo, hi, factor, out);
+            return true;
+        });
     });
 }
 
 }  // namespace
 
 void register_linalg(Napi::Env env, Napi::Object exports) {
-    exports.Set("cholInverseUpper", Napi::Function::New(env, CholInverseUpper, "cholInverseUpper"));
-    exports.Set("gptqWalk", Napi::Function::New(env, GptqWalkFn, "gptqWalk"));
-    exports.Set("gptqLazyUpdate", Napi::Function::New(env, GptqLazyUpdateFn, "gptqLazyUpdate"));
-    exports.Set("gptqGroupErrors", Napi::Function::New(env, GptqGroupErrorsFn, "gptqGroupErrors"));
-    exports.Set("clampGroups", Napi::Function::New(env, ClampGroupsFn, "clampGroups"));
+    exports.Set("cholInverseUpper", Napi::Function::New(env, CholInverseUpper<false>, "cholInverseUpper"));
+    exports.Set("cholInverseUpperAsync", Napi::Function::New(env, CholInverseUpper<true>, "cholInverseUpperAsync"));
+    exports.Set("gptqWalk", Napi::Function::New(env, GptqWalkFn<false>, "gptqWalk"));
+    exports.Set("gptqWalkAsync", Napi::Function::New(env, GptqWalkFn<true>, "gptqWalkAsync"));
+    exports.Set("gptqLazyUpdate", Napi::Function::New(env, GptqLazyUpdateFn<false>, "gptqLazyUpdate"));
+    exports.Set("gptqLazyUpdateAsync", Napi::Function::New(env, GptqLazyUpdateFn<true>, "gptqLazyUpdateAsync"));
+    exports.Set("gptqGroupErrors", Napi::Function::New(env, GptqGroupErrorsFn<false>, "gptqGroupErrors"));
+    exports.Set("gptqGroupErrorsAsync", Napi::Function::New(env, GptqGroupErrorsFn<true>, "gptqGroupErrorsAsync"));
+    exports.Set("clampGroups", Napi::Function::New(env, ClampGroupsFn<false>, "clampGroups"));
+    exports.Set("clampGroupsAsync", Napi::Function::New(env, ClampGroupsFn<true>, "clampGroupsAsync"));
 }
 
 }  // namespace qkb

@@ -2,10 +2,10 @@
  * Runs inside a worker thread (tests spawn it): loops one async entry point
  * forever so the parent can terminate() the worker, or this worker calls
  * process.exit(), while native work is in flight.
- * workerData: { op: 'matmul' | 'quantize' | 'w8a8' | 'w4a8' | 'attention', exit: boolean }
+ * workerData: { op: 'matmul' | 'quantize' | 'w8a8' | 'w4a8' | 'attention' | 'gptq', exit: boolean }
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Tensor, quantize, quantizeAsync, matmulAsync, QLinear, Linear } from '../../lib/index.js';
+import { Tensor, quantize, quantizeAsync, matmulAsync, QLinear, Linear, gptqQuantizeAsync } from '../../lib/index.js';
 import { causalAttentionOpAsync } from '../../lib/ops/attention.js';
 
 const { op, exit } = workerData as { op: string; exit: boolean };
@@ -23,6 +23,9 @@ const lin = new Linear(w);
 const q8 = quantize(w, { bits: 8 });
 const w8a8 = QLinear.fromLinear(lin, { bits: 8, activations: 'int8' });
 const w4a8 = QLinear.fromLinear(lin, { bits: 4, groupSize: 32, activations: 'int8' });
+// a Hessian for GPTQ (its factor, walk, updates and clipping search run async)
+const h = new Float64Array(K * K);
+for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) h[i * K + j] = (i === j ? 2 : 0) + 1 / (1 + Math.abs(i - j));
 
 async function once(): Promise<unknown> {
   switch (op) {
@@ -37,6 +40,7 @@ async function once(): Promise<unknown> {
         nHeads: H, nKvHeads: H, headDim: D,
       });
     }
+    case 'gptq': return gptqQuantizeAsync(w, h, { bits: 4, scheme: 'asymmetric', groupSize: 32 });
     default: throw new Error(`unknown op ${op}`);
   }
 }
