@@ -5,13 +5,18 @@
  * stall while the async form runs, measured by a 1 ms timer.
  *
  *   npm run bench:gptq [-- --shape 4096x4096 --group 128 --threads 2]
+ *   npm run bench:gptq -- --block [--calib-tokens 512]
  *
  * --shape NxK (N output rows, K inputs); the Hessian is K x K float64.
+ * --block instead quantizes one whole Llama-7B-shaped block (hidden 4096,
+ * intermediate 11008, synthetic weights) with quantizeModel, calibration
+ * included: 7 layers, q/k/v and gate/up each sharing one factor (~3.5 GB).
  */
 import { loadavg } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Tensor, cholInverseUpper, gptqQuantize, gptqQuantizeAsync, isa, setThreads } from '../lib/index.js';
+import { Tensor, buildModel, cholInverseUpper, gptqQuantize, gptqQuantizeAsync, isa, quantizeModel, setThreads } from '../lib/index.js';
 import { printTable } from './common.js';
+import { makeConfig, makeWeights } from './synthetic-llama.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -23,6 +28,20 @@ const G = Number(opt('--group', '128'));
 const threads = Number(opt('--threads', '2'));
 if (!(N > 0 && K > 0 && G > 0 && threads > 0)) throw new Error('--shape NxK, --group and --threads must be positive');
 setThreads(threads);
+
+if (args.includes('--block')) {
+  const nCal = Number(opt('--calib-tokens', '512'));
+  const c = makeConfig(1, 4096);
+  const model = buildModel(c, makeWeights(c, 0), 'synthetic');
+  const tokens = Array.from({ length: nCal }, (_, i) => (i * 7919 + 13) % c.vocabSize);
+  const load0 = loadavg();
+  const t0 = performance.now();
+  const s = quantizeModel(model, { weights: 'int4', scheme: 'asymmetric', groupSize: G, calibration: { tokens, context: 256 } });
+  const sec = (performance.now() - t0) / 1000;
+  console.log(`\none Llama-7B-shaped block (hidden 4096, intermediate 11008; ${s.replaced.length} layers), GPTQ int4 asym g${G}, ${nCal} calibration tokens; isa ${isa()}, ${threads} thread(s); load average ${load0.map((v) => v.toFixed(2)).join(' ')} -> ${loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+  console.log(`quantizeModel: ${sec.toFixed(1)} s; x 32 blocks: ${((32 * sec) / 60).toFixed(0)} min`);
+  process.exit(0);
+}
 
 // H = A^T A + diag(d): inputs correlated through 16 shared directions, as real activations are
 let seed = 1;

@@ -24,6 +24,8 @@ import {
 } from '../lib/index.js';
 import { addon } from '../lib/binding.js';
 import { clampGroups, groupErrors } from '../lib/ops/linalg.js';
+import { runJobs } from '../lib/ops/jobs.js';
+import { GptqFactorCache, gptqFactorJobs, gptqJobs } from '../lib/quant/gptq.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import { runCli, runCliJson } from './cli-run.js';
 import { fixture, requireFixtures } from './fixtures.js';
@@ -323,6 +325,35 @@ describe('gptqQuantize', () => {
     expect(() => gptqQuantize(w, h, { bits: 4, scheme: 'asymmetric', groupSize: 7 })).toThrow(/'options.groupSize'/);
     expect(() => gptqQuantize(w, h, { bits: 4, scheme: 'asymmetric', damp: -1 })).toThrow(/'options.damp'/);
     expect(() => gptqQuantize(new Tensor('f32', [K], new Float32Array(K)) as never, h, { bits: 4, scheme: 'asymmetric' })).toThrow(TypeError);
+  });
+});
+
+describe('GptqFactorCache (one factor for the layers that read one input)', () => {
+  const K = 40, N = 12;
+  const h = spd(K, 21);
+  const w = new Tensor('f32', [N, K], randomF32(N * K, 22, -1, 1));
+  const o = { bits: 4, scheme: 'asymmetric', groupSize: 16 } as const;
+
+  it('hands the factor out again for equal values, makes a new one otherwise, and gives gptqQuantize\'s bits either way', () => {
+    const cache = new GptqFactorCache(0.01, true);
+    const f1 = runJobs(cache.get(h, K));
+    expect(runJobs(cache.get(h.slice(), K))).toBe(f1); // another array, the same values
+    const h2 = h.slice();
+    h2[K + 3] += 1e-12; // one value differs (symmetry aside: only its values matter)
+    const f2 = runJobs(cache.get(h2, K));
+    expect(f2).not.toBe(f1);
+    expect([cache.made, cache.reused]).toEqual([2, 1]);
+    const plain = gptqQuantize(w, h, o);
+    const shared = runJobs(gptqJobs(w, h.slice(), o, 'gptqQuantize', f1));
+    expect(shared.data).toEqual(plain.data);
+    expect(shared.scales).toEqual(plain.scales);
+    expect(shared.zeroPoints).toEqual(plain.zeroPoints);
+  });
+
+  it('refuses a factor made for other options', () => {
+    const f = runJobs(gptqFactorJobs(h, K, 0.01, true));
+    expect(() => runJobs(gptqJobs(w, h, { ...o, damp: 0.1 }, 'gptqQuantize', f))).toThrow(/'factor' was made for K 40, damp 0.01, actOrder true/);
+    expect(() => runJobs(gptqJobs(w, h, { ...o, actOrder: false }, 'gptqQuantize', f))).toThrow(RangeError);
   });
 });
 

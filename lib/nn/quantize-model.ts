@@ -22,7 +22,7 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { type Jobs, job, runJobs, runJobsAsync } from '../ops/jobs.js';
-import { gptqJobs } from '../quant/gptq.js';
+import { GptqFactorCache, gptqJobs } from '../quant/gptq.js';
 import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
 import { toFloat32 } from '../quant/quantize.js';
@@ -418,11 +418,21 @@ function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: st
       ...(g.blockSize !== undefined ? { blockSize: g.blockSize } : {}),
       ...(g.clip !== undefined ? { clip: g.clip } : {}),
     });
-    const searchQuant: SearchQuantizer | undefined = useGptq
-      ? function* (w, h, opts) {
-          return (yield* gptqJobs(w, h, gptqOf(opts))).dequantize().data;
-        }
-      : undefined;
+    // Layers that read one input (q, k, v; gate, up) have equal Hessians:
+    // GPTQ's factor is made once for them (a cache per scale search and per
+    // stage, while those Hessians stay unchanged; equal values, checked).
+    const newFactors = () => new GptqFactorCache(g.damp ?? 0.01, g.actOrder ?? true);
+    const gptqQuant = function* (w: Tensor<'f32'>, h: Float64Array, opts: QuantizeOptions, factors: GptqFactorCache) {
+      const go = gptqOf(opts);
+      return yield* gptqJobs(w, h, go, fn, yield* factors.get(h, w.shape[1]!, fn));
+    };
+    const searchQuant = (): SearchQuantizer | undefined => {
+      if (!useGptq) return undefined;
+      const factors = newFactors();
+      return function* (w, h, opts) {
+        return (yield* gptqQuant(w, h, opts, factors)).dequantize().data;
+      };
+    };
     const inputs = BlockInputs.of(model as CalibratableModel, windows);
     for (const [key, stage] of stages) {
       const b = inputs?.blockOf(key) ?? -1;
@@ -436,7 +446,7 @@ function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: st
         }),
       );
       for (const grp of groups) {
-        const scaled = yield* applyScaleGroup(grp, work, modules, (n) => optsOf.get(n)!, searchQuant);
+        const scaled = yield* applyScaleGroup(grp, work, modules, (n) => optsOf.get(n)!, searchQuant());
         if (scaled) summary.scaled.push(scaled);
       }
       // With gptq.sequential, GPTQ runs sequentially within the stage (the
@@ -446,6 +456,7 @@ function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: st
       // The first pass's statistics (with the scales folded in) serve the
       // first input; later passes already see the folded model.
       let remaining = stage.slice();
+      const factors = newFactors();
       for (let first = true; remaining.length > 0; first = false) {
         if (!first) {
           const fresh = yield* collect(remaining);
@@ -458,7 +469,7 @@ function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: st
           const { shape, w, bias, st } = work.get(p.name)!;
           const wt = new Tensor('f32', shape, w, p.layer.weight.name);
           // GPTQ chooses codes against f32 scales; the layer's scales are stored as configured
-          const qt = useGptq ? (yield* gptqJobs(wt, st.h, gptqOf(p.opts!))).withScaleDtype(config.scaleDtype) : yield* quantizeJob(wt, p.opts!);
+          const qt = useGptq ? (yield* gptqQuant(wt, st.h, p.opts!, factors)).withScaleDtype(config.scaleDtype) : yield* quantizeJob(wt, p.opts!);
           finish(p, new QLinear(qt, bias ? new Tensor('f32', [bias.length], bias, p.layer.bias!.name) : null, runtime));
         }
         remaining = remaining.filter((p) => !sub.includes(p));

@@ -76,8 +76,106 @@ export function gptqQuantizeAsync(w: Tensor<'f32'>, h: Float64Array, options: Gp
   return runJobsAsync(gptqJobs(w, h, options, 'gptqQuantizeAsync'));
 }
 
-/** gptqQuantize as jobs (ops/jobs.ts), for callers that run it either way. */
-export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOptions, fn = 'gptqQuantize'): Jobs<QuantizedTensor> {
+/**
+ * What GPTQ derives from H alone: the column order and the upper factor U
+ * of the damped, permuted H^-1. Layers that read the same input (q, k and v;
+ * gate and up) have the same H, so quantizeModel computes it once for them
+ * (gptqJobs' `factor`). U is only read.
+ */
+export interface GptqFactor {
+  readonly K: number;
+  readonly damp: number;
+  readonly actOrder: boolean;
+  /** dead[j]: input j is always zero (H[j, j] = 0). */
+  readonly dead: Uint8Array;
+  /** H's diagonal as GPTQ uses it (dead inputs: 1), storage order. */
+  readonly diag: Float64Array;
+  /** perm[p]: the storage column walked p-th. */
+  readonly perm: readonly number[];
+  /** U [K, K], walk order. */
+  readonly u: Float64Array;
+}
+
+/** GptqFactor of h [K, K] as jobs. */
+export function* gptqFactorJobs(h: Float64Array, K: number, damp: number, actOrder: boolean, fn = 'gptqQuantize'): Jobs<GptqFactor> {
+  // Dead inputs (always zero): weight 0, and a unit diagonal so H stays
+  // invertible. h itself is not copied (K x K float64: a long copy on the
+  // caller's thread); diag holds H's diagonal as GPTQ uses it.
+  const dead = new Uint8Array(K);
+  const diag = new Float64Array(K);
+  for (let j = 0; j < K; j++) if (!(h[j * K + j]! > 0)) dead[j] = 1;
+  let meanDiag = 0;
+  for (let j = 0; j < K; j++) if (!dead[j]) meanDiag += h[j * K + j]!;
+  meanDiag = K > 0 ? meanDiag / K : 0;
+  if (!(meanDiag > 0)) meanDiag = 1;
+  for (let j = 0; j < K; j++) diag[j] = dead[j] ? 1 : h[j * K + j]!;
+
+  // Column order: perm[p] = the storage column walked p-th.
+  const perm = Array.from({ length: K }, (_, j) => j);
+  if (actOrder) perm.sort((a, b) => diag[b]! - diag[a]! || a - b);
+  // The permuted Hessian, damped (more if it is not positive definite),
+  // factored in place into U. Long loops run in chunks: the async form lets
+  // the event loop run between them.
+  for (let d = damp, tries = 0; ; d = d === 0 ? 1e-6 : d * 10, tries++) {
+    const Hd = new Float64Array(K * K);
+    yield* chunkedRows(K, K, (p0, p1) => {
+      for (let p = p0; p < p1; p++) {
+        const r = perm[p]! * K;
+        for (let q = 0; q < K; q++) Hd[p * K + q] = h[r + perm[q]!]!;
+        Hd[p * K + p] = diag[perm[p]!]! + d * meanDiag;
+      }
+    });
+    if (yield* cholInverseUpperInPlaceJob(Hd, K)) return { K, damp, actOrder, dead, diag, perm, u: Hd };
+    if (tries >= 6) throw new QuantkitError('ERR_NOT_POSITIVE_DEFINITE', `${fn}: the ${K} x ${K} Hessian is not positive definite, even damped by ${d} x its mean diagonal`);
+  }
+}
+
+/**
+ * The last factor made, handed out again for an H with the same values
+ * (q, k and v read one input: one factor for the three). Holds one factor
+ * at a time. The h arrays passed must not change while the cache is used.
+ */
+export class GptqFactorCache {
+  #h: Float64Array | null = null;
+  #f: GptqFactor | null = null;
+  /** Factors computed and reused so far. */
+  made = 0;
+  reused = 0;
+  constructor(
+    readonly damp: number,
+    readonly actOrder: boolean,
+  ) {}
+
+  *get(h: Float64Array, K: number, fn = 'gptqQuantize'): Jobs<GptqFactor> {
+    const prev = this.#h;
+    if (prev !== null && this.#f!.K === K && prev.length === h.length) {
+      let same = true;
+      if (prev !== h) {
+        yield* chunkedRows(K, K, (r0, r1) => {
+          for (let i = r0 * K; same && i < r1 * K; i++) if (prev[i] !== h[i]) same = false;
+        });
+      }
+      if (same) {
+        this.reused++;
+        return this.#f!;
+      }
+    }
+    // dropped before the next one is made: one K x K factor held at a time
+    this.#h = this.#f = null;
+    const f = yield* gptqFactorJobs(h, K, this.damp, this.actOrder, fn);
+    this.made++;
+    this.#h = h;
+    this.#f = f;
+    return f;
+  }
+}
+
+/**
+ * gptqQuantize as jobs (ops/jobs.ts), for callers that run it either way.
+ * `factor`: gptqFactorJobs of this very h with these options' damp and
+ * actOrder, computed once for several layers.
+ */
+export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOptions, fn = 'gptqQuantize', factor?: GptqFactor): Jobs<QuantizedTensor> {
   if (!(w instanceof Tensor) || w.dtype !== 'f32' || w.shape.length !== 2) throw typeError(fn, 'w', `must be an f32 Tensor [N, K], got ${describe(w)}`);
   const [N, K] = w.shape as [number, number];
   if (!(h instanceof Float64Array) || h.length !== K * K) throw rangeError(fn, 'h', `must be a Float64Array of K * K = ${K * K} values`);
@@ -96,39 +194,9 @@ export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOption
   const asym = scheme === 'asymmetric';
   const [qmin, qmax] = codeRange(bits, scheme);
   const ng = K === 0 ? 0 : Math.ceil(K / G);
-
-  // Dead inputs (always zero): weight 0, and a unit diagonal so H stays
-  // invertible. h itself is not copied (K x K float64: a long copy on the
-  // caller's thread); diag holds H's diagonal as GPTQ uses it.
+  if (factor && (factor.K !== K || factor.damp !== damp || factor.actOrder !== actOrder)) throw rangeError(fn, 'factor', `was made for K ${factor.K}, damp ${factor.damp}, actOrder ${factor.actOrder}`);
+  const { dead, diag, perm, u: U } = factor ?? (yield* gptqFactorJobs(h, K, damp, actOrder, fn));
   const W0 = w.data;
-  const dead = new Uint8Array(K);
-  const diag = new Float64Array(K);
-  for (let j = 0; j < K; j++) if (!(h[j * K + j]! > 0)) dead[j] = 1;
-  let meanDiag = 0;
-  for (let j = 0; j < K; j++) if (!dead[j]) meanDiag += h[j * K + j]!;
-  meanDiag = K > 0 ? meanDiag / K : 0;
-  if (!(meanDiag > 0)) meanDiag = 1;
-  for (let j = 0; j < K; j++) diag[j] = dead[j] ? 1 : h[j * K + j]!;
-
-  // Column order: perm[p] = the storage column walked p-th.
-  const perm = Array.from({ length: K }, (_, j) => j);
-  if (actOrder) perm.sort((a, b) => diag[b]! - diag[a]! || a - b);
-  // The permuted Hessian, damped (more if it is not positive definite),
-  // factored in place into U. Long loops run in chunks: the async form lets
-  // the event loop run between them.
-  let U: Float64Array | undefined;
-  for (let d = damp, tries = 0; U === undefined; d = d === 0 ? 1e-6 : d * 10, tries++) {
-    const Hd = new Float64Array(K * K);
-    yield* chunkedRows(K, K, (p0, p1) => {
-      for (let p = p0; p < p1; p++) {
-        const r = perm[p]! * K;
-        for (let q = 0; q < K; q++) Hd[p * K + q] = h[r + perm[q]!]!;
-        Hd[p * K + p] = diag[perm[p]!]! + d * meanDiag;
-      }
-    });
-    if (yield* cholInverseUpperInPlaceJob(Hd, K)) U = Hd;
-    else if (tries >= 6) throw new QuantkitError('ERR_NOT_POSITIVE_DEFINITE', `${fn}: the ${K} x ${K} Hessian is not positive definite, even damped by ${d} x its mean diagonal`);
-  }
 
   // Working weights in walk order, f32 like the products that update them.
   const Wp = new Float32Array(N * K);
@@ -199,7 +267,7 @@ export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOption
     yield* sliceParams(live, K, ng, 0, 0);
   }
 
-  const walk: GptqWalkState = { w: Wp, N, K, u: U!, col: Int32Array.from(perm), scales, zps, G, qmin, qmax, codes };
+  const walk: GptqWalkState = { w: Wp, N, K, u: U, col: Int32Array.from(perm), scales, zps, G, qmin, qmax, codes };
   for (let b0 = 0; b0 < K; b0 += B) {
     const b1 = Math.min(K, b0 + B);
     const nb = b1 - b0;
