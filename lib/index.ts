@@ -25,7 +25,7 @@ export { cholInverseUpper } from './ops/linalg.js';
 export { footprint, type Footprint } from './eval/footprint.js';
 export { generate, generateText, type GenerateOptions, type GeneratedToken } from './eval/generate.js';
 export { perplexity, perplexityAsync, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.js';
-export { quantizeToBudget, type BudgetOptions, type BudgetResult, type BudgetLayer, type BudgetFormat } from './eval/budget.js';
+export { quantizeToBudget, quantizeToBudgetAsync, type BudgetOptions, type BudgetResult, type BudgetLayer, type BudgetFormat } from './eval/budget.js';
 export { errorReport, layerOutputErrors, type ErrorReport, type LayerErrorRow, type LayerOutputErrors } from './eval/error-report.js';
 export { saveQuantized, loadQuantizedWeights, loadQuantizedModel } from './io/quantized-checkpoint.js';
 export { readSafetensors, parseSafetensors, loadSafetensorsFolder, writeSafetensors, writeSafetensorsSync } from './io/safetensors.js';

@@ -22,6 +22,8 @@ import {
   loadModelSync,
   quantizeModel,
   quantizeModelAsync,
+  quantizeToBudget,
+  quantizeToBudgetAsync,
 } from '../lib/index.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
 import { fixture, requireFixtures } from './fixtures.js';
@@ -111,6 +113,26 @@ describe('quantizeModelAsync', () => {
     // block 0 was quantized before the failure; block 1's layers are the float ones
     expect(new Map(model.namedModules()).get('model.layers.1.self_attn.o_proj')).toBe(victim);
     expect(new Map(model.namedModules()).get('model.layers.0.self_attn.q_proj')).toBeInstanceOf(QLinear);
+  });
+});
+
+describe('quantizeToBudgetAsync', () => {
+  it('gives the blocking form\'s plan, checks and layers, bit for bit; rejects bad options', async () => {
+    for (const method of ['rtn', 'gptq'] as const) {
+      const make = () => llamaModel({ D: 32, F: 48, L: 2, nH: 4, nKv: 2, V: 50, P: 64, seed: 12 });
+      const a = make(), b = make();
+      const opts = { budget: 1.02, calibration, sensitivityTokens: 64, method };
+      const ra = quantizeToBudget(a, opts);
+      const rb = await quantizeToBudgetAsync(b, opts);
+      expect(rb.layers, method).toEqual(ra.layers);
+      expect(rb.checks, method).toEqual(ra.checks);
+      expect([rb.floatPpl, rb.achievedRatio, rb.bytes], method).toEqual([ra.floatPpl, ra.achievedRatio, ra.bytes]);
+      const ta = snapshot(a), tb = snapshot(b);
+      for (const [n, v] of ta) expect(tb.get(n), `${method}: ${n}`).toEqual(v);
+    }
+    const model = llamaModel({ D: 32, F: 48, L: 2, nH: 4, nKv: 2, V: 50, P: 64, seed: 12 });
+    await expect(quantizeToBudgetAsync(model, { budget: 0.9, calibration })).rejects.toThrow(/quantizeToBudgetAsync: 'options.budget'/);
+    await expect(quantizeToBudgetAsync(model, { budget: 1.01, calibration: { tokens: [] } })).rejects.toThrow(RangeError);
   });
 });
 

@@ -30,8 +30,9 @@ import type { CausalLM } from '../models/causal-lm.js';
 import { type CalibrationData, calibrationWindows, checkCalibratable } from '../nn/calibrate.js';
 import { QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
-import { type LayerOverride, type QuantMethod, type QuantizeModelSummary, findLinears, layerQuantizeOptions, makeExcludeMatcher, quantizeModel, resolveQuantConfig } from '../nn/quantize-model.js';
-import { logSumExp, perplexity } from './perplexity.js';
+import { type LayerOverride, type QuantMethod, type QuantizeModelSummary, findLinears, layerQuantizeOptions, makeExcludeMatcher, quantizeModelJobs, resolveQuantConfig } from '../nn/quantize-model.js';
+import { type Jobs, chunkedRows, job, runJobs, runJobsAsync } from '../ops/jobs.js';
+import { logSumExp, perplexity, perplexityAsync } from './perplexity.js';
 
 /** Candidate formats, from the fewest bytes to float. */
 export type BudgetFormat = 'int4 g128' | 'int4 g32' | 'int8' | 'float';
@@ -99,36 +100,51 @@ const FN = 'quantizeToBudget';
 /** Memory for the float model's log-probabilities over the sensitivity tokens (4096 tokens of a 32,000 vocabulary would be 500 MiB). */
 const REF_BYTES = 256 * 1024 * 1024;
 
-/** Row-wise log-softmax of logits [T, V], in place, float64 sums. */
-function logSoftmaxInPlace(x: Float32Array, V: number): Float32Array {
-  for (let o = 0; o < x.length; o += V) {
-    const lse = logSumExp(x, o, V);
-    for (let i = 0; i < V; i++) x[o + i] = x[o + i]! - lse;
-  }
+/** Row-wise log-softmax of logits [T, V], in place, float64 sums (rows in chunks: see ops/jobs.ts). */
+function* logSoftmaxInPlace(x: Float32Array, V: number): Jobs<Float32Array> {
+  yield* chunkedRows(x.length / V, V, (r0, r1) => {
+    for (let o = r0 * V; o < r1 * V; o += V) {
+      const lse = logSumExp(x, o, V);
+      for (let i = 0; i < V; i++) x[o + i] = x[o + i]! - lse;
+    }
+  });
   return x;
 }
 
 /** Quantize `model` in place to the smallest per-layer mix within `budget` (see the header). */
 export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetResult {
-  if (model === null || typeof model !== 'object' || typeof (model as Module).namedModules !== 'function') throw typeError(FN, 'model', `must be a Module, got ${describe(model)}`);
-  if (options === null || typeof options !== 'object') throw typeError(FN, 'options', `must be an object, got ${describe(options)}`);
+  return runJobs(budgetJobs(model, options, FN));
+}
+
+/**
+ * quantizeToBudget with its native calls on worker threads (forwards,
+ * quantization, GPTQ): the same plan and layers, bit for bit, while the
+ * event loop stays free. Leave the model alone until the Promise settles.
+ */
+export function quantizeToBudgetAsync(model: Module, options: BudgetOptions): Promise<BudgetResult> {
+  return runJobsAsync(budgetJobs(model, options, 'quantizeToBudgetAsync'));
+}
+
+function* budgetJobs(model: Module, options: BudgetOptions, fn: string): Jobs<BudgetResult> {
+  if (model === null || typeof model !== 'object' || typeof (model as Module).namedModules !== 'function') throw typeError(fn, 'model', `must be a Module, got ${describe(model)}`);
+  if (options === null || typeof options !== 'object') throw typeError(fn, 'options', `must be an object, got ${describe(options)}`);
   const { budget } = options;
-  if (typeof budget !== 'number' || !Number.isFinite(budget) || !(budget > 1)) throw rangeError(FN, 'options.budget', `must be a perplexity ratio > 1 (e.g. 1.01), got ${describe(budget)}`);
-  checkCalibratable(FN, model);
+  if (typeof budget !== 'number' || !Number.isFinite(budget) || !(budget > 1)) throw rangeError(fn, 'options.budget', `must be a perplexity ratio > 1 (e.g. 1.01), got ${describe(budget)}`);
+  checkCalibratable(fn, model);
   const lm = model as unknown as CausalLM;
-  const windows = calibrationWindows(FN, model, options.calibration);
+  const windows = calibrationWindows(fn, model, options.calibration);
   const checkTokens = options.calibration.tokens as number[];
   const context = windows[0]!.length;
   const nSens = options.sensitivityTokens ?? 4096;
-  if (!Number.isInteger(nSens) || nSens < 2) throw rangeError(FN, 'options.sensitivityTokens', `must be an integer >= 2, got ${describe(options.sensitivityTokens)}`);
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(FN, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
+  if (!Number.isInteger(nSens) || nSens < 2) throw rangeError(fn, 'options.sensitivityTokens', `must be an integer >= 2, got ${describe(options.sensitivityTokens)}`);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError(fn, 'options.onProgress', `must be a function, got ${describe(options.onProgress)}`);
   // validated here so a bad value fails before the long measurements
   const method = options.method ?? 'gptq';
-  resolveQuantConfig({ weights: 'int4', method, calibration: options.calibration, ...(options.exclude !== undefined ? { exclude: options.exclude } : {}) }, FN);
+  resolveQuantConfig({ weights: 'int4', method, calibration: options.calibration, ...(options.exclude !== undefined ? { exclude: options.exclude } : {}) }, fn);
   const excluded = makeExcludeMatcher(options.exclude ?? ['lm_head']);
   const all = findLinears(model);
   const linears = all.filter((l) => !excluded(l.name));
-  if (linears.length === 0) throw new QuantkitError('ERR_UNSUPPORTED', `${FN}: no Linear layer left to quantize after 'exclude'`);
+  if (linears.length === 0) throw new QuantkitError('ERR_UNSUPPORTED', `${fn}: no Linear layer left to quantize after 'exclude'`);
   const V = lm.config.vocabSize;
   // the float model's log-probabilities are kept: at most REF_BYTES of them
   const nSensMax = Math.min(nSens, Math.max(2, Math.floor(REF_BYTES / (4 * V))));
@@ -140,46 +156,57 @@ export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetR
     n += w.length;
   }
   const sensitivityTokens = sensWindows.reduce((a, w) => a + w.length, 0);
-  const logProbs = (w: number[]) => logSoftmaxInPlace(Float32Array.from(lm.forward(w, lm.createCache(Math.max(w.length, 1))).data), V);
-  const ref = sensWindows.map(logProbs); // float model's log-probabilities [T, V] per window
-  const meanKl = () => {
+  const logProbs = function* (w: number[]): Jobs<Float32Array> {
+    const cache = () => lm.createCache(Math.max(w.length, 1));
+    const logits = yield* job(() => lm.forward(w, cache()), () => lm.forwardAsync(w, cache()));
+    return yield* logSoftmaxInPlace(Float32Array.from(logits.data), V);
+  };
+  const ref: Float32Array[] = []; // float model's log-probabilities [T, V] per window
+  for (const w of sensWindows) ref.push(yield* logProbs(w));
+  const meanKl = function* (): Jobs<number> {
     let sum = 0;
-    sensWindows.forEach((w, j) => {
-      const q = logProbs(w), r = ref[j]!;
-      for (let i = 0; i < r.length; i++) {
-        const lp = r[i]!;
-        sum += Math.exp(lp) * (lp - q[i]!);
-      }
-    });
+    for (let j = 0; j < sensWindows.length; j++) {
+      const q = yield* logProbs(sensWindows[j]!), r = ref[j]!;
+      yield* chunkedRows(r.length / V, V, (r0, r1) => {
+        for (let i = r0 * V; i < r1 * V; i++) {
+          const lp = r[i]!;
+          sum += Math.exp(lp) * (lp - q[i]!);
+        }
+      });
+    }
     return Math.max(0, sum / sensitivityTokens);
   };
 
   let total = linears.length * 3 + 2;
   let done = 0;
   const progress = (what: string) => options.onProgress?.(++done, total, what);
-  const ppl = () => perplexity(lm, checkTokens, { context }).ppl;
-  const floatPpl = ppl();
+  const ppl = function* (): Jobs<number> {
+    const r = yield* job(() => perplexity(lm, checkTokens, { context }), () => perplexityAsync(lm, checkTokens, { context }));
+    return r.ppl;
+  };
+  const floatPpl = yield* ppl();
   progress('float perplexity');
 
   // 1. sensitivities, one layer at a time (the others float)
-  const layers: BudgetLayer[] = linears.map((l) => {
+  const layers: BudgetLayer[] = [];
+  for (const l of linears) {
     const bytes = { float: l.layer.weight.nbytes } as Record<BudgetFormat, number>;
     const kl = { float: 0 } as Record<BudgetFormat, number>;
     for (const f of FORMATS) {
       if (f === 'float') continue;
-      const opts = layerQuantizeOptions(resolveQuantConfig({ ...OVERRIDE[f] }, FN), l.name, l.layer.weight.shape)!;
-      const q = QLinear.fromLinear(l.layer, opts);
+      const opts = layerQuantizeOptions(resolveQuantConfig({ ...OVERRIDE[f] }, fn), l.name, l.layer.weight.shape)!;
+      const q = yield* job(() => QLinear.fromLinear(l.layer, opts), () => QLinear.fromLinearAsync(l.layer, opts), l.layer.weight.size);
       bytes[f] = q.qweight.nbytes;
       l.parent.replaceChild(l.local, q);
       try {
-        kl[f] = meanKl();
+        kl[f] = yield* meanKl();
       } finally {
         l.parent.replaceChild(l.local, l.layer);
       }
       progress(`${l.name} ${f}`);
     }
-    return { name: l.name, format: FORMATS[0]!, bytes, kl };
-  });
+    layers.push({ name: l.name, format: FORMATS[0]!, bytes, kl });
+  }
 
   // 2. the upgrade sequence: plans[i] = format per layer after i upgrades
   const plans: BudgetFormat[][] = [layers.map(() => FORMATS[0]!)];
@@ -208,13 +235,13 @@ export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetR
   const restore = () => {
     for (const l of all) l.parent.replaceChild(l.local, l.layer);
   };
-  const apply = (step: number) => {
+  const apply = function* (step: number): Jobs<number> {
     restore();
     const overrides: Record<string, LayerOverride> = {};
     for (const l of all) overrides[l.name] = 'float'; // the excluded ones stay so
     plans[step]!.forEach((f, i) => (overrides[layers[i]!.name] = f === 'float' ? 'float' : OVERRIDE[f]));
-    summary = quantizeModel(model, { weights: 'int4', exclude: [], overrides, method, ...(method !== 'rtn' ? { calibration: options.calibration } : {}) });
-    const ratio = ppl() / floatPpl;
+    summary = yield* quantizeModelJobs(model, { weights: 'int4', exclude: [], overrides, method, ...(method !== 'rtn' ? { calibration: options.calibration } : {}) }, fn);
+    const ratio = (yield* ppl()) / floatPpl;
     checks.push({ step, bytes: plans[step]!.reduce((a, f, i) => a + layers[i]!.bytes[f], 0), ratio });
     progress(`check: plan ${step} of ${plans.length - 1}, ratio ${ratio.toFixed(4)}`);
     return ratio;
@@ -224,13 +251,13 @@ export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetR
   let hiRatio = 1;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    const r = apply(mid);
+    const r = yield* apply(mid);
     if (r <= budget) {
       hi = mid;
       hiRatio = r;
     } else lo = mid + 1;
   }
-  if (checks.length === 0 || checks[checks.length - 1]!.step !== hi) hiRatio = apply(hi);
+  if (checks.length === 0 || checks[checks.length - 1]!.step !== hi) hiRatio = yield* apply(hi);
   plans[hi]!.forEach((f, i) => (layers[i]!.format = f));
   const bytes = layers.reduce((a, l) => a + l.bytes[l.format], 0);
   const bytesAllInt8 = layers.reduce((a, l) => a + l.bytes.int8, 0);

@@ -313,7 +313,8 @@ export function quantizeModelAsync(model: Module, options: QuantizeModelOptions)
   return runJobsAsync(quantizeModelJobs(model, options, 'quantizeModelAsync'));
 }
 
-function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: string): Jobs<QuantizeModelSummary> {
+/** quantizeModel as jobs (ops/jobs.ts); `fn` names the caller in errors. */
+export function* quantizeModelJobs(model: Module, options: QuantizeModelOptions, fn: string): Jobs<QuantizeModelSummary> {
   if (model === null || typeof model !== 'object' || typeof (model as Module).namedModules !== 'function') {
     throw typeError(fn, 'model', `must be a Module, got ${describe(model)}`);
   }
