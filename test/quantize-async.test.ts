@@ -102,6 +102,27 @@ describe('quantizeModelAsync', () => {
     expect([...model.namedModules()].some(([, m]) => m instanceof QLinear)).toBe(false);
   });
 
+  it('an AbortSignal stops it before its next native call: rejects with the reason, no probe left', async () => {
+    const model = llamaModel({ D: 32, F: 48, L: 3, nH: 4, nKv: 2, V: 50, P: 64, seed: 3 });
+    const ac = new AbortController();
+    const reason = new Error('stop here');
+    // abort once the first layer is done (block 0 is being quantized)
+    const opts: QuantizeModelOptions = { weights: 'int4', groupSize: 16, calibration, signal: ac.signal, onProgress: () => ac.abort(reason) };
+    await expect(quantizeModelAsync(model, opts)).rejects.toBe(reason);
+    const kinds = [...model.namedModules()].map(([, m]) => m.constructor.name);
+    expect(kinds).not.toContain('HessianProbe');
+    expect(kinds.filter((k) => k === 'QLinear').length).toBeGreaterThan(0);
+    expect(kinds.filter((k) => k === 'QLinear').length).toBeLessThan(3 * 7);
+    // already aborted: nothing changes; the blocking form checks it too; a wrong type is a TypeError
+    const fresh = llamaModel({ D: 32, F: 48, L: 2, nH: 4, nKv: 2, V: 50, P: 64, seed: 3 });
+    const before = snapshot(fresh);
+    await expect(quantizeModelAsync(fresh, { weights: 'int4', calibration, signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    expect(() => quantizeModel(fresh, { weights: 'int4', calibration, signal: AbortSignal.abort(reason) })).toThrow(reason);
+    expect(snapshot(fresh)).toEqual(before);
+    await expect(quantizeModelAsync(fresh, { weights: 'int4', signal: 'soon' as never })).rejects.toThrow(/quantizeModelAsync: 'options.signal' must be an AbortSignal/);
+    await expect(quantizeToBudgetAsync(fresh, { budget: 1.01, calibration, signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+  });
+
   it('a failure part way rejects and leaves no probe in the model', async () => {
     const model = llamaModel({ D: 32, F: 48, L: 2, nH: 4, nKv: 2, V: 50, P: 64, seed: 3 });
     const mods = new Map(model.namedModules());

@@ -31,7 +31,7 @@ import { type CalibrationData, calibrationWindows, checkCalibratable } from '../
 import { QLinear } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { type LayerOverride, type QuantMethod, type QuantizeModelSummary, findLinears, layerQuantizeOptions, makeExcludeMatcher, quantizeModelJobs, resolveQuantConfig } from '../nn/quantize-model.js';
-import { type Jobs, chunkedRows, job, runJobs, runJobsAsync } from '../ops/jobs.js';
+import { type Jobs, checkSignal, chunkedRows, job, runJobs, runJobsAsync } from '../ops/jobs.js';
 import { logSumExp, perplexity, perplexityAsync } from './perplexity.js';
 
 /** Candidate formats, from the fewest bytes to float. */
@@ -61,6 +61,8 @@ export interface BudgetOptions {
   method?: QuantMethod;
   /** Called as measurements finish: (done, total, what); total grows by the checks. */
   onProgress?: (done: number, total: number, what: string) => void;
+  /** Stops the work before its next native call once aborted (see QuantizeModelOptions.signal): the model is left in some intermediate state, to discard. */
+  signal?: AbortSignal;
 }
 
 export interface BudgetLayer {
@@ -113,7 +115,7 @@ function* logSoftmaxInPlace(x: Float32Array, V: number): Jobs<Float32Array> {
 
 /** Quantize `model` in place to the smallest per-layer mix within `budget` (see the header). */
 export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetResult {
-  return runJobs(budgetJobs(model, options, FN));
+  return runJobs(budgetJobs(model, options, FN), checkSignal(FN, options?.signal));
 }
 
 /**
@@ -121,8 +123,8 @@ export function quantizeToBudget(model: Module, options: BudgetOptions): BudgetR
  * quantization, GPTQ): the same plan and layers, bit for bit, while the
  * event loop stays free. Leave the model alone until the Promise settles.
  */
-export function quantizeToBudgetAsync(model: Module, options: BudgetOptions): Promise<BudgetResult> {
-  return runJobsAsync(budgetJobs(model, options, 'quantizeToBudgetAsync'));
+export async function quantizeToBudgetAsync(model: Module, options: BudgetOptions): Promise<BudgetResult> {
+  return runJobsAsync(budgetJobs(model, options, 'quantizeToBudgetAsync'), checkSignal('quantizeToBudgetAsync', options?.signal));
 }
 
 function* budgetJobs(model: Module, options: BudgetOptions, fn: string): Jobs<BudgetResult> {

@@ -21,7 +21,7 @@
  * 'q_proj'.
  */
 import { describe, rangeError, typeError } from '../errors.js';
-import { type Jobs, job, runJobs, runJobsAsync } from '../ops/jobs.js';
+import { type Jobs, checkSignal, job, runJobs, runJobsAsync } from '../ops/jobs.js';
 import { GptqFactorCache, gptqJobs } from '../quant/gptq.js';
 import { type Granularity, type QuantizeOptions, type Scheme, type SchemeName, schemeOf } from '../quant/qtypes.js';
 import { rowsK } from '../quant/qtypes.js';
@@ -98,6 +98,13 @@ export interface QuantizeModelOptions {
   overrides?: Readonly<Record<string, LayerOverride>>;
   /** Called after each layer is quantized (done counts from 1): for progress bars. */
   onProgress?: (done: number, total: number, layer: string) => void;
+  /**
+   * Stops the work before its next native call once aborted: the call
+   * throws (quantizeModelAsync rejects with) the signal's reason. The stages
+   * finished by then stay quantized and the others float (calibration probes
+   * removed): a model to discard, or to quantize again from a fresh load.
+   */
+  signal?: AbortSignal;
 }
 
 export type LayerOverride = 'float' | { weights: WeightsFormat; scheme?: SchemeName; granularity?: Granularity; groupSize?: number };
@@ -296,7 +303,7 @@ export function findLinears(model: Module): { name: string; parent: Module; loca
 
 /** Replace the model's Linear layers by QLinear in place; see the header for `exclude`. */
 export function quantizeModel(model: Module, options: QuantizeModelOptions): QuantizeModelSummary {
-  return runJobs(quantizeModelJobs(model, options, FN));
+  return runJobs(quantizeModelJobs(model, options, FN), checkSignal(FN, options?.signal));
 }
 
 /**
@@ -309,8 +316,8 @@ export function quantizeModel(model: Module, options: QuantizeModelOptions): Qua
  * model until the Promise settles: its layers are swapped one stage at a
  * time, and calibration replaces them by probes while it runs.
  */
-export function quantizeModelAsync(model: Module, options: QuantizeModelOptions): Promise<QuantizeModelSummary> {
-  return runJobsAsync(quantizeModelJobs(model, options, 'quantizeModelAsync'));
+export async function quantizeModelAsync(model: Module, options: QuantizeModelOptions): Promise<QuantizeModelSummary> {
+  return runJobsAsync(quantizeModelJobs(model, options, 'quantizeModelAsync'), checkSignal('quantizeModelAsync', options?.signal));
 }
 
 /** quantizeModel as jobs (ops/jobs.ts); `fn` names the caller in errors. */

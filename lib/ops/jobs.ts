@@ -41,12 +41,17 @@ export function* inline<T>(fn: () => T): Jobs<T> {
   return fn();
 }
 
-/** Drive `g` to its end with blocking calls. A call that throws is thrown into the generator (its finally blocks run). */
-export function runJobs<R>(g: Jobs<R>): R {
+/**
+ * Drive `g` to its end with blocking calls. A call that throws is thrown
+ * into the generator (its finally blocks run). `signal`: checked before
+ * each call; once aborted, its reason is thrown into the generator.
+ */
+export function runJobs<R>(g: Jobs<R>, signal?: AbortSignal): R {
   let r = g.next();
   while (!r.done) {
     let v: unknown;
     try {
+      signal?.throwIfAborted();
       v = r.value.sync();
     } catch (e) {
       r = g.throw(e);
@@ -57,14 +62,19 @@ export function runJobs<R>(g: Jobs<R>): R {
   return r.value;
 }
 
-/** Drive `g` to its end, awaiting each call's Promise (small calls: see INLINE_COST). */
-export async function runJobsAsync<R>(g: Jobs<R>): Promise<R> {
+/**
+ * Drive `g` to its end, awaiting each call's Promise (small calls: see
+ * INLINE_COST). `signal` as for runJobs: an abort takes effect before the
+ * next call (a call already running finishes first).
+ */
+export async function runJobsAsync<R>(g: Jobs<R>, signal?: AbortSignal): Promise<R> {
   let r = g.next();
   let hop = performance.now();
   while (!r.done) {
     const j = r.value;
     let v: unknown;
     try {
+      signal?.throwIfAborted();
       if (j.cost !== undefined && j.cost < INLINE_COST) {
         v = j.sync();
         if (performance.now() - hop > SLICE_MS) {
@@ -103,4 +113,10 @@ export function* chunkedRows(rows: number, width: number, body: (r0: number, r1:
     if (r0 > 0) yield* breathe();
     body(r0, Math.min(rows, r0 + step));
   }
+}
+
+/** A TypeError unless `signal` is undefined or an AbortSignal. */
+export function checkSignal(fn: string, signal: unknown): AbortSignal | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) return signal;
+  throw new TypeError(`${fn}: 'options.signal' must be an AbortSignal, got ${signal === null ? 'null' : typeof signal}`);
 }
