@@ -123,16 +123,56 @@ static constexpr IotaMinusZ kIotaMinusZ{};
 // nibble codes q. Symmetric: value = two's-complement nibble; asymmetric:
 // value = q and zp in 0..15.
 template <bool ASYM>
-static inline __m512 i4_lut(float s, int32_t zp) {
+static inline __m512 i4_lut(__m512 s, int32_t zp) {
     if constexpr (ASYM) {
         // zp & 15: a zero point is 0..15 (QuantizedTensor checks it); the mask
         // keeps a bad one from reading outside the table.
-        return _mm512_mul_ps(_mm512_load_ps(kIotaMinusZ.v[zp & 15]), _mm512_set1_ps(s));
+        return _mm512_mul_ps(_mm512_load_ps(kIotaMinusZ.v[zp & 15]), s);
     } else {
         const __m512i v = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-        return _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(s));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
     }
 }
+template <bool ASYM>
+static inline __m512 i4_lut(float s, int32_t zp) {
+    return i4_lut<ASYM>(_mm512_set1_ps(s), zp);
+}
+
+// The group scales of a gemv tile's R rows, as floats, group by group. The
+// tiles are instantiated per storage type, so there is no branch per group
+// and row. f32 storage is read in place. f16 storage is widened 8 groups of a
+// row at a time by one vcvtph2ps (exact) into a small buffer: converting one
+// scale per group and row (a scalar load, move and convert before the
+// broadcast) had made the int4 g32 M = 1 gemv 8-15 % slower than with f32
+// scales, although it reads 10 % fewer bytes.
+template <typename S, int R>
+struct TileScales;
+template <int R>
+struct TileScales<float, R> {
+    const float* row[R];
+    TileScales(const WeightView& w, size_t n, size_t gpr, size_t) {
+        for (int r = 0; r < R; ++r) row[r] = w.scales + (n + r) * gpr;
+    }
+    inline __m512 get(int r, size_t g) { return _mm512_set1_ps(row[r][g]); }
+};
+template <int R>
+struct TileScales<uint16_t, R> {
+    const uint16_t* row[R];
+    size_t ngr, base = 0, end = 0;  // buf holds groups [base, end); g only grows
+    alignas(32) float buf[R][8];
+    TileScales(const WeightView& w, size_t n, size_t gpr, size_t groups) : ngr(groups) {
+        for (int r = 0; r < R; ++r) row[r] = w.scales16 + (n + r) * gpr;
+    }
+    inline __m512 get(int r, size_t g) {
+        if (g >= end) {  // refill groups g .. g + 7 of every row
+            base = g;
+            end = g + 8;
+            const __mmask8 mk = ngr - g >= 8 ? __mmask8(0xFF) : __mmask8((1u << (ngr - g)) - 1);
+            for (int rr = 0; rr < R; ++rr) _mm256_store_ps(buf[rr], _mm256_cvtph_ps(_mm_maskz_loadu_epi16(mk, row[rr] + g)));
+        }
+        return _mm512_set1_ps(buf[r][g - base]);
+    }
+};
 
 static inline __m512i idx_even() {
     return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -152,10 +192,6 @@ static inline __m512i idx_odd() {
 // no better). Prefetching past the end of W is harmless (never faults).
 constexpr size_t kPfTiles = 2;
 
-// Scale gi of a quantized weight as a float: f32 storage, or f16
-// (WeightView::scales16, which the gemv tiles read directly: a branch per
-// group and row that always goes the same way), widened exactly.
-static inline float scale_of(const WeightView& w, size_t gi) { return w.scales16 ? _cvtsh_ss(w.scales16[gi]) : w.scales[gi]; }
 struct Prefetcher {
     const char* p;
     explicit Prefetcher(const void* next_tile) : p(static_cast<const char*>(next_tile)) {}
@@ -228,12 +264,13 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
 // (the decode is ALU-bound at ~1.3x DRAM bandwidth otherwise). With MC >= 3
 // there are not enough registers for two accumulator sets, so the weights
 // are scaled as decoded (w = (q - zp) * s, as in dequant_panel).
-template <bool ASYM, bool GACC, int MC, int R>
+template <bool ASYM, bool GACC, int MC, int R, typename S>
 static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     static_assert(!GACC || MC <= 2, "two accumulator sets fit in 32 zmm only for MC <= 2");
     constexpr int NG = GACC ? MC : 1;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
+    TileScales<S, R> sc(a.w, n, gpr, ngr);
     const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
     __m512 acc[MC][R];
     for (int m = 0; m < MC; ++m)
@@ -249,7 +286,7 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
         __m512i z[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            s[r] = _mm512_set1_ps(scale_of(a.w, gi));
+            s[r] = sc.get(r, g);
             z[r] = ASYM ? _mm512_set1_epi32(zps[gi]) : _mm512_setzero_si512();
         }
         // Group accumulators (GACC) or the main ones; the decode scale is 1
@@ -292,11 +329,12 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
 // even and odd halves go to separate accumulators so the FMA chains stay
 // short; with MC >= 3 there are already enough independent chains (and not
 // enough registers for two sets).
-template <bool ASYM, bool DUAL, int MC, int R>
+template <bool ASYM, bool DUAL, int MC, int R, typename S>
 static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     constexpr int NA = DUAL ? 2 : 1;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
+    TileScales<S, R> sc(a.w, n, gpr, ngr);
     const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
     const __m512i ie = idx_even(), io = idx_odd();
     __m512 acc[NA][MC][R];
@@ -312,7 +350,7 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
         __m512 lut[R];
         for (int r = 0; r < R; ++r) {
             const size_t gi = (n + r) * gpr + g;
-            lut[r] = i4_lut<ASYM>(scale_of(a.w, gi), ASYM ? zps[gi] : 0);
+            lut[r] = i4_lut<ASYM>(sc.get(r, g), ASYM ? zps[gi] : 0);
         }
         const size_t kend = (g + 1) * G;
         size_t k = g * G;
@@ -373,19 +411,29 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
 // takes the MC >= 3 order for every MC. Measured at N = K = 4096, one thread,
 // warm weights (AMD Zen 4): int8 M = 1 0.58 -> 0.70 ms, M >= 3 unchanged;
 // int4 g32 M = 1 and M >= 3 unchanged, M = 2 1.7 -> 1.2 ms.
+template <bool ASYM, int MC, int R, typename S>
+static void gemv_i8_tile_s(const GemmArgs& a, size_t m0, size_t n) {
+    if constexpr (MC <= 2) {
+        if (!a.row_invariant) return gemv_i8_tile_impl<ASYM, true, MC, R, S>(a, m0, n);
+    }
+    gemv_i8_tile_impl<ASYM, false, MC, R, S>(a, m0, n);
+}
 template <bool ASYM, int MC, int R>
 static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
+    if (a.w.scales16) gemv_i8_tile_s<ASYM, MC, R, uint16_t>(a, m0, n);
+    else gemv_i8_tile_s<ASYM, MC, R, float>(a, m0, n);
+}
+template <bool ASYM, int MC, int R, typename S>
+static void gemv_i4_tile_s(const GemmArgs& a, size_t m0, size_t n) {
     if constexpr (MC <= 2) {
-        if (!a.row_invariant) return gemv_i8_tile_impl<ASYM, true, MC, R>(a, m0, n);
+        if (!a.row_invariant) return gemv_i4_tile_impl<ASYM, true, MC, R, S>(a, m0, n);
     }
-    gemv_i8_tile_impl<ASYM, false, MC, R>(a, m0, n);
+    gemv_i4_tile_impl<ASYM, false, MC, R, S>(a, m0, n);
 }
 template <bool ASYM, int MC, int R>
 static void gemv_i4_tile(const GemmArgs& a, size_t m0, size_t n) {
-    if constexpr (MC <= 2) {
-        if (!a.row_invariant) return gemv_i4_tile_impl<ASYM, true, MC, R>(a, m0, n);
-    }
-    gemv_i4_tile_impl<ASYM, false, MC, R>(a, m0, n);
+    if (a.w.scales16) gemv_i4_tile_s<ASYM, MC, R, uint16_t>(a, m0, n);
+    else gemv_i4_tile_s<ASYM, MC, R, float>(a, m0, n);
 }
 
 // ---- gemm_panel_f32: X^T-packed kernel, P broadcast -------------------------
