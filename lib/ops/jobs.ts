@@ -36,11 +36,6 @@ export function* job<T>(sync: () => T, async: () => Promise<T>, cost?: number): 
   return (yield cost === undefined ? { sync, async } : { sync, async, cost }) as T;
 }
 
-/** A job for a call that has no async form: it runs blocking under both drivers. */
-export function* inline<T>(fn: () => T): Jobs<T> {
-  return fn();
-}
-
 /**
  * Drive `g` to its end with blocking calls. A call that throws is thrown
  * into the generator (its finally blocks run). `signal`: checked before
