@@ -13,14 +13,10 @@ import { type Jobs, job, runJobs } from './jobs.js';
  * caller then damps it more.
  */
 export function cholInverseUpper(h: Float64Array, K: number): Float64Array {
-  const u = cholInput('cholInverseUpper', h, K);
-  return cholOutput('cholInverseUpper', u, K, addon.cholInverseUpper(u, K));
-}
-
-/** cholInverseUpper on a worker thread. */
-export async function cholInverseUpperAsync(h: Float64Array, K: number): Promise<Float64Array> {
-  const u = cholInput('cholInverseUpperAsync', h, K);
-  return cholOutput('cholInverseUpperAsync', u, K, await addon.cholInverseUpperAsync(u, K));
+  cholCheck('cholInverseUpper', h, K);
+  const u = h.slice();
+  if (!addon.cholInverseUpper(u, K)) throw new QuantkitError('ERR_NOT_POSITIVE_DEFINITE', `cholInverseUpper: the ${K} x ${K} matrix is not positive definite`);
+  return u;
 }
 
 /**
@@ -37,16 +33,6 @@ function cholCheck(fn: string, h: Float64Array, K: number): void {
   if (!(h instanceof Float64Array)) throw typeError(fn, 'h', `must be a Float64Array, got ${describe(h)}`);
   if (!Number.isInteger(K) || K < 0) throw rangeError(fn, 'K', `must be a non-negative integer, got ${describe(K)}`);
   if (h.length !== K * K) throw rangeError(fn, 'h', `has ${h.length} values, K * K = ${K * K}`);
-}
-
-function cholInput(fn: string, h: Float64Array, K: number): Float64Array {
-  cholCheck(fn, h, K);
-  return h.slice();
-}
-
-function cholOutput(fn: string, u: Float64Array, K: number, ok: boolean): Float64Array {
-  if (!ok) throw new QuantkitError('ERR_NOT_POSITIVE_DEFINITE', `${fn}: the ${K} x ${K} matrix is not positive definite`);
-  return u;
 }
 
 /** Where one stretch of GPTQ's column walk reads and writes (native/ops/linalg_ops.h, gptq_walk). */

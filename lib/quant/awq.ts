@@ -65,12 +65,7 @@ export function* scaleColumnsJobs(w: Float32Array, N: number, K: number, s: Floa
   return w;
 }
 
-/** h [K, K] -> diag(1/s) h diag(1/s), in place: X^T X of the input x / s. */
-export function scaleHessian(h: Float64Array, K: number, s: Float32Array): Float64Array {
-  return runJobs(scaleHessianJobs(h, K, s));
-}
-
-/** scaleHessian in chunks of rows. */
+/** h [K, K] -> diag(1/s) h diag(1/s), in place: X^T X of the input x / s (in chunks of rows). */
 export function* scaleHessianJobs(h: Float64Array, K: number, s: Float32Array): Jobs<Float64Array> {
   yield* chunkedRows(K, K, (j0, j1) => {
     for (let j = j0; j < j1; j++) for (let k = 0; k < K; k++) h[j * K + k] = h[j * K + k]! / (s[j]! * s[k]!);
