@@ -132,6 +132,7 @@
               "native/kernels/x86/w8a8_avx512.cpp",
               "native/kernels/x86/w8a8_avx512_packed.cpp",
               "native/kernels/x86/w4a8_avx512.cpp",
+              "native/kernels/x86/w4a8_avx512_rows.cpp",
               "native/kernels/x86/attn_avx512.cpp",
               "native/kernels/x86/linalg_avx512.cpp"
             ],

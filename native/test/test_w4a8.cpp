@@ -16,6 +16,10 @@
 //    P = sum |terms| (plus the offset terms for the SIMD kernels).
 //  - Driver: bit-identical for every thread count; within the activation
 //    rounding bound of a float64 x . W_deq^T product.
+//  - gemm_w4a8_rows (lanes over weight rows on AVX-512): the same checks,
+//    plus its 16-row and 8-row tiles, and bits that do not depend on M, on
+//    the rows of X computed together or on the column range (row-invariant
+//    mode).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -121,9 +125,19 @@ int xq_at(const qk::W4A8Acts& a, size_t m, size_t k) {
     return a.xc[m * a.ldx + 128 * (k / 128) + (r % 2) * 64 + r / 2];
 }
 
-// Check the kernel of ctx.k and the ref on one problem, over [n0, n1).
+// Which kernel of the table: gemm_w4a8, or gemm_w4a8_rows (lanes over
+// weight rows on AVX-512; the same function elsewhere).
+enum class Kern { main, rows };
+
+// Whether kernel `kern` of table k runs (W, G) with SIMD code, not the ref.
+bool simd_path(const qk::Kernels& k, Kern kern, size_t K, size_t G) {
+    if (kern == Kern::rows && k.gemm_w4a8_rows != k.gemm_w4a8) return K % G == 0 && G % 32 == 0;
+    return G % 32 == 0 && (G == 32 || G == 64 || G % 128 == 0);
+}
+
+// Check one kernel of ctx.k and the ref on one problem, over [n0, n1).
 void check_kernel(qkt::Ctx& ctx, const Weight& w, size_t M, int xmode, bool with_bias, size_t n0, size_t n1,
-                  Rng& rng) {
+                  Rng& rng, Kern kern = Kern::main) {
     const size_t N = w.N, K = w.K, G = w.G;
     const std::vector<float> x = make_x(M, K, xmode, rng);
     qk::W4A8Acts acts;
@@ -132,9 +146,9 @@ void check_kernel(qkt::Ctx& ctx, const Weight& w, size_t M, int xmode, bool with
     for (float& b : bias) b = rng.uni(-1.0f, 1.0f);
     const float* bp = with_bias ? bias.data() : nullptr;
     std::vector<float> y(M * N, 777.0f), yr(M * N, 777.0f);
-    ctx.k->gemm_w4a8(args_for(acts, w, M, bp, y.data()), n0, n1);
+    (kern == Kern::rows ? ctx.k->gemm_w4a8_rows : ctx.k->gemm_w4a8)(args_for(acts, w, M, bp, y.data()), n0, n1);
     ctx.ref->gemm_w4a8(args_for(acts, w, M, bp, yr.data()), n0, n1);
-    const bool simd_path = G % 32 == 0 && (G == 32 || G == 64 || G % 128 == 0);
+    const bool simd = simd_path(*ctx.k, kern, K, G);
     for (size_t m = 0; m < M; ++m)
         for (size_t n = 0; n < N; ++n) {
             const float got = y[m * N + n], want = yr[m * N + n];
@@ -155,8 +169,8 @@ void check_kernel(qkt::Ctx& ctx, const Weight& w, size_t M, int xmode, bool with
             const double tol_ref = 4.0 * u * (double(K) / 32.0 + 4.0) * P + 1e-30;
             QKT_CHECK(std::fabs(double(want) - y64) <= tol_ref, "ref m=%zu n=%zu K=%zu G=%zu: %.9g vs f64 %.9g", m, n, K, G,
                       double(want), y64);
-            const double tol = simd_path ? 4.0 * u * (double(K) / 32.0 + 4.0) * (P + Poff) + 1e-30 : 0.0;
-            if (!simd_path) {
+            const double tol = simd ? 4.0 * u * (double(K) / 32.0 + 4.0) * (P + Poff) + 1e-30 : 0.0;
+            if (!simd) {
                 QKT_CHECK(fbits(got) == fbits(want), "%s (ref path) m=%zu n=%zu K=%zu G=%zu: %.9g vs %.9g",
                           ctx.k->name, m, n, K, G, double(got), double(want));
             } else {
@@ -238,11 +252,23 @@ QKT_TEST(w4a8_kernel_shapes) {
                     if (sh.K >= 4096 && (M > 2 || N > 5)) continue;
                     Weight w = make_weight(N, sh.K, sh.G, asym != 0, 0, rng);
                     check_kernel(ctx, w, M, 0, (M + N) % 2 == 0, 0, N, rng);
+                    check_kernel(ctx, w, M, 0, (M + N) % 2 != 0, 0, N, rng, Kern::rows);
                 }
+    // The rows kernel's tiles: 16 weight rows (and fewer at the end), 8
+    // rows of X per pass over a stored panel from M = 5, one direct pass below.
+    for (size_t N : {15, 16, 17, 33, 47})
+        for (size_t M : {6, 8, 11, 16, 17}) {
+            Weight w = make_weight(N, 384, N % 2 ? 64 : 128, N % 3 == 0, 0, rng);
+            check_kernel(ctx, w, M, 0, M % 2 == 0, 0, N, rng, Kern::rows);
+        }
     // Column sub-ranges.
     Weight w = make_weight(13, 256, 32, false, 0, rng);
-    check_kernel(ctx, w, 3, 0, true, 2, 11, rng);
-    check_kernel(ctx, w, 5, 0, false, 5, 6, rng);
+    for (Kern kern : {Kern::main, Kern::rows}) {
+        check_kernel(ctx, w, 3, 0, true, 2, 11, rng, kern);
+        check_kernel(ctx, w, 5, 0, false, 5, 6, rng, kern);
+    }
+    Weight w2 = make_weight(70, 128, 32, true, 0, rng);
+    check_kernel(ctx, w2, 9, 0, true, 3, 69, rng, Kern::rows);
 }
 
 QKT_TEST(w4a8_kernel_edges) {
@@ -254,6 +280,7 @@ QKT_TEST(w4a8_kernel_edges) {
                 for (int xmode = 0; xmode <= 2; ++xmode) {
                     Weight w = make_weight(5, K, K == 96 ? 32 : 64, asym != 0, wmode, rng);
                     check_kernel(ctx, w, 2, xmode, true, 0, 5, rng);
+                    check_kernel(ctx, w, 6, xmode, false, 0, 5, rng, Kern::rows);
                 }
 }
 
@@ -305,4 +332,58 @@ QKT_TEST(w4a8_driver) {
         x[70] = NAN;
         QKT_CHECK(qk::gemm_w4a8(*ctx.k, w.view(), 3, 64, x.data(), 2, nullptr, y.data()) == 70, "NaN index");
     }
+}
+
+// gemm_w4a8_rows: the bits of row m do not depend on M, on which rows of X
+// share its pass, or on the column range [n0, n1) of the call; and the
+// driver's row-invariant modes give those bits (prompt rows) or
+// gemm_w4a8's (decode rows) at every M and thread count.
+QKT_TEST(w4a8_rows_invariant) {
+    Rng rng(5);
+    struct Case { size_t N, K, G; bool asym; };
+    const Case cases[] = {{37, 256, 32, false}, {50, 384, 128, true}, {16, 192, 64, false}, {21, 4096, 32, true},
+                          {19, 288, 96, false}};
+    const size_t before = qk::threads();
+    for (const Case& c : cases) {
+        const size_t Mall = 19;
+        Weight w = make_weight(c.N, c.K, c.G, c.asym, 0, rng);
+        const std::vector<float> x = make_x(Mall, c.K, 0, rng);
+        std::vector<float> bias(c.N);
+        for (float& b : bias) b = rng.uni(-1.0f, 1.0f);
+        qk::W4A8Acts acts;
+        QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), Mall, c.K, c.G, acts) == SIZE_MAX, "finite");
+        std::vector<float> yall(Mall * c.N);
+        ctx.k->gemm_w4a8_rows(args_for(acts, w, Mall, bias.data(), yall.data()), 0, c.N);
+        std::vector<float> ymain(Mall * c.N);  // gemm_w4a8 is row-invariant as well (one row per lane set)
+        ctx.k->gemm_w4a8(args_for(acts, w, Mall, bias.data(), ymain.data()), 0, c.N);
+        for (size_t M : {1, 2, 3, 4, 5, 8, 9, 16}) {
+            for (size_t m0 : {size_t(0), size_t(3)}) {
+                // rows [m0, m0 + M) alone, the columns in two calls split at an odd n
+                qk::W4A8Acts sub;
+                QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data() + m0 * c.K, M, c.K, c.G, sub) == SIZE_MAX, "finite");
+                std::vector<float> y(M * c.N, 0.0f);
+                const size_t split = c.N / 2 | 1;
+                ctx.k->gemm_w4a8_rows(args_for(sub, w, M, bias.data(), y.data()), 0, split);
+                ctx.k->gemm_w4a8_rows(args_for(sub, w, M, bias.data(), y.data()), split, c.N);
+                for (size_t i = 0; i < M * c.N; ++i)
+                    QKT_CHECK(fbits(y[i]) == fbits(yall[m0 * c.N + i]), "%s N=%zu K=%zu G=%zu M=%zu m0=%zu: y[%zu] %.9g vs %.9g",
+                              ctx.k->name, c.N, c.K, c.G, M, m0, i, double(y[i]), double(yall[m0 * c.N + i]));
+                // the driver's row-invariant modes, 1 and 2 threads: prompt
+                // rows give the rows kernel's bits, decode rows gemm_w4a8's
+                for (size_t t : {size_t(1), size_t(2)}) {
+                    qk::set_threads(t);
+                    for (qk::W4A8Rows mode : {qk::W4A8Rows::prefill, qk::W4A8Rows::decode}) {
+                        const std::vector<float>& want = mode == qk::W4A8Rows::prefill ? yall : ymain;
+                        std::vector<float> yd(M * c.N, 0.0f);
+                        QKT_CHECK(qk::gemm_w4a8(*ctx.k, w.view(), c.N, c.K, x.data() + m0 * c.K, M, bias.data(), yd.data(),
+                                                mode) == SIZE_MAX, "finite");
+                        for (size_t i = 0; i < M * c.N; ++i)
+                            QKT_CHECK(fbits(yd[i]) == fbits(want[m0 * c.N + i]), "%s driver mode=%d threads=%zu M=%zu m0=%zu: y[%zu]",
+                                      ctx.k->name, int(mode), t, M, m0, i);
+                    }
+                }
+            }
+        }
+    }
+    qk::set_threads(before);
 }

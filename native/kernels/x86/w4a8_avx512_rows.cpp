@@ -1,0 +1,270 @@
+// AVX-512 VNNI W4A8 kernel with the vector lanes over 16 WEIGHT ROWS
+// (Kernels::gemm_w4a8_rows; same contract and spec as gemm_w4a8, see
+// W4A8Args in kernels.h and ref/w4a8_ref.cpp).
+//
+// Why a second kernel: w4a8_avx512.cpp keeps one weight row per zmm, so an
+// int32 lane sums only 8 values and every 2 vpdpbusd need a float rescale
+// (cvt, mul, fma): about half its instructions are float bookkeeping, and it
+// runs at ~75 GMAC/s on one Zen 4 core whatever M is. Here lane j belongs to
+// weight row n + j, so one lane sums a whole activation block (32 values,
+// 8 vpdpbusd) before the rescale, and the activations come in as 4-byte
+// broadcasts (a memory operand of vpdpbusd, no shuffles).
+//
+// That needs the codes of 16 rows interleaved by 4 bytes. They are
+// transposed per call into a per-thread panel (16 rows x K/2 bytes, 32 KB at
+// K = 4096, in L1/L2) by one 16 x 16 transpose of 32-bit lanes per 64 bytes
+// of each row, then every row of X runs over the panel:
+//   panel[(4 b + t) * 64 + 4 j .. + 3] = bytes 16 b + 4 t .. + 3 of row n + j
+// (block b of 32 values, piece t: values 32 b + 8 t .. + 7, low nibbles the
+// even ones). With the chunked activation layout, the matching activations
+// are 4 contiguous bytes: xc + 128 (b / 4) + 16 (b % 4) + 4 t (even values)
+// and the same + 64 (odd values).
+//
+// Per output (row m of X, weight row n), in this order and nothing else, so
+// the result does not depend on M, on the rows of X computed together, on
+// the rows of W sharing a panel, or on how [0, N) is split into tasks:
+//   acc = 0
+//   for each group g, for each block b of g (in k order):
+//     D = exact int32 sum over b of u'[n, k] * xq[m, k]
+//     acc = fma((float) D, s[n, g] * sx[m, b], acc)
+//   and after the blocks of g: acc = fnma(s[n, g] * z'[n, g], tg[m, g], acc)
+//   y = acc (+ bias[n])
+// with u' and z' as on W4A8Args (nibble ^ 8 and 8, or u and z). This is the
+// ref's segment sum to float rounding, as every SIMD kernel is, and the
+// same bits at every M (the driver's row-invariant mode relies on that).
+#include "gcc_avx512_warnings.h"
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../isa.h"
+#include "avx512_transpose.h"
+#include "w4a8_avx512_rows.h"
+
+namespace qk {
+namespace avx512 {
+
+namespace {
+
+// Chunk c (64 bytes of each of rows [n, n + nr), nr <= 16) interleaved:
+// r[4 q + t] lane j = bytes 16 q + 4 t .. + 3 of row n + j's chunk; rows
+// past nr and bytes past the row are 0 (their lanes are never stored).
+// The codes stay as stored: Outputs::block flips symmetric ones to q + 8
+// in the same instruction that masks out a nibble.
+// The next 16 rows (one contiguous block of 16 row_bytes) are prefetched
+// into L2 as this tile is read, 16 lines per chunk, so the weights stream
+// as one linear read instead of 16 interleaved ones (which the hardware
+// prefetchers follow badly: it halved the M = 1 speed from DRAM).
+constexpr size_t kAhead = 16;  // rows
+inline void load_chunk(const W4A8Args& a, size_t n, size_t nr, size_t c, __m512i (&r)[16]) {
+    const size_t rb = a.w.row_bytes, left = rb - 64 * c;  // bytes of each row from this chunk on
+    const uint8_t* base = static_cast<const uint8_t*>(a.w.data) + n * rb + 64 * c;
+    if (n + kAhead < a.N) {
+        const char* next = static_cast<const char*>(a.w.data) + (n + kAhead) * rb;
+        const size_t end = (a.N - n - kAhead) * rb;  // bytes left in W from there
+        for (size_t l = 16 * c; l < 16 * c + 16 && 64 * l < end; ++l) _mm_prefetch(next + 64 * l, _MM_HINT_T1);
+    }
+    if (left >= 64) {
+        for (size_t j = 0; j < 16; ++j) r[j] = j < nr ? _mm512_loadu_si512(base + j * rb) : _mm512_setzero_si512();
+    } else {
+        const __mmask64 mk = (__mmask64(1) << left) - 1;
+        for (size_t j = 0; j < 16; ++j) r[j] = j < nr ? _mm512_maskz_loadu_epi8(mk, base + j * rb) : _mm512_setzero_si512();
+    }
+    transpose16(r);
+}
+
+// The whole panel of rows [n, n + nr): chunk c at panel[16 c ..].
+void fill_panel(const W4A8Args& a, size_t n, size_t nr, __m512i* panel) {
+    for (size_t c = 0; c < (a.K + 127) / 128; ++c) {
+        __m512i r[16];
+        load_chunk(a, n, nr, c, r);
+        for (size_t j = 0; j < 16; ++j) _mm512_store_si512(panel + 16 * c + j, r[j]);
+    }
+}
+
+// 16 values of row j from index i on (mk: which), as floats.
+inline __m512 load16(const float* p, __mmask16 mk) { return _mm512_maskz_loadu_ps(mk, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 mk) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, p)); }
+inline __m512 load16(const uint8_t* p, __mmask16 mk) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p)));
+}
+
+// Per group g, the 16 rows' s[n, g] and s[n, g] * z'[n, g] (0 past nr):
+// 16 groups of 16 rows at a time, turned by one transpose.
+template <typename S>
+void fill_scales(const W4A8Args& a, const S* scales, size_t n, size_t nr, size_t ng, size_t gs, float* sw,
+                 float* sz) {
+    const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
+    for (size_t g = 0; g < ng; g += 16) {
+        const __mmask16 mk = ng - g >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ng - g)) - 1);
+        __m512 s[16], z[16];
+        for (size_t j = 0; j < 16; ++j) {
+            s[j] = j < nr ? load16(scales + (n + j) * gs + g, mk) : _mm512_setzero_ps();
+            if (zps) z[j] = j < nr ? load16(zps + (n + j) * gs + g, mk) : _mm512_setzero_ps();
+        }
+        transpose16(s);  // s[i] lane j = s[n + j, g + i]
+        if (zps) transpose16(z);
+        const size_t cnt = ng - g < 16 ? ng - g : 16;
+        for (size_t i = 0; i < cnt; ++i) {
+            _mm512_store_ps(sw + 16 * (g + i), s[i]);
+            _mm512_store_ps(sz + 16 * (g + i), _mm512_mul_ps(s[i], zps ? z[i] : _mm512_set1_ps(8.0f)));
+        }
+    }
+}
+
+// The outputs of MC rows of X from m0 and the 16 weight rows from n (nr
+// of them real): the accumulators and the per-block step of the header's
+// sequence, fed with the 4 code vectors of each block in k order.
+template <int MC>
+struct Outputs {
+    const W4A8Args& a;
+    const float* sw;
+    const float* sz;
+    size_t bpg;       // activation blocks per group
+    size_t g = 0;     // the group of the next block
+    size_t left;      // its blocks not yet added
+    __m512i flip;     // 0x88 per byte (symmetric: nibble ^ 8 = q + 8) or 0
+    const int8_t* xc[MC];
+    const float* sx[MC];
+    const float* tg[MC];
+    __m512 acc[MC];
+
+    Outputs(const W4A8Args& args, const float* s, const float* s_z, size_t m0)
+        : a(args), sw(s), sz(s_z), bpg(args.w.group / 32), left(bpg),
+          flip(_mm512_set1_epi8(args.w.zps ? 0 : char(0x88))) {
+        for (int i = 0; i < MC; ++i) {
+            xc[i] = a.xc + (m0 + i) * a.ldx;
+            sx[i] = a.sx + (m0 + i) * a.ldsx;
+            tg[i] = a.tg + (m0 + i) * a.ldtg;
+            acc[i] = _mm512_setzero_ps();
+        }
+    }
+
+    // Block b (the next one in k order) from its codes v[0..3] (pieces t).
+    inline void block(const __m512i* v, size_t b) {
+        const __m512i low = _mm512_set1_epi8(0x0F);
+        // With 1-2 rows of X the 8 vpdpbusd of a block would be one
+        // dependent chain: two chains, added at the end (exact in int32).
+        constexpr int C = MC <= 2 ? 2 : 1;
+        __m512i d[C][MC];
+        for (int h = 0; h < C; ++h)
+            for (int i = 0; i < MC; ++i) d[h][i] = _mm512_setzero_si512();
+        const size_t xo = 128 * (b / 4) + 16 * (b % 4);
+        for (size_t t = 0; t < 4; ++t) {
+            // (v ^ flip) & 0x0F in one ternary-logic op (0x28: (A ^ B) & C)
+            const __m512i lo = _mm512_ternarylogic_epi32(v[t], flip, low, 0x28);
+            const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v[t], 4), flip, low, 0x28);
+            for (int i = 0; i < MC; ++i) {
+                int32_t xe, xd;  // 4 even values, 4 odd values
+                __builtin_memcpy(&xe, xc[i] + xo + 4 * t, 4);
+                __builtin_memcpy(&xd, xc[i] + xo + 64 + 4 * t, 4);
+                __m512i& dd = d[t % C][i];
+                dd = _mm512_dpbusd_epi32(dd, lo, _mm512_set1_epi32(xe));
+                dd = _mm512_dpbusd_epi32(dd, hi, _mm512_set1_epi32(xd));
+            }
+        }
+        if constexpr (C == 2)
+            for (int i = 0; i < MC; ++i) d[0][i] = _mm512_add_epi32(d[0][i], d[1][i]);
+        const __m512 swg = _mm512_load_ps(sw + 16 * g);
+        for (int i = 0; i < MC; ++i)
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[0][i]), _mm512_mul_ps(swg, _mm512_set1_ps(sx[i][b])), acc[i]);
+        if (--left == 0) {  // the last block of group g: its offset
+            const __m512 szg = _mm512_load_ps(sz + 16 * g);
+            for (int i = 0; i < MC; ++i) acc[i] = _mm512_fnmadd_ps(szg, _mm512_set1_ps(tg[i][g]), acc[i]);
+            ++g;
+            left = bpg;
+        }
+    }
+
+    void store(size_t m0, size_t n, size_t nr) const {
+        const __mmask16 mk = nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nr) - 1);
+        const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(mk, a.bias + n) : _mm512_setzero_ps();
+        for (int i = 0; i < MC; ++i) {
+            const __m512 v = a.bias ? _mm512_add_ps(acc[i], bias) : acc[i];
+            _mm512_mask_storeu_ps(a.y + (m0 + i) * a.ldy + n, mk, v);
+        }
+    }
+};
+
+// MC rows of X over the stored panel (several passes share it).
+template <int MC>
+void rows_panel(const W4A8Args& a, const __m512i* panel, const float* sw, const float* sz, size_t m0, size_t n,
+                size_t nr) {
+    Outputs<MC> o(a, sw, sz, m0);
+    for (size_t b = 0; b < a.K / 32; ++b) o.block(panel + 4 * b, b);
+    o.store(m0, n, nr);
+}
+
+// All M <= 4 rows of X in one pass: the interleaved chunk goes straight
+// from registers into the products (no panel stored and read back).
+template <int MC>
+void rows_direct(const W4A8Args& a, const float* sw, const float* sz, size_t n, size_t nr) {
+    Outputs<MC> o(a, sw, sz, 0);
+    const size_t nb = a.K / 32;
+    for (size_t c = 0; c < (a.K + 127) / 128; ++c) {
+        __m512i r[16];
+        load_chunk(a, n, nr, c, r);
+        for (size_t q = 0; q < 4 && 4 * c + q < nb; ++q) o.block(r + 4 * q, 4 * c + q);
+    }
+    o.store(0, n, nr);
+}
+
+struct alignas(64) Line {
+    uint8_t b[64];
+};
+
+constexpr int kMC = 8;  // rows of X per pass: 2 x 8 accumulators + 2 code vectors in registers
+
+template <typename S>
+void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
+    const size_t K = a.K, ng = K / a.w.group, gs = scale_stride(a.w, K), chunks = (K + 127) / 128;
+    // Per-thread scratch of 64-byte lines, reused across calls (grows to the
+    // largest K seen): 16 s and 16 s z' per group, then the panel.
+    const size_t lines = 2 * ng + (a.M > 4 ? 16 * chunks : 0);
+    thread_local std::vector<Line> scratch;
+    if (scratch.size() < lines) scratch.resize(lines);
+    float* sw = reinterpret_cast<float*>(scratch.data());
+    float* sz = sw + 16 * ng;
+    __m512i* panel = reinterpret_cast<__m512i*>(scratch.data() + 2 * ng);
+    for (size_t n = n0; n < n1; n += 16) {
+        const size_t nr = n1 - n < 16 ? n1 - n : 16;
+        fill_scales(a, scales, n, nr, ng, gs, sw, sz);
+        switch (a.M) {
+            case 1: rows_direct<1>(a, sw, sz, n, nr); continue;
+            case 2: rows_direct<2>(a, sw, sz, n, nr); continue;
+            case 3: rows_direct<3>(a, sw, sz, n, nr); continue;
+            case 4: rows_direct<4>(a, sw, sz, n, nr); continue;
+            default: break;
+        }
+        fill_panel(a, n, nr, panel);
+        size_t m = 0;
+        for (; m + kMC <= a.M; m += kMC) rows_panel<kMC>(a, panel, sw, sz, m, n, nr);
+        switch (a.M - m) {
+            case 7: rows_panel<7>(a, panel, sw, sz, m, n, nr); break;
+            case 6: rows_panel<6>(a, panel, sw, sz, m, n, nr); break;
+            case 5: rows_panel<5>(a, panel, sw, sz, m, n, nr); break;
+            case 4: rows_panel<4>(a, panel, sw, sz, m, n, nr); break;
+            case 3: rows_panel<3>(a, panel, sw, sz, m, n, nr); break;
+            case 2: rows_panel<2>(a, panel, sw, sz, m, n, nr); break;
+            case 1: rows_panel<1>(a, panel, sw, sz, m, n, nr); break;
+            default: break;
+        }
+    }
+}
+
+}  // namespace
+
+void gemm_w4a8_rows(const W4A8Args& a, size_t n0, size_t n1) {
+    const size_t G = a.w.group;
+    // Any whole groups of a multiple of 32 (no activation block straddles a
+    // group); a shorter last group, or G = 48, take the reference.
+    if (a.K % G != 0 || G % 32 != 0) ref::gemm_w4a8(a, n0, n1);
+    else if (a.w.scales16) run(a, a.w.scales16, n0, n1);
+    else run(a, a.w.scales, n0, n1);
+}
+
+}  // namespace avx512
+}  // namespace qk
