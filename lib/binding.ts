@@ -131,8 +131,6 @@ export interface Addon {
     zeroPoints: Uint8Array | null,
     bias: Float32Array | null,
     y: Float32Array,
-    /** 0 off (the faster kernel for M); 1 decode rows, 2 prompt rows: one kernel at every M (see RowInvariance). */
-    rowInvariant?: 0 | 1 | 2,
   ): number;
   gemmW4A8Async(...args: Parameters<Addon['gemmW4A8']>): Promise<number>;
   /**
@@ -278,7 +276,7 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
   quantizeAsync: ['src', 'srcType', 'rows', 'K', 'bits', 'asymmetric', 'granularity', 'groupSize', 'codes', 'scales', 'zeroPoints'],
   gemmAsync: ['x', 'M', 'K', 'wFormat', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y', 'rowInvariant'],
   gemmW8A8Async: ['x', 'M', 'K', 'q', 'N', 'scale', 'rowsum', 'threshold', 'bias', 'y'],
-  gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y', 'rowInvariant'],
+  gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
   attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out', 'causal'],
   attentionBatchAsync: ['q', 'out', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'keys', 'values', 'pos0', 'T'],
   cholInverseUpperAsync: ['h', 'K'],

@@ -9,7 +9,6 @@
 import { describe, expect, it } from 'vitest';
 import { Linear, QLinear, QuantkitError, Tensor, availableIsas, quantize, selectIsa, setThreads, unpackInt4 } from '../lib/index.js';
 import type { QuantizedTensor } from '../lib/index.js';
-import { addon } from '../lib/binding.js';
 import { randomF32, refParams, rne, restoreRuntimeAfterAll } from './helpers.js';
 
 const ISAS = availableIsas();
@@ -203,12 +202,5 @@ describe('W4A8 options and bad input', () => {
     expect(() => l.forward(new Tensor('f32', [1, 63], new Float32Array(63)))).toThrow(/'x' has last dimension/);
     const odd = quantize(new Tensor('f32', [2, 5], randomF32(10, 1)), { bits: 4, granularity: 'channel' });
     expect(() => new QLinear(odd, null, { activations: 'int8' })).toThrow(QuantkitError);
-  });
-
-  it('the addon checks the rowInvariant mode (0, 1 or 2)', () => {
-    const w = new Uint8Array(4 * 32), s = new Float32Array(4 * 2), x = new Float32Array(64), y = new Float32Array(4);
-    expect(addon.gemmW4A8(x, 1, 64, w, 4, 32, s, null, null, y, 1)).toBe(-1);
-    expect(() => addon.gemmW4A8(x, 1, 64, w, 4, 32, s, null, null, y, 3 as 1)).toThrow(RangeError);
-    expect(() => addon.gemmW4A8(x, 1, 64, w, 4, 32, s, null, null, y, 3 as 1)).toThrow(/rowInvariant/);
   });
 });

@@ -162,7 +162,7 @@ export class QLinear extends Module {
     const fn = 'QLinear.forward';
     const inv = rowInvariant(fn, options);
     if (this.#w) return matmulPrepared(fn, x, this.#w, this.#b, out, inv);
-    if (this.#w4) return matmulW4A8(fn, x, this.#w4, this.#b, out, inv);
+    if (this.#w4) return matmulW4A8(fn, x, this.#w4, this.#b, out);
     const r = matmulW8A8(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
     this.lastOutlierColumns = r.outliers;
     return r.y;
@@ -173,7 +173,7 @@ export class QLinear extends Module {
     const fn = 'QLinear.forwardAsync';
     const inv = rowInvariant(fn, options);
     if (this.#w) return matmulPreparedAsync(fn, x, this.#w, this.#b, out, inv);
-    if (this.#w4) return matmulW4A8Async(fn, x, this.#w4, this.#b, out, inv);
+    if (this.#w4) return matmulW4A8Async(fn, x, this.#w4, this.#b, out);
     const r = await matmulW8A8Async(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
     this.lastOutlierColumns = r.outliers;
     return r.y;

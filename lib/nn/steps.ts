@@ -28,10 +28,8 @@ export interface LinearCallOptions {
    * f32-activation GEMM runs its small-M kernel at every M (true: decode
    * rows) or its large-M kernel with fixed blocking ('prefill': prompt
    * rows; the two give different bits, so a row must always take the same
-   * one; W4A8 likewise, with its GEMV-shaped and its row-tiled kernel);
-   * W8A8 is row-invariant anyway (exact int32 sums, one float rescale);
-   * LLM.int8() takes each row's outlier columns from that row alone (not
-   * over all rows).
+   * one); the int8-activation paths are row-invariant anyway; LLM.int8()
+   * takes each row's outlier columns from that row alone (not over all rows).
    */
   readonly rowInvariant?: boolean | 'prefill';
 }

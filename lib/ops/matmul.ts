@@ -90,7 +90,7 @@ type GemmArgs = Parameters<typeof addon.gemm>;
  * gives its own bits; a caller keeps a row in one of them).
  */
 export type RowInvariance = 'off' | 'decode' | 'prefill';
-export const ROW_MODE = { off: 0, decode: 1, prefill: 2 } as const;
+const ROW_MODE = { off: 0, decode: 1, prefill: 2 } as const;
 
 function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out: Float32Array | undefined, rows: RowInvariance): { args: GemmArgs | null; y: Tensor<'f32'> } {
   const { rows: M, y } = linearOutput(fn, x, w.N, w.K, out);

@@ -9,7 +9,7 @@
 import { addon, WFormat } from '../binding.js';
 import { QuantkitError } from '../errors.js';
 import type { QuantizedTensor } from '../quant/qtensor.js';
-import { type PreparedWeight, ROW_MODE, type RowInvariance, linearOutput, prepareWeight } from './matmul.js';
+import { type PreparedWeight, linearOutput, prepareWeight } from './matmul.js';
 import type { Tensor } from '../tensor.js';
 
 /** Check that w is an int4 weight [N, K] and describe it for the W4A8 kernels. */
@@ -23,11 +23,11 @@ export function prepareW4A8(fn: string, arg: string, w: QuantizedTensor): Prepar
 
 type Call = { args: Parameters<typeof addon.gemmW4A8> | null; y: Tensor<'f32'> };
 
-function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out: Float32Array | undefined, rows: RowInvariance): Call {
-  const { rows: M, y } = linearOutput(fn, x, w.N, w.K, out);
+function prepareCall(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Call {
+  const { rows, y } = linearOutput(fn, x, w.N, w.K, out);
   if (y.size === 0) return { args: null, y };
   return {
-    args: [x.data as Float32Array, M, w.K, w.data as Uint8Array, w.N, w.groupSize, w.scales!, w.zeroPoints as Uint8Array | null, bias, y.data, ROW_MODE[rows]],
+    args: [x.data as Float32Array, rows, w.K, w.data as Uint8Array, w.N, w.groupSize, w.scales!, w.zeroPoints as Uint8Array | null, bias, y.data],
     y,
   };
 }
@@ -38,20 +38,16 @@ function check(fn: string, x: Tensor, bad: number): void {
   throw new QuantkitError('ERR_NONFINITE', `${fn}: 'x' holds ${Number.isNaN(v) ? 'NaN' : v > 0 ? 'Infinity' : '-Infinity'} at index ${bad}; int8 activations need finite inputs`);
 }
 
-/**
- * y = x · w^T + bias with x quantized to int8 per block of 32 (W4A8).
- * rows: 'off' picks the faster kernel for this M; otherwise a row's bits do
- * not depend on M (see RowInvariance).
- */
-export function matmulW4A8(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rows: RowInvariance = 'off'): Tensor<'f32'> {
-  const c = prepareCall(fn, x, w, bias, out, rows);
+/** y = x · w^T + bias with x quantized to int8 per block of 32 (W4A8). */
+export function matmulW4A8(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Tensor<'f32'> {
+  const c = prepareCall(fn, x, w, bias, out);
   if (c.args) check(fn, x, addon.gemmW4A8(...c.args));
   return c.y;
 }
 
 /** matmulW4A8 on a worker thread. */
-export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array, rows: RowInvariance = 'off'): Promise<Tensor<'f32'>> {
-  const c = prepareCall(fn, x, w, bias, out, rows);
+export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, bias: Float32Array | null, out?: Float32Array): Promise<Tensor<'f32'>> {
+  const c = prepareCall(fn, x, w, bias, out);
   if (c.args) check(fn, x, await addon.gemmW4A8Async(...c.args));
   return c.y;
 }

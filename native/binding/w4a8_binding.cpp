@@ -14,9 +14,7 @@ namespace qkb {
 
 namespace {
 
-// gemmW4A8(x, M, K, w, N, groupSize, scales, zeroPoints, bias, y, rowInvariant = 0); scales: Float32Array or
-// Uint16Array of f16 bits; rowInvariant 0 off (the faster kernel for M), 1 decode rows, 2 prompt rows
-// (one kernel at every M, see qk::W4A8Rows)
+// gemmW4A8(x, M, K, w, N, groupSize, scales, zeroPoints, bias, y); scales: Float32Array or Uint16Array of f16 bits
 //   w: Uint8Array [N, K/2] packed int4 (two's complement without zero
 //   points, unsigned with them); K and groupSize even, groupSize divides K.
 //   -> index of the first NaN/Inf of x, or -1.
@@ -26,9 +24,8 @@ struct W4A8Call {
     const float* x;
     const float* bias;
     float* y;
-    qk::W4A8Rows rows = qk::W4A8Rows::fastest;
     size_t bad = SIZE_MAX;
-    void run() { bad = qk::gemm_w4a8(w, N, K, x, M, bias, y, rows); }
+    void run() { bad = qk::gemm_w4a8(w, N, K, x, M, bias, y); }
     Napi::Value result(Napi::Env env) const { return Napi::Number::New(env, bad == SIZE_MAX ? -1.0 : double(bad)); }
 };
 
@@ -52,7 +49,6 @@ W4A8Call parse_w4a8(const Napi::CallbackInfo& info, const char* fn) {
     c.w.zps = typed_arg(info, 7, fn, "zeroPoints", napi_uint8_array, ns, true).data;
     c.bias = static_cast<const float*>(typed_arg(info, 8, fn, "bias", napi_float32_array, c.N, true).data);
     c.y = static_cast<float*>(typed_arg(info, 9, fn, "y", napi_float32_array, mul_checked(env, fn, c.M, c.N)).data);
-    if (info.Length() > 10 && !info[10].IsUndefined()) c.rows = qk::W4A8Rows(int_arg(info, 10, fn, "rowInvariant", 0, 2));
     return c;
 }
 
@@ -67,7 +63,7 @@ Napi::Value GemmW4A8(const Napi::CallbackInfo& info) {
 class W4A8Worker : public PromiseWorker {
 public:
     W4A8Worker(Napi::Env env, const Napi::CallbackInfo& info, const W4A8Call& c)
-        : PromiseWorker(env, info, 11, "gemmW4A8Async"), c_(c) {}
+        : PromiseWorker(env, info, 10, "gemmW4A8Async"), c_(c) {}
 
 private:
     void Run() override { c_.run(); }

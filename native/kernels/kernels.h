@@ -336,11 +336,11 @@ struct Kernels {
     // For output columns n in [n0, n1) and every row m < M, y[m, n] as
     // documented on W4A8Args.
     void (*gemm_w4a8)(const W4A8Args& a, size_t n0, size_t n1);
-    // The same product by a kernel whose result for one output does not
-    // depend on M or on the rows of X computed with it (the driver's
-    // row-invariant mode runs every M through it), and the smallest M from
-    // which it is the faster of the two (SIZE_MAX: it is gemm_w4a8 itself,
-    // as on ISAs without a separate one).
+    // The same product by a kernel tiled for several rows of X, with the
+    // same bits as gemm_w4a8 for every output (so the driver may switch by
+    // M and a row's result still never depends on M), and the smallest M
+    // from which it is the faster of the two (SIZE_MAX: it is gemm_w4a8
+    // itself, as on ISAs without a separate one).
     void (*gemm_w4a8_rows)(const W4A8Args& a, size_t n0, size_t n1);
     size_t w4a8_rows_min_m;
 

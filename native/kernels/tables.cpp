@@ -26,8 +26,8 @@ QK_TABLE(ref, Isa::scalar, "scalar", SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8,
 QK_TABLE(avx2, Isa::avx2, "avx2", SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8, avx2::gemm_w4a8, SIZE_MAX)
 // AVX-512: VNNI outer-product kernel over packed activations from M = 16
 // rows (the others never read them: their packer is the ref one, unused);
-// W4A8 with lanes over weight rows from M = kW4A8RowsMinM (elsewhere one
-// W4A8 kernel serves every M, so it is its own row-invariant form).
+// W4A8 with lanes over weight rows from M = kW4A8RowsMinM, bit-identical to
+// the row-layout kernel (elsewhere one W4A8 kernel serves every M).
 QK_TABLE(avx512, Isa::avx512, "avx512", avx512::kW8A8PackedMinM, avx512::w8a8_pack_a, avx512::gemm_w4a8,
          avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM)
 #endif

@@ -139,7 +139,7 @@ namespace {
 // whose groups divide K (or, G % 32 != 0, which the kernels run with the
 // reference: it indexes scales by k / G and so takes a shorter last group).
 size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t ldx, size_t M,
-                 const float* bias, float* y, W4A8Acts& acts, W4A8Rows rows) {
+                 const float* bias, float* y, W4A8Acts& acts) {
     const size_t bad = w4a8_quantize_rows(k, x, M, K, w.group, acts, ldx);
     if (bad != SIZE_MAX) return bad;
     W4A8Args a;
@@ -162,8 +162,8 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     // bytes stay in L2 while every block of activation rows passes over them.
     const size_t nb = 64;
     // (every W4A8 kernel reads f16 scales, WeightView::scales16, itself)
-    const bool use_rows = rows == W4A8Rows::prefill || (rows == W4A8Rows::fastest && M >= k.w4a8_rows_min_m);
-    const auto kern = use_rows ? k.gemm_w4a8_rows : k.gemm_w4a8;
+    // (the two kernels give the same bits: the choice is speed only)
+    const auto kern = M >= k.w4a8_rows_min_m ? k.gemm_w4a8_rows : k.gemm_w4a8;
     parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K),
                  [&](size_t t, size_t) { kern(a, t * nb, min_sz(N, (t + 1) * nb)); });
     return SIZE_MAX;
@@ -172,7 +172,7 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
 }  // namespace
 
 size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t M,
-                 const float* bias, float* y, W4A8Rows rows) {
+                 const float* bias, float* y) {
     if (M == 0 || N == 0) return SIZE_MAX;
     if (K == 0) {
         for (size_t m = 0; m < M; ++m)
@@ -185,7 +185,7 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
         WeightView v = w;
         v.gstride = (K + G - 1) / G;
         v.group = std::min(G, K);  // G > K: one group of K
-        return w4a8_part(k, v, N, K, x, K, M, bias, y, acts, rows);
+        return w4a8_part(k, v, N, K, x, K, M, bias, y, acts);
     }
     // A shorter last group with G % 32 == 0: the whole groups [0, K1) and the
     // last one [K1, K) as two products (K1 is a multiple of 32, so each
@@ -195,19 +195,18 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     const size_t K2 = K - K1;
     WeightView main = w;
     main.gstride = tail.gstride;
-    size_t bad = w4a8_part(k, main, N, K1, x, K, M, nullptr, y, acts, rows);
+    size_t bad = w4a8_part(k, main, N, K1, x, K, M, nullptr, y, acts);
     if (bad != SIZE_MAX) return bad;  // (indices are of x[M, K]: the parts read x with row stride K)
     thread_local std::vector<float> y2;
     y2.resize(M * N);
-    bad = w4a8_part(k, tail, N, K2, x + K1, K, M, bias, y2.data(), acts, rows);
+    bad = w4a8_part(k, tail, N, K2, x + K1, K, M, bias, y2.data(), acts);
     if (bad != SIZE_MAX) return K1 + bad;
     for (size_t i = 0; i < M * N; ++i) y[i] += y2[i];
     return SIZE_MAX;
 }
 
-size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y,
-                 W4A8Rows rows) {
-    return gemm_w4a8(kernels(), w, N, K, x, M, bias, y, rows);
+size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y) {
+    return gemm_w4a8(kernels(), w, N, K, x, M, bias, y);
 }
 
 }  // namespace qk

@@ -32,16 +32,11 @@ size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
 
 // Y[M, N] (row stride N) = x[M, K] · W^T (+ bias[N] or nullptr) with w an
 // i4 WeightView of N rows (K even, G even and dividing K). Same return value
-// as w4a8_quantize_rows (Y is then unspecified). `rows` picks the kernel:
-// the faster one for this M (Kernels::w4a8_rows_min_m), or one kernel at
-// every M so that a row's result does not depend on M: gemm_w4a8 for
-// decode rows (the faster at M = 1), gemm_w4a8_rows for prompt rows. The
-// two give different bits (float summation order), so a caller keeps a row
-// in one of them, as for the f32 GEMM's row-invariant modes.
-enum class W4A8Rows { fastest = 0, decode = 1, prefill = 2 };
+// as w4a8_quantize_rows (Y is then unspecified). Row-invariant: a row's
+// result does not depend on M or on the other rows (the two kernels the
+// driver picks between by M, Kernels::w4a8_rows_min_m, give the same bits).
 size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t M,
-                 const float* bias, float* y, W4A8Rows rows = W4A8Rows::fastest);
-size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y,
-                 W4A8Rows rows = W4A8Rows::fastest);
+                 const float* bias, float* y);
+size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y);
 
 }  // namespace qk

@@ -17,9 +17,9 @@
 //  - Driver: bit-identical for every thread count; within the activation
 //    rounding bound of a float64 x . W_deq^T product.
 //  - gemm_w4a8_rows (lanes over weight rows on AVX-512): the same checks,
-//    plus its 16-row and 8-row tiles, and bits that do not depend on M, on
-//    the rows of X computed together or on the column range (row-invariant
-//    mode).
+//    plus its 16-row and 8-row tiles; bits that do not depend on M, on the
+//    rows of X computed together or on the column range, and equal to
+//    gemm_w4a8's (the driver switches between them by M).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -129,11 +129,8 @@ int xq_at(const qk::W4A8Acts& a, size_t m, size_t k) {
 // weight rows on AVX-512; the same function elsewhere).
 enum class Kern { main, rows };
 
-// Whether kernel `kern` of table k runs (W, G) with SIMD code, not the ref.
-bool simd_path(const qk::Kernels& k, Kern kern, size_t K, size_t G) {
-    if (kern == Kern::rows && k.gemm_w4a8_rows != k.gemm_w4a8) return K % G == 0 && G % 32 == 0;
-    return G % 32 == 0 && (G == 32 || G == 64 || G % 128 == 0);
-}
+// Whether the SIMD kernels run (K, G) with SIMD code, not the ref.
+bool simd_path(size_t K, size_t G) { return K % G == 0 && (G == 32 || G == 64 || G % 128 == 0); }
 
 // Check one kernel of ctx.k and the ref on one problem, over [n0, n1).
 void check_kernel(qkt::Ctx& ctx, const Weight& w, size_t M, int xmode, bool with_bias, size_t n0, size_t n1,
@@ -148,7 +145,7 @@ void check_kernel(qkt::Ctx& ctx, const Weight& w, size_t M, int xmode, bool with
     std::vector<float> y(M * N, 777.0f), yr(M * N, 777.0f);
     (kern == Kern::rows ? ctx.k->gemm_w4a8_rows : ctx.k->gemm_w4a8)(args_for(acts, w, M, bp, y.data()), n0, n1);
     ctx.ref->gemm_w4a8(args_for(acts, w, M, bp, yr.data()), n0, n1);
-    const bool simd = simd_path(*ctx.k, kern, K, G);
+    const bool simd = simd_path(K, G);
     for (size_t m = 0; m < M; ++m)
         for (size_t n = 0; n < N; ++n) {
             const float got = y[m * N + n], want = yr[m * N + n];
@@ -254,12 +251,13 @@ QKT_TEST(w4a8_kernel_shapes) {
                     check_kernel(ctx, w, M, 0, (M + N) % 2 == 0, 0, N, rng);
                     check_kernel(ctx, w, M, 0, (M + N) % 2 != 0, 0, N, rng, Kern::rows);
                 }
-    // The rows kernel's tiles: 16 weight rows (and fewer at the end), 8
-    // rows of X per pass over a stored panel from M = 5, one direct pass below.
+    // The tiles: 16 weight rows (and fewer at the end; quads of 4 in the
+    // row-layout kernel), 4 rows of X per pass (and 1-3 at the end).
     for (size_t N : {15, 16, 17, 33, 47})
         for (size_t M : {6, 8, 11, 16, 17}) {
             Weight w = make_weight(N, 384, N % 2 ? 64 : 128, N % 3 == 0, 0, rng);
             check_kernel(ctx, w, M, 0, M % 2 == 0, 0, N, rng, Kern::rows);
+            check_kernel(ctx, w, M, 0, M % 2 != 0, 0, N, rng, Kern::main);
         }
     // Column sub-ranges.
     Weight w = make_weight(13, 256, 32, false, 0, rng);
@@ -335,9 +333,9 @@ QKT_TEST(w4a8_driver) {
 }
 
 // gemm_w4a8_rows: the bits of row m do not depend on M, on which rows of X
-// share its pass, or on the column range [n0, n1) of the call; and the
-// driver's row-invariant modes give those bits (prompt rows) or
-// gemm_w4a8's (decode rows) at every M and thread count.
+// share its pass, or on the column range [n0, n1) of the call; gemm_w4a8
+// gives the same bits (it follows the same per-output sequence), and so does
+// the driver, which picks one of the two by M, at every thread count.
 QKT_TEST(w4a8_rows_invariant) {
     Rng rng(5);
     struct Case { size_t N, K, G; bool asym; };
@@ -354,8 +352,6 @@ QKT_TEST(w4a8_rows_invariant) {
         QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), Mall, c.K, c.G, acts) == SIZE_MAX, "finite");
         std::vector<float> yall(Mall * c.N);
         ctx.k->gemm_w4a8_rows(args_for(acts, w, Mall, bias.data(), yall.data()), 0, c.N);
-        std::vector<float> ymain(Mall * c.N);  // gemm_w4a8 is row-invariant as well (one row per lane set)
-        ctx.k->gemm_w4a8(args_for(acts, w, Mall, bias.data(), ymain.data()), 0, c.N);
         for (size_t M : {1, 2, 3, 4, 5, 8, 9, 16}) {
             for (size_t m0 : {size_t(0), size_t(3)}) {
                 // rows [m0, m0 + M) alone, the columns in two calls split at an odd n
@@ -368,19 +364,21 @@ QKT_TEST(w4a8_rows_invariant) {
                 for (size_t i = 0; i < M * c.N; ++i)
                     QKT_CHECK(fbits(y[i]) == fbits(yall[m0 * c.N + i]), "%s N=%zu K=%zu G=%zu M=%zu m0=%zu: y[%zu] %.9g vs %.9g",
                               ctx.k->name, c.N, c.K, c.G, M, m0, i, double(y[i]), double(yall[m0 * c.N + i]));
-                // the driver's row-invariant modes, 1 and 2 threads: prompt
-                // rows give the rows kernel's bits, decode rows gemm_w4a8's
+                // gemm_w4a8 on the same rows, and the driver (which picks
+                // either by M), 1 and 2 threads
+                std::vector<float> ym(M * c.N, 0.0f);
+                ctx.k->gemm_w4a8(args_for(sub, w, M, bias.data(), ym.data()), 0, c.N);
+                for (size_t i = 0; i < M * c.N; ++i)
+                    QKT_CHECK(fbits(ym[i]) == fbits(yall[m0 * c.N + i]), "%s gemm_w4a8 N=%zu K=%zu G=%zu M=%zu m0=%zu: y[%zu] %.9g vs %.9g",
+                              ctx.k->name, c.N, c.K, c.G, M, m0, i, double(ym[i]), double(yall[m0 * c.N + i]));
                 for (size_t t : {size_t(1), size_t(2)}) {
                     qk::set_threads(t);
-                    for (qk::W4A8Rows mode : {qk::W4A8Rows::prefill, qk::W4A8Rows::decode}) {
-                        const std::vector<float>& want = mode == qk::W4A8Rows::prefill ? yall : ymain;
-                        std::vector<float> yd(M * c.N, 0.0f);
-                        QKT_CHECK(qk::gemm_w4a8(*ctx.k, w.view(), c.N, c.K, x.data() + m0 * c.K, M, bias.data(), yd.data(),
-                                                mode) == SIZE_MAX, "finite");
-                        for (size_t i = 0; i < M * c.N; ++i)
-                            QKT_CHECK(fbits(yd[i]) == fbits(want[m0 * c.N + i]), "%s driver mode=%d threads=%zu M=%zu m0=%zu: y[%zu]",
-                                      ctx.k->name, int(mode), t, M, m0, i);
-                    }
+                    std::vector<float> yd(M * c.N, 0.0f);
+                    QKT_CHECK(qk::gemm_w4a8(*ctx.k, w.view(), c.N, c.K, x.data() + m0 * c.K, M, bias.data(), yd.data()) ==
+                                  SIZE_MAX, "finite");
+                    for (size_t i = 0; i < M * c.N; ++i)
+                        QKT_CHECK(fbits(yd[i]) == fbits(yall[m0 * c.N + i]), "%s driver threads=%zu M=%zu m0=%zu: y[%zu]",
+                                  ctx.k->name, t, M, m0, i);
                 }
             }
         }

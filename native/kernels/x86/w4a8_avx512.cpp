@@ -1,24 +1,25 @@
-// AVX-512 VNNI W4A8 kernel (Kernels::gemm_w4a8; the spec is
-// ref/w4a8_ref.cpp, the layout and the offset formula are on W4A8Args).
+// AVX-512 VNNI W4A8 kernel over the stored row layout (Kernels::gemm_w4a8;
+// the spec is ref/w4a8_ref.cpp, the layout and the offset formula are on
+// W4A8Args). The driver runs it for M < kW4A8RowsMinM (decode); from there
+// w4a8_avx512_rows.cpp takes over. Both give the SAME BITS for every
+// output: this kernel follows the sequence written at the top of
+// w4a8_avx512_rows.cpp (per block, in k order, acc = fma((float) D,
+// s * sx, acc); after the last block of a group, acc = fnma(s z', tg,
+// acc); then + bias), so which of the two runs a row, whatever M, never
+// changes it (batch invariance needs no special mode for W4A8).
 //
-// One step is a 64-byte chunk of a weight row: 128 values, whose low
-// nibbles are the even values and high nibbles the odd ones, exactly the
-// two 64-byte halves of the activation chunk. Per step and weight row:
+// One step is a 64-byte chunk of each of 4 weight rows: 128 values, whose
+// low nibbles are the even values and high nibbles the odd ones, exactly the
+// two 64-byte halves of the activation chunk. Per row of X:
 //   v = bytes ^ 0x88 (symmetric: nibble ^ 8 = q + 8 in 0..15, unsigned)
-//   lo = v & 0x0F, hi = (v >> 4) & 0x0F
-//   d = vpdpbusd(vpdpbusd(0, lo, x_even), hi, x_odd)
-// so int32 lane l holds the exact sum over values 8 l .. 8 l + 7 of the
-// chunk (4 of each half), inside one activation block and one weight group
-// (G % 32 == 0). Then acc += (float)d * (s_lanes * sxl), and at the end of
-// the row the offset (q + 8 or u against the zero point) is taken out with
-// the per-group activation sums tg. About 10 vector uops per 64 bytes of
-// weights and activation row: the weight stream, not the arithmetic, is the
-// limit for one row of X (decode).
-//
-// Tiles: R = 4 weight rows (1 for the last few) x MC <= 4 activation rows,
-// with the weight stream prefetched linearly two tiles ahead into L2 (one
-// stream per tile instead of R interleaved ones; see gemm_avx512.cpp).
-// Group sizes other than 32, 64 and multiples of 128 take the ref path.
+//   d_r = vpdpbusd(vpdpbusd(0, v & 0x0F, x_even), (v >> 4) & 0x0F, x_odd)
+// so int32 lane l of d_r holds 8 values of block l / 4 of row r. Two rounds
+// of unpack-and-add turn d_0..d_3 into one vector whose 128-bit lane q holds
+// the exact block sums D of block 4 c + q for the 4 rows; it is converted
+// and scaled (s * sx, lanes (q, r), one multiply) at once, and the 4 blocks
+// are added to the 4 rows' accumulators (one xmm) in k order. Tiles are 16
+// weight rows (4 such quads, whose chains of adds overlap), the next tile
+// prefetched linearly into L2.
 #include "gcc_avx512_warnings.h"
 
 #include <immintrin.h>
@@ -27,144 +28,166 @@
 #include <cstdint>
 
 #include "../isa.h"
-#include "avx512_reduce.h"
 
 namespace qk {
 namespace avx512 {
 
 namespace {
 
-// How the group scales map onto the 16 lanes of a chunk.
+// How the group scales map onto the blocks of a chunk.
 enum class GKind { g32, g64, g128 };
 
-// s[n, g] for every lane of chunk c of a row (lane l: values 128 c + 8 l ..).
-// nvalid: the values of the chunk inside K (a multiple of 32).
+// Lanes (q, r) (index 4 q + r) of a zmm from 4 rows of per-group values
+// (row r at p[r], values [i0, i0 + cnt)): value p[r][g(4 c + q)], with
+// g(b) = b (g32), b / 2 (g64) or the chunk's single group (g128; cnt = 1).
+// Rows past nr and blocks past the row's end give 0.
+inline __m128 load4(const float* p, __mmask8 mk) { return _mm_maskz_loadu_ps(mk, p); }
+inline __m128 load4(const uint16_t* p, __mmask8 mk) { return _mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, p)); }
+inline __m128 load4(const uint8_t* p, __mmask8 mk) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p))); }
+
+template <GKind GK, typename T>
+inline __m512 chunk_lanes(const T* const (&p)[4], size_t nr, size_t i0, size_t cnt) {
+    const __mmask8 mk = __mmask8((1u << cnt) - 1);
+    __m512 v = _mm512_setzero_ps();  // 128-bit lane r = row r's values
+    if (nr > 0) v = _mm512_insertf32x4(v, load4(p[0] + i0, mk), 0);
+    if (nr > 1) v = _mm512_insertf32x4(v, load4(p[1] + i0, mk), 1);
+    if (nr > 2) v = _mm512_insertf32x4(v, load4(p[2] + i0, mk), 2);
+    if (nr > 3) v = _mm512_insertf32x4(v, load4(p[3] + i0, mk), 3);
+    // lane 4 q + r <- 4 r + j(q), j = q (g32), q / 2 (g64), 0 (g128)
+    __m512i idx;
+    if (GK == GKind::g32) idx = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    else if (GK == GKind::g64) idx = _mm512_set_epi32(13, 9, 5, 1, 13, 9, 5, 1, 12, 8, 4, 0, 12, 8, 4, 0);
+    else idx = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
+    return _mm512_permutexvar_ps(idx, v);
+}
+
+// 128-bit lane Q of v.
+template <int Q>
+inline __m128 lane(__m512 v) {
+    return Q == 0 ? _mm512_castps512_ps128(v) : _mm512_extractf32x4_ps(v, Q);
+}
+
+// The activation sums tg of the groups that end at the blocks of chunk c,
+// in lanes (q, r): tg[m, g] in the 4 lanes of block 4 c + q when that block
+// is the last of group g, else 0 (whose fnma, -(s z' * 0) + acc, is
+// exactly acc). g128: `end` says whether block 4 c + 3 ends group g.
 template <GKind GK>
-inline __m512 scale_lanes(const float* s, size_t c, size_t G, size_t nvalid) {
+inline __m512 chunk_tg(const float* tg, size_t c, size_t nq, size_t g, bool end) {
     if (GK == GKind::g32) {
         const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        const __mmask8 mk = __mmask8((1u << (nvalid / 32)) - 1);
-        return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_maskz_loadu_ps(mk, s + 4 * c)));
+        return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_maskz_loadu_ps(__mmask8((1u << nq) - 1), tg + 4 * c)));
     } else if (GK == GKind::g64) {
-        const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        const __mmask8 mk = __mmask8((1u << (nvalid / 64)) - 1);
-        return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_maskz_loadu_ps(mk, s + 2 * c)));
+        const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512 t = _mm512_castps128_ps512(_mm_maskz_loadu_ps(__mmask8((1u << (nq / 2)) - 1), tg + 2 * c));
+        return _mm512_maskz_permutexvar_ps(__mmask16(0xF0F0), idx, t);  // blocks 1 and 3
     } else {
-        return _mm512_set1_ps(s[128 * c / G]);
+        return end ? _mm512_maskz_mov_ps(__mmask16(0xF000), _mm512_set1_ps(tg[g])) : _mm512_setzero_ps();
     }
 }
 
-// The same from f16 scales (WeightView::scales16), widened exactly in
-// registers: the lanes hold the very floats the f32 form would load.
-template <GKind GK>
-inline __m512 scale_lanes(const uint16_t* s, size_t c, size_t G, size_t nvalid) {
-    if (GK == GKind::g32) {
-        const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        const __mmask8 mk = __mmask8((1u << (nvalid / 32)) - 1);
-        return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, s + 4 * c))));
-    } else if (GK == GKind::g64) {
-        const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        const __mmask8 mk = __mmask8((1u << (nvalid / 64)) - 1);
-        return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(_mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, s + 2 * c))));
-    } else {
-        return _mm512_set1_ps(_cvtsh_ss(s[128 * c / G]));
-    }
-}
-
-// 16 scales from index g (mask mk) as floats.
-inline __m512 load_scales16(const float* s, __mmask16 mk) { return _mm512_maskz_loadu_ps(mk, s); }
-inline __m512 load_scales16(const uint16_t* s, __mmask16 mk) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, s)); }
-
-// Linear L2 prefetch of the tile two tiles ahead: its R rows of codes are one
-// contiguous block (R lines per step, as many as the step consumes), and so
-// are its R rows of group scales (R * 512 / G bytes per step).
-template <int R, typename S>
-struct Prefetcher {
-    const char* w;
-    const char* s;
-    size_t G;
-    Prefetcher(const void* next_codes, const S* next_scales, size_t group)
-        : w(static_cast<const char*>(next_codes)), s(reinterpret_cast<const char*>(next_scales)), G(group) {}
-    inline void step(size_t c) {
-        for (int r = 0; r < R; ++r) _mm_prefetch(w + 64 * r, _MM_HINT_T1);
-        w += 64 * R;
-        _mm_prefetch(s + sizeof(S) * (c * R * 128 / G), _MM_HINT_T1);
-    }
-};
-
-// R weight rows x MC activation rows; ASYM: unsigned nibbles with zero
-// points; S: the scales' storage (float, or uint16_t f16 bits).
-template <GKind GK, bool ASYM, int R, int MC, typename S>
-void tile(const W4A8Args& a, size_t m0, size_t n) {
-    const size_t K = a.K, G = a.w.group, ng = K / G, gs = scale_stride(a.w, K);  // groups here, scale row stride
-    const size_t full = K / 128, rem = K % 128;
+// Weight rows [n, n + nr) (nr <= 4 NQ: NQ quads of 4 rows, NQ = 4 but at
+// the end of a task) x MC rows of X from m0; ASYM: unsigned nibbles with
+// zero points; S: the scales' storage (float, or uint16_t f16). Lane (q, r)
+// of a quad's accumulator is chain q of row r (the header's sequence: block
+// 4 c + q goes to chain q). NQ is a constant so that the accumulators stay
+// in registers.
+template <GKind GK, bool ASYM, int MC, int NQ, typename S>
+void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
+    const size_t K = a.K, G = a.w.group, gs = scale_stride(a.w, K);  // scale row stride
+    const size_t nb = K / 32, chunks = (K + 127) / 128, rb = a.w.row_bytes;
+    const size_t cpg = G >= 128 ? G / 128 : 1;  // g128: chunks per group
     const S* scales;
     if constexpr (sizeof(S) == 2) scales = a.w.scales16;
     else scales = a.w.scales;
-    const uint8_t* w[R];
-    const S* s[R];
-    for (int r = 0; r < R; ++r) {
-        w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-        s[r] = scales + (n + r) * gs;
+    const uint8_t* w[4 * NQ];
+    const S* s[4 * NQ];
+    const uint8_t* z[4 * NQ];
+    for (size_t r = 0; r < 4 * NQ; ++r) {
+        const size_t row = n + (r < nr ? r : 0);
+        w[r] = static_cast<const uint8_t*>(a.w.data) + row * rb;
+        s[r] = scales + row * gs;
+        z[r] = ASYM ? static_cast<const uint8_t*>(a.w.zps) + row * gs : nullptr;
     }
     const int8_t* xc[MC];
     const float* sxl[MC];
+    const float* tg[MC];
     for (int i = 0; i < MC; ++i) {
         xc[i] = a.xc + (m0 + i) * a.ldx;
         sxl[i] = a.sxl + (m0 + i) * a.ldsxl;
+        tg[i] = a.tg + (m0 + i) * a.ldtg;
     }
-    __m512 acc[R][MC];
-    for (int r = 0; r < R; ++r)
-        for (int i = 0; i < MC; ++i) acc[r][i] = _mm512_setzero_ps();
+    __m512 acc[NQ][MC];
+    for (int u = 0; u < NQ; ++u)
+        for (int i = 0; i < MC; ++i) acc[u][i] = _mm512_setzero_ps();
     const __m512i flip = _mm512_set1_epi8(ASYM ? 0 : char(0x88));
     const __m512i low = _mm512_set1_epi8(0x0F);
-    Prefetcher<R, S> pf(w[0] + 2 * R * a.w.row_bytes, s[0] + 2 * R * gs, G);
+    // The next 16 rows (one contiguous block) are prefetched into L2 as this
+    // tile is read, 16 lines per chunk: one linear stream for the hardware.
+    // Their scales likewise (another contiguous block, spread over the chunks).
+    const size_t next_rows = n + 16 < a.N ? (a.N - n - 16 < 16 ? a.N - n - 16 : 16) : 0;
+    const char* next = static_cast<const char*>(a.w.data) + (n + 16) * rb;
+    const size_t next_bytes = next_rows * rb;
+    const char* next_s = reinterpret_cast<const char*>(scales + (n + 16) * gs);
+    const size_t next_s_bytes = next_rows * gs * sizeof(S), s_step = (next_s_bytes / chunks + 63) / 64 * 64;
 
-    // The last chunk may hold 32, 64 or 96 values: masked weight bytes; the
-    // activation chunk is zero-padded and its lane scales are 0.
-    const size_t chunks = full + (rem ? 1 : 0);
+    size_t g128 = 0, left128 = cpg;  // g128: the chunk's group, and its chunks left
     for (size_t c = 0; c < chunks; ++c) {
-        const bool tail = c == full;
-        const __mmask64 bytes = tail ? (__mmask64(1) << (rem / 2)) - 1 : ~__mmask64(0);
-        const size_t nvalid = tail ? rem : 128;
-        if (R == 4) pf.step(c);
-        for (int r = 0; r < R; ++r) {
-            __m512i v = _mm512_maskz_loadu_epi8(bytes, w[r] + 64 * c);
-            if (!ASYM) v = _mm512_xor_si512(v, flip);
-            const __m512i lo = _mm512_and_si512(v, low);
-            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-            const __m512 sw = scale_lanes<GK>(s[r], c, G, nvalid);
+        const size_t nq = nb - 4 * c < 4 ? nb - 4 * c : 4;  // blocks in this chunk
+        const __mmask64 bytes = nq == 4 ? ~__mmask64(0) : (__mmask64(1) << (16 * nq)) - 1;
+        for (size_t l = 16 * c; l < 16 * c + 16 && 64 * l < next_bytes; ++l) _mm_prefetch(next + 64 * l, _MM_HINT_T1);
+        for (size_t o = s_step * c; o < s_step * (c + 1) && o < next_s_bytes; o += 64) _mm_prefetch(next_s + o, _MM_HINT_T1);
+        size_t i0, cnt;  // this chunk's groups: [i0, i0 + cnt)
+        if (GK == GKind::g32) i0 = 4 * c, cnt = nq;
+        else if (GK == GKind::g64) i0 = 2 * c, cnt = (nq + 1) / 2;
+        else i0 = g128, cnt = 1;
+        // g128: whether block 4 c + 3 ends a group (g32: every block; g64: odd ones)
+        bool end3 = true;
+        if (GK == GKind::g128 && (end3 = --left128 == 0)) left128 = cpg;
+        const __mmask16 valid = __mmask16((1u << (4 * nq)) - 1);  // the lanes of real blocks
+        __m512 tgl[MC];
+        for (int i = 0; i < MC; ++i) tgl[i] = chunk_tg<GK>(tg[i], c, nq, g128, end3);
+#pragma GCC unroll 4
+        for (int u = 0; u < NQ; ++u) {
+            const size_t r4 = nr - 4 * u < 4 ? nr - 4 * u : 4;  // this quad's rows (>= 1)
+            const S* const(&sq)[4] = *reinterpret_cast<const S* const(*)[4]>(s + 4 * u);
+            const uint8_t* const(&zq)[4] = *reinterpret_cast<const uint8_t* const(*)[4]>(z + 4 * u);
+            __m512i lo[4], hi[4];
+            for (size_t r = 0; r < 4; ++r) {
+                __m512i v = r < r4 ? _mm512_maskz_loadu_epi8(bytes, w[4 * u + r] + 64 * c) : _mm512_setzero_si512();
+                if (!ASYM) v = _mm512_xor_si512(v, flip);
+                lo[r] = _mm512_and_si512(v, low);
+                hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            }
+            // s and s z' in lanes (q, r) for this chunk's blocks
+            const __m512 sw = chunk_lanes<GK>(sq, r4, i0, cnt);
+            const __m512 sz = _mm512_mul_ps(sw, ASYM ? chunk_lanes<GK>(zq, r4, i0, cnt) : _mm512_set1_ps(8.0f));
             for (int i = 0; i < MC; ++i) {
-                __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xc[i] + 128 * c));
-                d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(xc[i] + 128 * c + 64));
-                const __m512 f = _mm512_mul_ps(sw, _mm512_loadu_ps(sxl[i] + 16 * c));
-                acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), f, acc[r][i]);
+                const __m512i xe = _mm512_loadu_si512(xc[i] + 128 * c), xo = _mm512_loadu_si512(xc[i] + 128 * c + 64);
+                __m512i d[4];
+                for (size_t r = 0; r < 4; ++r)
+                    d[r] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], xe), hi[r], xo);
+                // 128-bit lane q: [D(row 0), D(row 1), D(row 2), D(row 3)] of block 4 c + q (exact)
+                const __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
+                const __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
+                const __m512i D = _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+                const __m512 P = _mm512_cvtepi32_ps(D);
+                // s * sx (sxl lane 4 q + r = sx of block 4 c + q)
+                const __m512 F = _mm512_mul_ps(sw, _mm512_loadu_ps(sxl[i] + 16 * c));
+                // chain q of each row: block 4 c + q, then its group's offset if it ends one
+                acc[u][i] = _mm512_mask3_fmadd_ps(P, F, acc[u][i], valid);
+                acc[u][i] = _mm512_mask3_fnmadd_ps(sz, tgl[i], acc[u][i], valid);
             }
         }
+        if (GK == GKind::g128 && end3) ++g128;
     }
-
-    // Offset: sum_g s[n, g] z'[n, g] tg[m, g], 16 groups at a time.
-    for (size_t g = 0; g < ng; g += 16) {
-        const __mmask16 mk = ng - g >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ng - g)) - 1);
-        __m512 tg[MC];
-        for (int i = 0; i < MC; ++i) tg[i] = _mm512_maskz_loadu_ps(mk, a.tg + (m0 + i) * a.ldtg + g);
-        for (int r = 0; r < R; ++r) {
-            __m512 sz = load_scales16(s[r] + g, mk);
-            if (ASYM) {
-                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * gs + g;
-                sz = _mm512_mul_ps(sz, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, z))));
-            } else {
-                sz = _mm512_mul_ps(sz, _mm512_set1_ps(8.0f));
-            }
-            for (int i = 0; i < MC; ++i) acc[r][i] = _mm512_fnmadd_ps(sz, tg[i], acc[r][i]);
-        }
-    }
-    for (int i = 0; i < MC; ++i) {
-        float* y = a.y + (m0 + i) * a.ldy + n;
-        for (int r = 0; r < R; ++r) {
-            float v = hsum(acc[r][i]);
-            if (a.bias) v = v + a.bias[n + r];
-            y[r] = v;
+    for (int u = 0; u < NQ; ++u) {
+        const size_t r4 = nr - 4 * u < 4 ? nr - 4 * u : 4;
+        const __mmask8 mk = __mmask8((1u << r4) - 1);
+        const __m128 bias = a.bias ? _mm_maskz_loadu_ps(mk, a.bias + n + 4 * u) : _mm_setzero_ps();
+        for (int i = 0; i < MC; ++i) {
+            const __m512 v = acc[u][i];  // y[r] = (chain 0 + chain 1) + (chain 2 + chain 3)
+            const __m128 sum = _mm_add_ps(_mm_add_ps(lane<0>(v), lane<1>(v)), _mm_add_ps(lane<2>(v), lane<3>(v)));
+            _mm_mask_storeu_ps(a.y + (m0 + i) * a.ldy + n + 4 * u, mk, a.bias ? _mm_add_ps(sum, bias) : sum);
         }
     }
 }
@@ -172,8 +195,8 @@ void tile(const W4A8Args& a, size_t m0, size_t n) {
 template <GKind GK, bool ASYM, int MC, typename S>
 void rows(const W4A8Args& a, size_t m0, size_t n0, size_t n1) {
     size_t n = n0;
-    for (; n + 4 <= n1; n += 4) tile<GK, ASYM, 4, MC, S>(a, m0, n);
-    for (; n < n1; ++n) tile<GK, ASYM, 1, MC, S>(a, m0, n);
+    for (; n + 16 <= n1; n += 16) tile<GK, ASYM, MC, 4, S>(a, m0, n, 16);
+    for (; n < n1; n += 4) tile<GK, ASYM, MC, 1, S>(a, m0, n, n1 - n < 4 ? n1 - n : 4);
 }
 
 template <GKind GK, bool ASYM, typename S>

@@ -2,13 +2,13 @@
 // (Kernels::gemm_w4a8_rows; same contract and spec as gemm_w4a8, see
 // W4A8Args in kernels.h and ref/w4a8_ref.cpp).
 //
-// Why a second kernel: w4a8_avx512.cpp keeps one weight row per zmm, so an
-// int32 lane sums only 8 values and every 2 vpdpbusd need a float rescale
-// (cvt, mul, fma): about half its instructions are float bookkeeping, and it
-// runs at ~75 GMAC/s on one Zen 4 core whatever M is. Here lane j belongs to
-// weight row n + j, so one lane sums a whole activation block (32 values,
-// 8 vpdpbusd) before the rescale, and the activations come in as 4-byte
-// broadcasts (a memory operand of vpdpbusd, no shuffles).
+// Why a second kernel: w4a8_avx512.cpp reads the stored row layout, one
+// weight row per zmm, so an int32 lane sums only 8 values and every row of
+// X needs shuffles to gather block sums: it runs at ~75 GMAC/s on one Zen 4
+// core whatever M is. Here lane j belongs to weight row n + j, so one lane
+// sums a whole activation block (32 values, 8 vpdpbusd) before the
+// rescale, and the activations come in as 4-byte broadcasts. The price is
+// the interleave below, which does not pay for itself at M = 1 to 4.
 //
 // That needs the codes of 16 rows interleaved by 4 bytes. They are
 // transposed per call into a per-thread panel (16 rows x K/2 bytes, 32 KB at
@@ -23,15 +23,17 @@
 // Per output (row m of X, weight row n), in this order and nothing else, so
 // the result does not depend on M, on the rows of X computed together, on
 // the rows of W sharing a panel, or on how [0, N) is split into tasks:
-//   acc = 0
-//   for each group g, for each block b of g (in k order):
+//   acc[0..3] = 0  (four chains: block b goes to chain b % 4)
+//   for each block b in k order (group g = b / (G / 32)):
 //     D = exact int32 sum over b of u'[n, k] * xq[m, k]
-//     acc = fma((float) D, s[n, g] * sx[m, b], acc)
-//   and after the blocks of g: acc = fnma(s[n, g] * z'[n, g], tg[m, g], acc)
-//   y = acc (+ bias[n])
+//     acc[b % 4] = fma((float) D, s[n, g] * sx[m, b], acc[b % 4])
+//     if b is the last block of g:
+//       acc[b % 4] = fnma(s[n, g] * z'[n, g], tg[m, g], acc[b % 4])
+//   y = (acc[0] + acc[1]) + (acc[2] + acc[3]) (+ bias[n])
 // with u' and z' as on W4A8Args (nibble ^ 8 and 8, or u and z). This is the
-// ref's segment sum to float rounding, as every SIMD kernel is, and the
-// same bits at every M (the driver's row-invariant mode relies on that).
+// ref's segment sum to float rounding, as every SIMD kernel is; and
+// w4a8_avx512.cpp (M < kW4A8RowsMinM) follows the same sequence, so the
+// two give the same bits and a row's result never depends on M.
 #include "gcc_avx512_warnings.h"
 
 #include <immintrin.h>
@@ -130,7 +132,7 @@ struct Outputs {
     const int8_t* xc[MC];
     const float* sx[MC];
     const float* tg[MC];
-    __m512 acc[MC];
+    __m512 acc[MC][4];  // chain Q: the blocks b with b % 4 == Q
 
     Outputs(const W4A8Args& args, const float* s, const float* s_z, size_t m0)
         : a(args), sw(s), sz(s_z), bpg(args.w.group / 32), left(bpg),
@@ -139,11 +141,21 @@ struct Outputs {
             xc[i] = a.xc + (m0 + i) * a.ldx;
             sx[i] = a.sx + (m0 + i) * a.ldsx;
             tg[i] = a.tg + (m0 + i) * a.ldtg;
-            acc[i] = _mm512_setzero_ps();
+            for (int q = 0; q < 4; ++q) acc[i][q] = _mm512_setzero_ps();
         }
     }
 
-    // Block b (the next one in k order) from its codes v[0..3] (pieces t).
+    // The blocks of chunk c (nq of them, 4 but at the end of K) from its
+    // codes v[16] (block 4 c + q: v[4 q .. 4 q + 3]).
+    inline void chunk(const __m512i* v, size_t c, size_t nq) {
+        block<0>(v, 4 * c);
+        if (nq > 1) block<1>(v + 4, 4 * c + 1);
+        if (nq > 2) block<2>(v + 8, 4 * c + 2);
+        if (nq > 3) block<3>(v + 12, 4 * c + 3);
+    }
+
+    // Block b = 4 c + Q (the next one in k order) from its codes v[0..3] (pieces t).
+    template <int Q>
     inline void block(const __m512i* v, size_t b) {
         const __m512i low = _mm512_set1_epi8(0x0F);
         // With 1-2 rows of X the 8 vpdpbusd of a block would be one
@@ -170,10 +182,10 @@ struct Outputs {
             for (int i = 0; i < MC; ++i) d[0][i] = _mm512_add_epi32(d[0][i], d[1][i]);
         const __m512 swg = _mm512_load_ps(sw + 16 * g);
         for (int i = 0; i < MC; ++i)
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[0][i]), _mm512_mul_ps(swg, _mm512_set1_ps(sx[i][b])), acc[i]);
+            acc[i][Q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[0][i]), _mm512_mul_ps(swg, _mm512_set1_ps(sx[i][b])), acc[i][Q]);
         if (--left == 0) {  // the last block of group g: its offset
             const __m512 szg = _mm512_load_ps(sz + 16 * g);
-            for (int i = 0; i < MC; ++i) acc[i] = _mm512_fnmadd_ps(szg, _mm512_set1_ps(tg[i][g]), acc[i]);
+            for (int i = 0; i < MC; ++i) acc[i][Q] = _mm512_fnmadd_ps(szg, _mm512_set1_ps(tg[i][g]), acc[i][Q]);
             ++g;
             left = bpg;
         }
@@ -183,7 +195,8 @@ struct Outputs {
         const __mmask16 mk = nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nr) - 1);
         const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(mk, a.bias + n) : _mm512_setzero_ps();
         for (int i = 0; i < MC; ++i) {
-            const __m512 v = a.bias ? _mm512_add_ps(acc[i], bias) : acc[i];
+            const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]), _mm512_add_ps(acc[i][2], acc[i][3]));
+            const __m512 v = a.bias ? _mm512_add_ps(sum, bias) : sum;
             _mm512_mask_storeu_ps(a.y + (m0 + i) * a.ldy + n, mk, v);
         }
     }
@@ -194,36 +207,23 @@ template <int MC>
 void rows_panel(const W4A8Args& a, const __m512i* panel, const float* sw, const float* sz, size_t m0, size_t n,
                 size_t nr) {
     Outputs<MC> o(a, sw, sz, m0);
-    for (size_t b = 0; b < a.K / 32; ++b) o.block(panel + 4 * b, b);
-    o.store(m0, n, nr);
-}
-
-// All M <= 4 rows of X in one pass: the interleaved chunk goes straight
-// from registers into the products (no panel stored and read back).
-template <int MC>
-void rows_direct(const W4A8Args& a, const float* sw, const float* sz, size_t n, size_t nr) {
-    Outputs<MC> o(a, sw, sz, 0);
     const size_t nb = a.K / 32;
-    for (size_t c = 0; c < (a.K + 127) / 128; ++c) {
-        __m512i r[16];
-        load_chunk(a, n, nr, c, r);
-        for (size_t q = 0; q < 4 && 4 * c + q < nb; ++q) o.block(r + 4 * q, 4 * c + q);
-    }
-    o.store(0, n, nr);
+    for (size_t c = 0; c < (a.K + 127) / 128; ++c) o.chunk(panel + 16 * c, c, nb - 4 * c < 4 ? nb - 4 * c : 4);
+    o.store(m0, n, nr);
 }
 
 struct alignas(64) Line {
     uint8_t b[64];
 };
 
-constexpr int kMC = 8;  // rows of X per pass: 2 x 8 accumulators + 2 code vectors in registers
+constexpr int kMC = 4;  // rows of X per pass: 4 x 4 accumulators, 4 block sums, 2 code vectors in registers
 
 template <typename S>
 void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
     const size_t K = a.K, ng = K / a.w.group, gs = scale_stride(a.w, K), chunks = (K + 127) / 128;
     // Per-thread scratch of 64-byte lines, reused across calls (grows to the
     // largest K seen): 16 s and 16 s z' per group, then the panel.
-    const size_t lines = 2 * ng + (a.M > 4 ? 16 * chunks : 0);
+    const size_t lines = 2 * ng + 16 * chunks;
     thread_local std::vector<Line> scratch;
     if (scratch.size() < lines) scratch.resize(lines);
     float* sw = reinterpret_cast<float*>(scratch.data());
@@ -232,21 +232,10 @@ void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
     for (size_t n = n0; n < n1; n += 16) {
         const size_t nr = n1 - n < 16 ? n1 - n : 16;
         fill_scales(a, scales, n, nr, ng, gs, sw, sz);
-        switch (a.M) {
-            case 1: rows_direct<1>(a, sw, sz, n, nr); continue;
-            case 2: rows_direct<2>(a, sw, sz, n, nr); continue;
-            case 3: rows_direct<3>(a, sw, sz, n, nr); continue;
-            case 4: rows_direct<4>(a, sw, sz, n, nr); continue;
-            default: break;
-        }
         fill_panel(a, n, nr, panel);
         size_t m = 0;
         for (; m + kMC <= a.M; m += kMC) rows_panel<kMC>(a, panel, sw, sz, m, n, nr);
         switch (a.M - m) {
-            case 7: rows_panel<7>(a, panel, sw, sz, m, n, nr); break;
-            case 6: rows_panel<6>(a, panel, sw, sz, m, n, nr); break;
-            case 5: rows_panel<5>(a, panel, sw, sz, m, n, nr); break;
-            case 4: rows_panel<4>(a, panel, sw, sz, m, n, nr); break;
             case 3: rows_panel<3>(a, panel, sw, sz, m, n, nr); break;
             case 2: rows_panel<2>(a, panel, sw, sz, m, n, nr); break;
             case 1: rows_panel<1>(a, panel, sw, sz, m, n, nr); break;
@@ -259,9 +248,10 @@ void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
 
 void gemm_w4a8_rows(const W4A8Args& a, size_t n0, size_t n1) {
     const size_t G = a.w.group;
-    // Any whole groups of a multiple of 32 (no activation block straddles a
-    // group); a shorter last group, or G = 48, take the reference.
-    if (a.K % G != 0 || G % 32 != 0) ref::gemm_w4a8(a, n0, n1);
+    // The cases of gemm_w4a8 (w4a8_avx512.cpp), so that the two give the
+    // same bits for every group size; a shorter last group, or G = 48 or 96,
+    // take the reference in both.
+    if (a.K % G != 0 || !(G == 32 || G == 64 || G % 128 == 0)) ref::gemm_w4a8(a, n0, n1);
     else if (a.w.scales16) run(a, a.w.scales16, n0, n1);
     else run(a, a.w.scales, n0, n1);
 }

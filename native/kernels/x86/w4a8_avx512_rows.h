@@ -11,9 +11,9 @@
 namespace qk {
 namespace avx512 {
 
-// From this many rows of X the rows kernel beats gemm_w4a8 (one weight row
-// per zmm), which stays the M = 1 GEMV; bench/ measured the switch.
-constexpr size_t kW4A8RowsMinM = 4;
+// From this many rows of X the rows kernel beats gemm_w4a8 (the stored row
+// layout), which keeps M = 1 to 4; bench/ measured the switch (AMD Zen 4).
+constexpr size_t kW4A8RowsMinM = 5;
 
 void gemm_w4a8_rows(const W4A8Args& a, size_t n0, size_t n1);
 
