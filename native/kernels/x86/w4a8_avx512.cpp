@@ -48,11 +48,18 @@ inline __m128 load4(const uint8_t* p, __mmask8 mk) { return _mm_cvtepi32_ps(_mm_
 template <GKind GK, typename T>
 inline __m512 chunk_lanes(const T* const (&p)[4], size_t nr, size_t i0, size_t cnt) {
     const __mmask8 mk = __mmask8((1u << cnt) - 1);
-    __m512 v = _mm512_setzero_ps();  // 128-bit lane r = row r's values
-    if (nr > 0) v = _mm512_insertf32x4(v, load4(p[0] + i0, mk), 0);
-    if (nr > 1) v = _mm512_insertf32x4(v, load4(p[1] + i0, mk), 1);
-    if (nr > 2) v = _mm512_insertf32x4(v, load4(p[2] + i0, mk), 2);
-    if (nr > 3) v = _mm512_insertf32x4(v, load4(p[3] + i0, mk), 3);
+    __m512 v;  // 128-bit lane r = row r's values
+    if (nr == 4) {
+        v = _mm512_castps128_ps512(load4(p[0] + i0, mk));
+        v = _mm512_insertf32x4(v, load4(p[1] + i0, mk), 1);
+        v = _mm512_insertf32x4(v, load4(p[2] + i0, mk), 2);
+        v = _mm512_insertf32x4(v, load4(p[3] + i0, mk), 3);
+    } else {
+        v = _mm512_setzero_ps();
+        if (nr > 0) v = _mm512_insertf32x4(v, load4(p[0] + i0, mk), 0);
+        if (nr > 1) v = _mm512_insertf32x4(v, load4(p[1] + i0, mk), 1);
+        if (nr > 2) v = _mm512_insertf32x4(v, load4(p[2] + i0, mk), 2);
+    }
     // lane 4 q + r <- 4 r + j(q), j = q (g32), q / 2 (g64), 0 (g128)
     __m512i idx;
     if (GK == GKind::g32) idx = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
@@ -153,10 +160,10 @@ void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
             const uint8_t* const(&zq)[4] = *reinterpret_cast<const uint8_t* const(*)[4]>(z + 4 * u);
             __m512i lo[4], hi[4];
             for (size_t r = 0; r < 4; ++r) {
-                __m512i v = r < r4 ? _mm512_maskz_loadu_epi8(bytes, w[4 * u + r] + 64 * c) : _mm512_setzero_si512();
-                if (!ASYM) v = _mm512_xor_si512(v, flip);
-                lo[r] = _mm512_and_si512(v, low);
-                hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+                const __m512i v = r < r4 ? _mm512_maskz_loadu_epi8(bytes, w[4 * u + r] + 64 * c) : _mm512_setzero_si512();
+                // (v ^ flip) & 0x0F in one ternary-logic op (0x28: (A ^ B) & C)
+                lo[r] = _mm512_ternarylogic_epi32(v, flip, low, 0x28);
+                hi[r] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 4), flip, low, 0x28);
             }
             // s and s z' in lanes (q, r) for this chunk's blocks
             const __m512 sw = chunk_lanes<GK>(sq, r4, i0, cnt);
