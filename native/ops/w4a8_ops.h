@@ -6,7 +6,8 @@
 // accuracy_level 4: the products are exact int32 sums per (weight group x
 // activation block) segment, rescaled in float. See W4A8Args (kernels.h)
 // for the exact formula. Work is split over blocks of N; the result does not
-// depend on the thread count. Compiled without ISA flags.
+// depend on the thread count, nor (batch invariance) on M or the other rows.
+// Compiled without ISA flags.
 #pragma once
 
 #include <cstddef>
