@@ -3,10 +3,11 @@
 // W4A8Args). The driver runs it for M < kW4A8RowsMinM (decode); from there
 // w4a8_avx512_rows.cpp takes over. Both give the SAME BITS for every
 // output: this kernel follows the sequence written at the top of
-// w4a8_avx512_rows.cpp (per block, in k order, acc = fma((float) D,
-// s * sx, acc); after the last block of a group, acc = fnma(s z', tg,
-// acc); then + bias), so which of the two runs a row, whatever M, never
-// changes it (batch invariance needs no special mode for W4A8).
+// w4a8_avx512_rows.cpp (block b, in k order, into chain b % 4 as
+// fma((float) D, s * sx, chain), a group's offset fnma(s z', tg, chain)
+// right after its last block; y = (c0 + c1) + (c2 + c3) + bias), so which
+// of the two runs a row, whatever M, never changes it (batch invariance
+// needs no special mode for W4A8).
 //
 // One step is a 64-byte chunk of each of 4 weight rows: 128 values, whose
 // low nibbles are the even values and high nibbles the odd ones, exactly the
@@ -15,11 +16,11 @@
 //   d_r = vpdpbusd(vpdpbusd(0, v & 0x0F, x_even), (v >> 4) & 0x0F, x_odd)
 // so int32 lane l of d_r holds 8 values of block l / 4 of row r. Two rounds
 // of unpack-and-add turn d_0..d_3 into one vector whose 128-bit lane q holds
-// the exact block sums D of block 4 c + q for the 4 rows; it is converted
-// and scaled (s * sx, lanes (q, r), one multiply) at once, and the 4 blocks
-// are added to the 4 rows' accumulators (one xmm) in k order. Tiles are 16
-// weight rows (4 such quads, whose chains of adds overlap), the next tile
-// prefetched linearly into L2.
+// the exact block sums D of block 4 c + q for the 4 rows: lane (q, r) is
+// chain q of row r, so one conversion, one multiply (s * sx), one fma and
+// one fnma (the offset, 0 where no group ends) per chunk serve 4 blocks of
+// 4 rows. Tiles are 16 weight rows (4 quads), the next 16 prefetched
+// linearly into L2 as the tile is read.
 #include "gcc_avx512_warnings.h"
 
 #include <immintrin.h>
@@ -40,13 +41,13 @@ enum class GKind { g32, g64, g128 };
 // Lanes (q, r) (index 4 q + r) of a zmm from 4 rows of per-group values
 // (row r at p[r], values [i0, i0 + cnt)): value p[r][g(4 c + q)], with
 // g(b) = b (g32), b / 2 (g64) or the chunk's single group (g128; cnt = 1).
-// Rows past nr and blocks past the row's end give 0.
+// Rows r >= nr and blocks past the row's end give 0.
 inline __m128 load4(const float* p, __mmask8 mk) { return _mm_maskz_loadu_ps(mk, p); }
 inline __m128 load4(const uint16_t* p, __mmask8 mk) { return _mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, p)); }
 inline __m128 load4(const uint8_t* p, __mmask8 mk) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p))); }
 
 template <GKind GK, typename T>
-inline __m512 chunk_lanes(const T* const (&p)[4], size_t nr, size_t i0, size_t cnt) {
+inline __m512 chunk_lanes(const T* const* p, size_t nr, size_t i0, size_t cnt) {
     const __mmask8 mk = __mmask8((1u << cnt) - 1);
     __m512 v;  // 128-bit lane r = row r's values
     if (nr == 4) {
@@ -156,8 +157,6 @@ void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
 #pragma GCC unroll 4
         for (int u = 0; u < NQ; ++u) {
             const size_t r4 = nr - 4 * u < 4 ? nr - 4 * u : 4;  // this quad's rows (>= 1)
-            const S* const(&sq)[4] = *reinterpret_cast<const S* const(*)[4]>(s + 4 * u);
-            const uint8_t* const(&zq)[4] = *reinterpret_cast<const uint8_t* const(*)[4]>(z + 4 * u);
             __m512i lo[4], hi[4];
             for (size_t r = 0; r < 4; ++r) {
                 const __m512i v = r < r4 ? _mm512_maskz_loadu_epi8(bytes, w[4 * u + r] + 64 * c) : _mm512_setzero_si512();
@@ -166,8 +165,8 @@ void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
                 hi[r] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 4), flip, low, 0x28);
             }
             // s and s z' in lanes (q, r) for this chunk's blocks
-            const __m512 sw = chunk_lanes<GK>(sq, r4, i0, cnt);
-            const __m512 sz = _mm512_mul_ps(sw, ASYM ? chunk_lanes<GK>(zq, r4, i0, cnt) : _mm512_set1_ps(8.0f));
+            const __m512 sw = chunk_lanes<GK>(s + 4 * u, r4, i0, cnt);
+            const __m512 sz = _mm512_mul_ps(sw, ASYM ? chunk_lanes<GK>(z + 4 * u, r4, i0, cnt) : _mm512_set1_ps(8.0f));
             for (int i = 0; i < MC; ++i) {
                 const __m512i xe = _mm512_loadu_si512(xc[i] + 128 * c), xo = _mm512_loadu_si512(xc[i] + 128 * c + 64);
                 __m512i d[4];
