@@ -26,9 +26,13 @@ struct Case {
 };
 
 // (N, K, G): K % G != 0 with G a multiple of 32 (the W4A8 driver splits
-// those) and not (the reference takes them), K < G, and a K tail past a
-// multiple of 128.
-const Case kCases[] = {{5, 172, 32}, {7, 172, 64}, {3, 20, 32}, {9, 100, 48}, {4, 300, 128}, {6, 46, 8}, {65, 270, 256}};
+// those) and not (the reference takes them), K < G, a K tail past a
+// multiple of 128, and last groups of 32 and 64 values, which the W4A8
+// driver runs through the SIMD kernels as a view into the middle of each
+// row (its row stride is the whole row's; the buffers here are exact, so a
+// read past a row's last group of the last row is caught under ASan).
+const Case kCases[] = {{5, 172, 32}, {7, 172, 64}, {3, 20, 32}, {9, 100, 48}, {4, 300, 128}, {6, 46, 8}, {65, 270, 256},
+                       {5, 160, 128}, {9, 192, 128}, {21, 416, 128}};
 
 double rel_err(const std::vector<float>& y, const std::vector<double>& ref) {
     double num = 0, den = 0;

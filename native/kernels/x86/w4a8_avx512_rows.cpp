@@ -59,10 +59,14 @@ namespace {
 // The next 16 rows (one contiguous block of 16 row_bytes) are prefetched
 // into L2 as this tile is read, 16 lines per chunk, so the weights stream
 // as one linear read instead of 16 interleaved ones (which the hardware
-// prefetchers follow badly: it halved the M = 1 speed from DRAM).
+// prefetchers follow badly: without this, one row of X through this kernel
+// ran at half speed from DRAM).
 constexpr size_t kAhead = 16;  // rows
 inline void load_chunk(const W4A8Args& a, size_t n, size_t nr, size_t c, __m512i (&r)[16]) {
-    const size_t rb = a.w.row_bytes, left = rb - 64 * c;  // bytes of each row from this chunk on
+    // Bytes of each row from this chunk on: of the K values, not of the row
+    // stride (a view of a row's last group starts mid-row with the stride of
+    // the whole row; reading up to the stride would run past the buffer).
+    const size_t rb = a.w.row_bytes, left = a.K / 2 - 64 * c;
     const uint8_t* base = static_cast<const uint8_t*>(a.w.data) + n * rb + 64 * c;
     if (n + kAhead < a.N) {
         const char* next = static_cast<const char*>(a.w.data) + (n + kAhead) * rb;
