@@ -191,12 +191,14 @@ constexpr size_t kW8A8MaxK = 133144;  // 133144 * 127 * 127 < 2^31 <= 133145 * 1
 // then y = y + bias[n] if bias.
 //
 // SIMD kernels take the ref path unless G % 32 == 0 and (G == 32, G == 64
-// or G % 128 == 0). They sum 8 values per int32 lane with an unsigned
-// weight operand u' = u (asymmetric) or nibble ^ 8 = q + 8 (symmetric), and
-// remove the offset with the per-group activation sums tg:
-//   y = sum_lanes (float) D'_l * (s[n, g(l)] * sxl[m, l])
-//       - sum_g (s[n, g] * z'[n, g]) * tg[m, g]   (z' = 8 if symmetric, else z)
-// They differ from the ref by float summation order only.
+// or G % 128 == 0). They take an unsigned weight operand u' = u
+// (asymmetric) or nibble ^ 8 = q + 8 (symmetric) and remove the offset with
+// the per-group activation sums tg:
+//   y = sum (float) D' * (s[n, g] * sx[m, b]) - sum_g (s[n, g] * z'[n, g]) * tg[m, g]
+// (z' = 8 if symmetric, else z), D' an exact int32 sum of 8 values per lane
+// (AVX2, NEON: rescaled per lane with sxl) or of a whole block (AVX-512: the
+// four-chain order written in x86/w4a8_avx512_rows.cpp). They differ from
+// the ref by float summation order only.
 struct W4A8Args {
     const int8_t* xc; size_t ldx;  // activation codes, layout above
     const float* sx; size_t ldsx;  // [M, ceil(K/32)] block scales
