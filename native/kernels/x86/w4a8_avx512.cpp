@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "../isa.h"
+#include "avx512_prefetch.h"
 
 namespace qk {
 namespace avx512 {
@@ -129,21 +130,18 @@ void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
         for (int i = 0; i < MC; ++i) acc[u][i] = _mm512_setzero_ps();
     const __m512i flip = _mm512_set1_epi8(ASYM ? 0 : char(0x88));
     const __m512i low = _mm512_set1_epi8(0x0F);
-    // The next 16 rows (one contiguous block) are prefetched into L2 as this
-    // tile is read, 16 lines per chunk: one linear stream for the hardware.
-    // Their scales likewise (another contiguous block, spread over the chunks).
-    const size_t next_rows = n + 16 < a.N ? (a.N - n - 16 < 16 ? a.N - n - 16 : 16) : 0;
-    const char* next = static_cast<const char*>(a.w.data) + (n + 16) * rb;
-    const size_t next_bytes = next_rows * rb;
-    const char* next_s = reinterpret_cast<const char*>(scales + (n + 16) * gs);
-    const size_t next_s_bytes = next_rows * gs * sizeof(S), s_step = (next_s_bytes / chunks + 63) / 64 * 64;
+    // The next 16 rows' codes and scales (two contiguous blocks) are
+    // prefetched as this tile is read (NextTile): codes 16 lines per chunk,
+    // the scales spread evenly over the chunks.
+    const NextTile next(a.w.data, rb, n, a.N), next_s(scales, gs * sizeof(S), n, a.N);
+    const size_t s_step = (next_s.bytes / chunks + 63) / 64 * 64;
 
     size_t g128 = 0, left128 = cpg;  // g128: the chunk's group, and its chunks left
     for (size_t c = 0; c < chunks; ++c) {
         const size_t nq = nb - 4 * c < 4 ? nb - 4 * c : 4;  // blocks in this chunk
         const __mmask64 bytes = nq == 4 ? ~__mmask64(0) : (__mmask64(1) << (16 * nq)) - 1;
-        for (size_t l = 16 * c; l < 16 * c + 16 && 64 * l < next_bytes; ++l) _mm_prefetch(next + 64 * l, _MM_HINT_T1);
-        for (size_t o = s_step * c; o < s_step * (c + 1) && o < next_s_bytes; o += 64) _mm_prefetch(next_s + o, _MM_HINT_T1);
+        next.slice(c, 1024);
+        next_s.slice(c, s_step);
         size_t i0, cnt;  // this chunk's groups: [i0, i0 + cnt)
         if (GK == GKind::g32) i0 = 4 * c, cnt = nq;
         else if (GK == GKind::g64) i0 = 2 * c, cnt = (nq + 1) / 2;

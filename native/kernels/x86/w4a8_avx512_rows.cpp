@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../isa.h"
+#include "avx512_prefetch.h"
 #include "avx512_transpose.h"
 #include "w4a8_avx512_rows.h"
 
@@ -51,42 +52,31 @@ namespace avx512 {
 
 namespace {
 
-// Chunk c (64 bytes of each of rows [n, n + nr), nr <= 16) interleaved:
-// r[4 q + t] lane j = bytes 16 q + 4 t .. + 3 of row n + j's chunk; rows
-// past nr and bytes past the row are 0 (their lanes are never stored).
-// The codes stay as stored: Outputs::block flips symmetric ones to q + 8
-// in the same instruction that masks out a nibble.
-// The next 16 rows (one contiguous block of 16 row_bytes) are prefetched
-// into L2 as this tile is read, 16 lines per chunk, so the weights stream
-// as one linear read instead of 16 interleaved ones (which the hardware
-// prefetchers follow badly: without this, one row of X through this kernel
-// ran at half speed from DRAM).
-constexpr size_t kAhead = 16;  // rows
-inline void load_chunk(const W4A8Args& a, size_t n, size_t nr, size_t c, __m512i (&r)[16]) {
-    // Bytes of each row from this chunk on: of the K values, not of the row
-    // stride (a view of a row's last group starts mid-row with the stride of
-    // the whole row; reading up to the stride would run past the buffer).
-    const size_t rb = a.w.row_bytes, left = a.K / 2 - 64 * c;
-    const uint8_t* base = static_cast<const uint8_t*>(a.w.data) + n * rb + 64 * c;
-    if (n + kAhead < a.N) {
-        const char* next = static_cast<const char*>(a.w.data) + (n + kAhead) * rb;
-        const size_t end = (a.N - n - kAhead) * rb;  // bytes left in W from there
-        for (size_t l = 16 * c; l < 16 * c + 16 && 64 * l < end; ++l) _mm_prefetch(next + 64 * l, _MM_HINT_T1);
-    }
-    if (left >= 64) {
-        for (size_t j = 0; j < 16; ++j) r[j] = j < nr ? _mm512_loadu_si512(base + j * rb) : _mm512_setzero_si512();
-    } else {
-        const __mmask64 mk = (__mmask64(1) << left) - 1;
-        for (size_t j = 0; j < 16; ++j) r[j] = j < nr ? _mm512_maskz_loadu_epi8(mk, base + j * rb) : _mm512_setzero_si512();
-    }
-    transpose16(r);
-}
-
-// The whole panel of rows [n, n + nr): chunk c at panel[16 c ..].
+// The panel of rows [n, n + nr) (nr <= 16), chunk c (64 bytes of each row)
+// at panel[16 c ..] interleaved: panel[16 c + 4 q + t] lane j = bytes
+// 16 q + 4 t .. + 3 of row n + j's chunk; rows past nr and bytes past the
+// row are 0 (their lanes are never stored). The codes stay as stored:
+// Outputs::block flips symmetric ones to q + 8 in the same instruction that
+// masks out a nibble. The next 16 rows are prefetched meanwhile (NextTile).
 void fill_panel(const W4A8Args& a, size_t n, size_t nr, __m512i* panel) {
+    const size_t rb = a.w.row_bytes;
+    const NextTile next(a.w.data, rb, n, a.N);
     for (size_t c = 0; c < (a.K + 127) / 128; ++c) {
+        next.slice(c, 1024);  // 16 lines per chunk: the whole block by the last chunk
+        // Bytes of each row from this chunk on: of the K values, not of the
+        // row stride (a view of a row's last group starts mid-row with the
+        // stride of the whole row; reading up to the stride would run past
+        // the buffer).
+        const size_t left = a.K / 2 - 64 * c;
+        const uint8_t* base = static_cast<const uint8_t*>(a.w.data) + n * rb + 64 * c;
         __m512i r[16];
-        load_chunk(a, n, nr, c, r);
+        if (left >= 64) {
+            for (size_t j = 0; j < 16; ++j) r[j] = j < nr ? _mm512_loadu_si512(base + j * rb) : _mm512_setzero_si512();
+        } else {
+            const __mmask64 mk = (__mmask64(1) << left) - 1;
+            for (size_t j = 0; j < 16; ++j) r[j] = j < nr ? _mm512_maskz_loadu_epi8(mk, base + j * rb) : _mm512_setzero_si512();
+        }
+        transpose16(r);
         for (size_t j = 0; j < 16; ++j) _mm512_store_si512(panel + 16 * c + j, r[j]);
     }
 }
