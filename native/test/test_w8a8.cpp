@@ -40,7 +40,9 @@ uint32_t fbits(float f) {
     return u;
 }
 
-const size_t kKs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 33, 63, 64, 65, 127, 4097};
+// 1024: with the unpadded stride (mode 5) the packed kernel takes its
+// narrower tiles for weight rows that alias in L1 (gemm_w8a8_packed)
+const size_t kKs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 33, 63, 64, 65, 127, 1024, 4097};
 const size_t kMs[] = {1, 2, 3, 4, 5, 7, 15, 16, 17, 32, 33, 48, 130};
 const size_t kNs[] = {1, 3, 7, 17, 33, 65};
 

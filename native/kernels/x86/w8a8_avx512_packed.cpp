@@ -14,7 +14,8 @@
 // vpdpbusd, no horizontal sums (vs the inner-product kernel's 24 vpdpbusd
 // per 10 full-width loads and a shuffle tree per output). Tiles: 2 x 12
 // (24 accumulators) for two or more blocks, 1 x 16 for a single block
-// (GCC 12 keeps both in registers; 1 x 20 and up spill).
+// (GCC 12 keeps both in registers; 1 x 20 and up spill), narrower when the
+// weight rows alias in L1 (see gemm_w8a8_packed).
 //
 // The +128 bias compensation is as in w8a8_avx512.cpp: packed rows and
 // columns past M and K are 0, which adds nothing, and the subtraction of
@@ -186,7 +187,17 @@ void w8a8_pack_a(const uint8_t* a, size_t lda, size_t rows, size_t K, uint8_t* a
 void gemm_w8a8_packed(const W8A8Args& p, size_t n0, size_t n1) {
     const size_t blocks = (p.M + 15) / 16;
     // One block: 1 x 16 tiles. More: 2 x 12, and 1 x 12 for an odd last block.
-    const size_t nr = blocks == 1 ? 16 : 12;
+    // The NR weight rows are read 4 bytes at a time in step. With a row
+    // stride that is a multiple of 1 KiB (K = 4096: every row on the same L1
+    // set; the L1 has 64 sets of 64 bytes on Zen 4 and on Intel since
+    // Skylake) their lines compete for the 8 (Zen 4) or 12 (Sapphire Rapids)
+    // ways of at most 4 sets, and 16 rows evict each other before their next
+    // step: then 8 and 10 rows. Measured (AMD EPYC Zen 4, one thread, weights
+    // in cache), 4096 x 4096 at M = 16: 2.9 -> 1.3-1.4 ms (1 x 8), M = 32
+    // and 128: +5-7 % (2 x 10); K = 4000 or 11008, which do not alias, keep
+    // 16 and 12 (1 x 8 there: ~5 % slower). Same sums, any tile width.
+    const bool aliased = p.ldb % 1024 == 0;
+    const size_t nr = blocks == 1 ? (aliased ? 8 : 16) : (aliased ? 10 : 12);
     for (size_t n = n0; n < n1; n += nr) {
         const size_t w = min_sz(nr, n1 - n);
         size_t b = 0;
