@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "../isa.h"
 #include "avx512_prefetch.h"
@@ -43,9 +44,13 @@ enum class GKind { g32, g64, g128 };
 // (row r at p[r], values [i0, i0 + cnt)): value p[r][g(4 c + q)], with
 // g(b) = b (g32), b / 2 (g64) or the chunk's single group (g128; cnt = 1).
 // Rows r >= nr and blocks past the row's end give 0.
-inline __m128 load4(const float* p, __mmask8 mk) { return _mm_maskz_loadu_ps(mk, p); }
-inline __m128 load4(const uint16_t* p, __mmask8 mk) { return _mm_cvtph_ps(_mm_maskz_loadu_epi16(mk, p)); }
-inline __m128 load4(const uint8_t* p, __mmask8 mk) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p))); }
+inline __m128 load4(const float* p, __mmask8 mk) { return mk == 0xF ? _mm_loadu_ps(p) : _mm_maskz_loadu_ps(mk, p); }
+inline __m128 load4(const uint16_t* p, __mmask8 mk) { return _mm_cvtph_ps(mk == 0xF ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)) : _mm_maskz_loadu_epi16(mk, p)); }
+inline __m128 load4(const uint8_t* p, __mmask8 mk) {
+    uint32_t v4 = 0;
+    if (mk == 0xF) std::memcpy(&v4, p, 4);
+    return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(mk == 0xF ? _mm_cvtsi32_si128(int(v4)) : _mm_maskz_loadu_epi8(mk, p)));
+}
 
 template <GKind GK, typename T>
 inline __m512 chunk_lanes(const T* const* p, size_t nr, size_t i0, size_t cnt) {
@@ -84,10 +89,12 @@ template <GKind GK>
 inline __m512 chunk_tg(const float* tg, size_t c, size_t nq, size_t g, bool end) {
     if (GK == GKind::g32) {
         const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_maskz_loadu_ps(__mmask8((1u << nq) - 1), tg + 4 * c)));
+        const __m128 t = nq == 4 ? _mm_loadu_ps(tg + 4 * c) : _mm_maskz_loadu_ps(__mmask8((1u << nq) - 1), tg + 4 * c);
+        return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(t));
     } else if (GK == GKind::g64) {
         const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-        const __m512 t = _mm512_castps128_ps512(_mm_maskz_loadu_ps(__mmask8((1u << (nq / 2)) - 1), tg + 2 * c));
+        const __m128 t2 = nq == 4 ? _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tg + 2 * c))) : _mm_maskz_loadu_ps(__mmask8((1u << (nq / 2)) - 1), tg + 2 * c);
+        const __m512 t = _mm512_castps128_ps512(t2);
         return _mm512_maskz_permutexvar_ps(__mmask16(0xF0F0), idx, t);  // blocks 1 and 3
     } else {
         return end ? _mm512_maskz_mov_ps(__mmask16(0xF000), _mm512_set1_ps(tg[g])) : _mm512_setzero_ps();
