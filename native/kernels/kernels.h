@@ -320,6 +320,11 @@ struct Kernels {
     // quantized, and even for i4.
     void (*dequant_panel)(const WeightView& w, size_t n0, size_t nr, size_t k0, size_t kc,
                           float* p, size_t ldp);
+    // Largest M for which the GEMM driver runs int4 weights (f32
+    // activations, not row-invariant) through gemv rather than the panel
+    // path: where this ISA's panel kernel, whose vectors run over 16 rows of
+    // X, overtakes gemv's re-decoding of the weights every 4 rows.
+    size_t gemv_max_m_i4;
 
     // ---- W8A8 int8 GEMM (dynamic per-row activation quantization) ---------
     // For output columns n in [n0, n1) and every row m < M, the int32 sums

@@ -240,6 +240,7 @@ GemmBlocking default_gemm_blocking(WFormat fmt) {
     // M = 8). f32 weights
     // are read in place by the panel path (no panel pass, W read once for
     // any M), ahead of gemv from M = 5: M = 6 ~1.15x, M = 8 ~1.2x, M = 4 ~0.7x.
+    // int4: 4 here, the table's own crossover in the overload below.
     switch (fmt) {
         case WFormat::i4: b.gemv_max_m = 4; break;
         case WFormat::i8: b.gemv_max_m = 16; break;
@@ -257,6 +258,12 @@ GemmBlocking default_gemm_blocking(WFormat fmt) {
     // decoded formats 512 (whole groups).
     b.kc = fmt == WFormat::f32 ? 0 : 512;
     b.mb = 256;
+    return b;
+}
+
+GemmBlocking default_gemm_blocking(const Kernels& k, WFormat fmt) {
+    GemmBlocking b = default_gemm_blocking(fmt);
+    if (fmt == WFormat::i4) b.gemv_max_m = k.gemv_max_m_i4;
     return b;
 }
 
@@ -306,7 +313,7 @@ void gemm(const Kernels& kern, const GemmArgs& a, const GemmBlocking* blocking) 
         gemm_tail(kern, a, blocking);
         return;
     }
-    const GemmBlocking b = blocking ? *blocking : default_gemm_blocking(a.w.fmt);
+    const GemmBlocking b = blocking ? *blocking : default_gemm_blocking(kern, a.w.fmt);
     // row-invariant: one path for every M (gemv, or the panel path with
     // M-independent K blocks); batched decoding needs a sequence's rows to
     // come out the same whatever else is in the batch

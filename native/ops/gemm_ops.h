@@ -31,8 +31,11 @@ struct GemmBlocking {
     size_t mb;          // X rows per micro-kernel call (keeps X[mb, kc] in L2)
 };
 
-// The tuned defaults for a weight format.
+// The tuned defaults for a weight format (the int4 crossover of the AVX-512
+// table's kernels: see Kernels::gemv_max_m_i4; default_gemm_blocking(k, fmt)
+// takes it from table k).
 GemmBlocking default_gemm_blocking(WFormat fmt);
+GemmBlocking default_gemm_blocking(const Kernels& k, WFormat fmt);
 
 // Y = X · W^T (+ bias) with the active kernel table (qk::kernels()).
 void gemm(const GemmArgs& a);
