@@ -19,8 +19,9 @@
 // the exact block sums D of block 4 c + q for the 4 rows: lane (q, r) is
 // chain q of row r, so one conversion, one multiply (s * sx), one fma and
 // one fnma (the offset, 0 where no group ends) per chunk serve 4 blocks of
-// 4 rows. Tiles are 16 weight rows (4 quads), the next 16 prefetched
-// linearly into L2 as the tile is read.
+// 4 rows. Tiles are 16 weight rows (4 quads); a later tile (the next one,
+// or ~18 KiB ahead for short rows: prefetch_ahead) is prefetched linearly
+// into L2 as the tile is read.
 #include "gcc_avx512_warnings.h"
 
 #include <immintrin.h>
@@ -137,10 +138,12 @@ void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
         for (int i = 0; i < MC; ++i) acc[u][i] = _mm512_setzero_ps();
     const __m512i flip = _mm512_set1_epi8(ASYM ? 0 : char(0x88));
     const __m512i low = _mm512_set1_epi8(0x0F);
-    // The next 16 rows' codes and scales (two contiguous blocks) are
-    // prefetched as this tile is read (NextTile): codes 16 lines per chunk,
-    // the scales spread evenly over the chunks.
-    const NextTile next(a.w.data, rb, n, a.N), next_s(scales, gs * sizeof(S), n, a.N);
+    // A later tile's codes and scales (two contiguous blocks; 1 to a few
+    // tiles ahead, prefetch_ahead) are prefetched as this tile is read
+    // (NextTile): codes 16 lines per chunk, the scales spread evenly over
+    // the chunks.
+    const size_t ahead = prefetch_ahead(rb);
+    const NextTile next(a.w.data, rb, n, a.N, ahead), next_s(scales, gs * sizeof(S), n, a.N, ahead);
     const size_t s_step = (next_s.bytes / chunks + 63) / 64 * 64;
 
     size_t g128 = 0, left128 = cpg;  // g128: the chunk's group, and its chunks left
