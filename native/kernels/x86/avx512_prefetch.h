@@ -34,8 +34,8 @@ struct NextTile {
 // tiles of rows of `row_bytes` code bytes: about 18 KiB ahead, in whole
 // tiles, at least the next one. Short rows make short tiles, which the next
 // tile alone does not cover for DRAM's latency: the W4A8 GEMVs of a
-// d768 model (6 KiB tiles) ran ~5 % faster 3 tiles ahead than 1 (1, 2 and 4
-// measured; AMD EPYC Zen 4, one thread, cold weights), while with 2 KiB rows
+// d768 model (6 KiB tiles) ran ~5 % faster 3 tiles ahead than 1 (1 to 4
+// tiles measured; AMD EPYC Zen 4, one thread, cold weights), while with 2 KiB rows
 // (K = 4096: 32 KiB tiles) 2 and 3 tiles ahead ran 20-30 % slower than 1.
 inline size_t prefetch_ahead(size_t row_bytes) {
     const size_t tile = 16 * row_bytes;
