@@ -31,9 +31,8 @@ struct GemmBlocking {
     size_t mb;          // X rows per micro-kernel call (keeps X[mb, kc] in L2)
 };
 
-// The tuned defaults for a weight format (the int4 crossover of the AVX-512
-// table's kernels: see Kernels::gemv_max_m_i4; default_gemm_blocking(k, fmt)
-// takes it from table k).
+// The tuned defaults for a weight format; the second form also takes table
+// k's own int4 gemv / panel crossover (Kernels::gemv_max_m_i4).
 GemmBlocking default_gemm_blocking(WFormat fmt);
 GemmBlocking default_gemm_blocking(const Kernels& k, WFormat fmt);
 

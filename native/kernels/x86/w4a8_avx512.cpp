@@ -44,13 +44,15 @@ enum class GKind { g32, g64, g128 };
 // Lanes (q, r) (index 4 q + r) of a zmm from 4 rows of per-group values
 // (row r at p[r], values [i0, i0 + cnt)): value p[r][g(4 c + q)], with
 // g(b) = b (g32), b / 2 (g64) or the chunk's single group (g128; cnt = 1).
-// Rows r >= nr and blocks past the row's end give 0.
+// Rows r >= nr and blocks past the row's end give 0. Whole chunks (mk =
+// 0xF) take plain loads: masked ones cost ~7 % of the M = 1 time on Zen 4.
 inline __m128 load4(const float* p, __mmask8 mk) { return mk == 0xF ? _mm_loadu_ps(p) : _mm_maskz_loadu_ps(mk, p); }
 inline __m128 load4(const uint16_t* p, __mmask8 mk) { return _mm_cvtph_ps(mk == 0xF ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)) : _mm_maskz_loadu_epi16(mk, p)); }
 inline __m128 load4(const uint8_t* p, __mmask8 mk) {
-    uint32_t v4 = 0;
-    if (mk == 0xF) std::memcpy(&v4, p, 4);
-    return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(mk == 0xF ? _mm_cvtsi32_si128(int(v4)) : _mm_maskz_loadu_epi8(mk, p)));
+    if (mk != 0xF) return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, p)));
+    int32_t v4;
+    std::memcpy(&v4, p, 4);
+    return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(v4)));
 }
 
 template <GKind GK, typename T>
