@@ -25,7 +25,7 @@ namespace qk {
 QK_TABLE(ref, Isa::scalar, "scalar", 4, SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8, ref::gemm_w4a8, SIZE_MAX)
 #if defined(__x86_64__) || defined(_M_X64)
 QK_TABLE(avx2, Isa::avx2, "avx2", 4, SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8, avx2::gemm_w4a8, SIZE_MAX)
-// AVX-512: VNNI outer-product kernel over packed activations from M = 16
+// AVX-512: VNNI outer-product kernel over packed activations from M = 15
 // rows (the others never read them: their packer is the ref one, unused);
 // W4A8 with lanes over weight rows from M = kW4A8RowsMinM, bit-identical to
 // the row-layout kernel (elsewhere one W4A8 kernel serves every M). int4

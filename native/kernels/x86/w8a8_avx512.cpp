@@ -30,9 +30,10 @@
 // resident); inside a block, an NR-row weight tile (NR * K bytes, L1
 // resident for K up to ~6K) is reused by every MR-row activation tile.
 //
-// From M = 16 rows, when the driver passes packed activations (W8A8Args::ap),
-// the outer-product kernel of w8a8_avx512_packed.cpp runs instead (about
-// 1.8x this one at M = 128: no horizontal sums, one vector load per 16 rows).
+// From M = 15 rows (kW8A8PackedMinM), when the driver passes packed
+// activations (W8A8Args::ap), the outer-product kernel of
+// w8a8_avx512_packed.cpp runs instead (about 1.8x this one at M = 128: no
+// horizontal sums, one vector load per 16 rows).
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include "gcc_avx512_warnings.h"

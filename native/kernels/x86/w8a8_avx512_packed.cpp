@@ -1,4 +1,4 @@
-// AVX-512 VNNI W8A8 int8 GEMM over packed activations (prefill, M >= 16),
+// AVX-512 VNNI W8A8 int8 GEMM over packed activations (M >= 15: prefill, batched decode),
 // bit-exact with qk::ref::gemm_w8a8 (w8a8_ref.cpp, the spec).
 //
 // Outer product with the vector lanes over rows of X. vpdpbusd takes the
