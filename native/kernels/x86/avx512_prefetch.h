@@ -1,9 +1,10 @@
-// Linear L2 prefetch of the next tile's weights, shared by the AVX-512 W4A8
+// Linear L2 prefetch of a later tile's weights, shared by the AVX-512 W4A8
 // kernel files (include only from files compiled with AVX-512 flags).
 // A tile reads 16 weight rows at once; 16 interleaved streams are followed
 // badly by the hardware prefetchers (one row of X through such a tile ran at
-// half speed from DRAM), so the tile after it, one contiguous block, is
-// prefetched as one stream, a slice per chunk of the tile being read.
+// half speed from DRAM), so a tile ahead of it (the next one, or further for
+// short rows: prefetch_ahead), one contiguous block, is prefetched as one
+// stream, a slice per chunk of the tile being read.
 #pragma once
 
 #include <immintrin.h>
@@ -39,8 +40,8 @@ struct NextTile {
 // (K = 4096: 32 KiB tiles) 2 and 3 tiles ahead ran 20-30 % slower than 1.
 inline size_t prefetch_ahead(size_t row_bytes) {
     const size_t tile = 16 * row_bytes;
-    const size_t tiles = tile == 0 ? 1 : (size_t(18) * 1024 + tile / 2) / tile;
-    return 16 * (tiles < 1 ? 1 : tiles);
+    const size_t tiles = tile == 0 ? 0 : (size_t(18) * 1024 + tile / 2) / tile;
+    return 16 * (tiles > 1 ? tiles : 1);
 }
 
 }  // namespace avx512
