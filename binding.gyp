@@ -78,7 +78,8 @@
           {
             "dependencies": [
               "qk_avx2",
-              "qk_avx512"
+              "qk_avx512",
+              "qk_amx"
             ]
           }
         ],
@@ -155,6 +156,38 @@
                 "-mavx512bw",
                 "-mavx512vl",
                 "-mavx512vnni"
+              ]
+            }
+          },
+          {
+            "target_name": "qk_amx",
+            "type": "static_library",
+            "sources": [
+              "native/kernels/x86/w8a8_amx.cpp"
+            ],
+            "cflags": [
+              "<@(qk_common_cflags)",
+              "-mavx2",
+              "-mfma",
+              "-mf16c",
+              "-mavx512f",
+              "-mavx512bw",
+              "-mavx512vl",
+              "-mavx512vnni",
+              "-mamx-tile",
+              "-mamx-int8"
+            ],
+            "xcode_settings": {
+              "OTHER_CFLAGS": [
+                "-mavx2",
+                "-mfma",
+                "-mf16c",
+                "-mavx512f",
+                "-mavx512bw",
+                "-mavx512vl",
+                "-mavx512vnni",
+                "-mamx-tile",
+                "-mamx-int8"
               ]
             }
           }

@@ -21,8 +21,9 @@ export type WFormat = (typeof WFormat)[keyof typeof WFormat];
 export const Gran = { tensor: 0, channel: 1, group: 2 } as const;
 export type Gran = (typeof Gran)[keyof typeof Gran];
 
-export type IsaName = 'scalar' | 'avx2' | 'avx512' | 'neon';
-export const ISA_NAMES: readonly IsaName[] = ['scalar', 'avx2', 'avx512', 'neon'];
+/** 'amx': the avx512 kernels with AMX-INT8 tiles for W8A8 (Intel Sapphire Rapids and later). */
+export type IsaName = 'scalar' | 'avx2' | 'avx512' | 'amx' | 'neon';
+export const ISA_NAMES: readonly IsaName[] = ['scalar', 'avx2', 'avx512', 'amx', 'neon'];
 
 type Codes = Int8Array | Uint8Array;
 
@@ -30,7 +31,7 @@ export interface Addon {
   /** Hands the addon the class it throws native failures as (once per thread). */
   configure(options: { QuantkitError: typeof QuantkitError }): void;
   isa(): IsaName;
-  cpuFeatures(): { avx2: boolean; avx512: boolean; neon: boolean; neonDot: boolean; arch: string };
+  cpuFeatures(): { avx2: boolean; avx512: boolean; amx: boolean; neon: boolean; neonDot: boolean; arch: string };
   selectIsa(name: IsaName): IsaName;
   setThreads(n: number): void;
   getThreads(): number;

@@ -35,7 +35,7 @@ export function getSpin(): number {
   return addon.getSpin();
 }
 
-/** The instruction set the kernels run with: 'avx512', 'avx2', 'neon' or 'scalar'. */
+/** The instruction set the kernels run with: 'amx', 'avx512', 'avx2', 'neon' or 'scalar'. */
 export function isa(): IsaName {
   return addon.isa();
 }
@@ -46,6 +46,7 @@ export function availableIsas(): IsaName[] {
   const out: IsaName[] = ['scalar'];
   if (f.avx2) out.push('avx2');
   if (f.avx512) out.push('avx512');
+  if (f.amx) out.push('amx');
   if (f.neon) out.push('neon');
   return out;
 }

@@ -8,6 +8,10 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -22,6 +26,20 @@ uint64_t read_xcr0() {
     uint32_t eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     return (uint64_t(edx) << 32) | eax;
+}
+
+// AMX tile data is not part of a thread's state until the process asks
+// Linux for it (arch_prctl ARCH_REQ_XCOMP_PERM, kernel 5.16+); the grant is
+// process-wide, so pool threads and worker threads created before or after
+// may all use the tiles. Elsewhere (other kernels, other systems) no AMX.
+bool request_amx_state() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
 }
 
 CpuFeatures detect() {
@@ -45,6 +63,10 @@ CpuFeatures detect() {
     const bool avx512vnni = c & (1u << 11);
     f.avx2 = os_ymm && avx2 && fma && f16c;
     f.avx512 = f.avx2 && os_zmm && avx512f && avx512bw && avx512vl && avx512vnni;
+    const bool amx_tile = d & (1u << 24);
+    const bool amx_int8 = d & (1u << 25);
+    const bool os_tiles = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
+    f.amx = f.avx512 && amx_tile && amx_int8 && os_tiles && request_amx_state();
     return f;
 }
 #elif defined(__aarch64__)
@@ -71,6 +93,7 @@ const CpuFeatures& cpu_features() {
 
 Isa best_isa() {
     const CpuFeatures& f = cpu_features();
+    if (f.amx) return Isa::amx;
     if (f.avx512) return Isa::avx512;
     if (f.avx2) return Isa::avx2;
     if (f.neon) return Isa::neon;
@@ -84,6 +107,7 @@ const Kernels* kernels_for(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
         case Isa::avx2: return f.avx2 ? &kernels_avx2 : nullptr;
         case Isa::avx512: return f.avx512 ? &kernels_avx512 : nullptr;
+        case Isa::amx: return f.amx ? &kernels_amx : nullptr;
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
         case Isa::neon:
@@ -96,7 +120,7 @@ const Kernels* kernels_for(Isa isa) {
 
 bool parse_isa(const char* name, Isa* out) {
     struct { const char* n; Isa i; } names[] = {
-        {"scalar", Isa::scalar}, {"avx2", Isa::avx2}, {"avx512", Isa::avx512},
+        {"scalar", Isa::scalar}, {"avx2", Isa::avx2}, {"avx512", Isa::avx512}, {"amx", Isa::amx},
         {"neon", Isa::neon}, {"neon_dot", Isa::neon_dot}};
     for (auto& e : names) {
         if (std::strcmp(name, e.n) == 0) { *out = e.i; return true; }
@@ -108,7 +132,7 @@ const Kernels& select_isa(Isa cap) {
     // The ladder on this architecture, best last; take the best one the CPU
     // has that does not exceed the cap.
 #if defined(__x86_64__) || defined(_M_X64)
-    const Isa ladder[] = {Isa::scalar, Isa::avx2, Isa::avx512};
+    const Isa ladder[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::amx};
 #elif defined(__aarch64__) || defined(_M_ARM64)
     const Isa ladder[] = {Isa::scalar, Isa::neon};
 #else

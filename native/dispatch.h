@@ -9,6 +9,7 @@ namespace qk {
 struct CpuFeatures {
     bool avx2 = false;    // avx2 + fma + f16c, OS saves ymm state
     bool avx512 = false;  // avx512 f/bw/vl/vnni, OS saves zmm state
+    bool amx = false;     // avx512 + AMX tile/int8, OS state granted
     bool neon = false;
     bool neon_dot = false;
 };
@@ -20,7 +21,7 @@ Isa best_isa();
 // The table for `isa`, or nullptr when this build/CPU cannot run it.
 const Kernels* kernels_for(Isa isa);
 
-// Parse "scalar" | "avx2" | "avx512" | "neon"; returns false on an unknown name.
+// Parse "scalar" | "avx2" | "avx512" | "amx" | "neon"; returns false on an unknown name.
 bool parse_isa(const char* name, Isa* out);
 
 // The active table. Initialised on first use from the CPU and the

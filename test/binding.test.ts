@@ -96,7 +96,7 @@ describe('QUANTKIT_ADDON (load an explicit .node file, as the sanitizer CI does)
   const run = (addon: string) =>
     spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { cwd: root, encoding: 'utf8', env: { ...process.env, QUANTKIT_ADDON: addon } }).stdout.trim();
   it('loads the file it names', () => {
-    expect(run('build/Release/quantkit.node')).toMatch(/^isa (scalar|avx2|avx512|neon)$/);
+    expect(run('build/Release/quantkit.node')).toMatch(/^isa (scalar|avx2|avx512|amx|neon)$/);
   });
   it('a missing file is ERR_NATIVE', () => {
     expect(run('/nonexistent/quantkit.node')).toMatch(/^ERR_NATIVE quantkit: could not load its native addon/);

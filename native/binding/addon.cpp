@@ -32,6 +32,7 @@ Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("avx2", f.avx2);
     o.Set("avx512", f.avx512);
+    o.Set("amx", f.amx);
     o.Set("neon", f.neon);
     o.Set("neonDot", f.neon_dot);
 #if defined(__x86_64__) || defined(_M_X64)
@@ -50,7 +51,7 @@ Napi::Value SelectIsa(const Napi::CallbackInfo& info) {
     const std::string name = info[0].As<Napi::String>().Utf8Value();
     qk::Isa isa;
     if (!qk::parse_isa(name.c_str(), &isa))
-        throw_range(info.Env(), "selectIsa", "name", "must be one of scalar, avx2, avx512, neon; got '" + name + "'");
+        throw_range(info.Env(), "selectIsa", "name", "must be one of scalar, avx2, avx512, amx, neon; got '" + name + "'");
     return guarded(info, "selectIsa", [&] { return Napi::String::New(info.Env(), qk::select_isa(isa).name); });
 }
 

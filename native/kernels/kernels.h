@@ -28,7 +28,9 @@
 
 namespace qk {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, neon = 3, neon_dot = 4 };
+// amx: the avx512 kernels, with AMX-INT8 tiles for W8A8 (Sapphire Rapids and
+// later); numbered after the others, so capping at avx512 leaves it out.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, neon = 3, neon_dot = 4, amx = 5 };
 
 // Storage format of a weight matrix in GEMM.
 enum class WFormat : int { f32 = 0, f16 = 1, bf16 = 2, i8 = 3, i4 = 4 };
@@ -383,6 +385,7 @@ extern const Kernels kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Kernels kernels_avx2;
 extern const Kernels kernels_avx512;
+extern const Kernels kernels_amx;
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 extern const Kernels kernels_neon;

@@ -24,7 +24,7 @@ void fail(const char* file, int line, const std::string& msg) {
 
 int main(int argc, char** argv) {
     const char* filter = argc > 1 ? argv[1] : nullptr;
-    const qk::Isa all[] = {qk::Isa::scalar, qk::Isa::avx2, qk::Isa::avx512, qk::Isa::neon};
+    const qk::Isa all[] = {qk::Isa::scalar, qk::Isa::avx2, qk::Isa::avx512, qk::Isa::amx, qk::Isa::neon};
     int passed = 0, failed = 0;
     long checks = 0;
     for (qk::Isa isa : all) {

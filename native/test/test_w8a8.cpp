@@ -16,6 +16,7 @@
 //  - LLM.int8: with injected outlier columns its error against
 //    x . W_deq^T (float64) is >= 10x smaller than plain W8A8's; it equals
 //    W8A8 bit for bit without outliers and with threshold 0.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -212,6 +213,25 @@ QKT_TEST(w8a8_i32_shapes) {
                 const int mode = (M + N + K) % 2 ? 0 : 5;       // padded or packed strides
                 Problem p = make_problem(M, N, K, mode, rng);
                 check_raw(ctx, p, int(N % 2), rng, "random");
+            }
+}
+
+// Wide enough for every grouping of whole 16-row weight tiles (the AMX
+// kernel: 1 to 4 tiles against one block of X, 2 x 2 against two, an odd
+// last block), with and without a K % 64 tail, split at 16-column bounds
+// and at odd ones.
+QKT_TEST(w8a8_i32_wide_tiles) {
+    Rng rng(17);
+    for (size_t K : {size_t(64), size_t(100), size_t(256), size_t(1088)})
+        for (size_t M : {size_t(8), size_t(9), size_t(16), size_t(17), size_t(32), size_t(47)})
+            for (size_t N : {size_t(48), size_t(63), size_t(100), size_t(130)}) {
+                Problem p = make_problem(M, N, K, int(N % 2) ? 0 : 5, rng);
+                check_raw(ctx, p, 0, rng, "wide");
+                const int32_t sentinel = 0x7eadbeef;
+                std::vector<int32_t> c1(p.M * p.ldc, sentinel), c2(p.M * p.ldc, sentinel);
+                ctx.ref->gemm_w8a8(raw_args(p, c1.data()), 0, N);
+                for (size_t n0 = 0; n0 < N; n0 += 32) ctx.k->gemm_w8a8(raw_args(p, c2.data(), true), n0, std::min(N, n0 + 32));
+                QKT_CHECK(c1 == c2, "split by 32 M=%zu N=%zu K=%zu", M, N, K);
             }
 }
 

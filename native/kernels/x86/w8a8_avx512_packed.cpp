@@ -55,48 +55,6 @@ namespace {
 
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
-// Epilogue of a tile. acc[v][j][i] is the biased sum of row m0 + 16 v + i,
-// column n0 + j (j < nr <= 16). Per block of 16 rows: the exact sums, and
-// (fused mode) ((float)acc * sa[m]) * sb[n], with the lanes over rows; one
-// 16 x 16 transpose turns them into rows of Y, then + Y (accumulate) and
-// + bias as row vectors: per element the ref's operations in its order.
-void epilogue(const W8A8Args& p, size_t m0, size_t rows, size_t n0, int nr, const int32_t* acc, int mv) {
-    const __mmask16 cm = __mmask16((1u << nr) - 1);
-    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(cm, p.bias + n0) : _mm512_setzero_ps();
-    for (int v = 0; v < mv && 16 * size_t(v) < rows; ++v) {
-        const size_t mb = m0 + 16 * size_t(v);
-        const size_t nrow = min_sz(16, rows - 16 * size_t(v));
-        const __mmask16 rm = __mmask16((1u << nrow) - 1);
-        __m512i s[16];
-        for (int j = 0; j < 16; ++j) {
-            if (j >= nr) {
-                s[j] = _mm512_setzero_si512();
-                continue;
-            }
-            const __m512i c = _mm512_load_si512(acc + (size_t(v) * nr + j) * 16);
-            s[j] = _mm512_sub_epi32(c, _mm512_set1_epi32(int32_t(uint32_t(p.b_rowsum[n0 + j]) << 7)));
-        }
-        if (p.c) {  // raw mode
-            transpose16(s);
-            for (size_t i = 0; i < nrow; ++i) _mm512_mask_storeu_epi32(p.c + (mb + i) * p.ldc + n0, cm, s[i]);
-            continue;
-        }
-        const __m512 sa = _mm512_maskz_loadu_ps(rm, p.sa + mb);
-        __m512 f[16];
-        for (int j = 0; j < 16; ++j)
-            f[j] = j < nr ? _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[j]), sa), _mm512_set1_ps(p.sb[n0 + j]))
-                          : _mm512_setzero_ps();
-        transpose16(f);  // f[i] = row mb + i, lanes = columns
-        for (size_t i = 0; i < nrow; ++i) {
-            float* yr = p.y + (mb + i) * p.ldy + n0;
-            __m512 r = f[i];
-            if (p.accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(cm, yr));
-            if (p.bias) r = _mm512_add_ps(r, bias);
-            _mm512_mask_storeu_ps(yr, cm, r);
-        }
-    }
-}
-
 // The main loop of a tile: acc[v][j][i] = sum over the first 4 Kf values of
 // k of the packed rows (MV blocks at ap, bstride apart) times weight row j
 // (b + j * ldb). Its own function, with the accumulators stored once at the
@@ -153,7 +111,7 @@ void ptile(const W8A8Args& p, size_t m0, size_t rows, size_t n0) {
             }
         }
     }
-    epilogue(p, m0, rows, n0, NR, &acc[0][0][0], MV);
+    w8a8_packed_epilogue(p, m0, rows, n0, NR, &acc[0][0][0], MV);
 }
 
 using TileFn = void (*)(const W8A8Args&, size_t, size_t, size_t);
@@ -166,6 +124,49 @@ const TileFn kTiles1[16] = {ptile<1, 1>,  ptile<1, 2>,  ptile<1, 3>,  ptile<1, 4
                             ptile<1, 13>, ptile<1, 14>, ptile<1, 15>, ptile<1, 16>};
 
 }  // namespace
+
+// Epilogue of a tile. acc[v][j][i] is the biased sum of row m0 + 16 v + i,
+// column n0 + j (j < nr <= 16). Per block of 16 rows: the exact sums, and
+// (fused mode) ((float)acc * sa[m]) * sb[n], with the lanes over rows; one
+// 16 x 16 transpose turns them into rows of Y, then + Y (accumulate) and
+// + bias as row vectors: per element the ref's operations in its order.
+void w8a8_packed_epilogue(const W8A8Args& p, size_t m0, size_t rows, size_t n0, int nr, const int32_t* acc, int mv) {
+    const __mmask16 cm = __mmask16((1u << nr) - 1);
+    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(cm, p.bias + n0) : _mm512_setzero_ps();
+    for (int v = 0; v < mv && 16 * size_t(v) < rows; ++v) {
+        const size_t mb = m0 + 16 * size_t(v);
+        const size_t nrow = min_sz(16, rows - 16 * size_t(v));
+        const __mmask16 rm = __mmask16((1u << nrow) - 1);
+        __m512i s[16];
+        for (int j = 0; j < 16; ++j) {
+            if (j >= nr) {
+                s[j] = _mm512_setzero_si512();
+                continue;
+            }
+            const __m512i c = _mm512_load_si512(acc + (size_t(v) * nr + j) * 16);
+            s[j] = _mm512_sub_epi32(c, _mm512_set1_epi32(int32_t(uint32_t(p.b_rowsum[n0 + j]) << 7)));
+        }
+        if (p.c) {  // raw mode
+            transpose16(s);
+            for (size_t i = 0; i < nrow; ++i) _mm512_mask_storeu_epi32(p.c + (mb + i) * p.ldc + n0, cm, s[i]);
+            continue;
+        }
+        const __m512 sa = _mm512_maskz_loadu_ps(rm, p.sa + mb);
+        __m512 f[16];
+        for (int j = 0; j < 16; ++j)
+            f[j] = j < nr ? _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[j]), sa), _mm512_set1_ps(p.sb[n0 + j]))
+                          : _mm512_setzero_ps();
+        transpose16(f);  // f[i] = row mb + i, lanes = columns
+        for (size_t i = 0; i < nrow; ++i) {
+            float* yr = p.y + (mb + i) * p.ldy + n0;
+            __m512 r = f[i];
+            if (p.accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(cm, yr));
+            if (p.bias) r = _mm512_add_ps(r, bias);
+            _mm512_mask_storeu_ps(yr, cm, r);
+        }
+    }
+}
+
 
 // One packed block: per 64 values of k, the 16 rows' 64-byte pieces (masked
 // loads: rows >= rows and columns >= K read as 0) are the 16 x 16 matrix of

@@ -1,6 +1,7 @@
 // The AVX-512 VNNI W8A8 kernel over packed activations (W8A8Args::ap),
 // used by avx512::gemm_w8a8 for M >= kW8A8PackedMinM (15). Internal to the
-// avx512 kernels (and to tables.cpp, which only reads the constant).
+// avx512 kernels, the AMX kernel (which falls back on them and shares the
+// epilogue) and tables.cpp, which only reads the constant.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +19,12 @@ constexpr size_t kW8A8PackedMinM = 15;
 
 // Same contract as Kernels::gemm_w8a8 for columns [n0, n1); needs p.ap.
 void gemm_w8a8_packed(const W8A8Args& p, size_t n0, size_t n1);
+
+// The fused or raw epilogue of one tile (shared with the AMX kernel, whose
+// 16 x 16 result tiles have this layout): acc[(v * nr + j) * 16 + i] is the
+// biased int32 sum of row m0 + 16 v + i and column n0 + j, for v < mv,
+// j < nr <= 16, 16 v + i < rows; it writes the ref's results to p.y / p.c.
+void w8a8_packed_epilogue(const W8A8Args& p, size_t m0, size_t rows, size_t n0, int nr, const int32_t* acc, int mv);
 
 }  // namespace avx512
 }  // namespace qk

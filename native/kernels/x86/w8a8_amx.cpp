@@ -1,0 +1,255 @@
+// AMX-INT8 W8A8 GEMM (Kernels::gemm_w8a8 of the amx table), bit-exact with
+// qk::ref::gemm_w8a8 (w8a8_ref.cpp, the spec): the int32 sums are exact in
+// any order, and the float epilogue is the AVX-512 packed kernel's.
+//
+// Formulation. tdpbsud multiplies a tile of SIGNED bytes A[16 rows][64 bytes]
+// by a tile of UNSIGNED bytes B[16 rows][64 bytes] holding 4-byte groups:
+//   C[r][c] += sum_{q < 16, t < 4} A[r][4 q + t] * B[q][4 c + t]   (int32)
+// With A = 16 weight rows (the codes read IN PLACE from the row-major
+// B[N, K], 64 values of k, row stride ldb) and B = one 16-row block of the
+// packed biased activations (W8A8Args::ap: 16 groups of 4 k values, each
+// 16 rows x 4 bytes, i.e. exactly this operand; 1 KiB per 64 values of k),
+// C[n][m] is the biased sum of weight row n and activation row m: the
+// packed kernel's accumulator layout (lanes over rows of X, one vector per
+// weight row), so its epilogue (w8a8_packed_epilogue) finishes the tile.
+// Neither operand is copied, except the K % 64 tail (a zero-padded 16 x 64
+// copy of each) and weight rows past a multiple of 16 (the AVX-512 kernel
+// takes those columns).
+//
+// Tiles (8 registers of 16 x 64 bytes, configured once per call): C in
+// tmm0-3, weights in tmm4-5, activations in tmm6-7. Two or more 16-row
+// blocks of X: 2 x 2 tiles (per 64 values of k, 2 weight tiles and 2
+// activation tiles feed 4 products); one block (batched decode, short
+// prompts): 1 x 4 (4 weight tiles, 1 activation tile). Loop order per call
+// ([n0, n1) = one task of the driver): for each group of 32 (or 64) weight
+// rows, every activation block, so the weight rows stay in L2 for all of X.
+//
+// Linux hands out AMX state only after arch_prctl(ARCH_REQ_XCOMP_PERM)
+// (dispatch.cpp asks once at start-up; without it this table is never
+// selected). Each call loads its tile configuration on the calling thread
+// and releases the tiles on return, so a thread that is not in a kernel
+// carries no AMX state.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "w8a8_amx.h"
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "../isa.h"
+#include "w8a8_avx512_packed.h"
+
+namespace qk {
+namespace amx {
+
+namespace {
+
+static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+// GCC's tile intrinsics are asm statements that do not tell the compiler
+// which memory they read (ldtilecfg names 8 of its 64 bytes, tileloadd
+// none), so the stores that fill a tile configuration or a tail buffer are
+// forced out before them.
+static inline void stores_before_tiles() { __asm__ volatile("" ::: "memory"); }
+
+// The 64-byte tile configuration (palette 1): 8 tiles of 16 rows x 64 bytes.
+struct alignas(64) TileConfig {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+void configure_tiles() {
+    TileConfig c;
+    std::memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; ++t) {
+        c.colsb[t] = 64;
+        c.rows[t] = 16;
+    }
+    stores_before_tiles();
+    _tile_loadconfig(&c);
+}
+
+// One operand of a 64-value step of k: a base pointer and its row stride.
+struct Src {
+    const void* p;
+    size_t ld;
+};
+
+// The K % 64 tail of a group of weight rows or of an activation block,
+// zero-padded to a full tile (zero codes add nothing; the bias compensation
+// covers the real K only).
+struct Tails {
+    alignas(64) int8_t w[4][16 * 64];
+    alignas(64) uint8_t x[2][16 * 64];
+};
+
+// Weight rows [n, n + 16 * nb) at k = Kf: the last kt bytes of each row.
+void tail_weights(const W8A8Args& p, size_t n, int nb, size_t Kf, size_t kt, Tails& t) {
+    for (int j = 0; j < nb; ++j) {
+        std::memset(t.w[j], 0, sizeof t.w[j]);
+        for (size_t r = 0; r < 16; ++r) std::memcpy(t.w[j] + 64 * r, p.b + (n + 16 * j + r) * p.ldb + Kf, kt);
+    }
+}
+
+// Activation block `blk` from k = Kf: its remaining ceil(kt / 4) groups.
+void tail_x(const W8A8Args& p, size_t blk, size_t Kf, size_t Kq, uint8_t* out) {
+    std::memset(out, 0, 16 * 64);
+    std::memcpy(out, p.ap + blk * 64 * Kq + 16 * Kf, 64 * (Kq - Kf / 4));
+}
+
+// C[v][j] (tmm 2v + j) += A_j (tmm 4 + j) * B_v (tmm 6 + v): 2 blocks of X
+// against 2 groups of 16 weight rows.
+inline void step_2x2(Src w0, Src w1, Src x0, Src x1) {
+    _tile_loadd(4, w0.p, w0.ld);
+    _tile_loadd(6, x0.p, x0.ld);
+    _tile_dpbsud(0, 4, 6);
+    _tile_loadd(5, w1.p, w1.ld);
+    _tile_dpbsud(1, 5, 6);
+    _tile_loadd(7, x1.p, x1.ld);
+    _tile_dpbsud(2, 4, 7);
+    _tile_dpbsud(3, 5, 7);
+}
+
+// One block of X against NB <= 4 groups of 16 weight rows: C[j] (tmm j) +=
+// A_j * B (tmm 6); the weight tiles alternate between tmm4 and tmm5.
+template <int NB>
+inline void step_1xn(const Src* w, Src x) {
+    _tile_loadd(6, x.p, x.ld);
+    _tile_loadd(4, w[0].p, w[0].ld);
+    _tile_dpbsud(0, 4, 6);
+    if constexpr (NB > 1) {
+        _tile_loadd(5, w[1].p, w[1].ld);
+        _tile_dpbsud(1, 5, 6);
+    }
+    if constexpr (NB > 2) {
+        _tile_loadd(4, w[2].p, w[2].ld);
+        _tile_dpbsud(2, 4, 6);
+    }
+    if constexpr (NB > 3) {
+        _tile_loadd(5, w[3].p, w[3].ld);
+        _tile_dpbsud(3, 5, 6);
+    }
+}
+
+// Stores C tile t (16 weight rows x 16 activation rows) as acc[j][i].
+inline void store_c(int t, int32_t* acc) {
+    switch (t) {
+        case 0: _tile_stored(0, acc, 64); break;
+        case 1: _tile_stored(1, acc, 64); break;
+        case 2: _tile_stored(2, acc, 64); break;
+        default: _tile_stored(3, acc, 64); break;
+    }
+}
+
+// Activation blocks b and b + 1 (rows [16 b, min(M, 16 b + 32))) x weight
+// rows [n, n + 32).
+void tile_2x2(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t kt) {
+    const size_t Kq = (p.K + 3) / 4, bstride = 64 * Kq;
+    const uint8_t* x0 = p.ap + b * bstride;
+    const uint8_t* x1 = x0 + bstride;
+    const int8_t* w0 = p.b + n * p.ldb;
+    const int8_t* w1 = w0 + 16 * p.ldb;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (size_t k = 0; k < Kf; k += 64)
+        step_2x2({w0 + k, p.ldb}, {w1 + k, p.ldb}, {x0 + 16 * k, 64}, {x1 + 16 * k, 64});
+    if (kt) {
+        tail_x(p, b, Kf, Kq, t.x[0]);
+        tail_x(p, b + 1, Kf, Kq, t.x[1]);
+        stores_before_tiles();
+        step_2x2({t.w[0], 64}, {t.w[1], 64}, {t.x[0], 64}, {t.x[1], 64});
+    }
+    alignas(64) int32_t acc[16 * 16];
+    for (int v = 0; v < 2; ++v) {
+        const size_t m0 = 16 * (b + v);
+        if (m0 >= p.M) break;
+        for (int j = 0; j < 2; ++j) {
+            store_c(2 * v + j, acc);
+            avx512::w8a8_packed_epilogue(p, m0, min_sz(16, p.M - m0), n + 16 * size_t(j), 16, acc, 1);
+        }
+    }
+}
+
+// Activation block b x weight rows [n, n + 16 NB).
+template <int NB>
+void tile_1xn(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t kt) {
+    const size_t Kq = (p.K + 3) / 4;
+    const uint8_t* x = p.ap + b * 64 * Kq;
+    Src w[NB];
+    for (int j = 0; j < NB; ++j) w[j] = {p.b + (n + 16 * size_t(j)) * p.ldb, p.ldb};
+    for (int j = 0; j < NB; ++j) {
+        switch (j) {
+            case 0: _tile_zero(0); break;
+            case 1: _tile_zero(1); break;
+            case 2: _tile_zero(2); break;
+            default: _tile_zero(3); break;
+        }
+    }
+    for (size_t k = 0; k < Kf; k += 64) {
+        Src wk[NB];
+        for (int j = 0; j < NB; ++j) wk[j] = {static_cast<const int8_t*>(w[j].p) + k, p.ldb};
+        step_1xn<NB>(wk, {x + 16 * k, 64});
+    }
+    if (kt) {
+        tail_x(p, b, Kf, Kq, t.x[0]);
+        stores_before_tiles();
+        Src wt[NB];
+        for (int j = 0; j < NB; ++j) wt[j] = {t.w[j], 64};
+        step_1xn<NB>(wt, {t.x[0], 64});
+    }
+    alignas(64) int32_t acc[16 * 16];
+    const size_t m0 = 16 * b;
+    for (int j = 0; j < NB; ++j) {
+        store_c(j, acc);
+        avx512::w8a8_packed_epilogue(p, m0, min_sz(16, p.M - m0), n + 16 * size_t(j), 16, acc, 1);
+    }
+}
+
+using Tile1Fn = void (*)(const W8A8Args&, size_t, size_t, Tails&, size_t, size_t);
+const Tile1Fn kTile1[4] = {tile_1xn<1>, tile_1xn<2>, tile_1xn<3>, tile_1xn<4>};
+
+}  // namespace
+
+void gemm_w8a8(const W8A8Args& p, size_t n0, size_t n1) {
+    if (p.M == 0 || n0 >= n1) return;
+    if (!p.ap || p.M < kW8A8MinM) return avx512::gemm_w8a8(p, n0, n1);
+    // Whole groups of 16 weight rows here; the rest (< 16 columns) on AVX-512.
+    const size_t n_full = n0 + (n1 - n0) / 16 * 16;
+    if (n_full > n0) {
+        const size_t blocks = (p.M + 15) / 16;
+        const size_t Kf = p.K / 64 * 64, kt = p.K - Kf;
+        // Tails are per call: 6 KiB, off the stack of pool threads.
+        thread_local Tails t;
+        configure_tiles();
+        // Groups of 32 weight rows for 2 x 2 tiles (an odd last activation
+        // block takes 1 x 2), or of 64 for 1 x 4 when X is one block.
+        const size_t group = blocks >= 2 ? 32 : 64;
+        for (size_t n = n0; n < n_full; n += group) {
+            const int nb = int(min_sz(group, n_full - n) / 16);
+            if (kt) tail_weights(p, n, nb, Kf, kt, t);
+            size_t b = 0;
+            if (nb == 2)
+                for (; b + 2 <= blocks; b += 2) tile_2x2(p, b, n, t, Kf, kt);
+            for (; b < blocks; ++b) kTile1[nb - 1](p, b, n, t, Kf, kt);
+        }
+        _tile_release();
+    }
+    if (n_full < n1) avx512::gemm_w8a8(p, n_full, n1);
+}
+
+}  // namespace amx
+}  // namespace qk
+
+#endif  // x86-64
