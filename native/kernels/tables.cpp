@@ -12,8 +12,8 @@
 namespace qk {
 
 // table: the variable's suffix; ns: the namespace of the ISA's own functions.
-#define QK_TABLE(table, ns, isa_value, isa_name, i4_gemv_max_m, w8a8, packed_min_m, pack_a, w4a8, w4a8_rows,      \
-                 rows_min_m)                                                                          \
+#define QK_TABLE(table, ns, isa_value, isa_name, i4_gemv_max_m, w8a8, packed_min_m, pack_a, w4a8, w4a8_rows, \
+                 rows_min_m)                                                                           \
     const Kernels kernels_##table = {                                                              \
         isa_value,         isa_name,         ns::f16_to_f32,     ns::bf16_to_f32,                \
         ns::minmax,        ns::absmax,       ns::quantize,       ns::dequantize_i8,              \
@@ -25,9 +25,11 @@ namespace qk {
         ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,    ns::dgemm_nt_sub,                  \
     };
 
-QK_TABLE(ref, ref, Isa::scalar, "scalar", 4, ref::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8, ref::gemm_w4a8, SIZE_MAX)
+QK_TABLE(ref, ref, Isa::scalar, "scalar", 4, ref::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8,
+         ref::gemm_w4a8, SIZE_MAX)
 #if defined(__x86_64__) || defined(_M_X64)
-QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8, avx2::gemm_w4a8, SIZE_MAX)
+QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8,
+         avx2::gemm_w4a8, SIZE_MAX)
 // AVX-512: VNNI outer-product kernel over packed activations from M = 15
 // rows (the others never read them: their packer is the ref one, unused);
 // W4A8 with lanes over weight rows from M = kW4A8RowsMinM, bit-identical to
@@ -36,8 +38,8 @@ QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_
 // from 2048 x 768 to 11008 x 4096: gemv 47-53 GFLOP/s at M = 5-12, the
 // panel path 22-28 at M = 5, 35-44 at 8, 46-55 at 10); AVX2's panel path
 // is level with its gemv from M = 5 (37 against 36 at 4096 x 4096), so 4.
-QK_TABLE(avx512, avx512, Isa::avx512, "avx512", 9, avx512::gemm_w8a8, avx512::kW8A8PackedMinM, avx512::w8a8_pack_a, avx512::gemm_w4a8,
-         avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM)
+QK_TABLE(avx512, avx512, Isa::avx512, "avx512", 9, avx512::gemm_w8a8, avx512::kW8A8PackedMinM,
+         avx512::w8a8_pack_a, avx512::gemm_w4a8, avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM)
 // AMX: the AVX-512 table with the W8A8 GEMM on AMX-INT8 tiles from
 // amx::kW8A8MinM rows (packed activations from there on; the AVX-512
 // kernels below it and for the last N % 16 columns).
@@ -45,7 +47,8 @@ QK_TABLE(amx, avx512, Isa::amx, "amx", 9, amx::gemm_w8a8, amx::kW8A8MinM, avx512
          avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM)
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-QK_TABLE(neon, neon, Isa::neon, "neon", 4, neon::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8, neon::gemm_w4a8, SIZE_MAX)
+QK_TABLE(neon, neon, Isa::neon, "neon", 4, neon::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8,
+         neon::gemm_w4a8, SIZE_MAX)
 #endif
 
 }  // namespace qk

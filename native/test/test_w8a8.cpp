@@ -230,7 +230,8 @@ QKT_TEST(w8a8_i32_wide_tiles) {
                 const int32_t sentinel = 0x7eadbeef;
                 std::vector<int32_t> c1(p.M * p.ldc, sentinel), c2(p.M * p.ldc, sentinel);
                 ctx.ref->gemm_w8a8(raw_args(p, c1.data()), 0, N);
-                for (size_t n0 = 0; n0 < N; n0 += 32) ctx.k->gemm_w8a8(raw_args(p, c2.data(), true), n0, std::min(N, n0 + 32));
+                for (size_t n0 = 0; n0 < N; n0 += 32)
+                    ctx.k->gemm_w8a8(raw_args(p, c2.data(), true), n0, std::min(N, n0 + 32));
                 QKT_CHECK(c1 == c2, "split by 32 M=%zu N=%zu K=%zu", M, N, K);
             }
 }
