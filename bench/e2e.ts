@@ -240,7 +240,9 @@ function runBreakdown(config: LlamaConfig, lookup: TensorLookup, prompt: number[
   const bd = new Breakdown();
   bd.install();
   try {
-    for (const v of VARIANTS.filter((x) => ['fp32', 'int8', 'int4-g32', 'w8a8', 'w4a8'].includes(x.name))) {
+    // every config named by --configs; by default the five base formats
+    const broken = ONLY ? VARIANTS : VARIANTS.filter((x) => ['fp32', 'int8', 'int4-g32', 'w8a8', 'w4a8'].includes(x.name));
+    for (const v of broken) {
       const { model } = build(config, lookup, v);
       bd.lmHeads.add(model.child('lm_head')!);
       for (const threads of THREADS) {
