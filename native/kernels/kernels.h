@@ -301,7 +301,7 @@ struct Kernels {
     void (*unpack_i2)(const uint8_t* packed, size_t n, int8_t* q);
 
     // ---- GEMM -----------------------------------------------------------
-    // Small-M path (decode): for m in [m0, m0+mc) (mc <= 4) and n in [n0, n1),
+    // Small-M path (decode): for m in [m0, m0+mc) (mc <= 8) and n in [n0, n1),
     // Y[m, n] = sum_k X[m, k] * W[n, k] (+ bias[n]), every weight format,
     // weights dequantized in registers (never to memory). Contract: with
     // a.row_invariant, Y[m, n] does not depend on m0 or mc (the rows sharing

@@ -373,12 +373,12 @@ QKT_TEST(gemm_gemv) {
                         if (!affordable(4, N, K)) continue;
                         const TestW w = make_w(sp, N, K, G, d, rng);
                         const std::vector<float> wd = dequant_all(ctx, w);
-                        const size_t Mx = 6, ldx = K + 3, ldy = N + 2;
+                        const size_t Mx = 10, ldx = K + 3, ldy = N + 2;
                         const std::vector<float> x = make_x(Mx, K, ldx, d, rng);
                         const std::vector<float> bias = make_bias(N, d, rng);
                         const Ref64 r_nb = ref64(x.data(), ldx, wd.data(), nullptr, Mx, N, K);
                         const Ref64 r_b = ref64(x.data(), ldx, wd.data(), bias.data(), Mx, N, K);
-                        for (size_t mc = 1; mc <= 4; ++mc) {
+                        for (size_t mc = 1; mc <= 8; ++mc) {
                             for (bool use_bias : {false, true}) {
                                 const Ref64& r = use_bias ? r_b : r_nb;
                                 // Rows [1, 1 + mc), all of N.
@@ -417,14 +417,14 @@ QKT_TEST(gemm_gemv) {
 }
 
 // Row-invariant mode: a row's bits do not depend on the rows sharing its
-// gemv tile (mc = 1..4, any m0), for every format and ISA; the batched
+// gemv tile (mc = 1..8, any m0), for every format and ISA; the batched
 // decoder relies on it (a sequence's logits must not depend on the batch).
 QKT_TEST(gemm_gemv_row_invariant) {
     Rng rng(21);
     for (const WSpec& sp : kSpecs) {
         for (size_t K : kKs) {
             for (size_t G : groups_for(sp, K)) {
-                const size_t N = 9, Mx = 5, ldx = K + 1, ldy = N;
+                const size_t N = 9, Mx = 9, ldx = K + 1, ldy = N;
                 if (!affordable(Mx, N, K)) continue;
                 const TestW w = make_w(sp, N, K, G, Data::random, rng);
                 const std::vector<float> x = make_x(Mx, K, ldx, Data::random, rng);
@@ -434,7 +434,7 @@ QKT_TEST(gemm_gemv_row_invariant) {
                 a.row_invariant = true;
                 for (size_t m = 0; m < Mx; ++m) ctx.k->gemv(a, m, 1, 0, N);
                 for (size_t m0 = 0; m0 < Mx; ++m0) {
-                    for (size_t mc = 2; m0 + mc <= Mx && mc <= 4; ++mc) {
+                    for (size_t mc = 2; m0 + mc <= Mx && mc <= 8; ++mc) {
                         std::vector<float> y(Mx * ldy, kSentinel);
                         a.y = y.data();
                         ctx.k->gemv(a, m0, mc, 0, N);

@@ -2,6 +2,8 @@
 //
 //   gemv            mc <= 4 rows of X against R = 4 rows of W at a time (four
 //                   independent weight streams for memory-level parallelism),
+//                   or, f32 weights, 5 to 8 rows of X against R = 2 (the
+//                   weight block read once per 8 rows of X: batched decode),
 //                   16 values per step, weights decoded in registers:
 //                     f32/f16/bf16: load (+ vcvtph2ps / shift),
 //                     i8:  vpmovsxbd, - zp, vcvtdq2ps; with mc <= 2 each
@@ -233,8 +235,9 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
     __m512 acc[MC][R];
     for (int m = 0; m < MC; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
-    // Bytes of W consumed per step by the tile: R rows x 16 values.
-    constexpr int PF_LINES = (R == 4) ? (F == static_cast<int>(WFormat::f32) ? 4 : 2) : 0;
+    // Bytes of W consumed per step by the tile: R rows x 16 values (R = 4,
+    // or 2 in the tiles of 5 to 8 rows of X).
+    constexpr int PF_LINES = (R == 4 || R == 2) ? (F == static_cast<int>(WFormat::f32) ? R : R / 2) : 0;
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     size_t k = 0;
     for (; k + 16 <= K; k += 16) {
@@ -635,6 +638,8 @@ static void deq_i4_row(const uint8_t* packed, size_t ngroups, size_t G, const fl
     }
 }
 
+// 32 zmm: f32 gemv tiles of up to 8 rows of X (see gemm_dispatch.inc).
+#define QK_GEMV_FLOAT_MC8 1
 #include "../gemm_dispatch.inc"
 
 }  // namespace
