@@ -137,7 +137,7 @@ void gemm_gemv_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking& 
         const size_t n0 = t * nb;
         const size_t n1 = min_sz(a.N, n0 + nb);
         // (every gemv kernel reads f16 scales itself)
-        // up to 8 rows of X a call: the AVX-512 float tiles take 8 at once
+        // up to 8 rows of X a call: the AVX-512 f32 tiles take 8 at once
         // (the weight block read once per 8 rows); the others split them
         for (size_t m0 = 0; m0 < a.M; m0 += 8) kern.gemv(a, m0, min_sz(8, a.M - m0), n0, n1);
     });

@@ -141,6 +141,16 @@ inline void step_1xn(const Src* w, Src x) {
     }
 }
 
+// Zeroes C tile t.
+inline void zero_c(int t) {
+    switch (t) {
+        case 0: _tile_zero(0); break;
+        case 1: _tile_zero(1); break;
+        case 2: _tile_zero(2); break;
+        default: _tile_zero(3); break;
+    }
+}
+
 // Stores C tile t (16 weight rows x 16 activation rows) as acc[j][i].
 inline void store_c(int t, int32_t* acc) {
     switch (t) {
@@ -159,10 +169,7 @@ void tile_2x2(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t
     const uint8_t* x1 = x0 + bstride;
     const int8_t* w0 = p.b + n * p.ldb;
     const int8_t* w1 = w0 + 16 * p.ldb;
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    for (int c = 0; c < 4; ++c) zero_c(c);
     for (size_t k = 0; k < Kf; k += 64)
         step_2x2({w0 + k, p.ldb}, {w1 + k, p.ldb}, {x0 + 16 * k, 64}, {x1 + 16 * k, 64});
     if (kt) {
@@ -189,14 +196,7 @@ void tile_1xn(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t
     const uint8_t* x = p.ap + b * 64 * Kq;
     Src w[NB];
     for (int j = 0; j < NB; ++j) w[j] = {p.b + (n + 16 * size_t(j)) * p.ldb, p.ldb};
-    for (int j = 0; j < NB; ++j) {
-        switch (j) {
-            case 0: _tile_zero(0); break;
-            case 1: _tile_zero(1); break;
-            case 2: _tile_zero(2); break;
-            default: _tile_zero(3); break;
-        }
-    }
+    for (int j = 0; j < NB; ++j) zero_c(j);
     for (size_t k = 0; k < Kf; k += 64) {
         Src wk[NB];
         for (int j = 0; j < NB; ++j) wk[j] = {static_cast<const int8_t*>(w[j].p) + k, p.ldb};
