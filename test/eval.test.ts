@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { errorMetrics, errorReport } from '../lib/eval/error-report.js';
 import { generate, generateText } from '../lib/eval/generate.js';
 import { perplexity, tokenNll } from '../lib/eval/perplexity.js';
-import { argmax, mulberry32, orderByProbability, sampleToken, topKByProbability } from '../lib/eval/sampling.js';
+import { argmax, mulberry32, sampleToken, topKByProbability } from '../lib/eval/sampling.js';
 import { barChartSvg, histogramSvg } from '../lib/eval/svg.js';
 import { QLinear } from '../lib/nn/linear.js';
 import { quantizeModel } from '../lib/nn/quantize-model.js';
@@ -31,66 +31,75 @@ describe('sampling', () => {
     expect(new Set(draw(7))).toEqual(new Set([1, 3, 4])); // top-3 only
   });
 
-  it('draws the tokens of the plain algorithm (full comparison sort, then top-k, top-p, walk) for every option', () => {
-    // the definition, written out: with a filter, candidates by p descending
-    // (ties: lower id), keep top-k, then top-p (over the top-k's total, or
-    // over the sum of all p in id order), then walk; with none, walk all ids
-    // in id order
+  it('draws the tokens of the plain algorithm (full comparison sort, top-k, threshold top-p, walk in id order) for every option', () => {
+    // the definition, written out: candidates are every id, or the top-k by
+    // p descending (ties: lower id); top-p keeps the candidates above the
+    // largest value v* whose candidates at or above it hold topP of the
+    // candidates' total, and the fewest lowest-id ties at v* that reach it;
+    // the draw walks the survivors in id order. Every sum is in id order.
     const reference = (logits: Float32Array, o: { temperature: number; topK: number; topP: number }, rand: () => number): number => {
       const n = logits.length;
       const max = Math.max(...logits);
       const p = Array.from(logits, (l) => Math.exp((l - max) / o.temperature));
-      const sum = p.reduce((a, v) => a + v, 0);
-      const topK = o.topK > 0 && o.topK < n;
-      if (!topK && o.topP >= 1) {
-        let r = rand() * sum;
-        for (let i = 0; i < n; i++) {
-          r -= p[i]!;
-          if (r < 0) return i;
-        }
-        let last = n - 1;
-        while (last > 0 && p[last] === 0) last--;
-        return last;
-      }
-      const order = p.map((_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
-      let keep = topK ? o.topK : n;
-      let total = topK ? 0 : sum;
-      if (topK) for (let i = 0; i < keep; i++) total += p[order[i]!]!;
+      const byP = p.map((_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+      let cand = o.topK > 0 && o.topK < n ? byP.slice(0, o.topK).sort((a, b) => a - b) : p.map((_, i) => i);
+      const massOf = (ids: number[]) => ids.reduce((s, i) => s + p[i]!, 0);
       if (o.topP < 1) {
-        let cum = 0;
-        for (let i = 0; i < keep; i++) {
-          cum += p[order[i]!]! / total;
-          if (cum >= o.topP) {
-            keep = i + 1;
-            break;
-          }
-        }
-        total = 0;
-        for (let i = 0; i < keep; i++) total += p[order[i]!]!;
+        const target = o.topP * massOf(cand);
+        const values = [...new Set(cand.map((i) => p[i]!))].sort((a, b) => b - a);
+        const vStar = values.find((v) => massOf(cand.filter((i) => p[i]! >= v)) >= target)!;
+        const strict = massOf(cand.filter((i) => p[i]! > vStar));
+        const ties = cand.filter((i) => p[i] === vStar);
+        let take = 1;
+        while (take < ties.length && strict + take * vStar < target) take++;
+        const kept = new Set(ties.slice(0, take));
+        cand = cand.filter((i) => p[i]! > vStar || kept.has(i));
       }
-      let r = rand() * total;
-      for (let i = 0; i < keep; i++) {
-        r -= p[order[i]!]!;
-        if (r < 0) return order[i]!;
+      let r = rand() * massOf(cand);
+      let last = -1;
+      for (const i of cand) {
+        if (p[i] === 0) continue;
+        r -= p[i]!;
+        if (r < 0) return i;
+        last = i;
       }
-      return order[keep - 1]!;
+      return last;
     };
     const gen = mulberry32(11);
     const logits = Float32Array.from({ length: 3000 }, (_, i) => (i % 97 === 0 ? 2 : Math.round(gen() * 40) / 8)); // many ties
-    // nuclei of 30 (top-p 0.05), 1659 and 2048 tokens: the first selection of 64 candidates, then the full sort
-    for (const o of [{ temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 40, topP: 1 }, { temperature: 1.3, topK: 0, topP: 0.9 }, { temperature: 0.5, topK: 0, topP: 0.999 }, { temperature: 1, topK: 0, topP: 0.05 }, { temperature: 0.8, topK: 5, topP: 0.5 }, { temperature: 2, topK: 3000, topP: 1 }]) {
+    // nuclei of 30 (top-p 0.05), 1659 and 2048 tokens, ties cut at v*
+    for (const o of [{ temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 40, topP: 1 }, { temperature: 1.3, topK: 0, topP: 0.9 }, { temperature: 0.5, topK: 0, topP: 0.999 }, { temperature: 1, topK: 0, topP: 0.05 }, { temperature: 0.8, topK: 5, topP: 0.5 }, { temperature: 2, topK: 3000, topP: 1 }, { temperature: 1, topK: 200, topP: 0.7 }]) {
       const a = mulberry32(5), b = mulberry32(5);
       for (let i = 0; i < 60; i++) expect(sampleToken(logits, 0, logits.length, o, a), JSON.stringify(o)).toBe(reference(logits, o, b));
     }
-    // a peaked 20k vocabulary (300 likely tokens, ties among them): nuclei of 192 and 242, from the second selection (512)
+    // a peaked 20k vocabulary (300 likely tokens, ties among them): nuclei of 192 and 242
     const peaked = Float32Array.from({ length: 20000 }, (_, i) => (i % 61 === 0 && i < 18300 ? 6 + Math.round(gen() * 16) / 8 : Math.round(gen() * 32) / 8 - 3));
     for (const o of [{ temperature: 1, topK: 0, topP: 0.8 }, { temperature: 0.7, topK: 0, topP: 0.95 }]) {
       const a = mulberry32(9), b = mulberry32(9);
       for (let i = 0; i < 12; i++) expect(sampleToken(peaked, 0, peaked.length, o, a), JSON.stringify(o)).toBe(reference(peaked, o, b));
     }
+    // flat: every value distinct and close, the nucleus most of the vocabulary;
+    // and values equal to the last in exp (underflow to 0 at a low temperature)
+    const flat = Float32Array.from({ length: 1500 }, () => gen() * 0.5);
+    const cliff = Float32Array.from({ length: 1500 }, (_, i) => (i < 40 ? gen() : -2000));
+    for (const [l, o] of [[flat, { temperature: 1, topK: 0, topP: 0.95 }], [flat, { temperature: 1, topK: 0, topP: 0.3 }], [cliff, { temperature: 0.9, topK: 0, topP: 0.999 }], [cliff, { temperature: 1, topK: 100, topP: 0.99 }]] as const) {
+      const a = mulberry32(4), b = mulberry32(4);
+      for (let i = 0; i < 40; i++) expect(sampleToken(l, 0, l.length, o, a), JSON.stringify(o)).toBe(reference(l, o, b));
+    }
   });
 
-  it('orders candidates exactly as the comparison sort it replaced (ties by id, zeros, denormals)', () => {
+  it('keeps the smallest nucleus: ties at the threshold by id, the most likely token always', () => {
+    // probabilities 0.4, 0.2, 0.2, 0.2 (ids 3, 0, 1, 2): top-p 0.5 needs one tie, 0.7 two
+    const l = Float32Array.from([Math.log(0.2), Math.log(0.2), Math.log(0.2), Math.log(0.4)]);
+    const seen = (topP: number) => new Set(Array.from({ length: 300 }, (_, i) => sampleToken(l, 0, 4, { temperature: 1, topK: 0, topP }, mulberry32(i))));
+    expect(seen(0.3)).toEqual(new Set([3]));
+    expect(seen(0.4)).toEqual(new Set([3])); // exactly the mass of token 3: the pass in id order decides
+    expect(seen(0.5)).toEqual(new Set([3, 0]));
+    expect(seen(0.7)).toEqual(new Set([3, 0, 1]));
+    expect(seen(0.95)).toEqual(new Set([3, 0, 1, 2]));
+  });
+
+  it('selects the top k exactly as the comparison sort it replaced (ties by id, zeros, denormals)', () => {
     const r = mulberry32(3);
     for (const n of [1, 2, 7, 300, 32000]) {
       const p = new Float64Array(n);
@@ -100,7 +109,6 @@ describe('sampling', () => {
         p[i] = u < 0.2 ? 0.25 : u < 0.3 ? 0 : u < 0.35 ? 5e-324 * Math.floor(u * 100) : Math.exp(-40 * r());
       }
       const want = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
-      expect(Array.from(orderByProbability(p, Int32Array.from({ length: n }, (_, i) => i)))).toEqual(want);
       for (const k of [1, 3, 40, 65, 299, 4096].filter((k) => k < n)) expect(Array.from(topKByProbability(p, k))).toEqual(want.slice(0, k));
     }
   });
