@@ -266,11 +266,17 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
 // one multiply per 16 weights less, which is what keeps M = 1 at DRAM speed
 // (the decode is ALU-bound at ~1.3x DRAM bandwidth otherwise). With MC >= 3
 // there are not enough registers for two accumulator sets, so the weights
-// are scaled as decoded (w = (q - zp) * s, as in dequant_panel).
-template <bool ASYM, bool GACC, int MC, int R, typename S>
+// are scaled as decoded (w = (q - zp) * s, as in dequant_panel) - unless a
+// row is one group (per channel, int8's default): then the main
+// accumulators take the unscaled sums and are scaled once at the end,
+// fma(sum, s, +0), which is exactly what the group accumulators give for
+// one group (ONE_GROUP, any MC).
+template <bool ASYM, bool GACC, int MC, int R, typename S, bool ONE_GROUP = false>
 static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     static_assert(!GACC || MC <= 2, "two accumulator sets fit in 32 zmm only for MC <= 2");
+    static_assert(!(GACC && ONE_GROUP), "one group needs no second accumulator set");
     constexpr int NG = GACC ? MC : 1;
+    constexpr bool UNSCALED = GACC || ONE_GROUP;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     TileScales<S, R> sc(a.w, n, gpr, ngr);
@@ -307,7 +313,7 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
             for (int m = 0; m < MC; ++m) xv[m] = _mm512_loadu_ps(rw.x[m] + k);
             for (int r = 0; r < R; ++r) {
                 const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k));
-                const __m512 wv = GACC ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
+                const __m512 wv = UNSCALED ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
                 for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
             }
         }
@@ -317,13 +323,16 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
             for (int m = 0; m < MC; ++m) xv[m] = _mm512_maskz_loadu_ps(mk, rw.x[m] + k);
             for (int r = 0; r < R; ++r) {
                 const __m128i qb = _mm_maskz_loadu_epi8(mk, rw.w[r] + k);
-                const __m512 wv = GACC ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
+                const __m512 wv = UNSCALED ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
                 for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
             }
         }
         if constexpr (GACC)
             for (int m = 0; m < MC; ++m)
                 for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(ga[m][r], s[r], acc[m][r]);
+        if constexpr (ONE_GROUP)
+            for (int m = 0; m < MC; ++m)
+                for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(acc[m][r], s[r], _mm512_setzero_ps());
     }
     store_tile<MC, R>(a, m0, n, acc);
 }
@@ -414,8 +423,12 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
 // takes the MC >= 3 order for every MC. Measured at N = K = 4096, one thread,
 // warm weights (AMD Zen 4): int8 M = 1 0.58 -> 0.70 ms, M >= 3 unchanged;
 // int4 g32 M = 1 and M >= 3 unchanged, M = 2 1.7 -> 1.2 ms.
+// int8 with one group per row (per channel) has a single order for every MC
+// and both modes, the group-accumulator one, and MC >= 3 skip the per-weight
+// multiply with it.
 template <bool ASYM, int MC, int R, typename S>
 static void gemv_i8_tile_s(const GemmArgs& a, size_t m0, size_t n) {
+    if (a.K / a.w.group == 1) return gemv_i8_tile_impl<ASYM, false, MC, R, S, true>(a, m0, n);
     if constexpr (MC <= 2) {
         if (!a.row_invariant) return gemv_i8_tile_impl<ASYM, true, MC, R, S>(a, m0, n);
     }
