@@ -70,6 +70,14 @@ static inline __m256 dec_i8(__m128i bytes8, __m256i zp, __m256 s) {
     if constexpr (ASYM) q = _mm256_sub_epi32(q, zp);
     return _mm256_mul_ps(_mm256_cvtepi32_ps(q), s);
 }
+// Without the scale (ONE_GROUP tiles scale the sums instead).
+template <bool ASYM, bool SCALED>
+static inline __m256 dec_i8_as(__m128i bytes8, __m256i zp, __m256 s) {
+    if constexpr (SCALED) return dec_i8<ASYM>(bytes8, zp, s);
+    __m256i q = _mm256_cvtepi8_epi32(bytes8);
+    if constexpr (ASYM) q = _mm256_sub_epi32(q, zp);
+    return _mm256_cvtepi32_ps(q);
+}
 
 // 8 bytes of packed int4 -> low-nibble values (elements 2i) and high-nibble
 // values (elements 2i+1), each (q - zp) * s.
@@ -177,8 +185,12 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
     store_tile<MC, R>(a, m0, n, acc);
 }
 
-template <bool ASYM, int MC, int R>
-static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
+// int8: each decoded weight is scaled, w = (q - zp) * s, unless a row is
+// one group (per channel, int8's default): then the sums of x * (q - zp)
+// are scaled once at the end, fma(sum, s, +0) (ONE_GROUP; one multiply per
+// 8 weights less). Either way one order for every MC, so row-invariant.
+template <bool ASYM, int MC, int R, bool ONE_GROUP>
+static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
     const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
@@ -204,8 +216,8 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
             __m256 xv[MC];
             for (int m = 0; m < MC; ++m) xv[m] = _mm256_loadu_ps(rw.x[m] + k);
             for (int r = 0; r < R; ++r) {
-                const __m256 wv =
-                    dec_i8<ASYM>(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rw.w[r] + k)), z[r], s[r]);
+                const __m256 wv = dec_i8_as<ASYM, !ONE_GROUP>(
+                    _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rw.w[r] + k)), z[r], s[r]);
                 for (int m = 0; m < MC; ++m) acc[m][r] = _mm256_fmadd_ps(xv[m], wv, acc[m][r]);
             }
         }
@@ -217,12 +229,21 @@ static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
             for (int r = 0; r < R; ++r) {
                 alignas(16) uint8_t buf[16] = {};
                 copy_bytes(buf, rw.w[r] + k, rem);
-                const __m256 wv = dec_i8<ASYM>(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)), z[r], s[r]);
+                const __m256 wv =
+                    dec_i8_as<ASYM, !ONE_GROUP>(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)), z[r], s[r]);
                 for (int m = 0; m < MC; ++m) acc[m][r] = _mm256_fmadd_ps(xv[m], wv, acc[m][r]);
             }
         }
+        if constexpr (ONE_GROUP)
+            for (int m = 0; m < MC; ++m)
+                for (int r = 0; r < R; ++r) acc[m][r] = _mm256_fmadd_ps(acc[m][r], s[r], _mm256_setzero_ps());
     }
     store_tile<MC, R>(a, m0, n, acc);
+}
+template <bool ASYM, int MC, int R>
+static void gemv_i8_tile(const GemmArgs& a, size_t m0, size_t n) {
+    if (a.K / a.w.group == 1) gemv_i8_tile_impl<ASYM, MC, R, true>(a, m0, n);
+    else gemv_i8_tile_impl<ASYM, MC, R, false>(a, m0, n);
 }
 
 template <bool ASYM, int MC, int R>
