@@ -256,7 +256,7 @@ struct AttnRowsArgs {
 };
 // Scratch floats attn_rows needs for `rows` rows of hd: per row o[hd], m, l,
 // and one block of scores.
-inline size_t attn_scratch_floats(size_t rows, size_t hd) { return rows * (hd + 2) + 2 * kAttnBlock; }
+inline size_t attn_scratch_floats(size_t rows, size_t hd) { return rows * (hd + 2) + 4 * kAttnBlock; }
 
 struct Kernels {
     Isa isa;

@@ -10,14 +10,19 @@
 //   p · V    per 64-wide chunk of the head dimension, 4 accumulators, one
 //            fma per key in key order (the reference's order per element).
 // Work order: blocks outer, rows inner, so one block of K/V (16 KB at
-// hd = 64) is read from L1 by every row of the call; rows go two at a
-// time, sharing each load of K (scores) and of V (p · V), and the 16-key
+// hd = 64) is read from L1 by every row of the call; rows go up to four at
+// a time (the query heads of one KV head, then the next positions),
+// sharing each load of K (scores) and of V (p · V), and the 16-key
 // vectors past a block's last visible key are skipped (their lanes are
 // -inf / p = 0 in the reference: the same result, less work on the
 // diagonal blocks of a prompt). Measured against one row at a time with
 // every vector computed (T = 128 from position 0, 12 / 4 heads of 64, one
-// thread, AMD EPYC): 0.99 -> 0.79-0.89 ms; a decode step at position 127
-// 14.1 -> 11.6-12.7 us.
+// thread, AMD EPYC): 0.99 -> 0.79-0.89 ms with two rows at a time; a
+// decode step at position 127 14.1 -> 11.6-12.7 us. Four rows, with the
+// rows' sums of p (l, a sequential scalar chain each, as in the reference)
+// interleaved in one loop, on a Sapphire Rapids-class Xeon against two
+// (interleaved runs): T = 128 0.58-0.68 -> 0.44-0.48 ms, T = 512 7.7-9.2
+// -> 5.9 ms, a decode step at position 127 11-12 -> 9-10 us.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #pragma GCC diagnostic push
@@ -69,10 +74,10 @@ inline float hmax(__m512 v) {
     return _mm_cvtss_f32(_mm_max_ss(c, _mm_movehdup_ps(c)));
 }
 
-// Scores of R = 1 or 2 rows against the NV 16-key vectors of a block that
+// Scores of R = 1 to 4 rows against the NV 16-key vectors of a block that
 // hold visible keys (the rest stay unwritten: the caller treats them as
 // -inf). Each lane is the reference's fma chain over the head dimension;
-// two rows share every load of K.
+// the rows share every load of K.
 template <int R, int NV>
 inline void scores(const float* const* q, const float* kt, size_t hd, __m512 (*s)[4]) {
     for (int r = 0; r < R; ++r)
@@ -100,7 +105,8 @@ inline void scores_n(int nv, const float* const* q, const float* kt, size_t hd, 
 
 // One row's online-softmax step on its block scores s (nb visible keys of
 // the first nv vectors): the reference's max, rescale factor and p values;
-// p[0 .. 64) gets p (0 for hidden keys), l and m are updated. Returns the
+// p[0 .. 64) gets p (0 for hidden keys), m is updated and l rescaled (its
+// sum of p is sum_l's, for the rows of a call together). Returns the
 // rescale factor c of o (1 on the first block, which has no rescale).
 inline float softmax_step(__m512* s, int nv, size_t nb, float scale, bool first, float& m, float& l, float* p) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale);
@@ -123,20 +129,36 @@ inline float softmax_step(__m512* s, int nv, size_t nb, float scale, bool first,
     const __m512 mnv = _mm512_set1_ps(mn);
     for (int u = 0; u < 4; ++u)
         _mm512_storeu_ps(p + 16 * u, u < nv ? _mm512_maskz_mov_ps(k[u], exp16(_mm512_sub_ps(s[u], mnv))) : _mm512_setzero_ps());
-    float lr = l;
-    for (size_t jj = 0; jj < nb; ++jj) lr += p[jj];
-    l = lr;
     m = mn;
     return c;
 }
 
-// For R = 1 or 2 rows: o_r[0 .. hd) = o_r * c_r (when rescale), then
+// l_r += p_r[jj] for jj < nb_r, each row in key order (the reference's
+// scalar chain, so its bits); the R rows' chains are interleaved, since one
+// chain alone is latency-bound (64 dependent adds per block and row).
+template <int R>
+inline void sum_l(float* const* l, const float* const* p, const size_t* nb) {
+    size_t nmin = nb[0];
+    for (int r = 1; r < R; ++r) nmin = nb[r] < nmin ? nb[r] : nmin;
+    float acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = *l[r];
+    for (size_t jj = 0; jj < nmin; ++jj)
+        for (int r = 0; r < R; ++r) acc[r] += p[r][jj];
+    for (int r = 0; r < R; ++r) {
+        for (size_t jj = nmin; jj < nb[r]; ++jj) acc[r] += p[r][jj];
+        *l[r] = acc[r];
+    }
+}
+
+// For R = 1..4 rows: o_r[0 .. hd) = o_r * c_r (when rescale), then
 // o_r[i] = fma(p_r[jj], V[jj][i], o_r[i]) for jj < nb_r, in key order (the
-// reference's order per element); two rows share each load of V.
+// reference's order per element); the rows share each load of V up to the
+// shortest row's keys, then each row takes its remaining keys alone.
 template <int R>
 inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const float* const* p, const size_t* nb,
                const float* v, size_t ldv) {
-    const size_t nlo = R == 2 && nb[1] < nb[0] ? nb[1] : nb[0], nhi = R == 2 && nb[1] > nb[0] ? nb[1] : nb[0];
+    size_t nmin = nb[0];
+    for (int r = 1; r < R; ++r) nmin = nb[r] < nmin ? nb[r] : nmin;
     for (size_t i0 = 0; i0 < hd; i0 += 64) {
         const size_t w = hd - i0 < 64 ? hd - i0 : 64;
         __mmask16 mk[4];
@@ -160,7 +182,7 @@ inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const f
             }
         };
         if (w == 64) {  // the common case (hd a multiple of 64): whole vectors
-            for (size_t jj = 0; jj < nlo; ++jj) {
+            for (size_t jj = 0; jj < nmin; ++jj) {
                 const float* vj = v + jj * ldv + i0;
                 const __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16), v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
                 for (int r = 0; r < R; ++r) {
@@ -172,14 +194,42 @@ inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const f
                 }
             }
         } else {
-            for (size_t jj = 0; jj < nlo; ++jj) step(jj, 0, R);
+            for (size_t jj = 0; jj < nmin; ++jj) step(jj, 0, R);
         }
-        // the longer row's remaining keys, alone
-        const int rl = R == 2 && nb[1] > nb[0] ? 1 : 0;
-        for (size_t jj = nlo; jj < nhi; ++jj) step(jj, rl, rl + 1);
+        for (int r = 0; r < R; ++r)
+            for (size_t jj = nmin; jj < nb[r]; ++jj) step(jj, r, r + 1);
         for (int r = 0; r < R; ++r)
             for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(o[r] + i0 + 16 * u, mk[u], acc[r][u]);
     }
+}
+
+// One block of keys (j0 = its first) for R rows rr[] that see some of it.
+template <int R>
+inline void block_rows(const AttnRowsArgs& a, const size_t* rr, size_t j0, bool first, const float* kt, const float* v,
+                       float* o, float* m, float* l, float* pbuf) {
+    const size_t hd = a.hd;
+    size_t nb[R];
+    const float* q[R];
+    float* orow[R];
+    const float* p[R];
+    float* lrow[R];
+    int nv = 0;
+    for (int i = 0; i < R; ++i) {
+        const size_t lim = a.lim[rr[i]];
+        nb[i] = lim - j0 < kAttnBlock ? lim - j0 : kAttnBlock;
+        const int n = int((nb[i] + 15) / 16);
+        nv = n > nv ? n : nv;
+        q[i] = a.q[rr[i]];
+        orow[i] = o + rr[i] * hd;
+        p[i] = pbuf + i * kAttnBlock;
+        lrow[i] = l + rr[i];
+    }
+    __m512 s[R][4];
+    scores_n<R>(nv, q, kt, hd, s);
+    float c[R];
+    for (int i = 0; i < R; ++i) c[i] = softmax_step(s[i], nv, nb[i], a.scale, first, m[rr[i]], l[rr[i]], pbuf + i * kAttnBlock);
+    sum_l<R>(lrow, p, nb);
+    pv<R>(orow, hd, !first, c, p, nb, v, a.ldv);
 }
 
 }  // namespace
@@ -189,7 +239,7 @@ void attn_rows(const AttnRowsArgs& a) {
     float* o = a.scratch;            // [rows][hd]
     float* m = o + rows * hd;        // [rows]
     float* l = m + rows;             // [rows]
-    float* pbuf = l + rows;          // [2][kAttnBlock]
+    float* pbuf = l + rows;          // [4][kAttnBlock]
     size_t maxlim = 0;
     for (size_t r = 0; r < rows; ++r) {
         for (size_t i = 0; i < hd; ++i) o[r * hd + i] = 0.0f;
@@ -201,37 +251,20 @@ void attn_rows(const AttnRowsArgs& a) {
         const size_t j0 = b * kAttnBlock;
         const float* kt = a.kt + b * a.kt_stride;
         const float* v = a.v + j0 * a.ldv;
-        // rows with visible keys in this block, two at a time
+        // rows with visible keys in this block, up to four at a time
         size_t r = 0;
-        while (r < rows) {
-            if (a.lim[r] <= j0) {
-                ++r;
-                continue;
+        for (;;) {
+            size_t rr[4];
+            int R = 0;
+            for (; r < rows && R < 4; ++r)
+                if (a.lim[r] > j0) rr[R++] = r;
+            if (R == 0) break;
+            switch (R) {
+                case 1: block_rows<1>(a, rr, j0, b == 0, kt, v, o, m, l, pbuf); break;
+                case 2: block_rows<2>(a, rr, j0, b == 0, kt, v, o, m, l, pbuf); break;
+                case 3: block_rows<3>(a, rr, j0, b == 0, kt, v, o, m, l, pbuf); break;
+                default: block_rows<4>(a, rr, j0, b == 0, kt, v, o, m, l, pbuf); break;
             }
-            size_t r2 = r + 1;
-            while (r2 < rows && a.lim[r2] <= j0) ++r2;
-            const int R = r2 < rows ? 2 : 1;
-            const size_t rr[2] = {r, r2};
-            size_t nb[2] = {0, 0};
-            const float* q[2] = {a.q[r], R == 2 ? a.q[r2] : nullptr};
-            float* orow[2] = {o + r * hd, R == 2 ? o + r2 * hd : nullptr};
-            const float* p[2] = {pbuf, pbuf + kAttnBlock};
-            int nv = 0;
-            for (int i = 0; i < R; ++i) {
-                const size_t lim = a.lim[rr[i]];
-                nb[i] = lim - j0 < kAttnBlock ? lim - j0 : kAttnBlock;
-                const int n = int((nb[i] + 15) / 16);
-                nv = n > nv ? n : nv;
-            }
-            __m512 s[2][4];
-            if (R == 2) scores_n<2>(nv, q, kt, hd, s);
-            else scores_n<1>(nv, q, kt, hd, s);
-            float c[2] = {1.0f, 1.0f};
-            for (int i = 0; i < R; ++i)
-                c[i] = softmax_step(s[i], nv, nb[i], a.scale, b == 0, m[rr[i]], l[rr[i]], pbuf + i * kAttnBlock);
-            if (R == 2) pv<2>(orow, hd, b > 0, c, p, nb, v, a.ldv);
-            else pv<1>(orow, hd, b > 0, c, p, nb, v, a.ldv);
-            r = R == 2 ? r2 + 1 : r2;
         }
     }
     for (size_t r = 0; r < rows; ++r) {
