@@ -70,13 +70,10 @@ static inline __m256 dec_i8(__m128i bytes8, __m256i zp, __m256 s) {
     if constexpr (ASYM) q = _mm256_sub_epi32(q, zp);
     return _mm256_mul_ps(_mm256_cvtepi32_ps(q), s);
 }
-// Without the scale (ONE_GROUP tiles scale the sums instead).
+// dec_i8, or without the scale (SCALED false: ONE_GROUP tiles scale the sums instead).
 template <bool ASYM, bool SCALED>
 static inline __m256 dec_i8_as(__m128i bytes8, __m256i zp, __m256 s) {
-    if constexpr (SCALED) return dec_i8<ASYM>(bytes8, zp, s);
-    __m256i q = _mm256_cvtepi8_epi32(bytes8);
-    if constexpr (ASYM) q = _mm256_sub_epi32(q, zp);
-    return _mm256_cvtepi32_ps(q);
+    return dec_i8<ASYM>(bytes8, zp, SCALED ? s : _mm256_set1_ps(1.0f));
 }
 
 // 8 bytes of packed int4 -> low-nibble values (elements 2i) and high-nibble
