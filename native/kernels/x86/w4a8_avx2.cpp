@@ -1,37 +1,45 @@
-// AVX2 W4A8 kernel (Kernels::gemm_w4a8; the spec is ref/w4a8_ref.cpp, the
-// layout and the offset formula are on W4A8Args). The AVX-512 VNNI version
-// (w4a8_avx512.cpp) has the same structure on 64-byte steps.
+// AVX2 W4A8 kernel over the stored row layout (Kernels::gemm_w4a8; the
+// spec is ref/w4a8_ref.cpp, the layout and the offset formula are on
+// W4A8Args). The driver runs it for M < kW4A8RowsMinM (decode); from there
+// w4a8_avx2_rows.cpp (lanes over weight rows) takes over. Both follow the
+// per-output float sequence written at the top of w4a8_avx512_rows.cpp
+// (block b, in k order, into chain b % 4 as fma((float) D, s * sx, chain),
+// a group's offset fnma(s z', tg, chain) right after its last block;
+// y = (c0 + c1) + (c2 + c3) + bias), so the two give the same bits and a
+// row's result never depends on M.
 //
-// One step is 32 bytes of a weight row: 64 values, one half h of a 128-value
-// chunk c. Their low nibbles are the even values, whose activations are the
-// 32 bytes at xc + 128 c + 32 h, and their high nibbles the odd ones, at
-// xc + 128 c + 64 + 32 h. Per step and weight row:
+// One step is 32 bytes of each of 4 weight rows: 64 values, one half h of
+// a 128-value chunk c, i.e. the two activation blocks 4 c + 2 h (bytes
+// 0-15) and 4 c + 2 h + 1 (bytes 16-31). Their low nibbles are the even
+// values, whose activations are the 32 bytes at xc + 128 c + 32 h, and their
+// high nibbles the odd ones, at xc + 128 c + 64 + 32 h. Per row r of the 4
+// and row of X:
 //   v = bytes ^ 0x88 (symmetric: nibble ^ 8 = q + 8 in 0..15, unsigned)
-//   lo = v & 0x0F, hi = (v >> 4) & 0x0F
-//   p = maddubs(lo, x_even) + maddubs(hi, x_odd)     (int16, see below)
-//   d = madd(p, 1)                                   (int32)
+//   p_r = maddubs(v & 0x0F, x_even) + maddubs((v >> 4) & 0x0F, x_odd)
 // vpmaddubsw multiplies unsigned by signed bytes and adds adjacent pairs
 // WITH signed saturation; here the unsigned operand is at most 15 and
-// |x| <= 127, so each pair sum is at most 2 * 15 * 127 = 3810 in magnitude
-// and the int16 sum of the two at most 7620 < 32767: no saturation, exact.
-// int32 lane q of d then holds bytes 4 q .. 4 q + 3 of both nibble planes,
-// i.e. values 128 c + 64 h + 8 q .. + 7: lane 8 h + q of the chunk, the lane
-// structure of the spec, inside one activation block and one weight group
-// (G % 32 == 0). Then acc += (float)d * (s_lanes * sxl), and at the end of
-// the row the offset (q + 8 or u against the zero point) is taken out with
-// the per-group activation sums tg.
+// |x| <= 128, so a pair sum is at most 2 * 15 * 128 = 3840 in magnitude: no
+// saturation. int16 lane j of p_r (within a 128-bit lane) sums 4 values of
+// that lane's block. Then
+//   D = madd(hadd16(hadd16(p_0, p_1), hadd16(p_2, p_3)), 1)
+// adds them up: the second hadd16 holds sums of 16 values (<= 30720 <
+// 32767, exact in int16) and the madd sums the last pairs in int32, so
+// 128-bit lane e of D is [D(row 0), .., D(row 3)] of block 4 c + 2 h + e,
+// exact. One conversion, multiply, fma (and fnma at group ends) per step
+// then serve 2 blocks x 4 rows: accumulator h holds chains 2 h (low lane)
+// and 2 h + 1 (high lane) of the 4 rows, so a 4 x 4 tile needs only 8 ymm
+// accumulators.
 //
-// Tiles: R = 4 weight rows (1 for the last few) x MC <= 4 activation rows,
-// with the weight codes and group scales prefetched linearly two tiles
-// ahead into L2 (one stream per tile instead of R interleaved ones; see
-// gemm_avx512.cpp), as many lines per chunk as the tile consumes. (The 4 x 4
-// tile's 16 accumulators fill the 16 ymm registers, so the compiler spills
-// some; 2-row tiles were no faster in a quick measurement.)
-// K tail (K % 32 == 0 on this path): the last chunk holds 32, 64 or 96
-// values; a whole 32-byte half is loaded as usual, a last 16 bytes with a
-// 128-bit load (upper half zero), so no weight byte past the row is read.
-// The activations are zero-padded to the chunk and their lane scales are 0
-// there, so the padding adds 0.
+// Tiles: 4 weight rows (at the end of [n0, n1) the missing ones repeat row
+// n and are not stored) x MC <= 4 activation rows, the weight codes and
+// group scales prefetched linearly two tiles ahead into L2 (one stream per
+// tile instead of 4 interleaved ones; see gemm_avx512.cpp).
+// K tail (K % 32 == 0 on this path): the last chunk holds 1, 2 or 3
+// blocks; a whole 32-byte half is loaded as usual, a lone block with a
+// 128-bit load (upper half zero; only with G = 32, since K % G == 0), so no
+// weight byte past the row is read. Its missing block adds D = 0 times lane
+// scale 0 (sxl is 0 past K) and tg = 0: fma(0, 0, c) and fnma(x, 0, c)
+// are c exactly (a chain is never -0: it starts at +0).
 // Group sizes other than 32, 64 and multiples of 128 take the ref path.
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -43,66 +51,57 @@
 #include <cstdint>
 
 #include "../isa.h"
-#include "avx2_reduce.h"
 
 namespace qk {
 namespace avx2 {
 
 namespace {
 
-// How the group scales map onto the 8 lanes of a half chunk.
+// How the group scales map onto the blocks of a chunk.
 enum class GKind { g32, g64, g128 };
 
-// Mask for _mm256_maskload_ps: lanes [0, n) set, n <= 8.
-static inline __m256i lane_mask(size_t n) {
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), iota);
+// The first cnt (1..4) values at p as floats, the other lanes 0; reads
+// nothing past p + cnt (p may be the last scales of the buffer).
+static inline __m128 load4(const float* p, size_t cnt) {
+    if (cnt == 4) return _mm_loadu_ps(p);
+    alignas(16) float b[4] = {};
+    for (size_t j = 0; j < cnt; ++j) b[j] = p[j];
+    return _mm_load_ps(b);
+}
+static inline __m128 load4(const uint16_t* p, size_t cnt) {
+    uint16_t b[4] = {};
+    for (size_t j = 0; j < cnt; ++j) b[j] = p[j];
+    uint64_t v;
+    std::memcpy(&v, b, 8);
+    return _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(v)));  // exact widening (F16C)
+}
+static inline __m128 load4(const uint8_t* p, size_t cnt) {
+    uint8_t b[4] = {};
+    for (size_t j = 0; j < cnt; ++j) b[j] = p[j];
+    int32_t v;
+    std::memcpy(&v, b, 4);
+    return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(v)));
 }
 
-// s[n, g] for the 8 lanes of half h of chunk c (lane q: values
-// 128 c + 64 h + 8 q ..). g128 is the group of the chunk (G % 128 == 0).
-// PIECE: only the first 32 values of the half are inside K (lanes 0..3);
-// then only s of that block is read, lanes 4..7 get the same finite value
-// (their sums and lane scales are 0).
-template <GKind GK, bool PIECE>
-static inline __m256 scale_lanes(const float* s, size_t c, size_t h, size_t g128) {
+static inline __m256 pair(__m128 lo, __m128 hi) { return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1); }
+
+// Per-group values of 4 rows (row r at p[r], groups [i0, i0 + cnt)) in the
+// lanes of the two halves of a chunk: out[h] 128-bit lane e = the 4 rows'
+// values for block 4 c + 2 h + e: group i0 + 2 h + e (g32), i0 + h (g64),
+// i0 (g128). Groups past cnt give 0.
+template <GKind GK, typename T>
+static inline void chunk_lanes(const T* const* p, size_t i0, size_t cnt, __m256 (&out)[2]) {
+    __m128 r0 = load4(p[0] + i0, cnt), r1 = load4(p[1] + i0, cnt), r2 = load4(p[2] + i0, cnt), r3 = load4(p[3] + i0, cnt);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // r_j = value j of the 4 rows
     if (GK == GKind::g32) {
-        const float* p = s + 4 * c + 2 * h;
-        if (PIECE) return _mm256_broadcast_ss(p);
-        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(p)), _mm_broadcast_ss(p + 1), 1);
+        out[0] = pair(r0, r1);
+        out[1] = pair(r2, r3);
     } else if (GK == GKind::g64) {
-        return _mm256_broadcast_ss(s + 2 * c + h);
+        out[0] = pair(r0, r0);
+        out[1] = pair(r1, r1);
     } else {
-        return _mm256_broadcast_ss(s + g128);
+        out[0] = out[1] = pair(r0, r0);
     }
-}
-
-// The same from f16 scales (WeightView::scales16), each widened exactly by
-// F16C: the lanes hold the very floats the f32 form would load.
-template <GKind GK, bool PIECE>
-static inline __m256 scale_lanes(const uint16_t* s, size_t c, size_t h, size_t g128) {
-    if (GK == GKind::g32) {
-        const uint16_t* p = s + 4 * c + 2 * h;
-        if (PIECE) return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(p[0])));
-        // both halves of the pair in one 4-byte load: [s0, s1] -> lanes 0-3 s0, 4-7 s1
-        uint32_t pair;
-        std::memcpy(&pair, p, sizeof pair);
-        const __m256 v = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(int(pair))));
-        return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-    } else if (GK == GKind::g64) {
-        return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(s[2 * c + h])));
-    } else {
-        return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(s[g128])));
-    }
-}
-
-// 8 scales from s (the first nl of them; the others 0) as floats.
-static inline __m256 load_scales8(const float* s, size_t nl) { return _mm256_maskload_ps(s, lane_mask(nl)); }
-static inline __m256 load_scales8(const uint16_t* s, size_t nl) {
-    if (nl == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
-    alignas(16) uint16_t buf[8] = {};
-    for (size_t j = 0; j < nl; ++j) buf[j] = s[j];
-    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
 }
 
 // Linear L2 prefetch of the tile two tiles ahead (as in w4a8_avx512.cpp):
@@ -123,123 +122,154 @@ struct Prefetcher {
     }
 };
 
-// Operands of one tile: R weight rows from n, MC activation rows from m0;
-// S: the scales' storage (float, or uint16_t f16 bits).
-template <int R, int MC, typename S>
+// Operands of one tile: 4 weight rows, MC activation rows; S: the scales'
+// storage (float, or uint16_t f16 bits).
+template <int MC, typename S>
 struct TileRows {
-    const uint8_t* w[R];
-    const S* s[R];
+    const uint8_t* w[4];
+    const S* s[4];
+    const uint8_t* z[4];
     const int8_t* xc[MC];
     const float* sxl[MC];
+    const float* tg[MC];
 };
 
-// acc[r][i] += the 64 values of half h of chunk c (PIECE: its first 32).
-template <GKind GK, bool ASYM, bool PIECE, int R, int MC, typename S>
-static inline void half_step(__m256 (&acc)[R][MC], const TileRows<R, MC, S>& t, size_t c, size_t h, size_t g128) {
+// The tg lanes of half h of chunk c for one row of X: tg[m, g] in the lanes
+// of a block that ends group g, else 0 (g32: every block, PIECE: only the
+// low one exists; g64: the high block; g128: the caller's group g, high
+// block, when it ends there).
+template <GKind GK, bool PIECE>
+static inline __m256 tg_lanes(const float* tg, size_t c, size_t h, size_t g) {
+    if (GK == GKind::g32) {
+        const float* p = tg + 4 * c + 2 * h;
+        if (PIECE) return _mm256_zextps128_ps256(_mm_broadcast_ss(p));
+        return pair(_mm_broadcast_ss(p), _mm_broadcast_ss(p + 1));
+    } else if (GK == GKind::g64) {
+        return pair(_mm_setzero_ps(), _mm_broadcast_ss(tg + 2 * c + h));
+    } else {
+        return pair(_mm_setzero_ps(), _mm_broadcast_ss(tg + g));
+    }
+}
+
+// acc[h][i] (chains 2 h and 2 h + 1 of the 4 rows) += blocks 4 c + 2 h and
+// 4 c + 2 h + 1 (PIECE: only the first, 16 bytes), then the offsets of
+// groups ending there (OFF; g128: group g).
+template <GKind GK, bool ASYM, bool PIECE, bool OFF, int MC, typename S>
+static inline void half_step(__m256 (&acc)[2][MC], const TileRows<MC, S>& t, size_t c, size_t h, size_t g,
+                             __m256 sw, __m256 sz) {
     const __m256i flip = _mm256_set1_epi8(ASYM ? 0 : char(0x88));
     const __m256i low = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     const size_t wo = 64 * c + 32 * h;   // weight byte offset in the row
     const size_t xo = 128 * c + 32 * h;  // even activations; the odd ones at + 64
-    const size_t ls = 16 * c + 8 * h;    // lane scales
-    for (int r = 0; r < R; ++r) {
+    __m256i lo[4], hi[4];
+    for (int r = 0; r < 4; ++r) {
         __m256i v;
         if (PIECE) v = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t.w[r] + wo)));
         else v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.w[r] + wo));
         if (!ASYM) v = _mm256_xor_si256(v, flip);
-        const __m256i lo = _mm256_and_si256(v, low);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        const __m256 sw = scale_lanes<GK, PIECE>(t.s[r], c, h, g128);
-        for (int i = 0; i < MC; ++i) {
-            const __m256i xe = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xc[i] + xo));
-            const __m256i xod = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xc[i] + xo + 64));
-            // <= 3810 + 3810 in magnitude: exact in int16 (see the header).
-            const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xe), _mm256_maddubs_epi16(hi, xod));
-            const __m256i d = _mm256_madd_epi16(p, ones);
-            const __m256 f = _mm256_mul_ps(sw, _mm256_loadu_ps(t.sxl[i] + ls));
-            acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), f, acc[r][i]);
-        }
+        lo[r] = _mm256_and_si256(v, low);
+        hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+    for (int i = 0; i < MC; ++i) {
+        const __m256i xe = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xc[i] + xo));
+        const __m256i xd = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xc[i] + xo + 64));
+        __m256i p[4];
+        for (int r = 0; r < 4; ++r)  // <= 3840 + 3840 in magnitude: exact in int16 (see the header)
+            p[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xe), _mm256_maddubs_epi16(hi[r], xd));
+        const __m256i q = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+        const __m256i D = _mm256_madd_epi16(q, ones);  // lane (e, r): block 4 c + 2 h + e of row r
+        const __m256 F = _mm256_mul_ps(sw, _mm256_loadu_ps(t.sxl[i] + 16 * c + 8 * h));
+        acc[h][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D), F, acc[h][i]);
+        if (OFF) acc[h][i] = _mm256_fnmadd_ps(sz, tg_lanes<GK, PIECE>(t.tg[i], c, h, g), acc[h][i]);
     }
 }
 
-// R weight rows x MC activation rows; ASYM: unsigned nibbles with zero points.
-template <GKind GK, bool ASYM, int R, int MC, typename S>
-void tile(const W4A8Args& a, size_t m0, size_t n) {
-    const size_t K = a.K, G = a.w.group, ng = K / G, gs = scale_stride(a.w, K);  // groups here, scale row stride
-    const size_t full = K / 128, rem = K % 128;
+// Weight rows [n, n + nr) (nr <= 4) x MC activation rows from m0; ASYM:
+// unsigned nibbles with zero points.
+template <GKind GK, bool ASYM, int MC, typename S>
+void tile(const W4A8Args& a, size_t m0, size_t n, size_t nr) {
+    const size_t K = a.K, G = a.w.group, gs = scale_stride(a.w, K);  // scale row stride
+    const size_t nb = K / 32, chunks = (K + 127) / 128;
     const S* scales;
     if constexpr (sizeof(S) == 2) scales = a.w.scales16;
     else scales = a.w.scales;
-    TileRows<R, MC, S> t;
-    for (int r = 0; r < R; ++r) {
-        t.w[r] = static_cast<const uint8_t*>(a.w.data) + (n + r) * a.w.row_bytes;
-        t.s[r] = scales + (n + r) * gs;
+    TileRows<MC, S> t;
+    for (int r = 0; r < 4; ++r) {
+        const size_t row = n + (size_t(r) < nr ? r : 0);
+        t.w[r] = static_cast<const uint8_t*>(a.w.data) + row * a.w.row_bytes;
+        t.s[r] = scales + row * gs;
+        t.z[r] = ASYM ? static_cast<const uint8_t*>(a.w.zps) + row * gs : nullptr;
     }
     for (int i = 0; i < MC; ++i) {
         t.xc[i] = a.xc + (m0 + i) * a.ldx;
         t.sxl[i] = a.sxl + (m0 + i) * a.ldsxl;
+        t.tg[i] = a.tg + (m0 + i) * a.ldtg;
     }
-    __m256 acc[R][MC];
-    for (int r = 0; r < R; ++r)
-        for (int i = 0; i < MC; ++i) acc[r][i] = _mm256_setzero_ps();
-    Prefetcher<R, S> pf(t.w[0] + 2 * R * a.w.row_bytes, t.s[0] + 2 * R * gs);
+    __m256 acc[2][MC];
+    for (int h = 0; h < 2; ++h)
+        for (int i = 0; i < MC; ++i) acc[h][i] = _mm256_setzero_ps();
+    Prefetcher<4, S> pf(static_cast<const uint8_t*>(a.w.data) + (n + 8) * a.w.row_bytes, scales + (n + 8) * gs);
 
-    // G % 128 == 0: the group of chunk c, without a division per chunk.
-    const size_t cpg = G / 128;
-    size_t g128 = 0, cg = 0;
-    for (size_t c = 0; c < full; ++c) {
-        if (R == 4) pf.step(GK == GKind::g32 ? 4 * R * c : GK == GKind::g64 ? 2 * R * c : R * g128);
-        half_step<GK, ASYM, false>(acc, t, c, 0, g128);
-        half_step<GK, ASYM, false>(acc, t, c, 1, g128);
-        if (GK == GKind::g128 && ++cg == cpg) {
-            cg = 0;
+    // G % 128 == 0: the group of chunk c and its chunks left, without a division per chunk.
+    const size_t cpg = G >= 128 ? G / 128 : 1;
+    size_t g128 = 0, left = cpg;
+    __m256 sw[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, sz[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (size_t c = 0; c < chunks; ++c) {
+        const size_t nq = nb - 4 * c < 4 ? nb - 4 * c : 4;  // blocks in this chunk
+        if (nr == 4) pf.step(GK == GKind::g32 ? 16 * c : GK == GKind::g64 ? 8 * c : 4 * g128);
+        if (GK != GKind::g128 || left == cpg) {
+            // this chunk's groups: [i0, i0 + cnt)
+            const size_t i0 = GK == GKind::g32 ? 4 * c : GK == GKind::g64 ? 2 * c : g128;
+            const size_t cnt = GK == GKind::g32 ? nq : GK == GKind::g64 ? (nq + 1) / 2 : 1;
+            chunk_lanes<GK>(t.s, i0, cnt, sw);
+            if (ASYM) {
+                __m256 zl[2];
+                chunk_lanes<GK>(t.z, i0, cnt, zl);
+                sz[0] = _mm256_mul_ps(sw[0], zl[0]);
+                sz[1] = _mm256_mul_ps(sw[1], zl[1]);
+            } else {
+                sz[0] = _mm256_mul_ps(sw[0], _mm256_set1_ps(8.0f));
+                sz[1] = _mm256_mul_ps(sw[1], _mm256_set1_ps(8.0f));
+            }
+        }
+        constexpr bool kOff = GK != GKind::g128;  // g32, g64: a group ends in every half
+        if (nq >= 2) half_step<GK, ASYM, false, kOff>(acc, t, c, 0, g128, sw[0], sz[0]);
+        else half_step<GK, ASYM, true, kOff>(acc, t, c, 0, g128, sw[0], sz[0]);  // (g32 only)
+        if (nq == 4) {
+            if (GK == GKind::g128 && left == 1) half_step<GK, ASYM, false, true>(acc, t, c, 1, g128, sw[1], sz[1]);
+            else half_step<GK, ASYM, false, kOff>(acc, t, c, 1, g128, sw[1], sz[1]);
+        } else if (nq == 3) {
+            half_step<GK, ASYM, true, kOff>(acc, t, c, 1, g128, sw[1], sz[1]);  // (g32 only)
+        }
+        if (GK == GKind::g128 && --left == 0) {
+            left = cpg;
             ++g128;
         }
     }
-    // Last chunk of 32, 64 or 96 values: a whole half and / or 16 bytes.
-    if (rem >= 64) half_step<GK, ASYM, false>(acc, t, full, 0, g128);
-    if (rem % 64) half_step<GK, ASYM, true>(acc, t, full, rem / 64, g128);
-
-    // Offset: sum_g s[n, g] z'[n, g] tg[m, g], 8 groups at a time.
-    for (size_t g = 0; g < ng; g += 8) {
-        const size_t nl = ng - g < 8 ? ng - g : 8;
-        const __m256i mk = lane_mask(nl);
-        __m256 tg[MC];
-        for (int i = 0; i < MC; ++i) tg[i] = _mm256_maskload_ps(a.tg + (m0 + i) * a.ldtg + g, mk);
-        for (int r = 0; r < R; ++r) {
-            __m256 sz = load_scales8(t.s[r] + g, nl);
-            if (ASYM) {
-                const uint8_t* z = static_cast<const uint8_t*>(a.w.zps) + (n + r) * gs + g;
-                __m128i zb;
-                if (nl == 8) {
-                    zb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(z));
-                } else {
-                    alignas(8) uint8_t buf[8] = {};
-                    for (size_t j = 0; j < nl; ++j) buf[j] = z[j];
-                    zb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(buf));
-                }
-                sz = _mm256_mul_ps(sz, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(zb)));
-            } else {
-                sz = _mm256_mul_ps(sz, _mm256_set1_ps(8.0f));
-            }
-            for (int i = 0; i < MC; ++i) acc[r][i] = _mm256_fnmadd_ps(sz, tg[i], acc[r][i]);
-        }
-    }
+    // y = (chain 0 + chain 1) + (chain 2 + chain 3) (+ bias), 4 rows at a time
+    alignas(16) float bias4[4] = {};
+    if (a.bias)
+        for (size_t r = 0; r < nr; ++r) bias4[r] = a.bias[n + r];
     for (int i = 0; i < MC; ++i) {
+        const __m128 s01 = _mm_add_ps(_mm256_castps256_ps128(acc[0][i]), _mm256_extractf128_ps(acc[0][i], 1));
+        const __m128 s23 = _mm_add_ps(_mm256_castps256_ps128(acc[1][i]), _mm256_extractf128_ps(acc[1][i], 1));
+        __m128 v = _mm_add_ps(s01, s23);
+        if (a.bias) v = _mm_add_ps(v, _mm_load_ps(bias4));
         float* y = a.y + (m0 + i) * a.ldy + n;
-        for (int r = 0; r < R; ++r) {
-            float v = hsum(acc[r][i]);
-            if (a.bias) v = v + a.bias[n + r];
-            y[r] = v;
+        if (nr == 4) {
+            _mm_storeu_ps(y, v);
+        } else {
+            alignas(16) float out[4];
+            _mm_store_ps(out, v);
+            for (size_t r = 0; r < nr; ++r) y[r] = out[r];
         }
     }
 }
 
 template <GKind GK, bool ASYM, int MC, typename S>
 void rows(const W4A8Args& a, size_t m0, size_t n0, size_t n1) {
-    size_t n = n0;
-    for (; n + 4 <= n1; n += 4) tile<GK, ASYM, 4, MC, S>(a, m0, n);
-    for (; n < n1; ++n) tile<GK, ASYM, 1, MC, S>(a, m0, n);
+    for (size_t n = n0; n < n1; n += 4) tile<GK, ASYM, MC, S>(a, m0, n, n1 - n < 4 ? n1 - n : 4);
 }
 
 template <GKind GK, bool ASYM, typename S>
