@@ -107,6 +107,7 @@
               "native/kernels/x86/gemm_avx2.cpp",
               "native/kernels/x86/w8a8_avx2.cpp",
               "native/kernels/x86/w4a8_avx2.cpp",
+              "native/kernels/x86/w4a8_avx2_rows.cpp",
               "native/kernels/x86/attn_avx2.cpp",
               "native/kernels/x86/linalg_avx2.cpp"
             ],

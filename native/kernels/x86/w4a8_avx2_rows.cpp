@@ -1,0 +1,281 @@
+// AVX2 W4A8 kernel with the vector lanes over 8 WEIGHT ROWS
+// (Kernels::gemm_w4a8_rows; same contract and spec as gemm_w4a8, see
+// W4A8Args in kernels.h and ref/w4a8_ref.cpp). The AVX-512 VNNI version is
+// w4a8_avx512_rows.cpp; this one has no vpdpbusd, so it multiplies with
+// vpmaddubsw and sums in int16 (bounds below).
+//
+// Why: the row-layout kernel (w4a8_avx2.cpp) needs two rounds of vphaddw
+// per 4 weight rows and row of X to gather block sums. Here int32 lane j
+// of a ymm belongs to weight row n + j, so the products of a whole 32-value
+// activation block land in the lane with no shuffle, and the activations
+// come in as 4-byte broadcasts (loads only). The price is a per-call
+// transposition of the codes, paid once per 8 weight rows for every row of
+// X, which does not pay off for a few rows of X (kW4A8RowsMinM).
+//
+// Panel (per thread, rebuilt for each 8 weight rows): for block b = 4 c + Q
+// (chunk c of 128 values, Q = b % 4) and piece t < 4 (values 32 b + 8 t ..
+// + 7), two ymm at index 2 (4 (Q chunks + c) + t) + {0, 1}: lo, then hi,
+// lane j = the 4 low (even values) resp. high (odd values) nibbles of bytes
+// 16 b + 4 t .. + 3 of row n + j, one per byte, already flipped to q + 8
+// when symmetric. 8 K bytes per 8 rows (32 KiB at K = 4096). The panel is
+// grouped by Q because the outputs are computed one chain at a time (below).
+// The matching activations are 4 contiguous bytes of the chunked layout:
+// xc + 128 c + 16 Q + 4 t (even values), and the same + 64 (odd values).
+//
+// Per block and row of X:
+//   s = sum over t of maddubs(lo_t, bcast x_even) + maddubs(hi_t, bcast x_odd)
+//   D = madd(s, 1)
+// An int16 lane of one maddubs is at most 2 * 15 * 128 = 3840 in magnitude,
+// so the 8 added into a lane of s stay within 30720 < 32767: s is exact in
+// int16 (vpmaddubsw's saturation never triggers), and D, the block sum of
+// the row, exact in int32.
+//
+// Float sequence per output (row m of X, weight row n): the one written at
+// the top of w4a8_avx512_rows.cpp, which w4a8_avx2.cpp follows too (so the
+// two AVX2 kernels give the same bits, whatever M, tile or column range):
+//   chain Q = 0, then for the blocks b = Q, Q + 4, ... in k order:
+//     chain Q = fma((float) D, s[n, g] * sx[m, b], chain Q)
+//     if b is the last block of its group g:
+//       chain Q = fnma(s[n, g] * z'[n, g], tg[m, g], chain Q)
+//   y = (chain 0 + chain 1) + (chain 2 + chain 3) (+ bias[n])
+// The 4 chains are independent, so they are computed one after another
+// (one pass over a quarter of the panel each, the other chains parked in
+// memory): a tile of 4 rows of X then needs 4 accumulators and 4 block
+// sums in registers instead of 16 + 4, which the 16 ymm registers of AVX2
+// would not hold.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../isa.h"
+#include "w4a8_avx2_rows.h"
+
+namespace qk {
+namespace avx2 {
+
+namespace {
+
+enum class GKind { g32, g64, g128 };
+
+// r[i] 32-bit lane j <- r[j] lane i (8 x 8).
+inline void transpose8(__m256i (&r)[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    // u[j] (u[4 + j]): rows 0-3 (4-7), column j in the low 128-bit lane, 4 + j in the high one
+    for (int j = 0; j < 4; ++j) {
+        r[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
+    }
+}
+
+// Mask for _mm256_mask{load,store}_ps: lanes [0, n) set, n <= 8.
+inline __m256i lane_mask(size_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// The first cnt (<= 8) per-group values at p as float bits in int32 lanes,
+// 0 after; nothing past p + cnt is read.
+inline __m256i load8(const float* p, size_t cnt) {
+    return _mm256_castps_si256(_mm256_maskload_ps(p, lane_mask(cnt)));
+}
+inline __m256i load8(const uint16_t* p, size_t cnt) {  // f16, widened exactly (F16C)
+    alignas(16) uint16_t b[8] = {};
+    std::memcpy(b, p, 2 * cnt);
+    return _mm256_castps_si256(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(b))));
+}
+inline __m256i load8(const uint8_t* p, size_t cnt) {
+    alignas(8) uint8_t b[8] = {};
+    std::memcpy(b, p, cnt);
+    return _mm256_castps_si256(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b)))));
+}
+
+// sw[g] lane j = s[n + j, g] and sz[g] lane j = s[n + j, g] * z'[n + j, g]
+// for g < ng (0 for j >= nr): 8 groups of 8 rows at a time, one transpose.
+template <typename S>
+void fill_scales(const W4A8Args& a, const S* scales, size_t n, size_t nr, size_t ng, size_t gs, __m256* sw,
+                 __m256* sz) {
+    const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
+    for (size_t g = 0; g < ng; g += 8) {
+        const size_t cnt = ng - g < 8 ? ng - g : 8;
+        __m256i s[8], z[8];
+        for (size_t j = 0; j < 8; ++j) {
+            s[j] = j < nr ? load8(scales + (n + j) * gs + g, cnt) : _mm256_setzero_si256();
+            if (zps) z[j] = j < nr ? load8(zps + (n + j) * gs + g, cnt) : _mm256_setzero_si256();
+        }
+        transpose8(s);
+        if (zps) transpose8(z);
+        for (size_t i = 0; i < cnt; ++i) {
+            sw[g + i] = _mm256_castsi256_ps(s[i]);
+            sz[g + i] = _mm256_mul_ps(sw[g + i], zps ? _mm256_castsi256_ps(z[i]) : _mm256_set1_ps(8.0f));
+        }
+    }
+}
+
+// The panel of rows [n, n + nr) (layout in the header); rows past nr are 0.
+// The next 8 rows (one contiguous block) are prefetched meanwhile, 8 lines
+// per chunk: the whole block by the last chunk.
+void fill_panel(const W4A8Args& a, size_t n, size_t nr, __m256i* panel) {
+    const size_t rb = a.w.row_bytes, chunks = (a.K + 127) / 128;
+    const char* next = static_cast<const char*>(a.w.data) + (n + 8) * rb;
+    const size_t next_bytes = n + 8 < a.N ? (a.N - n - 8 < 8 ? a.N - n - 8 : 8) * rb : 0;
+    const __m256i flip = _mm256_set1_epi8(a.w.zps ? 0 : char(0x88));
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (size_t c = 0; c < chunks; ++c) {
+        for (size_t o = 512 * c; o < 512 * (c + 1) && o < next_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+        // Bytes of each row from this chunk on, of the K values (not of the
+        // row stride: a view of a row's last group has the whole row's stride).
+        const size_t left = a.K / 2 - 64 * c;  // >= 16, a multiple of 16
+        const uint8_t* base = static_cast<const uint8_t*>(a.w.data) + n * rb + 64 * c;
+        for (size_t h = 0; h < 2 && 32 * h < left; ++h) {
+            const bool whole = left - 32 * h >= 32;  // else one block of 16 bytes
+            __m256i r[8];
+            for (size_t j = 0; j < 8; ++j) {
+                const uint8_t* p = base + j * rb + 32 * h;
+                if (j >= nr) r[j] = _mm256_setzero_si256();
+                else if (whole) r[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+                else r[j] = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+            }
+            transpose8(r);  // r[i]: bytes 32 h + 4 i .. + 3 of the 8 rows: block 4 c + 2 h + i / 4, piece i % 4
+            for (size_t i = 0; i < 8; ++i) {
+                const size_t Q = 2 * h + i / 4, t = i % 4;
+                const __m256i v = _mm256_xor_si256(r[i], flip);
+                __m256i* dst = panel + 2 * (4 * (Q * chunks + c) + t);
+                _mm256_store_si256(dst, _mm256_and_si256(v, low));
+                _mm256_store_si256(dst + 1, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+            }
+        }
+    }
+}
+
+// Rows [m0, m0 + MC) of X over the panel of weight rows [n, n + nr).
+template <GKind GK, int MC>
+void rows_panel(const W4A8Args& a, const __m256i* panel, const __m256* sw, const __m256* sz, size_t m0, size_t n,
+                size_t nr) {
+    const size_t nb = a.K / 32, chunks = (a.K + 127) / 128;
+    const size_t cpg = a.w.group >= 128 ? a.w.group / 128 : 1;  // g128: chunks per group
+    const int8_t* xc[MC];
+    const float* sx[MC];
+    const float* tg[MC];
+    for (int i = 0; i < MC; ++i) {
+        xc[i] = a.xc + (m0 + i) * a.ldx;
+        sx[i] = a.sx + (m0 + i) * a.ldsx;
+        tg[i] = a.tg + (m0 + i) * a.ldtg;
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 chain[4][MC];
+    for (size_t Q = 0; Q < 4; ++Q) {
+        __m256 acc[MC];
+        for (int i = 0; i < MC; ++i) acc[i] = _mm256_setzero_ps();
+        size_t g128 = 0, left = cpg;  // g128: the chunk's group and its chunks left
+        for (size_t c = 0, b = Q; b < nb; ++c, b += 4) {
+            const __m256i* P = panel + 8 * (Q * chunks + c);
+            const size_t xo = 128 * c + 16 * Q;
+            __m256i s[MC];
+            for (size_t t = 0; t < 4; ++t) {
+                const __m256i lo = _mm256_load_si256(P + 2 * t), hi = _mm256_load_si256(P + 2 * t + 1);
+                for (int i = 0; i < MC; ++i) {
+                    int32_t xe, xd;  // 4 even values, 4 odd values
+                    std::memcpy(&xe, xc[i] + xo + 4 * t, 4);
+                    std::memcpy(&xd, xc[i] + xo + 64 + 4 * t, 4);
+                    // |each| <= 3840, 8 of them per lane of s: exact (see the header)
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(xe)),
+                                                       _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xd)));
+                    s[i] = t == 0 ? p : _mm256_add_epi16(s[i], p);
+                    // Keep the sum a chain in this order: GCC otherwise turns
+                    // the 4 x 8 products into an add tree, 30+ live vectors,
+                    // and spills most of them (and the accumulators).
+                    __asm__("" : "+x"(s[i]));
+                }
+            }
+            const size_t g = GK == GKind::g32 ? b : GK == GKind::g64 ? b / 2 : g128;
+            const bool end = GK == GKind::g32 || (GK == GKind::g64 && Q % 2 == 1) || (Q == 3 && left == 1);
+            for (int i = 0; i < MC; ++i) {
+                const __m256i D = _mm256_madd_epi16(s[i], ones);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D), _mm256_mul_ps(sw[g], _mm256_set1_ps(sx[i][b])), acc[i]);
+                if (end) acc[i] = _mm256_fnmadd_ps(sz[g], _mm256_set1_ps(tg[i][g]), acc[i]);
+            }
+            if (GK == GKind::g128 && --left == 0) {
+                left = cpg;
+                ++g128;
+            }
+        }
+        for (int i = 0; i < MC; ++i) chain[Q][i] = acc[i];
+    }
+    const __m256i mk = lane_mask(nr);
+    const __m256 bias = a.bias ? _mm256_maskload_ps(a.bias + n, mk) : _mm256_setzero_ps();
+    for (int i = 0; i < MC; ++i) {
+        __m256 v = _mm256_add_ps(_mm256_add_ps(chain[0][i], chain[1][i]), _mm256_add_ps(chain[2][i], chain[3][i]));
+        if (a.bias) v = _mm256_add_ps(v, bias);
+        _mm256_maskstore_ps(a.y + (m0 + i) * a.ldy + n, mk, v);
+    }
+}
+
+struct alignas(32) Ymm {
+    uint8_t b[32];
+};
+
+constexpr int kMC = 4;  // rows of X per pass: 4 accumulators, 4 block sums, lo and hi in registers
+
+template <GKind GK, typename S>
+void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
+    const size_t K = a.K, ng = K / a.w.group, gs = scale_stride(a.w, K), chunks = (K + 127) / 128;
+    // Per-thread scratch, reused across calls (grows to the largest K seen):
+    // sw and sz per group, then the panel.
+    const size_t need = 2 * ng + 32 * chunks;
+    thread_local std::vector<Ymm> scratch;
+    if (scratch.size() < need) scratch.resize(need);
+    __m256* sw = reinterpret_cast<__m256*>(scratch.data());
+    __m256* sz = sw + ng;
+    __m256i* panel = reinterpret_cast<__m256i*>(scratch.data() + 2 * ng);
+    for (size_t n = n0; n < n1; n += 8) {
+        const size_t nr = n1 - n < 8 ? n1 - n : 8;
+        fill_scales(a, scales, n, nr, ng, gs, sw, sz);
+        fill_panel(a, n, nr, panel);
+        size_t m = 0;
+        for (; m + kMC <= a.M; m += kMC) rows_panel<GK, kMC>(a, panel, sw, sz, m, n, nr);
+        switch (a.M - m) {
+            case 3: rows_panel<GK, 3>(a, panel, sw, sz, m, n, nr); break;
+            case 2: rows_panel<GK, 2>(a, panel, sw, sz, m, n, nr); break;
+            case 1: rows_panel<GK, 1>(a, panel, sw, sz, m, n, nr); break;
+            default: break;
+        }
+    }
+}
+
+template <GKind GK>
+void run_s(const W4A8Args& a, size_t n0, size_t n1) {
+    if (a.w.scales16) run<GK>(a, a.w.scales16, n0, n1);
+    else run<GK>(a, a.w.scales, n0, n1);
+}
+
+}  // namespace
+
+void gemm_w4a8_rows(const W4A8Args& a, size_t n0, size_t n1) {
+    const size_t G = a.w.group;
+    // The cases of gemm_w4a8 (w4a8_avx2.cpp), so that the two give the same
+    // bits for every group size; a shorter last group, or G = 48 or 96,
+    // take the reference in both.
+    if (a.K % G != 0 || !(G == 32 || G == 64 || G % 128 == 0)) ref::gemm_w4a8(a, n0, n1);
+    else if (G == 32) run_s<GKind::g32>(a, n0, n1);
+    else if (G == 64) run_s<GKind::g64>(a, n0, n1);
+    else run_s<GKind::g128>(a, n0, n1);
+}
+
+}  // namespace avx2
+}  // namespace qk
+
+#endif  // x86-64
