@@ -16,10 +16,11 @@
 //    P = sum |terms| (plus the offset terms for the SIMD kernels).
 //  - Driver: bit-identical for every thread count; within the activation
 //    rounding bound of a float64 x . W_deq^T product.
-//  - gemm_w4a8_rows (lanes over weight rows on AVX-512): the same checks,
-//    plus its 16-row and 8-row tiles; bits that do not depend on M, on the
-//    rows of X computed together or on the column range, and equal to
-//    gemm_w4a8's (the driver switches between them by M).
+//  - gemm_w4a8_rows (lanes over weight rows on AVX-512 and AVX2): the same
+//    checks, plus its 16-row and 8-row tiles; bits that do not depend on M,
+//    on the rows of X computed together or on the column range, and equal
+//    to gemm_w4a8's (the driver switches between them by M), also checked
+//    directly over tails, group sizes and extreme codes.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -126,7 +127,7 @@ int xq_at(const qk::W4A8Acts& a, size_t m, size_t k) {
 }
 
 // Which kernel of the table: gemm_w4a8, or gemm_w4a8_rows (lanes over
-// weight rows on AVX-512; the same function elsewhere).
+// weight rows on AVX-512 and AVX2; the same function elsewhere).
 enum class Kern { main, rows };
 
 // Whether the SIMD kernels run (K, G) with SIMD code, not the ref.
@@ -384,4 +385,57 @@ QKT_TEST(w4a8_rows_invariant) {
         }
     }
     qk::set_threads(before);
+}
+
+// gemm_w4a8_rows against gemm_w4a8 directly, bit for bit, over the cases
+// that exercise the rows kernels' edges (AVX2: 8-row panels, chains one at a
+// time, 1-4 rows of X per pass; AVX-512: 16-row panels): N % 8 and N % 16
+// tails, column ranges starting mid-panel, K tails of 1-3 blocks, every
+// group size the SIMD kernels take (32, 64, multiples of 128, one group per
+// row), symmetric and asymmetric, with and without bias, and the extreme
+// codes against activations of +-127 everywhere (the largest int16 block
+// sums of the AVX2 kernels: 8 x 3810 per lane).
+QKT_TEST(w4a8_rows_equal_main) {
+    Rng rng(6);
+    struct Shape { size_t K, G; };
+    const Shape shapes[] = {{32, 32},   {64, 32},   {96, 32},   {160, 32},  {224, 32},  {4128, 32}, {64, 64},
+                            {192, 64},  {320, 64},  {128, 128}, {384, 128}, {768, 128}, {256, 256}, {512, 256},
+                            {384, 384}, {768, 384}, {640, 640}};
+    const size_t Ms[] = {1, 3, 4, 5, 8, 13};
+    const size_t Ns[] = {1, 7, 8, 9, 23};
+    auto compare = [&](const Weight& w, const std::vector<float>& x, size_t M, bool with_bias, size_t n0, size_t n1) {
+        qk::W4A8Acts acts;
+        QKT_CHECK(qk::w4a8_quantize_rows(*ctx.k, x.data(), M, w.K, w.G, acts) == SIZE_MAX, "finite x");
+        std::vector<float> bias(w.N);
+        for (float& b : bias) b = rng.uni(-1.0f, 1.0f);
+        const float* bp = with_bias ? bias.data() : nullptr;
+        std::vector<float> yr(M * w.N, 777.0f), ym(M * w.N, 777.0f);
+        ctx.k->gemm_w4a8_rows(args_for(acts, w, M, bp, yr.data()), n0, n1);
+        ctx.k->gemm_w4a8(args_for(acts, w, M, bp, ym.data()), n0, n1);
+        for (size_t i = 0; i < M * w.N; ++i)
+            QKT_CHECK(fbits(yr[i]) == fbits(ym[i]), "%s rows vs main M=%zu N=%zu K=%zu G=%zu asym=%d bias=%d [%zu, %zu): y[%zu] %.9g vs %.9g",
+                      ctx.k->name, M, w.N, w.K, w.G, int(w.asym), int(with_bias), n0, n1, i, double(yr[i]), double(ym[i]));
+    };
+    int iter = 0;
+    for (const Shape& sh : shapes)
+        for (int asym = 0; asym < 2; ++asym)
+            for (size_t N : Ns)
+                for (size_t M : Ms) {
+                    if (sh.K > 1024 && (N > 9 || M > 5)) continue;
+                    ++iter;
+                    Weight w = make_weight(N, sh.K, sh.G, asym != 0, 0, rng);
+                    const std::vector<float> x = make_x(M, sh.K, iter % 3, rng);
+                    compare(w, x, M, iter % 2 == 0, 0, N);
+                    if (N > 2) compare(w, x, M, iter % 2 != 0, 1, N - 1);  // a range starting mid-panel
+                }
+    // Extreme codes x activations of +-127 everywhere.
+    for (size_t K : {96, 256})
+        for (int asym = 0; asym < 2; ++asym)
+            for (int wmode = 1; wmode <= 3; ++wmode)
+                for (float xv : {1.0f, -1.0f}) {
+                    Weight w = make_weight(9, K, 32, asym != 0, wmode, rng);
+                    const std::vector<float> x(6 * K, xv);
+                    compare(w, x, 6, true, 0, 9);
+                    compare(w, x, 2, false, 0, 9);
+                }
 }
