@@ -392,15 +392,16 @@ QKT_TEST(w4a8_rows_invariant) {
 // time, 1-4 rows of X per pass; AVX-512: 16-row panels): N % 8 and N % 16
 // tails, column ranges starting mid-panel, K tails of 1-3 blocks, every
 // group size the SIMD kernels take (32, 64, multiples of 128, one group per
-// row), symmetric and asymmetric, with and without bias, and the extreme
-// codes against activations of +-127 everywhere (the largest int16 block
-// sums of the AVX2 kernels: 8 x 3810 per lane).
+// row; K past the AVX2 kernel's 1024-value panel slices, with a group
+// across a slice boundary), symmetric and asymmetric, with and without
+// bias, and the extreme codes against activations of +-127 everywhere (the
+// largest int16 block sums of the AVX2 kernels: 8 x 3810 per lane).
 QKT_TEST(w4a8_rows_equal_main) {
     Rng rng(6);
     struct Shape { size_t K, G; };
     const Shape shapes[] = {{32, 32},   {64, 32},   {96, 32},   {160, 32},  {224, 32},  {4128, 32}, {64, 64},
                             {192, 64},  {320, 64},  {128, 128}, {384, 128}, {768, 128}, {256, 256}, {512, 256},
-                            {384, 384}, {768, 384}, {640, 640}};
+                            {384, 384}, {768, 384}, {640, 640}, {1280, 256}, {2304, 384}};
     const size_t Ms[] = {1, 3, 4, 5, 8, 13};
     const size_t Ns[] = {1, 7, 8, 9, 23};
     auto compare = [&](const Weight& w, const std::vector<float>& x, size_t M, bool with_bias, size_t n0, size_t n1) {

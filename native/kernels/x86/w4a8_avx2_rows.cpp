@@ -12,13 +12,15 @@
 // transposition of the codes, paid once per 8 weight rows for every row of
 // X, which does not pay off for a few rows of X (kW4A8RowsMinM).
 //
-// Panel (per thread, rebuilt for each 8 weight rows): for block b = 4 c + Q
-// (chunk c of 128 values, Q = b % 4) and piece t < 4 (values 32 b + 8 t ..
-// + 7), two ymm at index 2 (4 (Q chunks + c) + t) + {0, 1}: lo, then hi,
-// lane j = the 4 low (even values) resp. high (odd values) nibbles of bytes
-// 16 b + 4 t .. + 3 of row n + j, one per byte, already flipped to q + 8
-// when symmetric. 8 K bytes per 8 rows (32 KiB at K = 4096). The panel is
-// grouped by Q because the outputs are computed one chain at a time (below).
+// Panel (per thread, rebuilt for each 8 weight rows and each slice of
+// kSliceChunks chunks of K): for block b = 4 c + Q (chunk c of 128 values,
+// Q = b % 4) and piece t < 4 (values 32 b + 8 t .. + 7), two ymm at index
+// 2 (4 (Q sc + c - c0) + t) + {0, 1} (c0: the slice's first chunk, sc: its
+// chunks): lo, then hi, lane j = the 4 low (even values) resp. high (odd
+// values) nibbles of bytes 16 b + 4 t .. + 3 of row n + j, one per byte,
+// already flipped to q + 8 when symmetric. 8 KiB per slice of 1024 values,
+// which stays in L1 while every row of X runs over it. The panel is grouped
+// by Q because the outputs are computed one chain at a time (below).
 // The matching activations are 4 contiguous bytes of the chunked layout:
 // xc + 128 c + 16 Q + 4 t (even values), and the same + 64 (odd values).
 //
@@ -42,7 +44,9 @@
 // (one pass over a quarter of the panel each, the other chains parked in
 // memory): a tile of 4 rows of X then needs 4 accumulators and 4 block
 // sums in registers instead of 16 + 4, which the 16 ymm registers of AVX2
-// would not hold.
+// would not hold. Between slices of K the chains are parked as well and
+// continue with the next slice's blocks, in the same k order: slicing
+// changes no operation.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include <immintrin.h>
@@ -125,17 +129,40 @@ void fill_scales(const W4A8Args& a, const S* scales, size_t n, size_t nr, size_t
     }
 }
 
-// The panel of rows [n, n + nr) (layout in the header); rows past nr are 0.
-// The next 8 rows (one contiguous block) are prefetched meanwhile, 8 lines
-// per chunk: the whole block by the last chunk.
-void fill_panel(const W4A8Args& a, size_t n, size_t nr, __m256i* panel) {
-    const size_t rb = a.w.row_bytes, chunks = (a.K + 127) / 128;
-    const char* next = static_cast<const char*>(a.w.data) + (n + 8) * rb;
-    const size_t next_bytes = n + 8 < a.N ? (a.N - n - 8 < 8 ? a.N - n - 8 : 8) * rb : 0;
+// The next 8 weight rows' codes and scales (each one contiguous block),
+// prefetched into L2 a slice per chunk of the rows being read, for the
+// next fill_scales and fill_panel. (Worth little where measured: 1-3 % at
+// 4096 x 4096, M = 4, weights in L3; the fill still waits on its loads
+// there, ~30 % of the time against ~25 % with the weights in L2.)
+struct NextRows {
+    const char* w;
+    const char* s;
+    size_t wbytes = 0, sbytes = 0, sstep = 0;
+    template <typename S>
+    NextRows(const W4A8Args& a, const S* scales, size_t n) {
+        const size_t gs = scale_stride(a.w, a.K), rows = n + 8 < a.N ? (a.N - n - 8 < 8 ? a.N - n - 8 : 8) : 0;
+        w = static_cast<const char*>(a.w.data) + (n + 8) * a.w.row_bytes;
+        s = reinterpret_cast<const char*>(scales + (n + 8) * gs);
+        wbytes = rows * a.w.row_bytes;
+        sbytes = rows * gs * sizeof(S);
+        const size_t chunks = (a.K + 127) / 128;
+        sstep = (sbytes / chunks + 63) / 64 * 64;
+    }
+    // The part of chunk c: 8 lines of codes, sstep bytes of scales.
+    inline void chunk(size_t c) const {
+        for (size_t o = 512 * c; o < 512 * (c + 1) && o < wbytes; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
+        for (size_t o = sstep * c; o < sstep * (c + 1) && o < sbytes; o += 64) _mm_prefetch(s + o, _MM_HINT_T1);
+    }
+};
+
+// The panel of rows [n, n + nr), chunks [c0, c1) (layout in the header);
+// rows past nr are 0.
+void fill_panel(const W4A8Args& a, size_t n, size_t nr, size_t c0, size_t c1, __m256i* panel, const NextRows& next) {
+    const size_t rb = a.w.row_bytes, sc = c1 - c0;
     const __m256i flip = _mm256_set1_epi8(a.w.zps ? 0 : char(0x88));
     const __m256i low = _mm256_set1_epi8(0x0F);
-    for (size_t c = 0; c < chunks; ++c) {
-        for (size_t o = 512 * c; o < 512 * (c + 1) && o < next_bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+    for (size_t c = c0; c < c1; ++c) {
+        next.chunk(c);
         // Bytes of each row from this chunk on, of the K values (not of the
         // row stride: a view of a row's last group has the whole row's stride).
         const size_t left = a.K / 2 - 64 * c;  // >= 16, a multiple of 16
@@ -153,7 +180,7 @@ void fill_panel(const W4A8Args& a, size_t n, size_t nr, __m256i* panel) {
             for (size_t i = 0; i < 8; ++i) {
                 const size_t Q = 2 * h + i / 4, t = i % 4;
                 const __m256i v = _mm256_xor_si256(r[i], flip);
-                __m256i* dst = panel + 2 * (4 * (Q * chunks + c) + t);
+                __m256i* dst = panel + 2 * (4 * (Q * sc + c - c0) + t);
                 _mm256_store_si256(dst, _mm256_and_si256(v, low));
                 _mm256_store_si256(dst + 1, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
             }
@@ -161,28 +188,34 @@ void fill_panel(const W4A8Args& a, size_t n, size_t nr, __m256i* panel) {
     }
 }
 
-// Rows [m0, m0 + MC) of X over the panel of weight rows [n, n + nr).
+// Rows [m0, m0 + MC) of X over the panel of weight rows [n, n + nr),
+// chunks [c0, c1) of K: each chain continues from `state` (4 chains of 8
+// floats per row of X, row m at state + 32 m) unless c0 = 0, and is parked
+// there again unless c1 is the last chunk, where y is written.
 template <GKind GK, int MC>
 void rows_panel(const W4A8Args& a, const __m256i* panel, const __m256* sw, const __m256* sz, size_t m0, size_t n,
-                size_t nr) {
-    const size_t nb = a.K / 32, chunks = (a.K + 127) / 128;
+                size_t nr, size_t c0, size_t c1, float* state) {
+    const size_t nb = a.K / 32, sc = c1 - c0;
+    const size_t nb1 = 4 * c1 < nb ? 4 * c1 : nb;  // blocks before c1
+    const bool first = c0 == 0, last = 4 * c1 >= nb;
     const size_t cpg = a.w.group >= 128 ? a.w.group / 128 : 1;  // g128: chunks per group
     const int8_t* xc[MC];
     const float* sx[MC];
     const float* tg[MC];
+    float* st[MC];
     for (int i = 0; i < MC; ++i) {
         xc[i] = a.xc + (m0 + i) * a.ldx;
         sx[i] = a.sx + (m0 + i) * a.ldsx;
         tg[i] = a.tg + (m0 + i) * a.ldtg;
+        st[i] = state + 32 * (m0 + i);
     }
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 chain[4][MC];
     for (size_t Q = 0; Q < 4; ++Q) {
         __m256 acc[MC];
-        for (int i = 0; i < MC; ++i) acc[i] = _mm256_setzero_ps();
-        size_t g128 = 0, left = cpg;  // g128: the chunk's group and its chunks left
-        for (size_t c = 0, b = Q; b < nb; ++c, b += 4) {
-            const __m256i* P = panel + 8 * (Q * chunks + c);
+        for (int i = 0; i < MC; ++i) acc[i] = first ? _mm256_setzero_ps() : _mm256_load_ps(st[i] + 8 * Q);
+        size_t g128 = c0 / cpg, left = cpg - c0 % cpg;  // g128: the chunk's group and its chunks left
+        for (size_t c = c0, b = 4 * c0 + Q; b < nb1; ++c, b += 4) {
+            const __m256i* P = panel + 8 * (Q * sc + c - c0);
             const size_t xo = 128 * c + 16 * Q;
             __m256i s[MC];
             for (size_t t = 0; t < 4; ++t) {
@@ -213,12 +246,15 @@ void rows_panel(const W4A8Args& a, const __m256i* panel, const __m256* sw, const
                 ++g128;
             }
         }
-        for (int i = 0; i < MC; ++i) chain[Q][i] = acc[i];
+        for (int i = 0; i < MC; ++i) _mm256_store_ps(st[i] + 8 * Q, acc[i]);
     }
+    if (!last) return;
     const __m256i mk = lane_mask(nr);
     const __m256 bias = a.bias ? _mm256_maskload_ps(a.bias + n, mk) : _mm256_setzero_ps();
     for (int i = 0; i < MC; ++i) {
-        __m256 v = _mm256_add_ps(_mm256_add_ps(chain[0][i], chain[1][i]), _mm256_add_ps(chain[2][i], chain[3][i]));
+        const __m256 c01 = _mm256_add_ps(_mm256_load_ps(st[i]), _mm256_load_ps(st[i] + 8));
+        const __m256 c23 = _mm256_add_ps(_mm256_load_ps(st[i] + 16), _mm256_load_ps(st[i] + 24));
+        __m256 v = _mm256_add_ps(c01, c23);
         if (a.bias) v = _mm256_add_ps(v, bias);
         _mm256_maskstore_ps(a.y + (m0 + i) * a.ldy + n, mk, v);
     }
@@ -230,28 +266,40 @@ struct alignas(32) Ymm {
 
 constexpr int kMC = 4;  // rows of X per pass: 4 accumulators, 4 block sums, lo and hi in registers
 
+// Chunks of K per panel slice: 8 (1024 values) make an 8 KiB panel, which
+// stays in L1 with a pass's 4 KiB of activations while every row of X runs
+// over it. Against one panel of the whole K (interleaved, one thread):
+// 4096 x 11008 +5 % at M = 4 to 16, 4096 x 4096 and 768 x 768 unchanged.
+constexpr size_t kSliceChunks = 8;
+
 template <GKind GK, typename S>
 void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
     const size_t K = a.K, ng = K / a.w.group, gs = scale_stride(a.w, K), chunks = (K + 127) / 128;
-    // Per-thread scratch, reused across calls (grows to the largest K seen):
-    // sw and sz per group, then the panel.
-    const size_t need = 2 * ng + 32 * chunks;
+    // Per-thread scratch, reused across calls (grows to the largest sizes
+    // seen): sw and sz per group, the panel of one slice, and the chains
+    // parked between slices (4 x 8 floats per row of X).
+    const size_t need = 2 * ng + 32 * kSliceChunks + 4 * a.M;
     thread_local std::vector<Ymm> scratch;
     if (scratch.size() < need) scratch.resize(need);
     __m256* sw = reinterpret_cast<__m256*>(scratch.data());
     __m256* sz = sw + ng;
     __m256i* panel = reinterpret_cast<__m256i*>(scratch.data() + 2 * ng);
+    float* state = reinterpret_cast<float*>(scratch.data() + 2 * ng + 32 * kSliceChunks);
     for (size_t n = n0; n < n1; n += 8) {
         const size_t nr = n1 - n < 8 ? n1 - n : 8;
         fill_scales(a, scales, n, nr, ng, gs, sw, sz);
-        fill_panel(a, n, nr, panel);
-        size_t m = 0;
-        for (; m + kMC <= a.M; m += kMC) rows_panel<GK, kMC>(a, panel, sw, sz, m, n, nr);
-        switch (a.M - m) {
-            case 3: rows_panel<GK, 3>(a, panel, sw, sz, m, n, nr); break;
-            case 2: rows_panel<GK, 2>(a, panel, sw, sz, m, n, nr); break;
-            case 1: rows_panel<GK, 1>(a, panel, sw, sz, m, n, nr); break;
-            default: break;
+        const NextRows next(a, scales, n);
+        for (size_t c0 = 0; c0 < chunks; c0 += kSliceChunks) {
+            const size_t c1 = chunks - c0 < kSliceChunks ? chunks : c0 + kSliceChunks;
+            fill_panel(a, n, nr, c0, c1, panel, next);
+            size_t m = 0;
+            for (; m + kMC <= a.M; m += kMC) rows_panel<GK, kMC>(a, panel, sw, sz, m, n, nr, c0, c1, state);
+            switch (a.M - m) {
+                case 3: rows_panel<GK, 3>(a, panel, sw, sz, m, n, nr, c0, c1, state); break;
+                case 2: rows_panel<GK, 2>(a, panel, sw, sz, m, n, nr, c0, c1, state); break;
+                case 1: rows_panel<GK, 1>(a, panel, sw, sz, m, n, nr, c0, c1, state); break;
+                default: break;
+            }
         }
     }
 }
