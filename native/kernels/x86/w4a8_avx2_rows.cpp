@@ -130,39 +130,39 @@ void fill_scales(const W4A8Args& a, const S* scales, size_t n, size_t nr, size_t
 }
 
 // The next 8 weight rows' codes and scales (each one contiguous block),
-// prefetched into L2 a slice per chunk of the rows being read, for the
-// next fill_scales and fill_panel. (Worth little where measured: 1-3 % at
-// 4096 x 4096, M = 4, weights in L3; the fill still waits on its loads
-// there, ~30 % of the time against ~25 % with the weights in L2.)
+// prefetched into L2 a few lines per block while the first rows of X run
+// over this tile, for the next fill_scales and fill_panel. Spread out, not
+// in the fill: from L3 (4096 x 4096, M = 4) the fills waited on their loads
+// ~30 % of the time, and prefetching during the fill (a burst of 72 lines
+// per slice, more than the core's outstanding misses) did not help.
 struct NextRows {
     const char* w;
     const char* s;
-    size_t wbytes = 0, sbytes = 0, sstep = 0;
+    size_t wlines = 0, lines = 0, per = 0, cur = 0;
     template <typename S>
     NextRows(const W4A8Args& a, const S* scales, size_t n) {
         const size_t gs = scale_stride(a.w, a.K), rows = n + 8 < a.N ? (a.N - n - 8 < 8 ? a.N - n - 8 : 8) : 0;
         w = static_cast<const char*>(a.w.data) + (n + 8) * a.w.row_bytes;
         s = reinterpret_cast<const char*>(scales + (n + 8) * gs);
-        wbytes = rows * a.w.row_bytes;
-        sbytes = rows * gs * sizeof(S);
-        const size_t chunks = (a.K + 127) / 128;
-        sstep = (sbytes / chunks + 63) / 64 * 64;
+        wlines = (rows * a.w.row_bytes + 63) / 64;
+        lines = wlines + (rows * gs * sizeof(S) + 63) / 64;
+        const size_t nb = a.K / 32;  // calls of step() per tile
+        per = (lines + nb - 1) / nb;
     }
-    // The part of chunk c: 8 lines of codes, sstep bytes of scales.
-    inline void chunk(size_t c) const {
-        for (size_t o = 512 * c; o < 512 * (c + 1) && o < wbytes; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
-        for (size_t o = sstep * c; o < sstep * (c + 1) && o < sbytes; o += 64) _mm_prefetch(s + o, _MM_HINT_T1);
+    // The next `per` lines (codes, then scales).
+    inline void step() {
+        for (size_t k = 0; k < per && cur < lines; ++k, ++cur)
+            _mm_prefetch(cur < wlines ? w + 64 * cur : s + 64 * (cur - wlines), _MM_HINT_T1);
     }
 };
 
 // The panel of rows [n, n + nr), chunks [c0, c1) (layout in the header);
 // rows past nr are 0.
-void fill_panel(const W4A8Args& a, size_t n, size_t nr, size_t c0, size_t c1, __m256i* panel, const NextRows& next) {
+void fill_panel(const W4A8Args& a, size_t n, size_t nr, size_t c0, size_t c1, __m256i* panel) {
     const size_t rb = a.w.row_bytes, sc = c1 - c0;
     const __m256i flip = _mm256_set1_epi8(a.w.zps ? 0 : char(0x88));
     const __m256i low = _mm256_set1_epi8(0x0F);
     for (size_t c = c0; c < c1; ++c) {
-        next.chunk(c);
         // Bytes of each row from this chunk on, of the K values (not of the
         // row stride: a view of a row's last group has the whole row's stride).
         const size_t left = a.K / 2 - 64 * c;  // >= 16, a multiple of 16
@@ -194,7 +194,7 @@ void fill_panel(const W4A8Args& a, size_t n, size_t nr, size_t c0, size_t c1, __
 // there again unless c1 is the last chunk, where y is written.
 template <GKind GK, int MC>
 void rows_panel(const W4A8Args& a, const __m256i* panel, const __m256* sw, const __m256* sz, size_t m0, size_t n,
-                size_t nr, size_t c0, size_t c1, float* state) {
+                size_t nr, size_t c0, size_t c1, float* state, NextRows* next) {
     const size_t nb = a.K / 32, sc = c1 - c0;
     const size_t nb1 = 4 * c1 < nb ? 4 * c1 : nb;  // blocks before c1
     const bool first = c0 == 0, last = 4 * c1 >= nb;
@@ -217,6 +217,7 @@ void rows_panel(const W4A8Args& a, const __m256i* panel, const __m256* sw, const
         for (size_t c = c0, b = 4 * c0 + Q; b < nb1; ++c, b += 4) {
             const __m256i* P = panel + 8 * (Q * sc + c - c0);
             const size_t xo = 128 * c + 16 * Q;
+            if (next) next->step();
             __m256i s[MC];
             for (size_t t = 0; t < 4; ++t) {
                 const __m256i lo = _mm256_load_si256(P + 2 * t), hi = _mm256_load_si256(P + 2 * t + 1);
@@ -288,16 +289,16 @@ void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
     for (size_t n = n0; n < n1; n += 8) {
         const size_t nr = n1 - n < 8 ? n1 - n : 8;
         fill_scales(a, scales, n, nr, ng, gs, sw, sz);
-        const NextRows next(a, scales, n);
+        NextRows next(a, scales, n);
         for (size_t c0 = 0; c0 < chunks; c0 += kSliceChunks) {
             const size_t c1 = chunks - c0 < kSliceChunks ? chunks : c0 + kSliceChunks;
-            fill_panel(a, n, nr, c0, c1, panel, next);
+            fill_panel(a, n, nr, c0, c1, panel);
             size_t m = 0;
-            for (; m + kMC <= a.M; m += kMC) rows_panel<GK, kMC>(a, panel, sw, sz, m, n, nr, c0, c1, state);
+            for (; m + kMC <= a.M; m += kMC) rows_panel<GK, kMC>(a, panel, sw, sz, m, n, nr, c0, c1, state, m == 0 ? &next : nullptr);
             switch (a.M - m) {
-                case 3: rows_panel<GK, 3>(a, panel, sw, sz, m, n, nr, c0, c1, state); break;
-                case 2: rows_panel<GK, 2>(a, panel, sw, sz, m, n, nr, c0, c1, state); break;
-                case 1: rows_panel<GK, 1>(a, panel, sw, sz, m, n, nr, c0, c1, state); break;
+                case 3: rows_panel<GK, 3>(a, panel, sw, sz, m, n, nr, c0, c1, state, m == 0 ? &next : nullptr); break;
+                case 2: rows_panel<GK, 2>(a, panel, sw, sz, m, n, nr, c0, c1, state, m == 0 ? &next : nullptr); break;
+                case 1: rows_panel<GK, 1>(a, panel, sw, sz, m, n, nr, c0, c1, state, m == 0 ? &next : nullptr); break;
                 default: break;
             }
         }
