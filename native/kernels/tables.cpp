@@ -29,8 +29,8 @@ namespace qk {
 QK_TABLE(ref, ref, Isa::scalar, "scalar", 4, ref::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8,
          ref::gemm_w4a8, SIZE_MAX)
 #if defined(__x86_64__) || defined(_M_X64)
-// AVX2: W4A8 with lanes over 8 weight rows from M = avx2::kW4A8RowsMinM,
-// bit-identical to the row-layout kernel.
+// AVX2: W4A8 with lanes over 8 weight rows from M = avx2::kW4A8RowsMinM
+// (5, as on AVX-512), bit-identical to the row-layout kernel.
 QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8,
          avx2::gemm_w4a8_rows, avx2::kW4A8RowsMinM)
 // AVX-512: VNNI outer-product kernel over packed activations from M = 15
