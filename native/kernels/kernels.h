@@ -198,9 +198,9 @@ constexpr size_t kW8A8MaxK = 133144;  // 133144 * 127 * 127 < 2^31 <= 133145 * 1
 // the per-group activation sums tg:
 //   y = sum (float) D' * (s[n, g] * sx[m, b]) - sum_g (s[n, g] * z'[n, g]) * tg[m, g]
 // (z' = 8 if symmetric, else z), D' an exact int32 sum of 8 values per lane
-// (AVX2, NEON: rescaled per lane with sxl) or of a whole block (AVX-512: the
-// four-chain order written in x86/w4a8_avx512_rows.cpp). They differ from
-// the ref by float summation order only.
+// (NEON: rescaled per lane with sxl) or of a whole block (AVX-512 and AVX2:
+// the four-chain order written in x86/w4a8_avx512_rows.cpp). They differ
+// from the ref by float summation order only.
 struct W4A8Args {
     const int8_t* xc; size_t ldx;  // activation codes, layout above
     const float* sx; size_t ldsx;  // [M, ceil(K/32)] block scales

@@ -36,7 +36,8 @@ QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_
 // AVX-512: VNNI outer-product kernel over packed activations from M = 15
 // rows (the others never read them: their packer is the ref one, unused);
 // W4A8 with lanes over weight rows from M = kW4A8RowsMinM, bit-identical to
-// the row-layout kernel (elsewhere one W4A8 kernel serves every M). int4
+// the row-layout kernel (as on AVX2; scalar and NEON have one W4A8 kernel
+// for every M). int4
 // with f32 activations stays on gemv up to M = 9 (one thread, Zen 4, N x K
 // from 2048 x 768 to 11008 x 4096: gemv 47-53 GFLOP/s at M = 5-12, the
 // panel path 22-28 at M = 5, 35-44 at 8, 46-55 at 10); AVX2's panel path
