@@ -64,7 +64,7 @@ enum class GKind { g32, g64, g128 };
 // nothing past p + cnt (p may be the last scales of the buffer).
 static inline __m128 load4(const float* p, size_t cnt) {
     if (cnt == 4) return _mm_loadu_ps(p);
-    if (cnt == 2) return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+    if (cnt == 2) return _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));  // (unaligned)
     if (cnt == 1) return _mm_load_ss(p);
     return _mm_setr_ps(p[0], p[1], p[2], 0.0f);
 }
