@@ -393,7 +393,7 @@ QKT_TEST(w4a8_rows_invariant) {
 // tails, column ranges starting mid-panel, K tails of 1-3 blocks, every
 // group size the SIMD kernels take (32, 64, multiples of 128, one group per
 // row; K past the AVX2 kernel's 1024-value panel slices, with a group
-// across a slice boundary; 250+ rows of X), symmetric and asymmetric,
+// across a slice boundary; 250-330 rows of X), symmetric and asymmetric,
 // with and without bias, and the extreme codes against activations of +-127
 // everywhere (the largest int16 block sums of the AVX2 kernels: 8 x 3810
 // per lane).
@@ -430,16 +430,18 @@ QKT_TEST(w4a8_rows_equal_main) {
                     compare(w, x, M, iter % 2 == 0, 0, N);
                     if (N > 2) compare(w, x, M, iter % 2 != 0, 1, N - 1);  // a range starting mid-panel
                 }
-    // Many rows of X (M K >= 1 MiB of activation codes), with N % 8 tails,
-    // a range starting mid-panel and groups across slices.
+    // Many rows of X, on both sides of the AVX2 kernel's switch of loop
+    // order (slices of K outside the 8-row panels from M K = 1.25 MiB),
+    // with N % 8 tails, a range starting mid-panel and groups across slices.
     {
         Weight w = make_weight(19, 4128, 32, false, 0, rng);
-        const std::vector<float> x = make_x(260, 4128, 0, rng);
-        compare(w, x, 260, true, 0, 19);
-        compare(w, x, 257, false, 5, 19);
+        const std::vector<float> x = make_x(330, 4128, 0, rng);
+        compare(w, x, 330, true, 0, 19);
+        compare(w, x, 250, false, 5, 19);
+        compare(w, x, 320, false, 5, 19);
         Weight w2 = make_weight(11, 4224, 384, true, 0, rng);
-        const std::vector<float> x2 = make_x(250, 4224, 1, rng);
-        compare(w2, x2, 250, true, 0, 11);
+        const std::vector<float> x2 = make_x(320, 4224, 1, rng);
+        compare(w2, x2, 320, true, 0, 11);
     }
     // Extreme codes x activations of +-127 everywhere.
     for (size_t K : {96, 256})
