@@ -164,7 +164,8 @@
             "target_name": "qk_amx",
             "type": "static_library",
             "sources": [
-              "native/kernels/x86/w8a8_amx.cpp"
+              "native/kernels/x86/w8a8_amx.cpp",
+              "native/kernels/x86/gemm_amx_bf16.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",
@@ -175,8 +176,10 @@
               "-mavx512bw",
               "-mavx512vl",
               "-mavx512vnni",
+              "-mavx512bf16",
               "-mamx-tile",
-              "-mamx-int8"
+              "-mamx-int8",
+              "-mamx-bf16"
             ],
             "xcode_settings": {
               "OTHER_CFLAGS": [
@@ -187,8 +190,10 @@
                 "-mavx512bw",
                 "-mavx512vl",
                 "-mavx512vnni",
+                "-mavx512bf16",
                 "-mamx-tile",
-                "-mamx-int8"
+                "-mamx-int8",
+                "-mamx-bf16"
               ]
             }
           }

@@ -63,10 +63,15 @@ CpuFeatures detect() {
     const bool avx512vnni = c & (1u << 11);
     f.avx2 = os_ymm && avx2 && fma && f16c;
     f.avx512 = f.avx2 && os_zmm && avx512f && avx512bw && avx512vl && avx512vnni;
+    const bool amx_bf16 = d & (1u << 22);
     const bool amx_tile = d & (1u << 24);
     const bool amx_int8 = d & (1u << 25);
     const bool os_tiles = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
-    f.amx = f.avx512 && amx_tile && amx_int8 && os_tiles && request_amx_state();
+    // AVX512_BF16 (leaf 7 subleaf 1) converts to bf16 for the AMX-BF16
+    // panels; every AMX processor so far has both bf16 units and AMX-INT8.
+    __cpuid_count(7, 1, a, b, c, d);
+    const bool avx512bf16 = a & (1u << 5);
+    f.amx = f.avx512 && amx_tile && amx_int8 && amx_bf16 && avx512bf16 && os_tiles && request_amx_state();
     return f;
 }
 #elif defined(__aarch64__)

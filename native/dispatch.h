@@ -9,7 +9,7 @@ namespace qk {
 struct CpuFeatures {
     bool avx2 = false;    // avx2 + fma + f16c, OS saves ymm state
     bool avx512 = false;  // avx512 f/bw/vl/vnni, OS saves zmm state
-    bool amx = false;     // avx512 + AMX tile/int8, OS state granted
+    bool amx = false;     // avx512 + AMX tile/int8/bf16 + AVX512_BF16, OS state granted
     bool neon = false;
     bool neon_dot = false;
 };

@@ -258,6 +258,23 @@ struct AttnRowsArgs {
 // and one block of scores.
 inline size_t attn_scratch_floats(size_t rows, size_t hd) { return rows * (hd + 2) + 4 * kAttnBlock; }
 
+// Bound of gemm_panel_dq's extra relative error (see there): three
+// products of 16-bit splits, each within 2^-16 of its part.
+constexpr double kPanelDqRelErr = 4.0 / 65536.0;
+
+// X[M, K] split for Kernels::gemm_panel_dq, in tiles of 1 KiB: for each
+// block of 16 rows (M rounded up; rows past M are zeros) and line s of 32
+// values of k (zeros past K), 16 lines of 64 bytes, line q = the bf16 pairs
+// (X[m, 32 s + 2 q], X[m, 32 s + 2 q + 1]) of the 16 rows m; the hi parts
+// of every block, then the lo parts. 64-byte aligned.
+struct SplitX {
+    void* data = nullptr;
+    size_t M = 0, K = 0;
+    size_t rows() const { return (M + 15) / 16 * 16; }
+    size_t lines() const { return (K + 31) / 32; }
+    size_t bytes() const { return 2 * rows() * lines() * 64; }
+};
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -315,6 +332,29 @@ struct Kernels {
     // X has row stride ldx, P row stride ldp, Y row stride ldy (all in floats).
     void (*gemm_panel_f32)(const float* x, size_t ldx, size_t M, const float* p, size_t ldp,
                            size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
+    // Split-bf16 panels for int8 and int4 weights (after dequant_panel),
+    // amx table only (nullptr elsewhere; float weights never take them).
+    // The driver splits X once per GEMM call with dq_split_x (layout on
+    // SplitX), then each task calls
+    //   gemm_panel_dq: Y[m, j] (accumulate ? += : =) sum_{k < kc}
+    //       X[m0 + m, k0 + k] * P[j, k]   for m < mc, j < nr
+    // (m0 a multiple of 16, k0 of 32; y points at row m0). Precision: x and
+    // p are each split into two bf16 and the lo * lo product dropped, so
+    // |error| <= kPanelDqRelErr * sum_k |X P| on top of an f32 summation's
+    // (tested), against the weights' own rounding of 2^-8 (int8) or more;
+    // subnormal inputs count as 0 (the unit's DAZ). Y[m, j] depends on row m
+    // of X only, not on M, m0 or mc.
+    void (*dq_split_x)(const float* x, size_t ldx, size_t M, size_t K, const SplitX& xs);
+    void (*gemm_panel_dq)(const SplitX& xs, size_t m0, size_t mc, size_t k0, const float* p, size_t ldp,
+                          size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
+    // The same for symmetric int8 weights with one scale per row (int8's
+    // default, per channel), from the codes themselves (exact in bf16, so
+    // no panel is decoded and x is the only split operand: two products per
+    // value): Y[m, j] (+)= s[n0 + j] * sum_k X[m0 + m, k0 + k] *
+    // q[n0 + j, k0 + k], with w's f32 scales at w.scales[n] (one per row).
+    // Same error bound and row invariance.
+    void (*gemm_panel_dq_i8)(const SplitX& xs, size_t m0, size_t mc, size_t k0, const WeightView& w, size_t n0,
+                             size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
 
     // Fill a panel for gemm_panel_f32: P[j, k] = W[n0 + j, k0 + k] as f32 for
     // j < nr, k < kc (dequantized for i8/i4, converted for f16/bf16, copied

@@ -18,7 +18,9 @@
 // quantization group: kc is a whole number of groups, or, when one group is
 // longer than the target kc, a group is cut into chunks that are decoded one
 // row at a time through a one-row view of W (a view with K' = G' = chunk
-// length is a valid per-channel WeightView).
+// length is a valid per-channel WeightView). On the amx table, int8 and
+// int4 panels run on split-bf16 AMX tiles (Kernels::gemm_panel_dq) against
+// X split once per call for all tasks (dq_split_x).
 #include "gemm_ops.h"
 
 #include <algorithm>
@@ -48,6 +50,17 @@ float* panel_scratch(size_t floats) {
     uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
     p = (p + 63) & ~uintptr_t(63);
     return reinterpret_cast<float*>(p);
+}
+
+// 64-byte aligned scratch of the calling thread for X split for the
+// split-bf16 panels (SplitX: 4 bytes per value of X, as X itself), read by
+// every task of one call; grown on demand and never shrunk.
+void* split_x_scratch(size_t bytes) {
+    struct alignas(64) Line { unsigned char b[64]; };
+    thread_local std::vector<Line> buf;
+    const size_t need = (bytes + 63) / 64;
+    if (buf.size() < need) buf.resize(need);
+    return buf.data();
 }
 
 void set_bias_only(const GemmArgs& a) {
@@ -186,6 +199,25 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
     // few blocks of W (N = 256..768 at 256 per task): split M too, see ops::m_split_rows
     const size_t m_rows = ops::m_split_rows(a.M, n_tasks, threads());
     const size_t m_tasks = (a.M + m_rows - 1) / m_rows;
+
+    // int8 / int4 weights on a table with split-bf16 panels (amx; f16 and
+    // bf16 weights keep f32 products, as float models): X is split
+    // once here for every task, in tiles of 16 rows by 32 values of k, so
+    // every block of M must start on a tile row and every K block on a line
+    // (true for the default blocking with any group size that is a multiple
+    // of 32, and for any K up to one block).
+    SplitX xs;
+    const bool m_aligned = (mb % 16 == 0 || mb >= a.M) && (m_rows % 16 == 0 || m_rows >= a.M);
+    const bool k_aligned = kc >= K || (kc % 32 == 0 && (!chunked || G % 32 == 0));
+    const bool dq = quant && kern.gemm_panel_dq && m_aligned && k_aligned;
+    // symmetric int8, one scale per row: the codes go to the tiles as they are
+    const bool dq_codes = dq && w.fmt == WFormat::i8 && !w.zps && scale_stride(w, K) == 1;
+    if (dq) {
+        xs.M = a.M;
+        xs.K = K;
+        xs.data = split_x_scratch(xs.bytes());
+        kern.dq_split_x(a.x, a.ldx, a.M, K, xs);
+    }
     const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
     parallel_for(n_tasks * m_tasks, flops, [&](size_t task, size_t) {
         const size_t t = task % n_tasks, m_lo = task / n_tasks * m_rows, m_hi = min_sz(a.M, m_lo + m_rows);
@@ -193,7 +225,7 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
         GemmArgs tmp;
         size_t n0;  // row t * nb of W, in the task's view of it
         const GemmArgs& ta = task_args(kern, a, t * nb, t * nb + nr, tmp, &n0);
-        float* scratch = in_place ? nullptr : panel_scratch(nb * ldp);
+        float* scratch = in_place || dq_codes ? nullptr : panel_scratch(nb * ldp);
         size_t k0 = 0;
         while (k0 < K) {
             size_t kl;
@@ -202,6 +234,13 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
                 kl = min_sz(kc, group_end - k0);
             } else {
                 kl = min_sz(kc, K - k0);
+            }
+            if (dq_codes) {
+                for (size_t m0 = m_lo; m0 < m_hi; m0 += mb)
+                    kern.gemm_panel_dq_i8(xs, m0, min_sz(mb, m_hi - m0), k0, ta.w, n0, nr, kl,
+                                          ta.y + m0 * a.ldy + n0, a.ldy, k0 != 0);
+                k0 += kl;
+                continue;
             }
             const float* p = scratch;
             size_t lp = ldp;
@@ -215,8 +254,9 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
             }
             for (size_t m0 = m_lo; m0 < m_hi; m0 += mb) {
                 const size_t mc = min_sz(mb, m_hi - m0);
-                kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, p, lp, nr, kl, ta.y + m0 * a.ldy + n0, a.ldy,
-                                    k0 != 0);
+                float* y = ta.y + m0 * a.ldy + n0;
+                if (dq) kern.gemm_panel_dq(xs, m0, mc, k0, p, lp, nr, kl, y, a.ldy, k0 != 0);
+                else kern.gemm_panel_f32(a.x + m0 * a.ldx + k0, a.ldx, mc, p, lp, nr, kl, y, a.ldy, k0 != 0);
             }
             k0 += kl;
         }

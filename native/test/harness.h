@@ -36,6 +36,14 @@ inline qk::GemmArgs quant_gemm_args(const float* x, size_t M, size_t N, size_t K
     return a;
 }
 
+// The relative error a product with int8 / int4 weights may carry on top
+// of an f32 summation's on table k: its gemm_panel_dq's (kernels.h), 0 where
+// it has none. Times sum |x w|.
+inline double panel_dq_slack(const qk::Kernels& k, qk::WFormat fmt) {
+    const bool quant = fmt == qk::WFormat::i8 || fmt == qk::WFormat::i4;
+    return quant && k.gemm_panel_dq ? qk::kPanelDqRelErr : 0.0;
+}
+
 struct Failure {};
 
 // Counts checks and failures; a failing CHECK prints and aborts the current

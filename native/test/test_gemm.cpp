@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../kernels/kernels.h"
@@ -240,15 +241,17 @@ Ref64 ref64(const float* x, size_t ldx, const float* wd, const float* bias, size
 
 // Checks rows [0, M) x columns [n0, n1) of y (stride ldy) against rows
 // [m_off, m_off + M) of r; exact data must match exactly.
+// slack: a relative error allowed on top (panel_dq_slack), times sum |x w|.
 void check_rows(qkt::Ctx& ctx, const char* what, const float* y, size_t ldy, const Ref64& r, size_t m_off,
-                size_t M, size_t n0, size_t n1, Data d) {
+                size_t M, size_t n0, size_t n1, Data d, double slack = 0.0) {
     const double u = 1.0 / 16777216.0;
     for (size_t m = 0; m < M; ++m) {
         for (size_t n = n0; n < n1; ++n) {
             const double want = r.s[(m_off + m) * r.N + n];
             const double got = y[m * ldy + n];
             const double tol =
-                d == Data::exact ? 0.0 : (static_cast<double>(r.K) + 32.0) * u * r.sa[(m_off + m) * r.N + n] + 1e-30;
+                d == Data::exact ? 0.0
+                                 : ((static_cast<double>(r.K) + 32.0) * u + slack) * r.sa[(m_off + m) * r.N + n] + 1e-30;
             QKT_CHECK(std::fabs(got - want) <= tol,
                       "%s [%s] m=%zu n=%zu N=%zu K=%zu: got %.9g want %.9g (tol %.3g)", what, ctx.k->name,
                       m_off + m, n, r.N, r.K, got, want, tol);
@@ -259,9 +262,9 @@ void check_rows(qkt::Ctx& ctx, const char* what, const float* y, size_t ldy, con
 // Checks y[M, N] (stride ldy) against the float64 sums, and that the padding
 // columns [N, ldy) still hold the sentinel.
 void check_y(qkt::Ctx& ctx, const char* what, const float* y, size_t ldy, const float* x, size_t ldx,
-             const float* wd, const float* bias, size_t M, size_t N, size_t K, Data d) {
+             const float* wd, const float* bias, size_t M, size_t N, size_t K, Data d, double slack = 0.0) {
     const Ref64 r = ref64(x, ldx, wd, bias, M, N, K);
-    check_rows(ctx, what, y, ldy, r, 0, M, 0, N, d);
+    check_rows(ctx, what, y, ldy, r, 0, M, 0, N, d, slack);
     for (size_t m = 0; m < M; ++m)
         for (size_t n = N; n < ldy; ++n)
             QKT_CHECK(y[m * ldy + n] == kSentinel, "%s: padding y[%zu, %zu] overwritten", what, m, n);
@@ -547,6 +550,144 @@ QKT_TEST(gemm_panel) {
     }
 }
 
+// ---- dq_split_x + gemm_panel_dq (split-bf16 panels, amx) ------------------
+// The f32 kernel's checks with the extra error the contract allows
+// (kernels.h: kPanelDqRelErr times sum |x p|); small integers are exact in
+// bf16, so exact data stays exact. Then what the split must keep: a row's
+// bits whatever M and m0, infinities and NaN, and finite values beyond
+// bf16's range.
+struct SplitBuf {
+    std::vector<uint8_t> raw;
+    qk::SplitX xs;
+    SplitBuf(const qkt::Ctx& ctx, const float* x, size_t ldx, size_t M, size_t K) {
+        xs.M = M;
+        xs.K = K;
+        raw.resize(xs.bytes() + 64);
+        xs.data = raw.data() + (64 - reinterpret_cast<uintptr_t>(raw.data()) % 64) % 64;
+        ctx.k->dq_split_x(x, ldx, M, K, xs);
+    }
+};
+
+QKT_TEST(gemm_panel_dq) {
+    if (!ctx.k->gemm_panel_dq) return;  // only the amx table has one
+    Rng rng(31);
+    const double slack = qk::kPanelDqRelErr;
+    const size_t kcs[] = {1, 2, 15, 16, 17, 31, 32, 33, 63, 100, 512, 1030};
+    for (Data d : {Data::random, Data::exact}) {
+        for (size_t kc : kcs) {
+            for (size_t M : kMs) {
+                for (size_t nr : kNs) {
+                    if (!affordable(M, nr, kc)) continue;
+                    // X has 32 more columns; the panel covers [32, 32 + kc) (k0 = 32)
+                    const size_t K = kc + 32, ldx = K + 5, ldp = kc + 3, ldy = nr + 4;
+                    const std::vector<float> x = make_x(M, K, ldx, d, rng);
+                    const std::vector<float> p = make_x(nr, kc, ldp, d, rng);
+                    std::vector<float> pd(nr * kc);
+                    for (size_t j = 0; j < nr; ++j)
+                        for (size_t k = 0; k < kc; ++k) pd[j * kc + k] = p[j * ldp + k];
+                    const SplitBuf sb(ctx, x.data(), ldx, M, K);
+                    std::vector<float> y(M * ldy, kSentinel);
+                    ctx.k->gemm_panel_dq(sb.xs, 0, M, 32, p.data(), ldp, nr, kc, y.data(), ldy, false);
+                    check_y(ctx, "panel_dq", y.data(), ldy, x.data() + 32, ldx, pd.data(), nullptr, M, nr, kc, d, slack);
+                    std::vector<float> y2 = y;  // accumulate: the same sum added to itself
+                    ctx.k->gemm_panel_dq(sb.xs, 0, M, 32, p.data(), ldp, nr, kc, y2.data(), ldy, true);
+                    for (size_t m = 0; m < M; ++m)
+                        for (size_t j = 0; j < nr; ++j)
+                            QKT_CHECK(y2[m * ldy + j] == 2.0f * y[m * ldy + j], "accumulate m=%zu j=%zu kc=%zu", m, j, kc);
+                    // Each row gives the same bits alone (its own split), and
+                    // rows from any tile row m0 of the split of all M rows.
+                    if (M > 1 && d == Data::random) {
+                        for (size_t m = 0; m < M; m += 3) {
+                            std::vector<float> y1(ldy, kSentinel);
+                            const SplitBuf one(ctx, x.data() + m * ldx, ldx, 1, K);
+                            ctx.k->gemm_panel_dq(one.xs, 0, 1, 32, p.data(), ldp, nr, kc, y1.data(), ldy, false);
+                            QKT_CHECK(std::memcmp(y1.data(), y.data() + m * ldy, nr * sizeof(float)) == 0,
+                                      "row %zu alone differs from the same row of M = %zu (kc %zu, nr %zu)", m, M, kc, nr);
+                        }
+                        for (size_t m = 16; m < M; m += 16) {
+                            const size_t mc = M - m < 3 ? M - m : 3;
+                            std::vector<float> ym(mc * ldy, kSentinel);
+                            ctx.k->gemm_panel_dq(sb.xs, m, mc, 32, p.data(), ldp, nr, kc, ym.data(), ldy, false);
+                            // (padding columns included: the sentinel in both)
+                            QKT_CHECK(std::memcmp(ym.data(), y.data() + m * ldy, mc * ldy * sizeof(float)) == 0,
+                                      "rows from m0 = %zu differ (M = %zu)", m, M);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Symmetric int8 with one scale per row, from the codes
+    // (gemm_panel_dq_i8): weight rows [n0, n0 + nr) of a weight with more
+    // rows, values [k0, k0 + kc) of longer rows (k0 = 32 here).
+    for (Data d : {Data::random, Data::exact}) {
+        for (size_t kc : kcs) {
+            for (size_t M : {size_t(1), size_t(17), size_t(33)}) {
+                for (size_t nr : kNs) {
+                    if (!affordable(M, nr, kc)) continue;
+                    const size_t K = kc + 32 + 3, n0 = 2, N = n0 + nr + 1, ldy = nr + 4;
+                    std::vector<int8_t> q(N * K);
+                    std::vector<float> sc(N);
+                    for (auto& v : q) v = static_cast<int8_t>(d == Data::exact ? rng.irange(-8, 8) : rng.irange(-127, 127));
+                    for (auto& v : sc) v = d == Data::exact ? 0.5f : rng.uni(0.001f, 0.02f);
+                    qk::WeightView w{};
+                    w.fmt = WFormat::i8;
+                    w.data = q.data();
+                    w.row_bytes = K;
+                    w.scales = sc.data();
+                    w.group = K;
+                    std::vector<float> pd(nr * kc);  // the decoded block, for the checker
+                    for (size_t j = 0; j < nr; ++j)
+                        for (size_t k = 0; k < kc; ++k) pd[j * kc + k] = float(q[(n0 + j) * K + 32 + k]) * sc[n0 + j];
+                    const std::vector<float> x = make_x(M, K, K, d, rng);
+                    const SplitBuf sb(ctx, x.data(), K, M, K);
+                    std::vector<float> y(M * ldy, kSentinel);
+                    ctx.k->gemm_panel_dq_i8(sb.xs, 0, M, 32, w, n0, nr, kc, y.data(), ldy, false);
+                    check_y(ctx, "panel_dq_i8", y.data(), ldy, x.data() + 32, K, pd.data(), nullptr, M, nr, kc, d, slack);
+                    std::vector<float> y2 = y;
+                    ctx.k->gemm_panel_dq_i8(sb.xs, 0, M, 32, w, n0, nr, kc, y2.data(), ldy, true);
+                    for (size_t i = 0; i < y.size(); ++i)
+                        QKT_CHECK(y2[i] == (y[i] == kSentinel ? kSentinel : 2.0f * y[i]), "i8 accumulate i=%zu kc=%zu", i, kc);
+                    for (size_t m = 0; m < M; m += 5) {
+                        std::vector<float> y1(ldy, kSentinel);
+                        const SplitBuf one(ctx, x.data() + m * K, K, 1, K);
+                        ctx.k->gemm_panel_dq_i8(one.xs, 0, 1, 32, w, n0, nr, kc, y1.data(), ldy, false);
+                        QKT_CHECK(std::memcmp(y1.data(), y.data() + m * ldy, ldy * sizeof(float)) == 0,
+                                  "i8: row %zu alone differs from the same row of M = %zu", m, M);
+                    }
+                }
+            }
+        }
+    }
+    // Non-finite and out-of-bf16-range values, one row against 3 columns.
+    {
+        const size_t kc = 40, nr = 3;
+        std::vector<float> x(kc, 0.5f), p(nr * kc, 0.25f), y(nr);
+        p[1 * kc + 7] = -0.25f;
+        const auto run = [&]() {
+            const SplitBuf sb(ctx, x.data(), kc, 1, kc);
+            ctx.k->gemm_panel_dq(sb.xs, 0, 1, 0, p.data(), kc, nr, kc, y.data(), nr, false);
+        };
+        x[5] = std::numeric_limits<float>::infinity();
+        run();
+        QKT_CHECK(std::isinf(y[0]) && y[0] > 0 && std::isinf(y[2]) && y[2] > 0, "x = inf: %g %g", y[0], y[2]);
+        x[5] = std::numeric_limits<float>::quiet_NaN();
+        run();
+        QKT_CHECK(std::isnan(y[0]) && std::isnan(y[1]) && std::isnan(y[2]), "x = NaN: %g %g %g", y[0], y[1], y[2]);
+        x[5] = 0.5f;
+        p[2 * kc + 9] = -std::numeric_limits<float>::infinity();
+        run();
+        QKT_CHECK(std::isinf(y[2]) && y[2] < 0 && std::isfinite(y[0]), "p = -inf: %g %g", y[0], y[2]);
+        p[2 * kc + 9] = 0.25f;
+        // beyond the largest finite bf16 (~3.3895e38), below FLT_MAX
+        x.assign(kc, 0.0f);
+        x[3] = 3.4e38f;
+        run();
+        const double want = 3.4e38 * 0.25;
+        QKT_CHECK(std::fabs(y[0] - want) <= (slack + 1e-6) * want, "x = 3.4e38: %g want %g", y[0], want);
+    }
+}
+
 // ---- the driver -------------------------------------------------------------
 QKT_TEST(gemm_driver) {
     Rng rng(4);
@@ -576,7 +717,7 @@ QKT_TEST(gemm_driver) {
                                 std::vector<float> y(M * ldy, kSentinel);
                                 const qk::GemmArgs a = args_for(x, ldx, M, N, K, w, use_bias ? bias.data() : nullptr, y, ldy);
                                 qk::gemm(*ctx.k, a, blk);
-                                check_rows(ctx, sp.name, y.data(), ldy, r, 0, M, 0, N, d);
+                                check_rows(ctx, sp.name, y.data(), ldy, r, 0, M, 0, N, d, qkt::panel_dq_slack(*ctx.k, sp.fmt));
                                 for (size_t m = 0; m < M; ++m)
                                     for (size_t n = N; n < ldy; ++n)
                                         QKT_CHECK(y[m * ldy + n] == kSentinel, "%s: padding overwritten", sp.name);
@@ -610,7 +751,7 @@ QKT_TEST(gemm_prefill_shapes) {
             const Ref64 r = ref64(x.data(), ldx, wd.data(), bias.data(), s.M, s.N, s.K);
             std::vector<float> y(s.M * ldy, kSentinel);
             qk::gemm(*ctx.k, args_for(x, ldx, s.M, s.N, s.K, w, bias.data(), y, ldy));
-            check_rows(ctx, sp.name, y.data(), ldy, r, 0, s.M, 0, s.N, Data::random);
+            check_rows(ctx, sp.name, y.data(), ldy, r, 0, s.M, 0, s.N, Data::random, qkt::panel_dq_slack(*ctx.k, sp.fmt));
             for (size_t m = 0; m < s.M; ++m)
                 for (size_t n = s.N; n < ldy; ++n)
                     QKT_CHECK(y[m * ldy + n] == kSentinel, "%s: padding overwritten", sp.name);
@@ -647,7 +788,8 @@ QKT_TEST(gemm_edges) {
                         std::vector<float> y(M * N, kSentinel);
                         const qk::GemmArgs a = args_for(x, K, M, N, K, w, bias.data(), y, N);
                         qk::gemm(*ctx.k, a);
-                        check_y(ctx, e.name, y.data(), N, x.data(), K, wd.data(), bias.data(), M, N, K, Data::random);
+                        check_y(ctx, e.name, y.data(), N, x.data(), K, wd.data(), bias.data(), M, N, K, Data::random,
+                                qkt::panel_dq_slack(*ctx.k, sp.fmt));
                         if (e.zero)
                             for (size_t i = 0; i < M * N; ++i)
                                 QKT_CHECK(y[i] == bias[i % N], "zeros: y must be the bias");

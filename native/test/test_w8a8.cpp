@@ -411,10 +411,15 @@ QKT_TEST(w8a8_llm_int8) {
         QKT_CHECK(qk::gemm_llm_int8(*ctx.k, w.view(), x.data(), M, 6.0f, bias.data(), yl.data(), &no) == SIZE_MAX, "ret");
         QKT_CHECK(no == 5, "outlier columns %zu", no);
         double e8 = 0, el = 0;
+        std::vector<double> sa(M * N);  // sum |x w|, for the float part's tolerance below
         for (size_t m = 0; m < M; ++m)
             for (size_t n = 0; n < N; ++n) {
                 double y64 = bias[n];
-                for (size_t k = 0; k < K; ++k) y64 += double(x[m * K + k]) * (double(w.q[n * K + k]) * w.scale[n]);
+                for (size_t k = 0; k < K; ++k) {
+                    const double t = double(x[m * K + k]) * (double(w.q[n * K + k]) * w.scale[n]);
+                    y64 += t;
+                    sa[m * N + n] += std::fabs(t);
+                }
                 e8 = std::fmax(e8, std::fabs(y8[m * N + n] - y64));
                 el = std::fmax(el, std::fabs(yl[m * N + n] - y64));
             }
@@ -430,12 +435,14 @@ QKT_TEST(w8a8_llm_int8) {
             QKT_CHECK(fbits(ylc[i]) == fbits(yc[i]), "no outliers i=%zu", i);
         }
         // The int8 part of LLM.int8 is bit-exact across ISAs; the float part
-        // goes through qk::gemm (ISA summation order): close to the ref.
+        // goes through qk::gemm (ISA summation order; int8 outlier columns,
+        // decoded: the amx table's split-bf16 panels): close to the ref.
         std::vector<float> ylr(M * N);
         qk::gemm_llm_int8(*ctx.ref, w.view(), x.data(), M, 6.0f, bias.data(), ylr.data(), &no);
+        const double slack = qkt::panel_dq_slack(*ctx.k, qk::WFormat::i8);
         for (size_t i = 0; i < M * N; ++i)
-            QKT_CHECK(std::fabs(ylr[i] - yl[i]) <= 1e-4f * (1.0f + std::fabs(ylr[i])), "llm vs ref i=%zu %g %g", i, yl[i],
-                      ylr[i]);
+            QKT_CHECK(std::fabs(ylr[i] - yl[i]) <= 1e-4f * (1.0f + std::fabs(ylr[i])) + slack * sa[i],
+                      "llm vs ref i=%zu %g %g", i, yl[i], ylr[i]);
     }
 }
 

@@ -43,6 +43,7 @@
 #include <cstring>
 
 #include "../isa.h"
+#include "amx_tiles.h"
 #include "w8a8_avx512_packed.h"
 
 namespace qk {
@@ -51,33 +52,6 @@ namespace amx {
 namespace {
 
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
-
-// GCC's tile intrinsics are asm statements that do not tell the compiler
-// which memory they read (ldtilecfg names 8 of its 64 bytes, tileloadd
-// none), so the stores that fill a tile configuration or a tail buffer are
-// forced out before them.
-static inline void stores_before_tiles() { __asm__ volatile("" ::: "memory"); }
-
-// The 64-byte tile configuration (palette 1): 8 tiles of 16 rows x 64 bytes.
-struct alignas(64) TileConfig {
-    uint8_t palette;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
-void configure_tiles() {
-    TileConfig c;
-    std::memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int t = 0; t < 8; ++t) {
-        c.colsb[t] = 64;
-        c.rows[t] = 16;
-    }
-    stores_before_tiles();
-    _tile_loadconfig(&c);
-}
 
 // One operand of a 64-value step of k: a base pointer and its row stride.
 struct Src {
@@ -175,7 +149,7 @@ void tile_2x2(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t
     if (kt) {
         tail_x(p, b, Kf, Kq, t.x[0]);
         tail_x(p, b + 1, Kf, Kq, t.x[1]);
-        stores_before_tiles();
+        tile_memory_barrier();
         step_2x2({t.w[0], 64}, {t.w[1], 64}, {t.x[0], 64}, {t.x[1], 64});
     }
     alignas(64) int32_t acc[16 * 16];
@@ -204,7 +178,7 @@ void tile_1xn(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t
     }
     if (kt) {
         tail_x(p, b, Kf, Kq, t.x[0]);
-        stores_before_tiles();
+        tile_memory_barrier();
         Src wt[NB];
         for (int j = 0; j < NB; ++j) wt[j] = {t.w[j], 64};
         step_1xn<NB>(wt, {t.x[0], 64});
