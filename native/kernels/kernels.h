@@ -367,6 +367,8 @@ struct Kernels {
     // path: where this ISA's panel kernel, whose vectors run over 16 rows of
     // X, overtakes gemv's re-decoding of the weights every 4 rows.
     size_t gemv_max_m_i4;
+    // The same for int8 weights.
+    size_t gemv_max_m_i8;
 
     // ---- W8A8 int8 GEMM (dynamic per-row activation quantization) ---------
     // For output columns n in [n0, n1) and every row m < M, the int32 sums

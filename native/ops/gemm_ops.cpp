@@ -282,7 +282,8 @@ GemmBlocking default_gemm_blocking(WFormat fmt) {
     // M = 8). f32 weights
     // are read in place by the panel path (no panel pass, W read once for
     // any M), ahead of gemv from M = 5: M = 6 ~1.15x, M = 8 ~1.2x, M = 4 ~0.7x.
-    // int4: 4 here, the table's own crossover in the overload below.
+    // int4 and int8: the table's own crossover in the overload below (the
+    // values here are the AVX-512 f32 panel's).
     switch (fmt) {
         case WFormat::i4: b.gemv_max_m = 4; break;
         case WFormat::i8: b.gemv_max_m = 16; break;
@@ -306,6 +307,7 @@ GemmBlocking default_gemm_blocking(WFormat fmt) {
 GemmBlocking default_gemm_blocking(const Kernels& k, WFormat fmt) {
     GemmBlocking b = default_gemm_blocking(fmt);
     if (fmt == WFormat::i4) b.gemv_max_m = k.gemv_max_m_i4;
+    if (fmt == WFormat::i8) b.gemv_max_m = k.gemv_max_m_i8;
     return b;
 }
 
