@@ -42,5 +42,25 @@ static inline void configure_tiles() {
     _tile_loadconfig(&c);
 }
 
+// Zeroes C tile t (tmm0-3: the accumulators of both kernels).
+static inline void zero_c(int t) {
+    switch (t) {
+        case 0: _tile_zero(0); break;
+        case 1: _tile_zero(1); break;
+        case 2: _tile_zero(2); break;
+        default: _tile_zero(3); break;
+    }
+}
+
+// Stores C tile t as 16 rows of 64 bytes (16 int32 or f32 each) at c.
+static inline void store_c(int t, void* c) {
+    switch (t) {
+        case 0: _tile_stored(0, c, 64); break;
+        case 1: _tile_stored(1, c, 64); break;
+        case 2: _tile_stored(2, c, 64); break;
+        default: _tile_stored(3, c, 64); break;
+    }
+}
+
 }  // namespace amx
 }  // namespace qk

@@ -171,24 +171,6 @@ void pack_codes(const WeightView& w, size_t n0, size_t nr, size_t jblocks, size_
     }
 }
 
-// C tile t (tmm t) to 16 rows of 64 bytes.
-inline void store_c(int t, float* c) {
-    switch (t) {
-        case 0: _tile_stored(0, c, 64); break;
-        case 1: _tile_stored(1, c, 64); break;
-        case 2: _tile_stored(2, c, 64); break;
-        default: _tile_stored(3, c, 64); break;
-    }
-}
-inline void zero_c(int t) {
-    switch (t) {
-        case 0: _tile_zero(0); break;
-        case 1: _tile_zero(1); break;
-        case 2: _tile_zero(2); break;
-        default: _tile_zero(3); break;
-    }
-}
-
 // The products of one operand pair: C[2 v + u] += A_v (tmm 4 + v) * B_u (tmm 6 + u).
 template <int JB, int XB>
 inline void dp_all() {

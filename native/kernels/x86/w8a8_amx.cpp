@@ -115,26 +115,6 @@ inline void step_1xn(const Src* w, Src x) {
     }
 }
 
-// Zeroes C tile t.
-inline void zero_c(int t) {
-    switch (t) {
-        case 0: _tile_zero(0); break;
-        case 1: _tile_zero(1); break;
-        case 2: _tile_zero(2); break;
-        default: _tile_zero(3); break;
-    }
-}
-
-// Stores C tile t (16 weight rows x 16 activation rows) as acc[j][i].
-inline void store_c(int t, int32_t* acc) {
-    switch (t) {
-        case 0: _tile_stored(0, acc, 64); break;
-        case 1: _tile_stored(1, acc, 64); break;
-        case 2: _tile_stored(2, acc, 64); break;
-        default: _tile_stored(3, acc, 64); break;
-    }
-}
-
 // Activation blocks b and b + 1 (rows [16 b, min(M, 16 b + 32))) x weight
 // rows [n, n + 32).
 void tile_2x2(const W8A8Args& p, size_t b, size_t n, Tails& t, size_t Kf, size_t kt) {
