@@ -355,6 +355,12 @@ struct Kernels {
     // Same error bound and row invariance.
     void (*gemm_panel_dq_i8)(const SplitX& xs, size_t m0, size_t mc, size_t k0, const WeightView& w, size_t n0,
                              size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
+    // The same for int4 weights (any scheme, G a multiple of 32; gs scale
+    // entries per row), decoded straight into the split operand through a
+    // per-group table of the 16 values: bit-identical to dequant_panel then
+    // gemm_panel_dq, without the f32 panel.
+    void (*gemm_panel_dq_i4)(const SplitX& xs, size_t m0, size_t mc, size_t k0, const WeightView& w, size_t gs,
+                             size_t n0, size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
 
     // Fill a panel for gemm_panel_f32: P[j, k] = W[n0 + j, k0 + k] as f32 for
     // j < nr, k < kc (dequantized for i8/i4, converted for f16/bf16, copied

@@ -212,6 +212,8 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
     const bool dq = quant && kern.gemm_panel_dq && m_aligned && k_aligned;
     // symmetric int8, one scale per row: the codes go to the tiles as they are
     const bool dq_codes = dq && w.fmt == WFormat::i8 && !w.zps && scale_stride(w, K) == 1;
+    // int4 (G a multiple of 32 here): decoded straight into the split tiles
+    const bool dq_i4 = dq && w.fmt == WFormat::i4 && G % 32 == 0;
     if (dq) {
         xs.M = a.M;
         xs.K = K;
@@ -225,7 +227,7 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
         GemmArgs tmp;
         size_t n0;  // row t * nb of W, in the task's view of it
         const GemmArgs& ta = task_args(kern, a, t * nb, t * nb + nr, tmp, &n0);
-        float* scratch = in_place || dq_codes ? nullptr : panel_scratch(nb * ldp);
+        float* scratch = in_place || dq_codes || dq_i4 ? nullptr : panel_scratch(nb * ldp);
         size_t k0 = 0;
         while (k0 < K) {
             size_t kl;
@@ -235,10 +237,13 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
             } else {
                 kl = min_sz(kc, K - k0);
             }
-            if (dq_codes) {
-                for (size_t m0 = m_lo; m0 < m_hi; m0 += mb)
-                    kern.gemm_panel_dq_i8(xs, m0, min_sz(mb, m_hi - m0), k0, ta.w, n0, nr, kl,
-                                          ta.y + m0 * a.ldy + n0, a.ldy, k0 != 0);
+            if (dq_codes || dq_i4) {
+                for (size_t m0 = m_lo; m0 < m_hi; m0 += mb) {
+                    const size_t mc = min_sz(mb, m_hi - m0);
+                    float* y = ta.y + m0 * a.ldy + n0;
+                    if (dq_codes) kern.gemm_panel_dq_i8(xs, m0, mc, k0, ta.w, n0, nr, kl, y, a.ldy, k0 != 0);
+                    else kern.gemm_panel_dq_i4(xs, m0, mc, k0, ta.w, scale_stride(w, K), n0, nr, kl, y, a.ldy, k0 != 0);
+                }
                 k0 += kl;
                 continue;
             }

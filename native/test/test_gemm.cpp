@@ -659,6 +659,43 @@ QKT_TEST(gemm_panel_dq) {
             }
         }
     }
+    // int4 straight into the split tiles (gemm_panel_dq_i4): bit for bit the
+    // decoded panel through gemm_panel_dq, for a block of rows [n0, n0 + nr)
+    // and of values [k0, k0 + kc) (several groups, a group cut by the block
+    // in chunked mode, the K tail of the last line).
+    for (const WSpec& sp : kSpecs) {
+        if (sp.fmt != WFormat::i4) continue;
+        for (size_t K : {size_t(64), size_t(384), size_t(4096), size_t(70)}) {
+            for (size_t G : groups_for(sp, K)) {
+                if (G % 32) continue;
+                const size_t N = 37, n0 = 3, nr = 33, gs = K / G;
+                const TestW w = make_w(sp, N, K, G, Data::random, rng);
+                for (const auto& blk : {std::pair<size_t, size_t>{0, K}, std::pair<size_t, size_t>{32, K - 32},
+                                        std::pair<size_t, size_t>{G >= 64 ? 32 : 0, G >= 64 ? G - 32 : G}}) {
+                    const size_t k0 = blk.first, kc = blk.second;
+                    if (k0 % G + kc > G && kc % G) continue;  // a block is whole groups, or inside one group
+                    for (size_t M : {size_t(1), size_t(17)}) {
+                        const std::vector<float> x = make_x(M, K, K, Data::random, rng);
+                        const SplitBuf sb(ctx, x.data(), K, M, K);
+                        std::vector<float> p(nr * kc), y1(M * nr, kSentinel), y2(M * nr, kSentinel);
+                        if (kc % G == 0 && k0 % G == 0) {
+                            ctx.k->dequant_panel(w.view(), n0, nr, k0, kc, p.data(), kc);
+                        } else {  // inside one group: decode the whole rows, take the block
+                            std::vector<float> full(N * K);
+                            ctx.k->dequant_panel(w.view(), 0, N, 0, K, full.data(), K);
+                            for (size_t j = 0; j < nr; ++j)
+                                std::memcpy(p.data() + j * kc, full.data() + (n0 + j) * K + k0, kc * sizeof(float));
+                        }
+                        ctx.k->gemm_panel_dq(sb.xs, 0, M, k0, p.data(), kc, nr, kc, y1.data(), nr, false);
+                        ctx.k->gemm_panel_dq_i4(sb.xs, 0, M, k0, w.view(), gs, n0, nr, kc, y2.data(), nr, false);
+                        QKT_CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0,
+                                  "%s K=%zu G=%zu k0=%zu kc=%zu M=%zu: int4 tiles differ from the decoded panel's",
+                                  sp.name, K, G, k0, kc, M);
+                    }
+                }
+            }
+        }
+    }
     // Non-finite and out-of-bf16-range values, one row against 3 columns.
     {
         const size_t kc = 40, nr = 3;
