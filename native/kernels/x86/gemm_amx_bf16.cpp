@@ -171,22 +171,22 @@ void pack_codes(const WeightView& w, size_t n0, size_t nr, size_t jblocks, size_
     }
 }
 
-// The hi and lo bf16 parts of the 16 values an int4 code of a group stands
-// for, (q - z) * s (z = 8 on the two's-complement nibbles of symmetric
-// weights: nibble ^ 8 - 8 = q), in words 0-15 of two tables, each value
-// multiplied and split exactly as dequant_panel then pack_p would.
-inline void i4_tables(float s, int z, bool sym, __m512i& th, __m512i& tl) {
+// The 16 values an int4 code of a group stands for, (q - z) * s (on the
+// two's-complement nibbles of symmetric weights, nibble ^ 8 - 8 = q), each
+// multiplied exactly as dequant_panel does; split32 of two groups' values
+// gives their tables (bf16 hi and lo parts, words 0-15 and 16-31).
+inline __m512 i4_values(float s, int z, bool sym) {
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512 signed_q = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
     const __m512 q = sym ? signed_q : _mm512_sub_ps(iota, _mm512_set1_ps(float(z)));
-    split32(_mm512_mul_ps(q, _mm512_set1_ps(s)), _mm512_setzero_ps(), th, tl);
+    return _mm512_mul_ps(q, _mm512_set1_ps(s));
 }
 
 // int4 weight rows [n0, n0 + nr), values [k0, k0 + kc) (k0 a multiple of
 // 32, G too, so a line of 32 values lies in one group; gs: scale entries per
 // row), straight into split A tiles (layout of PackedP): per line, the 32
-// nibbles as word indices in k order look up the group's tables (built
-// again when the group changes). The tiles equal pack_p of dequant_panel's
+// nibbles as word indices in k order look up the group's tables (built two
+// groups at a time). The tiles equal pack_p of dequant_panel's
 // panel bit for bit, without the f32 panel's write and read.
 void pack_i4(const WeightView& w, size_t gs, size_t n0, size_t nr, size_t jblocks, size_t k0, size_t kc,
              PackedP& pk) {
@@ -210,20 +210,30 @@ void pack_i4(const WeightView& w, size_t gs, size_t n0, size_t nr, size_t jblock
             }
             const size_t n = n0 + j;
             const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
-            size_t g_cur = SIZE_MAX;
+            // the tables of groups g_cur (words 0-15) and g_cur + 1 (16-31)
+            size_t g_cur = 0;
+            bool have = false;
             __m512i tab_h = _mm512_setzero_si512(), tab_l = _mm512_setzero_si512();
+            const size_t g_end = (k0 + kc + G - 1) / G;  // groups this block touches end here
             for (size_t s = 0; s < ks; ++s) {
                 const size_t kk = k0 + 32 * s, left = kc - 32 * s;
                 const size_t g = kk / G;
-                if (g != g_cur) {
+                if (!have || (g != g_cur && g != g_cur + 1)) {
+                    have = true;
                     g_cur = g;
-                    i4_tables(w.scales[n * gs + g], sym ? 8 : int(zps[n * gs + g]), sym, tab_h, tab_l);
+                    const size_t i0 = n * gs + g;
+                    const __m512 va = i4_values(w.scales[i0], sym ? 8 : int(zps[i0]), sym);
+                    const __m512 vb = g + 1 < g_end ? i4_values(w.scales[i0 + 1], sym ? 8 : int(zps[i0 + 1]), sym)
+                                                    : _mm512_setzero_ps();
+                    split32(va, vb, tab_h, tab_l);
                 }
+                const __m512i sel = _mm512_set1_epi16(short(g == g_cur ? 0 : 16));
                 const __mmask32 wm = left >= 32 ? ~__mmask32(0) : __mmask32((1u << left) - 1);
                 const __m128i b = _mm_maskz_loadu_epi8(__mmask16(left >= 32 ? 0xFFFF : (1u << ((left + 1) / 2)) - 1),
                                                        row + kk / 2);
                 const __m256i dup = _mm256_set_m128i(_mm_unpackhi_epi8(b, b), _mm_unpacklo_epi8(b, b));
-                const __m512i idx = _mm512_and_si512(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(dup), shifts), low4);
+                const __m512i idx = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(dup), shifts), low4), sel);
                 _mm512_store_si512(th + 16 * s, _mm512_maskz_permutexvar_epi16(wm, idx, tab_h));
                 _mm512_store_si512(tl + 16 * s, _mm512_maskz_permutexvar_epi16(wm, idx, tab_l));
             }
