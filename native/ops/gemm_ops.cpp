@@ -41,27 +41,25 @@ namespace {
 
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
-// 64-byte aligned per-thread scratch for the panel, grown on demand and
-// never shrunk (a few hundred KB at most with the default blocking).
-float* panel_scratch(size_t floats) {
-    thread_local std::vector<float> buf;
-    const size_t need = floats + 16;
-    if (buf.size() < need) buf.assign(need, 0.0f);
-    uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
-    p = (p + 63) & ~uintptr_t(63);
-    return reinterpret_cast<float*>(p);
-}
-
-// 64-byte aligned scratch of the calling thread for X split for the
-// split-bf16 panels (SplitX: 4 bytes per value of X, as X itself), read by
-// every task of one call; grown on demand and never shrunk.
-void* split_x_scratch(size_t bytes) {
-    struct alignas(64) Line { unsigned char b[64]; };
+// 64-byte aligned per-thread scratch, one buffer per Slot, grown on demand
+// and never shrunk.
+template <int Slot>
+void* thread_scratch(size_t bytes) {
+    struct alignas(64) Line {
+        unsigned char b[64];
+    };
     thread_local std::vector<Line> buf;
     const size_t need = (bytes + 63) / 64;
     if (buf.size() < need) buf.resize(need);
     return buf.data();
 }
+
+// The panel of a task (a few hundred KB at most with the default blocking).
+float* panel_scratch(size_t floats) { return static_cast<float*>(thread_scratch<0>(floats * sizeof(float))); }
+
+// X split for the split-bf16 panels (SplitX: 4 bytes per value of X, as X
+// itself), on the calling thread, read by every task of one call.
+void* split_x_scratch(size_t bytes) { return thread_scratch<1>(bytes); }
 
 void set_bias_only(const GemmArgs& a) {
     for (size_t m = 0; m < a.M; ++m) {
