@@ -152,11 +152,22 @@ static inline __m256 tg_lanes(const float* tg, size_t c, size_t h, size_t g) {
 // acc[h][i] (chains 2 h and 2 h + 1 of the 4 rows) += blocks 4 c + 2 h and
 // 4 c + 2 h + 1 (PIECE: only the first, 16 bytes), then the offsets of
 // groups ending there (OFF; g128: group g).
+// The 32 bytes of a weight row at w (PIECE: 16, the upper half zero) as
+// low and high nibbles, one per byte, flipped to q + 8 when symmetric.
+template <bool ASYM, bool PIECE>
+static inline void nibbles(const uint8_t* w, __m256i& lo, __m256i& hi) {
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m256i v;
+    if (PIECE) v = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+    else v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    if (!ASYM) v = _mm256_xor_si256(v, _mm256_set1_epi8(char(0x88)));
+    lo = _mm256_and_si256(v, low);
+    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+}
+
 template <GKind GK, bool ASYM, bool PIECE, bool OFF, int MC, typename S>
 static inline void half_step(__m256 (&acc)[2][MC], const TileRows<MC, S>& t, size_t c, size_t h, size_t g,
                              __m256 sw, __m256 sz) {
-    const __m256i flip = _mm256_set1_epi8(ASYM ? 0 : char(0x88));
-    const __m256i low = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     const size_t wo = 64 * c + 32 * h;   // weight byte offset in the row
     const size_t xo = 128 * c + 32 * h;  // even activations; the odd ones at + 64
@@ -175,13 +186,7 @@ static inline void half_step(__m256 (&acc)[2][MC], const TileRows<MC, S>& t, siz
         for (int rp = 0; rp < 2; ++rp) {
             __m256i lo[2], hi[2];
             for (int k = 0; k < 2; ++k) {
-                const uint8_t* w = t.w[2 * rp + k] + wo;
-                __m256i v;
-                if (PIECE) v = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
-                else v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-                if (!ASYM) v = _mm256_xor_si256(v, flip);
-                lo[k] = _mm256_and_si256(v, low);
-                hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                nibbles<ASYM, PIECE>(t.w[2 * rp + k] + wo, lo[k], hi[k]);
             }
             for (int i = 0; i < MC; ++i) {
                 const __m256i xe = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xc[i] + xo));
@@ -196,12 +201,7 @@ static inline void half_step(__m256 (&acc)[2][MC], const TileRows<MC, S>& t, siz
     } else {
         __m256i lo[4], hi[4];
         for (int r = 0; r < 4; ++r) {
-            __m256i v;
-            if (PIECE) v = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t.w[r] + wo)));
-            else v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.w[r] + wo));
-            if (!ASYM) v = _mm256_xor_si256(v, flip);
-            lo[r] = _mm256_and_si256(v, low);
-            hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            nibbles<ASYM, PIECE>(t.w[r] + wo, lo[r], hi[r]);
         }
         for (int i = 0; i < MC; ++i) {
             const __m256i xe = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xc[i] + xo));
