@@ -42,6 +42,7 @@
         "native/kernels/ref/w4a8_ref.cpp",
         "native/kernels/ref/attn_ref.cpp",
         "native/kernels/ref/linalg_ref.cpp",
+        "native/kernels/ref/i8x_ref.cpp",
         "native/ops/quantize_ops.cpp",
         "native/ops/gemm_ops.cpp",
         "native/ops/w8a8_ops.cpp",
@@ -165,7 +166,8 @@
             "type": "static_library",
             "sources": [
               "native/kernels/x86/w8a8_amx.cpp",
-              "native/kernels/x86/gemm_amx_bf16.cpp"
+              "native/kernels/x86/gemm_amx_bf16.cpp",
+              "native/kernels/x86/gemm_amx_i8x.cpp"
             ],
             "cflags": [
               "<@(qk_common_cflags)",

@@ -275,6 +275,33 @@ struct SplitX {
     size_t bytes() const { return 2 * rows() * lines() * 64; }
 };
 
+// X[M, K] as exact int8 digits for Kernels::gemm_i8x. Row m (all finite)
+// gets e_m = floor(log2 max_k |x[m, k]|) - 5 (0 for a zero row), so that
+// u = x 2^-e_m has |u| < 64, and four signed digits per value, in order:
+//   d_i = round_half_even(u_i), u_{i+1} = 128 (u_i - d_i)   (u_1 = u)
+// (every step exact in f32; |d_i| <= 64), so x = 2^e (d_1 + d_2 2^-7 +
+// d_3 2^-14 + d_4 2^-21) + r with |r| <= 2^-27 max|x_row|. A row holding
+// inf or NaN is flagged in bad[m] and gets no digits (zeros). Layout: for
+// each tile of 4 rows (rows past M are zeros) and step s of 64 values of k
+// (zeros past K), 1 KiB: byte 64 q + 4 c + t = digit (c % 4) + 1 of row
+// 4 tile + c / 4 at k = 64 s + 4 q + t (tdpbssd's B operand: the four
+// digits of a row in adjacent columns). 64-byte aligned.
+struct DigitX {
+    void* data = nullptr;
+    int32_t* exps = nullptr;  // [M]: e_m
+    uint8_t* bad = nullptr;   // [M]: 1 = the row has inf or NaN
+    size_t M = 0, K = 0;
+    size_t tiles() const { return (M + 3) / 4; }
+    size_t steps() const { return (K + 63) / 64; }
+    size_t bytes() const { return tiles() * steps() * 1024; }
+};
+// Largest K for gemm_i8x: the digit sums stay exact in int32 (64 * 127 * K
+// < 2^31) and their weighted sum exact in double.
+constexpr size_t kI8xMaxK = 262144;
+// Bound of gemm_i8x's error beyond the f32 rounding of its exact sum, as a
+// fraction of max_k |x[m, k]| * sum_k |w[n, k]| (the digits' remainder).
+constexpr double kI8xAbsErr = 1.0 / 134217728.0;  // 2^-27
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -375,6 +402,20 @@ struct Kernels {
     size_t gemv_max_m_i4;
     // The same for int8 weights.
     size_t gemv_max_m_i8;
+
+    // ---- int8 weights x f32 activations in exact int8 digits --------------
+    // Symmetric int8 weights with one scale per row (per channel; f32 or f16
+    // scales) and K <= kI8xMaxK, any M. i8x_split writes X's digits (DigitX)
+    // once per call; then each task calls gemm_i8x for columns [n0, n1):
+    //   Y[m, n] = f32( s[n] 2^e_m sum_k q[n, k] (d_1 + d_2 2^-7 + d_3 2^-14 +
+    //             d_4 2^-21)[m, k] )  (+ bias[n], in f32)
+    // the sum exact (int32 digit sums, added in double), so |Y - X W^T| <=
+    // 2^-24 |Y| + kI8xAbsErr max_k |x[m, k]| sum_k |w[n, k]|. Rows flagged
+    // bad are not written. Y[m, n] depends on rows m of X and n of W only.
+    // nullptr: the ISA has none (the reference is ref::gemm_i8x, the spec).
+    void (*i8x_split)(const float* x, size_t ldx, size_t M, size_t K, const DigitX& dx);
+    void (*gemm_i8x)(const DigitX& dx, const WeightView& w, size_t n0, size_t n1, const float* bias, float* y,
+                     size_t ldy);
 
     // ---- W8A8 int8 GEMM (dynamic per-row activation quantization) ---------
     // For output columns n in [n0, n1) and every row m < M, the int32 sums
