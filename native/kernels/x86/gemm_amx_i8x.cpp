@@ -28,8 +28,13 @@
 // every M.
 //
 // Tiles (all 8 as 16 rows x 64 bytes): C in tmm0-3, weights in tmm4-5,
-// digits in tmm6-7. One tile of X (M <= 4): 1 x 4 (four weight tiles per
-// digit tile); more: 2 x 2.
+// digits in tmm6-7. One tile of X (M <= 4): one weight tile at a time, its
+// steps spread over the four C tiles (block_1x); more: 2 x 2. One thread,
+// M = 1, GFLOP/s against gemv: 768 x 768 to 768 x 2048 (weights in L2)
+// 62-73 / 49-53; 4096 x 4096 and 11008 x 4096 42 / 43-44; 32000 x 768
+// (the int8 lm_head) 35 / 43. Four weight tiles per digit tile instead
+// (64 rows streaming at once) ran 35 / 31 on the last three, and software
+// prefetch of the next tile's rows made both slower.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include "gcc_avx512_warnings.h"
@@ -142,11 +147,8 @@ struct Src {
 
 // The C tile (2 v + j, or j) of 16 weight rows [n, n + 16) and X tile t:
 // Y rows 4 t .. (< M), columns [n, n + nc).
-void epilogue(const DigitX& dx, const WeightView& w, int c, size_t t, size_t n, size_t nc, const float* bias,
-              float* y, size_t ldy) {
-    alignas(64) int32_t acc[256];
-    store_c(c, acc);
-    tile_memory_barrier();
+void epilogue_acc(const DigitX& dx, const WeightView& w, const int32_t* acc, size_t t, size_t n, size_t nc,
+                  const float* bias, float* y, size_t ldy) {
     __m512 r[16];  // r[j] = C[j][.]; after the transpose r[col] lane j
     for (int j = 0; j < 16; ++j) r[j] = _mm512_load_ps(reinterpret_cast<const float*>(acc + 16 * j));
     avx512::transpose16(r);
@@ -181,6 +183,14 @@ void epilogue(const DigitX& dx, const WeightView& w, int c, size_t t, size_t n, 
     }
 }
 
+void epilogue(const DigitX& dx, const WeightView& w, int c, size_t t, size_t n, size_t nc, const float* bias,
+              float* y, size_t ldy) {
+    alignas(64) int32_t acc[256];
+    store_c(c, acc);
+    tile_memory_barrier();
+    epilogue_acc(dx, w, acc, t, n, nc, bias, y, ldy);
+}
+
 // C[2 v + j] += A_j (tmm 4 + j) * B_v (tmm 6 + v) for JB weight tiles and
 // XB digit tiles (1 or 2 each).
 template <int JB, int XB>
@@ -196,26 +206,6 @@ inline void step_jx(Src w0, Src w1, const int8_t* x0, const int8_t* x1) {
         _tile_loadd(7, x1, 64);
         _tile_dpbssd(2, 4, 7);
         if constexpr (JB == 2) _tile_dpbssd(3, 5, 7);
-    }
-}
-
-// One digit tile against NB <= 4 weight tiles: C[j] += A_j * B.
-template <int NB>
-inline void step_1xn(const Src* w, const int8_t* x) {
-    _tile_loadd(6, x, 64);
-    _tile_loadd(4, w[0].p, w[0].ld);
-    _tile_dpbssd(0, 4, 6);
-    if constexpr (NB > 1) {
-        _tile_loadd(5, w[1].p, w[1].ld);
-        _tile_dpbssd(1, 5, 6);
-    }
-    if constexpr (NB > 2) {
-        _tile_loadd(4, w[2].p, w[2].ld);
-        _tile_dpbssd(2, 4, 6);
-    }
-    if constexpr (NB > 3) {
-        _tile_loadd(5, w[3].p, w[3].ld);
-        _tile_dpbssd(3, 5, 6);
     }
 }
 
@@ -263,39 +253,52 @@ void weight_tiles(const WeightView& w, size_t K, size_t n, size_t n1, size_t nt,
     tile_memory_barrier();
 }
 
-// Steps (64 bytes of each weight row) prefetched ahead in the one-tile
-// (small M) loop, which streams W.
-constexpr size_t kPfSteps = 8;
-
-// X is one digit tile (M <= 4): four weight tiles per digit tile, W
-// streamed once.
+// X is one digit tile (M <= 4), one weight tile at a time: its 16 rows
+// stream through tmm4/5 while the steps go round the four C tiles (C_s%4,
+// summed exactly in int32 at the end), so the products never wait on each
+// other and the hardware prefetcher follows 16 rows, not 64.
 void block_1x(const DigitX& dx, const WeightView& w, const WTile* wt, size_t nt, size_t n, size_t n1,
               const float* bias, float* y, size_t ldy) {
     const size_t steps = dx.steps(), full = dx.K / 64;
     const int8_t* x0 = static_cast<const int8_t*>(dx.data);
-    for (size_t j0 = 0; j0 < nt; j0 += 4) {
-        const int nb = int(min_sz(4, nt - j0));
-        for (int c = 0; c < nb; ++c) zero_c(c);
-        // the next group's rows, contiguous in W, prefetched linearly (16
-        // rows per tile, 4 tiles) over this group's steps
-        const bool pf = j0 + 4 < nt && wt[j0 + 4].ld == w.row_bytes && wt[j0].ld == w.row_bytes;
-        const char* pf_next = pf ? reinterpret_cast<const char*>(wt[j0 + 4].p) : nullptr;
-        const size_t pf_lines = pf ? (64 * w.row_bytes / 64 + steps - 1) / steps : 0;
-        for (size_t s = 0; s < steps; ++s) {
-            Src ws[4];
-            for (int j = 0; j < nb; ++j) ws[j] = wt[j0 + size_t(j)].at(s, full);
-            for (size_t i = 0; i < pf_lines; ++i) _mm_prefetch(pf_next + 64 * (s * pf_lines + i), _MM_HINT_T1);
-            switch (nb) {
-                case 1: step_1xn<1>(ws, x0 + 1024 * s); break;
-                case 2: step_1xn<2>(ws, x0 + 1024 * s); break;
-                case 3: step_1xn<3>(ws, x0 + 1024 * s); break;
-                default: step_1xn<4>(ws, x0 + 1024 * s); break;
-            }
+    for (size_t j = 0; j < nt; ++j) {
+        for (int c = 0; c < 4; ++c) zero_c(c);
+        size_t s = 0;
+        for (; s + 4 <= steps; s += 4) {
+            Src a0 = wt[j].at(s, full), a1 = wt[j].at(s + 1, full), a2 = wt[j].at(s + 2, full), a3 = wt[j].at(s + 3, full);
+            _tile_loadd(4, a0.p, a0.ld);
+            _tile_loadd(6, x0 + 1024 * s, 64);
+            _tile_dpbssd(0, 4, 6);
+            _tile_loadd(5, a1.p, a1.ld);
+            _tile_loadd(7, x0 + 1024 * (s + 1), 64);
+            _tile_dpbssd(1, 5, 7);
+            _tile_loadd(4, a2.p, a2.ld);
+            _tile_loadd(6, x0 + 1024 * (s + 2), 64);
+            _tile_dpbssd(2, 4, 6);
+            _tile_loadd(5, a3.p, a3.ld);
+            _tile_loadd(7, x0 + 1024 * (s + 3), 64);
+            _tile_dpbssd(3, 5, 7);
         }
-        for (int j = 0; j < nb; ++j) {
-            const size_t nj = n + 16 * (j0 + size_t(j));
-            epilogue(dx, w, j, 0, nj, min_sz(16, n1 - nj), bias, y, ldy);
+        for (; s < steps; ++s) {
+            const Src a = wt[j].at(s, full);
+            _tile_loadd(4, a.p, a.ld);
+            _tile_loadd(6, x0 + 1024 * s, 64);
+            _tile_dpbssd(0, 4, 6);
         }
+        alignas(64) int32_t acc[4][256];
+        store_c(0, acc[0]);
+        store_c(1, acc[1]);
+        store_c(2, acc[2]);
+        store_c(3, acc[3]);
+        tile_memory_barrier();
+        for (int i = 0; i < 16; ++i) {
+            const __m512i v = _mm512_add_epi32(
+                _mm512_add_epi32(_mm512_load_si512(acc[0] + 16 * i), _mm512_load_si512(acc[1] + 16 * i)),
+                _mm512_add_epi32(_mm512_load_si512(acc[2] + 16 * i), _mm512_load_si512(acc[3] + 16 * i)));
+            _mm512_store_si512(acc[0] + 16 * i, v);
+        }
+        const size_t nj = n + 16 * j;
+        epilogue_acc(dx, w, acc[0], 0, nj, min_sz(16, n1 - nj), bias, y, ldy);
     }
 }
 
