@@ -409,8 +409,10 @@ struct Kernels {
     // once per call; then each task calls gemm_i8x for columns [n0, n1):
     //   Y[m, n] = f32( s[n] 2^e_m sum_k q[n, k] (d_1 + d_2 2^-7 + d_3 2^-14 +
     //             d_4 2^-21)[m, k] )  (+ bias[n], in f32)
-    // the sum exact (int32 digit sums, added in double), so |Y - X W^T| <=
-    // 2^-24 |Y| + kI8xAbsErr max_k |x[m, k]| sum_k |w[n, k]|. Rows flagged
+    // the sum exact (int32 digit sums, added in double; the product with the
+    // scale rounded in double, then to f32), so |Y - (X W^T + bias)| <=
+    // 2^-23 (|X W^T| + |bias|) + kI8xAbsErr max_k |x[m, k]| sum_k |w[n, k]|
+    // (tested against float64). Rows flagged
     // bad are not written. Y[m, n] depends on rows m of X and n of W only.
     // nullptr: the ISA has none (the reference is ref::gemm_i8x, the spec).
     void (*i8x_split)(const float* x, size_t ldx, size_t M, size_t K, const DigitX& dx);

@@ -352,17 +352,17 @@ void gemm_tail(const Kernels& kern, const GemmArgs& a, const GemmBlocking* block
 // (amx, the only one): see Kernels::gemm_i8x. Row-invariant calls take it
 // at every M (its rows do not depend on M). Other calls take it for
 // kI8xMinM <= M <= kI8xMaxM. One thread, Sapphire Rapids-class Xeon, GFLOP/s
-// of an int8 per-channel QLinear forward, digits / the previous path (gemv
-// to M = 7, then split-bf16 panels) at 768 x 768, 2048 x 768, 768 x 2048,
-// 4096 x 4096:
-//   M = 1    58 / 49, 89 / 51, 51 / 54, 35 / 44  (W streamed: gemv stays)
-//   M = 4    195-261 / 95-104
-//   M = 8    268-404 / 102-140
-//   M = 24   338-453 / 225-299
-//   M = 32   296-427 / 280-347
-//   M = 128  316-481 / 408-477  (the panels' 3 products beat 4 digits here)
+// of an int8 per-channel QLinear forward over 768 x 768, 2048 x 768,
+// 768 x 2048, 4096 x 4096 and 32000 x 768 (one session, load 0.4-0.9),
+// digits / the previous path (gemv to M = 7, then split-bf16 panels):
+//   M = 1    34-81 / 42-55  (W streamed: gemv stays)
+//   M = 4    125-243 / 95-113
+//   M = 8    206-420 / 102-142
+//   M = 16   293-450 / 185-256
+//   M = 32   321-408 / 264-304
+//   M = 128  333-441 / 406-453  (the panels' bf16 products win here)
 constexpr size_t kI8xMinM = 2;
-constexpr size_t kI8xMaxM = 31;
+constexpr size_t kI8xMaxM = 32;
 bool i8x_applies(const Kernels& kern, const GemmArgs& a) {
     return kern.gemm_i8x && a.w.fmt == WFormat::i8 && !a.w.zps && a.w.group == a.K && scale_stride(a.w, a.K) == 1 &&
            a.K <= kI8xMaxK;

@@ -11,9 +11,9 @@
 // K <= kI8xMaxK). tdpbssd gives the C_d straight from the weight codes read
 // IN PLACE (no decode, no f32 panel, no per-block rescale: one scale per
 // row), the four digits of a row side by side in the 16 columns of C, four
-// rows of X per tile. The epilogue adds the C_d in double, exactly, and
-// rounds once: y is the f32 of s 2^e (exact sum over k of q x~), so the only
-// error besides that rounding is x's representation, <= 2^-27 max|x_row| *
+// rows of X per tile. The epilogue adds the C_d in double, exactly,
+// multiplies by s 2^e in double and rounds to f32, so the only errors are
+// that rounding (< 2^-23 of y) and x's representation, <= 2^-27 max|x_row| *
 // sum_k |w[n, k]| (an f32 FMA chain: up to K 2^-24 sum |x w|).
 //
 // Cost. A tile product covers 16 weight rows x 64 values of k for up to 4
