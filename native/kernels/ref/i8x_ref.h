@@ -9,10 +9,6 @@
 
 namespace qk {
 namespace ref {
-
-void i8x_split(const float* x, size_t ldx, size_t M, size_t K, const DigitX& dx);
-void gemm_i8x(const DigitX& dx, const WeightView& w, size_t n0, size_t n1, const float* bias, float* y,
-              size_t ldy);
-
+#include "../i8x_functions.inc"
 }  // namespace ref
 }  // namespace qk
