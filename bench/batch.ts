@@ -40,7 +40,10 @@ import { WorkerEngine } from '../lib/serve/worker-engine.js';
 import { cliOptions, median, percentile, printTable } from './common.js';
 import { makePrompt, makeVariantModel } from './synthetic-llama.js';
 
-const { flag, opt, intOpt } = cliOptions();
+const { flag, opt, intOpt } = cliOptions(import.meta.url, {
+  flags: ['--no-serial'],
+  values: ['--streams', '--configs', '--layers', '--dim', '--prompt', '--tokens', '--threads', '--temperature', '--top-p', '--top-k', '--engine'],
+});
 const STREAMS = (opt('--streams') ?? '1,4,8,16').split(',').map(Number);
 const CONFIGS = (opt('--configs') ?? 'int8,w8a8,int4-g32,w4a8').split(',');
 const LAYERS = intOpt('--layers', 12);

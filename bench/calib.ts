@@ -19,13 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type QuantizeModelOptions, isa, loadModelSync, perplexity, quantizeModel, quantizeModelAsync, quantizeToBudget } from '../lib/index.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
-import { printTable } from './common.js';
+import { cliOptions, printTable } from './common.js';
 
-const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const { flag, opt } = cliOptions(import.meta.url, { flags: ['--quick', '--json'], values: ['--calib-tokens', '--context', '--split'] });
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const fixtures = process.env.QUANTKIT_FIXTURES ?? path.resolve(root, '..', 'shared', 'fixtures');
 const MODEL = path.join(fixtures, 'stories260K');
@@ -62,7 +58,7 @@ const methods: [string, Partial<QuantizeModelOptions>][] = [
   ['awq+gptq', { calibration, method: 'awq+gptq' }],
   ['awq+gptq, async', { calibration, method: 'awq+gptq' }],
 ];
-const quick = args.includes('--quick');
+const quick = flag('--quick');
 for (const [name, q] of cases) {
   if (quick && name !== 'int4 asym g32') continue;
   for (const [method, extra] of methods) {
@@ -98,7 +94,7 @@ for (const budget of quick ? [] : [1.01]) {
   process.stderr.write(`  budget ${budget}: ${(ppl / fp).toFixed(4)}\n`);
 }
 const load1 = loadavg();
-if (args.includes('--json')) {
+if (flag('--json')) {
   for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
   for (const r of budgetRows) process.stdout.write(JSON.stringify(r) + '\n');
 } else {

@@ -6,6 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { addon } from '../lib/binding.js';
 import { Tensor, setThreads, type QuantizedTensor } from '../lib/index.js';
 
@@ -108,15 +110,35 @@ export function printTable(header: string[], table: string[][]): void {
   for (const row of table) console.log(line(row));
 }
 
-/** Command-line options of a benchmark: `--name value` pairs and bare `--flag`s. */
-export function cliOptions(argv: readonly string[] = process.argv.slice(2)) {
-  const opt = (name: string): string | undefined => {
-    const i = argv.indexOf(name);
-    if (i < 0) return undefined;
-    const v = argv[i + 1];
-    if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
-    return v;
+/**
+ * A benchmark's command line, parsed strictly by node:util's parseArgs:
+ * `--name value` or `--name=value` for the declared values, bare `--flag`s;
+ * an undeclared option, a missing value or a stray argument ends the
+ * process with a message naming it (exit code 2), and `--help` prints the
+ * script's usage (its leading doc comment) and exits. `script` is the
+ * caller's import.meta.url.
+ */
+export function cliOptions(script: string, spec: { readonly flags?: readonly string[]; readonly values?: readonly string[] }, argv: string[] = process.argv.slice(2)) {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  for (const f of spec.flags ?? []) options[f.replace(/^--/, '')] = { type: 'boolean' };
+  for (const v of spec.values ?? []) options[v.replace(/^--/, '')] = { type: 'string' };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    console.error(`${(e as Error).message} (--help lists the options)`);
+    process.exit(2);
+  }
+  if (values.help) {
+    console.log(usageOf(script));
+    process.exit(0);
+  }
+  const key = (name: string): string => {
+    const k = name.replace(/^--/, '');
+    if (!(k in options)) throw new Error(`bench: option ${name} is read but not declared`);
+    return k;
   };
+  const opt = (name: string): string | undefined => values[key(name)] as string | undefined;
   const intOpt = (name: string, dflt: number): number => {
     const v = opt(name);
     if (v === undefined) return dflt;
@@ -124,5 +146,11 @@ export function cliOptions(argv: readonly string[] = process.argv.slice(2)) {
     if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
     return n;
   };
-  return { flag: (name: string) => argv.includes(name), opt, intOpt };
+  return { flag: (name: string) => values[key(name)] === true, opt, intOpt };
+}
+
+/** The leading doc comment of a script: its usage. */
+function usageOf(script: string): string {
+  const m = /\/\*\*([\s\S]*?)\*\//.exec(readFileSync(fileURLToPath(script), 'utf8'));
+  return m ? m[1]!.split('\n').map((l) => l.replace(/^\s*\* ?/, '')).join('\n').trim() : '';
 }

@@ -51,7 +51,10 @@ import { ALL_VARIANTS, argmaxLast, build, makeConfig, makePrompt, makeWeights, r
 
 // ------------------------------------------------------------------ options
 
-const { flag, opt, intOpt } = cliOptions();
+const { flag, opt, intOpt } = cliOptions(import.meta.url, {
+  flags: ['--json', '--quick', '--breakdown'],
+  values: ['--layers', '--dim', '--prompt', '--steps', '--repeats', '--threads', '--spin', '--configs', '--outlier-dims'],
+});
 
 const JSON_OUT = flag('--json');
 const QUICK = flag('--quick');

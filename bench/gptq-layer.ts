@@ -15,21 +15,18 @@
 import { loadavg } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Tensor, buildModel, cholInverseUpper, gptqQuantize, gptqQuantizeAsync, isa, quantizeModel, setThreads } from '../lib/index.js';
-import { printTable } from './common.js';
+import { cliOptions, printTable } from './common.js';
 import { makeConfig, makeWeights } from './synthetic-llama.js';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1]! : dflt;
-};
+const cli = cliOptions(import.meta.url, { flags: ['--block'], values: ['--shape', '--group', '--threads', '--calib-tokens'] });
+const opt = (name: string, dflt: string) => cli.opt(name) ?? dflt;
 const [N, K] = opt('--shape', '4096x4096').split('x').map(Number) as [number, number];
 const G = Number(opt('--group', '128'));
 const threads = Number(opt('--threads', '2'));
 if (!(N > 0 && K > 0 && G > 0 && threads > 0)) throw new Error('--shape NxK, --group and --threads must be positive');
 setThreads(threads);
 
-if (args.includes('--block')) {
+if (cli.flag('--block')) {
   const nCal = Number(opt('--calib-tokens', '512'));
   const c = makeConfig(1, 4096);
   const model = buildModel(c, makeWeights(c, 0), 'synthetic');

@@ -59,7 +59,7 @@ interface NodeLlamaCpp {
 
 // ------------------------------------------------------------------ options
 
-const { opt, intOpt } = cliOptions();
+const { opt, intOpt } = cliOptions(import.meta.url, { values: ['--threads', '--repeats', '--prompt', '--steps', '--layers', '--dim', '--pairs'] });
 const THREADS = (opt('--threads') ?? '1,2').split(',').map(Number);
 if (THREADS.some((t) => !Number.isInteger(t) || t < 1)) throw new Error('--threads must be a comma-separated list of positive integers');
 const REPEATS = intOpt('--repeats', 3);

@@ -24,7 +24,7 @@ import { quantizeModel } from '../lib/nn/quantize-model.js';
 import { cliOptions, median, printTable } from './common.js';
 import { build, makeConfig, makeWeights } from './synthetic-llama.js';
 
-const { opt, intOpt } = cliOptions();
+const { opt, intOpt } = cliOptions(import.meta.url, { values: ['--weights', '--procs', '--repeats', '--layers', '--dim'] });
 const WEIGHTS = (opt('--weights') ?? 'int8') as 'int8' | 'int4';
 const PROCS = intOpt('--procs', 4);
 const REPEATS = intOpt('--repeats', 5);

@@ -25,7 +25,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { QLinear, QuantizedTensor, Tensor, isa, matmul, quantize, setSpin, setThreads } from '../lib/index.js';
-import { COLD_BYTES, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, median, printTable, randomF32, type Weight } from './common.js';
+import { COLD_BYTES, cliOptions, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, median, printTable, randomF32, type Weight } from './common.js';
 import * as graph from './onnx-graph.js';
 
 // onnxruntime-node is loaded through require and typed by the members used, so
@@ -39,15 +39,15 @@ interface Ort {
 const ort = createRequire(import.meta.url)('onnxruntime-node') as Ort;
 const ORT_VERSION = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
 
-const args = new Set(process.argv.slice(2));
+const { flag, opt } = cliOptions(import.meta.url, { flags: ['--json', '--quick', '--spin'], values: ['--kinds'] });
 /**
  * Cold set per library for M = 1: at least 256 MB and twice the last-level
  * cache (this machine reports a 260 MB L3, which a 256 MB set would fit), so
  * cycling through it evicts every copy before its next use.
  */
 const COLD_SET_BYTES = Math.max(COLD_BYTES, 2 * lastLevelCacheBytes());
-const JSON_OUT = args.has('--json');
-const QUICK = args.has('--quick');
+const JSON_OUT = flag('--json');
+const QUICK = flag('--quick');
 
 /**
  * quantkit with int8 activations quantized on every call (QLinear { activations: 'int8' }):
@@ -62,9 +62,9 @@ function int8Activations(q: QuantizedTensor): (x: Tensor) => Tensor {
 
 type Kind = 'f32' | 'int8-dqmm' | 'int8-mmi' | 'int4-g32' | 'int4-w4a8';
 const ALL_KINDS: Kind[] = ['f32', 'int8-dqmm', 'int8-mmi', 'int4-g32', 'int4-w4a8'];
-const kindsArg = [...args].find((a) => a.startsWith('--kinds='));
+const kindsArg = opt('--kinds');
 const KINDS: Kind[] = kindsArg
-  ? kindsArg.slice('--kinds='.length).split(',').map((k) => {
+  ? kindsArg.split(',').map((k) => {
       if (!(ALL_KINDS as string[]).includes(k)) throw new Error(`--kinds: unknown kind '${k}' (one of ${ALL_KINDS.join(', ')})`);
       return k as Kind;
     })
@@ -188,7 +188,7 @@ async function timePair(qk: (i: number) => void, ortRun: (i: number) => Promise<
  * for both (ORT's default; quantkit's default of 300 us), the fair setting
  * for one warm session on an otherwise idle machine.
  */
-const SPIN = args.has('--spin');
+const SPIN = flag('--spin');
 setSpin(SPIN ? 300 : 0);
 
 function sessionOptions(threads: number) {

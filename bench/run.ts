@@ -16,20 +16,20 @@
  * streams from DRAM, not L3.
  */
 import { QLinear, type QuantizedTensor, Tensor, isa, matmul, quantize, setThreads } from '../lib/index.js';
-import { COLD_BYTES, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, printTable, randomF32, time, weightBytes, type Weight } from './common.js';
+import { COLD_BYTES, cliOptions, copyWeight, lastLevelCacheBytes, measureBandwidthChunked, printTable, randomF32, time, weightBytes, type Weight } from './common.js';
 
 // Cold weights must overflow the last-level cache (this machine reports a
 // 260 MB L3), so the working set is at least twice its size.
 const COLD_SET_BYTES = Math.max(COLD_BYTES, 2 * lastLevelCacheBytes());
 
-const args = new Set(process.argv.slice(2));
-const JSON_OUT = args.has('--json');
-const QUICK = args.has('--quick');
+const { flag, opt } = cliOptions(import.meta.url, { flags: ['--json', '--quick'], values: ['--kinds'] });
+const JSON_OUT = flag('--json');
+const QUICK = flag('--quick');
 
 type WKind = 'f32' | 'bf16' | 'int8' | 'int4-g32' | 'int4-g32 f16s' | 'int8 W8A8' | 'int4-g32 W4A8' | 'int4-g32 f16s W4A8';
 const ALL_KINDS: WKind[] = ['f32', 'bf16', 'int8', 'int4-g32', 'int4-g32 f16s', 'int8 W8A8', 'int4-g32 W4A8', 'int4-g32 f16s W4A8'];
-const kindsArg = process.argv[process.argv.indexOf('--kinds') + 1];
-const KINDS: WKind[] = process.argv.includes('--kinds') ? ALL_KINDS.filter((k) => kindsArg?.split(',').includes(k.replace(/ /g, '-'))) : ALL_KINDS;
+const kindsArg = opt('--kinds');
+const KINDS: WKind[] = kindsArg !== undefined ? ALL_KINDS.filter((k) => kindsArg.split(',').includes(k.replace(/ /g, '-'))) : ALL_KINDS;
 if (KINDS.length === 0) throw new Error(`--kinds matched none of ${ALL_KINDS.map((k) => k.replace(/ /g, '-')).join(', ')}`);
 
 

@@ -29,7 +29,7 @@ import type { StreamDecoder, Tokenizer } from '../lib/tokenizers/types.js';
 import { cliOptions, median, percentile, printTable } from './common.js';
 import { makePrompt } from './synthetic-llama.js';
 
-const { opt, intOpt } = cliOptions();
+const { opt, intOpt } = cliOptions(import.meta.url, { values: ['--streams', '--configs', '--tokens', '--prompt', '--seconds', '--threads', '--layers', '--dim'] });
 const STREAMS = (opt('--streams') ?? '1,4,8,16').split(',').map(Number);
 const CONFIGS = (opt('--configs') ?? 'int8,w8a8,int4-g32,w4a8').split(',');
 const TOKENS = intOpt('--tokens', 32);
