@@ -193,31 +193,32 @@ QKT_TEST(i8x_kernels_equal_reference) {
 // every row's bits do not depend on M in row-invariant mode.
 QKT_TEST(i8x_driver_rows) {
     qkt::Rng rng(93, 7);
+    // M = 70: the driver splits X in chunks of 32 rows
     for (size_t K : {size_t(65), size_t(300)})
-        for (size_t N : {size_t(17), size_t(70)}) {
-            const size_t M = 11;
-            const std::vector<float> x = make_rows(M, K, K, rng, false);
-            const I8W w(N, K, false, rng);
-            std::vector<float> y(M * N, kSentinel);
-            qk::GemmArgs a = qkt::quant_gemm_args(x.data(), M, N, K, 8, w.q.data(), K, w.s.data(), nullptr, K, nullptr,
-                                                  y.data());
-            a.row_invariant = true;
-            qk::gemm(*ctx.k, a, nullptr);
-            for (size_t m = 0; m < M; ++m) {
-                std::vector<float> y1(N, kSentinel);
-                qk::GemmArgs a1 = a;
-                a1.x = x.data() + m * K;
-                a1.M = 1;
-                a1.y = y1.data();
-                qk::gemm(*ctx.k, a1, nullptr);
-                QKT_CHECK(std::memcmp(y1.data(), y.data() + m * N, N * sizeof(float)) == 0,
-                          "driver row %zu alone differs from M = %zu (N %zu K %zu)", m, M, N, K);
-                bool finite = true;
-                for (size_t k = 0; k < K; ++k) finite = finite && std::isfinite(x[m * K + k]);
-                if (finite) continue;
-                bool nonfinite_out = false;
-                for (size_t n = 0; n < N; ++n) nonfinite_out = nonfinite_out || !std::isfinite(y[m * N + n]);
-                QKT_CHECK(nonfinite_out, "row %zu with inf/NaN gave only finite outputs", m);
+        for (size_t N : {size_t(17), size_t(70)})
+            for (size_t M : {size_t(11), size_t(70)}) {
+                const std::vector<float> x = make_rows(M, K, K, rng, false);
+                const I8W w(N, K, false, rng);
+                std::vector<float> y(M * N, kSentinel);
+                qk::GemmArgs a = qkt::quant_gemm_args(x.data(), M, N, K, 8, w.q.data(), K, w.s.data(), nullptr, K, nullptr,
+                                                      y.data());
+                a.row_invariant = true;
+                qk::gemm(*ctx.k, a, nullptr);
+                for (size_t m = 0; m < M; ++m) {
+                    std::vector<float> y1(N, kSentinel);
+                    qk::GemmArgs a1 = a;
+                    a1.x = x.data() + m * K;
+                    a1.M = 1;
+                    a1.y = y1.data();
+                    qk::gemm(*ctx.k, a1, nullptr);
+                    QKT_CHECK(std::memcmp(y1.data(), y.data() + m * N, N * sizeof(float)) == 0,
+                              "driver row %zu alone differs from M = %zu (N %zu K %zu)", m, M, N, K);
+                    bool finite = true;
+                    for (size_t k = 0; k < K; ++k) finite = finite && std::isfinite(x[m * K + k]);
+                    if (finite) continue;
+                    bool nonfinite_out = false;
+                    for (size_t n = 0; n < N; ++n) nonfinite_out = nonfinite_out || !std::isfinite(y[m * N + n]);
+                    QKT_CHECK(nonfinite_out, "row %zu with inf/NaN gave only finite outputs", m);
+                }
             }
-        }
 }
