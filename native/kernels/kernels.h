@@ -362,7 +362,8 @@ struct Kernels {
     // Split-bf16 panels for int8 and int4 weights (after dequant_panel),
     // amx table only (nullptr elsewhere; float weights never take them).
     // The driver splits X once per GEMM call with dq_split_x (layout on
-    // SplitX), then each task calls
+    // SplitX; blocks [b0, b1) of 16 rows per call, so the pool can share
+    // them out), then each task calls
     //   gemm_panel_dq: Y[m, j] (accumulate ? += : =) sum_{k < kc}
     //       X[m0 + m, k0 + k] * P[j, k]   for m < mc, j < nr
     // (m0 a multiple of 16, k0 of 32; y points at row m0). Precision: x and
@@ -371,7 +372,7 @@ struct Kernels {
     // (tested), against the weights' own rounding of 2^-8 (int8) or more;
     // subnormal inputs count as 0 (the unit's DAZ). Y[m, j] depends on row m
     // of X only, not on M, m0 or mc.
-    void (*dq_split_x)(const float* x, size_t ldx, size_t M, size_t K, const SplitX& xs);
+    void (*dq_split_x)(const float* x, size_t ldx, size_t M, size_t K, const SplitX& xs, size_t b0, size_t b1);
     void (*gemm_panel_dq)(const SplitX& xs, size_t m0, size_t mc, size_t k0, const float* p, size_t ldp,
                           size_t nr, size_t kc, float* y, size_t ldy, bool accumulate);
     // The same for symmetric int8 weights with one scale per row (int8's

@@ -216,7 +216,12 @@ void gemm_panel_path(const Kernels& kern, const GemmArgs& a, const GemmBlocking&
         xs.M = a.M;
         xs.K = K;
         xs.data = split_x_scratch(xs.bytes());
-        kern.dq_split_x(a.x, a.ldx, a.M, K, xs);
+        // on the pool, 2 blocks of 16 rows per task: on the calling thread
+        // alone it had held two-thread prefill to 1.3-1.4x one thread
+        const size_t blocks = xs.rows() / 16, per = 2;
+        parallel_for((blocks + per - 1) / per, 16.0 * double(a.M) * double(K), [&](size_t t, size_t) {
+            kern.dq_split_x(a.x, a.ldx, a.M, K, xs, t * per, t * per + per);
+        });
     }
     const double flops = 2.0 * double(a.M) * double(a.N) * double(K);
     parallel_for(n_tasks * m_tasks, flops, [&](size_t task, size_t) {

@@ -564,9 +564,29 @@ struct SplitBuf {
         xs.K = K;
         raw.resize(xs.bytes() + 64);
         xs.data = raw.data() + (64 - reinterpret_cast<uintptr_t>(raw.data()) % 64) % 64;
-        ctx.k->dq_split_x(x, ldx, M, K, xs);
+        ctx.k->dq_split_x(x, ldx, M, K, xs, 0, xs.rows() / 16);
     }
 };
+
+// The split of X in block ranges (as the driver's tasks make it), in any
+// order, is the split of the whole.
+QKT_TEST(dq_split_x_blocks) {
+    if (!ctx.k->dq_split_x) return;
+    Rng rng(33);
+    for (size_t M : {size_t(1), size_t(17), size_t(50)}) {
+        for (size_t K : {size_t(31), size_t(100)}) {
+            const size_t ldx = K + 2;
+            const std::vector<float> x = make_x(M, K, ldx, Data::random, rng);
+            const SplitBuf whole(ctx, x.data(), ldx, M, K);
+            std::vector<uint8_t> raw(whole.xs.bytes() + 64, 0x5A);
+            qk::SplitX xs = whole.xs;
+            xs.data = raw.data() + (64 - reinterpret_cast<uintptr_t>(raw.data()) % 64) % 64;
+            const size_t blocks = xs.rows() / 16;
+            for (size_t b = blocks; b-- > 0;) ctx.k->dq_split_x(x.data(), ldx, M, K, xs, b, b + 1);
+            QKT_CHECK(std::memcmp(xs.data, whole.xs.data, xs.bytes()) == 0, "M=%zu K=%zu: split by blocks differs", M, K);
+        }
+    }
+}
 
 QKT_TEST(gemm_panel_dq) {
     if (!ctx.k->gemm_panel_dq) return;  // only the amx table has one

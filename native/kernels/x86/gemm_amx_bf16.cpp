@@ -313,11 +313,11 @@ void tile(const Line* xh, const Line* xl, size_t xstride, const PackedP& pk, siz
 
 }  // namespace
 
-void dq_split_x(const float* x, size_t ldx, size_t M, size_t K, const SplitX& xs) {
+void dq_split_x(const float* x, size_t ldx, size_t M, size_t K, const SplitX& xs, size_t b0, size_t b1) {
     const size_t lines = xs.lines(), blocks = xs.rows() / 16;
     Line* hi = static_cast<Line*>(xs.data);
     Line* lo = hi + blocks * lines * 16;
-    for (size_t xb = 0; xb < blocks; ++xb) {
+    for (size_t xb = b0; xb < b1 && xb < blocks; ++xb) {
         for (size_t s = 0; s < lines; ++s) {
             __m512i h[16], l[16];
             split_rows16(x, ldx, M, 16 * xb, s, K, h, l);
