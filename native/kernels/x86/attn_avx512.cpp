@@ -34,6 +34,7 @@
 #include <cmath>
 
 #include "../isa.h"
+#include "avx512_mask.h"
 #include "../attn_exp.h"
 
 namespace qk {
@@ -42,8 +43,6 @@ namespace avx512 {
 namespace {
 
 using namespace attn_exp_consts;
-
-inline __mmask16 mask16(size_t n) { return n >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << n) - 1u); }
 
 // ref::attn_exp on 16 lanes.
 inline __m512 exp16(__m512 x) {

@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "../isa.h"
+#include "avx512_mask.h"
 #include "amx_tiles.h"
 #include "avx512_transpose.h"
 
@@ -58,7 +59,7 @@ namespace {
 
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
-inline __mmask16 mask16(size_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+using avx512::mask16;
 
 // The four digits of 16 values u (|u| < 64, u = x 2^-e exactly), as int32.
 inline void digits16(__m512 u, __m512i (&d)[4]) {
@@ -139,7 +140,7 @@ void i8x_split(const float* x, size_t ldx, size_t M, size_t K, const DigitX& dx)
 
 namespace {
 
-// Weight rows of one 16-row tile: in place, or a zero-padded copy.
+// A tile operand in memory: its first row and the row stride in bytes.
 struct Src {
     const int8_t* p;
     size_t ld;

@@ -54,6 +54,7 @@
 #include <utility>
 
 #include "../isa.h"
+#include "avx512_mask.h"
 #include "avx512_reduce.h"
 #include "avx512_transpose.h"
 
@@ -61,9 +62,6 @@ namespace qk {
 namespace avx512 {
 
 namespace {
-
-// Lanes [0, n) set, n <= 16.
-static inline __mmask16 mask16(size_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
 // ---- float weight formats: 16 values of row at k ------------------------
 template <int F>

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "../isa.h"
+#include "avx512_mask.h"
 
 namespace qk {
 namespace avx512 {
@@ -38,8 +39,7 @@ static inline size_t first_non_finite(const float* x, size_t n) {
     return SIZE_MAX;
 }
 
-// Lane masks for the first r lanes (r <= 16 / 32 / 64).
-static inline __mmask16 mask16(size_t r) { return __mmask16((1u << r) - 1); }  // r <= 16
+// Lane masks for the first r lanes (r <= 32 / 64; mask16: avx512_mask.h).
 static inline __mmask32 mask32(size_t r) { return __mmask32((1ull << r) - 1); }
 static inline __mmask64 mask64(size_t r) { return r >= 64 ? ~__mmask64(0) : __mmask64((1ull << r) - 1); }
 
