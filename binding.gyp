@@ -41,6 +41,7 @@
         "native/kernels/ref/w8a8_ref.cpp",
         "native/kernels/ref/w4a8_ref.cpp",
         "native/kernels/ref/attn_ref.cpp",
+        "native/kernels/ref/norm_ref.cpp",
         "native/kernels/ref/linalg_ref.cpp",
         "native/kernels/ref/i8x_ref.cpp",
         "native/ops/quantize_ops.cpp",
@@ -110,6 +111,7 @@
               "native/kernels/x86/w4a8_avx2.cpp",
               "native/kernels/x86/w4a8_avx2_rows.cpp",
               "native/kernels/x86/attn_avx2.cpp",
+              "native/kernels/x86/norm_avx2.cpp",
               "native/kernels/x86/linalg_avx2.cpp"
             ],
             "cflags": [
@@ -137,6 +139,7 @@
               "native/kernels/x86/w4a8_avx512.cpp",
               "native/kernels/x86/w4a8_avx512_rows.cpp",
               "native/kernels/x86/attn_avx512.cpp",
+              "native/kernels/x86/norm_avx512.cpp",
               "native/kernels/x86/linalg_avx512.cpp"
             ],
             "cflags": [

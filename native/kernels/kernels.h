@@ -302,6 +302,48 @@ constexpr size_t kI8xMaxK = 262144;
 // fraction of max_k |x[m, k]| * sum_k |w[n, k]| (the digits' remainder).
 constexpr double kI8xAbsErr = 1.0 / 134217728.0;  // 2^-27
 
+// ---- norms and rotary embeddings (Kernels::norm_rows, Kernels::rope_rows)
+enum class NormKind { rms, layer };
+
+// Per row of D values, optionally after the residual add that precedes the
+// norm in a pre-norm block:
+//   with residual: x[i] = x[i] + residual[i]   (f32, written back into x)
+//   rms:   ss = sum x^2;  inv = 1 / sqrt(ss / D + eps);  out = f32((x inv) w)
+//   layer: mean = sum x / D;  v = sum (x - mean)^2;  inv = 1 / sqrt(v / D + eps)
+//          y = (x - mean) inv;  y = y w (if w);  y = y + b (if b);  out = f32(y)
+// Sums and products in double, each operation rounded on its own (no fused
+// multiply-add, except for x * x, which is exact in double); a sum over i
+// is eight partial sums (value i goes to partial i % 8, each in index
+// order) added as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)): one
+// fixed order, so results depend neither on the ISA, nor on the thread
+// count, nor on the rows around.
+struct NormArgs {
+    NormKind kind;
+    float* x;               // [rows, D]
+    const float* residual;  // [rows, D] or nullptr
+    const float* w;         // [D]; required for rms, optional for layer
+    const float* b;         // [D] or nullptr (layer only)
+    float* out;             // [rows, D]; may be x (then the sum x + residual is not kept)
+    size_t rows, D;
+    double eps;
+};
+
+// Rotary embeddings in place on x [T, n_heads * stride] at positions
+// pos0 .. pos0 + T - 1: per head, the first hd = 2 * half dimensions rotate
+// in pairs (a, b) = (i, i + half) (rotate-half, HF Llama) or (2i, 2i + 1)
+// (interleaved: llama2.c, GPT-J), by the angle of pair i at that position:
+//   x[a] = f32(x0 c - x1 s),  x[b] = f32(x0 s + x1 c)   (double arithmetic,
+//   each product and the sum rounded on their own)
+// with c = cos[p * half + i], s = sin[p * half + i] (double tables, as
+// lib/nn/rope.ts keeps them): the operations of its JavaScript loop.
+struct RopeArgs {
+    float* x;
+    size_t T, n_heads, stride, half, pos0;
+    const double* cos;
+    const double* sin;
+    bool interleaved;
+};
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -458,6 +500,11 @@ struct Kernels {
     // 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), which has no cancellation
     // (bit-identical on every ISA).
     void (*gelu_tanh)(float* x, size_t n);
+    // The norms of rows r0 .. r1 - 1 (NormArgs; bit-identical on every ISA).
+    void (*norm_rows)(const NormArgs& a, size_t r0, size_t r1);
+    // Rotary embeddings of positions t0 .. t1 - 1 of the call (RopeArgs;
+    // bit-identical on every ISA).
+    void (*rope_rows)(const RopeArgs& a, size_t t0, size_t t1);
 
     // ---- float64 linear algebra (calibrated quantization) ----------------
     // The product under the blocked Cholesky factor and triangular inverse

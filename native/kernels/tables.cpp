@@ -16,7 +16,8 @@ namespace qk {
 
 // table: the variable's suffix; ns: the namespace of the ISA's own functions.
 #define QK_TABLE(table, ns, isa_value, isa_name, i4_gemv_max_m, i8_gemv_max_m, w8a8, packed_min_m, pack_a, w4a8, \
-                 w4a8_rows, rows_min_m, dq_split, panel_dq, panel_dq_i8, panel_dq_i4, i8x_split, gemm_i8x)  \
+                 w4a8_rows, rows_min_m, dq_split, panel_dq, panel_dq_i8, panel_dq_i4, i8x_split, gemm_i8x,  \
+                 norm_rows, rope_rows)                                                              \
     const Kernels kernels_##table = {                                                              \
         isa_value,         isa_name,         ns::f16_to_f32,     ns::bf16_to_f32,                \
         ns::minmax,        ns::absmax,       ns::quantize,       ns::dequantize_i8,              \
@@ -27,16 +28,19 @@ namespace qk {
         i4_gemv_max_m,     i8_gemv_max_m,    i8x_split,          gemm_i8x,                        \
         w8a8,              packed_min_m,     pack_a,             w4a8,                            \
         w4a8_rows,         rows_min_m,                                                            \
-        ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,    ns::dgemm_nt_sub,                  \
+        ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,    norm_rows,                         \
+        rope_rows,         ns::dgemm_nt_sub,                                                      \
     };
 
 QK_TABLE(ref, ref, Isa::scalar, "scalar", 4, 16, ref::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8,
-         ref::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr)
+         ref::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+         ref::norm_rows, ref::rope_rows)
 #if defined(__x86_64__) || defined(_M_X64)
 // AVX2: W4A8 with lanes over 8 weight rows from M = avx2::kW4A8RowsMinM
 // (5, as on AVX-512), bit-identical to the row-layout kernel.
 QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, 16, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8,
-         avx2::gemm_w4a8_rows, avx2::kW4A8RowsMinM, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr)
+         avx2::gemm_w4a8_rows, avx2::kW4A8RowsMinM, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+         avx2::norm_rows, avx2::rope_rows)
 // AVX-512: VNNI outer-product kernel over packed activations from M = 15
 // rows (the others never read them: their packer is the ref one, unused);
 // W4A8 with lanes over weight rows from M = kW4A8RowsMinM, bit-identical to
@@ -48,7 +52,7 @@ QK_TABLE(avx2, avx2, Isa::avx2, "avx2", 4, 16, avx2::gemm_w8a8, SIZE_MAX, ref::w
 // is level with its gemv from M = 5 (37 against 36 at 4096 x 4096), so 4.
 QK_TABLE(avx512, avx512, Isa::avx512, "avx512", 9, 16, avx512::gemm_w8a8, avx512::kW8A8PackedMinM,
          avx512::w8a8_pack_a, avx512::gemm_w4a8, avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM,
-         nullptr, nullptr, nullptr, nullptr, nullptr, nullptr)
+         nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, avx512::norm_rows, avx512::rope_rows)
 // AMX: the AVX-512 table with the W8A8 GEMM on AMX-INT8 tiles from
 // amx::kW8A8MinM rows (packed activations from there on; the AVX-512
 // kernels below it and for the last N % 16 columns), int8 per-channel
@@ -61,11 +65,13 @@ QK_TABLE(avx512, avx512, Isa::avx512, "avx512", 9, 16, avx512::gemm_w8a8, avx512
 // gemv to M = 9 (M = 8: 48-56 / 44-47).
 QK_TABLE(amx, avx512, Isa::amx, "amx", 9, 7, amx::gemm_w8a8, amx::kW8A8MinM, avx512::w8a8_pack_a, avx512::gemm_w4a8,
          avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM, amx::dq_split_x,
-         amx::gemm_panel_dq, amx::gemm_panel_dq_i8, amx::gemm_panel_dq_i4, amx::i8x_split, amx::gemm_i8x)
+         amx::gemm_panel_dq, amx::gemm_panel_dq_i8, amx::gemm_panel_dq_i4, amx::i8x_split, amx::gemm_i8x,
+         avx512::norm_rows, avx512::rope_rows)
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 QK_TABLE(neon, neon, Isa::neon, "neon", 4, 16, neon::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8,
-         neon::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr)
+         neon::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+         ref::norm_rows, ref::rope_rows)
 #endif
 
 }  // namespace qk

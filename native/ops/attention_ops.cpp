@@ -109,11 +109,24 @@ void attention(const AttnArgs& a) { attention(kernels(), a); }
 
 void attn_cache_write(float* keys, float* values, const float* k, const float* v, size_t pos0, size_t T, size_t kv_dim) {
     std::copy(v, v + T * kv_dim, values + pos0 * kv_dim);
-    for (size_t t = 0; t < T; ++t) {
-        const size_t p = pos0 + t;
-        float* base = keys + (p / kAttnBlock) * kv_dim * kAttnBlock + p % kAttnBlock;
-        const float* src = k + t * kv_dim;
-        for (size_t c = 0; c < kv_dim; ++c) base[c * kAttnBlock] = src[c];
+    // Keys are transposed into their blocks: for each run of positions in
+    // one block, 16 dimensions at a time, so the 16-float pieces of the
+    // source rows stay in L1 while each dimension's run of positions is
+    // written contiguously (one position at a time over all dimensions
+    // touches kv_dim lines per position: 3-5x slower at T = 128).
+    for (size_t t0 = 0; t0 < T;) {
+        const size_t p0 = pos0 + t0, off = p0 % kAttnBlock;
+        const size_t n = std::min(T - t0, kAttnBlock - off);  // positions in this block
+        float* base = keys + (p0 / kAttnBlock) * kv_dim * kAttnBlock + off;
+        const float* src = k + t0 * kv_dim;
+        for (size_t c0 = 0; c0 < kv_dim; c0 += 16) {
+            const size_t c1 = std::min(kv_dim, c0 + 16);
+            for (size_t c = c0; c < c1; ++c) {
+                float* dst = base + c * kAttnBlock;
+                for (size_t t = 0; t < n; ++t) dst[t] = src[t * kv_dim + c];
+            }
+        }
+        t0 += n;
     }
 }
 
