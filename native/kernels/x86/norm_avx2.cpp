@@ -69,29 +69,22 @@ void norm_block(const NormArgs& a, size_t r) {
             for (; i < D; ++i) x[j][i] = x[j][i] + res[i];
         }
     }
+    // rms: the mean is taken as 0 (x - 0 is x exactly, so these are the
+    // reference's (x inv) w); layer: the mean, then the squared deviations
     __m256d acc[R][2];
-    double inv[R];
     __m256d mean[R];
+    double inv[R];
     if (a.kind == NormKind::rms) {
         sums<R>(x, D, [](__m256d v, int) { return _mm256_mul_pd(v, v); }, acc);  // exact in double
-        for (int j = 0; j < R; ++j) inv[j] = 1.0 / std::sqrt(finish(acc[j][0], acc[j][1]) / double(D) + eps);
-        for (int j = 0; j < R; ++j) {
-            const __m256d iv = _mm256_set1_pd(inv[j]);
-            const float* const xj = x[j];
-            float* const oj = o[j];
-            for (size_t i = 0; i < D; i += 4) {
-                const __m128i k = mask4(D - i);
-                store4(oj + i, k, _mm256_mul_pd(_mm256_mul_pd(load4(xj + i, k), iv), load4(w + i, k)));
-            }
-        }
-        return;
+        for (int j = 0; j < R; ++j) mean[j] = _mm256_setzero_pd();
+    } else {
+        sums<R>(x, D, [](__m256d v, int) { return v; }, acc);
+        for (int j = 0; j < R; ++j) mean[j] = _mm256_set1_pd(finish(acc[j][0], acc[j][1]) / double(D));
+        sums<R>(x, D, [&mean](__m256d v, int j) {
+            const __m256d d = _mm256_sub_pd(v, mean[j]);
+            return _mm256_mul_pd(d, d);
+        }, acc);
     }
-    sums<R>(x, D, [](__m256d v, int) { return v; }, acc);
-    for (int j = 0; j < R; ++j) mean[j] = _mm256_set1_pd(finish(acc[j][0], acc[j][1]) / double(D));
-    sums<R>(x, D, [&mean](__m256d v, int j) {
-        const __m256d d = _mm256_sub_pd(v, mean[j]);
-        return _mm256_mul_pd(d, d);
-    }, acc);
     for (int j = 0; j < R; ++j) inv[j] = 1.0 / std::sqrt(finish(acc[j][0], acc[j][1]) / double(D) + eps);
     for (int j = 0; j < R; ++j) {
         const __m256d iv = _mm256_set1_pd(inv[j]);

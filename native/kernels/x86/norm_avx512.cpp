@@ -34,6 +34,18 @@ inline double finish(__m512d p) {
     return ((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]));
 }
 
+// The row sums of f over x: value i into lane i % 8 of acc[j], each lane in
+// index order (lanes past D add nothing).
+template <int R, class F>
+inline void sums(float* const* x, size_t D, F f, __m512d* acc) {
+    for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_pd();
+    const size_t body = D / 8 * 8;
+    for (size_t i = 0; i < body; i += 8)
+        for (int j = 0; j < R; ++j) acc[j] = _mm512_add_pd(acc[j], f(_mm512_cvtps_pd(_mm256_loadu_ps(x[j] + i)), j));
+    if (const __mmask8 kt = mask8(D - body))
+        for (int j = 0; j < R; ++j) acc[j] = _mm512_mask_add_pd(acc[j], kt, acc[j], f(load8(x[j] + body, kt), j));
+}
+
 // Rows r .. r + R - 1 of the call.
 template <int R>
 void norm_block(const NormArgs& a, size_t r) {
@@ -54,51 +66,22 @@ void norm_block(const NormArgs& a, size_t r) {
             }
         }
     }
-    const size_t body = D / 8 * 8;
-    const __mmask8 kt = mask8(D - body);
-    __m512d acc[R];
-    for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_pd();
+    // rms: the mean is taken as 0 (x - 0 is x exactly, so these are the
+    // reference's (x inv) w); layer: the mean, then the squared deviations
+    __m512d acc[R], mean[R];
     if (a.kind == NormKind::rms) {
-        for (size_t i = 0; i < body; i += 8)
-            for (int j = 0; j < R; ++j) {
-                const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x[j] + i));
-                acc[j] = _mm512_add_pd(acc[j], _mm512_mul_pd(v, v));  // v * v is exact in double
-            }
-        if (kt)
-            for (int j = 0; j < R; ++j) {
-                const __m512d v = load8(x[j] + body, kt);
-                acc[j] = _mm512_mask_add_pd(acc[j], kt, acc[j], _mm512_mul_pd(v, v));
-            }
-        for (int j = 0; j < R; ++j) {
-            const __m512d inv = _mm512_set1_pd(1.0 / std::sqrt(finish(acc[j]) / double(D) + eps));
-            const float* const xj = x[j];
-            float* const oj = o[j];
-            for (size_t i = 0; i < D; i += 8) {
-                const __mmask8 k = mask8(D - i);
-                store8(oj + i, k, _mm512_mul_pd(_mm512_mul_pd(load8(xj + i, k), inv), load8(w + i, k)));
-            }
-        }
-        return;
+        sums<R>(x, D, [](__m512d v, int) { return _mm512_mul_pd(v, v); }, acc);  // exact in double
+        for (int j = 0; j < R; ++j) mean[j] = _mm512_setzero_pd();
+    } else {
+        sums<R>(x, D, [](__m512d v, int) { return v; }, acc);
+        for (int j = 0; j < R; ++j) mean[j] = _mm512_set1_pd(finish(acc[j]) / double(D));
+        sums<R>(x, D, [&mean](__m512d v, int j) {
+            const __m512d d = _mm512_sub_pd(v, mean[j]);
+            return _mm512_mul_pd(d, d);
+        }, acc);
     }
-    // layer: the mean, then the sum of squared deviations from it
-    for (size_t i = 0; i < body; i += 8)
-        for (int j = 0; j < R; ++j) acc[j] = _mm512_add_pd(acc[j], _mm512_cvtps_pd(_mm256_loadu_ps(x[j] + i)));
-    if (kt)
-        for (int j = 0; j < R; ++j) acc[j] = _mm512_mask_add_pd(acc[j], kt, acc[j], load8(x[j] + body, kt));
-    __m512d mean[R], dev[R];
-    for (int j = 0; j < R; ++j) mean[j] = _mm512_set1_pd(finish(acc[j]) / double(D)), dev[j] = _mm512_setzero_pd();
-    for (size_t i = 0; i < body; i += 8)
-        for (int j = 0; j < R; ++j) {
-            const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x[j] + i)), mean[j]);
-            dev[j] = _mm512_add_pd(dev[j], _mm512_mul_pd(d, d));
-        }
-    if (kt)
-        for (int j = 0; j < R; ++j) {
-            const __m512d d = _mm512_sub_pd(load8(x[j] + body, kt), mean[j]);
-            dev[j] = _mm512_mask_add_pd(dev[j], kt, dev[j], _mm512_mul_pd(d, d));
-        }
     for (int j = 0; j < R; ++j) {
-        const __m512d inv = _mm512_set1_pd(1.0 / std::sqrt(finish(dev[j]) / double(D) + eps));
+        const __m512d inv = _mm512_set1_pd(1.0 / std::sqrt(finish(acc[j]) / double(D) + eps));
         const float* const xj = x[j];
         float* const oj = o[j];
         for (size_t i = 0; i < D; i += 8) {
