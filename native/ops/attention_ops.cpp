@@ -119,6 +119,12 @@ void attn_cache_write(float* keys, float* values, const float* k, const float* v
         const size_t n = std::min(T - t0, kAttnBlock - off);  // positions in this block
         float* base = keys + (p0 / kAttnBlock) * kv_dim * kAttnBlock + off;
         const float* src = k + t0 * kv_dim;
+        // Decode writes one position: one float in each of kv_dim lines,
+        // 256 B apart, which the GEMMs since the last step have evicted.
+        // Stores that miss drain a few at a time; prefetching every line
+        // first lets the misses overlap.
+        if (n <= 16)
+            for (size_t c = 0; c < kv_dim; ++c) __builtin_prefetch(base + c * kAttnBlock, 1, 3);
         for (size_t c0 = 0; c0 < kv_dim; c0 += 16) {
             const size_t c1 = std::min(kv_dim, c0 + 16);
             for (size_t c = c0; c < c1; ++c) {
