@@ -72,7 +72,9 @@ export class Tensor<D extends DType = DType> {
       throw rangeError('Tensor', 'data', `has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`);
     }
     this.dtype = dtype;
-    this.shape = Object.freeze([...shape]);
+    // a frozen array is kept as is (nothing can change it): model code
+    // passes the same output shapes every decode step
+    this.shape = Object.isFrozen(shape) ? shape : Object.freeze([...shape]);
     this.data = data;
     this.name = name;
   }

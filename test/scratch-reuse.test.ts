@@ -12,6 +12,7 @@ import { Linear } from '../lib/nn/linear.js';
 import { normRows } from '../lib/ops/elementwise.js';
 import { causalAttentionOp } from '../lib/ops/attention.js';
 import { Tensor } from '../lib/tensor.js';
+import { Scratch } from '../lib/nn/scratch.js';
 import type { CausalLM } from '../lib/models/causal-lm.js';
 import { DECODER_FORMATS as FORMATS, codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
 
@@ -126,5 +127,22 @@ describe('out arguments', () => {
     const o = new Float32Array(4).fill(NaN);
     expect(causalAttentionOp(a, o)).toBe(o);
     expect(Array.from(o)).toEqual([0, 0, 0, 0]);
+  });
+});
+
+describe('Scratch slots', () => {
+  it('hand out the same view for the same size, and views of the grown buffer after a larger request', () => {
+    const sc = new Scratch();
+    const a = sc.f32('q', 64);
+    expect(sc.f32('q', 64)).toBe(a); // a decode step asks again: no new view
+    const small = sc.f32('q', 16);
+    expect(small.buffer).toBe(a.buffer);
+    expect(small.length).toBe(16);
+    const big = sc.f32('q', 256); // grows the slot
+    expect(big.buffer).not.toBe(a.buffer);
+    const again = sc.f32('q', 16);
+    expect(again.buffer).toBe(big.buffer); // never the old buffer
+    expect(sc.holds('q', again)).toBe(true);
+    expect(sc.f32('k', 16).buffer).not.toBe(again.buffer);
   });
 });

@@ -26,6 +26,17 @@ describe('Tensor', () => {
     expect(() => new Tensor('f32', [2, 2], new Float32Array(4)).reshape([3])).toThrow(/'shape'/);
   });
 
+  it('keeps a frozen shape as given and copies any other', () => {
+    const frozen = Object.freeze([2, 3]);
+    expect(new Tensor('f32', frozen, new Float32Array(6)).shape).toBe(frozen);
+    const open = [2, 3];
+    const t = new Tensor('f32', open, new Float32Array(6));
+    expect(t.shape).not.toBe(open);
+    open[0] = 7; // the caller's array changes, the tensor's shape does not
+    expect(t.shape).toEqual([2, 3]);
+    expect(Object.isFrozen(t.shape)).toBe(true);
+  });
+
   it('converts f16 and bf16 to f32 exactly', () => {
     const vals = [0, -0, 1, -2.5, 65504, 6.1e-5, 5.96e-8, 1e-3];
     const h = new Tensor('f16', [vals.length], Uint16Array.from(vals, toF16Bits));

@@ -13,15 +13,21 @@
  */
 export class Scratch {
   #bufs = new Map<string, Float32Array>();
+  /** The last view handed out per slot: a decode step asks for the same n every time. */
+  #views = new Map<string, Float32Array>();
 
   /** The first n floats of slot `name` (contents undefined: the caller writes them all). */
   f32(name: string, n: number): Float32Array {
+    const v = this.#views.get(name);
+    if (v !== undefined && v.length === n) return v;
     let b = this.#bufs.get(name);
     if (b === undefined || b.length < n) {
       b = new Float32Array(n);
       this.#bufs.set(name, b);
     }
-    return b.length === n ? b : b.subarray(0, n);
+    const view = b.length === n ? b : b.subarray(0, n);
+    this.#views.set(name, view);
+    return view;
   }
 
   /** Whether `a` lies in slot `name`'s buffer. */

@@ -72,13 +72,36 @@ export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: 
   if (x.shape.length === 0) throw rangeError(fn, 'x', 'must have at least one dimension [..., K]');
   const xK = x.shape[x.shape.length - 1]!;
   if (xK !== K) throw rangeError(fn, 'x', `has last dimension ${xK}, but the weight has K = ${K}`);
-  const rows = x.shape.slice(0, -1).reduce((a, d) => a * d, 1);
+  let rows = 1;
+  for (let i = 0; i < x.shape.length - 1; i++) rows *= x.shape[i]!;
   if (out !== undefined) {
     if (!(out instanceof Float32Array)) throw typeError(fn, 'out', `must be a Float32Array, got ${describe(out)}`);
     if (out.length !== rows * N) throw rangeError(fn, 'out', `has ${out.length} values, the output has ${rows} x ${N}`);
     if (out.buffer === x.data.buffer) throw rangeError(fn, 'out', "must not share memory with 'x'");
   }
-  return { rows, y: new Tensor('f32', [...x.shape.slice(0, -1), N], out ?? new Float32Array(rows * N)) };
+  return { rows, y: new Tensor('f32', outputShape(x.shape, N), out ?? new Float32Array(rows * N)) };
+}
+
+/**
+ * x's shape with its last dimension replaced by N. For x [rows, K], one
+ * frozen [rows, N] per N, kept while rows stays the same: a decode step
+ * asks for the same few shapes every layer (Tensor keeps a frozen shape
+ * without copying it).
+ */
+const shapesByN = new Map<number, readonly number[]>();
+function outputShape(xs: readonly number[], N: number): readonly number[] {
+  if (xs.length === 2) {
+    let s = shapesByN.get(N);
+    if (s === undefined || s[0] !== xs[0]) {
+      if (shapesByN.size >= 64) shapesByN.clear();
+      s = Object.freeze([xs[0]!, N]);
+      shapesByN.set(N, s);
+    }
+    return s;
+  }
+  const s = xs.slice();
+  s[s.length - 1] = N;
+  return s;
 }
 
 type GemmArgs = Parameters<typeof addon.gemm>;
