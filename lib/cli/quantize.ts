@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { QuantkitError } from '../errors.js';
 import { footprint } from '../eval/footprint.js';
 import { saveQuantized } from '../io/quantized-checkpoint.js';
+import { disableHugePages } from '../ops/huge-pages.js';
 import { type BudgetResult, quantizeToBudget } from '../eval/budget.js';
 import { type CliIO, formatBytes, printJson, quantizeProgress } from './io.js';
 import { type CliModel, loadCliModel } from './load.js';
@@ -29,6 +30,8 @@ export async function quantizeCommand(io: CliIO, modelPath: string, flags: Quant
     throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} would overwrite the model itself; choose another folder`);
   }
   if (fs.existsSync(out) && !flags.force) throw new QuantkitError('ERR_UNSUPPORTED', `--out ${flags.out} already exists; pass --force to replace it`);
+  // the weights are written to a checkpoint, not decoded here: 4 KiB pages fault faster
+  disableHugePages();
   const m = loadCliModel(modelPath, flags.tokenizer, io);
   requireFloat(m, 'quantize');
   if (flags.budget !== undefined) return budgetCommand(io, m, flags);

@@ -6,6 +6,7 @@
  */
 import { SrcType, addon } from '../binding.js';
 import { describe, rangeError, typeError } from '../errors.js';
+import { hugeArray } from '../ops/huge-pages.js';
 import { type Jobs, job } from '../ops/jobs.js';
 import { noteCopy } from '../provenance.js';
 import { Tensor, shapeSize } from '../tensor.js';
@@ -26,9 +27,10 @@ function prepareQuantize(fn: string, t: Tensor, options: QuantizeOptions | undef
   const [rows, K] = rowsK(t.shape);
   const asym = spec.scheme === 'asymmetric';
   const nScales = scaleCount(spec.granularity, rows, K, spec.groupSize);
-  const data = spec.bits === 8 ? new Int8Array(rows * K) : new Uint8Array(rows * packedRowBytes(spec.bits, K));
-  const scales = new Float32Array(nScales).fill(1);
-  const zeroPoints = asym ? (spec.bits === 8 ? new Int8Array(nScales).fill(-128) : new Uint8Array(nScales)) : null;
+  // the layer's weights from now on: on huge pages when large (ops/huge-pages.ts)
+  const data = spec.bits === 8 ? hugeArray(Int8Array, rows * K) : hugeArray(Uint8Array, rows * packedRowBytes(spec.bits, K));
+  const scales = hugeArray(Float32Array, nScales).fill(1);
+  const zeroPoints = asym ? (spec.bits === 8 ? hugeArray(Int8Array, nScales).fill(-128) : hugeArray(Uint8Array, nScales)) : null;
   const args: QuantizeArgs = [
     t.data as Float32Array | Uint16Array,
     SRC_CODE[t.dtype],

@@ -1,0 +1,63 @@
+/**
+ * Weight arrays advised onto huge pages (lib/ops/huge-pages.ts): the advice
+ * covers whole 2 MiB pages inside the array only, never memory mapped from a
+ * file, and never changes a byte; quantize() gives the same codes either way.
+ * (Whether the kernel grants huge pages depends on the machine: THP may be
+ * off, so these tests check the bounds, not that pages moved.)
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { addon } from '../lib/binding.js';
+import { hugeArray } from '../lib/ops/huge-pages.js';
+import { quantize } from '../lib/quant/quantize.js';
+import { Tensor } from '../lib/tensor.js';
+
+const MiB = 1 << 20;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-huge-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('huge pages for weight arrays', () => {
+  it('advise whole 2 MiB pages inside the array, and nothing for small ones', () => {
+    expect(addon.adviseHugePages(new Uint8Array(64))).toBe(0);
+    const big = new Uint8Array(9 * MiB + 123);
+    const n = addon.adviseHugePages(big);
+    expect(n % (2 * MiB)).toBe(0);
+    expect(n).toBeLessThanOrEqual(big.byteLength);
+    // a view advises only its own bytes
+    expect(addon.adviseHugePages(big.subarray(0, MiB))).toBe(0);
+    // 9 MiB hold at least 3 aligned pages (on a Linux built with THP)
+    if (fs.existsSync('/sys/kernel/mm/transparent_hugepage/enabled')) expect(n).toBeGreaterThanOrEqual(6 * MiB);
+  });
+
+  it('leave memory mapped from a file alone', () => {
+    const file = path.join(tmp, 'w.bin');
+    fs.writeFileSync(file, Buffer.alloc(8 * MiB, 7));
+    const mapped = new Uint8Array(addon.mapFile(file));
+    expect(addon.adviseHugePages(mapped)).toBe(0);
+    expect(mapped[0]).toBe(7);
+  });
+
+  it('refuse what is not a typed array', () => {
+    expect(() => addon.adviseHugePages({} as unknown as Uint8Array)).toThrow(TypeError);
+    expect(() => addon.adviseHugePages(new ArrayBuffer(8) as unknown as Uint8Array)).toThrow(/view/);
+  });
+
+  it('keep every byte: hugeArray is a zeroed array, and quantize() codes do not depend on the advice', () => {
+    const a = hugeArray(Float32Array, 3 * MiB);
+    expect(a.length).toBe(3 * MiB);
+    expect(a.every((v) => v === 0)).toBe(true);
+    const K = 1024, N = 4096; // int8 codes 4 MiB: advised
+    const w = new Float32Array(N * K);
+    for (let i = 0; i < w.length; i++) w[i] = Math.sin(i * 0.013) * (1 + (i % 7));
+    const q = quantize(new Tensor('f32', [N, K], w), { bits: 8 });
+    const plain = new Int8Array(q.data.length);
+    plain.set(q.data as Int8Array);
+    addon.adviseHugePages(plain); // advising written memory changes nothing either
+    expect(Buffer.from(plain.buffer).equals(Buffer.from((q.data as Int8Array).buffer, (q.data as Int8Array).byteOffset, q.data.byteLength))).toBe(true);
+    // the same codes as quantizing a copy of the rows one by one
+    const row = quantize(new Tensor('f32', [1, K], w.subarray(5 * K, 6 * K)), { bits: 8 });
+    expect(Array.from(row.data as Int8Array)).toEqual(Array.from((q.data as Int8Array).subarray(5 * K, 6 * K)));
+  });
+});
