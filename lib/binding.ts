@@ -174,9 +174,8 @@ export interface Addon {
   attentionBatchAsync(...args: Parameters<Addon['attentionBatch']>): Promise<void>;
   /** Map a file (read, copy-on-write) as an external ArrayBuffer, unmapped when collected; errors start with ENOENT/EIO/ENOSYS. */
   mapFile(path: string): ArrayBuffer;
-  /** Back the 2 MiB-aligned interior of a view's bytes with huge pages (Linux; not memory from mapFile); bytes collapsed. */
+  /** Advise the 2 MiB-aligned interior of a view's bytes onto huge pages before it is written (Linux MADV_HUGEPAGE; never memory from mapFile); bytes advised. */
   adviseHugePages(view: ArrayBufferView): number;
-  adviseHugePagesAsync(view: ArrayBufferView): Promise<number>;
   /** Store k, v [T, kvDim] at positions pos0 .. of a blocked-key cache (native/ops/attention_ops.h). */
   attentionCacheWrite(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void;
   /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */
