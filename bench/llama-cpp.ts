@@ -20,8 +20,18 @@
  * Each figure is the median over the repeats; every repeat runs every pair,
  * quantkit then llama.cpp, so machine noise spreads over both.
  *
+ * Weights, on both sides, come from a file mapped into memory (default,
+ * --weights-from file): llama.cpp maps its GGUF; quantkit writes each config
+ * as a user serving it would keep it (fp32: a Hugging Face folder; quantized:
+ * a quantkit checkpoint of the model quantized in memory) into the same
+ * temporary folder and loads it mapped. Where the kernel keeps file pages in
+ * large folios (Linux 6.18 on ext4 here), both sides then read most of their
+ * weights through 2 MiB mappings. --weights-from memory runs quantkit on the
+ * arrays built in this process instead (4 KiB pages but for quantized arrays
+ * of 2 MiB and more, see lib/ops/huge-pages.ts).
+ *
  *   npm run bench:setup && npm run bench:llama-cpp
- *   options: --threads 1,2  --repeats 3  --prompt 128  --steps 32  --layers N  --dim D
+ *   options: --threads 1,2  --repeats 3  --prompt 128  --steps 32  --layers N  --dim D  --weights-from file|memory
  *            --pairs fp32,w8a8,int8,w4a8,int4-g32,w4a8+head,int4-g32+head,w4a8-f16s,int4-g32-f16s,w4a8+head-f16s,int4-g32+head-f16s
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -29,9 +39,10 @@ import { loadavg, tmpdir, cpus } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isa, setThreads } from '../lib/index.js';
+import type { LlamaForCausalLM } from '../lib/models/llama.js';
 import { cliOptions, median, printTable } from './common.js';
 import { type GgufPlan, writeLlamaGguf } from './gguf.js';
-import { ALL_VARIANTS, argmaxLast, build, makeConfig, makePrompt, makeWeights, runOnce } from './synthetic-llama.js';
+import { ALL_VARIANTS, argmaxLast, build, buildFromFile, makeConfig, makePrompt, makeWeights, runOnce } from './synthetic-llama.js';
 
 // node-llama-cpp lives in bench/package.json only; loaded at run time and
 // typed by the members used here, so the library's type check needs none of it.
@@ -59,7 +70,7 @@ interface NodeLlamaCpp {
 
 // ------------------------------------------------------------------ options
 
-const { opt, intOpt } = cliOptions(import.meta.url, { values: ['--threads', '--repeats', '--prompt', '--steps', '--layers', '--dim', '--pairs'] });
+const { opt, intOpt } = cliOptions(import.meta.url, { values: ['--threads', '--repeats', '--prompt', '--steps', '--layers', '--dim', '--pairs', '--weights-from'] });
 const THREADS = (opt('--threads') ?? '1,2').split(',').map(Number);
 if (THREADS.some((t) => !Number.isInteger(t) || t < 1)) throw new Error('--threads must be a comma-separated list of positive integers');
 const REPEATS = intOpt('--repeats', 3);
@@ -67,6 +78,8 @@ const PROMPT = intOpt('--prompt', 128);
 const STEPS = intOpt('--steps', 32);
 const LAYERS = intOpt('--layers', 12);
 const DIM = intOpt('--dim', 768);
+const WEIGHTS_FROM = opt('--weights-from') ?? 'file';
+if (WEIGHTS_FROM !== 'file' && WEIGHTS_FROM !== 'memory') throw new Error(`--weights-from must be 'file' or 'memory', got '${WEIGHTS_FROM}'`);
 
 const F32: GgufPlan = { layers: 'F32', head: 'F32' };
 const Q8: GgufPlan = { layers: 'Q8_0', head: 'F32' };
@@ -142,11 +155,12 @@ async function main(): Promise<void> {
       ggufs.set(plan, { model, ctx });
       log(`  GGUF ${plan.layers} (head ${plan.head}): ${(bytes / 1e6).toFixed(0)} MB, written and loaded in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     }
-    const qk = PAIRS.map((p) => {
+    const qk: LlamaForCausalLM[] = [];
+    for (const p of PAIRS) {
       const v = ALL_VARIANTS.find((x) => x.name === p.qk)!;
-      const { model } = build(config, weights, v);
-      return model;
-    });
+      qk.push(WEIGHTS_FROM === 'file' ? await buildFromFile(config, weights, v, dir) : build(config, weights, v).model);
+    }
+    log(`  quantkit weights: ${WEIGHTS_FROM === 'file' ? 'written to files and loaded mapped' : 'arrays built in this process'}`);
     // the same model on both sides: fp32 and F32 pick the same first token
     const fp = PAIRS.findIndex((p) => p.qk === 'fp32');
     let agree = '';
@@ -185,7 +199,8 @@ async function main(): Promise<void> {
     const la2 = loadavg();
     console.log(
       `\nquantkit (isa ${isa()}) vs llama.cpp through node-llama-cpp (${llama.buildType} build, CPU); ${cpus()[0]?.model ?? '?'}; synthetic Llama ${config.numLayers} layers, hidden ${config.hiddenSize}, ` +
-        `${config.numHeads} / ${config.numKvHeads} heads, intermediate ${config.intermediateSize}, vocab ${config.vocabSize}; prompt ${PROMPT}, decode ${STEPS}; median of ${REPEATS}`,
+        `${config.numHeads} / ${config.numKvHeads} heads, intermediate ${config.intermediateSize}, vocab ${config.vocabSize}; prompt ${PROMPT}, decode ${STEPS}; median of ${REPEATS}; ` +
+        `quantkit weights ${WEIGHTS_FROM === 'file' ? 'mapped from files (as llama.cpp maps its GGUF)' : 'in process memory'}`,
     );
     console.log(`load average at start ${la.map((x) => x.toFixed(2)).join(' ')}, at end ${la2.map((x) => x.toFixed(2)).join(' ')}${agree ? `; ${agree}` : ''}\n`);
     const rows: string[][] = [];

@@ -4,8 +4,13 @@
  * seeded random weights, the quantkit weight formats compared, and one
  * timed prefill + decode.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { llamaConfigToHf, loadCliModel } from '../lib/cli/load.js';
 import { Tensor, buildModel, quantizeModel, type QuantizeModelOptions } from '../lib/index.js';
+import { saveQuantized } from '../lib/io/quantized-checkpoint.js';
+import { writeSafetensors } from '../lib/io/safetensors.js';
 import type { TensorLookup } from '../lib/models/config.js';
 import { type LlamaConfig, type LlamaForCausalLM, parseLlamaConfig } from '../lib/models/llama.js';
 
@@ -67,6 +72,14 @@ export function gaussianF32(n: number, seed: number, std: number): Float32Array 
  * crude stand-in for the few huge activation channels of trained LLMs, so
  * LLM.int8's outlier path can be exercised (random weights have none).
  */
+/** The Hugging Face names of the synthetic model's tensors (makeWeights has them all). */
+export function weightNames(c: LlamaConfig): string[] {
+  const names = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight'];
+  const per = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj', 'input_layernorm', 'post_attention_layernorm'];
+  for (let i = 0; i < c.numLayers; i++) for (const p of per) names.push(`model.layers.${i}.${p}.weight`);
+  return names;
+}
+
 export function makeWeights(c: LlamaConfig, outlierDims: number): TensorLookup {
   const { hiddenSize: D, intermediateSize: F, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V } = c;
   const m = new Map<string, Tensor>();
@@ -137,6 +150,26 @@ export function build(config: LlamaConfig, lookup: TensorLookup, v: Variant): { 
   const t0 = performance.now();
   if (v.q) quantizeModel(model, v.q);
   return { model, quantMs: performance.now() - t0 };
+}
+
+/**
+ * The variant as a user serving it would hold it: written to a folder under
+ * `dir` (fp32: a Hugging Face folder, config.json + model.safetensors;
+ * quantized: a quantkit checkpoint of the model quantized in memory) and
+ * loaded back through the library's loader with the file mapped, so the
+ * weights are page-cache pages as llama.cpp's mapped GGUF are.
+ */
+export async function buildFromFile(config: LlamaConfig, lookup: TensorLookup, v: Variant, dir: string): Promise<LlamaForCausalLM> {
+  const folder = path.join(dir, `quantkit-${v.name}`);
+  if (v.q === null) {
+    fs.mkdirSync(folder, { recursive: true });
+    await writeSafetensors(path.join(folder, 'model.safetensors'), new Map(weightNames(config).map((n) => [n, lookup.get(n)])));
+    fs.writeFileSync(path.join(folder, 'config.json'), JSON.stringify(llamaConfigToHf(config)));
+  } else {
+    const model = buildModel(config, lookup, 'synthetic', { dtype: 'auto' });
+    await saveQuantized(model, quantizeModel(model, v.q), [], folder, llamaConfigToHf(config));
+  }
+  return loadCliModel(folder, undefined, undefined, { mmap: true }).model as LlamaForCausalLM;
 }
 
 // ------------------------------------------------------------------ measurement
