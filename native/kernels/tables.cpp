@@ -62,9 +62,10 @@ QK_TABLE(avx512, avx512, Isa::avx512, "avx512", 9, 16, avx512::gemm_w8a8, avx512
 // other int8 layouts leave gemv from M = 8 (one thread, int8 per channel, 768 x 768 to
 // 4096 x 4096, GFLOP/s gemv / tiles: M = 5 57-79 / 71-82, M = 8 84-100 /
 // 88-123, M = 12 88-106 / 121-175, M = 16 88-98 / 143-213); int4 stays on
-// gemv to M = 9 (M = 8: 48-56 / 44-47).
+// gemv to M = 9 (M = 8: 48-56 / 44-47). W4A8 takes the rows kernel from
+// M = kW4A8RowsMinMAmx (10) here, not 5 (w4a8_avx512_rows.h).
 QK_TABLE(amx, avx512, Isa::amx, "amx", 9, 7, amx::gemm_w8a8, amx::kW8A8MinM, avx512::w8a8_pack_a, avx512::gemm_w4a8,
-         avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM, amx::dq_split_x,
+         avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinMAmx, amx::dq_split_x,
          amx::gemm_panel_dq, amx::gemm_panel_dq_i8, amx::gemm_panel_dq_i4, amx::i8x_split, amx::gemm_i8x,
          avx512::norm_rows, avx512::rope_rows)
 #endif
