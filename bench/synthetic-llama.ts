@@ -66,12 +66,6 @@ export function gaussianF32(n: number, seed: number, std: number): Float32Array 
   return out;
 }
 
-/**
- * HF-named f32 tensors for `c` (what model.safetensors would hold). Norm
- * weights are 1, except `outlierDims` hidden dims set to 10 in every norm: a
- * crude stand-in for the few huge activation channels of trained LLMs, so
- * LLM.int8's outlier path can be exercised (random weights have none).
- */
 /** The Hugging Face names of the synthetic model's tensors (makeWeights has them all). */
 export function weightNames(c: LlamaConfig): string[] {
   const names = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight'];
@@ -80,6 +74,12 @@ export function weightNames(c: LlamaConfig): string[] {
   return names;
 }
 
+/**
+ * HF-named f32 tensors for `c` (what model.safetensors would hold). Norm
+ * weights are 1, except `outlierDims` hidden dims set to 10 in every norm: a
+ * crude stand-in for the few huge activation channels of trained LLMs, so
+ * LLM.int8's outlier path can be exercised (random weights have none).
+ */
 export function makeWeights(c: LlamaConfig, outlierDims: number): TensorLookup {
   const { hiddenSize: D, intermediateSize: F, numHeads: nH, numKvHeads: nKv, headDim: hd, vocabSize: V } = c;
   const m = new Map<string, Tensor>();
