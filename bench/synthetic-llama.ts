@@ -66,14 +66,6 @@ export function gaussianF32(n: number, seed: number, std: number): Float32Array 
   return out;
 }
 
-/** The Hugging Face names of the synthetic model's tensors (makeWeights has them all). */
-export function weightNames(c: LlamaConfig): string[] {
-  const names = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight'];
-  const per = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj', 'input_layernorm', 'post_attention_layernorm'];
-  for (let i = 0; i < c.numLayers; i++) for (const p of per) names.push(`model.layers.${i}.${p}.weight`);
-  return names;
-}
-
 /**
  * HF-named f32 tensors for `c` (what model.safetensors would hold). Norm
  * weights are 1, except `outlierDims` hidden dims set to 10 in every norm: a
@@ -161,12 +153,13 @@ export function build(config: LlamaConfig, lookup: TensorLookup, v: Variant): { 
  */
 export async function buildFromFile(config: LlamaConfig, lookup: TensorLookup, v: Variant, dir: string): Promise<LlamaForCausalLM> {
   const folder = path.join(dir, `quantkit-${v.name}`);
+  const model = buildModel(config, lookup, 'synthetic', { dtype: 'auto' });
   if (v.q === null) {
+    // a Llama module's tensor names are the Hugging Face ones (all float here)
     fs.mkdirSync(folder, { recursive: true });
-    await writeSafetensors(path.join(folder, 'model.safetensors'), new Map(weightNames(config).map((n) => [n, lookup.get(n)])));
+    await writeSafetensors(path.join(folder, 'model.safetensors'), new Map([...model.namedTensors()].filter((e): e is [string, Tensor] => e[1] instanceof Tensor)));
     fs.writeFileSync(path.join(folder, 'config.json'), JSON.stringify(llamaConfigToHf(config)));
   } else {
-    const model = buildModel(config, lookup, 'synthetic', { dtype: 'auto' });
     await saveQuantized(model, quantizeModel(model, v.q), [], folder, llamaConfigToHf(config));
   }
   return loadCliModel(folder, undefined, undefined, { mmap: true }).model as LlamaForCausalLM;
