@@ -236,6 +236,32 @@ QKT_TEST(w8a8_i32_wide_tiles) {
             }
 }
 
+// The weight codes on a 64-byte line and off it (the AMX kernel reads
+// whole-line weight rows in place and copies others onto lines first), with
+// row strides that keep the rows on lines or not, against the reference.
+QKT_TEST(w8a8_i32_weight_alignment) {
+    Rng rng(19);
+    for (size_t K : {size_t(64), size_t(161), size_t(768)})
+        for (size_t M : {size_t(9), size_t(17), size_t(33), size_t(128)})
+            for (size_t off : {size_t(0), size_t(1), size_t(16)})
+                for (size_t ldb : {K, (K + 63) / 64 * 64 + 64}) {
+                    const size_t N = 100;
+                    Problem p = make_problem(M, N, K, 5, rng);
+                    std::vector<int8_t> buf(N * ldb + 128, 0x11);
+                    int8_t* b = buf.data() + (-reinterpret_cast<uintptr_t>(buf.data()) & 63) + off;
+                    for (size_t n = 0; n < N; ++n) std::memcpy(b + n * ldb, p.b.data() + n * p.ldb, K);
+                    const int32_t sentinel = 0x7eadbeef;
+                    std::vector<int32_t> c1(M * p.ldc, sentinel), c2(M * p.ldc, sentinel);
+                    ctx.ref->gemm_w8a8(raw_args(p, c1.data()), 0, N);
+                    qk::W8A8Args a = raw_args(p, c2.data(), true);
+                    a.b = b;
+                    a.ldb = ldb;
+                    ctx.k->gemm_w8a8(a, 0, 48);
+                    ctx.k->gemm_w8a8(a, 48, N);
+                    QKT_CHECK(c1 == c2, "M=%zu K=%zu offset %zu ldb %zu", M, K, off, ldb);
+                }
+}
+
 // Edge codes: every product at +-127*127, zeros, and the largest K whose
 // sums fit in int32 (the VNNI bias compensation wraps and comes back).
 QKT_TEST(w8a8_i32_edge_codes) {
