@@ -169,6 +169,7 @@
             "type": "static_library",
             "sources": [
               "native/kernels/x86/w8a8_amx.cpp",
+              "native/kernels/x86/w4a8_amx.cpp",
               "native/kernels/x86/gemm_amx_bf16.cpp",
               "native/kernels/x86/gemm_amx_i8x.cpp"
             ],

@@ -8,6 +8,7 @@
 #include "x86/gemm_amx_i8x.h"
 #include "x86/w4a8_avx2_rows.h"
 #include "x86/w4a8_avx512_rows.h"
+#include "x86/w4a8_amx.h"
 #include "x86/w8a8_amx.h"
 #include "x86/w8a8_avx512_packed.h"
 #endif
@@ -65,7 +66,7 @@ QK_TABLE(avx512, avx512, Isa::avx512, "avx512", 9, 16, avx512::gemm_w8a8, avx512
 // gemv to M = 9 (M = 8: 48-56 / 44-47). W4A8 takes the rows kernel from
 // M = kW4A8RowsMinMAmx (10) here, not 5 (w4a8_avx512_rows.h).
 QK_TABLE(amx, avx512, Isa::amx, "amx", 9, 7, amx::gemm_w8a8, amx::kW8A8MinM, avx512::w8a8_pack_a, avx512::gemm_w4a8,
-         avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinMAmx, amx::dq_split_x,
+         amx::gemm_w4a8_rows, avx512::kW4A8RowsMinMAmx, amx::dq_split_x,
          amx::gemm_panel_dq, amx::gemm_panel_dq_i8, amx::gemm_panel_dq_i4, amx::i8x_split, amx::gemm_i8x,
          avx512::norm_rows, avx512::rope_rows)
 #endif

@@ -403,7 +403,7 @@ QKT_TEST(w4a8_rows_equal_main) {
     const Shape shapes[] = {{32, 32},   {64, 32},   {96, 32},   {160, 32},  {224, 32},  {4128, 32}, {64, 64},
                             {192, 64},  {320, 64},  {128, 128}, {384, 128}, {768, 128}, {256, 256}, {512, 256},
                             {384, 384}, {768, 384}, {640, 640}, {1280, 256}, {2304, 384}};
-    const size_t Ms[] = {1, 3, 4, 5, 8, 13};
+    const size_t Ms[] = {1, 3, 4, 5, 8, 13, 17, 40};  // 17, 40: the AMX kernel, partial blocks of 16 rows
     const size_t Ns[] = {1, 7, 8, 9, 23};
     auto compare = [&](const Weight& w, const std::vector<float>& x, size_t M, bool with_bias, size_t n0, size_t n1) {
         qk::W4A8Acts acts;
