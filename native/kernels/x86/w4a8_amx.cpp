@@ -34,11 +34,17 @@
 // in L2, the panel in L1 or L2); the four float chains of the 16 x 32
 // outputs live in an 8 KiB array.
 //
-// Cost. The float steps (a convert, a multiply and an fma per 16 outputs
-// per block, the chains' loads and stores) take most of the time, then the
-// tile stores they read; the products themselves are a small part. 128 x
-// 2048 x 768, one thread: ~1.1-1.2 ms against 1.44 for the AVX-512 rows
-// kernel; 4096 x 4096 at M = 128 10.7 against 15.8 ms.
+// Cost. Every block's sums must leave the tiles for their float steps: two
+// 1 KiB tile stores per block of 16 x 32 outputs, which alone cost ~100
+// cycles on a Sapphire Rapids-class core (a tile-only loop: 166 cycles a
+// block with the stores, 68 without), against 4 products of 16 x 16 x 16.
+// Then the float steps (a convert, a multiply and an fma per 16 outputs
+// per block, the chains' loads and stores). 128 x 2048 x 768, one thread:
+// ~1.05-1.2 ms against 1.44 for the AVX-512 rows kernel; 4096 x 4096 at
+// M = 128 10.7 against 15.8 ms. Measured and slower (1.13-1.47 and 1.5-1.65
+// ms): each row's chains in registers over chunks of 4 blocks (the tiles
+// running a chunk ahead), and all of a row block's sums stored first, then
+// each row's float steps over them.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include "gcc_avx512_warnings.h"
@@ -156,9 +162,9 @@ inline void store_pair(int32_t (*c)[256]) {
 
 // The float state of 16 rows of X x up to 32 weight rows.
 struct Acc {
-    // [row of X][weight tile][chain][lane]: the weight tiles 1 KiB apart,
-    // not 4 KiB (a store and a load 4 KiB apart look dependent to the
-    // CPU: the float steps ran ~1.5x slower with that layout)
+    // [row of X][weight tile][chain][lane]: the two weight tiles' chains
+    // 1 KiB apart, not 4 KiB (a store and a load 4 KiB apart can look
+    // dependent to the CPU; the measured difference was within noise)
     alignas(64) float v[16][2][4][16];
 };
 
