@@ -55,6 +55,10 @@ namespace {
 
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
+// Blocks of 16 rows of X from which a misaligned weight group is copied
+// onto lines and the next group prefetched (see gemm_w8a8).
+constexpr size_t kCopyMinBlocks = 5;
+
 // One operand of a 64-value step of k: a base pointer and its row stride.
 struct Src {
     const void* p;
@@ -242,12 +246,18 @@ void gemm_w8a8(const W8A8Args& p, size_t n0, size_t n1) {
         // A tile row of W that is not on a 64-byte line touches two, and
         // the tile loads then bound the loop: 128 x 2048 x 768 ran 1.3x
         // slower with W 16 bytes off a line (as a heap or mapped array can
-        // be) than on lines. With two or more blocks of X each group is
-        // read by every block, so it is first copied onto lines (a 24 KiB
+        // be) than on lines. From kCopyMinBlocks blocks of X each group is
+        // read often enough that it is first copied onto lines (a 24 KiB
         // sequential read of 32 rows at K = 768: the read the tiles would
-        // make anyway, in an order the prefetchers follow).
+        // make anyway, in an order the prefetchers follow), and the next
+        // group is prefetched meanwhile. With fewer blocks the copy and the
+        // prefetch stream cost more than they save (cold weights, one
+        // thread, us, with / without both: 2048 x 768 M = 32 183 / 165,
+        // M = 64 270 / 227, M = 128 392 / 478; 4096 x 4096 M = 16 (one
+        // block) 1460-1530 / 1060-1160 (prefetch alone), M = 32 2057 /
+        // 1559, M = 80 2961 / 2952, M = 128 3535 / 3794).
         thread_local std::vector<int8_t> wcopy;
-        const bool copy = blocks >= 2 && Kf > 0 && ((reinterpret_cast<uintptr_t>(p.b) | p.ldb) & 63) != 0;
+        const bool copy = blocks >= kCopyMinBlocks && Kf > 0 && ((reinterpret_cast<uintptr_t>(p.b) | p.ldb) & 63) != 0;
         int8_t* wc = nullptr;
         if (copy) {
             wcopy.resize(group * Kf + 63);
@@ -264,9 +274,10 @@ void gemm_w8a8(const W8A8Args& p, size_t n0, size_t n1) {
                 tile_memory_barrier();
             }
             // The next group (in the next task too: tasks go up n on one
-            // thread), spread over this group's steps of k.
+            // thread), spread over this group's steps of k, from
+            // kCopyMinBlocks blocks of X (see above).
             const size_t steps = (nb == 2 ? (blocks + 1) / 2 : blocks) * (Kf / 64);
-            const size_t next = n + group < p.N ? min_sz(group, p.N - n - group) : 0;
+            const size_t next = blocks >= kCopyMinBlocks && n + group < p.N ? min_sz(group, p.N - n - group) : 0;
             const char* pf0 = reinterpret_cast<const char*>(p.b + (n + group) * p.ldb);
             Prefetch pf{pf0, pf0 + next * p.ldb, steps ? (next * p.ldb / 64 + steps - 1) / steps : 0};
             size_t b = 0;
