@@ -278,7 +278,7 @@ void gemm_w8a8(const W8A8Args& p, size_t n0, size_t n1) {
             // kCopyMinBlocks blocks of X (see above).
             const size_t steps = (nb == 2 ? (blocks + 1) / 2 : blocks) * (Kf / 64);
             const size_t next = blocks >= kCopyMinBlocks && n + group < p.N ? min_sz(group, p.N - n - group) : 0;
-            const char* pf0 = reinterpret_cast<const char*>(p.b + (n + group) * p.ldb);
+            const char* pf0 = next ? reinterpret_cast<const char*>(p.b + (n + group) * p.ldb) : nullptr;
             Prefetch pf{pf0, pf0 + next * p.ldb, steps ? (next * p.ldb / 64 + steps - 1) / steps : 0};
             size_t b = 0;
             if (nb == 2)
