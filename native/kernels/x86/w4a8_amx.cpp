@@ -26,8 +26,9 @@
 // exact.
 //
 // Tiles: tmm0-3 C (16 x 16 int32: two groups of 16 weight rows, double
-// buffered: block b's sums are stored, then block b + 1 is queued, so its
-// products run while the vector units do block b's float steps), tmm4-5
+// buffered: block b's sums are stored, then block b + 1 is queued, so that
+// its products can run while the vector units do block b's float steps;
+// queueing it before the store measured the same), tmm4-5
 // X's even / odd values of a block (16 rows x 16 bytes), tmm6-7 the
 // weights' even / odd codes (4 rows x 64 bytes). Loop order per call: for
 // each 32 weight rows, the panel once, then every 16 rows of X over it (X
@@ -69,7 +70,6 @@ namespace amx {
 namespace {
 
 static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
-
 
 struct alignas(64) Line {
     uint8_t b[64];
