@@ -20,6 +20,11 @@ namespace amx {
 // keeps the loads of a buffer a tile was stored to after the store.
 static inline void tile_memory_barrier() { __asm__ volatile("" ::: "memory"); }
 
+// Fetches the line at p for writing (prefetchw). Every CPU with AMX has the
+// instruction; the AMX kernels are built without -mprfchw, so it is written
+// out rather than left to __builtin_prefetch (which would emit prefetcht0).
+static inline void prefetch_for_write(const void* p) { __asm__ volatile("prefetchw %0" ::"m"(*static_cast<const char*>(p))); }
+
 // The 64-byte tile configuration (palette 1).
 struct alignas(64) TileConfig {
     uint8_t palette;

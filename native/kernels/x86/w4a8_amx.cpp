@@ -216,14 +216,14 @@ void rows_block(const W4A8Args& a, const int8_t* x, size_t ldx, const __m512i* c
         for (size_t i = 0; i < rows; ++i)
             for (size_t q = nb; q < 4; ++q) _mm512_store_ps(acc.v[i][j][q], _mm512_setzero_ps());
     alignas(64) int32_t c[2][256];
-    // The output lines of these rows (NT lines each), fetched for writing
-    // (prefetchw: every CPU with AMX has it) a row per block while the
-    // blocks run, so the last stores find them in cache.
+    // The output lines of these rows (NT lines each), fetched for writing a
+    // row per block while the blocks run, so the last stores find them in
+    // cache.
     const char* yl = reinterpret_cast<const char*>(a.y + m0 * a.ldy + n);
     issue<0, NT>(x, ldx, 0, panel[0], panel[1]);
     for (size_t b = 0; b < nb; ++b) {
         if (b < rows)
-            for (int j = 0; j < NT; ++j) __asm__ volatile("prefetchw %0" ::"m"(*(yl + 4 * b * a.ldy + 64 * j)));
+            for (int j = 0; j < NT; ++j) prefetch_for_write(yl + 4 * b * a.ldy + 64 * j);
         // The tile unit runs in order: block b's sums are stored first, then
         // block b + 1 is queued, and its products run while the vector units
         // do block b's float steps.

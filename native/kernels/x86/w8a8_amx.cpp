@@ -102,7 +102,7 @@ struct Prefetch {
 
 // The output lines a tile's epilogue will write (rows [m0, m0 + rows) of Y,
 // or of C in raw mode, `lines` 64-byte lines from column n), fetched for
-// writing (prefetchw: every CPU with AMX has it) a few rows per step of k
+// writing (prefetch_for_write) a few rows per step of k
 // while the tiles run, so the epilogue's stores find them in cache, owned.
 // Measured (128 x 2048 x 768, one thread, Y not in cache): 500-586 ->
 // 427-487 us a call.
@@ -117,7 +117,7 @@ struct OutputPrefetch {
           lines(nlines) {}
     inline void step() {
         for (int i = 0; i < 3 && r < rows; ++i, ++r)
-            for (size_t l = 0; l < lines; ++l) __asm__ volatile("prefetchw %0" ::"m"(*(y + r * stride + 64 * l)));
+            for (size_t l = 0; l < lines; ++l) prefetch_for_write(y + r * stride + 64 * l);
     }
 };
 
