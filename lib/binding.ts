@@ -176,6 +176,8 @@ export interface Addon {
   mapFile(path: string): ArrayBuffer;
   /** Advise the 2 MiB-aligned interior of a view's bytes onto huge pages before it is written (Linux MADV_HUGEPAGE; never memory from mapFile); bytes advised. */
   adviseHugePages(view: ArrayBufferView): number;
+  /** Bytes from the start of a view's data to the next 64-byte cache line (0-63). */
+  lineOffset(view: ArrayBufferView): number;
   /** Store k, v [T, kvDim] at positions pos0 .. of a blocked-key cache (native/ops/attention_ops.h). */
   attentionCacheWrite(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void;
   /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */

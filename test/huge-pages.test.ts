@@ -1,5 +1,5 @@
 /**
- * Weight arrays advised onto huge pages (lib/ops/huge-pages.ts): the advice
+ * Weight arrays on 64-byte lines and advised onto huge pages (lib/ops/huge-pages.ts): the advice
  * covers whole 2 MiB pages inside the array only, never memory mapped from a
  * file, and never changes a byte; quantize() gives the same codes either way.
  * (Whether the kernel grants huge pages depends on the machine: THP may be
@@ -17,6 +17,33 @@ import { Tensor } from '../lib/tensor.js';
 const MiB = 1 << 20;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qk-huge-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('weight arrays on cache lines', () => {
+  it('lineOffset gives the bytes to the next 64-byte line', () => {
+    const buf = new Uint8Array(4096);
+    const o = addon.lineOffset(buf);
+    expect(o).toBeGreaterThanOrEqual(0);
+    expect(o).toBeLessThan(64);
+    for (const d of [0, 1, 15, 16, 63, 64, 100]) expect(addon.lineOffset(buf.subarray(d))).toBe((o - d + 6400) % 64);
+    expect(() => addon.lineOffset({} as unknown as Uint8Array)).toThrow(TypeError);
+    expect(() => addon.lineOffset(new ArrayBuffer(8) as unknown as Uint8Array)).toThrow(/view/);
+  });
+
+  it('hugeArray starts arrays of 1 KiB and more on a line, for every element type', () => {
+    const make = [Int8Array, Uint8Array, Uint16Array, Int32Array, Float32Array].map((C) => (n: number) => hugeArray(C as Float32ArrayConstructor, n) as ArrayBufferView & { length: number });
+    for (const alloc of make) {
+      for (const n of [1024, 4097, 3 * MiB]) {
+        const a = alloc(n);
+        expect(a.length).toBe(n);
+        if (a.byteLength >= 1024) expect(addon.lineOffset(a)).toBe(0);
+      }
+    }
+    // what quantize() returns: int8 codes and packed int4 codes
+    const w = new Tensor('f32', [64, 96], new Float32Array(64 * 96).map((_, i) => Math.cos(i)));
+    expect(addon.lineOffset(quantize(w, { bits: 8 }).data)).toBe(0);
+    expect(addon.lineOffset(quantize(w, { bits: 4, groupSize: 32 }).data)).toBe(0);
+  });
+});
 
 describe('huge pages for weight arrays', () => {
   it('advise whole 2 MiB pages inside the array, and nothing for small ones', () => {

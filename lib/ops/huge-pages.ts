@@ -29,11 +29,33 @@ export function disableHugePages(): void {
   enabled = false;
 }
 
-type Ctor<T> = new (n: number) => T;
+interface Ctor<T> {
+  new (n: number): T;
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): T;
+  readonly BYTES_PER_ELEMENT: number;
+}
 
-/** new C(n), advised onto huge pages when it spans one (untouched: advise before writing it). */
+/** Arrays from this size on start on a 64-byte line (smaller ones are not worth the 64 spare bytes). */
+const ALIGN_FROM = 1024;
+
+/**
+ * new C(n) (zeros), starting on a 64-byte cache line and advised onto huge
+ * pages when it spans one (untouched: advise before writing it). V8 places
+ * a large ArrayBuffer's bytes 16 bytes past a page, so a weight array
+ * allocated plainly starts mid-line; the kernels' 64-byte vectors and AMX
+ * tile rows then span two lines each, and the AMX W8A8 kernel copies such
+ * weights onto lines before reading them (native/kernels/x86/w8a8_amx.cpp).
+ * Here the buffer is 64 bytes longer and the view starts at its first line.
+ */
 export function hugeArray<T extends ArrayBufferView>(C: Ctor<T>, n: number): T {
-  const a = new C(n);
+  const bytes = n * C.BYTES_PER_ELEMENT;
+  let a: T;
+  if (bytes >= ALIGN_FROM) {
+    const buf = new ArrayBuffer(bytes + 64);
+    a = new C(buf, addon.lineOffset(new Uint8Array(buf, 0, 64)), n);
+  } else {
+    a = new C(n);
+  }
   if (enabled && a.byteLength >= HUGE) addon.adviseHugePages(a);
   return a;
 }

@@ -31,6 +31,7 @@
  * Column j whose input is always zero (H[j, j] = 0) gets weight 0.
  */
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
+import { hugeArray } from '../ops/huge-pages.js';
 import { type Jobs, chunkedRows, runJobs, runJobsAsync } from '../ops/jobs.js';
 import { type GptqWalkState, cholInverseUpperInPlaceJob, clampGroupsJob, groupErrorsJob, gptqLazyUpdateJob, gptqWalkJob } from '../ops/linalg.js';
 import { Tensor } from '../tensor.js';
@@ -206,7 +207,7 @@ export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOption
 
   const scales = new Float32Array(N * ng);
   const zps = new Int32Array(N * ng);
-  const codes = new Int8Array(N * K);
+  const codes = hugeArray(Int8Array, N * K); // the int8 layer's storage: on lines like quantize()'s
   // Scales and zero points of a slice [N, L] (storage order) holding `gl`
   // groups per row (of G columns, the last one shorter when G does not
   // divide L), written to the global group g0 + j: quantize() over the slice,

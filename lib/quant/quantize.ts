@@ -100,7 +100,7 @@ function packImpl(fn: string, bits: 4 | 2, values: Int8Array | Uint8Array, shape
   if (shapeSize(s, fn, 'shape') !== values.length) throw rangeError(fn, 'shape', `[${s.join(', ')}] does not match ${values.length} values`);
   checkCodes(fn, values, lo, hi);
   const [rows, K] = rowsK(s);
-  const out = new Uint8Array(rows * packedRowBytes(bits, K));
+  const out = hugeArray(Uint8Array, rows * packedRowBytes(bits, K)); // packed weights: on lines like quantize()'s
   const v8 = values instanceof Int8Array ? values : new Int8Array(values.buffer, values.byteOffset, values.length);
   if (values.length > 0) addon.packRows(bits, v8, rows, K, out);
   return out;

@@ -14,6 +14,12 @@
 // stay as they are (collapsing them, MADV_COLLAPSE, ran at ~0.3 GB/s here:
 // seconds for a 7B model). Memory mapped from a file is left alone: its
 // page-cache pages are shared between processes.
+//
+// lineOffset(view): bytes from the start of a view's data to the next
+// 64-byte cache line (0 when it starts on one). V8 and malloc place large
+// blocks 16 bytes past a page, so a weight array allocated plainly starts
+// mid-line and every 64-byte vector or tile row read from it spans two
+// lines; huge-pages.ts over-allocates and starts the view at this offset.
 #include <napi.h>
 
 #include <algorithm>
@@ -129,11 +135,29 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
     });
 }
 
+Napi::Value LineOffset(const Napi::CallbackInfo& info) {
+    const char* fn = "lineOffset";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        Napi::Env env = info.Env();
+        if (!info[0].IsTypedArray()) throw_type(env, fn, "view", "must be a typed array");
+        napi_typedarray_type type;
+        size_t length = 0, offset = 0;
+        void* data = nullptr;
+        napi_value ab;
+        if (napi_get_typedarray_info(env, info[0], &type, &length, &data, &ab, &offset) != napi_ok) {
+            throw_type(env, fn, "view", "must be a typed array");
+        }
+        const uintptr_t p = reinterpret_cast<uintptr_t>(data);
+        return Napi::Number::New(env, double((64 - (p & 63)) & 63));
+    });
+}
+
 }  // namespace
 
 void register_map(Napi::Env env, Napi::Object exports) {
     exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
     exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
+    exports.Set("lineOffset", Napi::Function::New(env, LineOffset, "lineOffset"));
 }
 
 }  // namespace qkb

@@ -245,8 +245,10 @@ void gemm_w8a8(const W8A8Args& p, size_t n0, size_t n1) {
         const size_t group = blocks >= 2 ? 32 : 64;
         // A tile row of W that is not on a 64-byte line touches two, and
         // the tile loads then bound the loop: 128 x 2048 x 768 ran 1.3x
-        // slower with W 16 bytes off a line (as a heap or mapped array can
-        // be) than on lines. From kCopyMinBlocks blocks of X each group is
+        // slower with W 16 bytes off a line (as a plain heap array, or one
+        // mapped from a checkpoint, can be) than on lines; quantize() puts
+        // its arrays on lines (lib/ops/huge-pages.ts), so the copy below is
+        // for the others. From kCopyMinBlocks blocks of X each group is
         // read often enough that it is first copied onto lines (a 24 KiB
         // sequential read of 32 rows at K = 768: the read the tiles would
         // make anyway, in an order the prefetchers follow), and the next
