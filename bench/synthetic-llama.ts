@@ -11,6 +11,7 @@ import { llamaConfigToHf, loadCliModel } from '../lib/cli/load.js';
 import { Tensor, buildModel, quantizeModel, type QuantizeModelOptions } from '../lib/index.js';
 import { saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { writeSafetensors } from '../lib/io/safetensors.js';
+import { hugeArray } from '../lib/ops/huge-pages.js';
 import type { TensorLookup } from '../lib/models/config.js';
 import { type LlamaConfig, type LlamaForCausalLM, parseLlamaConfig } from '../lib/models/llama.js';
 
@@ -47,7 +48,8 @@ export function makeConfig(layers: number, dim: number): LlamaConfig {
  * take ~1-2 s, and every run (and every config) sees the same weights.
  */
 export function gaussianF32(n: number, seed: number, std: number): Float32Array {
-  const out = new Float32Array(n);
+  // as the library's file reader holds weights: on huge pages when large
+  const out = hugeArray(Float32Array, n);
   let s = (seed * 2654435761) >>> 0 || 1;
   const next = () => {
     s ^= s << 13;

@@ -10,7 +10,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { addon } from '../lib/binding.js';
-import { hugeArray } from '../lib/ops/huge-pages.js';
+import { hugeArray, hugeBytes } from '../lib/ops/huge-pages.js';
+import { readFileUnpooled } from '../lib/io/safetensors.js';
 import { quantize } from '../lib/quant/quantize.js';
 import { Tensor } from '../lib/tensor.js';
 
@@ -56,6 +57,20 @@ describe('huge pages for weight arrays', () => {
     expect(addon.adviseHugePages(big.subarray(0, MiB))).toBe(0);
     // 9 MiB hold at least 3 aligned pages (on a Linux built with THP)
     if (fs.existsSync('/sys/kernel/mm/transparent_hugepage/enabled')) expect(n).toBeGreaterThanOrEqual(6 * MiB);
+  });
+
+  it('hugeBytes is a zeroed array at byteOffset 0; a file read whole lands in one, byte for byte', () => {
+    const a = hugeBytes(5 * MiB + 3);
+    expect(a.byteOffset).toBe(0);
+    expect(a.length).toBe(5 * MiB + 3);
+    expect(a.every((v) => v === 0)).toBe(true);
+    const file = path.join(tmp, 'read.bin');
+    const bytes = Buffer.alloc(4 * MiB + 17);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + (i >> 12)) & 255;
+    fs.writeFileSync(file, bytes);
+    const got = readFileUnpooled(file, 'test file');
+    expect(got.byteOffset).toBe(0);
+    expect(got.equals(bytes)).toBe(true);
   });
 
   it('leave memory mapped from a file alone', () => {

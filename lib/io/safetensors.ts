@@ -13,6 +13,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { addon } from '../binding.js';
 import { QuantkitError, describe, typeError } from '../errors.js';
+import { hugeBytes } from '../ops/huge-pages.js';
 import { noteMapped } from '../provenance.js';
 import { Tensor, type DType } from '../tensor.js';
 import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
@@ -274,7 +275,9 @@ export function readFileUnpooled(file: string, what: string): Buffer {
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    const buf = Buffer.allocUnsafeSlow(size);
+    // weights are read in place from this buffer: on huge pages, as quantize()'s are (ops/huge-pages.ts)
+    const bytes = hugeBytes(size);
+    const buf = Buffer.from(bytes.buffer, 0, size);
     let off = 0;
     while (off < size) {
       // in chunks, so a progress bar can follow a multi-gigabyte file
