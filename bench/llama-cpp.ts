@@ -27,8 +27,8 @@
  * temporary folder and loads it mapped. Where the kernel keeps file pages in
  * large folios (Linux 6.18 on ext4 here), both sides then read most of their
  * weights through 2 MiB mappings. --weights-from memory runs quantkit on the
- * arrays built in this process instead (4 KiB pages but for quantized arrays
- * of 2 MiB and more, see lib/ops/huge-pages.ts).
+ * arrays built in this process instead (on huge pages from 2 MiB, as the
+ * library's file reader and quantize() allocate them: lib/ops/huge-pages.ts).
  *
  *   npm run bench:setup && npm run bench:llama-cpp
  *   options: --threads 1,2  --repeats 3  --prompt 128  --steps 32  --layers N  --dim D  --weights-from file|memory

@@ -10,8 +10,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { addon } from '../lib/binding.js';
-import { hugeArray, hugeBytes } from '../lib/ops/huge-pages.js';
-import { readFileUnpooled } from '../lib/io/safetensors.js';
+import { readFileUnpooled, readSafetensors, readSafetensorsAsync, writeSafetensorsSync } from '../lib/io/safetensors.js';
+import { hugeArray } from '../lib/ops/huge-pages.js';
 import { quantize } from '../lib/quant/quantize.js';
 import { Tensor } from '../lib/tensor.js';
 
@@ -59,18 +59,38 @@ describe('huge pages for weight arrays', () => {
     if (fs.existsSync('/sys/kernel/mm/transparent_hugepage/enabled')) expect(n).toBeGreaterThanOrEqual(6 * MiB);
   });
 
-  it('hugeBytes is a zeroed array at byteOffset 0; a file read whole lands in one, byte for byte', () => {
-    const a = hugeBytes(5 * MiB + 3);
-    expect(a.byteOffset).toBe(0);
-    expect(a.length).toBe(5 * MiB + 3);
-    expect(a.every((v) => v === 0)).toBe(true);
+  it('a file read whole lands on a line, byte for byte; a written safetensors file puts whole-line tensors on lines', async () => {
     const file = path.join(tmp, 'read.bin');
     const bytes = Buffer.alloc(4 * MiB + 17);
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + (i >> 12)) & 255;
     fs.writeFileSync(file, bytes);
     const got = readFileUnpooled(file, 'test file');
-    expect(got.byteOffset).toBe(0);
+    expect(addon.lineOffset(got)).toBe(0);
     expect(got.equals(bytes)).toBe(true);
+    // odd-sized tensors first in the map: the line-sized ones still start on lines, the rest on their element size
+    const st = path.join(tmp, 'lines.safetensors');
+    const ts = new Map<string, Tensor>([
+      ['odd_u8', new Tensor('u8', [3], Uint8Array.of(1, 2, 3))],
+      ['odd_f32', new Tensor('f32', [5], Float32Array.of(1, 2, 3, 4, 5))],
+      ['w_i8', new Tensor('i8', [64, 96], new Int8Array(64 * 96).map((_, i) => i % 251))],
+      ['odd_f16', new Tensor('f16', [3], Uint16Array.of(1, 2, 3))],
+      ['w_f32', new Tensor('f32', [16, 48], new Float32Array(16 * 48).map((_, i) => i / 7))],
+    ]);
+    writeSafetensorsSync(st, ts);
+    for (const mmap of [false, true]) {
+      const f = readSafetensors(st, { mmap });
+      for (const [name, t] of ts) {
+        const r = f.get(name);
+        expect(Array.from(r.data as ArrayLike<number>), name).toEqual(Array.from(t.data as ArrayLike<number>));
+        expect(r.data.byteOffset % r.data.BYTES_PER_ELEMENT).toBe(0);
+        if (name.startsWith('w_')) expect(addon.lineOffset(r.data), name).toBe(0);
+      }
+      // the header keeps the order the tensors were given in
+      expect([...f.names]).toEqual([...ts.keys()]);
+    }
+    const fa = await readSafetensorsAsync(st);
+    expect(addon.lineOffset(fa.get('w_i8').data)).toBe(0);
+    expect(Array.from(fa.get('odd_f32').data as Float32Array)).toEqual([1, 2, 3, 4, 5]);
   });
 
   it('leave memory mapped from a file alone', () => {

@@ -130,9 +130,8 @@ export function quantizedTensorMap(model: Module): { tensors: Map<string, Tensor
       add(`${prefix}${tname}`, t);
     }
   }
-  // 4-byte tensors first: every tensor then starts aligned and loads zero-copy
-  const ordered = [...tensors.entries()].sort((a, b) => b[1].data.BYTES_PER_ELEMENT - a[1].data.BYTES_PER_ELEMENT);
-  return { tensors: new Map(ordered), qlinears, floatLinears };
+  // module order; the safetensors writer lays the data out aligned (lines, then element sizes)
+  return { tensors, qlinears, floatLinears };
 }
 
 /** The quantization_config block for a quantized model. */

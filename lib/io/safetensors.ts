@@ -13,7 +13,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { addon } from '../binding.js';
 import { QuantkitError, describe, typeError } from '../errors.js';
-import { hugeBytes } from '../ops/huge-pages.js';
+import { hugeArray } from '../ops/huge-pages.js';
 import { noteMapped } from '../provenance.js';
 import { Tensor, type DType } from '../tensor.js';
 import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
@@ -244,9 +244,10 @@ export function parseSafetensors(buffer: Uint8Array, file = '<buffer>'): Safeten
   }
 
   // The tensors must tile the data section exactly: no overlap, no hole, nothing trailing.
-  entries.sort((x, y) => x.b - y.b || x.e - y.e);
+  // (checked in data order; names keep the header's order)
+  const byOffset = [...entries].sort((x, y) => x.b - y.b || x.e - y.e);
   let at = 0;
-  for (const t of entries) {
+  for (const t of byOffset) {
     if (t.b < at) throw bad(file, `tensor '${t.name}': data_offsets [${t.b}, ${t.e}] overlap the previous tensor (which ends at ${at})`);
     if (t.b > at) throw bad(file, `tensor '${t.name}': data_offsets [${t.b}, ${t.e}] leave a hole of ${t.b - at} bytes after offset ${at}`);
     at = t.e;
@@ -264,7 +265,8 @@ export function parseSafetensors(buffer: Uint8Array, file = '<buffer>'): Safeten
 const READ_CHUNK = 64 << 20;
 
 /**
- * Read a whole file into a Buffer of its own (byteOffset 0). fs.readFileSync
+ * Read a whole file into a Buffer of its own, starting on a 64-byte line
+ * (byteOffset 0-63 of its ArrayBuffer). fs.readFileSync
  * may hand back a slice of Node's shared pool for small files, at an offset
  * that would break typed-array alignment and keep unrelated memory alive.
  * Errors: ERR_NOT_FOUND for a missing file, ERR_BAD_FILE otherwise; both name it.
@@ -275,9 +277,9 @@ export function readFileUnpooled(file: string, what: string): Buffer {
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    // weights are read in place from this buffer: on huge pages, as quantize()'s are (ops/huge-pages.ts)
-    const bytes = hugeBytes(size);
-    const buf = Buffer.from(bytes.buffer, 0, size);
+    // weights are read in place from this buffer: on huge pages and lines, as quantize()'s are (ops/huge-pages.ts)
+    const bytes = hugeArray(Uint8Array, size);
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, size);
     let off = 0;
     while (off < size) {
       // in chunks, so a progress bar can follow a multi-gigabyte file
@@ -447,25 +449,38 @@ function encodeHeader(fn: string, tensors: TensorMap, metadata: Record<string, s
     // define rather than assign: a '__proto__' key must stay an own property
     Object.defineProperty(json, '__metadata__', { value: { ...metadata }, enumerable: true, writable: true, configurable: true });
   }
-  const list: Tensor[] = [];
-  let offset = 0;
   for (const [name, t] of pairs) {
     if (typeof name !== 'string') throw typeError(fn, 'tensors', `keys must be strings, got ${describe(name)}`);
     if (name === '__metadata__') throw typeError(fn, 'tensors', `cannot hold a tensor named '__metadata__' (reserved)`);
     if (!(t instanceof Tensor)) throw typeError(fn, `tensors['${name}']`, `must be a Tensor, got ${describe(t)}`);
-    const nbytes = t.data.byteLength;
-    Object.defineProperty(json, name, {
-      value: { dtype: FROM_TENSOR[t.dtype as DType], shape: [...t.shape], data_offsets: [offset, offset + nbytes] },
+  }
+  // Data order (the header keeps the given order): tensors whose sizes are
+  // whole 64-byte lines first, so each starts on a line of the file, then
+  // the others by element size, so each starts aligned to its element.
+  // A file mapped or read onto a line then hands the kernels weights on
+  // lines (a 64-byte vector or AMX tile row off a line touches two).
+  const rank = (t: Tensor) => (t.data.byteLength % 64 === 0 ? 0 : 16 - t.data.BYTES_PER_ELEMENT);
+  const order = pairs.map((_, i) => i).sort((i, j) => rank(pairs[i]![1] as Tensor) - rank(pairs[j]![1] as Tensor) || i - j);
+  const offsets: [number, number][] = new Array(pairs.length);
+  const list: Tensor[] = [];
+  let offset = 0;
+  for (const i of order) {
+    const t = pairs[i]![1] as Tensor;
+    offsets[i] = [offset, offset + t.data.byteLength];
+    offset += t.data.byteLength;
+    list.push(t);
+  }
+  pairs.forEach(([name, t], i) => {
+    Object.defineProperty(json, name as string, {
+      value: { dtype: FROM_TENSOR[(t as Tensor).dtype as DType], shape: [...(t as Tensor).shape], data_offsets: offsets[i] },
       enumerable: true,
       writable: true,
       configurable: true,
     });
-    offset += nbytes;
-    list.push(t);
-  }
+  });
   const body = Buffer.from(JSON.stringify(json), 'utf8');
-  // pad with spaces so the data section starts 8-byte aligned (valid JSON whitespace)
-  const padded = Math.ceil(body.length / 8) * 8;
+  // pad with spaces (valid JSON whitespace) so the data section starts on a 64-byte line of the file
+  const padded = Math.ceil((8 + body.length) / 64) * 64 - 8;
   const header = Buffer.alloc(8 + padded, 0x20);
   header.writeBigUInt64LE(BigInt(padded), 0);
   body.copy(header, 8);
@@ -509,17 +524,23 @@ export async function writeSafetensors(file: string, tensors: TensorMap, metadat
 /** Read the whole file asynchronously (for callers that must not block), then parse it. */
 export async function readSafetensorsAsync(file: string): Promise<SafetensorsFile> {
   let buf: Buffer;
+  let h: fsp.FileHandle | undefined;
   try {
-    buf = await fsp.readFile(file);
+    h = await fsp.open(file, 'r');
+    const size = (await h.stat()).size;
+    // as readFileUnpooled's: on huge pages and a 64-byte line
+    const bytes = hugeArray(Uint8Array, size);
+    buf = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+    for (let off = 0; off < size; ) {
+      const { bytesRead } = await h.read(buf, off, Math.min(READ_CHUNK, size - off), off);
+      if (bytesRead === 0) throw new Error(`file shrank while reading (${off} of ${size} bytes)`);
+      off += bytesRead;
+    }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new QuantkitError('ERR_NOT_FOUND', `safetensors file not found: ${file}`, { cause: err });
     throw new QuantkitError('ERR_BAD_FILE', `${file}: cannot read safetensors file (${(err as Error).message})`, { cause: err });
-  }
-  if (buf.byteOffset % 8 !== 0) {
-    // pooled memory at an odd offset would force per-tensor copies; copy once instead
-    const own = Buffer.allocUnsafeSlow(buf.length);
-    buf.copy(own);
-    buf = own;
+  } finally {
+    await h?.close();
   }
   return parseSafetensors(buf, file);
 }

@@ -67,14 +67,3 @@ export function hugeArray<T extends ArrayBufferView>(C: Ctor<T>, n: number): T {
   return a;
 }
 
-/**
- * A zeroed Uint8Array of n bytes with byteOffset 0 (not moved onto a line:
- * for a whole file read into memory, whose tensors sit at the file's own
- * offsets), advised onto huge pages when it spans one, before anything
- * writes it.
- */
-export function hugeBytes(n: number): Uint8Array {
-  const a = new Uint8Array(n);
-  if (enabled && n >= HUGE) addon.adviseHugePages(a);
-  return a;
-}
