@@ -227,6 +227,7 @@ void tile_2x2(const W8A8Args& p, size_t b, size_t n, Group g, Tails& t, size_t K
             pe.n[i] = n + 16 * size_t(j);
         }
     }
+    tile_memory_barrier();  // the sums' loads (later) stay after these stores
 }
 
 // Activation block b x weight rows [n, n + 16 NB). Its epilogues run at
