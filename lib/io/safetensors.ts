@@ -459,20 +459,21 @@ function encodeHeader(fn: string, tensors: TensorMap, metadata: Record<string, s
   // the others by element size, so each starts aligned to its element.
   // A file mapped or read onto a line then hands the kernels weights on
   // lines (a 64-byte vector or AMX tile row off a line touches two).
+  const items = pairs as [string, Tensor][];
   const rank = (t: Tensor) => (t.data.byteLength % 64 === 0 ? 0 : 16 - t.data.BYTES_PER_ELEMENT);
-  const order = pairs.map((_, i) => i).sort((i, j) => rank(pairs[i]![1] as Tensor) - rank(pairs[j]![1] as Tensor) || i - j);
-  const offsets: [number, number][] = new Array(pairs.length);
+  const order = items.map((_, i) => i).sort((i, j) => rank(items[i]![1]) - rank(items[j]![1]) || i - j);
+  const offsets: [number, number][] = new Array(items.length);
   const list: Tensor[] = [];
   let offset = 0;
   for (const i of order) {
-    const t = pairs[i]![1] as Tensor;
+    const t = items[i]![1];
     offsets[i] = [offset, offset + t.data.byteLength];
     offset += t.data.byteLength;
     list.push(t);
   }
-  pairs.forEach(([name, t], i) => {
-    Object.defineProperty(json, name as string, {
-      value: { dtype: FROM_TENSOR[(t as Tensor).dtype as DType], shape: [...(t as Tensor).shape], data_offsets: offsets[i] },
+  items.forEach(([name, t], i) => {
+    Object.defineProperty(json, name, {
+      value: { dtype: FROM_TENSOR[t.dtype as DType], shape: [...t.shape], data_offsets: offsets[i] },
       enumerable: true,
       writable: true,
       configurable: true,

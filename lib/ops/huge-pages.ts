@@ -66,4 +66,3 @@ export function hugeArray<T extends ArrayBufferView>(C: Ctor<T>, n: number): T {
   if (enabled && a.byteLength >= HUGE) addon.adviseHugePages(a);
   return a;
 }
-
