@@ -265,6 +265,16 @@ export function parseSafetensors(buffer: Uint8Array, file = '<buffer>'): Safeten
 const READ_CHUNK = 64 << 20;
 
 /**
+ * A Buffer for a whole weight file read into memory. The weights are used in
+ * place from it, so it lies as quantize()'s arrays do: on huge pages and
+ * starting on a 64-byte line (ops/huge-pages.ts).
+ */
+function fileBuffer(size: number): Buffer {
+  const bytes = hugeArray(Uint8Array, size);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, size);
+}
+
+/**
  * Read a whole file into a Buffer of its own, starting on a 64-byte line
  * (byteOffset 0-63 of its ArrayBuffer). fs.readFileSync
  * may hand back a slice of Node's shared pool for small files, at an offset
@@ -277,9 +287,7 @@ export function readFileUnpooled(file: string, what: string): Buffer {
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    // weights are read in place from this buffer: on huge pages and lines, as quantize()'s are (ops/huge-pages.ts)
-    const bytes = hugeArray(Uint8Array, size);
-    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+    const buf = fileBuffer(size);
     let off = 0;
     while (off < size) {
       // in chunks, so a progress bar can follow a multi-gigabyte file
@@ -529,9 +537,7 @@ export async function readSafetensorsAsync(file: string): Promise<SafetensorsFil
   try {
     h = await fsp.open(file, 'r');
     const size = (await h.stat()).size;
-    // as readFileUnpooled's: on huge pages and a 64-byte line
-    const bytes = hugeArray(Uint8Array, size);
-    buf = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+    buf = fileBuffer(size);
     for (let off = 0; off < size; ) {
       const { bytesRead } = await h.read(buf, off, Math.min(READ_CHUNK, size - off), off);
       if (bytesRead === 0) throw new Error(`file shrank while reading (${off} of ${size} bytes)`);

@@ -171,8 +171,8 @@ struct Group {
 // it reads stores long completed and executes beside the tile unit. Each
 // output's arithmetic is the same; only the order of the stores changes.
 // Measured (one thread, Sapphire Rapids-class, interleaved runs): the W8A8
-// prompt of the synthetic 12-layer model (128 tokens) 39.8-40.9 -> 36.3-37.1
-// ms; QLinear 2048 x 768, cold weights, M = 32 / 64 137-139 / 207-222 ->
+// prompt of the synthetic 12-layer model (128 tokens) 39.8-42.6 -> 36.3-39.3
+// ms (two sessions of runs); QLinear 2048 x 768, cold weights, M = 32 / 64 137-139 / 207-222 ->
 // 119-120 / 187-189 us, 4096 x 4096 M = 128 2395-2674 -> 2388-2470 us.
 struct Pending {
     alignas(64) int32_t acc[4][16 * 16];
