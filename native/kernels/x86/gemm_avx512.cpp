@@ -57,6 +57,7 @@
 #include "avx512_mask.h"
 #include "avx512_reduce.h"
 #include "avx512_transpose.h"
+#include "gemv_avx512_linear.h"
 
 namespace qk {
 namespace avx512 {
@@ -665,6 +666,10 @@ static void deq_i4_row(const uint8_t* packed, size_t ngroups, size_t G, const fl
 
 void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
     gemv_dispatch(a, m0, mc, n0, n1);
+}
+
+void gemv_linear_m1(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
+    gemv_dispatch<true>(a, m0, mc, n0, n1);
 }
 
 void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t ldp, size_t nr,
