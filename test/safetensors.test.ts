@@ -18,7 +18,7 @@ import {
   writeSafetensors,
   writeSafetensorsSync,
 } from '../lib/io/safetensors.js';
-import { writeDirAtomic, writeFileAtomicSync } from '../lib/io/atomic.js';
+import { alignedChunks, writeDirAtomic, writeFileAtomicSync } from '../lib/io/atomic.js';
 import { fixture, requireFixtures } from './fixtures.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'quantkit-st-'));
@@ -150,6 +150,35 @@ describe('safetensors round trip', () => {
     const bytes = rawFile('{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', Buffer.from(Float32Array.of(2.5).buffer));
     const st = parseSafetensors(bytes, 'mem');
     expect(st.get('x').data[0]).toBe(2.5);
+  });
+
+  it('writes in whole chunks at multiples of the chunk size, the bytes unchanged', async () => {
+    // alignedChunks: parts shorter and longer than a chunk, an empty one, a tail
+    const parts = [7, 0, 40, 3, 16, 33, 1].map((n, i) => Uint8Array.from({ length: n }, (_, j) => (i * 31 + j) & 255));
+    const whole = Buffer.concat(parts);
+    const seen: number[] = [];
+    const out: Buffer[] = [];
+    for (const c of alignedChunks(parts, 16)) {
+      seen.push(c.byteLength);
+      out.push(Buffer.from(c)); // copied now: a staged chunk is reused for the next one
+    }
+    expect(seen.slice(0, -1).every((n) => n === 16)).toBe(true);
+    expect(seen.at(-1)! > 0 && seen.at(-1)! <= 16).toBe(true);
+    expect(Buffer.concat(out).equals(whole)).toBe(true);
+    expect([...alignedChunks([], 16)]).toEqual([]);
+    // a file larger than one default chunk reads back bit for bit, sync and async
+    const big = new Tensor('f32', [3, 1 << 20], Float32Array.from({ length: 3 << 20 }, (_, i) => i * 0.5));
+    const small = new Tensor('i8', [5], Int8Array.of(1, -2, 3, -4, 5));
+    const m = new Map<string, Tensor>([['small', small], ['big', big]]);
+    const fs1 = path.join(dir, 'chunks-sync.safetensors'), fs2 = path.join(dir, 'chunks-async.safetensors');
+    writeSafetensorsSync(fs1, m);
+    await writeSafetensors(fs2, m);
+    for (const f of [fs1, fs2]) {
+      const st = readSafetensors(f);
+      const b = st.get('big').data;
+      expect(Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(Buffer.from(big.data.buffer))).toBe(true);
+      expect([...st.get('small').data]).toEqual([1, -2, 3, -4, 5]);
+    }
   });
 });
 

@@ -16,7 +16,7 @@ import { QuantkitError, describe, typeError } from '../errors.js';
 import { hugeArray } from '../ops/huge-pages.js';
 import { noteMapped } from '../provenance.js';
 import { Tensor, type DType } from '../tensor.js';
-import { writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
+import { alignedChunks, writeAllSync, writeFileAtomic, writeFileAtomicSync } from './atomic.js';
 import { assertFinite } from './finite.js';
 import { reportRead } from './read-progress.js';
 
@@ -502,15 +502,16 @@ function bytesOf(t: Tensor): Uint8Array {
 }
 
 /**
- * Write tensors (in the order given, contiguously) and optional string
- * metadata to `file`, atomically: a temp file in the same folder is written,
- * fsync'd and renamed; on any error nothing is left behind.
+ * Write tensors and optional string metadata to `file` (the header lists
+ * them in the order given; the data is laid out on lines, see encodeHeader,
+ * and written in aligned chunks, see alignedChunks), atomically: a temp
+ * file in the same folder is written, fsync'd and renamed; on any error
+ * nothing is left behind.
  */
 export function writeSafetensorsSync(file: string, tensors: TensorMap, metadata?: Record<string, string>): void {
   const { header, list } = encodeHeader('writeSafetensorsSync', tensors, metadata);
   writeFileAtomicSync(file, (fd) => {
-    writeAllSync(fd, header);
-    for (const t of list) writeAllSync(fd, bytesOf(t));
+    for (const c of alignedChunks([header, ...list.map(bytesOf)])) writeAllSync(fd, c);
   });
 }
 
@@ -519,7 +520,7 @@ export async function writeSafetensors(file: string, tensors: TensorMap, metadat
   const { header, list } = encodeHeader('writeSafetensors', tensors, metadata);
   await writeFileAtomic(file, async (h) => {
     let pos = 0;
-    for (const data of [header, ...list.map(bytesOf)]) {
+    for (const data of alignedChunks([header, ...list.map(bytesOf)])) {
       // write() may write less than asked; loop until the chunk is out
       for (let off = 0; off < data.byteLength; ) {
         const { bytesWritten } = await h.write(data, off, data.byteLength - off, pos);
