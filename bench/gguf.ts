@@ -20,6 +20,7 @@
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import type { Tensor } from '../lib/index.js';
+import { alignedChunks } from '../lib/io/atomic.js';
 import { toF16Bits as f16Bits } from '../test/half-floats.js'; // (the library has no f16 writer)
 import type { LlamaConfig } from '../lib/models/llama.js';
 import type { TensorLookup } from '../lib/models/config.js';
@@ -235,15 +236,15 @@ export async function writeLlamaGguf(file: string, c: LlamaConfig, weights: Tens
   }
   const pad = (n: number) => new Uint8Array((ALIGN - (n % ALIGN)) % ALIGN);
 
+  // in aligned 8 MiB pieces, as quantkit's safetensors writer does (see
+  // alignedChunks): llama.cpp maps this file right after it is written, and
+  // page-cache folios are no larger than the writes that made them
+  const parts: Uint8Array[] = [...head.parts(), pad(head.length)];
+  for (const [, data] of tensors) parts.push(data, pad(data.length));
   const out = createWriteStream(file);
-  const write = async (b: Uint8Array) => {
-    if (!out.write(b)) await once(out, 'drain');
-  };
-  for (const p of head.parts()) await write(p);
-  await write(pad(head.length));
-  for (const [, data] of tensors) {
-    await write(data);
-    await write(pad(data.length));
+  for (const c of alignedChunks(parts)) {
+    // copied: a staged chunk is reused for the next one
+    if (!out.write(c.slice())) await once(out, 'drain');
   }
   out.end();
   await once(out, 'finish');
