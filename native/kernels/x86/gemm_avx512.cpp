@@ -23,6 +23,9 @@
 //                   software-prefetched linearly two 4-row tiles ahead (see
 //                   Prefetcher): M = 1 with cold weights runs at ~0.85-0.9
 //                   (int8) / ~0.78 (int4 g32) of the stream-read bandwidth.
+//                   gemv_linear_m1 (the AVX-512 table's; the AMX table
+//                   keeps gemv) reads f32 weights at M = 1 one row at a
+//                   time instead (gemv_avx512_linear.h).
 //   gemm_panel_f32  X^T-packed kernel: X is transposed per call into
 //                   16-row blocks [k][16] (rows of X along the zmm lanes), P
 //                   is read in place and broadcast one value at a time, tiles
