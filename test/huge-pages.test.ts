@@ -11,7 +11,9 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { addon } from '../lib/binding.js';
 import { readFileUnpooled, readSafetensors, readSafetensorsAsync, writeSafetensorsSync } from '../lib/io/safetensors.js';
-import { hugeArray } from '../lib/ops/huge-pages.js';
+import { hugeArray, lineArray } from '../lib/ops/huge-pages.js';
+import { Linear } from '../lib/nn/linear.js';
+import { Scratch } from '../lib/nn/scratch.js';
 import { quantize } from '../lib/quant/quantize.js';
 import { Tensor } from '../lib/tensor.js';
 
@@ -43,6 +45,19 @@ describe('weight arrays on cache lines', () => {
     const w = new Tensor('f32', [64, 96], new Float32Array(64 * 96).map((_, i) => Math.cos(i)));
     expect(addon.lineOffset(quantize(w, { bits: 8 }).data)).toBe(0);
     expect(addon.lineOffset(quantize(w, { bits: 4, groupSize: 32 }).data)).toBe(0);
+  });
+
+  it('lineArray does the same without the advice, and activations land on lines', () => {
+    for (const n of [256, 4097, 3 * MiB]) {
+      const a = lineArray(Float32Array, n);
+      expect(a.length).toBe(n);
+      expect(a.every((v) => v === 0)).toBe(true);
+      expect(addon.lineOffset(a)).toBe(0);
+    }
+    // a scratch slot (a block's activations) and a Linear's own output
+    expect(addon.lineOffset(new Scratch().f32('x', 3 * 768))).toBe(0);
+    const lin = new Linear(new Tensor('f32', [300, 8], new Float32Array(2400).fill(0.5)));
+    expect(addon.lineOffset(lin.forward(new Tensor('f32', [2, 8], new Float32Array(16).fill(1))).data)).toBe(0);
   });
 });
 

@@ -13,6 +13,7 @@ import { Scratch } from '../nn/scratch.js';
 import { SeqBatch } from '../nn/seq-batch.js';
 import { type ForwardSteps, type KVCache, linearStep, runAsync, runSync } from '../nn/steps.js';
 import { Tensor } from '../tensor.js';
+import { lineArray } from '../ops/huge-pages.js';
 
 // Model code imports the step helpers from here, next to CausalLM.
 export { type ForwardOp, type ForwardSteps, type KVCache, type LinearLike, linearStep, matmulStep, runAsync, runSync } from '../nn/steps.js';
@@ -364,7 +365,7 @@ function* splitLinear(op: Extract<ForwardOp, { kind: 'linear' }>, P: number): Fo
   if (P >= rows) return yield { ...op, rowInvariant: 'prefill' };
   // a layer that does not say its width cannot be split: all rows take the decode kernel
   if (P <= 0 || N === undefined) return yield { ...op, rowInvariant: true };
-  const out = op.out ?? new Float32Array(rows * N);
+  const out = op.out ?? lineArray(Float32Array, rows * N);
   const part = (r0: number, r1: number, mode: true | 'prefill'): ForwardOp => ({
     kind: 'linear',
     layer: op.layer,

@@ -18,6 +18,7 @@
 import { QuantkitError, rangeError, typeError } from '../errors.js';
 import { type ForwardSteps, type KVCache, type LinearLike, attentionStep, runSync } from './steps.js';
 import { keyFloats, writeKeysValues } from '../ops/attention.js';
+import { hugeArray } from '../ops/huge-pages.js';
 import { Scratch } from './scratch.js';
 import { Module } from './module.js';
 
@@ -88,7 +89,7 @@ export class DecoderKVCache implements KVCache {
     const n = Math.min(this.capacity, Math.max(positions, 2 * this.#allocated, 64));
     // keys: whole blocks, so the blocks already written copy as one prefix
     const grow = (a: Float32Array, floats: number, keep: number) => {
-      const b = new Float32Array(floats);
+      const b = hugeArray(Float32Array, floats); // on a line: the kernels read 64-float rows
       b.set(a.subarray(0, keep));
       return b;
     };

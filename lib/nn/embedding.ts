@@ -6,6 +6,7 @@
  */
 import { rangeError, typeError } from '../errors.js';
 import { Tensor } from '../tensor.js';
+import { lineArray } from '../ops/huge-pages.js';
 import { Module } from './module.js';
 
 const f32 = new Float32Array(1);
@@ -51,7 +52,7 @@ export class Embedding extends Module {
     if (outArg !== undefined && (!(outArg instanceof Float32Array) || outArg.length !== ids.length * D)) {
       throw rangeError('Embedding.forward', 'out', `must be a Float32Array of ids.length x dim = ${ids.length * D} values`);
     }
-    const out = outArg ?? new Float32Array(ids.length * D);
+    const out = outArg ?? lineArray(Float32Array, ids.length * D);
     for (let t = 0; t < ids.length; t++) {
       const id = ids[t]!;
       if (!Number.isSafeInteger(id) || id < 0 || id >= this.numEmbeddings) {

@@ -55,14 +55,19 @@ const ALIGN_FROM = 1024;
  * Here the buffer is 64 bytes longer and the view starts at its first line.
  */
 export function hugeArray<T extends ArrayBufferView>(C: Ctor<T>, n: number): T {
-  const bytes = n * C.BYTES_PER_ELEMENT;
-  let a: T;
-  if (bytes >= ALIGN_FROM) {
-    const buf = new ArrayBuffer(bytes + 64);
-    a = new C(buf, addon.lineOffset(new Uint8Array(buf, 0, 64)), n);
-  } else {
-    a = new C(n);
-  }
+  const a = lineArray(C, n);
   if (enabled && a.byteLength >= HUGE) addon.adviseHugePages(a);
   return a;
+}
+
+/**
+ * new C(n) (zeros) starting on a 64-byte line (from ALIGN_FROM bytes), not
+ * advised onto huge pages: for short-lived results (a call's output), where
+ * a huge-page fault could stall on compaction for memory used once.
+ */
+export function lineArray<T extends ArrayBufferView>(C: Ctor<T>, n: number): T {
+  const bytes = n * C.BYTES_PER_ELEMENT;
+  if (bytes < ALIGN_FROM) return new C(n);
+  const buf = new ArrayBuffer(bytes + 64);
+  return new C(buf, addon.lineOffset(new Uint8Array(buf, 0, 64)), n);
 }

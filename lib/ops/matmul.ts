@@ -8,6 +8,7 @@ import { WFormat, addon } from '../binding.js';
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import { Tensor } from '../tensor.js';
+import { lineArray } from './huge-pages.js';
 
 /** A weight in the form the native gemm takes; built once per layer and reused. */
 export interface PreparedWeight {
@@ -79,7 +80,7 @@ export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: 
     if (out.length !== rows * N) throw rangeError(fn, 'out', `has ${out.length} values, the output has ${rows} x ${N}`);
     if (out.buffer === x.data.buffer) throw rangeError(fn, 'out', "must not share memory with 'x'");
   }
-  return { rows, y: new Tensor('f32', outputShape(x.shape, N), out ?? new Float32Array(rows * N)) };
+  return { rows, y: new Tensor('f32', outputShape(x.shape, N), out ?? lineArray(Float32Array, rows * N)) };
 }
 
 /**
