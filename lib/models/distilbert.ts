@@ -28,6 +28,7 @@ import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
 import { type ForwardSteps, linearStep, runAsync, runSync } from '../nn/steps.js';
+import { lineArray } from '../ops/huge-pages.js';
 import { Tensor } from '../tensor.js';
 import { Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
 
@@ -98,7 +99,7 @@ export class DistilBertAttention extends Module {
     const q = (yield* linearStep(linearChild(this, 'q_lin'), x)).data;
     const k = (yield* linearStep(linearChild(this, 'k_lin'), x)).data;
     const v = (yield* linearStep(linearChild(this, 'v_lin'), x)).data;
-    const ctx = new Float32Array(q.length);
+    const ctx = lineArray(Float32Array, q.length); // read by out_lin: rows on lines
     const { starts } = packing(lengths);
     for (let s = 0; s < lengths.length; s++) {
       const T = lengths[s]!;
