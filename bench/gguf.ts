@@ -17,10 +17,9 @@
  * The vocabulary is synthetic (the model has random weights and is fed
  * token ids, never text): <unk>, <s>, </s>, the 256 byte tokens, then "▁t<i>".
  */
-import { createWriteStream } from 'node:fs';
-import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
 import type { Tensor } from '../lib/index.js';
-import { alignedChunks } from '../lib/io/atomic.js';
+import { alignedChunks, writeAllSync } from '../lib/io/atomic.js';
 import { toF16Bits as f16Bits } from '../test/half-floats.js'; // (the library has no f16 writer)
 import type { LlamaConfig } from '../lib/models/llama.js';
 import type { TensorLookup } from '../lib/models/config.js';
@@ -241,12 +240,11 @@ export async function writeLlamaGguf(file: string, c: LlamaConfig, weights: Tens
   // page-cache folios are no larger than the writes that made them
   const parts: Uint8Array[] = [...head.parts(), pad(head.length)];
   for (const [, data] of tensors) parts.push(data, pad(data.length));
-  const out = createWriteStream(file);
-  for (const c of alignedChunks(parts)) {
-    // copied: a staged chunk is reused for the next one
-    if (!out.write(c.slice())) await once(out, 'drain');
+  const fd = openSync(file, 'w');
+  try {
+    for (const c of alignedChunks(parts)) writeAllSync(fd, c);
+  } finally {
+    closeSync(fd);
   }
-  out.end();
-  await once(out, 'finish');
   return head.length + pad(head.length).length + offset;
 }
