@@ -204,7 +204,8 @@ export interface Addon {
   /** GPTQ's lazy-batch update W[:, b1:] -= E · U[b0:b1, b1:] (native/ops/linalg_ops.h, gptq_lazy_update). */
   gptqLazyUpdate(w: Float32Array, N: number, K: number, u: Float64Array, e: Float32Array, b0: number, b1: number): void;
   /** GPTQ clipping search: weighted rounding error per group (native/ops/linalg_ops.h, gptq_group_errors). */
-  gptqGroupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array, out: Float64Array): void;
+  gptqGroupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number, out: Float64Array): void;
+  gptqGroupRefit(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number, rounds: number, err: Float64Array): void;
   /** GPTQ clipping search: each group clamped to c * [lo, hi] (clamp_groups). */
   clampGroups(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): void;
   /** The five above on a libuv worker thread (same arguments, checked before it starts); resolves with cholInverseUpper's answer, true for the others. */
@@ -214,7 +215,8 @@ export interface Addon {
     G: number, qmin: number, qmax: number, codes: Int8Array, e: Float32Array, b0: number, p0: number, p1: number, b1: number,
   ): Promise<boolean>;
   gptqLazyUpdateAsync(w: Float32Array, N: number, K: number, u: Float64Array, e: Float32Array, b0: number, b1: number): Promise<boolean>;
-  gptqGroupErrorsAsync(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array, out: Float64Array): Promise<boolean>;
+  gptqGroupErrorsAsync(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number, out: Float64Array): Promise<boolean>;
+  gptqGroupRefitAsync(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number, rounds: number, err: Float64Array): Promise<boolean>;
   clampGroupsAsync(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): Promise<boolean>;
   /** Reads every value of buf (absmax) on the thread pool: a bandwidth probe. */
   streamRead(buf: Float32Array): number;
@@ -287,7 +289,8 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
   cholInverseUpperAsync: ['h', 'K'],
   gptqWalkAsync: ['w', 'N', 'K', 'u', 'col', 'scales', 'zps', 'G', 'qmin', 'qmax', 'codes', 'e', 'b0', 'p0', 'p1', 'b1'],
   gptqLazyUpdateAsync: ['w', 'N', 'K', 'u', 'e', 'b0', 'b1'],
-  gptqGroupErrorsAsync: ['x', 'N', 'L', 'G', 'scales', 'zps', 'qmin', 'qmax', 'w', 'out'],
+  gptqGroupErrorsAsync: ['x', 'N', 'L', 'G', 'scales', 'zps', 'qmin', 'qmax', 'h', 'ldh', 'k0', 'out'],
+  gptqGroupRefitAsync: ['x', 'N', 'L', 'G', 'scales', 'zps', 'qmin', 'qmax', 'h', 'ldh', 'k0', 'rounds', 'err'],
   clampGroupsAsync: ['x', 'N', 'L', 'G', 'lo', 'hi', 'c', 'out'],
 };
 

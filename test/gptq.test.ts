@@ -23,7 +23,7 @@ import {
   type QuantizedTensor,
 } from '../lib/index.js';
 import { addon } from '../lib/binding.js';
-import { clampGroups, groupErrors } from '../lib/ops/linalg.js';
+import { clampGroups, groupErrors, groupRefit } from '../lib/ops/linalg.js';
 import { runJobs } from '../lib/ops/jobs.js';
 import { GptqFactorCache, gptqFactorJobs, gptqJobs } from '../lib/quant/gptq.js';
 import { readTextFile, tokenizeText } from '../lib/cli/load.js';
@@ -202,28 +202,96 @@ describe('the native column walk (addon.gptqWalk)', () => {
   });
 });
 
-describe('the clipping search helpers (groupErrors, clampGroups)', () => {
-  it('match the formula written out, on ties, a shorter last group and extreme codes', () => {
-    const N = 5, L = 37, G = 8, gl = Math.ceil(L / G);
+/** r' H_g r of the definition: H_g's diagonal blocks of up to 128 columns, in float64. */
+function refGroupError(x: Float32Array, L: number, n: number, c0: number, len: number, s: number, z: number, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number): number {
+  const r = new Float64Array(len);
+  for (let i = 0; i < len; i++) {
+    const v = x[n * L + c0 + i]!;
+    const q = Math.min(Math.max(rne(Math.fround(v / s)) + z, qmin), qmax);
+    r[i] = v - Math.fround((q - z) * s);
+  }
+  let e = 0;
+  for (let b0 = 0; b0 < len; b0 += 128)
+    for (let i = b0; i < Math.min(len, b0 + 128); i++)
+      for (let j = b0; j < Math.min(len, b0 + 128); j++) e += r[i]! * h[(k0 + c0 + i) * ldh + k0 + c0 + j]! * r[j]!;
+  return e;
+}
+
+describe('the group-fit helpers (groupErrors, groupRefit, clampGroups)', () => {
+  it("groupErrors is each group's output error r' H_g r: ties, a shorter last group, extreme codes, H in blocks of 128", () => {
     const r = rng(31);
-    // multiples of 0.125 with scale 0.25: many values fall exactly half-way between codes
-    const x = Float32Array.from({ length: N * L }, () => Math.round((r() * 2 - 1) * 24) / 8);
-    const scales = Float32Array.from({ length: N * gl }, () => 0.25);
-    const zps = Int32Array.from({ length: N * gl }, (_, i) => (i % 3) - 1);
-    const w = Float64Array.from({ length: L }, (_, i) => 0.5 + i / 7);
-    for (const z of [zps, null]) {
-      const got = groupErrors(x, N, L, G, scales, z, -8, 7, w);
-      for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
-        let e = 0;
-        for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) {
-          const zz = z ? z[n * gl + j]! : 0;
-          const q = Math.min(Math.max(rne(x[n * L + i]! / 0.25) + zz, -8), 7);
-          const d = x[n * L + i]! - (q - zz) * 0.25;
-          e += w[i]! * d * d;
+    for (const [N, L, G, k0] of [[5, 37, 8, 3], [3, 300, 300, 0], [4, 150, 64, 20]] as const) {
+      const gl = Math.ceil(L / G), ldh = k0 + L + 2;
+      // multiples of 0.125 with scale 0.25: many values fall exactly half-way between codes
+      const x = Float32Array.from({ length: N * L }, () => Math.round((r() * 2 - 1) * 24) / 8);
+      const scales = Float32Array.from({ length: N * gl }, () => 0.25);
+      const zps = Int32Array.from({ length: N * gl }, (_, i) => (i % 3) - 1);
+      const h = spd(ldh, 41);
+      for (const z of [zps, null]) {
+        const got = groupErrors({ x, N, L, G, scales, zps: z, qmin: -8, qmax: 7, h, ldh, k0 });
+        for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+          const want = refGroupError(x, L, n, j * G, Math.min(L, (j + 1) * G) - j * G, 0.25, z ? z[n * gl + j]! : 0, -8, 7, h, ldh, k0);
+          expect(Math.abs(got[n * gl + j]! - want), `${L} ${G} ${n},${j}`).toBeLessThanOrEqual(1e-12 * (1 + Math.abs(want)) + 1e-9 * want);
         }
-        expect(got[n * gl + j], `${n},${j}`).toBe(e);
       }
     }
+  });
+
+  it('groupRefit lowers each error it changes, reports the error of the scales it keeps, and matches the float64 rounds of its definition', () => {
+    const r = rng(33);
+    const N = 6, L = 70, G = 32, k0 = 5, ldh = 80, gl = Math.ceil(L / G);
+    const x = Float32Array.from({ length: N * L }, () => (r() - 0.5) * (r() < 0.05 ? 6 : 1));
+    const h = spd(ldh, 43);
+    for (const [qmin, qmax, asym] of [[0, 15, true], [-8, 7, false], [-127, 127, false]] as const) {
+      const scales = new Float32Array(N * gl), zps = asym ? new Int32Array(N * gl) : null;
+      for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+        let lo = 0, hi = 0;
+        for (let i = j * G; i < Math.min(L, (j + 1) * G); i++) (lo = Math.min(lo, x[n * L + i]!)), (hi = Math.max(hi, x[n * L + i]!));
+        const s = asym ? (hi - lo) / (qmax - qmin) : Math.max(-lo, hi) / qmax;
+        scales[n * gl + j] = s;
+        if (zps) zps[n * gl + j] = Math.round(-lo / s);
+      }
+      const f = { x, N, L, G, scales: scales.slice(), zps, qmin, qmax, h, ldh, k0 };
+      const err0 = groupErrors(f);
+      const err = err0.slice();
+      groupRefit(f, 10, err);
+      expect(groupErrors(f)).toEqual(err);
+      let changed = 0;
+      for (let i = 0; i < N * gl; i++) {
+        expect(err[i]!).toBeLessThanOrEqual(err0[i]!);
+        if (f.scales[i] !== scales[i]) changed++;
+      }
+      expect(changed, `${qmin}..${qmax}`).toBeGreaterThan(0);
+      // the definition, in float64: codes at s, then s = (d' H x) / (d' H d), kept while the error falls
+      let same = 0;
+      for (let n = 0; n < N; n++) for (let j = 0; j < gl; j++) {
+        const c0 = j * G, len = Math.min(L, c0 + G) - c0, z = zps ? zps[n * gl + j]! : 0;
+        let s = scales[n * gl + j]!, e = refGroupError(x, L, n, c0, len, s, z, qmin, qmax, h, ldh, k0);
+        for (let round = 0; round < 10; round++) {
+          let num = 0, den = 0;
+          const d = new Float64Array(len);
+          for (let i = 0; i < len; i++) d[i] = Math.min(Math.max(rne(Math.fround(x[n * L + c0 + i]! / s)) + z, qmin), qmax) - z;
+          for (let i = 0; i < len; i++) for (let k = 0; k < len; k++) {
+            const hik = h[(k0 + c0 + i) * ldh + k0 + c0 + k]!;
+            (num += d[i]! * hik * x[n * L + c0 + k]!), (den += d[i]! * hik * d[k]!);
+          }
+          const s2 = Math.fround(num / den);
+          if (!(s2 > 0) || s2 === s) break;
+          const e2 = refGroupError(x, L, n, c0, len, s2, z, qmin, qmax, h, ldh, k0);
+          if (!(e2 < e)) break;
+          (s = s2), (e = e2);
+        }
+        if (s === f.scales[n * gl + j]) same++;
+        else expect(Math.abs(s - f.scales[n * gl + j]!) / s, `${n},${j}`).toBeLessThan(1e-5);
+      }
+      expect(same, `${qmin}..${qmax}`).toBeGreaterThanOrEqual(N * gl - 1);
+    }
+  });
+
+  it('clampGroups clamps each group to c times its bounds, and the helpers check their arguments', () => {
+    const N = 5, L = 37, G = 8, gl = Math.ceil(L / G);
+    const r = rng(31);
+    const x = Float32Array.from({ length: N * L }, () => Math.round((r() * 2 - 1) * 24) / 8);
     const lo = Float32Array.from({ length: N * gl }, (_, i) => -1 - (i % 4)), hi = Float32Array.from({ length: N * gl }, (_, i) => 0.5 + (i % 5));
     const out = new Float32Array(N * L);
     clampGroups(x, N, L, G, lo, hi, 0.85, out);
@@ -231,9 +299,14 @@ describe('the clipping search helpers (groupErrors, clampGroups)', () => {
       const j = Math.floor(i / G);
       expect(out[n * L + i]).toBe(Math.fround(Math.min(Math.max(x[n * L + i]!, lo[n * gl + j]! * 0.85), hi[n * gl + j]! * 0.85)));
     }
-    expect(() => groupErrors(x, N, L, G, new Float32Array(N * gl), null, -8, 7, w)).toThrow(/'scales' must be finite and > 0/);
-    expect(() => groupErrors(x, N, L, 0, scales, null, -8, 7, w)).toThrow(/'G' must be an integer >= 1/);
-    expect(() => groupErrors(x, N, L, G, scales, null, -8, 7, new Float64Array(3))).toThrow(RangeError);
+    const h = spd(L, 3);
+    const f = { x, N, L, G, scales: Float32Array.from({ length: N * gl }, () => 0.25), zps: null, qmin: -8, qmax: 7, h, ldh: L, k0: 0 };
+    expect(() => groupErrors({ ...f, scales: new Float32Array(N * gl) })).toThrow(/'scales' must be finite and > 0/);
+    expect(() => groupErrors({ ...f, G: 0 })).toThrow(/'G' must be an integer >= 1/);
+    expect(() => groupErrors({ ...f, h: new Float64Array(3) })).toThrow(RangeError);
+    expect(() => groupErrors({ ...f, k0: 1 })).toThrow(/'k0' \+ L must be <= ldh/);
+    expect(() => groupRefit({ ...f, qmin: 9 }, 3, new Float64Array(N * gl))).toThrow(/'qmin' and qmax/);
+    expect(() => groupRefit(f, 3, new Float64Array(2))).toThrow(/'err'/);
     expect(() => clampGroups(x, N, L, G, lo, hi, NaN, out)).toThrow(/'c' must be finite/);
     expect(() => clampGroups(x, N, L, G, lo, hi.subarray(1), 1, out)).toThrow(RangeError);
   });
@@ -290,7 +363,7 @@ describe('gptqQuantize', () => {
     }
   });
 
-  it('the clipping search: with H = I each group keeps the scale of least rounding error among the shrunk ranges, never more error than min/max', () => {
+  it('the group fit: with H = I each group keeps a range and scale of less rounding error than min/max, never more', () => {
     const N = 16, K = 96;
     // heavy-tailed rows: a few large values make the min/max range coarse
     const r = rng(11);

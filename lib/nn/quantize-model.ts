@@ -86,7 +86,7 @@ export interface QuantizeModelOptions {
   calibration?: CalibrationData;
   /** See QuantMethod: 'rtn' is the default without calibration, DEFAULT_CALIBRATED with it. */
   method?: QuantMethod;
-  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128), clipping search of each group's range (default true), sequential statistics within a block (default false; true: each input's layers are calibrated on the outputs of the block's layers already quantized, one more pass per input, about 4x the calibration time of a Llama block). */
+  /** GPTQ settings: activation order (default true), dampening (default 0.01 of mean diag H), block size (default 128), fit of each group's range and scale to the layer's output (default true; README, "Calibrated 4-bit"), sequential statistics within a block (default false; true: each input's layers are calibrated on the outputs of the block's layers already quantized, one more pass per input, about 4x the calibration time of a Llama block). */
   gptq?: { actOrder?: boolean; damp?: number; blockSize?: number; clip?: boolean; sequential?: boolean };
   /**
    * Per-layer formats by exact dotted layer name, over the options above:

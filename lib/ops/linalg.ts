@@ -87,25 +87,70 @@ export function* gptqLazyUpdateJob(s: GptqWalkState, e: Float32Array, b0: number
 }
 
 /**
- * Per group of a slice x [N, L] (groups of G columns, the last one shorter):
- * the rounding error of quantizing it with scales/zps [N, ceil(L / G)]
- * (zps null: 0), each column's squared error weighted by w [L].
+ * The group-fit helpers of GPTQ (lib/quant/gptq.ts) over a slice x [N, L]
+ * (groups of G columns, the last one shorter) whose columns are columns
+ * k0 .. k0 + L of the layer's input Hessian h [ldh, ldh] (float64,
+ * symmetric). A group quantized with scales/zps [N, ceil(L / G)] (zps null:
+ * 0) moves the layer's output on the calibration inputs by r' H_g r, r its
+ * rounding error and H_g its block of h (in diagonal blocks of 128 columns:
+ * native/ops/linalg_ops.h).
  */
-export function groupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array): Float64Array {
-  return runJobs(groupErrorsJob(x, N, L, G, scales, zps, qmin, qmax, w));
+export interface GroupFit {
+  x: Float32Array;
+  N: number;
+  L: number;
+  G: number;
+  scales: Float32Array;
+  zps: Int32Array | null;
+  qmin: number;
+  qmax: number;
+  h: Float64Array;
+  ldh: number;
+  k0: number;
+}
+
+function checkFit(fn: string, f: GroupFit): void {
+  if (!Number.isInteger(f.G) || f.G < 1) throw rangeError(fn, 'G', `must be an integer >= 1, got ${describe(f.G)}`);
+  if (!Number.isInteger(f.N) || f.N < 0 || !Number.isInteger(f.L) || f.L < 0) throw rangeError(fn, 'N', `and L must be non-negative integers, got ${describe(f.N)} and ${describe(f.L)}`);
+}
+
+/** Each group's output error r' H_g r, [N, ceil(L / G)]. */
+export function groupErrors(f: GroupFit): Float64Array {
+  return runJobs(groupErrorsJob(f));
 }
 
 /** groupErrors as a job. */
-export function* groupErrorsJob(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, w: Float64Array): Jobs<Float64Array> {
-  if (!Number.isInteger(G) || G < 1) throw rangeError('groupErrors', 'G', `must be an integer >= 1, got ${describe(G)}`);
-  if (!Number.isInteger(N) || N < 0 || !Number.isInteger(L) || L < 0) throw rangeError('groupErrors', 'N', `and L must be non-negative integers, got ${describe(N)} and ${describe(L)}`);
-  const out = new Float64Array(N * Math.ceil(L / G));
+export function* groupErrorsJob(f: GroupFit): Jobs<Float64Array> {
+  checkFit('groupErrors', f);
+  const out = new Float64Array(f.N * Math.ceil(f.L / f.G));
+  const work = f.N * f.L * Math.min(f.G, 128);
   yield* job<unknown>(
-    () => addon.gptqGroupErrors(x, N, L, G, scales, zps, qmin, qmax, w, out),
-    () => addon.gptqGroupErrorsAsync(x, N, L, G, scales, zps, qmin, qmax, w, out),
-    N * L,
+    () => addon.gptqGroupErrors(f.x, f.N, f.L, f.G, f.scales, f.zps, f.qmin, f.qmax, f.h, f.ldh, f.k0, out),
+    () => addon.gptqGroupErrorsAsync(f.x, f.N, f.L, f.G, f.scales, f.zps, f.qmin, f.qmax, f.h, f.ldh, f.k0, out),
+    work,
   );
   return out;
+}
+
+/**
+ * Up to `rounds` times per group: the codes at its scale, then the scale
+ * that fits them best under H_g (least squares, the zero point kept), kept
+ * while its error is lower than err (the error of the scales on entry, as
+ * groupErrors gives it). f.scales and err are updated in place.
+ */
+export function groupRefit(f: GroupFit, rounds: number, err: Float64Array): void {
+  runJobs(groupRefitJob(f, rounds, err));
+}
+
+/** groupRefit as a job. */
+export function* groupRefitJob(f: GroupFit, rounds: number, err: Float64Array): Jobs<void> {
+  checkFit('groupRefit', f);
+  const work = f.N * f.L * Math.min(f.G, 128) * (2 * rounds + 1);
+  yield* job<unknown>(
+    () => addon.gptqGroupRefit(f.x, f.N, f.L, f.G, f.scales, f.zps, f.qmin, f.qmax, f.h, f.ldh, f.k0, rounds, err),
+    () => addon.gptqGroupRefitAsync(f.x, f.N, f.L, f.G, f.scales, f.zps, f.qmin, f.qmax, f.h, f.ldh, f.k0, rounds, err),
+    work,
+  );
 }
 
 /** x [N, L] with each group (of G columns) clamped to c * [lo, hi] of its row (lo, hi: [N, ceil(L / G)]), into out. */

@@ -158,25 +158,62 @@ ClipShape clip_shape(const Napi::CallbackInfo& info, const char* fn) {
     return c;
 }
 
+// The arguments the group-fit helpers share: x [N*L], groups of G, scales
+// and zps [N*ceil(L/G)], qmin, qmax, h [ldh*ldh] and k0 (k0 + L <= ldh).
+struct GroupFitArgs {
+    ClipShape c;
+    const float* x;
+    float* scales;
+    const int32_t* zps;
+    int32_t qmin, qmax;
+    const double* h;
+    size_t ldh, k0;
+};
+GroupFitArgs group_fit_args(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    GroupFitArgs g{};
+    g.c = clip_shape(info, fn);
+    g.x = static_cast<const float*>(typed_arg(info, 0, fn, "x", napi_float32_array, mul_checked(env, fn, g.c.N, g.c.L)).data);
+    g.scales = static_cast<float*>(typed_arg(info, 4, fn, "scales", napi_float32_array, g.c.groups).data);
+    g.zps = info[5].IsNull() ? nullptr : static_cast<const int32_t*>(typed_arg(info, 5, fn, "zps", napi_int32_array, g.c.groups).data);
+    g.qmin = int32_arg(info, 6, fn, "qmin");
+    g.qmax = int32_arg(info, 7, fn, "qmax");
+    if (g.qmin < -128 || g.qmax > 127 || g.qmin > g.qmax) throw_range(env, fn, "qmin", "and qmax must satisfy -128 <= qmin <= qmax <= 127");
+    g.ldh = size_arg(info, 9, fn, "ldh");
+    g.k0 = size_arg(info, 10, fn, "k0");
+    if (g.k0 > g.ldh || g.c.L > g.ldh - g.k0) throw_range(env, fn, "k0", "+ L must be <= ldh");
+    g.h = static_cast<const double*>(typed_arg(info, 8, fn, "h", napi_float64_array, mul_checked(env, fn, g.ldh, g.ldh)).data);
+    for (size_t i = 0; i < g.c.groups; ++i)
+        if (!(g.scales[i] > 0) || !std::isfinite(g.scales[i])) throw_range(env, fn, "scales", "must be finite and > 0");
+    return g;
+}
+
 // gptqGroupErrors(x: Float32Array [N*L], N, L, G, scales: Float32Array, zps: Int32Array | null,
-//                 qmin, qmax, w: Float64Array [L], out: Float64Array [N*ceil(L/G)])
+//                 qmin, qmax, h: Float64Array [ldh*ldh], ldh, k0, out: Float64Array [N*ceil(L/G)])
 template <bool Async>
 Napi::Value GptqGroupErrorsFn(const Napi::CallbackInfo& info) {
     const char* fn = Async ? "gptqGroupErrorsAsync" : "gptqGroupErrors";
     return guarded(info, fn, [&]() -> Napi::Value {
-        Napi::Env env = info.Env();
-        const ClipShape c = clip_shape(info, fn);
-        const float* x = static_cast<const float*>(typed_arg(info, 0, fn, "x", napi_float32_array, mul_checked(env, fn, c.N, c.L)).data);
-        const float* scales = static_cast<const float*>(typed_arg(info, 4, fn, "scales", napi_float32_array, c.groups).data);
-        const int32_t* zps = info[5].IsNull() ? nullptr : static_cast<const int32_t*>(typed_arg(info, 5, fn, "zps", napi_int32_array, c.groups).data);
-        const int32_t qmin = int32_arg(info, 6, fn, "qmin"), qmax = int32_arg(info, 7, fn, "qmax");
-        if (qmin < -128 || qmax > 127 || qmin > qmax) throw_range(env, fn, "qmin", "and qmax must satisfy -128 <= qmin <= qmax <= 127");
-        const double* w = static_cast<const double*>(typed_arg(info, 8, fn, "w", napi_float64_array, c.L).data);
-        double* out = static_cast<double*>(typed_arg(info, 9, fn, "out", napi_float64_array, c.groups).data);
-        for (size_t i = 0; i < c.groups; ++i)
-            if (!(scales[i] > 0) || !std::isfinite(scales[i])) throw_range(env, fn, "scales", "must be finite and > 0");
+        const GroupFitArgs g = group_fit_args(info, fn);
+        double* out = static_cast<double*>(typed_arg(info, 11, fn, "out", napi_float64_array, g.c.groups).data);
         return finish<Async>(info, fn, [=] {
-            qk::gptq_group_errors(x, c.N, c.L, c.G, scales, zps, qmin, qmax, w, out);
+            qk::gptq_group_errors(qk::kernels(), g.x, g.c.N, g.c.L, g.c.G, g.scales, g.zps, g.qmin, g.qmax, g.h, g.ldh, g.k0, out);
+            return true;
+        });
+    });
+}
+
+// gptqGroupRefit(x, N, L, G, scales (updated), zps, qmin, qmax, h, ldh, k0, rounds,
+//                err: Float64Array [N*ceil(L/G)] (updated))
+template <bool Async>
+Napi::Value GptqGroupRefitFn(const Napi::CallbackInfo& info) {
+    const char* fn = Async ? "gptqGroupRefitAsync" : "gptqGroupRefit";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        const GroupFitArgs g = group_fit_args(info, fn);
+        const size_t rounds = size_arg(info, 11, fn, "rounds");
+        double* err = static_cast<double*>(typed_arg(info, 12, fn, "err", napi_float64_array, g.c.groups).data);
+        return finish<Async>(info, fn, [=] {
+            qk::gptq_group_refit(qk::kernels(), g.x, g.c.N, g.c.L, g.c.G, g.scales, g.zps, g.qmin, g.qmax, g.h, g.ldh, g.k0, rounds, err);
             return true;
         });
     });
@@ -213,6 +250,8 @@ void register_linalg(Napi::Env env, Napi::Object exports) {
     exports.Set("gptqWalkAsync", Napi::Function::New(env, GptqWalkFn<true>, "gptqWalkAsync"));
     exports.Set("gptqLazyUpdate", Napi::Function::New(env, GptqLazyUpdateFn<false>, "gptqLazyUpdate"));
     exports.Set("gptqLazyUpdateAsync", Napi::Function::New(env, GptqLazyUpdateFn<true>, "gptqLazyUpdateAsync"));
+    exports.Set("gptqGroupRefit", Napi::Function::New(env, GptqGroupRefitFn<false>, "gptqGroupRefit"));
+    exports.Set("gptqGroupRefitAsync", Napi::Function::New(env, GptqGroupRefitFn<true>, "gptqGroupRefitAsync"));
     exports.Set("gptqGroupErrors", Napi::Function::New(env, GptqGroupErrorsFn<false>, "gptqGroupErrors"));
     exports.Set("gptqGroupErrorsAsync", Napi::Function::New(env, GptqGroupErrorsFn<true>, "gptqGroupErrorsAsync"));
     exports.Set("clampGroups", Napi::Function::New(env, ClampGroupsFn<false>, "clampGroups"));

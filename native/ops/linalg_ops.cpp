@@ -196,26 +196,136 @@ void gptq_lazy_update(const Kernels& k, float* w, size_t N, size_t K, const doub
 
 namespace {
 constexpr size_t kClipRows = 32;  // rows per task of the clipping search
+
+// The quantized value of v (float, as the kernels dequantize it).
+inline float dequant(float v, float s, int32_t z, int32_t qmin, int32_t qmax) {
+    const double r = double(std::nearbyint(v / s)) + z;
+    const int32_t q = int32_t(std::min(std::max(r, double(qmin)), double(qmax)));
+    return float(q - z) * s;
+}
+
+// The group's code q - z of v at (s, z), as a double.
+inline double code(float v, float s, int32_t z, int32_t qmin, int32_t qmax) {
+    const double r = double(std::nearbyint(v / s)) + z;
+    return double(int32_t(std::min(std::max(r, double(qmin)), double(qmax))) - z);
+}
+
+// p [rows, len] = -(r [rows, len] · B), B the block-diagonal part of H
+// [len, len] (the block of h at rows and columns kh.. kh + len, row stride
+// ldh) in diagonal blocks of kGroupHBlock columns; one dgemm_nt_sub per
+// block (H is symmetric: its rows are B's columns).
+void times_h_blocks(const Kernels& kn, const double* r, size_t rows, size_t len, const double* h, size_t ldh,
+                    size_t kh, double* p) {
+    std::fill(p, p + rows * len, 0.0);
+    for (size_t b0 = 0; b0 < len; b0 += kGroupHBlock) {
+        const size_t nb = std::min(kGroupHBlock, len - b0);
+        kn.dgemm_nt_sub(r + b0, len, rows, h + (kh + b0) * ldh + kh + b0, ldh, nb, nb, p + b0, len);
+    }
+}
+
+// -sum_i a[i] * p[i] over a row (p holds -(r · B)).
+inline double neg_dot(const double* a, const double* p, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s -= a[i] * p[i];
+    return s;
+}
+
+// Per task scratch: rows x len doubles, several arrays.
+struct GroupScratch {
+    std::vector<double> r, p, px, xr;
+    void size(size_t n) {
+        r.resize(n);
+        p.resize(n);
+        px.resize(n);
+        xr.resize(n);
+    }
+};
 }  // namespace
 
-void gptq_group_errors(const float* x, size_t N, size_t L, size_t G, const float* scales, const int32_t* zps,
-                       int32_t qmin, int32_t qmax, const double* w, double* out) {
+void gptq_group_errors(const Kernels& kn, const float* x, size_t N, size_t L, size_t G, const float* scales,
+                       const int32_t* zps, int32_t qmin, int32_t qmax, const double* h, size_t ldh, size_t k0,
+                       double* out) {
     const size_t gl = (L + G - 1) / G;
-    parallel_for((N + kClipRows - 1) / kClipRows, 6.0 * double(N) * double(L), [&](size_t task, size_t) {
-        for (size_t n = task * kClipRows; n < std::min(N, (task + 1) * kClipRows); ++n)
-            for (size_t j = 0; j < gl; ++j) {
-                const float s = scales[n * gl + j];
-                const int32_t z = zps ? zps[n * gl + j] : 0;
-                double e = 0;
-                for (size_t i = j * G; i < std::min(L, (j + 1) * G); ++i) {
-                    const float v = x[n * L + i];
-                    const double r0 = double(std::nearbyint(v / s)) + z;
-                    const int32_t q = int32_t(std::min(std::max(r0, double(qmin)), double(qmax)));
-                    const double r = double(v) - double(float(q - z) * s);
-                    e += w[i] * r * r;
-                }
-                out[n * gl + j] = e;
+    const double work = double(N) * double(L) * double(std::min(G, kGroupHBlock));
+    parallel_for((N + kClipRows - 1) / kClipRows, 2.0 * work, [&](size_t task, size_t) {
+        const size_t n0 = task * kClipRows, rows = std::min(N, n0 + kClipRows) - n0;
+        thread_local GroupScratch sc;
+        sc.size(rows * std::min(G, L));
+        for (size_t j = 0; j < gl; ++j) {
+            const size_t c0 = j * G, len = std::min(L, c0 + G) - c0;
+            for (size_t n = 0; n < rows; ++n) {
+                const float s = scales[(n0 + n) * gl + j];
+                const int32_t z = zps ? zps[(n0 + n) * gl + j] : 0;
+                const float* xr = x + (n0 + n) * L + c0;
+                for (size_t i = 0; i < len; ++i) sc.r[n * len + i] = double(xr[i]) - double(dequant(xr[i], s, z, qmin, qmax));
             }
+            times_h_blocks(kn, sc.r.data(), rows, len, h, ldh, k0 + c0, sc.p.data());
+            for (size_t n = 0; n < rows; ++n) out[(n0 + n) * gl + j] = neg_dot(&sc.r[n * len], &sc.p[n * len], len);
+        }
+    });
+}
+
+void gptq_group_refit(const Kernels& kn, const float* x, size_t N, size_t L, size_t G, float* scales,
+                      const int32_t* zps, int32_t qmin, int32_t qmax, const double* h, size_t ldh, size_t k0,
+                      size_t rounds, double* err) {
+    const size_t gl = (L + G - 1) / G;
+    const double work = double(N) * double(L) * double(std::min(G, kGroupHBlock)) * double(2 * rounds + 1);
+    parallel_for((N + kClipRows - 1) / kClipRows, 2.0 * work, [&](size_t task, size_t) {
+        const size_t n0 = task * kClipRows, rows = std::min(N, n0 + kClipRows) - n0;
+        thread_local GroupScratch sc;
+        sc.size(rows * std::min(G, L));
+        std::vector<float> cand(rows);
+        std::vector<char> active(rows);
+        for (size_t j = 0; j < gl; ++j) {
+            const size_t c0 = j * G, len = std::min(L, c0 + G) - c0;
+            // -(x B) once per group: the right-hand side of every round
+            for (size_t n = 0; n < rows; ++n)
+                for (size_t i = 0; i < len; ++i) sc.xr[n * len + i] = double(x[(n0 + n) * L + c0 + i]);
+            times_h_blocks(kn, sc.xr.data(), rows, len, h, ldh, k0 + c0, sc.px.data());
+            std::fill(active.begin(), active.end(), char(1));
+            for (size_t round = 0; round < rounds; ++round) {
+                // codes at the current scale -> the scale that fits them best: s = (d' B x) / (d' B d)
+                for (size_t n = 0; n < rows; ++n) {
+                    const float s = scales[(n0 + n) * gl + j];
+                    const int32_t z = zps ? zps[(n0 + n) * gl + j] : 0;
+                    const float* xr = x + (n0 + n) * L + c0;
+                    for (size_t i = 0; i < len; ++i) sc.r[n * len + i] = active[n] ? code(xr[i], s, z, qmin, qmax) : 0.0;
+                }
+                times_h_blocks(kn, sc.r.data(), rows, len, h, ldh, k0 + c0, sc.p.data());
+                bool any = false;
+                for (size_t n = 0; n < rows; ++n) {
+                    if (!active[n]) continue;
+                    const double num = neg_dot(&sc.r[n * len], &sc.px[n * len], len);
+                    const double den = neg_dot(&sc.r[n * len], &sc.p[n * len], len);
+                    const float s2 = float(num / den);
+                    if (!(den > 0) || !(s2 > 0) || !std::isfinite(s2) || s2 == scales[(n0 + n) * gl + j]) {
+                        active[n] = 0;
+                        continue;
+                    }
+                    cand[n] = s2;
+                    any = true;
+                }
+                if (!any) break;
+                // the error at the new scale (its own codes): kept where lower
+                for (size_t n = 0; n < rows; ++n) {
+                    const int32_t z = zps ? zps[(n0 + n) * gl + j] : 0;
+                    const float* xr = x + (n0 + n) * L + c0;
+                    for (size_t i = 0; i < len; ++i)
+                        sc.r[n * len + i] = active[n] ? double(xr[i]) - double(dequant(xr[i], cand[n], z, qmin, qmax)) : 0.0;
+                }
+                times_h_blocks(kn, sc.r.data(), rows, len, h, ldh, k0 + c0, sc.p.data());
+                for (size_t n = 0; n < rows; ++n) {
+                    if (!active[n]) continue;
+                    const double e = neg_dot(&sc.r[n * len], &sc.p[n * len], len);
+                    if (e < err[(n0 + n) * gl + j]) {
+                        err[(n0 + n) * gl + j] = e;
+                        scales[(n0 + n) * gl + j] = cand[n];
+                    } else {
+                        active[n] = 0;
+                    }
+                }
+            }
+        }
     });
 }
 

@@ -54,16 +54,32 @@ void gptq_walk(const GptqWalk& g, size_t p0, size_t p1);
 void gptq_lazy_update(const Kernels& k, float* w, size_t N, size_t K, const double* u, const float* e, size_t b0,
                       size_t b1);
 
-// GPTQ's clipping search (lib/quant/gptq.ts), rows in parallel. For a slice
+// GPTQ's group fit (lib/quant/gptq.ts), rows in parallel. For a slice
 // x [N, L] in groups of G columns (the last one shorter when G does not
-// divide L; gl = ceil(L / G) per row):
-// gptq_group_errors: out[n, j] = sum over group j's columns i of
-//   w[i] * (x - (q - z) * s)^2,  q = clamp(round_half_even(x / s) + z, qmin, qmax)
-// with s = scales[n, j], z = zps[n, j] (zps may be null: 0), the quotient and
-// dequantized value in float, the sum in float64 in column order (the
-// arithmetic of the TypeScript it replaces, so the same bits).
-void gptq_group_errors(const float* x, size_t N, size_t L, size_t G, const float* scales, const int32_t* zps,
-                       int32_t qmin, int32_t qmax, const double* w, double* out);
+// divide L; gl = ceil(L / G) per row) whose columns are columns k0 .. k0 + L
+// of the layer's Hessian h (float64, row stride ldh, symmetric), a group
+// quantized with scale s = scales[n, j] and zero point z = zps[n, j] (zps
+// may be null: 0) has codes q = clamp(round_half_even(x / s) + z, qmin,
+// qmax) (the quotient in float) and rounding error r = x - (q - z) * s (the
+// dequantized value in float). Its error is the change of the layer's
+// output it causes on the calibration inputs, r' H_g r, H_g the group's
+// diagonal block of h, taken in diagonal blocks of kGroupHBlock columns
+// (a per-channel group of K columns would cost K^2 per row otherwise).
+// Sums in float64 through the product kernel (dgemm_nt_sub), so the last
+// bits depend on the ISA as GPTQ's updates do.
+constexpr size_t kGroupHBlock = 128;
+// gptq_group_errors: out[n, j] = that error.
+void gptq_group_errors(const Kernels& kn, const float* x, size_t N, size_t L, size_t G, const float* scales,
+                       const int32_t* zps, int32_t qmin, int32_t qmax, const double* h, size_t ldh, size_t k0,
+                       double* out);
+// gptq_group_refit: per group, up to `rounds` times: the codes at the
+// current scale, then the scale that fits those codes best under H_g
+// (least squares: s = (d' H_g x) / (d' H_g d), d = q - z; z stays), kept
+// (rounded to float) while its own error is lower than err[n, j], which
+// holds the error of scales[n, j] on entry; both updated in place.
+void gptq_group_refit(const Kernels& kn, const float* x, size_t N, size_t L, size_t G, float* scales,
+                      const int32_t* zps, int32_t qmin, int32_t qmax, const double* h, size_t ldh, size_t k0,
+                      size_t rounds, double* err);
 // clamp_groups: out[n, i] = clamp(x[n, i], lo[n, j] * c, hi[n, j] * c) for i
 // in group j, the bounds in float64, rounded to float when stored.
 void clamp_groups(const float* x, size_t N, size_t L, size_t G, const float* lo, const float* hi, double c, float* out);
