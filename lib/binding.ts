@@ -203,12 +203,12 @@ export interface Addon {
   ): void;
   /** GPTQ's lazy-batch update W[:, b1:] -= E · U[b0:b1, b1:] (native/ops/linalg_ops.h, gptq_lazy_update). */
   gptqLazyUpdate(w: Float32Array, N: number, K: number, u: Float64Array, e: Float32Array, b0: number, b1: number): void;
-  /** GPTQ clipping search: weighted rounding error per group (native/ops/linalg_ops.h, gptq_group_errors). */
+  /** GPTQ group fit: each group's output error r' H_g r (native/ops/linalg_ops.h, gptq_group_errors), and the least-squares refit of its scale (gptq_group_refit). */
   gptqGroupErrors(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number, out: Float64Array): void;
   gptqGroupRefit(x: Float32Array, N: number, L: number, G: number, scales: Float32Array, zps: Int32Array | null, qmin: number, qmax: number, h: Float64Array, ldh: number, k0: number, rounds: number, err: Float64Array): void;
-  /** GPTQ clipping search: each group clamped to c * [lo, hi] (clamp_groups). */
+  /** GPTQ group fit: each group clamped to c * [lo, hi] (clamp_groups). */
   clampGroups(x: Float32Array, N: number, L: number, G: number, lo: Float32Array, hi: Float32Array, c: number, out: Float32Array): void;
-  /** The five above on a libuv worker thread (same arguments, checked before it starts); resolves with cholInverseUpper's answer, true for the others. */
+  /** The six above on a libuv worker thread (same arguments, checked before it starts); resolves with cholInverseUpper's answer, true for the others. */
   cholInverseUpperAsync(h: Float64Array, K: number): Promise<boolean>;
   gptqWalkAsync(
     w: Float32Array, N: number, K: number, u: Float64Array, col: Int32Array, scales: Float32Array, zps: Int32Array,

@@ -201,9 +201,12 @@ void run(const W4A8Args& a, const S* scales, size_t n0, size_t n1) {
         // of them at once, which the hardware prefetchers do not follow.
         // Left to demand misses, fill_scales took 20 % of a d768 layer's
         // time at M = 8 (AMD EPYC Zen 5, one thread, cold weights).
-        const NextTile next_s(scales, gs * sizeof(S), n, a.N), next_z(a.w.zps, gs, n, a.N);
+        const NextTile next_s(scales, gs * sizeof(S), n, a.N);
         next_s.slice(0, (next_s.bytes + 63) & ~size_t(63));
-        if (a.w.zps) next_z.slice(0, (next_z.bytes + 63) & ~size_t(63));
+        if (a.w.zps) {
+            const NextTile next_z(a.w.zps, gs, n, a.N);
+            next_z.slice(0, (next_z.bytes + 63) & ~size_t(63));
+        }
         fill_scales(a, scales, n, nr, ng, gs, sw, sz);
         fill_panel(a, n, nr, panel);
         size_t m = 0;
