@@ -6,7 +6,10 @@
  * first --calib-tokens tokens calibrate, every later token evaluates
  * (--split last: the last ones calibrate, the earlier ones evaluate).
  *
- *   npm run bench:calib [-- --calib-tokens 16384 --context 256 --split first|last --quick --json]
+ *   npm run bench:calib [-- --calib-tokens 16384 --context 256 --split first|last|<token> --quick --json]
+ *
+ * --split <token>: calibration on the --calib-tokens tokens from that index,
+ * evaluation on the tokens before and after them.
  *
  * --quick runs int4 g32 only. The "async" rows run quantizeModelAsync (the
  * same weights, checked by their perplexity) and give the event loop's
@@ -32,9 +35,12 @@ const context = Number(opt('--context') ?? 256);
 const { model: base, tokenizer } = loadModelSync(MODEL);
 const all = tokenizeText(tokenizer!, readTextFile(TEXT));
 const split = opt('--split') ?? 'first';
-if (split !== 'first' && split !== 'last') throw new Error(`--split must be first or last, got ${split}`);
-const cal = split === 'first' ? all.slice(0, nCal) : all.slice(-nCal);
-const ev = split === 'first' ? all.slice(nCal) : all.slice(0, -nCal);
+// first, last, or the index of the first calibration token (the tokens
+// before and after the calibration window evaluate, joined)
+const start = split === 'first' ? 0 : split === 'last' ? all.length - nCal : Number(split);
+if (!Number.isInteger(start) || start < 0 || start + nCal > all.length) throw new Error(`--split must be first, last or a token index in [0, ${all.length - nCal}], got ${split}`);
+const cal = all.slice(start, start + nCal);
+const ev = all.slice(0, start).concat(all.slice(start + nCal));
 if (ev.length < 1024) throw new Error(`only ${ev.length} evaluation tokens left after ${nCal} calibration tokens`);
 const load0 = loadavg();
 const fp = perplexity(base, ev, { context }).ppl;
@@ -98,7 +104,7 @@ if (flag('--json')) {
   for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
   for (const r of budgetRows) process.stdout.write(JSON.stringify(r) + '\n');
 } else {
-  const where = split === 'first' ? `first ${cal.length} tokens` : `last ${cal.length} tokens`;
+  const where = split === 'first' ? `first ${cal.length} tokens` : split === 'last' ? `last ${cal.length} tokens` : `tokens ${start} to ${start + cal.length - 1}`;
   console.log(`\nstories260K, every Linear but lm_head quantized; isa ${isa()}; calibration: ${where} of ${path.basename(TEXT)}, evaluation: the other ${ev.length} (context ${context}); fp32 perplexity ${fp.toFixed(4)}`);
   console.log(`load average at start ${load0.map((v) => v.toFixed(2)).join(' ')}, at end ${load1.map((v) => v.toFixed(2)).join(' ')}\n`);
   printTable(
