@@ -129,6 +129,18 @@ describe('BatchScheduler', () => {
       expect(await Promise.all(reqs.map((r) => collect(remote.submit(r))))).toEqual(want);
       await remote.close();
       expect(engine.failure).toBe(null);
+      // a step's logits are the caller's until the next step, which hands their buffer back to the thread
+      const inThread = new LocalEngine(makeModel(q));
+      for (const e of [engine, inThread]) (e.open(7, 32), e.open(8, 32));
+      const steps = [[{ id: 7, tokens: prompt(5, 1), prompt: true }, { id: 8, tokens: prompt(3, 2), prompt: true }], [7, 8].map((id) => ({ id, tokens: [id], prompt: false })), [7, 8].map((id) => ({ id, tokens: [id + 1], prompt: false }))];
+      let prev: Float32Array | null = null;
+      for (const items of steps) {
+        const got = await engine.step(items);
+        if (prev) expect(prev.buffer.byteLength).toBe(0);
+        expect(Array.from(got)).toEqual(Array.from(await inThread.step(items)));
+        prev = got;
+      }
+      for (const e of [engine, inThread]) (e.close(7), e.close(8));
     } finally {
       await engine.dispose();
     }

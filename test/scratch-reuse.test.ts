@@ -13,7 +13,7 @@ import { normRows } from '../lib/ops/elementwise.js';
 import { causalAttentionOp } from '../lib/ops/attention.js';
 import { Tensor } from '../lib/tensor.js';
 import { Scratch } from '../lib/nn/scratch.js';
-import type { CausalLM } from '../lib/models/causal-lm.js';
+import type { CausalLM, DecoderLM, KVCache } from '../lib/models/causal-lm.js';
 import { DECODER_FORMATS as FORMATS, codegenModel, gpt2Model, llamaModel, optModel } from './tiny-models.js';
 
 
@@ -106,7 +106,35 @@ describe('out arguments', () => {
     }
     expect(() => model.forward([1, 2], model.createCache(), { out: new Float32Array(96) })).toThrow(/'options.out' has 96 floats, the logits are 2 x 96/);
     expect(() => model.forward([1], model.createCache(), { out: [] as unknown as Float32Array })).toThrow(TypeError);
-    expect(() => (model as import('../lib/models/causal-lm.js').DecoderLM).forwardBatch([{ tokens: [1], cache: model.createCache() }], { out: buf })).toThrow(/options.out/);
+  });
+
+  it('forwardBatch writes the logits into options.out (prompt rows first), the same bits as without, and checks it', () => {
+    const model = llamaModel({ D: 64, F: 160, L: 2, nH: 4, nKv: 2, V: 96, P: 128, seed: 7 }) as unknown as DecoderLM;
+    const V = 96;
+    const caches = () => [model.createCache(), model.createCache(), model.createCache()];
+    const a = caches(), b = caches();
+    // item 1 is a prompt chunk: its row comes first in out, then items 0 and 2
+    const items = (c: KVCache[], step: number) => [
+      { tokens: [3 + step], cache: c[0]!, prompt: false },
+      { tokens: [7, 8 + step, 9], cache: c[1]!, prompt: true },
+      { tokens: [11 + step], cache: c[2]!, prompt: false },
+    ];
+    const out = new Float32Array(3 * V).fill(NaN);
+    for (let step = 0; step < 3; step++) {
+      const want = model.forwardBatch(items(a, step), { logits: 'last' });
+      const got = model.forwardBatch(items(b, step), { logits: 'last', out });
+      got.forEach((t, i) => {
+        expect(t.data.buffer).toBe(out.buffer);
+        expect(same(t.data, want[i]!.data), `step ${step} item ${i}`).toBe(true);
+      });
+      expect(got[1]!.data.byteOffset).toBe(out.byteOffset);
+      expect(got[0]!.data.byteOffset).toBe(out.byteOffset + 4 * V);
+    }
+    const all = new Float32Array(5 * V);
+    const rows = model.forwardBatch(items(caches(), 0), { out: all });
+    expect(rows.map((t) => t.shape)).toEqual([[1, V], [3, V], [1, V]]);
+    expect(() => model.forwardBatch(items(caches(), 0), { logits: 'last', out: all })).toThrow(/'options.out' has 480 floats, the logits are 3 x 96/);
+    expect(() => model.forwardBatch(items(caches(), 0), { out: [] as unknown as Float32Array })).toThrow(TypeError);
   });
 
   it('Embedding.forward writes into out, and checks it', () => {

@@ -6,7 +6,7 @@
  * Its forward is written once as steps (lib/nn/steps.ts) and run by a
  * sync or an async driver: forward() and forwardAsync().
  */
-import { rangeError, typeError } from '../errors.js';
+import { describe, rangeError, typeError } from '../errors.js';
 import { Module } from '../nn/module.js';
 import { DecoderKVCache, beginForward, holdCache, holdCaches, linearChild } from '../nn/attention.js';
 import { Scratch } from '../nn/scratch.js';
@@ -249,7 +249,10 @@ export abstract class DecoderLM extends CausalLM {
    * Each item needs its own cache and at least one token; every cache is
    * held (ERR_BUSY to other forwards) until the call ends. `scratch` holds
    * the activations (default: new buffers per call; a caller that steps
-   * many batches passes one to reuse).
+   * many batches passes one to reuse). `out` (optional) takes the logits:
+   * exactly rows x vocabSize floats (rows = items.length with { logits:
+   * 'last' }, else the items' tokens in all), prompt items' rows first,
+   * then the others, each group in item order; the results are views of it.
    */
   forwardBatch(items: readonly BatchItem[], options?: BatchForwardOptions): Tensor<'f32'>[] {
     return runSync(this.forwardBatchSteps(items, options), { rowInvariant: true });
@@ -264,7 +267,6 @@ export abstract class DecoderLM extends CausalLM {
   *forwardBatchSteps(items: readonly BatchItem[], options?: BatchForwardOptions): ForwardSteps<Tensor<'f32'>[]> {
     const fn = `${this.constructor.name}.forwardBatch`;
     const last = lastLogitsOnly(fn, options);
-    if (options?.out !== undefined) throw typeError(fn, 'options.out', 'is not taken by a batched forward (each item gets its own logits)');
     const scratch = options?.scratch ?? new Scratch();
     if (!(scratch instanceof Scratch)) throw typeError(fn, 'options.scratch', 'must be a Scratch');
     if (!Array.isArray(items)) throw typeError(fn, 'items', 'must be an array of { tokens, cache }');
@@ -282,19 +284,25 @@ export abstract class DecoderLM extends CausalLM {
       segs.push({ cache, pos0, T: it.tokens.length, prompt: it.prompt ?? it.tokens.length > 1, index: i, tokens: it.tokens });
     }
     if (segs.length === 0) return [];
+    const outArg = options?.out;
+    if (outArg !== undefined) {
+      if (!(outArg instanceof Float32Array)) throw typeError(fn, 'options.out', `must be a Float32Array, got ${describe(outArg)}`);
+      const rows = last ? segs.length : segs.reduce((a, s) => a + s.T, 0);
+      if (outArg.length !== rows * V) throw rangeError(fn, 'options.out', `has ${outArg.length} floats, the logits are ${rows} x ${V}`);
+    }
     // prompt rows first: each linear product then runs them and the decode
     // rows as two row-invariant products (see promptRowsSplit)
     const order = [...segs.filter((s) => s.prompt), ...segs.filter((s) => !s.prompt)];
     const tokens = order.flatMap((s) => s.tokens);
     const promptSegs = order.filter((s) => s.prompt);
     const split = { rows: promptSegs.reduce((a, s) => a + s.T, 0), items: promptSegs.length };
-    const out = yield* holdCaches(fn, order.map((s) => s.cache), this.#batchSteps(tokens, new SeqBatch(order, scratch), last, split));
+    const out = yield* holdCaches(fn, order.map((s) => s.cache), this.#batchSteps(tokens, new SeqBatch(order, scratch), last, split, outArg));
     const back = new Array<Tensor<'f32'>>(out.length);
     order.forEach((s, j) => (back[s.index] = out[j]!));
     return back;
   }
 
-  *#batchSteps(tokens: readonly number[], batch: SeqBatch, last: boolean, split: { rows: number; items: number }): ForwardSteps<Tensor<'f32'>[]> {
+  *#batchSteps(tokens: readonly number[], batch: SeqBatch, last: boolean, split: { rows: number; items: number }, out?: Float32Array): ForwardSteps<Tensor<'f32'>[]> {
     const x = yield* promptRowsSplit(this.bodySteps(tokens, batch), split.rows);
     for (const s of batch.segments) s.cache.advance(s.T);
     const D = x.shape[1]!;
@@ -308,7 +316,8 @@ export abstract class DecoderLM extends CausalLM {
     }
     const headPrompt = last ? split.items : split.rows;
     const h = yield* promptRowsSplit(this.headInputSteps(rows, batch.scratch), headPrompt);
-    const logits = (yield* promptRowsSplit(linearStep(linearChild(this, 'lm_head'), h), headPrompt)).data;
+    let logits = (yield* promptRowsSplit(linearStep(linearChild(this, 'lm_head'), h, out), headPrompt)).data;
+    if (out !== undefined && logits !== out) logits = (out.set(logits), out); // a replacement lm_head that returned its own array
     const V = this.config.vocabSize;
     let r0 = 0;
     return batch.segments.map((s) => {

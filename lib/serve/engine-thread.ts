@@ -13,14 +13,14 @@ import { quantizeModel } from '../nn/quantize-model.js';
 import { Scratch } from '../nn/scratch.js';
 import { loadCliModel } from '../cli/load.js';
 import { requireFloat } from '../cli/weights.js';
-import { CachePool, type EngineItem, engineInfo, joinRows } from './engine.js';
+import { CachePool, type EngineItem, LogitsBuffer, engineInfo, joinRows } from './engine.js';
 import type { EngineModelSpec } from './worker-engine.js';
 
 type Msg =
   | { type: 'open'; id: number; capacity: number }
   | { type: 'close'; id: number; keep: boolean }
   | { type: 'release'; capacity: number }
-  | { type: 'step'; seq: number; items: EngineItem[] };
+  | { type: 'step'; seq: number; items: EngineItem[]; recycle?: Float32Array };
 
 async function load(spec: EngineModelSpec): Promise<DecoderLM> {
   let model: unknown;
@@ -49,21 +49,27 @@ try {
   const model = await load((workerData as { spec: EngineModelSpec }).spec);
   const caches = new CachePool((capacity) => model.createCache(capacity));
   const scratch = new Scratch();
+  // The logits go to the main thread as a transferred buffer, which comes
+  // back with the next step (the caller's once it has sampled): one buffer
+  // in steady decoding, not a new one per step.
+  const logitsBuf = new LogitsBuffer();
   port.on('message', (m: Msg) => {
     if (m.type === 'open') caches.open(m.id, m.capacity);
     else if (m.type === 'close') caches.close(m.id, m.keep);
     else if (m.type === 'release') caches.release(m.capacity);
     else {
       try {
+        if (m.recycle) logitsBuf.give(m.recycle);
+        const buf = logitsBuf.take(m.items.length * model.config.vocabSize);
         const out = model.forwardBatch(
           m.items.map((it) => ({ tokens: it.tokens, cache: caches.get(it.id), prompt: it.prompt })),
-          { logits: 'last', scratch },
+          { logits: 'last', scratch, out: buf },
         );
+        // the logits buffer itself when the rows are in item order (no
+        // prompt chunk ahead of a decode row), else joinRows' own copy
         const logits = joinRows(out.map((t) => t.data));
-        // the lm_head's output is this step's own array: hand its buffer over
-        const whole = logits.byteOffset === 0 && logits.byteLength === logits.buffer.byteLength;
-        const send = whole ? logits : logits.slice();
-        port.postMessage({ type: 'logits', seq: m.seq, logits: send }, [send.buffer as ArrayBuffer]);
+        if (logits.buffer === buf.buffer) logitsBuf.drop();
+        port.postMessage({ type: 'logits', seq: m.seq, logits }, [logits.buffer as ArrayBuffer]);
       } catch (e) {
         port.postMessage({ type: 'stepError', seq: m.seq, ...errorOf(e) });
       }

@@ -13,6 +13,7 @@
 import type { DecoderLM } from '../models/causal-lm.js';
 import type { KVCache } from '../nn/steps.js';
 import { Scratch } from '../nn/scratch.js';
+import { lineArray } from '../ops/huge-pages.js';
 
 /** The model facts a scheduler needs. */
 export interface EngineInfo {
@@ -49,6 +50,10 @@ export interface BatchEngine {
   /**
    * One batched forward over the items (each id open, at most once):
    * logits of each item's last token, f32 [items, vocabSize] row by row.
+   * The array is the caller's until its next step() call: the engine may
+   * reuse its memory for a later step's logits then (a step's logits are
+   * a megabyte at 8 sequences of a 32,000 vocabulary; allocating them
+   * afresh every step cost more than their sampling).
    */
   step(items: readonly EngineItem[]): Promise<Float32Array>;
   /** Release the engine (stop its thread). */
@@ -126,6 +131,7 @@ export class LocalEngine implements BatchEngine {
   readonly #model: DecoderLM;
   readonly #caches: CachePool;
   readonly #scratch = new Scratch();
+  readonly #logits = new LogitsBuffer();
 
   constructor(model: DecoderLM) {
     this.#model = model;
@@ -153,13 +159,39 @@ export class LocalEngine implements BatchEngine {
   async step(items: readonly EngineItem[]): Promise<Float32Array> {
     const out = await this.#model.forwardBatchAsync(
       items.map((it) => ({ tokens: it.tokens, cache: this.#caches.get(it.id), prompt: it.prompt })),
-      { logits: 'last', scratch: this.#scratch },
+      { logits: 'last', scratch: this.#scratch, out: this.#logits.take(items.length * this.info.vocabSize) },
     );
     return joinRows(out.map((t) => t.data));
   }
 
   async dispose(): Promise<void> {
     this.#caches.clear();
+  }
+}
+
+/**
+ * The logits buffer an engine hands to forwardBatch: the one it kept, when
+ * a step wants as many floats, else a new one (on 64-byte lines, as the
+ * GEMMs' outputs are). One buffer: a batch's size changes only when
+ * sequences join or leave.
+ */
+export class LogitsBuffer {
+  #buf: Float32Array | null = null;
+
+  /** A buffer of n floats (its contents are overwritten by the step). */
+  take(n: number): Float32Array {
+    if (this.#buf === null || this.#buf.length !== n || this.#buf.buffer.byteLength === 0) this.#buf = lineArray(Float32Array, n);
+    return this.#buf;
+  }
+
+  /** Keep `b` (the caller is done with it) for a later take(). */
+  give(b: Float32Array): void {
+    if (b.buffer.byteLength > 0) this.#buf = b;
+  }
+
+  /** Hand the buffer out for good (transferred): the next take() allocates. */
+  drop(): void {
+    this.#buf = null;
   }
 }
 

@@ -42,6 +42,8 @@ export class WorkerEngine implements BatchEngine {
   #seq = 0;
   #pending: { seq: number; resolve: (l: Float32Array) => void; reject: (e: unknown) => void } | null = null;
   #dead: Error | null = null;
+  /** The last step's logits: the caller's until the next step(), which hands the buffer back to the thread. */
+  #last: Float32Array | null = null;
 
   private constructor(worker: Worker, info: EngineInfo) {
     this.#worker = worker;
@@ -50,7 +52,7 @@ export class WorkerEngine implements BatchEngine {
       const p = this.#pending;
       if (!p || (m.type !== 'logits' && m.type !== 'stepError') || m.seq !== p.seq) return;
       this.#pending = null;
-      if (m.type === 'logits') p.resolve(m.logits);
+      if (m.type === 'logits') p.resolve((this.#last = m.logits));
       else p.reject(toError(m));
     });
     const die = (e: Error) => {
@@ -115,9 +117,13 @@ export class WorkerEngine implements BatchEngine {
     if (this.#dead) return Promise.reject(this.#dead);
     if (this.#pending) return Promise.reject(new QuantkitError('ERR_BUSY', 'WorkerEngine.step: a step is already running'));
     const seq = ++this.#seq;
+    // (not if the caller moved its buffer elsewhere: a detached one cannot be sent)
+    const recycle = this.#last !== null && this.#last.buffer.byteLength > 0 ? this.#last : null;
+    this.#last = null;
     return new Promise((resolve, reject) => {
       this.#pending = { seq, resolve, reject };
-      this.#worker.postMessage({ type: 'step', seq, items: items.map((it) => ({ id: it.id, tokens: [...it.tokens], prompt: it.prompt })) });
+      const msg = { type: 'step', seq, items: items.map((it) => ({ id: it.id, tokens: [...it.tokens], prompt: it.prompt })), ...(recycle ? { recycle } : {}) };
+      this.#worker.postMessage(msg, recycle ? [recycle.buffer as ArrayBuffer] : []);
     });
   }
 
