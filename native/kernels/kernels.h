@@ -486,6 +486,12 @@ struct Kernels {
     // itself, as on ISAs without a separate one).
     void (*gemm_w4a8_rows)(const W4A8Args& a, size_t n0, size_t n1);
     size_t w4a8_rows_min_m;
+    // The activation codes of one row in W4A8Args' chunked layout, for
+    // `chunks` whole chunks of 128 values: q[128 chunks] (natural order)
+    // -> xc[128 c + j] = q[128 c + 2 j], xc[128 c + 64 + j] = q[128 c + 2 j + 1]
+    // (j < 64), and the exact sum of each block of 32, bsum[b] = q[32 b] +
+    // .. + q[32 b + 31] (b < 4 chunks). Exact: identical on every ISA.
+    void (*w4a8_chunk_x)(const int8_t* q, size_t chunks, int8_t* xc, int32_t* bsum);
 
     // ---- transformer glue -------------------------------------------------
     // Causal attention over a key/value cache, as specified on AttnRowsArgs

@@ -19,7 +19,7 @@ namespace qk {
 // table: the variable's suffix; ns: the namespace of the ISA's own functions.
 #define QK_TABLE(table, ns, isa_value, isa_name, gemv, i4_gemv_max_m, i8_gemv_max_m, w8a8, packed_min_m,      \
                  pack_a, w4a8, w4a8_rows, rows_min_m, dq_split, panel_dq, panel_dq_i8, panel_dq_i4,         \
-                 i8x_split, gemm_i8x, norm_rows, rope_rows)                                                 \
+                 i8x_split, gemm_i8x, norm_rows, rope_rows, chunk_x)                                        \
     const Kernels kernels_##table = {                                                              \
         isa_value,         isa_name,         ns::f16_to_f32,     ns::bf16_to_f32,                \
         ns::minmax,        ns::absmax,       ns::quantize,       ns::dequantize_i8,              \
@@ -29,20 +29,22 @@ namespace qk {
         ns::dequant_panel,                                                                         \
         i4_gemv_max_m,     i8_gemv_max_m,    i8x_split,          gemm_i8x,                        \
         w8a8,              packed_min_m,     pack_a,             w4a8,                            \
-        w4a8_rows,         rows_min_m,                                                            \
+        w4a8_rows,         rows_min_m,       chunk_x,                                             \
         ns::attn_rows,     ns::silu_mul,     ns::gelu_tanh,    norm_rows,                         \
         rope_rows,         ns::dgemm_nt_sub,                                                      \
     };
 
 QK_TABLE(ref, ref, Isa::scalar, "scalar", ref::gemv, 4, 16, ref::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, ref::gemm_w4a8,
          ref::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-         ref::norm_rows, ref::rope_rows)
+         ref::norm_rows, ref::rope_rows, ref::w4a8_chunk_x)
 #if defined(__x86_64__) || defined(_M_X64)
 // AVX2: W4A8 with lanes over 8 weight rows from M = avx2::kW4A8RowsMinM
 // (5, as on AVX-512), bit-identical to the row-layout kernel.
 QK_TABLE(avx2, avx2, Isa::avx2, "avx2", avx2::gemv, 4, 16, avx2::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, avx2::gemm_w4a8,
          avx2::gemm_w4a8_rows, avx2::kW4A8RowsMinM, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-         avx2::norm_rows, avx2::rope_rows)
+         avx2::norm_rows, avx2::rope_rows, avx2::w4a8_chunk_x)
+// The AVX-512 and AMX tables take AVX2's w4a8_chunk_x: it moves and sums
+// bytes, 128 per chunk in four 256-bit shuffles (no 512-bit version).
 // AVX-512: gemv reading f32 weights a row at a time at M = 1
 // (gemv_avx512_linear.h); VNNI outer-product kernel over packed activations from M = 15
 // rows (the others never read them: their packer is the ref one, unused);
@@ -55,7 +57,7 @@ QK_TABLE(avx2, avx2, Isa::avx2, "avx2", avx2::gemv, 4, 16, avx2::gemm_w8a8, SIZE
 // is level with its gemv from M = 5 (37 against 36 at 4096 x 4096), so 4.
 QK_TABLE(avx512, avx512, Isa::avx512, "avx512", avx512::gemv_linear_m1, 9, 16, avx512::gemm_w8a8, avx512::kW8A8PackedMinM,
          avx512::w8a8_pack_a, avx512::gemm_w4a8, avx512::gemm_w4a8_rows, avx512::kW4A8RowsMinM,
-         nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, avx512::norm_rows, avx512::rope_rows)
+         nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, avx512::norm_rows, avx512::rope_rows, avx2::w4a8_chunk_x)
 // AMX: the AVX-512 table with the W8A8 GEMM on AMX-INT8 tiles from
 // amx::kW8A8MinM rows (packed activations from there on; the AVX-512
 // kernels below it and for the last N % 16 columns), int8 per-channel
@@ -70,12 +72,13 @@ QK_TABLE(avx512, avx512, Isa::avx512, "avx512", avx512::gemv_linear_m1, 9, 16, a
 QK_TABLE(amx, avx512, Isa::amx, "amx", avx512::gemv, 9, 7, amx::gemm_w8a8, amx::kW8A8MinM, avx512::w8a8_pack_a, avx512::gemm_w4a8,
          amx::gemm_w4a8_rows, avx512::kW4A8RowsMinMAmx, amx::dq_split_x,
          amx::gemm_panel_dq, amx::gemm_panel_dq_i8, amx::gemm_panel_dq_i4, amx::i8x_split, amx::gemm_i8x,
-         avx512::norm_rows, avx512::rope_rows)
+         avx512::norm_rows, avx512::rope_rows, avx2::w4a8_chunk_x)
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
+// (NEON: the scalar w4a8_chunk_x; not measured on an ARM machine.)
 QK_TABLE(neon, neon, Isa::neon, "neon", neon::gemv, 4, 16, neon::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8,
          neon::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-         ref::norm_rows, ref::rope_rows)
+         ref::norm_rows, ref::rope_rows, ref::w4a8_chunk_x)
 #endif
 
 }  // namespace qk

@@ -82,8 +82,7 @@ void choose_params(const QuantSpec& s, float mn, float mx, float* scale, int32_t
     if (mn == mx) {
         sc = mn == 0.0f ? 1.0f : std::fabs(mn);
     } else if (!s.asymmetric) {
-        const double amax = std::max(std::fabs(double(mn)), std::fabs(double(mx)));
-        sc = float(amax / double(qmax));
+        sc = absmax_scale(std::max(std::fabs(mn), std::fabs(mx)), qmax);
     } else {
         const double lo = std::min(double(mn), 0.0), hi = std::max(double(mx), 0.0);
         sc = float((hi - lo) / double(qmax - qmin));

@@ -9,6 +9,8 @@
 //             K the last group of each row is shorter (K % G values)
 #pragma once
 
+#include <cfloat>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -43,6 +45,16 @@ size_t packed_row_bytes(int bits, size_t K);
 // dequantizes exactly; a scale that underflows to 0 becomes the smallest
 // subnormal float.
 void choose_params(const QuantSpec& s, float mn, float mx, float* scale, int32_t* zp);
+
+// choose_params' symmetric scale of a block whose absolute maximum is amax
+// (finite, >= 0), i.e. of (mn, mx) = (-amax, amax), inline for the
+// per-block loops of dynamic activation quantization (choose_params uses it
+// too, so the two cannot drift apart).
+inline float absmax_scale(float amax, int32_t qmax) {
+    float sc = amax == 0.0f ? 1.0f : float(double(amax) / double(qmax));
+    if (sc == 0.0f) sc = FLT_TRUE_MIN;
+    return sc;
+}
 
 // Quantize src[rows, K] (f32/f16/bf16 bits) into
 //   codes: int8 [rows, K] (8 bits) or packed bytes [rows, packed_row_bytes]

@@ -24,7 +24,7 @@ namespace {
 // One row: codes q[K] (natural order) -> the operands of row m of `a`.
 // Returns the index in the row of the first NaN/Inf, or SIZE_MAX.
 size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std::vector<float>& amax,
-                    std::vector<int8_t>& q) {
+                    std::vector<int8_t>& q, std::vector<int32_t>& bsum) {
     const size_t K = a.K, full = K / 32, rem = K % 32, nb = full + (rem ? 1 : 0);
     amax.resize(nb);
     q.resize(K);
@@ -34,53 +34,49 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
         e = k.absmax(x + 32 * full, 1, rem, amax.data() + full);
         if (e != SIZE_MAX) return 32 * full + e;
     }
-    QuantSpec spec;
-    spec.bits = 8;
-    spec.asymmetric = false;
-    spec.gran = Granularity::group;
-    spec.group = 32;
+    // choose_params' symmetric int8 scale of each block
     float* sx = a.sx.data() + m * a.ldsx;
-    for (size_t b = 0; b < nb; ++b) {
-        int32_t zp;
-        choose_params(spec, -amax[b], amax[b], &sx[b], &zp);
-    }
+    for (size_t b = 0; b < nb; ++b) sx[b] = absmax_scale(amax[b], 127);
     if (full) k.quantize(x, full, 32, sx, nullptr, -127, 127, q.data());
     if (rem) k.quantize(x + 32 * full, 1, rem, sx + full, nullptr, -127, 127, q.data() + 32 * full);
 
-    // Chunked layout: per 128 values, the even ones then the odd ones.
-    // Fixed-stride loops over locals (int8 stores may alias anything
-    // captured, and would stop GCC from vectorizing them).
+    // Chunked layout (per 128 values, the even ones then the odd ones) and
+    // each block's sum of codes: the table's w4a8_chunk_x for whole chunks,
+    // the last partial one (K % 128) here. Fixed-stride loops over locals
+    // (int8 stores may alias anything captured, and would stop GCC from
+    // vectorizing them).
     int8_t* xc = a.xc.data() + m * a.ldx;
     const int8_t* qp = q.data();
     const size_t kk = K, chunks = K / 128;
-    for (size_t c = 0; c < chunks; ++c) {
-        const int8_t* src = qp + 128 * c;
-        int8_t* dst = xc + 128 * c;
-        for (size_t j = 0; j < 64; ++j) dst[j] = src[2 * j];
-        for (size_t j = 0; j < 64; ++j) dst[64 + j] = src[2 * j + 1];
-    }
+    bsum.resize(nb);
+    k.w4a8_chunk_x(qp, chunks, xc, bsum.data());
     if (kk % 128) {
         int8_t* dst = xc + 128 * chunks;
         for (size_t j = 0; j < 128; ++j) dst[j] = 0;
         for (size_t i = 128 * chunks; i < kk; ++i) dst[(i & 1) * 64 + ((i & 127) >> 1)] = qp[i];
+        for (size_t b = 4 * chunks; b < nb; ++b) {
+            int32_t d = 0;
+            for (size_t i = 32 * b; i < std::min(kk, 32 * b + 32); ++i) d += qp[i];
+            bsum[b] = d;
+        }
     }
 
+    // lane scales: 4 lanes of 8 values per block, 0 past K (K % 32 == 0
+    // when they are read; a shorter last block still gets its scale)
     float* sxl = a.sxl.data() + m * a.ldsxl;
-    for (size_t l = 0; l < a.ldsxl; ++l) sxl[l] = 8 * l < kk ? sx[l / 4] : 0.0f;
+    for (size_t b = 0; b < a.ldsxl / 4; ++b) {
+        const float v = b < nb ? sx[b] : 0.0f;
+        for (size_t l = 0; l < 4; ++l) sxl[4 * b + l] = 8 * (4 * b + l) < kk ? v : 0.0f;
+    }
 
     // tg[g] = sum_{k in g} sx[k / 32] * q[k], one product per segment (a
     // weight group cut by the activation blocks).
     float* tg = a.tg.data() + m * a.ldtg;
     const size_t G = a.G;
-    if (G % 32 == 0) {
+    if (G % 32 == 0) {  // (then 32 divides K: every block is whole)
         for (size_t g = 0; g < kk / G; ++g) {
             float t = 0.0f;
-            for (size_t b = g * G / 32; b < (g + 1) * G / 32; ++b) {
-                const int8_t* blk = qp + 32 * b;
-                int32_t d = 0;
-                for (size_t i = 0; i < 32; ++i) d += blk[i];
-                t = t + sx[b] * float(d);
-            }
+            for (size_t b = g * G / 32; b < (g + 1) * G / 32; ++b) t = t + sx[b] * float(bsum[b]);
             tg[g] = t;
         }
     } else {
@@ -122,8 +118,9 @@ size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
     parallel_for((M + rpt - 1) / rpt, double(M) * double(K) * 8.0, [&](size_t t, size_t) {
         thread_local std::vector<float> amax;
         thread_local std::vector<int8_t> q;
+        thread_local std::vector<int32_t> bsum;
         for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
-            const size_t e = quantize_row(k, x + m * ldx, a, m, amax, q);
+            const size_t e = quantize_row(k, x + m * ldx, a, m, amax, q, bsum);
             if (e != SIZE_MAX) {
                 record_bad(bad, m * ldx + e);
                 return;

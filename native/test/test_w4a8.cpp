@@ -454,3 +454,51 @@ QKT_TEST(w4a8_rows_equal_main) {
                     compare(w, x, 2, false, 0, 9);
                 }
 }
+
+// The chunked activation layout and block sums (Kernels::w4a8_chunk_x):
+// each table's equals the ref's, which is checked against the layout's
+// definition; codes over the whole int8 range, -128 included.
+QKT_TEST(w4a8_chunk_x) {
+    Rng rng(11);
+    for (size_t chunks : {size_t(0), size_t(1), size_t(2), size_t(5)})
+        for (int mode = 0; mode < 3; ++mode) {
+            std::vector<int8_t> q(128 * chunks + 1);
+            for (auto& v : q) v = mode == 0 ? int8_t(rng.next()) : mode == 1 ? int8_t(-128) : int8_t(127);
+            std::vector<int8_t> x1(128 * chunks + 1, 0x55), x2(128 * chunks + 1, 0x66);
+            std::vector<int32_t> s1(4 * chunks + 1, 7), s2(4 * chunks + 1, 9);
+            ctx.ref->w4a8_chunk_x(q.data(), chunks, x1.data(), s1.data());
+            ctx.k->w4a8_chunk_x(q.data(), chunks, x2.data(), s2.data());
+            QKT_CHECK(x1.back() == 0x55 && x2.back() == 0x66 && s1.back() == 7 && s2.back() == 9, "chunks=%zu wrote past the end", chunks);
+            x1.pop_back(); x2.pop_back(); s1.pop_back(); s2.pop_back();
+            QKT_CHECK(x1 == x2 && s1 == s2, "%s chunks=%zu mode=%d vs ref", ctx.k->name, chunks, mode);
+            for (size_t c = 0; c < chunks; ++c) {
+                for (size_t j = 0; j < 64; ++j)
+                    QKT_CHECK(x1[128 * c + j] == q[128 * c + 2 * j] && x1[128 * c + 64 + j] == q[128 * c + 2 * j + 1],
+                              "layout chunk %zu j %zu", c, j);
+                for (size_t b = 0; b < 4; ++b) {
+                    int32_t d = 0;
+                    for (size_t i = 0; i < 32; ++i) d += q[128 * c + 32 * b + i];
+                    QKT_CHECK(s1[4 * c + b] == d, "block sum %zu: %d vs %d", 4 * c + b, s1[4 * c + b], d);
+                }
+            }
+        }
+}
+
+// absmax_scale is choose_params' symmetric scale of (-amax, amax).
+QKT_TEST(absmax_scale_matches_choose_params) {
+    Rng rng(12);
+    qk::QuantSpec spec;
+    spec.bits = 8;
+    spec.asymmetric = false;
+    spec.gran = qk::Granularity::group;
+    spec.group = 32;
+    std::vector<float> vals = {0.0f, 1e-45f, 1e-40f, 1e-38f, 1.0f, 127.0f, 3.4e38f};
+    for (int i = 0; i < 2000; ++i) vals.push_back(std::ldexp(rng.uni(1.0f, 2.0f), rng.irange(-149, 127)));
+    for (float a : vals) {
+        float s = 0.0f;
+        int32_t zp = 1;
+        qk::choose_params(spec, -a, a, &s, &zp);
+        const float t = qk::absmax_scale(a, 127);
+        QKT_CHECK(s == t && zp == 0, "amax %.9g: %.9g vs %.9g", double(a), double(s), double(t));
+    }
+}

@@ -51,5 +51,21 @@ void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
     }
 }
 
+void w4a8_chunk_x(const int8_t* q, size_t chunks, int8_t* xc, int32_t* bsum) {
+    for (size_t c = 0; c < chunks; ++c) {
+        const int8_t* src = q + 128 * c;
+        int8_t* dst = xc + 128 * c;
+        for (size_t j = 0; j < 64; ++j) {
+            dst[j] = src[2 * j];
+            dst[64 + j] = src[2 * j + 1];
+        }
+        for (size_t b = 0; b < 4; ++b) {
+            int32_t d = 0;
+            for (size_t i = 0; i < 32; ++i) d += src[32 * b + i];
+            bsum[4 * c + b] = d;
+        }
+    }
+}
+
 }  // namespace ref
 }  // namespace qk
