@@ -75,10 +75,9 @@ QK_TABLE(amx, avx512, Isa::amx, "amx", avx512::gemv, 9, 7, amx::gemm_w8a8, amx::
          avx512::norm_rows, avx512::rope_rows, avx2::w4a8_chunk_x)
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-// (NEON: the scalar w4a8_chunk_x; not measured on an ARM machine.)
 QK_TABLE(neon, neon, Isa::neon, "neon", neon::gemv, 4, 16, neon::gemm_w8a8, SIZE_MAX, ref::w8a8_pack_a, neon::gemm_w4a8,
          neon::gemm_w4a8, SIZE_MAX, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-         ref::norm_rows, ref::rope_rows, ref::w4a8_chunk_x)
+         ref::norm_rows, ref::rope_rows, neon::w4a8_chunk_x)
 #endif
 
 }  // namespace qk

@@ -268,6 +268,23 @@ void gemm_w4a8(const W4A8Args& a, size_t n0, size_t n1) {
     else run_d<false>(a, n0, n1);
 }
 
+// Kernels::w4a8_chunk_x: per 32 values, vld2q_s8 splits the even and odd
+// bytes into two registers (stored at their places in the chunk), and the
+// block's sum is two widening pairwise adds and one across-vector add
+// (partial sums of at most 4 codes per int16 lane, exact).
+void w4a8_chunk_x(const int8_t* q, size_t chunks, int8_t* xc, int32_t* bsum) {
+    for (size_t c = 0; c < chunks; ++c) {
+        const int8_t* src = q + 128 * c;
+        int8_t* dst = xc + 128 * c;
+        for (size_t b = 0; b < 4; ++b) {
+            const int8x16x2_t v = vld2q_s8(src + 32 * b);  // val[0]: q[32 b + 2 i], val[1]: q[32 b + 2 i + 1]
+            vst1q_s8(dst + 16 * b, v.val[0]);
+            vst1q_s8(dst + 64 + 16 * b, v.val[1]);
+            bsum[4 * c + b] = vaddlvq_s16(vaddq_s16(vpaddlq_s8(v.val[0]), vpaddlq_s8(v.val[1])));
+        }
+    }
+}
+
 }  // namespace neon
 }  // namespace qk
 
