@@ -61,13 +61,8 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
         }
     }
 
-    // lane scales: 4 lanes of 8 values per block, 0 past K (K % 32 == 0
-    // when they are read; a shorter last block still gets its scale)
     float* sxl = a.sxl.data() + m * a.ldsxl;
-    for (size_t b = 0; b < a.ldsxl / 4; ++b) {
-        const float v = b < nb ? sx[b] : 0.0f;
-        for (size_t l = 0; l < 4; ++l) sxl[4 * b + l] = 8 * (4 * b + l) < kk ? v : 0.0f;
-    }
+    for (size_t l = 0; l < a.ldsxl; ++l) sxl[l] = 8 * l < kk ? sx[l / 4] : 0.0f;
 
     // tg[g] = sum_{k in g} sx[k / 32] * q[k], one product per segment (a
     // weight group cut by the activation blocks).
