@@ -27,7 +27,7 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
                     std::vector<int8_t>& q, std::vector<int32_t>& bsum) {
     const size_t K = a.K, full = K / 32, rem = K % 32, nb = full + (rem ? 1 : 0);
     amax.resize(nb);
-    q.resize(K);
+    q.resize(a.ldx);  // whole chunks of 128
     size_t e = full ? k.absmax(x, full, 32, amax.data()) : SIZE_MAX;
     if (e != SIZE_MAX) return e;
     if (rem) {
@@ -41,25 +41,14 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
     if (rem) k.quantize(x + 32 * full, 1, rem, sx + full, nullptr, -127, 127, q.data() + 32 * full);
 
     // Chunked layout (per 128 values, the even ones then the odd ones) and
-    // each block's sum of codes: the table's w4a8_chunk_x for whole chunks,
-    // the last partial one (K % 128) here. Fixed-stride loops over locals
-    // (int8 stores may alias anything captured, and would stop GCC from
-    // vectorizing them).
-    int8_t* xc = a.xc.data() + m * a.ldx;
+    // each block's sum of codes, by the table's w4a8_chunk_x over every
+    // chunk: q is zero past K up to the last whole chunk, which gives the
+    // layout's zeros there and adds nothing to a shorter last block's sum.
     const int8_t* qp = q.data();
-    const size_t kk = K, chunks = K / 128;
-    bsum.resize(nb);
-    k.w4a8_chunk_x(qp, chunks, xc, bsum.data());
-    if (kk % 128) {
-        int8_t* dst = xc + 128 * chunks;
-        for (size_t j = 0; j < 128; ++j) dst[j] = 0;
-        for (size_t i = 128 * chunks; i < kk; ++i) dst[(i & 1) * 64 + ((i & 127) >> 1)] = qp[i];
-        for (size_t b = 4 * chunks; b < nb; ++b) {
-            int32_t d = 0;
-            for (size_t i = 32 * b; i < std::min(kk, 32 * b + 32); ++i) d += qp[i];
-            bsum[b] = d;
-        }
-    }
+    const size_t kk = K, chunks = a.ldx / 128;
+    std::fill(q.begin() + kk, q.end(), int8_t(0));
+    bsum.resize(4 * chunks);
+    k.w4a8_chunk_x(qp, chunks, a.xc.data() + m * a.ldx, bsum.data());
 
     float* sxl = a.sxl.data() + m * a.ldsxl;
     for (size_t l = 0; l < a.ldsxl; ++l) sxl[l] = 8 * l < kk ? sx[l / 4] : 0.0f;
