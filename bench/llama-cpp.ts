@@ -32,7 +32,8 @@
  *
  *   npm run bench:setup && npm run bench:llama-cpp
  *   options: --threads 1,2  --repeats 3  --prompt 128  --steps 32  --layers N  --dim D  --weights-from file|memory
- *            --pairs fp32,w8a8,int8,w4a8,int4-g32,w4a8+head,int4-g32+head,w4a8-f16s,int4-g32-f16s,w4a8+head-f16s,int4-g32+head-f16s
+ *            --pairs fp32,w8a8,int8,w4a8,int4-g32,w4a8+head,int4-g32+head,w4a8-f16s,int4-g32-f16s,w4a8+head-f16s,int4-g32+head-f16s,
+ *                    int4-g32-pf8,int4-g32+head-pf8,int8-pf8
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir, cpus } from 'node:os';
@@ -98,6 +99,11 @@ const ALL_PAIRS = [
   { name: 'int4 g32 f16 scales / Q4_0', qk: 'int4-g32-f16s', gguf: Q4 },
   { name: 'W4A8 f16 scales / Q4_0, lm_head quantized', qk: 'w4a8+head-f16s', gguf: Q4H },
   { name: 'int4 g32 f16 scales / Q4_0, lm_head quantized', qk: 'int4-g32+head-f16s', gguf: Q4H },
+  // int8 activations for prompts only (activations 'int8-prefill'): as
+  // llama.cpp, which quantizes the activations of every token to Q8
+  { name: 'int4 g32, int8 prompts / Q4_0', qk: 'int4-g32-pf8', gguf: Q4 },
+  { name: 'int4 g32, int8 prompts / Q4_0, lm_head quantized', qk: 'int4-g32+head-pf8', gguf: Q4H },
+  { name: 'int8, int8 prompts / Q8_0', qk: 'int8-pf8', gguf: Q8 },
 ];
 const ONLY = (opt('--pairs') ?? '').split(',').filter((s) => s !== '');
 const PAIRS = ONLY.length ? ALL_PAIRS.filter((p) => ONLY.includes(p.qk)) : ALL_PAIRS;

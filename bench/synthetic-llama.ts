@@ -136,6 +136,10 @@ export const ALL_VARIANTS: Variant[] = [
   { name: 'w4a8-f16s', q: { ...INT4, activations: 'int8', scaleDtype: 'f16' } },
   { name: 'int4-g32+head-f16s', q: { ...INT4, exclude: [], scaleDtype: 'f16' } },
   { name: 'w4a8+head-f16s', q: { ...INT4, activations: 'int8', exclude: [], scaleDtype: 'f16' } },
+  // int8 activations for prompts only: W4A8 / W8A8 prefill, weight-only decode
+  { name: 'int4-g32-pf8', q: { ...INT4, activations: 'int8-prefill' } },
+  { name: 'int4-g32+head-pf8', q: { ...INT4, activations: 'int8-prefill', exclude: [] } },
+  { name: 'int8-pf8', q: { ...INT8, activations: 'int8-prefill' } },
 ];
 
 export function build(config: LlamaConfig, lookup: TensorLookup, v: Variant): { model: LlamaForCausalLM; quantMs: number } {

@@ -45,6 +45,8 @@ describe('saveQuantized / loadQuantizedWeights', () => {
     ['int4 sym g32 with a g20 fallback, lm_head quantized', { weights: 'int4', exclude: [] }, { hidden: 100, bias: true }],
     ['int8 asym tensor', { weights: 'int8', scheme: 'asymmetric', granularity: 'tensor' }, {}],
     ['int4 sym g32 W4A8', { weights: 'int4', activations: 'int8' }, { bias: true }],
+    ['int4 asym g32, int8 prompts', { weights: 'int4', scheme: 'asymmetric', activations: 'int8-prefill' }, {}],
+    ['int8 sym channel, int8 prompts', { weights: 'int8', activations: 'int8-prefill' }, { bias: true }],
   ];
   for (const [label, qopts, mopts] of cases) {
     it(`round-trips bit-identically: ${label}`, async () => {

@@ -34,6 +34,8 @@ function layers(K: number): Layer[] {
     { name: 'W8A8', layer: QLinear.fromLinear(lin, { activations: 'int8' }) },
     { name: 'W4A8', layer: QLinear.fromLinear(lin, { bits: 4, groupSize: 32, activations: 'int8' }) },
     { name: 'LLM.int8', layer: QLinear.fromLinear(lin, { activations: 'llm.int8', threshold: 2 }) },
+    { name: 'int4 g32, int8 prompts', layer: QLinear.fromLinear(lin, { bits: 4, groupSize: 32, activations: 'int8-prefill' }) },
+    { name: 'int8, int8 prompts', layer: QLinear.fromLinear(lin, { activations: 'int8-prefill' }) },
   ];
   return out;
 }

@@ -49,7 +49,12 @@ function quantOpts(cmd: Command, withBits: boolean): Command {
         .default('tail'),
     )
     .option('--exclude <names>', 'layer names/globs left in float, replacing the default lm_head (repeatable, comma-separated; * within a name segment, ** across)', listOption)
-    .addOption(new Option('--activations <a>', 'none (weight-only, the default), int8 (W8A8 with int8 weights, W4A8 with int4) or llm.int8 (int8 sym per-channel weights)').argParser(choiceOption(['none', 'int8', 'llm.int8'] as const)))
+    .addOption(
+      new Option(
+        '--activations <a>',
+        'none (weight-only, the default), int8 (W8A8 with int8 weights, W4A8 with int4), int8-prefill (int8 for prompts, weight-only for generated tokens) or llm.int8 (int8 sym per-channel weights)',
+      ).argParser(choiceOption(['none', 'int8', 'int8-prefill', 'llm.int8'] as const)),
+    )
     .addOption(new Option('--threshold <t>', 'LLM.int8() outlier threshold (default 6)').argParser(floatOption(0, 1e6)))
     .addOption(new Option('--scale-dtype <d>', 'f32 (default) or f16: scales stored in half precision (int4 g32: 0.5625 bytes per weight instead of 0.625, as ggml Q4_0)').argParser(choiceOption(['f32', 'f16'] as const)))
     .addOption(new Option('--calib <file>', 'calibration text: quantize with GPTQ (or --method) against each layer\'s inputs on it (causal LMs; use other text than you evaluate on)'))

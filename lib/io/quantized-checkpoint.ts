@@ -48,7 +48,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { QuantkitError, describe, typeError } from '../errors.js';
-import { type ActivationMode, Linear, QLinear } from '../nn/linear.js';
+import { ACTIVATION_MODES, type ActivationMode, Linear, QLinear, isActivationMode } from '../nn/linear.js';
 import type { Module } from '../nn/module.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import type { QuantizeModelSummary, ResolvedQuantConfig } from '../nn/quantize-model.js';
@@ -268,8 +268,8 @@ function parseQuantConfig(file: string, json: Record<string, unknown>): Quantiza
   if (qc.scheme !== 'symmetric' && qc.scheme !== 'asymmetric') throw bad(file, `"scheme" must be "symmetric" or "asymmetric", got ${describe(qc.scheme)}`);
   if (qc.granularity !== 'channel' && qc.granularity !== 'group' && qc.granularity !== 'tensor') throw bad(file, `"granularity" is ${describe(qc.granularity)}`);
   if (!Array.isArray(qc.modules_to_not_convert)) throw bad(file, '"modules_to_not_convert" must be an array');
-  if (qc.activations !== undefined && qc.activations !== 'none' && qc.activations !== 'int8' && qc.activations !== 'llm.int8') {
-    throw bad(file, `"activations" must be "none", "int8" or "llm.int8", got ${describe(qc.activations)}`);
+  if (qc.activations !== undefined && !isActivationMode(qc.activations)) {
+    throw bad(file, `"activations" must be ${ACTIVATION_MODES.map((m) => `"${m}"`).join(', ')}, got ${describe(qc.activations)}`);
   }
   if (qc.threshold !== undefined && (typeof qc.threshold !== 'number' || !(qc.threshold >= 0))) throw bad(file, `"threshold" must be a number >= 0, got ${describe(qc.threshold)}`);
   return qc as unknown as QuantizationConfigJson;

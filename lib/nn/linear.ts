@@ -64,8 +64,20 @@ export class Linear extends Module {
   }
 }
 
-/** How a QLinear treats its input: float (weight-only quantization), or int8 per token. */
-export type ActivationMode = 'none' | 'int8' | 'llm.int8';
+/** How a QLinear treats its input: float (weight-only quantization), int8, or int8 for prompt rows only. */
+export type ActivationMode = 'none' | 'int8' | 'int8-prefill' | 'llm.int8';
+
+/** Every ActivationMode, in the order the errors list them. */
+export const ACTIVATION_MODES: readonly ActivationMode[] = ['none', 'int8', 'int8-prefill', 'llm.int8'];
+
+export function isActivationMode(v: unknown): v is ActivationMode {
+  return (ACTIVATION_MODES as readonly unknown[]).includes(v);
+}
+
+/** The RangeError message part for a value that is not an ActivationMode. */
+export function activationModeError(v: unknown): string {
+  return `must be 'none', 'int8', 'int8-prefill' or 'llm.int8', got ${describe(v)}`;
+}
 
 export interface QLinearRuntimeOptions {
   /**
@@ -74,6 +86,13 @@ export interface QLinearRuntimeOptions {
    * accumulate in int32: with an int8 weight (symmetric per channel),
    * dynamic W8A8 with one scale per row of x; with an int4 weight (any
    * scheme and granularity), W4A8 with one scale per 32 values of x.
+   * 'int8-prefill': 'int8' for prompt rows, 'none' for decode rows, on the
+   * same stored weight (no second copy): a call of more than one row
+   * (without options.rowInvariant) or of rows marked 'prefill' is a prompt;
+   * a single row, or rows marked rowInvariant true (a batched decode step),
+   * keep f32 activations. Prompts then run the integer kernels (as llama.cpp
+   * does for every token) while each generated token keeps weight-only
+   * accuracy. Same weight requirements as 'int8'.
    * 'llm.int8': LLM.int8() decomposition (int8 symmetric per-channel weight).
    */
   activations?: ActivationMode;
@@ -85,9 +104,7 @@ export type QLinearOptions = QuantizeOptions & { bits?: 8 | 4 } & QLinearRuntime
 
 function runtimeOptions(fn: string, o: QLinearRuntimeOptions | undefined): { activations: ActivationMode; threshold: number } {
   const activations = o?.activations ?? 'none';
-  if (activations !== 'none' && activations !== 'int8' && activations !== 'llm.int8') {
-    throw rangeError(fn, 'options.activations', `must be 'none', 'int8' or 'llm.int8', got ${describe(activations)}`);
-  }
+  if (!isActivationMode(activations)) throw rangeError(fn, 'options.activations', activationModeError(activations));
   const threshold = o?.threshold ?? 6.0;
   if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0) {
     throw rangeError(fn, 'options.threshold', `must be a finite number >= 0, got ${describe(threshold)}`);
@@ -120,9 +137,12 @@ export class QLinear extends Module {
     this.#w = null;
     this.#w4 = null;
     this.#w8 = null;
-    if (rt.activations === 'none') this.#w = prepareWeight('QLinear', 'qweight', qweight);
-    else if (rt.activations === 'int8' && qweight.bits === 4) this.#w4 = prepareW4A8('QLinear', 'qweight', qweight);
-    else this.#w8 = prepareW8A8('QLinear', 'qweight', qweight);
+    const prefill = rt.activations === 'int8-prefill';
+    // 'int8-prefill' keeps both paths over the same codes: #w and #w4 are
+    // two views of qweight's arrays; #w8 adds only the row sums (4 N bytes)
+    if (rt.activations === 'none' || prefill) this.#w = prepareWeight('QLinear', 'qweight', qweight);
+    if ((rt.activations === 'int8' || prefill) && qweight.bits === 4) this.#w4 = prepareW4A8('QLinear', 'qweight', qweight);
+    else if (rt.activations !== 'none') this.#w8 = prepareW8A8('QLinear', 'qweight', qweight);
     this.#b = checkBias('QLinear', bias, qweight.shape[0] ?? 0);
     this.qweight = qweight;
     this.bias = bias ?? null;
@@ -161,7 +181,7 @@ export class QLinear extends Module {
   forward(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Tensor<'f32'> {
     const fn = 'QLinear.forward';
     const inv = rowInvariant(fn, options);
-    if (this.#w) return matmulPrepared(fn, x, this.#w, this.#b, out, inv);
+    if (this.#w && !this.#int8Rows(x, inv)) return matmulPrepared(fn, x, this.#w, this.#b, out, inv);
     if (this.#w4) return matmulW4A8(fn, x, this.#w4, this.#b, out);
     const r = matmulW8A8(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
     this.lastOutlierColumns = r.outliers;
@@ -172,11 +192,25 @@ export class QLinear extends Module {
   async forwardAsync(x: Tensor, out?: Float32Array, options?: LinearCallOptions): Promise<Tensor<'f32'>> {
     const fn = 'QLinear.forwardAsync';
     const inv = rowInvariant(fn, options);
-    if (this.#w) return matmulPreparedAsync(fn, x, this.#w, this.#b, out, inv);
+    if (this.#w && !this.#int8Rows(x, inv)) return matmulPreparedAsync(fn, x, this.#w, this.#b, out, inv);
     if (this.#w4) return matmulW4A8Async(fn, x, this.#w4, this.#b, out);
     const r = await matmulW8A8Async(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
     this.lastOutlierColumns = r.outliers;
     return r.y;
+  }
+
+  /**
+   * Whether x's rows take the int8-activation path: always with 'int8' and
+   * 'llm.int8'; with 'int8-prefill', prompt rows only (rows marked
+   * 'prefill', or more than one row outside row-invariant mode). A
+   * malformed x takes the weight-only path, whose checks name the problem.
+   */
+  #int8Rows(x: Tensor, inv: RowInvariance): boolean {
+    if (this.activations !== 'int8-prefill') return this.activations !== 'none';
+    if (inv === 'prefill') return true;
+    if (inv === 'decode' || !(x instanceof Tensor) || x.shape.length === 0) return false;
+    const K = x.shape[x.shape.length - 1]!;
+    return K > 0 && x.size > K;
   }
 
   override ownTensors(): Iterable<[string, Tensor | QuantizedTensor]> {
@@ -194,7 +228,7 @@ function fromLinearOptions(fn: string, linear: Linear, options: QLinearOptions |
   }
   const { activations, threshold, ...qopts } = options ?? {};
   const rt = runtimeOptions(fn, { activations, threshold });
-  if (rt.activations === 'llm.int8' || (rt.activations === 'int8' && (qopts.bits ?? 8) === 8)) {
+  if (rt.activations === 'llm.int8' || ((rt.activations === 'int8' || rt.activations === 'int8-prefill') && (qopts.bits ?? 8) === 8)) {
     if ((qopts.bits ?? 8) !== 8) throw rangeError(fn, 'options.bits', `must be 8 with activations '${rt.activations}'`);
     if (schemeOf(fn, qopts.scheme ?? 'symmetric') !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${rt.activations}'`);
     if ((qopts.granularity ?? 'channel') === 'group') throw rangeError(fn, 'options.granularity', `must be 'channel' or 'tensor' with activations '${rt.activations}'`);

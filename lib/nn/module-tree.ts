@@ -18,7 +18,9 @@ function leaf(m: Module): string | undefined {
     const K = m.inFeatures;
     const tail = q.granularity === 'group' && K % q.groupSize !== 0 ? ` (last ${K % q.groupSize})` : '';
     const fmt = `int${q.bits} ${q.scheme === 'symmetric' ? 'sym' : 'asym'} ${q.granularity === 'group' ? `g${q.groupSize}${tail}` : `per-${q.granularity}`}`;
-    const act = m.activations === 'int8' ? (q.bits === 4 ? ', W4A8' : ', W8A8') : m.activations === 'llm.int8' ? `, LLM.int8 t=${m.threshold}` : '';
+    const int8 = q.bits === 4 ? 'W4A8' : 'W8A8';
+    const act =
+      m.activations === 'int8' ? `, ${int8}` : m.activations === 'int8-prefill' ? `, ${int8} prompts` : m.activations === 'llm.int8' ? `, LLM.int8 t=${m.threshold}` : '';
     return `QLinear(in=${m.inFeatures}, out=${m.outFeatures}, ${fmt}${act}${m.bias ? ', bias' : ''})`;
   }
   if (m instanceof Linear) return `Linear(in=${m.inFeatures}, out=${m.outFeatures}, ${m.weight.dtype}${m.bias ? ', bias' : ''})`;

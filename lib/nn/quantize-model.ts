@@ -31,7 +31,7 @@ import { quantizeJob } from '../quant/quantize.js';
 import { Tensor } from '../tensor.js';
 import { BlockInputs, type CalibratableModel, type CalibrationData, type LayerInputStats, calibrationWindows, checkCalibratable, collectHessiansJobs, stageOf } from './calibrate.js';
 import { type ChannelDivisible, type ScaleGroup, divideRows, isChannelDivisible, scaleGroupsOf } from './scale-fold.js';
-import { type ActivationMode, Linear, QLinear } from './linear.js';
+import { type ActivationMode, Linear, QLinear, activationModeError, isActivationMode } from './linear.js';
 import type { Module } from './module.js';
 
 export type WeightsFormat = 'int8' | 'int4';
@@ -65,7 +65,9 @@ export interface QuantizeModelOptions {
    * (default, weight-only), 'int8' or 'llm.int8'. With weights 'int8' both
    * need scheme 'symmetric' and granularity 'channel' ('int8' is then
    * dynamic W8A8); with weights 'int4', 'int8' is W4A8 (any int4 scheme
-   * and granularity, activations quantized per 32 values).
+   * and granularity, activations quantized per 32 values). 'int8-prefill':
+   * 'int8' for prompts, weight-only for generated tokens (same weight
+   * requirements as 'int8'; see QLinear).
    */
   activations?: ActivationMode;
   /** LLM.int8() outlier threshold (default 6.0). */
@@ -217,11 +219,9 @@ export function resolveQuantConfig(options: QuantizeModelOptions, fn = FN): Reso
     throw rangeError(fn, 'options.groupFallback', `must be 'tail', 'divisor', 'channel', 'keep' or 'error', got ${describe(groupFallback)}`);
   }
   const activations = options.activations ?? 'none';
-  if (activations !== 'none' && activations !== 'int8' && activations !== 'llm.int8') {
-    throw rangeError(fn, 'options.activations', `must be 'none', 'int8' or 'llm.int8', got ${describe(activations)}`);
-  }
+  if (!isActivationMode(activations)) throw rangeError(fn, 'options.activations', activationModeError(activations));
   // int8 activations over int4 weights (W4A8) take any int4 scheme and granularity.
-  if (activations === 'llm.int8' || (activations === 'int8' && bits === 8)) {
+  if (activations === 'llm.int8' || ((activations === 'int8' || activations === 'int8-prefill') && bits === 8)) {
     if (bits !== 8) throw rangeError(fn, 'options.weights', `must be 'int8' with activations '${activations}'`);
     if (scheme !== 'symmetric') throw rangeError(fn, 'options.scheme', `must be 'symmetric' with activations '${activations}'`);
     if (granularity !== 'channel') throw rangeError(fn, 'options.granularity', `must be 'channel' with activations '${activations}'`);
