@@ -87,7 +87,7 @@ export function quantLabel(o: QuantizeModelOptions): string {
   const scheme = o.scheme ?? (o.weights === 'int4' ? 'asymmetric' : 'symmetric'); // quantizeModel's defaults
   const s = scheme === 'asymmetric' || scheme === 'asym' ? 'asym' : 'sym';
   const int8 = o.weights === 'int4' ? ' W4A8' : ' W8A8';
-  const act = o.activations === 'int8' ? int8 : o.activations === 'int8-prefill' ? `${int8}-prefill` : o.activations === 'llm.int8' ? ' LLM.int8' : '';
+  const act = o.activations === 'int8' ? int8 : o.activations === 'int8-prefill' ? `${int8} prompts` : o.activations === 'llm.int8' ? ' LLM.int8' : '';
   const method = o.method ?? (o.calibration !== undefined ? DEFAULT_CALIBRATED : 'rtn');
   const m = method === 'rtn' ? '' : ` ${method.toUpperCase()}`;
   return `${o.weights} ${s} ${o.granularity === 'group' ? `g${o.groupSize}` : `per-${o.granularity}`}${o.scaleDtype === 'f16' ? ' f16-scales' : ''}${act}${m}`;
