@@ -4,6 +4,7 @@
 // pool keeps working afterwards. ISA independent (runs once per table).
 #include <atomic>
 #include <stdexcept>
+#include <vector>
 
 #include "../threadpool.h"
 #include "harness.h"
@@ -25,6 +26,38 @@ QKT_TEST(threadpool_task_exception) {
             std::atomic<size_t> ran{0};
             qk::parallel_for(64, [&](size_t, size_t) { ran.fetch_add(1); });
             QKT_CHECK(ran.load() == 64, "threads=%zu: %zu of 64 tasks ran after a failure", n, ran.load());
+        }
+    }
+    qk::set_threads(before);
+}
+
+// Every task runs exactly once, for task counts below, at and above the
+// thread count, not divisible by it, and when a worker joins late (the
+// first tasks slow): the per-thread segments and the helping between them
+// (threadpool.cpp, Job) neither skip nor repeat a task.
+QKT_TEST(threadpool_each_task_once) {
+    const size_t before = qk::threads();
+    for (size_t n : {size_t(1), size_t(2), size_t(3), size_t(5)}) {
+        qk::set_threads(n);
+        for (size_t tasks : {size_t(1), size_t(2), size_t(3), size_t(4), size_t(7), size_t(64), size_t(1001)}) {
+            for (int slow = 0; slow < 2; ++slow) {
+                std::vector<std::atomic<int>> hits(tasks);
+                std::atomic<size_t> max_worker{0};
+                qk::parallel_for(tasks, [&](size_t t, size_t worker) {
+                    // (no QKT_CHECK on the workers: its counter is the test thread's)
+                    size_t m = max_worker.load();
+                    while (worker > m && !max_worker.compare_exchange_weak(m, worker)) {
+                    }
+                    if (slow && t < 2) {
+                        volatile double x = 0;
+                        for (int i = 0; i < 200000; ++i) x = x + 1;
+                    }
+                    hits[t].fetch_add(1);
+                });
+                QKT_CHECK(max_worker.load() < n, "worker %zu of %zu threads", max_worker.load(), n);
+                for (size_t t = 0; t < tasks; ++t)
+                    QKT_CHECK(hits[t].load() == 1, "threads=%zu tasks=%zu: task %zu ran %d times", n, tasks, t, hits[t].load());
+            }
         }
     }
     qk::set_threads(before);
