@@ -70,13 +70,15 @@ export type ActivationMode = 'none' | 'int8' | 'int8-prefill' | 'llm.int8';
 /** Every ActivationMode, in the order the errors list them. */
 export const ACTIVATION_MODES: readonly ActivationMode[] = ['none', 'int8', 'int8-prefill', 'llm.int8'];
 
+/** Whether v is one of ACTIVATION_MODES (options and checkpoint files are checked with it). */
 export function isActivationMode(v: unknown): v is ActivationMode {
   return (ACTIVATION_MODES as readonly unknown[]).includes(v);
 }
 
 /** The RangeError message part for a value that is not an ActivationMode. */
 export function activationModeError(v: unknown): string {
-  return `must be 'none', 'int8', 'int8-prefill' or 'llm.int8', got ${describe(v)}`;
+  const names = ACTIVATION_MODES.map((m) => `'${m}'`);
+  return `must be ${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}, got ${describe(v)}`;
 }
 
 export interface QLinearRuntimeOptions {
