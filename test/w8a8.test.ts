@@ -147,6 +147,13 @@ describe('LLM.int8()', () => {
     const x = new Float32Array(K);
     x[17] = NaN;
     expect(() => l.forward(new Tensor('f32', [1, K], x))).toThrow(/NaN at index 17/);
+    // from 15 rows the activations are quantized and packed per block of 16
+    // rows: the first non-finite value is still the one named, whichever
+    // block (and thread) finds it
+    const xs = new Float32Array(40 * K);
+    xs[37 * K + 2] = Infinity;
+    xs[20 * K + 5] = -Infinity;
+    expect(() => l.forward(new Tensor('f32', [40, K], xs))).toThrow(new RegExp(`-Infinity at index ${20 * K + 5}`));
     expect(() => l.forward(new Tensor('f32', [1, K + 1], new Float32Array(K + 1)))).toThrow(/'x' has last dimension/);
     // A hand-made int8 weight holding -128 is refused (the kernels' range is [-127, 127]).
     const bad = new Int8Array(N * K);

@@ -137,9 +137,12 @@ void w8a8_pack_a(const uint8_t* a, size_t lda, size_t M, size_t K, uint8_t* ap) 
     w8a8_pack_a(kernels(), a, lda, M, K, ap);
 }
 
-size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, const uint8_t* outlier_cols,
-                          uint8_t* a, float* sx) {
-    if (M == 0 || K == 0) return SIZE_MAX;
+namespace {
+
+// Row `row` of K values to int8 codes + 128 at q (symmetric absmax, [-127,
+// 127]) and its scale *s; columns marked in outlier_cols (or nullptr) count
+// as 0. Returns SIZE_MAX, or the index in the row of its first NaN/Inf.
+size_t quantize_row(const Kernels& k, const float* row, size_t K, const uint8_t* outlier_cols, uint8_t* q, float* s) {
     QuantSpec spec;
     spec.bits = 8;
     spec.asymmetric = false;
@@ -147,36 +150,67 @@ size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
     spec.group = 0;
     int32_t qmin, qmax;
     code_range(spec, &qmin, &qmax);  // [-127, 127]
+    float mn, mx;
+    const size_t e = k.minmax(row, 1, K, &mn, &mx);
+    if (e != SIZE_MAX) return e;
+    thread_local std::vector<float> masked;
+    if (outlier_cols) {
+        masked.resize(K);
+        for (size_t i = 0; i < K; ++i) masked[i] = outlier_cols[i] ? 0.0f : row[i];
+        row = masked.data();
+        k.minmax(row, 1, K, &mn, &mx);
+    }
+    int32_t zp;
+    choose_params(spec, mn, mx, s, &zp);
+    k.quantize(row, 1, K, s, nullptr, qmin, qmax, reinterpret_cast<int8_t*>(q));
+    // qx + 128. The bound is a local: through a reference, K could alias the
+    // bytes stored (uint8_t aliases anything), and GCC would reload it after
+    // every byte instead of vectorizing (measured: 2.5x the time of the
+    // whole row step).
+    const size_t n = K;
+    for (size_t i = 0; i < n; ++i) q[i] = uint8_t(q[i] ^ 0x80u);
+    return SIZE_MAX;
+}
+
+// X[M, K] quantized as w8a8_quantize_rows does, into s.a and s.sx, and
+// packed as w8a8_pack_a does, into s.ap (on a 64-byte boundary, *ap), in one
+// pass over blocks of 16 rows: one hand-off to the pool instead of two, and
+// tasks of 16 rows (two threads had split the quantization of a 128-row X
+// into 86 and 42 rows). Same return value as w8a8_quantize_rows.
+size_t quantize_pack(const Kernels& k, const float* x, size_t M, size_t K, Scratch& s, const uint8_t** ap) {
+    s.ap.resize(w8a8_packed_bytes(M, K) + 63);
+    uint8_t* packed = s.ap.data() + (-reinterpret_cast<uintptr_t>(s.ap.data()) & 63);
+    const size_t block = 64 * ((K + 3) / 4);  // bytes per 16 packed rows
     std::atomic<size_t> bad{SIZE_MAX};
-    const size_t rpt = (size_t(1) << 16) / K + 1;
-    parallel_for((M + rpt - 1) / rpt, [&](size_t t, size_t) {
-        thread_local std::vector<float> masked;
-        for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
-            const float* row = x + m * K;
-            float mn, mx;
-            const size_t e = k.minmax(row, 1, K, &mn, &mx);
+    parallel_for((M + 15) / 16, [&](size_t b, size_t) {
+        const size_t m0 = 16 * b, rows = min_sz(16, M - m0);
+        for (size_t m = m0; m < m0 + rows; ++m) {
+            const size_t e = quantize_row(k, x + m * K, K, nullptr, s.a.data() + m * K, s.sx.data() + m);
             if (e != SIZE_MAX) {
                 record_bad(bad, m * K + e);
                 return;
             }
-            if (outlier_cols) {
-                masked.resize(K);
-                for (size_t i = 0; i < K; ++i) masked[i] = outlier_cols[i] ? 0.0f : row[i];
-                row = masked.data();
-                k.minmax(row, 1, K, &mn, &mx);
+        }
+        k.w8a8_pack_a(s.a.data() + m0 * K, K, rows, K, packed + b * block);
+    });
+    *ap = packed;
+    return bad.load();
+}
+
+}  // namespace
+
+size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, const uint8_t* outlier_cols,
+                          uint8_t* a, float* sx) {
+    if (M == 0 || K == 0) return SIZE_MAX;
+    std::atomic<size_t> bad{SIZE_MAX};
+    const size_t rpt = (size_t(1) << 16) / K + 1;
+    parallel_for((M + rpt - 1) / rpt, [&](size_t t, size_t) {
+        for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
+            const size_t e = quantize_row(k, x + m * K, K, outlier_cols, a + m * K, sx + m);
+            if (e != SIZE_MAX) {
+                record_bad(bad, m * K + e);
+                return;
             }
-            float s;
-            int32_t zp;
-            choose_params(spec, mn, mx, &s, &zp);
-            sx[m] = s;
-            uint8_t* q = a + m * K;
-            k.quantize(row, 1, K, &s, nullptr, qmin, qmax, reinterpret_cast<int8_t*>(q));
-            // qx + 128. The bound is a local: through the lambda's reference
-            // capture, K could alias the bytes stored (uint8_t aliases
-            // anything), and GCC would reload it after every byte instead of
-            // vectorizing (measured: 2.5x the time of the whole row step).
-            const size_t n = K;
-            for (size_t i = 0; i < n; ++i) q[i] = uint8_t(q[i] ^ 0x80u);
         }
     });
     return bad.load();
@@ -191,9 +225,11 @@ size_t gemm_w8a8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M
     Scratch& s = call_scratch();
     s.a.resize(M * w.K);
     s.sx.resize(M);
-    const size_t bad = w8a8_quantize_rows(k, x, M, w.K, nullptr, s.a.data(), s.sx.data());
+    const uint8_t* ap = nullptr;
+    const size_t bad = M >= k.w8a8_packed_min_m ? quantize_pack(k, x, M, w.K, s, &ap)
+                                                : w8a8_quantize_rows(k, x, M, w.K, nullptr, s.a.data(), s.sx.data());
     if (bad != SIZE_MAX) return bad;
-    run_int8(k, w, s.a.data(), packed_for(k, s.a.data(), M, w.K, s.ap), s.sx.data(), M, bias, false, y);
+    run_int8(k, w, s.a.data(), ap, s.sx.data(), M, bias, false, y);
     return SIZE_MAX;
 }
 
