@@ -140,10 +140,12 @@ export class QLinear extends Module {
     this.#w4 = null;
     this.#w8 = null;
     const prefill = rt.activations === 'int8-prefill';
-    // 'int8-prefill' keeps both paths over the same codes: #w and #w4 are
-    // two views of qweight's arrays; #w8 adds only the row sums (4 N bytes)
+    // 'int8-prefill' keeps both paths over the same codes: with int4 the
+    // W4A8 kernels read the very weight the f32-activation ones do; #w8 adds
+    // only the row sums (4 N bytes)
     if (rt.activations === 'none' || prefill) this.#w = prepareWeight('QLinear', 'qweight', qweight);
-    if ((rt.activations === 'int8' || prefill) && qweight.bits === 4) this.#w4 = prepareW4A8('QLinear', 'qweight', qweight);
+    if (prefill && qweight.bits === 4) this.#w4 = this.#w;
+    else if (rt.activations === 'int8' && qweight.bits === 4) this.#w4 = prepareW4A8('QLinear', 'qweight', qweight);
     else if (rt.activations !== 'none') this.#w8 = prepareW8A8('QLinear', 'qweight', qweight);
     this.#b = checkBias('QLinear', bias, qweight.shape[0] ?? 0);
     this.qweight = qweight;
@@ -202,13 +204,14 @@ export class QLinear extends Module {
   }
 
   /**
-   * Whether x's rows take the int8-activation path: always with 'int8' and
-   * 'llm.int8'; with 'int8-prefill', prompt rows only (rows marked
-   * 'prefill', or more than one row outside row-invariant mode). A
-   * malformed x takes the weight-only path, whose checks name the problem.
+   * With 'int8-prefill', whether x's rows are prompt rows, which take the
+   * int8-activation path (rows marked 'prefill', or more than one row
+   * outside row-invariant mode); false in every other mode that has a
+   * weight-only path. A malformed x takes the weight-only path, whose
+   * checks name the problem.
    */
   #int8Rows(x: Tensor, inv: RowInvariance): boolean {
-    if (this.activations !== 'int8-prefill') return this.activations !== 'none';
+    if (this.activations !== 'int8-prefill') return false;
     if (inv === 'prefill') return true;
     if (inv === 'decode' || !(x instanceof Tensor) || x.shape.length === 0) return false;
     const K = x.shape[x.shape.length - 1]!;

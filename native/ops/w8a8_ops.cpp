@@ -50,10 +50,14 @@ size_t rows_per_task(size_t M) { return M < 4 ? 64 : 96; }
 // block starts 16 bytes into a line; the AMX tiles of X then each touched
 // 32 lines instead of 16, and the tile loop of a 128 x 2048 x 768 W8A8
 // GEMM ran 1.9x slower.)
+uint8_t* packed_buffer(std::vector<uint8_t>& buf, size_t M, size_t K) {
+    buf.resize(w8a8_packed_bytes(M, K) + 63);
+    return buf.data() + (-reinterpret_cast<uintptr_t>(buf.data()) & 63);
+}
+
 const uint8_t* packed_for(const Kernels& k, const uint8_t* a, size_t M, size_t K, std::vector<uint8_t>& buf) {
     if (M < k.w8a8_packed_min_m) return nullptr;
-    buf.resize(w8a8_packed_bytes(M, K) + 63);
-    uint8_t* ap = buf.data() + (-reinterpret_cast<uintptr_t>(buf.data()) & 63);
+    uint8_t* ap = packed_buffer(buf, M, K);
     w8a8_pack_a(k, a, K, M, K, ap);
     return ap;
 }
@@ -176,8 +180,7 @@ size_t quantize_row(const Kernels& k, const float* row, size_t K, const uint8_t*
 // tasks of 16 rows (two threads had split the quantization of a 128-row X
 // into 86 and 42 rows). Same return value as w8a8_quantize_rows.
 size_t quantize_pack(const Kernels& k, const float* x, size_t M, size_t K, Scratch& s, const uint8_t** ap) {
-    s.ap.resize(w8a8_packed_bytes(M, K) + 63);
-    uint8_t* packed = s.ap.data() + (-reinterpret_cast<uintptr_t>(s.ap.data()) & 63);
+    uint8_t* packed = packed_buffer(s.ap, M, K);
     const size_t block = 64 * ((K + 3) / 4);  // bytes per 16 packed rows
     std::atomic<size_t> bad{SIZE_MAX};
     parallel_for((M + 15) / 16, [&](size_t b, size_t) {
