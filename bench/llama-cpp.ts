@@ -14,7 +14,9 @@
  *   f32 on both sides), and W4A8 / Q4_0 and int4 g32 / Q4_0 with the lm_head
  *   quantized on both sides (quantkit int4 g32, llama.cpp Q4_0).
  * Work, on both sides: prefill = the 128-token prompt on an empty cache up to
- * the first sampled token (logits of the last position, greedy); decode =
+ * the first sampled token (logits of the last position, greedy); the cache
+ * is emptied, not reallocated, between repeats (one context sequence per
+ * GGUF, one reset KVCache per quantkit model); decode =
  * 32 more tokens one at a time, each fed back (greedy). llama.cpp is driven
  * the way a Node user drives it: a context sequence's evaluate() generator.
  * Each figure is the median over the repeats; every repeat runs every pair,
@@ -166,6 +168,7 @@ async function main(): Promise<void> {
       const v = ALL_VARIANTS.find((x) => x.name === p.qk)!;
       qk.push(WEIGHTS_FROM === 'file' ? await buildFromFile(config, weights, v, dir) : build(config, weights, v).model);
     }
+    const qkCaches = qk.map((m) => m.createCache(PROMPT + STEPS));
     log(`  quantkit weights: ${WEIGHTS_FROM === 'file' ? 'written to files and loaded mapped' : 'arrays built in this process'}`);
     // the same model on both sides: fp32 and F32 pick the same first token
     const fp = PAIRS.findIndex((p) => p.qk === 'fp32');
@@ -180,9 +183,11 @@ async function main(): Promise<void> {
     const samples = new Map<string, Sample>();
     for (const thr of THREADS) {
       setThreads(thr);
-      // warm-up: JIT, tables, first touch of buffers and mapped weights
+      // warm-up: JIT, tables, first touch of buffers and mapped weights;
+      // each model keeps one cache, reset before every run (see runOnce),
+      // as each GGUF keeps its context
       for (let i = 0; i < PAIRS.length; i++) {
-        runOnce(qk[i]!, prompt.slice(0, 16), 2);
+        runOnce(qk[i]!, prompt, 2, qkCaches[i]);
         await runLlama(ggufs.get(PAIRS[i]!.gguf)!.ctx.get(thr)!.seq, prompt.slice(0, 16), 2);
       }
       for (let r = 0; r < REPEATS; r++) {
@@ -190,7 +195,7 @@ async function main(): Promise<void> {
           const p = PAIRS[i]!;
           const key = `${p.name}|${thr}`;
           const s = samples.get(key) ?? { qkPre: [], qkDec: [], lcPre: [], lcDec: [] };
-          const a = runOnce(qk[i]!, prompt, STEPS);
+          const a = runOnce(qk[i]!, prompt, STEPS, qkCaches[i]);
           s.qkPre.push(a.prefillMs);
           s.qkDec.push(a.decodeMs / STEPS);
           const b = await runLlama(ggufs.get(p.gguf)!.ctx.get(thr)!.seq, prompt, STEPS);
