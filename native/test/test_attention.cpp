@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "../ops/attention_ops.h"
@@ -184,7 +185,7 @@ QKT_TEST(attention_row_invariance) {
 // (exp overflows to +inf past ~88.4, so silu(-200) is -0).
 QKT_TEST(silu_mul_vs_ref_and_float64) {
     Rng rng(5);
-    for (size_t n : {size_t(1), size_t(3), size_t(7), size_t(16), size_t(33), size_t(1001)}) {
+    for (size_t n : {size_t(1), size_t(3), size_t(7), size_t(16), size_t(33), size_t(64), size_t(130), size_t(1001)}) {
         std::vector<float> g(n), u(n);
         for (size_t i = 0; i < n; ++i) g[i] = rng.uni(-12.0f, 12.0f), u[i] = rng.uni(-2.0f, 2.0f);
         std::vector<float> got = g, want = g;
@@ -196,14 +197,20 @@ QKT_TEST(silu_mul_vs_ref_and_float64) {
             QKT_CHECK(std::fabs(got[i] - e) <= 4e-7 * std::fabs(e) + 1e-30, "n=%zu i=%zu g=%g: %.9g vs %.9g", n, i, g[i], got[i], e);
         }
     }
-    std::vector<float> g = {NAN, -200.0f, 200.0f, -0.0f, 88.5f, -88.5f, 1e-30f}, u(g.size(), 1.0f);
-    ctx.k->silu_mul(g.data(), u.data(), g.size());
-    QKT_CHECK(std::isnan(g[0]), "NaN gave %g", g[0]);
-    QKT_CHECK(g[1] == 0.0f && std::signbit(g[1]), "silu(-200) = %g", g[1]);
-    QKT_CHECK(g[2] == 200.0f, "silu(200) = %g", g[2]);
-    QKT_CHECK(g[3] == 0.0f, "silu(-0) = %g", g[3]);
-    QKT_CHECK(g[4] == 88.5f && g[5] == 0.0f && std::signbit(g[5]), "saturation: %g %g", g[4], g[5]);
-    QKT_CHECK(g[6] == 0.5e-30f, "silu(1e-30) = %g", g[6]);
+    // the edges in a short call (the masked tail) and in a long one (the
+    // unrolled body of the SIMD kernels)
+    for (size_t len : {size_t(7), size_t(64)}) {
+        std::vector<float> g(len, 1.0f), u(len, 1.0f);
+        const float edges[] = {NAN, -200.0f, 200.0f, -0.0f, 88.5f, -88.5f, 1e-30f};
+        std::copy(std::begin(edges), std::end(edges), g.begin());
+        ctx.k->silu_mul(g.data(), u.data(), g.size());
+        QKT_CHECK(std::isnan(g[0]), "len=%zu: NaN gave %g", len, g[0]);
+        QKT_CHECK(g[1] == 0.0f && std::signbit(g[1]), "len=%zu: silu(-200) = %g", len, g[1]);
+        QKT_CHECK(g[2] == 200.0f, "len=%zu: silu(200) = %g", len, g[2]);
+        QKT_CHECK(g[3] == 0.0f, "len=%zu: silu(-0) = %g", len, g[3]);
+        QKT_CHECK(g[4] == 88.5f && g[5] == 0.0f && std::signbit(g[5]), "len=%zu: saturation: %g %g", len, g[4], g[5]);
+        QKT_CHECK(g[6] == 0.5e-30f, "len=%zu: silu(1e-30) = %g", len, g[6]);
+    }
 }
 
 // gelu_tanh: the reference's bits on every ISA (odd lengths: every tail),
@@ -212,7 +219,7 @@ QKT_TEST(silu_mul_vs_ref_and_float64) {
 // and the edges.
 QKT_TEST(gelu_tanh_vs_ref_and_float64) {
     Rng rng(6);
-    for (size_t n : {size_t(1), size_t(5), size_t(9), size_t(16), size_t(31), size_t(1003)}) {
+    for (size_t n : {size_t(1), size_t(5), size_t(9), size_t(16), size_t(31), size_t(64), size_t(129), size_t(1003)}) {
         std::vector<float> x(n);
         for (auto& v : x) v = rng.uni(-9.0f, 9.0f);
         std::vector<float> got = x, want = x;
@@ -227,10 +234,14 @@ QKT_TEST(gelu_tanh_vs_ref_and_float64) {
             QKT_CHECK(std::fabs(got[i] - e) <= tol * std::fabs(e) + 1e-37, "x=%.9g: %.9g vs %.9g", x[i], got[i], e);
         }
     }
-    std::vector<float> e = {NAN, -100.0f, 100.0f, 0.0f, -0.0f};
-    ctx.k->gelu_tanh(e.data(), e.size());
-    QKT_CHECK(std::isnan(e[0]), "NaN gave %g", e[0]);
-    QKT_CHECK(e[1] == 0.0f && std::signbit(e[1]), "gelu(-100) = %g", e[1]);
-    QKT_CHECK(e[2] == 100.0f, "gelu(100) = %g", e[2]);
-    QKT_CHECK(e[3] == 0.0f && e[4] == 0.0f, "gelu(+-0) = %g %g", e[3], e[4]);
+    for (size_t len : {size_t(5), size_t(64)}) {  // the masked tail, the unrolled body
+        std::vector<float> e(len, 1.0f);
+        const float edges[] = {NAN, -100.0f, 100.0f, 0.0f, -0.0f};
+        std::copy(std::begin(edges), std::end(edges), e.begin());
+        ctx.k->gelu_tanh(e.data(), e.size());
+        QKT_CHECK(std::isnan(e[0]), "len=%zu: NaN gave %g", len, e[0]);
+        QKT_CHECK(e[1] == 0.0f && std::signbit(e[1]), "len=%zu: gelu(-100) = %g", len, e[1]);
+        QKT_CHECK(e[2] == 100.0f, "len=%zu: gelu(100) = %g", len, e[2]);
+        QKT_CHECK(e[3] == 0.0f && e[4] == 0.0f, "len=%zu: gelu(+-0) = %g %g", len, e[3], e[4]);
+    }
 }

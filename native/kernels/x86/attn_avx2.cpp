@@ -152,7 +152,14 @@ void attn_rows(const AttnRowsArgs& a) {
 
 void gelu_tanh(float* x, size_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), c = _mm256_set1_ps(kGeluC), kk = _mm256_set1_ps(kGeluK);
-    for (size_t i = 0; i < n; i += 8) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {  // four vectors a round, as silu_mul
+        __m256 v[4], e[4];
+        for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(x + i + 8 * j);
+        for (int j = 0; j < 4; ++j) e[j] = exp8(_mm256_mul_ps(kk, _mm256_fmadd_ps(c, _mm256_mul_ps(_mm256_mul_ps(v[j], v[j]), v[j]), v[j])));
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(x + i + 8 * j, _mm256_div_ps(v[j], _mm256_add_ps(one, e[j])));
+    }
+    for (; i < n; i += 8) {
         const __m256i k = lanes(long(n - i));
         const __m256 v = _mm256_maskload_ps(x + i, k);
         const __m256 y = _mm256_fmadd_ps(c, _mm256_mul_ps(_mm256_mul_ps(v, v), v), v);
@@ -162,7 +169,16 @@ void gelu_tanh(float* x, size_t n) {
 
 void silu_mul(float* g, const float* u, size_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
-    for (size_t i = 0; i < n; i += 8) {
+    size_t i = 0;
+    // Four whole vectors a round with plain loads and stores (see the
+    // AVX-512 silu_mul); the masked loads and stores only for the tail.
+    for (; i + 32 <= n; i += 32) {
+        __m256 x[4], e[4];
+        for (int j = 0; j < 4; ++j) x[j] = _mm256_loadu_ps(g + i + 8 * j);
+        for (int j = 0; j < 4; ++j) e[j] = exp8(_mm256_xor_ps(x[j], neg));
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(g + i + 8 * j, _mm256_mul_ps(_mm256_div_ps(x[j], _mm256_add_ps(one, e[j])), _mm256_loadu_ps(u + i + 8 * j)));
+    }
+    for (; i < n; i += 8) {
         const __m256i k = lanes(long(n - i));
         const __m256 x = _mm256_maskload_ps(g + i, k);
         const __m256 e = exp8(_mm256_xor_ps(x, neg));
