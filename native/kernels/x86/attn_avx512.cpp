@@ -22,7 +22,11 @@
 // rows' sums of p (l, a sequential scalar chain each, as in the reference)
 // interleaved in one loop, on a Sapphire Rapids-class Xeon against two
 // (interleaved runs): T = 128 0.58-0.68 -> 0.44-0.48 ms, T = 512 7.7-9.2
-// -> 5.9 ms, a decode step at position 127 11-12 -> 9-10 us.
+// -> 5.9 ms, a decode step at position 127 11-12 -> 9-10 us. The sums of p
+// then moved into p · V's key loop, under its FMAs (same chains, same
+// bits); against their own loop, AMD EPYC Zen 5, one thread, operands in
+// cache, median of 400: T = 128 313-318 -> 289-306 us, T = 512 4.29 ->
+// 4.00 ms, a decode step at position 127 6.1 -> 5.5-5.6 us.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #pragma GCC diagnostic push
@@ -105,7 +109,7 @@ inline void scores_n(int nv, const float* const* q, const float* kt, size_t hd, 
 // One row's online-softmax step on its block scores s (nb visible keys of
 // the first nv vectors): the reference's max, rescale factor and p values;
 // p[0 .. 64) gets p (0 for hidden keys), m is updated and l rescaled (its
-// sum of p is sum_l's, for the rows of a call together). Returns the
+// sum of p is added in pv, in the key loop). Returns the
 // rescale factor c of o (1 on the first block, which has no rescale).
 inline float softmax_step(__m512* s, int nv, size_t nb, float scale, bool first, float& m, float& l, float* p) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale);
@@ -132,33 +136,25 @@ inline float softmax_step(__m512* s, int nv, size_t nb, float scale, bool first,
     return c;
 }
 
-// l_r += p_r[jj] for jj < nb_r, each row in key order (the reference's
-// scalar chain, so its bits); the R rows' chains are interleaved, since one
-// chain alone is latency-bound (64 dependent adds per block and row).
-template <int R>
-inline void sum_l(float* const* l, const float* const* p, const size_t* nb) {
-    size_t nmin = nb[0];
-    for (int r = 1; r < R; ++r) nmin = nb[r] < nmin ? nb[r] : nmin;
-    float acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = *l[r];
-    for (size_t jj = 0; jj < nmin; ++jj)
-        for (int r = 0; r < R; ++r) acc[r] += p[r][jj];
-    for (int r = 0; r < R; ++r) {
-        for (size_t jj = nmin; jj < nb[r]; ++jj) acc[r] += p[r][jj];
-        *l[r] = acc[r];
-    }
-}
-
 // For R = 1..4 rows: o_r[0 .. hd) = o_r * c_r (when rescale), then
 // o_r[i] = fma(p_r[jj], V[jj][i], o_r[i]) for jj < nb_r, in key order (the
 // reference's order per element); the rows share each load of V up to the
 // shortest row's keys, then each row takes its remaining keys alone.
+// The first 64-wide chunk also adds each row's p to its sum, l_r += p_r[jj]
+// in key order (the reference's scalar chain, so its bits): a chain of
+// dependent adds, 64 a block, which in a loop of its own held the block
+// up (5-10 % of the attention with four rows interleaved, see the top of
+// the file); inside the key loop it runs under the FMAs. hd > 0 (the op
+// has no tasks otherwise).
 template <int R>
 inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const float* const* p, const size_t* nb,
-               const float* v, size_t ldv) {
+               const float* v, size_t ldv, float* const* l) {
     size_t nmin = nb[0];
     for (int r = 1; r < R; ++r) nmin = nb[r] < nmin ? nb[r] : nmin;
+    float ls[R];
+    for (int r = 0; r < R; ++r) ls[r] = *l[r];
     for (size_t i0 = 0; i0 < hd; i0 += 64) {
+        const bool sum = i0 == 0;
         const size_t w = hd - i0 < 64 ? hd - i0 : 64;
         __mmask16 mk[4];
         __m512 acc[R][4];
@@ -176,6 +172,7 @@ inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const f
             __m512 vv[4];
             for (int u = 0; u < nu; ++u) vv[u] = _mm512_maskz_loadu_ps(mk[u], vj + 16 * u);
             for (int r = r0; r < r1; ++r) {
+                if (sum) ls[r] += p[r][jj];
                 const __m512 pj = _mm512_set1_ps(p[r][jj]);
                 for (int u = 0; u < nu; ++u) acc[r][u] = _mm512_fmadd_ps(pj, vv[u], acc[r][u]);
             }
@@ -185,6 +182,7 @@ inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const f
                 const float* vj = v + jj * ldv + i0;
                 const __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16), v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
                 for (int r = 0; r < R; ++r) {
+                    if (sum) ls[r] += p[r][jj];
                     const __m512 pj = _mm512_set1_ps(p[r][jj]);
                     acc[r][0] = _mm512_fmadd_ps(pj, v0, acc[r][0]);
                     acc[r][1] = _mm512_fmadd_ps(pj, v1, acc[r][1]);
@@ -200,6 +198,7 @@ inline void pv(float* const* o, size_t hd, bool rescale, const float* c, const f
         for (int r = 0; r < R; ++r)
             for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(o[r] + i0 + 16 * u, mk[u], acc[r][u]);
     }
+    for (int r = 0; r < R; ++r) *l[r] = ls[r];
 }
 
 // One block of keys (j0 = its first) for R rows rr[] that see some of it.
@@ -227,8 +226,7 @@ inline void block_rows(const AttnRowsArgs& a, const size_t* rr, size_t j0, bool 
     scores_n<R>(nv, q, kt, hd, s);
     float c[R];
     for (int i = 0; i < R; ++i) c[i] = softmax_step(s[i], nv, nb[i], a.scale, first, m[rr[i]], l[rr[i]], pbuf + i * kAttnBlock);
-    sum_l<R>(lrow, p, nb);
-    pv<R>(orow, hd, !first, c, p, nb, v, a.ldv);
+    pv<R>(orow, hd, !first, c, p, nb, v, a.ldv, lrow);
 }
 
 }  // namespace
