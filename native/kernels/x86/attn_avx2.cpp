@@ -52,10 +52,16 @@ inline float hmax(__m256 v) {
     return _mm_cvtss_f32(_mm_max_ss(c, _mm_movehdup_ps(c)));
 }
 
-// o[0 .. hd) = o * c (when rescale), then o[i] = fma(p[jj], V[jj][i], o[i]) for jj < nb.
-inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_t nb, const float* v, size_t ldv) {
+// o[0 .. hd) = o * c (when rescale), then o[i] = fma(p[jj], V[jj][i], o[i]) for jj < nb;
+// l += p[jj] in key order inside the first chunk's key loop (the reference's
+// chain, under the FMAs rather than in a latency-bound loop of its own, as
+// in attn_avx512.cpp). hd > 0.
+inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_t nb, const float* v, size_t ldv,
+               float& l) {
     const __m256 cv = _mm256_set1_ps(c);
+    float ls = l;
     for (size_t i0 = 0; i0 < hd; i0 += 32) {
+        const bool sum = i0 == 0;
         const size_t w = hd - i0 < 32 ? hd - i0 : 32;
         __m256i mk[4];
         __m256 acc[4];
@@ -66,6 +72,7 @@ inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_
         }
         if (w == 32) {
             for (size_t jj = 0; jj < nb; ++jj) {
+                if (sum) ls += p[jj];
                 const __m256 pj = _mm256_broadcast_ss(p + jj);
                 const float* vj = v + jj * ldv + i0;
                 acc[0] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), acc[0]);
@@ -75,6 +82,7 @@ inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_
             }
         } else {
             for (size_t jj = 0; jj < nb; ++jj) {
+                if (sum) ls += p[jj];
                 const __m256 pj = _mm256_broadcast_ss(p + jj);
                 const float* vj = v + jj * ldv + i0;
                 for (int u = 0; u < 4 && 8 * size_t(u) < w; ++u)
@@ -83,6 +91,7 @@ inline void pv(float* o, size_t hd, bool rescale, float c, const float* p, size_
         }
         for (int u = 0; u < 4; ++u) _mm256_maskstore_ps(o + i0 + 8 * u, mk[u], acc[u]);
     }
+    l = ls;
 }
 
 }  // namespace
@@ -132,10 +141,7 @@ void attn_rows(const AttnRowsArgs& a) {
             }
             const __m256 mnv = _mm256_set1_ps(mn);
             for (int u = 0; u < 8; ++u) _mm256_storeu_ps(p + 8 * u, _mm256_and_ps(valid[u], exp8(_mm256_sub_ps(s[u], mnv))));
-            float lr = l[r];
-            for (size_t jj = 0; jj < nb; ++jj) lr += p[jj];
-            l[r] = lr;
-            pv(o + r * hd, hd, b > 0, c, p, nb, a.v + j0 * a.ldv, a.ldv);
+            pv(o + r * hd, hd, b > 0, c, p, nb, a.v + j0 * a.ldv, a.ldv, l[r]);
             m[r] = mn;
         }
     }
