@@ -255,8 +255,9 @@ struct AttnRowsArgs {
     float* scratch;          // attn_scratch_floats(rows, hd) floats
 };
 // Scratch floats attn_rows needs for `rows` rows of hd: per row o[hd], m, l,
-// and one block of scores.
-inline size_t attn_scratch_floats(size_t rows, size_t hd) { return rows * (hd + 2) + 4 * kAttnBlock; }
+// four rows of p for one block, and one block of value rows [kAttnBlock][hd]
+// (where the AVX2 kernel copies them; see attn_avx2.cpp).
+inline size_t attn_scratch_floats(size_t rows, size_t hd) { return rows * (hd + 2) + 4 * kAttnBlock + kAttnBlock * hd; }
 
 // Bound of gemm_panel_dq's extra relative error (see there): three
 // products of 16-bit splits, each within 2^-16 of its part.

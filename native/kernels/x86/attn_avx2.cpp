@@ -5,16 +5,23 @@
 // runs over 64-wide chunks of the head dimension (eight accumulator
 // chains) with masked loads for the tail. One row at a time: every row
 // reads its block of K and V (32 KB at hd = 64) again, where the AVX-512
-// kernel shares each load among four rows. Against the previous version
+// kernel shares each load among four rows; from kCopyVRows rows a call,
+// each block's value rows are first copied together (see attn_rows). (The
+// AVX-512 kernel, reading each value row once per four rows, measured no
+// gain from the copy: T = 128 299-308 us without, 309-313 with.) Against
+// the previous version
 // (all 8 score vectors, 32-wide p · V chunks, masked loads and stores of
 // o), AMD EPYC Zen 5 running the avx2 table, one thread, operands in
 // cache, median of 400: T = 128 803-810 -> 739-743 us, T = 512 10.9 ->
-// 9.9 ms (12 / 4 heads of 64, from position 0).
+// 9.9 ms (12 / 4 heads of 64, from position 0); then the copy of the value
+// rows, five interleaved runs: T = 128 750-775 -> 678-694 us, a decode
+// step (3 rows, no copy) unchanged.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "../isa.h"
 #include "../attn_exp.h"
@@ -134,6 +141,9 @@ inline void scores_n(int nv, const float* q, const float* kt, size_t hd, __m256*
     }
 }
 
+// Rows of a call from which a block's value rows are copied together first.
+constexpr size_t kCopyVRows = 8;
+
 }  // namespace
 
 void attn_rows(const AttnRowsArgs& a) {
@@ -142,6 +152,7 @@ void attn_rows(const AttnRowsArgs& a) {
     float* m = o + rows * hd;        // [rows]
     float* l = m + rows;             // [rows]
     float* p = l + rows;             // [kAttnBlock]
+    float* vb = p + 4 * kAttnBlock;  // [kAttnBlock][hd]
     size_t maxlim = 0;
     for (size_t r = 0; r < rows; ++r) {
         for (size_t i = 0; i < hd; ++i) o[r * hd + i] = 0.0f;
@@ -153,6 +164,19 @@ void attn_rows(const AttnRowsArgs& a) {
     for (size_t b = 0; b * kAttnBlock < maxlim; ++b) {
         const size_t j0 = b * kAttnBlock;
         const float* kt = a.kt + b * a.kt_stride;
+        // The block's value rows, copied together when enough rows read
+        // them: in the cache they are kv_dim floats apart (1 KB at 4 heads
+        // of 64), which maps a block's 256 lines onto 16 of L1's 64 sets,
+        // so each row's p · V fetched them again from L2. (A decode step's
+        // few rows read them too few times to pay for the copy.)
+        const float* vblk = a.v + j0 * a.ldv;
+        size_t ldvb = a.ldv;
+        if (rows >= kCopyVRows) {
+            const size_t nbmax = maxlim - j0 < kAttnBlock ? maxlim - j0 : kAttnBlock;
+            for (size_t jj = 0; jj < nbmax; ++jj) std::memcpy(vb + jj * hd, vblk + jj * a.ldv, hd * sizeof(float));
+            vblk = vb;
+            ldvb = hd;
+        }
         for (size_t r = 0; r < rows; ++r) {
             const size_t lim = a.lim[r];
             if (lim <= j0) continue;
@@ -176,7 +200,7 @@ void attn_rows(const AttnRowsArgs& a) {
             }
             const __m256 mnv = _mm256_set1_ps(mn);
             for (int u = 0; u < 8; ++u) _mm256_storeu_ps(p + 8 * u, _mm256_and_ps(valid[u], exp8(_mm256_sub_ps(s[u], mnv))));
-            pv(o + r * hd, hd, b > 0, c, p, nb, a.v + j0 * a.ldv, a.ldv, l[r]);
+            pv(o + r * hd, hd, b > 0, c, p, nb, vblk, ldvb, l[r]);
             m[r] = mn;
         }
     }
