@@ -2,20 +2,19 @@
 // reference's operations lane by lane (bit-identical to it; see
 // attn_avx512.cpp for the scheme). A block of 64 keys is 8 ymm of score
 // lanes, of which only the vectors holding visible keys are computed; p · V
-// runs over 64-wide chunks of the head dimension (eight accumulator
-// chains) with masked loads for the tail. One row at a time: every row
-// reads its block of K and V (32 KB at hd = 64) again, where the AVX-512
-// kernel shares each load among four rows; from kCopyVRows rows a call,
-// each block's value rows are first copied together (see attn_rows). (The
-// AVX-512 kernel, reading each value row once per four rows, measured no
-// gain from the copy: T = 128 299-308 us without, 309-313 with.) Against
-// the previous version
-// (all 8 score vectors, 32-wide p · V chunks, masked loads and stores of
-// o), AMD EPYC Zen 5 running the avx2 table, one thread, operands in
-// cache, median of 400: T = 128 803-810 -> 739-743 us, T = 512 10.9 ->
-// 9.9 ms (12 / 4 heads of 64, from position 0); then the copy of the value
-// rows, five interleaved runs: T = 128 750-775 -> 678-694 us, a decode
-// step (3 rows, no copy) unchanged.
+// runs over 64-wide chunks of the head dimension (eight accumulator chains)
+// with masked loads for the tail. Rows go one at a time, so every row reads
+// its block of K and V (32 KB at hd = 64) again, where the AVX-512 kernel
+// shares each load among four rows; from kCopyVRows rows a call, a block's
+// value rows are first copied together (see attn_rows).
+// Measured on AMD EPYC Zen 5 running the avx2 table, one thread, operands
+// in cache, 12 / 4 heads of 64 from position 0, median of 400, against the
+// version before (all 8 score vectors, 32-wide p · V chunks, masked loads
+// and stores of o): T = 128 803-810 -> 739-743 us, T = 512 10.9 -> 9.9 ms;
+// then the copy of the value rows (five interleaved runs): T = 128 750-775
+// -> 678-694 us, a decode step (3 rows, no copy) unchanged. The AVX-512
+// kernel measured no gain from the copy (T = 128 299-308 us without,
+// 309-313 with).
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include <immintrin.h>
