@@ -214,40 +214,41 @@ void attn_rows(const AttnRowsArgs& a) {
     }
 }
 
+// One vector of each, shared by the unrolled loops and their masked tails
+// (the same operations per lane; formulas as in attn_avx512.cpp).
+static inline __m256 gelu8(__m256 v) {
+    const __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(kGeluC), _mm256_mul_ps(_mm256_mul_ps(v, v), v), v);
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_mul_ps(_mm256_set1_ps(kGeluK), y))));
+}
+static inline __m256 silu8(__m256 x) {
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0f)))));
+}
+
 void gelu_tanh(float* x, size_t n) {
-    const __m256 one = _mm256_set1_ps(1.0f), c = _mm256_set1_ps(kGeluC), kk = _mm256_set1_ps(kGeluK);
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {  // four vectors a round, as silu_mul
-        __m256 v[4], e[4];
+        __m256 v[4];
         for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(x + i + 8 * j);
-        for (int j = 0; j < 4; ++j) e[j] = exp8(_mm256_mul_ps(kk, _mm256_fmadd_ps(c, _mm256_mul_ps(_mm256_mul_ps(v[j], v[j]), v[j]), v[j])));
-        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(x + i + 8 * j, _mm256_div_ps(v[j], _mm256_add_ps(one, e[j])));
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(x + i + 8 * j, gelu8(v[j]));
     }
     for (; i < n; i += 8) {
         const __m256i k = lanes(long(n - i));
-        const __m256 v = _mm256_maskload_ps(x + i, k);
-        const __m256 y = _mm256_fmadd_ps(c, _mm256_mul_ps(_mm256_mul_ps(v, v), v), v);
-        _mm256_maskstore_ps(x + i, k, _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(kk, y)))));
+        _mm256_maskstore_ps(x + i, k, gelu8(_mm256_maskload_ps(x + i, k)));
     }
 }
 
 void silu_mul(float* g, const float* u, size_t n) {
-    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
     size_t i = 0;
     // Four whole vectors a round with plain loads and stores (see the
     // AVX-512 silu_mul); the masked loads and stores only for the tail.
     for (; i + 32 <= n; i += 32) {
-        __m256 x[4], e[4];
+        __m256 x[4];
         for (int j = 0; j < 4; ++j) x[j] = _mm256_loadu_ps(g + i + 8 * j);
-        for (int j = 0; j < 4; ++j) e[j] = exp8(_mm256_xor_ps(x[j], neg));
-        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(g + i + 8 * j, _mm256_mul_ps(_mm256_div_ps(x[j], _mm256_add_ps(one, e[j])), _mm256_loadu_ps(u + i + 8 * j)));
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(g + i + 8 * j, _mm256_mul_ps(silu8(x[j]), _mm256_loadu_ps(u + i + 8 * j)));
     }
     for (; i < n; i += 8) {
         const __m256i k = lanes(long(n - i));
-        const __m256 x = _mm256_maskload_ps(g + i, k);
-        const __m256 e = exp8(_mm256_xor_ps(x, neg));
-        const __m256 y = _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_maskload_ps(u + i, k));
-        _mm256_maskstore_ps(g + i, k, y);
+        _mm256_maskstore_ps(g + i, k, _mm256_mul_ps(silu8(_mm256_maskload_ps(g + i, k)), _mm256_maskload_ps(u + i, k)));
     }
 }
 
