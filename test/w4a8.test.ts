@@ -162,15 +162,22 @@ describe.each(ISAS)('W4A8 at ISA %s', (level) => {
 
   it('gives the same result for every thread count and in its Promise form', async () => {
     selectIsa(level);
-    const [M, N, K] = [6, 300, 256];
+    const [N, K] = [300, 256];
     const lin = layer(N, K, 11, { groupSize: 64, scheme: 'asymmetric' }, true);
-    const x = new Tensor('f32', [2, 3, K], randomF32(M * K, 12, -4, 4));
-    setThreads(1);
-    const y1 = lin.forward(x);
-    expect(y1.shape).toEqual([2, 3, N]);
-    setThreads(2);
-    expect(Array.from(lin.forward(x).data)).toEqual(Array.from(y1.data));
-    expect(Array.from((await lin.forwardAsync(x)).data)).toEqual(Array.from(y1.data));
+    // 6 rows: the rows kernel, 64-row tasks; 1 and 3 rows (decode): the
+    // row-layout kernel, one range of rows per thread (150 -> 160 and 140)
+    for (const lead of [[2, 3], [1], [3]]) {
+      const M = lead.reduce((a, b) => a * b, 1);
+      const x = new Tensor('f32', [...lead, K], randomF32(M * K, 12 + M, -4, 4));
+      setThreads(1);
+      const y1 = lin.forward(x);
+      expect(y1.shape).toEqual([...lead, N]);
+      for (const t of [2, 3]) {
+        setThreads(t);
+        expect(Array.from(lin.forward(x).data)).toEqual(Array.from(y1.data));
+      }
+      expect(Array.from((await lin.forwardAsync(x)).data)).toEqual(Array.from(y1.data));
+    }
     setThreads(startThreads);
   });
 });
