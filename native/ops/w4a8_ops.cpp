@@ -143,15 +143,15 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     // bytes stay in L2 while every block of activation rows passes over them.
     size_t nb = 64;
     // Decode (the row-layout kernel, memory-bound) on several threads: one
-    // contiguous range of rows per thread instead. That kernel prefetches
-    // ~18 KiB ahead of the tile it reads (prefetch_ahead), past the end of
-    // its task: with 64-row tasks handed to two threads in turn, most of
-    // those prefetches fetched the other thread's rows and every task began
-    // cold. 24 d768 layers from memory (W4A8 g32, M = 1, two threads, AMD
-    // EPYC Zen 5, 40 interleaved rounds, twice): 3.70-3.91 -> 3.37-3.40 ms.
-    // Same bits: a row's result does not depend on the split. (Up to 4
-    // rows: the kernel's one pass over each weight row; more rows take
-    // several passes over a task's rows, which must stay in L2.)
+    // task per thread, its whole range of rows. The pool already starts each
+    // thread on its own segment of tasks, but the kernel prefetches ~18 KiB
+    // ahead of the tile it reads (prefetch_ahead), past the end of its task,
+    // and a thread done early takes the other's last tasks, whose rows the
+    // other had prefetched. 24 d768 layers from memory (W4A8 g32, M = 1,
+    // two threads, AMD EPYC Zen 5, 40 interleaved rounds, twice): 3.70-3.91
+    // -> 3.37-3.40 ms. Same bits: a row's result does not depend on the
+    // split. (Up to 4 rows: the kernel's one pass over each weight row; more
+    // rows take several passes over a task's rows, which must stay in L2.)
     if (M <= 4 && M < k.w4a8_rows_min_m && threads() > 1) {
         const size_t per = (N + threads() - 1) / threads();
         nb = std::max(nb, (per + 15) / 16 * 16);
