@@ -60,9 +60,6 @@ bool spin_until(const Pred& pred) {
 }
 
 // One parallel_for: its tasks, handed out one by one, and how many are done.
-// Workers hold it by shared_ptr, so one that wakes after the run is over
-// (descheduled on a busy machine) finds no task left and touches only memory
-// that is still alive; the caller waits for the tasks, not for the workers.
 //
 // The tasks are cut into one contiguous segment per thread. Thread i takes
 // the tasks of segment i in order, then helps with segments i + 1, i + 2,
@@ -79,16 +76,26 @@ struct alignas(64) Segment {
     size_t end = 0;
 };
 
+// Runs live in a few slots that the pool reuses in turn (run g in slot
+// g % kSlots), so starting one allocates nothing and a worker finds it
+// without a lock. A worker counts itself in `users` while it looks at a
+// slot; a caller about to refill a slot waits until nobody does. So a worker
+// that wakes after its run is over (descheduled on a busy machine) finds no
+// task left and touches only a slot that nobody is refilling; the caller
+// waits for the tasks, not for the workers.
 struct Job {
     const std::function<void(size_t, size_t)>* fn = nullptr;
     size_t n_tasks = 0;
     size_t n_segs = 0;
-    std::unique_ptr<Segment[]> segs;
-    std::atomic<size_t> done{0};
+    std::unique_ptr<Segment[]> segs;  // one per thread of the pool
+    // (each on a line of its own: every thread writes them once per run)
+    alignas(64) std::atomic<size_t> done{0};  // tasks finished, added by each thread once it has run out
+    alignas(64) std::atomic<size_t> users{0};
     std::atomic<bool> failed{false};
     std::mutex error_m;
     std::exception_ptr error;  // the first exception of a task
 };
+constexpr size_t kSlots = 4;
 
 class Pool {
 public:
@@ -135,38 +142,44 @@ public:
             return;
         }
         const auto t0 = Clock::now();
-        auto job = std::make_shared<Job>();
-        job->fn = &fn;
-        job->n_tasks = n_tasks;
-        job->n_segs = std::min(size_, n_tasks);
-        job->segs.reset(new Segment[job->n_segs]);
-        for (size_t i = 0; i < job->n_segs; ++i) {
-            job->segs[i].next.store(i * n_tasks / job->n_segs, std::memory_order_relaxed);
-            job->segs[i].end = (i + 1) * n_tasks / job->n_segs;
+        // Only the holder of busy_ (and stop(), under it too) moves the generation.
+        const size_t gen = generation_.load(std::memory_order_relaxed) + 1;
+        Job& job = slots_[gen % kSlots];
+        // A worker may still be leaving this slot's run of kSlots runs ago.
+        while (job.users.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+        job.fn = &fn;
+        job.n_tasks = n_tasks;
+        job.n_segs = std::min(size_, n_tasks);
+        for (size_t i = 0; i < job.n_segs; ++i) {
+            job.segs[i].next.store(i * n_tasks / job.n_segs, std::memory_order_relaxed);
+            job.segs[i].end = (i + 1) * n_tasks / job.n_segs;
         }
-        {
+        job.done.store(0, std::memory_order_relaxed);
+        job.failed.store(false, std::memory_order_relaxed);
+        job.error = nullptr;
+        // Publish (spinning workers start here), then wake sleeping ones. A
+        // worker going to sleep counts itself in sleepers_ before its last
+        // look at the generation, so one of the two sees the other.
+        generation_.store(gen, std::memory_order_seq_cst);
+        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
             std::lock_guard<std::mutex> lk(m_);
-            job_ = job;
-            generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
+            cv_.notify_all();
         }
-        cv_.notify_all();  // sleeping ones here
-        const size_t mine = drain(*job, 0);
+        const size_t mine = drain(job, 0);
         const auto t1 = Clock::now();
         // Done when every task is: a worker that has not woken up yet is not
         // waited for (the caller may well have run its share).
-        const auto all_done = [&] { return job->done.load(std::memory_order_acquire) == n_tasks; };
+        const auto all_done = [&] { return job.done.load(std::memory_order_acquire) == n_tasks; };
         if (!spin_until(all_done)) {
             std::unique_lock<std::mutex> lk(m_);
-            done_cv_.wait(lk, all_done);
+            caller_asleep_.store(true, std::memory_order_seq_cst);
+            done_cv_.wait(lk, [&] { return job.done.load(std::memory_order_seq_cst) == n_tasks; });
+            caller_asleep_.store(false, std::memory_order_relaxed);
         }
         judge(t0, t1, Clock::now(), mine, n_tasks);
-        {
-            std::lock_guard<std::mutex> lk(m_);
-            if (job_ == job) job_.reset();
-        }
         // A task that threw (out of memory for its scratch, ...) on any
         // thread: the run stopped calling tasks; the caller gets it.
-        if (job->error) std::rethrow_exception(job->error);
+        if (job.error) std::rethrow_exception(job.error);
     }
 
 private:
@@ -178,6 +191,7 @@ private:
         // Workers start from the current generation so none can miss a run
         // that begins before they first look.
         const size_t gen = generation_.load();
+        for (Job& j : slots_) j.segs.reset(new Segment[n]);
         try {
             workers_.reserve(n - 1);
             for (size_t i = 1; i < n; ++i) workers_.emplace_back([this, i, gen] { loop(i, gen); });
@@ -213,23 +227,29 @@ private:
                 run_task(job, t, worker);
             }
         }
+        // One count per thread and run, not one per task: the tasks of a
+        // decode product take microseconds, and the counter's line would
+        // cross between the cores after each of them. (The price: a worker
+        // descheduled between two of its tasks, not only during one, now
+        // holds up the caller until it runs again; the straggler back-off
+        // below covers both.)
+        if (ran != 0 && job.done.fetch_add(ran, std::memory_order_seq_cst) + ran == job.n_tasks && worker != 0 &&
+            caller_asleep_.load(std::memory_order_seq_cst)) {
+            // The caller went to sleep (it spins first): wake it under the lock.
+            std::lock_guard<std::mutex> lk(m_);
+            done_cv_.notify_one();
+        }
         return ran;
     }
 
     void run_task(Job& job, size_t t, size_t worker) {
-        if (!job.failed.load(std::memory_order_relaxed)) {
-            try {
-                (*job.fn)(t, worker);
-            } catch (...) {
-                std::lock_guard<std::mutex> lk(job.error_m);
-                if (!job.error) job.error = std::current_exception();
-                job.failed.store(true, std::memory_order_relaxed);
-            }
-        }
-        if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.n_tasks && worker != 0) {
-            // The caller may be asleep (it spins first): wake it under the lock.
-            std::lock_guard<std::mutex> lk(m_);
-            done_cv_.notify_one();
+        if (job.failed.load(std::memory_order_relaxed)) return;
+        try {
+            (*job.fn)(t, worker);
+        } catch (...) {
+            std::lock_guard<std::mutex> lk(job.error_m);
+            if (!job.error) job.error = std::current_exception();
+            job.failed.store(true, std::memory_order_relaxed);
         }
     }
 
@@ -294,26 +314,32 @@ private:
             const auto moved = [&] { return generation_.load(std::memory_order_acquire) != seen; };
             if (!spin_until(moved)) {
                 std::unique_lock<std::mutex> lk(m_);
-                cv_.wait(lk, moved);
+                sleepers_.fetch_add(1, std::memory_order_seq_cst);
+                cv_.wait(lk, [&] { return generation_.load(std::memory_order_seq_cst) != seen; });
+                sleepers_.fetch_sub(1, std::memory_order_relaxed);
             }
-            std::shared_ptr<Job> job;
-            {
-                std::lock_guard<std::mutex> lk(m_);
-                seen = generation_.load(std::memory_order_acquire);
-                if (quit_.load()) return;
-                job = job_;
-            }
-            if (job) drain(*job, worker);
+            if (quit_.load(std::memory_order_acquire)) return;
+            const size_t gen = generation_.load(std::memory_order_acquire);
+            seen = gen;
+            Job& job = slots_[gen % kSlots];
+            job.users.fetch_add(1, std::memory_order_seq_cst);
+            // Still run `gen`: the slot is its (a caller refilling it would
+            // have moved the generation first, and waits for users to leave).
+            // Moved on: that run is over, nothing to do.
+            if (generation_.load(std::memory_order_seq_cst) == gen) drain(job, worker);
+            job.users.fetch_sub(1, std::memory_order_release);
         }
     }
 
     size_t size_ = 1;
     std::vector<std::thread> workers_;
     std::mutex busy_;  // held by the caller that owns the pool for one run
-    std::mutex m_;     // guards job_ and the condition variables' predicates
+    std::mutex m_;     // guards the condition variables' predicates
     std::condition_variable cv_, done_cv_;
-    std::shared_ptr<Job> job_;  // the run in progress, if any
-    std::atomic<size_t> generation_{0};
+    Job slots_[kSlots];
+    alignas(64) std::atomic<size_t> generation_{0};  // the latest run (its slot: % kSlots)
+    alignas(64) std::atomic<int> sleepers_{0};         // workers asleep on cv_, or about to be
+    std::atomic<bool> caller_asleep_{false};           // the caller asleep on done_cv_, or about to be
     std::atomic<bool> quit_{false};
 };
 
