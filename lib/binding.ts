@@ -182,6 +182,8 @@ export interface Addon {
   attentionCacheWrite(keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array, pos0: number, kvDim: number): void;
   /** g = silu(g) * u elementwise, in f32 with the kernels' exponential. */
   siluMul(g: Float32Array, u: Float32Array): void;
+  /** Index (from offset) of the largest of x[offset .. offset + n), n >= 1: the first among equals, never NaN, 0 when none is above -Infinity. */
+  argmax(x: Float32Array, offset: number, n: number): number;
   /**
    * Per row of D values: x += residual first (when given, written back), then
    * out = RMS norm (kind 0, times w) or layer norm (kind 1, times w, plus b,

@@ -74,6 +74,18 @@ describe('raw addon argument checks', () => {
     expect(() => addon.attentionCacheWrite(keys, values, k, k, 0, 0)).toThrow(/'kvDim'/);
   });
 
+  it('rejects wrong arguments in argmax', () => {
+    const x = Float32Array.from([1, 5, 2, 5]);
+    expect(addon.argmax(x, 0, 4)).toBe(1);
+    expect(addon.argmax(x, 2, 2)).toBe(1);
+    expect(() => addon.argmax(x, 0, 0)).toThrow(RangeError);
+    expect(() => addon.argmax(x, 0, 0)).toThrow(/'n' must be >= 1/);
+    expect(() => addon.argmax(x, 3, 2)).toThrow(/'n' runs past the end of 'x'/);
+    expect(() => addon.argmax(x, 5, 1)).toThrow(RangeError);
+    expect(() => addon.argmax(new Float64Array(4) as unknown as Float32Array, 0, 4)).toThrow(TypeError);
+    expect(() => addon.argmax(x, -1, 2)).toThrow(RangeError);
+  });
+
   it('rejects wrong arguments in siluMul', () => {
     expect(() => addon.siluMul(new Float32Array(3), new Float32Array(3))).not.toThrow();
     expect(() => addon.siluMul(new Float32Array(3), new Float32Array(4))).toThrow(/'u' has 4 elements, expected 3/);

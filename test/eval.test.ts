@@ -31,6 +31,42 @@ describe('sampling', () => {
     expect(new Set(draw(7))).toEqual(new Set([1, 3, 4])); // top-3 only
   });
 
+  it('argmax of long Float32Arrays (native) picks what the plain loop picks: first of equal maxima, -0 = +0, NaN never, 0 when nothing beats -Infinity', () => {
+    const plain = (v: Float32Array, offset: number, n: number) => {
+      let best = 0;
+      let bv = -Infinity;
+      for (let i = 0; i < n; i++) if (v[offset + i]! > bv) (bv = v[offset + i]!), (best = i);
+      return best;
+    };
+    const r = mulberry32(11);
+    const cases: [string, Float32Array][] = [];
+    for (const n of [2048, 2049, 2063, 4111, 32000]) cases.push([`random ${n}`, Float32Array.from({ length: n }, () => (r() - 0.5) * 20)]);
+    const ties = new Float32Array(5000).fill(1);
+    ties[17] = ties[4000] = ties[4999] = 3;
+    cases.push(['ties', ties]);
+    const nan = Float32Array.from({ length: 3001 }, (_, i) => (i % 7 === 0 ? NaN : Math.sin(i)));
+    nan[0] = NaN;
+    cases.push(['NaN scattered', nan]);
+    cases.push(['all NaN', new Float32Array(2500).fill(NaN)]);
+    cases.push(['all -Infinity', new Float32Array(2500).fill(-Infinity)]);
+    const inf = Float32Array.from({ length: 2500 }, (_, i) => i);
+    inf[2400] = inf[2450] = Infinity;
+    cases.push(['+Infinity', inf]);
+    const zeros = new Float32Array(2100).fill(-0);
+    zeros[5] = 0;
+    cases.push(['-0 then +0', zeros]);
+    const last = Float32Array.from({ length: 2047 + 16 }, (_, i) => -i);
+    last[last.length - 1] = 5; // in the tail past the last whole 16
+    cases.push(['max in the tail', last]);
+    for (const [name, v] of cases) {
+      expect(argmax(v), name).toBe(plain(v, 0, v.length));
+      expect(argmax(v, 3, v.length - 3), `${name}, offset 3`).toBe(plain(v, 3, v.length - 3));
+    }
+    // rows of a batch's logits
+    const rows = Float32Array.from({ length: 3 * 2500 }, () => r());
+    for (let i = 0; i < 3; i++) expect(argmax(rows, i * 2500, 2500)).toBe(plain(rows, i * 2500, 2500));
+  });
+
   it('draws the tokens of the plain algorithm (full comparison sort, top-k, threshold top-p, walk in id order) for every option', () => {
     // the definition, written out: candidates are every id, or the top-k by
     // p descending (ties: lower id); top-p keeps the candidates above the

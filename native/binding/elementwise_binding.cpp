@@ -13,6 +13,23 @@ namespace qkb {
 
 namespace {
 
+// argmax(x: Float32Array, offset, n): the index (from offset) of the largest
+// of x[offset .. offset + n), n >= 1 (elementwise_ops.h: first among equals,
+// NaN never chosen, 0 when none is above -Infinity).
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+    const char* fn = "argmax";
+    return guarded(info, fn, [&]() -> Napi::Value {
+        Napi::Env env = info.Env();
+        View x = typed_arg(info, 0, fn, "x", napi_float32_array, SIZE_MAX);
+        const size_t offset = size_arg(info, 1, fn, "offset");
+        const size_t n = size_arg(info, 2, fn, "n");
+        if (n == 0) throw_range(env, fn, "n", "must be >= 1");
+        if (offset > x.length || n > x.length - offset) throw_range(env, fn, "n", "runs past the end of 'x'");
+        const size_t i = qk::argmax(static_cast<const float*>(x.data) + offset, n);
+        return Napi::Number::New(env, double(i));
+    });
+}
+
 // siluMul(g: Float32Array, u: Float32Array of the same length): g = silu(g) * u.
 Napi::Value SiluMul(const Napi::CallbackInfo& info) {
     const char* fn = "siluMul";
@@ -115,6 +132,7 @@ Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
 
 void register_elementwise(Napi::Env env, Napi::Object exports) {
     exports.Set("siluMul", Napi::Function::New(env, SiluMul, "siluMul"));
+    exports.Set("argmax", Napi::Function::New(env, Argmax, "argmax"));
     exports.Set("norm", Napi::Function::New(env, Norm, "norm"));
     exports.Set("addInPlace", Napi::Function::New(env, AddInPlace, "addInPlace"));
     exports.Set("rope", Napi::Function::New(env, Rope, "rope"));

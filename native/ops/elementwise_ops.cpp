@@ -1,6 +1,8 @@
 // Element-wise ops (see elementwise_ops.h).
 #include "elementwise_ops.h"
 
+#include <cmath>
+
 #include "../dispatch.h"
 #include "../threadpool.h"
 
@@ -55,6 +57,26 @@ void add_inplace(float* x, const float* y, size_t n) {
         const size_t e = (t + 1) * kChunk < n ? (t + 1) * kChunk : n;
         for (size_t i = t * kChunk; i < e; ++i) x[i] = x[i] + y[i];
     });
+}
+
+size_t argmax(const float* x, size_t n) {
+    // Two passes, each a loop the compiler vectorizes: the largest value
+    // (16 running maxima; `v > m ? v : m` passes NaN over), then its first
+    // index. One pass tracking the index is a dependent chain per value:
+    // 32,000 logits took ~23 us that way against ~9 us (AMD EPYC Zen 5).
+    constexpr size_t L = 16;
+    float m[L];
+    for (float& v : m) v = -INFINITY;
+    size_t i = 0;
+    for (; i + L <= n; i += L)
+        for (size_t j = 0; j < L; ++j) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    float best = -INFINITY;
+    for (float v : m) best = v > best ? v : best;
+    for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+    if (!(best > -INFINITY)) return 0;
+    for (size_t k = 0; k < n; ++k)
+        if (x[k] == best) return k;
+    return 0;  // (not reached: best is one of the values)
 }
 
 }  // namespace qk

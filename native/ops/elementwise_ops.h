@@ -29,4 +29,10 @@ void rope(const RopeArgs& a);
 // x[i] = x[i] + y[i] (f32), on the pool for long arrays.
 void add_inplace(float* x, const float* y, size_t n);
 
+// Index of the largest of x[0 .. n): the first one among equal values (-0
+// equals +0), NaN never chosen, 0 when every value is NaN or -Infinity
+// (greedy sampling's argmax, as lib/eval/sampling.ts's JavaScript loop
+// defines it). On the calling thread.
+size_t argmax(const float* x, size_t n);
+
 }  // namespace qk
