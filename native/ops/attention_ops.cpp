@@ -12,6 +12,7 @@
 
 #include "../dispatch.h"
 #include "../threadpool.h"
+#include "op_util.h"
 
 namespace qk {
 
@@ -54,10 +55,10 @@ void run_task(const Kernels& k, const AttnArgs& a, size_t task) {
     const size_t tile = tiles - 1 - task / a.n_kv_heads, g = task % a.n_kv_heads;
     const size_t t0 = tile * tq, t1 = t0 + tq < a.T ? t0 + tq : a.T;
     const size_t rows = (t1 - t0) * group;
-    s.q.resize(rows);
-    s.out.resize(rows);
-    s.lim.resize(rows);
-    s.f.resize(attn_scratch_floats(rows, hd));
+    ops::grow(s.q, rows);
+    ops::grow(s.out, rows);
+    ops::grow(s.lim, rows);
+    ops::grow(s.f, attn_scratch_floats(rows, hd));
     size_t r = 0;
     for (size_t t = t0; t < t1; ++t)
         for (size_t h = g * group; h < (g + 1) * group; ++h, ++r) {

@@ -109,7 +109,7 @@ void dequant_chunk(const Kernels& kern, const GemmArgs& a, size_t n0, size_t nr,
 WeightView widen_rows(const Kernels& k, const WeightView& w, size_t K, size_t n0, size_t nr, size_t gs,
                       std::vector<float>& widened) {
     const size_t used = std::min(gs, (K + w.group - 1) / w.group);
-    widened.resize(nr * gs);
+    ops::grow(widened, nr * gs);
     if (used == gs) {
         k.f16_to_f32(w.scales16 + n0 * gs, widened.data(), nr * gs);
     } else {
@@ -348,7 +348,7 @@ void gemm_tail(const Kernels& kern, const GemmArgs& a, const GemmBlocking* block
     main.bias = nullptr;
     gemm(kern, main, blocking);
     thread_local std::vector<float> y2;
-    y2.resize(a.M * a.N);
+    ops::grow(y2, a.M * a.N);
     tail.y = y2.data();
     tail.ldy = a.N;
     gemm(kern, tail, blocking);
@@ -389,8 +389,8 @@ void gemm_i8x_path(const Kernels& kern, const GemmArgs& a) {
     dx.data = thread_scratch<2>(dx.bytes());
     thread_local std::vector<int32_t> exps;
     thread_local std::vector<uint8_t> bad;
-    exps.resize(a.M);
-    bad.resize(a.M);
+    ops::grow(exps, a.M);
+    ops::grow(bad, a.M);
     dx.exps = exps.data();
     dx.bad = bad.data();
     // the split in chunks of 8 digit tiles (32 rows of X), each a DigitX

@@ -26,8 +26,8 @@ namespace {
 size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std::vector<float>& amax,
                     std::vector<int8_t>& q, std::vector<int32_t>& bsum) {
     const size_t K = a.K, full = K / 32, rem = K % 32, nb = full + (rem ? 1 : 0);
-    amax.resize(nb);
-    q.resize(a.ldx);  // whole chunks of 128
+    ops::grow(amax, nb);
+    ops::grow(q, a.ldx);  // whole chunks of 128
     size_t e = full ? k.absmax(x, full, 32, amax.data()) : SIZE_MAX;
     if (e != SIZE_MAX) return e;
     if (rem) {
@@ -46,12 +46,17 @@ size_t quantize_row(const Kernels& k, const float* x, W4A8Acts& a, size_t m, std
     // layout's zeros there and adds nothing to a shorter last block's sum.
     const int8_t* qp = q.data();
     const size_t kk = K, chunks = a.ldx / 128;
-    std::fill(q.begin() + kk, q.end(), int8_t(0));
-    bsum.resize(4 * chunks);
+    std::fill(q.begin() + kk, q.begin() + a.ldx, int8_t(0));
+    ops::grow(bsum, 4 * chunks);
     k.w4a8_chunk_x(qp, chunks, a.xc.data() + m * a.ldx, bsum.data());
 
     float* sxl = a.sxl.data() + m * a.ldsxl;
-    for (size_t l = 0; l < a.ldsxl; ++l) sxl[l] = 8 * l < kk ? sx[l / 4] : 0.0f;
+    // (one lane per 8 values: block b's scale in lanes 4b .. 4b + 3, zero
+    // past K; two plain loops, not one with a test per lane, which took a
+    // tenth of this function's time)
+    const size_t live = (kk + 7) / 8;
+    for (size_t l = 0; l < live; ++l) sxl[l] = sx[l / 4];
+    for (size_t l = live; l < a.ldsxl; ++l) sxl[l] = 0.0f;
 
     // tg[g] = sum_{k in g} sx[k / 32] * q[k], one product per segment (a
     // weight group cut by the activation blocks).
@@ -92,13 +97,13 @@ size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
     a.ldsx = (K + 31) / 32;
     a.ldsxl = 16 * chunks;
     a.ldtg = K / G;
-    a.xc.resize(M * a.ldx);
-    a.sx.resize(M * a.ldsx);
-    a.sxl.resize(M * a.ldsxl);
-    a.tg.resize(M * a.ldtg);
+    ops::grow(a.xc, M * a.ldx);
+    ops::grow(a.sx, M * a.ldsx);
+    ops::grow(a.sxl, M * a.ldsxl);
+    ops::grow(a.tg, M * a.ldtg);
     if (M == 0 || K == 0) return SIZE_MAX;
     std::atomic<size_t> bad{SIZE_MAX};
-    const size_t rpt = (size_t(1) << 16) / K + 1;
+    const size_t rpt = ops::even_rows_per_task(M, K, threads());
     parallel_for((M + rpt - 1) / rpt, double(M) * double(K) * 8.0, [&](size_t t, size_t) {
         thread_local std::vector<float> amax;
         thread_local std::vector<int8_t> q;
@@ -193,7 +198,7 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     size_t bad = w4a8_part(k, main, N, K1, x, K, M, nullptr, y, acts);
     if (bad != SIZE_MAX) return bad;  // (indices are of x[M, K]: the parts read x with row stride K)
     thread_local std::vector<float> y2;
-    y2.resize(M * N);
+    ops::grow(y2, M * N);
     bad = w4a8_part(k, tail, N, K2, x + K1, K, M, bias, y2.data(), acts);
     if (bad != SIZE_MAX) return K1 + bad;
     for (size_t i = 0; i < M * N; ++i) y[i] += y2[i];

@@ -51,7 +51,7 @@ size_t rows_per_task(size_t M) { return M < 4 ? 64 : 96; }
 // 32 lines instead of 16, and the tile loop of a 128 x 2048 x 768 W8A8
 // GEMM ran 1.9x slower.)
 uint8_t* packed_buffer(std::vector<uint8_t>& buf, size_t M, size_t K) {
-    buf.resize(w8a8_packed_bytes(M, K) + 63);
+    ops::grow(buf, w8a8_packed_bytes(M, K) + 63);
     return buf.data() + (-reinterpret_cast<uintptr_t>(buf.data()) & 63);
 }
 
@@ -204,7 +204,7 @@ size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
                           uint8_t* a, float* sx) {
     if (M == 0 || K == 0) return SIZE_MAX;
     std::atomic<size_t> bad{SIZE_MAX};
-    const size_t rpt = (size_t(1) << 16) / K + 1;
+    const size_t rpt = ops::even_rows_per_task(M, K, threads());
     parallel_for((M + rpt - 1) / rpt, [&](size_t t, size_t) {
         for (size_t m = t * rpt; m < min_sz(M, (t + 1) * rpt); ++m) {
             const size_t e = quantize_row(k, x + m * K, K, outlier_cols, a + m * K, sx + m);
@@ -224,8 +224,8 @@ size_t gemm_w8a8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M
         return SIZE_MAX;
     }
     Scratch& s = call_scratch();
-    s.a.resize(M * w.K);
-    s.sx.resize(M);
+    ops::grow(s.a, M * w.K);
+    ops::grow(s.sx, M);
     const uint8_t* ap = nullptr;
     const size_t bad = M >= k.w8a8_packed_min_m ? quantize_pack(k, x, M, w.K, s, &ap)
                                                 : w8a8_quantize_rows(k, x, M, w.K, nullptr, s.a.data(), s.sx.data());
@@ -260,8 +260,8 @@ size_t gemm_llm_int8(const Kernels& k, const W8A8Weight& w, const float* x, size
     if (n_outlier_cols_out) *n_outlier_cols_out = no;
 
     Scratch& s = call_scratch();
-    s.a.resize(M * K);
-    s.sx.resize(M);
+    ops::grow(s.a, M * K);
+    ops::grow(s.sx, M);
     const size_t bad = w8a8_quantize_rows(k, x, M, K, is_out.data(), s.a.data(), s.sx.data());
     if (bad != SIZE_MAX) return bad;
 
@@ -313,8 +313,8 @@ size_t gemm_llm_int8_rows(const Kernels& k, const W8A8Weight& w, const float* x,
     }
     // Each row quantized with its own outlier columns read as 0.
     Scratch& s = call_scratch();
-    s.a.resize(M * K);
-    s.sx.resize(M);
+    ops::grow(s.a, M * K);
+    ops::grow(s.sx, M);
     std::vector<uint8_t> mask(K);
     std::vector<size_t> cols;           // every row's outlier columns, concatenated
     std::vector<size_t> start(M + 1);  // row m's are cols[start[m] .. start[m + 1])

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../threadpool.h"
+#include "../ops/op_util.h"
 #include "harness.h"
 
 QKT_TEST(threadpool_task_exception) {
@@ -159,4 +160,23 @@ QKT_TEST(threadpool_straggler_backoff) {
         QKT_CHECK(on_workers.load() == 0, "run %d after the back-off: %zu tasks ran on workers", run, on_workers.load());
     }
     qk::set_threads(before);
+}
+
+// ops::even_rows_per_task: every row in some task, no task above the
+// target size (about 2^14 values, or one row), and rows spread evenly: 128
+// rows of 768 values on two threads are 64 + 64 (the old rule, 2^16 / K + 1
+// rows, gave 86 + 42 at its own target size).
+QKT_TEST(even_rows_per_task_balanced) {
+    for (size_t threads : {size_t(1), size_t(2), size_t(3), size_t(8)})
+        for (size_t M : {size_t(1), size_t(2), size_t(7), size_t(128), size_t(1000)})
+            for (size_t K : {size_t(1), size_t(31), size_t(768), size_t(2048), size_t(11008)}) {
+                const size_t rpt = qk::ops::even_rows_per_task(M, K, threads);
+                QKT_CHECK(rpt >= 1 && rpt <= M, "M=%zu K=%zu threads=%zu: %zu rows per task", M, K, threads, rpt);
+                const size_t want = (M * K + 16383) / 16384;  // tasks at the target size
+                QKT_CHECK(rpt <= (M + want - 1) / want, "M=%zu K=%zu threads=%zu: %zu rows per task, above the target", M, K, threads, rpt);
+            }
+    QKT_CHECK(qk::ops::even_rows_per_task(128, 768, 2, size_t(1) << 16) == 64, "128 x 768 on two threads, target 2^16: %zu rows",
+              qk::ops::even_rows_per_task(128, 768, 2, size_t(1) << 16));
+    QKT_CHECK(qk::ops::even_rows_per_task(128, 768, 2) == 22, "128 x 768 on two threads: %zu rows (6 tasks)",
+              qk::ops::even_rows_per_task(128, 768, 2));
 }
