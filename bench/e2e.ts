@@ -206,6 +206,14 @@ class Breakdown {
         return bd.#linearDepth > 0 ? orig.apply(this, a) : bd.#timed('attention GEMMs (QK^T, SV)', () => orig.apply(this, a));
       },
     );
+    // q/k/v and gate/up as one native call (QLinear.forwardShared), outside Linear.forward
+    for (const fn of ['gemmW4A8Multi', 'gemmW8A8Multi'] as const) {
+      this.#patch(addon, fn, (orig) =>
+        function (this: object, ...a: unknown[]) {
+          return bd.#timed('GEMM layers (q,k,v,o,gate,up,down)', () => orig.apply(this, a));
+        },
+      );
+    }
     this.#patch(addon, 'attention', (orig) =>
       function (this: object, ...a: unknown[]) {
         return bd.#timed('attention core + KV write', () => orig.apply(this, a));

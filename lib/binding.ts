@@ -135,6 +135,37 @@ export interface Addon {
   ): number;
   gemmW4A8Async(...args: Parameters<Addon['gemmW4A8']>): Promise<number>;
   /**
+   * Several W4A8 products of one x [M, K] (1 to 4 weights, each entry as
+   * gemmW4A8's), x quantized once when the group sizes agree. Returns the
+   * index of the first NaN/Inf in x or -1.
+   */
+  gemmW4A8Multi(
+    x: Float32Array,
+    M: number,
+    K: number,
+    ws: Uint8Array[],
+    Ns: number[],
+    groupSizes: number[],
+    scales: (Float32Array | Uint16Array)[],
+    zeroPoints: (Uint8Array | null)[],
+    biases: (Float32Array | null)[],
+    ys: Float32Array[],
+  ): number;
+  gemmW4A8MultiAsync(...args: Parameters<Addon['gemmW4A8Multi']>): Promise<number>;
+  /** Several dynamic W8A8 products of one x [M, K] (1 to 4 weights), x quantized once. Returns the index of the first NaN/Inf in x or -1. */
+  gemmW8A8Multi(
+    x: Float32Array,
+    M: number,
+    K: number,
+    qs: Int8Array[],
+    Ns: number[],
+    scales: Float32Array[],
+    rowsums: Int32Array[],
+    biases: (Float32Array | null)[],
+    ys: Float32Array[],
+  ): number;
+  gemmW8A8MultiAsync(...args: Parameters<Addon['gemmW8A8Multi']>): Promise<number>;
+  /**
    * Attention of T queries at positions pos0.. over keys (blocked layout)
    * and values [>= pos0 + T, nKvHeads * headDim] into out [T, nHeads *
    * headDim]; causal unless `causal` is false (every query then sees all
@@ -286,6 +317,8 @@ const ASYNC_ARGS: Record<string, readonly string[]> = {
   gemmAsync: ['x', 'M', 'K', 'wFormat', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y', 'rowInvariant'],
   gemmW8A8Async: ['x', 'M', 'K', 'q', 'N', 'scale', 'rowsum', 'threshold', 'bias', 'y'],
   gemmW4A8Async: ['x', 'M', 'K', 'w', 'N', 'groupSize', 'scales', 'zeroPoints', 'bias', 'y'],
+  gemmW4A8MultiAsync: ['x', 'M', 'K', 'ws', 'Ns', 'groupSizes', 'scales', 'zeroPoints', 'biases', 'ys'],
+  gemmW8A8MultiAsync: ['x', 'M', 'K', 'qs', 'Ns', 'scales', 'rowsums', 'biases', 'ys'],
   attentionAsync: ['q', 'T', 'pos0', 'keys', 'values', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'out', 'causal'],
   attentionBatchAsync: ['q', 'out', 'nHeads', 'nKvHeads', 'headDim', 'scale', 'keys', 'values', 'pos0', 'T'],
   cholInverseUpperAsync: ['h', 'K'],

@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { footprint } from '../lib/eval/footprint.js';
 import { saveQuantized } from '../lib/io/quantized-checkpoint.js';
 import { loadEncoderSync } from '../lib/models/load-encoder.js';
@@ -199,8 +199,15 @@ describe('DistilBERT', () => {
       const q = [...model.namedModules()].find(([n]) => n === name)![1] as QLinear;
       expect([q.activations, q.qweight.bits, q.qweight.granularity]).toEqual(['int8', 8, 'channel']);
     }
+    const shared = vi.spyOn(QLinear, 'forwardSharedAsync');
     const out = await model.forwardAsync(BATCH);
     for (let b = 0; b < BATCH.length; b++) expect(rel(out[b]!, mlmRef(mlm.ref, BATCH[b]!))).toBeLessThan(0.05);
+    // q/k/v quantize their input once (one native call); the same bits as one by one
+    expect(shared.mock.results.some((r) => r.value !== null)).toBe(true);
+    shared.mockReturnValue(null);
+    const alone = await model.forwardAsync(BATCH);
+    shared.mockRestore();
+    for (let b = 0; b < BATCH.length; b++) expect(alone[b]!.data).toEqual(out[b]!.data);
     expect(() => quantizeDynamic(model, null as never)).toThrow(/'options' must be an object/);
   });
 

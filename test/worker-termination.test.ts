@@ -23,7 +23,7 @@ function run(op: string, mode: string): Promise<{ code: number | null; signal: s
   });
 }
 
-const OPS = ['matmul', 'quantize', 'w8a8', 'w4a8', 'attention', 'gptq'];
+const OPS = ['matmul', 'quantize', 'w8a8', 'w4a8', 'w8a8-shared', 'w4a8-shared', 'attention', 'gptq'];
 const TRIALS = 5;
 
 describe('worker termination with async work in flight', () => {

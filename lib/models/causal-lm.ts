@@ -16,7 +16,7 @@ import { Tensor } from '../tensor.js';
 import { lineArray } from '../ops/huge-pages.js';
 
 // Model code imports the step helpers from here, next to CausalLM.
-export { type ForwardOp, type ForwardSteps, type KVCache, type LinearLike, linearStep, matmulStep, runAsync, runSync } from '../nn/steps.js';
+export { type ForwardOp, type ForwardSteps, type KVCache, type LinearLike, linearStep, linearsStep, matmulStep, runAsync, runSync } from '../nn/steps.js';
 import type { ForwardOp } from '../nn/steps.js';
 
 export interface ModelConfigBase {
@@ -356,7 +356,7 @@ function* promptRowsSplit<R>(steps: ForwardSteps<R>, promptRows: number): Forwar
     const op = r.value;
     let y: Tensor<'f32'>;
     try {
-      y = op.kind === 'linear' ? yield* splitLinear(op, promptRows) : yield op;
+      y = op.kind === 'linear' ? yield* splitLinear(op, promptRows) : op.kind === 'linears' ? yield* splitLinears(op, promptRows) : yield op;
     } catch (e) {
       r = steps.throw(e);
       continue;
@@ -388,6 +388,24 @@ function* splitLinear(op: Extract<ForwardOp, { kind: 'linear' }>, P: number): Fo
   if (a.data.buffer !== out.buffer || a.data.byteOffset !== out.byteOffset) out.set(a.data, 0);
   if (b.data.buffer !== out.buffer || b.data.byteOffset !== out.byteOffset + P * N * 4) out.set(b.data, P * N);
   return new Tensor('f32', [...x.shape.slice(0, -1), N], out);
+}
+
+/** splitLinear for a linears op: shared as a whole when its rows are all of one kind, else layer by layer. */
+function* splitLinears(op: Extract<ForwardOp, { kind: 'linears' }>, P: number): ForwardSteps<Tensor<'f32'>> {
+  const x = op.x;
+  const K = x.shape[x.shape.length - 1] ?? 0;
+  const rows = K > 0 ? x.size / K : 0;
+  if (P >= rows) return yield { ...op, rowInvariant: 'prefill' };
+  if (P <= 0) return yield { ...op, rowInvariant: true };
+  const ys: Tensor<'f32'>[] = [];
+  for (let i = 0; i < op.layers.length; i++) {
+    const out = op.outs[i];
+    const one = { kind: 'linear', layer: op.layers[i]!, x } as const;
+    ys.push(yield* splitLinear(out === undefined ? one : { ...one, out }, P));
+  }
+  op.results.length = 0;
+  op.results.push(...ys);
+  return ys[0]!;
 }
 
 export interface BatchForwardOptions extends ForwardOptions {

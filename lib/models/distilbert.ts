@@ -27,7 +27,7 @@ import { Embedding } from '../nn/embedding.js';
 import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { LayerNorm } from '../nn/norm.js';
-import { type ForwardSteps, linearStep, runAsync, runSync } from '../nn/steps.js';
+import { type ForwardSteps, linearStep, linearsStep, runAsync, runSync } from '../nn/steps.js';
 import { lineArray } from '../ops/huge-pages.js';
 import { Tensor } from '../tensor.js';
 import { Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
@@ -96,9 +96,8 @@ export class DistilBertAttention extends Module {
   /** x: packed [sum T_i, dim]; lengths: T_i. */
   *forwardSteps(x: Tensor<'f32'>, lengths: readonly number[]): ForwardSteps<Tensor<'f32'>> {
     const D = this.nHeads * this.headDim;
-    const q = (yield* linearStep(linearChild(this, 'q_lin'), x)).data;
-    const k = (yield* linearStep(linearChild(this, 'k_lin'), x)).data;
-    const v = (yield* linearStep(linearChild(this, 'v_lin'), x)).data;
+    const proj = (['q_lin', 'k_lin', 'v_lin'] as const).map((n) => linearChild(this, n));
+    const [q, k, v] = (yield* linearsStep(proj, x, [undefined, undefined, undefined])).map((t) => t.data) as [Float32Array, Float32Array, Float32Array];
     const ctx = lineArray(Float32Array, q.length); // read by out_lin: rows on lines
     const { starts } = packing(lengths);
     for (let s = 0; s < lengths.length; s++) {

@@ -25,7 +25,7 @@ import { Rope } from '../nn/rope.js';
 import type { Scratch } from '../nn/scratch.js';
 import { SeqBatch } from '../nn/seq-batch.js';
 import { Tensor } from '../tensor.js';
-import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
+import { DecoderLM, type ForwardSteps, linearStep, linearsStep, runSync } from './causal-lm.js';
 import { QuantkitError, describe } from '../errors.js';
 import type { RopeScaling } from '../nn/rope.js';
 import type { ModelConfigBase } from './causal-lm.js';
@@ -132,9 +132,8 @@ export class LlamaAttention extends Module {
     const { nHeads, nKvHeads, headDim } = this.shape;
     const sc = batch.scratch;
     const qDim = nHeads * headDim, kvDim = nKvHeads * headDim;
-    const q = (yield* linearStep(linearChild(this, 'q_proj'), x, sc.f32('q', T * qDim))).data;
-    const k = (yield* linearStep(linearChild(this, 'k_proj'), x, sc.f32('k', T * kvDim))).data;
-    const v = (yield* linearStep(linearChild(this, 'v_proj'), x, sc.f32('v', T * kvDim))).data;
+    const proj = (['q_proj', 'k_proj', 'v_proj'] as const).map((n) => linearChild(this, n));
+    const [q, k, v] = (yield* linearsStep(proj, x, [sc.f32('q', T * qDim), sc.f32('k', T * kvDim), sc.f32('v', T * kvDim)])).map((t) => t.data) as [Float32Array, Float32Array, Float32Array];
     batch.forEachSegment(q, qDim, (r, s) => rope.applyRotateHalf(r, s.T, nHeads, s.pos0));
     batch.forEachSegment(k, kvDim, (r, s) => rope.applyRotateHalf(r, s.T, nKvHeads, s.pos0));
     batch.writeKV(layer, k, v, kvDim);
@@ -163,8 +162,7 @@ export class LlamaMLP extends Module {
   *forwardSteps(x: Tensor<'f32'>, scratch?: Scratch, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
     const gate = linearChild(this, 'gate_proj');
     const up = linearChild(this, 'up_proj');
-    const g = yield* linearStep(gate, x, scratch?.outputFor('gate', gate, x));
-    const u = yield* linearStep(up, x, scratch?.outputFor('up', up, x));
+    const [g, u] = (yield* linearsStep([gate, up], x, [scratch?.outputFor('gate', gate, x), scratch?.outputFor('up', up, x)])) as [Tensor<'f32'>, Tensor<'f32'>];
     gateInPlace(this.#act, g.data, u.data);
     return yield* linearStep(linearChild(this, 'down_proj'), g, out);
   }

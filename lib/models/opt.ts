@@ -27,7 +27,7 @@ import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
 import { Tensor } from '../tensor.js';
 import type { Scratch } from '../nn/scratch.js';
-import { DecoderLM, type ForwardSteps, linearStep, runSync } from './causal-lm.js';
+import { DecoderLM, type ForwardSteps, linearStep, linearsStep, runSync } from './causal-lm.js';
 import type { ModelConfigBase } from './causal-lm.js';
 import { type ArchSpec, Fields, type Json, type WeightReader, type WeightSpec, divisible } from './config.js';
 
@@ -102,10 +102,8 @@ export class OptAttention extends Module {
     const T = x.shape[0]!;
     const sc = batch.scratch;
     const [qp, kp, vp] = (['q_proj', 'k_proj', 'v_proj'] as const).map((n) => linearChild(this, n));
-    const q = (yield* linearStep(qp!, x, sc.outputFor('q', qp!, x))).data;
+    const [q, k, v] = (yield* linearsStep([qp!, kp!, vp!], x, [sc.outputFor('q', qp!, x), sc.outputFor('k', kp!, x), sc.outputFor('v', vp!, x)])).map((t) => t.data) as [Float32Array, Float32Array, Float32Array];
     for (let i = 0; i < q.length; i++) q[i]! *= this.scaling;
-    const k = (yield* linearStep(kp!, x, sc.outputFor('k', kp!, x))).data;
-    const v = (yield* linearStep(vp!, x, sc.outputFor('v', vp!, x))).data;
     const D = this.shape.nHeads * this.shape.headDim;
     batch.writeKV(layer, k, v, D);
     const a = yield* batch.attentionSteps(q, layer, this.shape, sc.f32('attn', T * D));

@@ -5,8 +5,8 @@
  */
 import { describe, rangeError, typeError } from '../errors.js';
 import { type PreparedWeight, type RowInvariance, checkBias, matmulPrepared, matmulPreparedAsync, prepareWeight } from '../ops/matmul.js';
-import { matmulW4A8, matmulW4A8Async, prepareW4A8 } from '../ops/w4a8.js';
-import { type W8A8Weight, matmulW8A8, matmulW8A8Async, prepareW8A8 } from '../ops/w8a8.js';
+import { matmulW4A8, matmulW4A8Async, matmulW4A8Multi, matmulW4A8MultiAsync, prepareW4A8 } from '../ops/w4a8.js';
+import { type W8A8Weight, matmulW8A8, matmulW8A8Async, matmulW8A8Multi, matmulW8A8MultiAsync, prepareW8A8 } from '../ops/w8a8.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
 import { quantize, quantizeAsync } from '../quant/quantize.js';
 import { type QuantizeOptions, schemeOf } from '../quant/qtypes.js';
@@ -201,6 +201,45 @@ export class QLinear extends Module {
     const r = await matmulW8A8Async(fn, x, this.#w8!, this.#b, this.activations === 'llm.int8' ? this.threshold : -1, out, inv !== 'off');
     this.lastOutlierColumns = r.outliers;
     return r.y;
+  }
+
+  /**
+   * Several layers that read the same x (a block's q/k/v, or gate/up) as
+   * one native call that quantizes x once: when every layer is a QLinear
+   * taking the same int8-activation path for these rows (all W4A8, or all
+   * W8A8; not LLM.int8()), 2 to 4 of them. Returns each layer's forward(x,
+   * outs[i], options), bit for bit, or null when the layers do not qualify
+   * (the caller then runs them one by one).
+   */
+  static forwardShared(layers: readonly unknown[], x: Tensor, outs: readonly (Float32Array | undefined)[], options?: LinearCallOptions): Tensor<'f32'>[] | null {
+    const fn = 'QLinear.forward';
+    const s = QLinear.#shared(fn, layers, x, options);
+    if (s === null) return null;
+    return s.w4 ? matmulW4A8Multi(fn, x, s.w4, s.biases, outs) : matmulW8A8Multi(fn, x, s.w8!, s.biases, outs);
+  }
+
+  /** forwardShared on a worker thread (null, synchronously, when the layers do not qualify). */
+  static forwardSharedAsync(layers: readonly unknown[], x: Tensor, outs: readonly (Float32Array | undefined)[], options?: LinearCallOptions): Promise<Tensor<'f32'>[]> | null {
+    const fn = 'QLinear.forwardAsync';
+    const s = QLinear.#shared(fn, layers, x, options);
+    if (s === null) return null;
+    return s.w4 ? matmulW4A8MultiAsync(fn, x, s.w4, s.biases, outs) : matmulW8A8MultiAsync(fn, x, s.w8!, s.biases, outs);
+  }
+
+  static #shared(fn: string, layers: readonly unknown[], x: Tensor, options: LinearCallOptions | undefined): { w4?: PreparedWeight[]; w8?: W8A8Weight[]; biases: (Float32Array | null)[] } | null {
+    if (layers.length < 2 || layers.length > 4) return null;
+    const inv = rowInvariant(fn, options);
+    const w4: PreparedWeight[] = [], w8: W8A8Weight[] = [], biases: (Float32Array | null)[] = [];
+    for (const l of layers) {
+      if (!(l instanceof QLinear) || (l.#w && !l.#int8Rows(x, inv))) return null;
+      if (l.#w4) w4.push(l.#w4);
+      else if (l.activations !== 'llm.int8' && l.#w8) w8.push(l.#w8);
+      else return null;
+      biases.push(l.#b);
+    }
+    if (w4.length === layers.length) return { w4, biases };
+    if (w8.length === layers.length) return { w8, biases };
+    return null;
   }
 
   /**

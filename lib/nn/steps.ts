@@ -10,6 +10,7 @@
  * forwardAsync() give bit-identical logits.
  *
  * Ops:  linear     x f32 [..., K] through a LinearLike layer -> f32 [..., N]
+ *       linears    one x through several layers (q/k/v, gate/up) -> one f32 [..., N_i] each
  *       matmul     x f32 [M, K] · w^T, w f32 [N, K]        -> f32 [M, N]
  *       attention  causal attention over a KV cache        -> f32 [T, nHeads * headDim]
  *       attentionBatch  the same for several sequences, each over its own cache
@@ -17,6 +18,7 @@
 import { type AttentionInputs, type BatchAttentionInputs, batchAttentionOp, batchAttentionOpAsync, causalAttentionOp, causalAttentionOpAsync } from '../ops/attention.js';
 import { matmul, matmulAsync } from '../ops/matmul.js';
 import { Tensor } from '../tensor.js';
+import { QLinear } from './linear.js';
 import type { Module } from './module.js';
 
 /** How a forward asks its layers to compute (the drivers pass it to every linear op). */
@@ -68,6 +70,15 @@ export interface KVCache {
 /** A heavy native operation a forward generator asks its driver to run. */
 export type ForwardOp =
   | { readonly kind: 'linear'; readonly layer: LinearLike; readonly x: Tensor<'f32'>; readonly out?: Float32Array; readonly rowInvariant?: true | 'prefill' }
+  | {
+      readonly kind: 'linears';
+      readonly layers: readonly LinearLike[];
+      readonly x: Tensor<'f32'>;
+      readonly outs: readonly (Float32Array | undefined)[];
+      readonly rowInvariant?: true | 'prefill';
+      /** Filled by the driver: layer i's output (the op's own result is results[0]). */
+      readonly results: Tensor<'f32'>[];
+    }
   | { readonly kind: 'matmul'; readonly x: Tensor<'f32'>; readonly w: Tensor<'f32'> }
   | { readonly kind: 'attention'; readonly a: AttentionInputs; readonly out?: Float32Array }
   | { readonly kind: 'attentionBatch'; readonly a: BatchAttentionInputs; readonly out: Float32Array };
@@ -78,6 +89,19 @@ export type ForwardSteps<R> = Generator<ForwardOp, R, Tensor<'f32'>>;
 /** layer.forward(x, out) as a step: `const y = yield* linearStep(layer, x)`. */
 export function* linearStep(layer: LinearLike, x: Tensor<'f32'>, out?: Float32Array): ForwardSteps<Tensor<'f32'>> {
   return yield out === undefined ? { kind: 'linear', layer, x } : { kind: 'linear', layer, x, out };
+}
+
+/**
+ * Several layers that read the same x as one step: `const [q, k, v] = yield*
+ * linearsStep([qProj, kProj, vProj], x, [qOut, kOut, vOut])`. The same
+ * results as a linearStep per layer, in order; the driver runs them as one
+ * native call when the layers can share x's int8 quantization (W4A8, W8A8:
+ * QLinear.forwardShared), else one by one.
+ */
+export function* linearsStep(layers: readonly LinearLike[], x: Tensor<'f32'>, outs: readonly (Float32Array | undefined)[]): ForwardSteps<Tensor<'f32'>[]> {
+  const op = { kind: 'linears', layers, x, outs, results: [] } as const satisfies ForwardOp;
+  yield op;
+  return op.results;
 }
 
 /** matmul(x, w) = x · w^T as a step. */
@@ -108,6 +132,17 @@ export function* batchAttentionStep(a: BatchAttentionInputs, out: Float32Array):
 const attentionTensor = (a: AttentionInputs, out: Float32Array) => new Tensor('f32', [a.T, a.nHeads * a.headDim], out);
 const batchTensor = (a: BatchAttentionInputs, out: Float32Array) => new Tensor('f32', [out.length / (a.nHeads * a.headDim), a.nHeads * a.headDim], out);
 
+/** layer.forward(x[, out][, o]), passing only the arguments given (a replacement layer may not take them). */
+function forwardOne(layer: LinearLike, x: Tensor<'f32'>, out: Float32Array | undefined, o: LinearCallOptions | undefined): Tensor<'f32'> {
+  return o ? layer.forward(x, out, o) : out === undefined ? layer.forward(x) : layer.forward(x, out);
+}
+
+/** forwardOne through forwardAsync when the layer has it. */
+async function forwardOneAsync(layer: LinearLike, x: Tensor<'f32'>, out: Float32Array | undefined, o: LinearCallOptions | undefined): Promise<Tensor<'f32'>> {
+  if (!layer.forwardAsync) return forwardOne(layer, x, out, o);
+  return o ? layer.forwardAsync(x, out, o) : out === undefined ? layer.forwardAsync(x) : layer.forwardAsync(x, out);
+}
+
 /**
  * Drive `steps` to its end with blocking calls. An op that throws is thrown
  * into the generator, so its finally blocks (the cache lock) run.
@@ -119,9 +154,13 @@ export function runSync<R>(steps: ForwardSteps<R>, options?: RunOptions): R {
     const op = r.value;
     let y: Tensor<'f32'>;
     try {
-      if (op.kind === 'linear') {
+      if (op.kind === 'linear') y = forwardOne(op.layer, op.x, op.out, opOptions(op, lo));
+      else if (op.kind === 'linears') {
         const o = opOptions(op, lo);
-        y = o ? op.layer.forward(op.x, op.out, o) : op.out === undefined ? op.layer.forward(op.x) : op.layer.forward(op.x, op.out);
+        const ys = QLinear.forwardShared(op.layers, op.x, op.outs, o) ?? op.layers.map((l, i) => forwardOne(l, op.x, op.outs[i], o));
+        op.results.length = 0;
+        op.results.push(...ys);
+        y = ys[0]!;
       }
       else if (op.kind === 'matmul') y = matmul(op.x, op.w);
       else if (op.kind === 'attentionBatch') y = batchTensor(op.a, batchAttentionOp(op.a, op.out));
@@ -152,12 +191,17 @@ export async function runAsync<R>(steps: ForwardSteps<R>, options?: RunOptions):
       if (op.kind === 'matmul') y = await matmulAsync(op.x, op.w);
       else if (op.kind === 'attention') y = attentionTensor(op.a, await causalAttentionOpAsync(op.a, op.out));
       else if (op.kind === 'attentionBatch') y = batchTensor(op.a, await batchAttentionOpAsync(op.a, op.out));
-      else {
+      else if (op.kind === 'linears') {
         const o = opOptions(op, lo);
-        if (o) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out, o) : op.layer.forward(op.x, op.out, o);
-        else if (op.out === undefined) y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x) : op.layer.forward(op.x);
-        else y = op.layer.forwardAsync ? await op.layer.forwardAsync(op.x, op.out) : op.layer.forward(op.x, op.out);
+        const shared = QLinear.forwardSharedAsync(op.layers, op.x, op.outs, o);
+        const ys: Tensor<'f32'>[] = [];
+        if (shared) ys.push(...(await shared));
+        else for (let i = 0; i < op.layers.length; i++) ys.push(await forwardOneAsync(op.layers[i]!, op.x, op.outs[i], o));
+        op.results.length = 0;
+        op.results.push(...ys);
+        y = ys[0]!;
       }
+      else y = await forwardOneAsync(op.layer, op.x, op.out, opOptions(op, lo));
     } catch (e) {
       r = steps.throw(e);
       continue;

@@ -83,6 +83,21 @@ export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: 
   return { rows, y: new Tensor('f32', outputShape(x.shape, N), out ?? lineArray(Float32Array, rows * N)) };
 }
 
+/** Output buffers of one multi-product call must not overlap (the products run at once). */
+export function checkDisjoint(fn: string, outs: readonly (Float32Array | undefined)[]): void {
+  for (let i = 0; i < outs.length; i++) {
+    const a = outs[i];
+    if (a === undefined) continue;
+    for (let j = 0; j < i; j++) {
+      const b = outs[j];
+      if (b === undefined || b.buffer !== a.buffer) continue;
+      if (a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
+        throw rangeError(fn, `outs[${i}]`, `overlaps outs[${j}]`);
+      }
+    }
+  }
+}
+
 /**
  * x's shape with its last dimension replaced by N. For x [rows, K], one
  * frozen [rows, N] per N, kept while rows stays the same: a decode step

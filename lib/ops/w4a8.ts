@@ -9,7 +9,7 @@
 import { addon, WFormat } from '../binding.js';
 import { QuantkitError } from '../errors.js';
 import type { QuantizedTensor } from '../quant/qtensor.js';
-import { type PreparedWeight, linearOutput, prepareWeight } from './matmul.js';
+import { type PreparedWeight, checkDisjoint, linearOutput, prepareWeight } from './matmul.js';
 import type { Tensor } from '../tensor.js';
 
 /** Check that w is an int4 weight [N, K] and describe it for the W4A8 kernels. */
@@ -50,4 +50,36 @@ export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, 
   const c = prepareCall(fn, x, w, bias, out);
   if (c.args) check(fn, x, await addon.gemmW4A8Async(...c.args));
   return c.y;
+}
+
+type MultiCall = { args: Parameters<typeof addon.gemmW4A8Multi> | null; ys: Tensor<'f32'>[] };
+
+function prepareMulti(fn: string, x: Tensor, ws: readonly PreparedWeight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): MultiCall {
+  checkDisjoint(fn, outs);
+  const calls = ws.map((w, i) => prepareCall(fn, x, w, biases[i] ?? null, outs[i]));
+  const live = ws.map((_, i) => i).filter((i) => calls[i]!.args !== null);
+  const ys = calls.map((c) => c.y);
+  if (live.length === 0) return { args: null, ys };
+  const a = calls.map((c) => c.args!);
+  const first = a[live[0]!]!;
+  const pick = <T>(j: number) => live.map((i) => a[i]![j] as T);
+  return { args: [first[0], first[1], first[2], pick(3), pick(4), pick(5), pick(6), pick(7), pick(8), pick(9)], ys };
+}
+
+/**
+ * Several W4A8 products of one x (a layer's q/k/v, or gate/up), each as
+ * matmulW4A8 gives it, bit for bit: x is quantized once when the weights'
+ * group sizes agree, and the products run in one native call.
+ */
+export function matmulW4A8Multi(fn: string, x: Tensor, ws: readonly PreparedWeight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): Tensor<'f32'>[] {
+  const c = prepareMulti(fn, x, ws, biases, outs);
+  if (c.args) check(fn, x, addon.gemmW4A8Multi(...c.args));
+  return c.ys;
+}
+
+/** matmulW4A8Multi on a worker thread. */
+export async function matmulW4A8MultiAsync(fn: string, x: Tensor, ws: readonly PreparedWeight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): Promise<Tensor<'f32'>[]> {
+  const c = prepareMulti(fn, x, ws, biases, outs);
+  if (c.args) check(fn, x, await addon.gemmW4A8MultiAsync(...c.args));
+  return c.ys;
 }

@@ -11,7 +11,7 @@
 import { addon } from '../binding.js';
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
-import { linearOutput } from './matmul.js';
+import { checkDisjoint, linearOutput } from './matmul.js';
 import { Tensor } from '../tensor.js';
 
 export interface W8A8Weight {
@@ -71,4 +71,47 @@ export async function matmulW8A8Async(fn: string, x: Tensor, w: W8A8Weight, bias
   const c = prepareCall(fn, x, w, bias, threshold, out, perRow);
   const outliers = c.args ? finish(fn, x, await addon.gemmW8A8Async(...c.args)) : 0;
   return { y: c.y, outliers };
+}
+
+type MultiCall = { args: Parameters<typeof addon.gemmW8A8Multi> | null; ys: Tensor<'f32'>[] };
+
+function prepareMulti(fn: string, x: Tensor, ws: readonly W8A8Weight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): MultiCall {
+  const K = ws[0]?.K ?? 0;
+  const live: number[] = [];
+  let rows = 0;
+  checkDisjoint(fn, outs);
+  const ys = ws.map((w, i) => {
+    const o = linearOutput(fn, x, w.N, w.K, outs[i]); // (checks that every w.K is x's K)
+    rows = o.rows;
+    if (o.y.size > 0) live.push(i);
+    return o.y;
+  });
+  if (live.length === 0) return { args: null, ys };
+  const pick = <T>(f: (i: number) => T) => live.map(f);
+  return {
+    args: [x.data as Float32Array, rows, K, pick((i) => ws[i]!.q), pick((i) => ws[i]!.N), pick((i) => ws[i]!.scale), pick((i) => ws[i]!.rowsum), pick((i) => biases[i] ?? null), pick((i) => ys[i]!.data)],
+    ys,
+  };
+}
+
+function checkMulti(fn: string, x: Tensor, bad: number): void {
+  finish(fn, x, [bad, 0]);
+}
+
+/**
+ * Several W8A8 products of one x (a layer's q/k/v, or gate/up), each as
+ * matmulW8A8 (threshold < 0) gives it, bit for bit, with x quantized once
+ * and one native call.
+ */
+export function matmulW8A8Multi(fn: string, x: Tensor, ws: readonly W8A8Weight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): Tensor<'f32'>[] {
+  const c = prepareMulti(fn, x, ws, biases, outs);
+  if (c.args) checkMulti(fn, x, addon.gemmW8A8Multi(...c.args));
+  return c.ys;
+}
+
+/** matmulW8A8Multi on a worker thread. */
+export async function matmulW8A8MultiAsync(fn: string, x: Tensor, ws: readonly W8A8Weight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): Promise<Tensor<'f32'>[]> {
+  const c = prepareMulti(fn, x, ws, biases, outs);
+  if (c.args) checkMulti(fn, x, await addon.gemmW8A8MultiAsync(...c.args));
+  return c.ys;
 }

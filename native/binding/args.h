@@ -88,14 +88,16 @@ inline View typed_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, 
 
 // The scales of a quantized weight, `len` of them (SIZE_MAX: any): a
 // Float32Array (w.scales) or a Uint16Array of f16 bits (w.scales16).
-inline void scales_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, size_t len, qk::WeightView& w) {
-    Napi::Value v = info[i];
+inline void scales_value(Napi::Env env, Napi::Value v, const char* fn, const std::string& name, size_t len, qk::WeightView& w) {
     const bool f16 = v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
     if (!f16 && !(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array))
-        throw_type(info.Env(), fn, "scales", "must be a Float32Array, or a Uint16Array of f16 bits");
-    const View s = typed_value(info.Env(), v, fn, "scales", f16 ? napi_uint16_array : napi_float32_array, len, false);
+        throw_type(env, fn, name, "must be a Float32Array, or a Uint16Array of f16 bits");
+    const View s = typed_value(env, v, fn, name, f16 ? napi_uint16_array : napi_float32_array, len, false);
     w.scales = f16 ? nullptr : static_cast<const float*>(s.data);
     w.scales16 = f16 ? static_cast<const uint16_t*>(s.data) : nullptr;
+}
+inline void scales_arg(const Napi::CallbackInfo& info, size_t i, const char* fn, size_t len, qk::WeightView& w) {
+    scales_value(info.Env(), info[i], fn, "scales", len, w);
 }
 
 // A JavaScript array argument of exactly `len` elements (len == SIZE_MAX: any).

@@ -121,13 +121,9 @@ size_t w4a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
 
 namespace {
 
-// One product over columns [0, K) of X (row stride ldx) and a weight view
-// whose groups divide K (or, G % 32 != 0, which the kernels run with the
-// reference: it indexes scales by k / G and so takes a shorter last group).
-size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t ldx, size_t M,
-                 const float* bias, float* y, W4A8Acts& acts) {
-    const size_t bad = w4a8_quantize_rows(k, x, M, K, w.group, acts, ldx);
-    if (bad != SIZE_MAX) return bad;
+// The W4A8Args of one product over the quantized rows of `acts`.
+W4A8Args product_args(const W4A8Acts& acts, const WeightView& w, size_t N, size_t K, size_t M, const float* bias,
+                      float* y) {
     W4A8Args a;
     a.xc = acts.xc.data();
     a.ldx = acts.ldx;
@@ -144,6 +140,11 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     a.bias = bias;
     a.y = y;
     a.ldy = N;
+    return a;
+}
+
+// Weight rows per task of a product of N rows at M activation rows.
+size_t rows_per_task(const Kernels& k, size_t M, size_t N) {
     // 64 weight rows per task (a multiple of the rows kernel's 16): 64 K / 2
     // bytes stay in L2 while every block of activation rows passes over them.
     size_t nb = 64;
@@ -161,12 +162,59 @@ size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
         const size_t per = (N + threads() - 1) / threads();
         nb = std::max(nb, (per + 15) / 16 * 16);
     }
+    return nb;
+}
+
+// Products p = 0 .. P - 1 of the rows quantized in `acts`, all in one
+// parallel_for: task t of product p covers its weight rows [t nb_p, (t + 1) nb_p).
+void run_products(const Kernels& k, const W4A8Args* args, size_t P) {
+    size_t nb[kW4A8MaxProducts], first[kW4A8MaxProducts + 1];
+    first[0] = 0;
+    double flops = 0;
+    for (size_t p = 0; p < P; ++p) {
+        nb[p] = rows_per_task(k, args[p].M, args[p].N);
+        first[p + 1] = first[p] + (args[p].N + nb[p] - 1) / nb[p];
+        flops += 2.0 * double(args[p].M) * double(args[p].N) * double(args[p].K);
+    }
     // (every W4A8 kernel reads f16 scales, WeightView::scales16, itself)
     // (the two kernels give the same bits: the choice is speed only)
-    const auto kern = M >= k.w4a8_rows_min_m ? k.gemm_w4a8_rows : k.gemm_w4a8;
-    parallel_for((N + nb - 1) / nb, 2.0 * double(M) * double(N) * double(K),
-                 [&](size_t t, size_t) { kern(a, t * nb, min_sz(N, (t + 1) * nb)); });
+    const auto kern = args[0].M >= k.w4a8_rows_min_m ? k.gemm_w4a8_rows : k.gemm_w4a8;
+    parallel_for(first[P], flops, [&](size_t task, size_t) {
+        size_t p = 0;
+        while (task >= first[p + 1]) ++p;
+        const size_t t = task - first[p];
+        kern(args[p], t * nb[p], min_sz(args[p].N, (t + 1) * nb[p]));
+    });
+}
+
+// One product over columns [0, K) of X (row stride ldx) and a weight view
+// whose groups divide K (or, G % 32 != 0, which the kernels run with the
+// reference: it indexes scales by k / G and so takes a shorter last group).
+size_t w4a8_part(const Kernels& k, const WeightView& w, size_t N, size_t K, const float* x, size_t ldx, size_t M,
+                 const float* bias, float* y, W4A8Acts& acts) {
+    const size_t bad = w4a8_quantize_rows(k, x, M, K, w.group, acts, ldx);
+    if (bad != SIZE_MAX) return bad;
+    const W4A8Args a = product_args(acts, w, N, K, M, bias, y);
+    run_products(k, &a, 1);
     return SIZE_MAX;
+}
+
+// The calling thread's quantized activations (one buffer for every call).
+W4A8Acts& call_acts() {
+    thread_local W4A8Acts acts;
+    return acts;
+}
+
+// Whether the weight's groups need the two-part split of gemm_w4a8 (a
+// shorter last group with G % 32 == 0).
+bool split_tail(size_t G, size_t K) { return !(K % G == 0 || G % 32 != 0 || G > K); }
+
+// The view of a weight whose groups need no split.
+WeightView whole_view(const WeightView& w, size_t K) {
+    WeightView v = w;
+    v.gstride = (K + w.group - 1) / w.group;
+    v.group = std::min(w.group, K);  // G > K: one group of K
+    return v;
 }
 
 }  // namespace
@@ -179,14 +227,9 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
             for (size_t n = 0; n < N; ++n) y[m * N + n] = bias ? bias[n] : 0.0f;
         return SIZE_MAX;
     }
-    thread_local W4A8Acts acts;
+    W4A8Acts& acts = call_acts();
     const size_t G = w.group;
-    if (K % G == 0 || G % 32 != 0 || G > K) {
-        WeightView v = w;
-        v.gstride = (K + G - 1) / G;
-        v.group = std::min(G, K);  // G > K: one group of K
-        return w4a8_part(k, v, N, K, x, K, M, bias, y, acts);
-    }
+    if (!split_tail(G, K)) return w4a8_part(k, whole_view(w, K), N, K, x, K, M, bias, y, acts);
     // A shorter last group with G % 32 == 0: the whole groups [0, K1) and the
     // last one [K1, K) as two products (K1 is a multiple of 32, so each
     // part's activation blocks are the row's own), Y = Y1 + (Y2 + bias).
@@ -203,6 +246,40 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
     if (bad != SIZE_MAX) return K1 + bad;
     for (size_t i = 0; i < M * N; ++i) y[i] += y2[i];
     return SIZE_MAX;
+}
+
+size_t gemm_w4a8_multi(const Kernels& k, const W4A8Product* ps, size_t P, size_t K, const float* x, size_t M) {
+    if (P == 0 || M == 0) return SIZE_MAX;
+    // One quantization and one parallel_for serve every product when their
+    // weights read the activations alike: the same group size (the per-group
+    // activation sums depend on it), none with the tail split, at most
+    // kW4A8MaxProducts, K > 0. Otherwise each product on its own (same bits).
+    size_t rows = 0;
+    for (size_t p = 0; p < P; ++p) rows += ps[p].N;
+    if (rows == 0) return SIZE_MAX;  // (no output: x is not read)
+    bool shared = K > 0 && P <= kW4A8MaxProducts;
+    for (size_t p = 0; p < P && shared; ++p)
+        shared = ps[p].w.group == ps[0].w.group && !split_tail(ps[p].w.group, K);
+    if (!shared) {
+        for (size_t p = 0; p < P; ++p) {
+            const size_t bad = gemm_w4a8(k, ps[p].w, ps[p].N, K, x, M, ps[p].bias, ps[p].y);
+            if (bad != SIZE_MAX) return bad;
+        }
+        return SIZE_MAX;
+    }
+    W4A8Acts& acts = call_acts();
+    const size_t bad = w4a8_quantize_rows(k, x, M, K, std::min(ps[0].w.group, K), acts, K);
+    if (bad != SIZE_MAX) return bad;
+    W4A8Args args[kW4A8MaxProducts];
+    size_t n = 0;
+    for (size_t p = 0; p < P; ++p)
+        if (ps[p].N > 0) args[n++] = product_args(acts, whole_view(ps[p].w, K), ps[p].N, K, M, ps[p].bias, ps[p].y);
+    if (n > 0) run_products(k, args, n);
+    return SIZE_MAX;
+}
+
+size_t gemm_w4a8_multi(const W4A8Product* ps, size_t P, size_t K, const float* x, size_t M) {
+    return gemm_w4a8_multi(kernels(), ps, P, K, x, M);
 }
 
 size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y) {

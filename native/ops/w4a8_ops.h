@@ -40,4 +40,23 @@ size_t gemm_w4a8(const Kernels& k, const WeightView& w, size_t N, size_t K, cons
                  const float* bias, float* y);
 size_t gemm_w4a8(const WeightView& w, size_t N, size_t K, const float* x, size_t M, const float* bias, float* y);
 
+// One product of a gemm_w4a8_multi call: y[M, N] = x · w^T (+ bias).
+struct W4A8Product {
+    WeightView w;
+    size_t N;
+    const float* bias;  // [N] or nullptr
+    float* y;           // [M, N]
+};
+// Most products one call shares its activations among (q, k, v: 3).
+constexpr size_t kW4A8MaxProducts = 4;
+
+// Several products of one input x[M, K] (a layer's q/k/v projections, or
+// gate/up): each y_p as gemm_w4a8 gives it, bit for bit. When the weights
+// have the same group size (and no split last group), x is quantized once
+// and every product's tasks run in one parallel_for: fewer passes over x and
+// fewer hand-offs to the pool. Same return value as gemm_w4a8 (the first
+// NaN/Inf of x); the ys are then unspecified.
+size_t gemm_w4a8_multi(const Kernels& k, const W4A8Product* ps, size_t P, size_t K, const float* x, size_t M);
+size_t gemm_w4a8_multi(const W4A8Product* ps, size_t P, size_t K, const float* x, size_t M);
+
 }  // namespace qk

@@ -62,8 +62,8 @@ const uint8_t* packed_for(const Kernels& k, const uint8_t* a, size_t M, size_t K
     return ap;
 }
 
-void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const uint8_t* ap, const float* sx,
-              size_t M, const float* bias, bool accumulate, float* y) {
+W8A8Args int8_args(const W8A8Weight& w, const uint8_t* a, const uint8_t* ap, const float* sx, size_t M,
+                   const float* bias, bool accumulate, float* y) {
     W8A8Args args;
     args.a = a;
     args.ap = ap;
@@ -82,23 +82,43 @@ void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const uin
     args.ldy = w.N;
     args.c = nullptr;
     args.ldc = 0;
+    return args;
+}
+
+// Products p = 0 .. P - 1 over the same quantized activations (args[p].M
+// rows each), all in one parallel_for: each product's blocks of W, times
+// blocks of M when there are few blocks of W in all.
+void run_products(const Kernels& k, const W8A8Args* args, size_t P) {
+    const size_t M = args[0].M;
     const size_t nb = rows_per_task(M);
-    const size_t n_tasks = (w.N + nb - 1) / nb;
+    size_t n_tasks[kW8A8MaxProducts], first[kW8A8MaxProducts + 1], all = 0;
+    for (size_t p = 0; p < P; ++p) all += n_tasks[p] = (args[p].N + nb - 1) / nb;
     // few blocks of W: split M too (in multiples of 16 rows, the packed
     // activation blocks), see ops::m_split_rows; int32 sums stay exact
-    const size_t m_rows = ops::m_split_rows(M, n_tasks, threads());
+    const size_t m_rows = ops::m_split_rows(M, all, threads());
     const size_t m_tasks = (M + m_rows - 1) / m_rows;
-    const size_t block = 64 * ((w.K + 3) / 4);  // bytes per 16 packed rows
-    parallel_for(n_tasks * m_tasks, [&](size_t task, size_t) {
-        const size_t t = task % n_tasks, m0 = task / n_tasks * m_rows;
-        W8A8Args sub = args;
+    first[0] = 0;
+    for (size_t p = 0; p < P; ++p) first[p + 1] = first[p] + n_tasks[p] * m_tasks;
+    const size_t block = 64 * ((args[0].K + 3) / 4);  // bytes per 16 packed rows
+    parallel_for(first[P], [&](size_t task, size_t) {
+        size_t p = 0;
+        while (task >= first[p + 1]) ++p;
+        const W8A8Args& a = args[p];
+        const size_t i = task - first[p], t = i % n_tasks[p], m0 = i / n_tasks[p] * m_rows;
+        W8A8Args sub = a;
         sub.M = min_sz(M, m0 + m_rows) - m0;
-        sub.a = a + m0 * args.lda;
-        sub.ap = ap && sub.M >= k.w8a8_packed_min_m ? ap + m0 / 16 * block : nullptr;
-        sub.sa = sx + m0;
-        sub.y = y + m0 * args.ldy;
-        k.gemm_w8a8(sub, t * nb, min_sz(w.N, (t + 1) * nb));
+        sub.a = a.a + m0 * a.lda;
+        sub.ap = a.ap && sub.M >= k.w8a8_packed_min_m ? a.ap + m0 / 16 * block : nullptr;
+        sub.sa = a.sa + m0;
+        sub.y = a.y + m0 * a.ldy;
+        k.gemm_w8a8(sub, t * nb, min_sz(a.N, (t + 1) * nb));
     });
+}
+
+void run_int8(const Kernels& k, const W8A8Weight& w, const uint8_t* a, const uint8_t* ap, const float* sx,
+              size_t M, const float* bias, bool accumulate, float* y) {
+    const W8A8Args args = int8_args(w, a, ap, sx, M, bias, accumulate, y);
+    run_products(k, &args, 1);
 }
 
 // Per-call scratch of the calling thread (activations and their scales).
@@ -217,21 +237,57 @@ size_t w8a8_quantize_rows(const Kernels& k, const float* x, size_t M, size_t K, 
     return bad.load();
 }
 
+namespace {
+
+// X[M, K] quantized (and packed when the kernel reads packed rows at this M)
+// into the calling thread's scratch s: codes s.a, scales s.sx, *ap the packed
+// copy or nullptr. Same return value as w8a8_quantize_rows.
+size_t quantize_x(const Kernels& k, const float* x, size_t M, size_t K, Scratch& s, const uint8_t** ap) {
+    ops::grow(s.a, M * K);
+    ops::grow(s.sx, M);
+    *ap = nullptr;
+    return M >= k.w8a8_packed_min_m ? quantize_pack(k, x, M, K, s, ap)
+                                    : w8a8_quantize_rows(k, x, M, K, nullptr, s.a.data(), s.sx.data());
+}
+
+}  // namespace
+
 size_t gemm_w8a8(const Kernels& k, const W8A8Weight& w, const float* x, size_t M, const float* bias, float* y) {
-    if (M == 0 || w.N == 0) return SIZE_MAX;
-    if (w.K == 0) {
-        bias_only(bias, M, w.N, y);
+    const W8A8Product p{w, bias, y};
+    return gemm_w8a8_multi(k, &p, 1, x, M);
+}
+
+size_t gemm_w8a8_multi(const Kernels& k, const W8A8Product* ps, size_t P, const float* x, size_t M) {
+    if (P == 0 || M == 0) return SIZE_MAX;
+    const size_t K = ps[0].w.K;
+    if (P > kW8A8MaxProducts) {  // (callers pass a layer's q, k, v at most)
+        for (size_t p = 0; p < P; p += kW8A8MaxProducts) {
+            const size_t bad = gemm_w8a8_multi(k, ps + p, min_sz(kW8A8MaxProducts, P - p), x, M);
+            if (bad != SIZE_MAX) return bad;
+        }
         return SIZE_MAX;
     }
+    if (K == 0) {
+        for (size_t p = 0; p < P; ++p) bias_only(ps[p].bias, M, ps[p].w.N, ps[p].y);
+        return SIZE_MAX;
+    }
+    size_t rows = 0;
+    for (size_t p = 0; p < P; ++p) rows += ps[p].w.N;
+    if (rows == 0) return SIZE_MAX;  // (no output: x is not read)
     Scratch& s = call_scratch();
-    ops::grow(s.a, M * w.K);
-    ops::grow(s.sx, M);
-    const uint8_t* ap = nullptr;
-    const size_t bad = M >= k.w8a8_packed_min_m ? quantize_pack(k, x, M, w.K, s, &ap)
-                                                : w8a8_quantize_rows(k, x, M, w.K, nullptr, s.a.data(), s.sx.data());
+    const uint8_t* ap;
+    const size_t bad = quantize_x(k, x, M, K, s, &ap);
     if (bad != SIZE_MAX) return bad;
-    run_int8(k, w, s.a.data(), ap, s.sx.data(), M, bias, false, y);
+    W8A8Args args[kW8A8MaxProducts];
+    size_t n = 0;
+    for (size_t p = 0; p < P; ++p)
+        if (ps[p].w.N > 0) args[n++] = int8_args(ps[p].w, s.a.data(), ap, s.sx.data(), M, ps[p].bias, false, ps[p].y);
+    if (n > 0) run_products(k, args, n);
     return SIZE_MAX;
+}
+
+size_t gemm_w8a8_multi(const W8A8Product* ps, size_t P, const float* x, size_t M) {
+    return gemm_w8a8_multi(kernels(), ps, P, x, M);
 }
 
 size_t gemm_w8a8(const W8A8Weight& w, const float* x, size_t M, const float* bias, float* y) {

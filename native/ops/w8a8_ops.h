@@ -37,6 +37,21 @@ void w8a8_rowsums(const int8_t* q, size_t N, size_t K, int32_t* rowsum);
 // (Y is then unspecified).
 size_t gemm_w8a8(const W8A8Weight& w, const float* x, size_t M, const float* bias, float* y);
 
+// One product of a gemm_w8a8_multi call: y[M, w.N] = x · w^T (+ bias).
+struct W8A8Product {
+    W8A8Weight w;
+    const float* bias;  // [N] or nullptr
+    float* y;           // [M, N]
+};
+constexpr size_t kW8A8MaxProducts = 4;
+
+// Several products of one input x[M, K] (every w.K the same; a layer's
+// q/k/v, or gate/up): each y_p as gemm_w8a8 gives it, bit for bit, with x
+// quantized once and every product's tasks in one parallel_for. Same return
+// value as gemm_w8a8.
+size_t gemm_w8a8_multi(const W8A8Product* ps, size_t P, const float* x, size_t M);
+size_t gemm_w8a8_multi(const Kernels& k, const W8A8Product* ps, size_t P, const float* x, size_t M);
+
 // LLM.int8(): the input feature columns k where any |x[m, k]| >= threshold
 // are outliers. They are multiplied in float against the matching weight
 // columns DEQUANTIZED FROM THE STORED INT8 (q[n, k] * scale[n], as

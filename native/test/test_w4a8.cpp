@@ -502,3 +502,60 @@ QKT_TEST(absmax_scale_matches_choose_params) {
         QKT_CHECK(s == t && zp == 0, "amax %.9g: %.9g vs %.9g", double(a), double(s), double(t));
     }
 }
+
+// gemm_w4a8_multi: each product bit for bit what gemm_w4a8 gives it alone,
+// for products that share x's quantization (same group size: q/k/v widths,
+// asymmetric, bias on some, an empty one) and for those it runs one by one
+// (group sizes that differ; a shorter last group with G % 32 == 0), rows for
+// both kernels, 1 and 2 threads; a NaN reported at its index of x.
+QKT_TEST(w4a8_multi_equals_single) {
+    Rng rng(9);
+    struct Case { size_t K; size_t G[3]; size_t N[3]; size_t P; bool asym; };
+    const Case cases[] = {{256, {32, 32, 32}, {48, 16, 16}, 3, false}, {384, {128, 128, 128}, {37, 64, 5}, 2, true},
+                          {256, {32, 64, 32}, {16, 16, 9}, 3, false}, {160, {64, 64, 64}, {24, 17, 8}, 2, false},
+                          {96, {32, 32, 32}, {0, 21, 8}, 3, true}};
+    const size_t before = qk::threads();
+    for (const Case& c : cases) {
+        // Weights of ceil(K / G) whole groups, cut to K columns: when G does
+        // not divide K the last group is shorter (its scale is the stored one).
+        std::vector<Weight> ws;
+        std::vector<std::vector<uint8_t>> cut(c.P);
+        std::vector<std::vector<float>> biases(c.P);
+        std::vector<qk::WeightView> views(c.P);
+        for (size_t p = 0; p < c.P; ++p) {
+            const size_t Kw = (c.K + c.G[p] - 1) / c.G[p] * c.G[p];
+            ws.push_back(make_weight(c.N[p], Kw, c.G[p], c.asym, 0, rng));
+            for (size_t n = 0; n < c.N[p]; ++n)
+                cut[p].insert(cut[p].end(), ws[p].packed.begin() + n * (Kw / 2), ws[p].packed.begin() + n * (Kw / 2) + c.K / 2);
+            biases[p].resize(c.N[p]);
+            for (float& b : biases[p]) b = rng.uni(-1.0f, 1.0f);
+            views[p] = ws[p].view();
+            views[p].data = cut[p].data();
+            views[p].row_bytes = c.K / 2;
+        }
+        for (size_t M : {size_t(1), size_t(3), size_t(17)}) {
+            std::vector<float> x = make_x(M, c.K, 0, rng);
+            for (size_t t : {size_t(1), size_t(2)}) {
+                qk::set_threads(t);
+                std::vector<qk::W4A8Product> ps(c.P);
+                std::vector<std::vector<float>> ys(c.P), want(c.P);
+                for (size_t p = 0; p < c.P; ++p) {
+                    const float* b = p % 2 == 0 ? biases[p].data() : nullptr;
+                    want[p].assign(M * c.N[p], 0.0f);
+                    ys[p].assign(M * c.N[p], 777.0f);
+                    QKT_CHECK(qk::gemm_w4a8(*ctx.k, views[p], c.N[p], c.K, x.data(), M, b, want[p].data()) == SIZE_MAX, "finite");
+                    ps[p] = {views[p], c.N[p], b, ys[p].data()};
+                }
+                QKT_CHECK(qk::gemm_w4a8_multi(*ctx.k, ps.data(), c.P, c.K, x.data(), M) == SIZE_MAX, "finite");
+                for (size_t p = 0; p < c.P; ++p)
+                    for (size_t i = 0; i < M * c.N[p]; ++i)
+                        QKT_CHECK(fbits(ys[p][i]) == fbits(want[p][i]), "%s K=%zu G=%zu M=%zu threads=%zu product %zu: y[%zu] %.9g vs %.9g",
+                                  ctx.k->name, c.K, c.G[p], M, t, p, i, double(ys[p][i]), double(want[p][i]));
+                x[M * c.K - 3] = NAN;
+                QKT_CHECK(qk::gemm_w4a8_multi(*ctx.k, ps.data(), c.P, c.K, x.data(), M) == M * c.K - 3, "NaN index");
+                x[M * c.K - 3] = 0.5f;
+            }
+        }
+    }
+    qk::set_threads(before);
+}

@@ -516,3 +516,46 @@ QKT_TEST(w8a8_llm_int8_rows) {
     }
     QKT_CHECK(el * 10 <= e8, "per-row llm err %g w8a8 err %g", el, e8);
 }
+
+// gemm_w8a8_multi: each product bit for bit what gemm_w8a8 gives it alone
+// (q/k/v widths, an empty one, bias on some), for rows below and above the
+// packed-activation threshold, 1 and 2 threads; a NaN reported at its index.
+QKT_TEST(w8a8_multi_equals_single) {
+    Rng rng(21);
+    const size_t before = qk::threads();
+    const size_t K = 257;
+    const size_t Ns[] = {96, 0, 33, 40};
+    std::vector<QWeight> ws;
+    std::vector<std::vector<float>> biases;
+    for (size_t N : Ns) {
+        ws.push_back(make_weight(N, K, rng));
+        biases.emplace_back(N);
+        for (float& b : biases.back()) b = rng.uni(-1.0f, 1.0f);
+    }
+    for (size_t M : {size_t(1), size_t(5), size_t(16), size_t(70)}) {
+        std::vector<float> x(M * K);
+        for (auto& v : x) v = rng.uni(-2.0f, 2.0f);
+        for (size_t t : {size_t(1), size_t(2)}) {
+            qk::set_threads(t);
+            std::vector<qk::W8A8Product> ps;
+            std::vector<std::vector<float>> ys(4), want(4);
+            for (size_t p = 0; p < 4; ++p) {
+                const float* b = p % 2 == 0 ? biases[p].data() : nullptr;
+                want[p].assign(M * Ns[p], 0.0f);
+                ys[p].assign(M * Ns[p], 777.0f);
+                // (view() divides by N to find K)
+                const qk::W8A8Weight v = Ns[p] ? ws[p].view() : qk::W8A8Weight{nullptr, nullptr, nullptr, 0, K};
+                QKT_CHECK(qk::gemm_w8a8(*ctx.k, v, x.data(), M, b, want[p].data()) == SIZE_MAX, "finite");
+                ps.push_back({v, b, ys[p].data()});
+            }
+            QKT_CHECK(qk::gemm_w8a8_multi(*ctx.k, ps.data(), 4, x.data(), M) == SIZE_MAX, "finite");
+            for (size_t p = 0; p < 4; ++p)
+                for (size_t i = 0; i < M * Ns[p]; ++i)
+                    QKT_CHECK(fbits(ys[p][i]) == fbits(want[p][i]), "%s M=%zu threads=%zu product %zu: y[%zu]", ctx.k->name, M, t, p, i);
+            x[K + 7 < M * K ? K + 7 : 7] = NAN;
+            QKT_CHECK(qk::gemm_w8a8_multi(*ctx.k, ps.data(), 4, x.data(), M) == (K + 7 < M * K ? K + 7 : 7), "NaN index");
+            x[K + 7 < M * K ? K + 7 : 7] = 0.25f;
+        }
+    }
+    qk::set_threads(before);
+}

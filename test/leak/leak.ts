@@ -5,7 +5,8 @@
  *   1. 10,000 iterations: make a tensor, quantize it (int8 per channel, int4
  *      g32), multiply (sync and async), dequantize.
  *   2. 10,000 iterations: Linear and QLinear (f32, int8, int4, W8A8,
- *      LLM.int8, W4A8) forward and forwardAsync, plus calls that throw and
+ *      LLM.int8, W4A8) forward and forwardAsync (W8A8 and W4A8 also two at
+ *      once, QLinear.forwardShared), plus calls that throw and
  *      async calls that reject (bad arguments).
  *   3. 200 cycles: load stories260K (HF folder and llama2.c file in turn),
  *      quantize it (every 4th cycle with GPTQ calibration: probes, X^T X
@@ -166,6 +167,16 @@ await phase('Linear/QLinear forward(Async)', 10_000, 3000, 20, small, async (i) 
     // expected: the shape is wrong
   }
   await l.forwardAsync(wrong).catch(() => undefined);
+  // W8A8 and W4A8: two layers sharing one quantization of x (q/k/v, gate/up)
+  if (l instanceof QLinear && l.activations === 'int8') {
+    QLinear.forwardShared([l, l], x, [undefined, undefined]);
+    await QLinear.forwardSharedAsync([l, l], x, [undefined, undefined]);
+    try {
+      QLinear.forwardShared([l, l], wrong, [undefined, undefined]);
+    } catch {
+      // expected: the shape is wrong
+    }
+  }
 });
 
 // 3. whole models: load, quantize, run, drop; checkpoints now and then

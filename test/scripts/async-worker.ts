@@ -2,7 +2,7 @@
  * Runs inside a worker thread (tests spawn it): loops one async entry point
  * forever so the parent can terminate() the worker, or this worker calls
  * process.exit(), while native work is in flight.
- * workerData: { op: 'matmul' | 'quantize' | 'w8a8' | 'w4a8' | 'attention' | 'gptq', exit: boolean }
+ * workerData: { op: 'matmul' | 'quantize' | 'w8a8' | 'w4a8' | 'w8a8-shared' | 'w4a8-shared' | 'attention' | 'gptq', exit: boolean }
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Tensor, quantize, quantizeAsync, matmulAsync, QLinear, Linear, gptqQuantizeAsync } from '../../lib/index.js';
@@ -33,6 +33,8 @@ async function once(): Promise<unknown> {
     case 'quantize': return quantizeAsync(w, { bits: 4, groupSize: 32 });
     case 'w8a8': return w8a8.forwardAsync(x);
     case 'w4a8': return w4a8.forwardAsync(x);
+    case 'w8a8-shared': return QLinear.forwardSharedAsync([w8a8, w8a8], x, [undefined, undefined]);
+    case 'w4a8-shared': return QLinear.forwardSharedAsync([w4a8, w4a8, w4a8], x, [undefined, undefined, undefined]);
     case 'attention': {
       const T = 64, H = 8, D = 64;
       return causalAttentionOpAsync({
