@@ -38,8 +38,10 @@ struct Case {
 };
 
 // 70 rows: two gemv tasks of 64; 300 rows: two panel tasks of 256. K = 172
-// with G = 32 and K = 300 with G = 128 have a shorter last group.
-const Case kCases[] = {{70, 64, 32}, {300, 172, 32}, {70, 300, 128}, {9, 256, 64}, {70, 96, 96}};
+// with G = 32 and K = 300 with G = 128 have a shorter last group. 70 and 130
+// groups a row: the AVX-512 gemv tiles widen f16 scales 64 groups at a time
+// (a chunk and a part, two chunks and a part).
+const Case kCases[] = {{70, 64, 32}, {300, 172, 32}, {70, 300, 128}, {9, 256, 64}, {70, 96, 96}, {20, 2240, 32}, {6, 4160, 32}};
 
 }  // namespace
 

@@ -142,40 +142,49 @@ static inline __m512 i4_lut(float s, int32_t zp) {
     return i4_lut<ASYM>(_mm512_set1_ps(s), zp);
 }
 
-// The group scales of a gemv tile's R rows, as floats, group by group. The
-// tiles are instantiated per storage type, so there is no branch per group
-// and row. f32 storage is read in place. f16 storage is widened 8 groups of a
-// row at a time by one vcvtph2ps (exact) into a small buffer: converting one
-// scale per group and row (a scalar load, move and convert before the
-// broadcast) had made the int4 g32 M = 1 gemv 8-15 % slower than with f32
-// scales, although it reads 10 % fewer bytes.
+// The group scales of a gemv tile's R rows, as floats: load(g0, n) before
+// groups g0 .. g0 + n - 1 (at most kChunk of them), then get(r, g) per row
+// and group. The tiles are instantiated per storage type, so there is no
+// branch per group and row. f32 storage is read in place (one chunk). f16
+// storage is widened 64 groups of the R rows at a time (vcvtph2ps, exact)
+// into a block on the stack, outside the group loop, which then reads it
+// as the f32 tile reads its scales. Converting one scale per group and row
+// (a scalar load, move and convert before the broadcast) had made the int4
+// g32 M = 1 gemv 8-15 % slower than with f32 scales; refilling 8 groups
+// from inside get() kept that check and its state in the group loop, whose
+// registers then spilled: 2048 x 768 int4 g32 in L2, one thread (AMD EPYC
+// Zen 5), 46.8 us against 36.8 with f32 scales.
 template <typename S, int R>
 struct TileScales;
 template <int R>
 struct TileScales<float, R> {
+    static constexpr size_t kChunk = SIZE_MAX;
     const float* row[R];
-    TileScales(const WeightView& w, size_t n, size_t gpr, size_t) {
+    TileScales(const WeightView& w, size_t n, size_t gpr) {
         for (int r = 0; r < R; ++r) row[r] = w.scales + (n + r) * gpr;
     }
-    inline __m512 get(int r, size_t g) { return _mm512_set1_ps(row[r][g]); }
+    inline void load(size_t, size_t) {}
+    inline __m512 get(int r, size_t g) const { return _mm512_set1_ps(row[r][g]); }
 };
 template <int R>
 struct TileScales<uint16_t, R> {
-    const uint16_t* row[R];
-    size_t ngr, base = 0, end = 0;  // buf holds groups [base, end); g only grows
-    alignas(32) float buf[R][8];
-    TileScales(const WeightView& w, size_t n, size_t gpr, size_t groups) : ngr(groups) {
-        for (int r = 0; r < R; ++r) row[r] = w.scales16 + (n + r) * gpr;
+    static constexpr size_t kChunk = 64;
+    const uint16_t* src[R];
+    size_t base = 0;
+    alignas(64) float buf[R][kChunk];
+    TileScales(const WeightView& w, size_t n, size_t gpr) {
+        for (int r = 0; r < R; ++r) src[r] = w.scales16 + (n + r) * gpr;
     }
-    inline __m512 get(int r, size_t g) {
-        if (g >= end) {  // refill groups g .. g + 7 of every row
-            base = g;
-            end = g + 8;
-            const __mmask8 mk = ngr - g >= 8 ? __mmask8(0xFF) : __mmask8((1u << (ngr - g)) - 1);
-            for (int rr = 0; rr < R; ++rr) _mm256_store_ps(buf[rr], _mm256_cvtph_ps(_mm_maskz_loadu_epi16(mk, row[rr] + g)));
-        }
-        return _mm512_set1_ps(buf[r][g - base]);
+    inline void load(size_t g0, size_t n) {
+        base = g0;
+        for (int r = 0; r < R; ++r)
+            for (size_t j = 0; j < n; j += 16) {
+                const size_t left = n - j;
+                const __mmask16 mk = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+                _mm512_store_ps(buf[r] + j, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, src[r] + g0 + j)));
+            }
     }
+    inline __m512 get(int r, size_t g) const { return _mm512_set1_ps(buf[r][g - base]); }
 };
 
 static inline __m512i idx_even() {
@@ -289,7 +298,7 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     constexpr bool UNSCALED = GACC || ONE_GROUP;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
-    TileScales<S, R> sc(a.w, n, gpr, ngr);
+    TileScales<S, R> sc(a.w, n, gpr);
     const int8_t* zps = static_cast<const int8_t*>(a.w.zps);
     __m512 acc[MC][R];
     for (int m = 0; m < MC; ++m)
@@ -298,51 +307,56 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     // The scales (and zero points) of that tile are contiguous too.
     const size_t pf_sc = (n + kPfTiles * R) * gpr;
-    for (size_t g = 0; g < ngr; ++g) {
-        if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T1);
-        if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
-        __m512 s[R];
-        __m512i z[R];
-        for (int r = 0; r < R; ++r) {
-            const size_t gi = (n + r) * gpr + g;
-            s[r] = sc.get(r, g);
-            z[r] = ASYM ? _mm512_set1_epi32(zps[gi]) : _mm512_setzero_si512();
-        }
-        // Group accumulators (GACC) or the main ones; the decode scale is 1
-        // when the group is scaled at its end.
-        __m512 ga[NG][R];
-        __m512(*t)[R] = GACC ? ga : acc;
-        if constexpr (GACC)
-            for (int m = 0; m < NG; ++m)
-                for (int r = 0; r < R; ++r) ga[m][r] = _mm512_setzero_ps();
-        const size_t kend = (g + 1) * G;
-        size_t k = g * G;
-        for (; k + 16 <= kend; k += 16) {
-            pf.step<PF_LINES>();
-            __m512 xv[MC];
-            for (int m = 0; m < MC; ++m) xv[m] = _mm512_loadu_ps(rw.x[m] + k);
+    constexpr size_t kChunk = TileScales<S, R>::kChunk;
+    for (size_t g0 = 0; g0 < ngr; g0 = ngr - g0 <= kChunk ? ngr : g0 + kChunk) {
+        const size_t g1 = ngr - g0 <= kChunk ? ngr : g0 + kChunk;
+        sc.load(g0, g1 - g0);
+        for (size_t g = g0; g < g1; ++g) {
+            if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T1);
+            if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T1);
+            __m512 s[R];
+            __m512i z[R];
             for (int r = 0; r < R; ++r) {
-                const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k));
-                const __m512 wv = UNSCALED ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
-                for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
+                const size_t gi = (n + r) * gpr + g;
+                s[r] = sc.get(r, g);
+                z[r] = ASYM ? _mm512_set1_epi32(zps[gi]) : _mm512_setzero_si512();
             }
-        }
-        if (k < kend) {
-            const __mmask16 mk = mask16(kend - k);
-            __m512 xv[MC];
-            for (int m = 0; m < MC; ++m) xv[m] = _mm512_maskz_loadu_ps(mk, rw.x[m] + k);
-            for (int r = 0; r < R; ++r) {
-                const __m128i qb = _mm_maskz_loadu_epi8(mk, rw.w[r] + k);
-                const __m512 wv = UNSCALED ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
-                for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
+            // Group accumulators (GACC) or the main ones; the decode scale is 1
+            // when the group is scaled at its end.
+            __m512 ga[NG][R];
+            __m512(*t)[R] = GACC ? ga : acc;
+            if constexpr (GACC)
+                for (int m = 0; m < NG; ++m)
+                    for (int r = 0; r < R; ++r) ga[m][r] = _mm512_setzero_ps();
+            const size_t kend = (g + 1) * G;
+            size_t k = g * G;
+            for (; k + 16 <= kend; k += 16) {
+                pf.step<PF_LINES>();
+                __m512 xv[MC];
+                for (int m = 0; m < MC; ++m) xv[m] = _mm512_loadu_ps(rw.x[m] + k);
+                for (int r = 0; r < R; ++r) {
+                    const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k));
+                    const __m512 wv = UNSCALED ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
+                    for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
+                }
             }
+            if (k < kend) {
+                const __mmask16 mk = mask16(kend - k);
+                __m512 xv[MC];
+                for (int m = 0; m < MC; ++m) xv[m] = _mm512_maskz_loadu_ps(mk, rw.x[m] + k);
+                for (int r = 0; r < R; ++r) {
+                    const __m128i qb = _mm_maskz_loadu_epi8(mk, rw.w[r] + k);
+                    const __m512 wv = UNSCALED ? dec_i8_unscaled<ASYM>(qb, z[r]) : dec_i8<ASYM>(qb, z[r], s[r]);
+                    for (int m = 0; m < MC; ++m) t[m][r] = _mm512_fmadd_ps(xv[m], wv, t[m][r]);
+                }
+            }
+            if constexpr (GACC)
+                for (int m = 0; m < MC; ++m)
+                    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(ga[m][r], s[r], acc[m][r]);
+            if constexpr (ONE_GROUP)
+                for (int m = 0; m < MC; ++m)
+                    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(acc[m][r], s[r], _mm512_setzero_ps());
         }
-        if constexpr (GACC)
-            for (int m = 0; m < MC; ++m)
-                for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(ga[m][r], s[r], acc[m][r]);
-        if constexpr (ONE_GROUP)
-            for (int m = 0; m < MC; ++m)
-                for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(acc[m][r], s[r], _mm512_setzero_ps());
     }
     store_tile<MC, R>(a, m0, n, acc);
 }
@@ -356,7 +370,7 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     constexpr int NA = DUAL ? 2 : 1;
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K, G = a.w.group, ngr = K / G, gpr = scale_stride(a.w, K);  // groups here, scale row stride
-    TileScales<S, R> sc(a.w, n, gpr, ngr);
+    TileScales<S, R> sc(a.w, n, gpr);
     const uint8_t* zps = static_cast<const uint8_t*>(a.w.zps);
     const __m512i ie = idx_even(), io = idx_odd();
     __m512 acc[NA][MC][R];
@@ -366,54 +380,59 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     constexpr int PF_LINES = (R == 4) ? 1 : 0;  // 4 rows x 16 bytes per step
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     const size_t pf_sc = (n + kPfTiles * R) * gpr;
-    for (size_t g = 0; g < ngr; ++g) {
-        if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T0);
-        if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T0);
-        __m512 lut[R];
-        for (int r = 0; r < R; ++r) {
-            const size_t gi = (n + r) * gpr + g;
-            lut[r] = i4_lut<ASYM>(sc.get(r, g), ASYM ? zps[gi] : 0);
-        }
-        const size_t kend = (g + 1) * G;
-        size_t k = g * G;
-        for (; k + 32 <= kend; k += 32) {
-            pf.step<PF_LINES>();
-            __m512 xe[MC], xo[MC];
-            for (int m = 0; m < MC; ++m) {
-                const __m512 x0 = _mm512_loadu_ps(rw.x[m] + k), x1 = _mm512_loadu_ps(rw.x[m] + k + 16);
-                xe[m] = _mm512_permutex2var_ps(x0, ie, x1);
-                xo[m] = _mm512_permutex2var_ps(x0, io, x1);
-            }
+    constexpr size_t kChunk = TileScales<S, R>::kChunk;
+    for (size_t g0 = 0; g0 < ngr; g0 = ngr - g0 <= kChunk ? ngr : g0 + kChunk) {
+        const size_t g1 = ngr - g0 <= kChunk ? ngr : g0 + kChunk;
+        sc.load(g0, g1 - g0);
+        for (size_t g = g0; g < g1; ++g) {
+            if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T0);
+            if (R == 4 && ASYM) _mm_prefetch(reinterpret_cast<const char*>(zps + (n + kPfTiles * R) * gpr + R * g), _MM_HINT_T0);
+            __m512 lut[R];
             for (int r = 0; r < R; ++r) {
-                const __m512i b =
-                    _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k / 2)));
-                const __m512 wl = _mm512_permutexvar_ps(b, lut[r]);
-                const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[r]);
+                const size_t gi = (n + r) * gpr + g;
+                lut[r] = i4_lut<ASYM>(sc.get(r, g), ASYM ? zps[gi] : 0);
+            }
+            const size_t kend = (g + 1) * G;
+            size_t k = g * G;
+            for (; k + 32 <= kend; k += 32) {
+                pf.step<PF_LINES>();
+                __m512 xe[MC], xo[MC];
                 for (int m = 0; m < MC; ++m) {
-                    acc[0][m][r] = _mm512_fmadd_ps(xe[m], wl, acc[0][m][r]);
-                    acc[NA - 1][m][r] = _mm512_fmadd_ps(xo[m], wh, acc[NA - 1][m][r]);
+                    const __m512 x0 = _mm512_loadu_ps(rw.x[m] + k), x1 = _mm512_loadu_ps(rw.x[m] + k + 16);
+                    xe[m] = _mm512_permutex2var_ps(x0, ie, x1);
+                    xo[m] = _mm512_permutex2var_ps(x0, io, x1);
+                }
+                for (int r = 0; r < R; ++r) {
+                    const __m512i b =
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rw.w[r] + k / 2)));
+                    const __m512 wl = _mm512_permutexvar_ps(b, lut[r]);
+                    const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[r]);
+                    for (int m = 0; m < MC; ++m) {
+                        acc[0][m][r] = _mm512_fmadd_ps(xe[m], wl, acc[0][m][r]);
+                        acc[NA - 1][m][r] = _mm512_fmadd_ps(xo[m], wh, acc[NA - 1][m][r]);
+                    }
                 }
             }
-        }
-        if (k < kend) {
-            const size_t rem = kend - k;  // even, < 32
-            const __mmask16 m0k = mask16(rem < 16 ? rem : 16);
-            const __mmask16 m1k = mask16(rem > 16 ? rem - 16 : 0);
-            const __mmask16 mb = mask16(rem / 2);
-            __m512 xe[MC], xo[MC];
-            for (int m = 0; m < MC; ++m) {
-                const __m512 x0 = _mm512_maskz_loadu_ps(m0k, rw.x[m] + k);
-                const __m512 x1 = _mm512_maskz_loadu_ps(m1k, rw.x[m] + k + 16);
-                xe[m] = _mm512_permutex2var_ps(x0, ie, x1);
-                xo[m] = _mm512_permutex2var_ps(x0, io, x1);
-            }
-            for (int r = 0; r < R; ++r) {
-                const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mb, rw.w[r] + k / 2));
-                const __m512 wl = _mm512_permutexvar_ps(b, lut[r]);
-                const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[r]);
+            if (k < kend) {
+                const size_t rem = kend - k;  // even, < 32
+                const __mmask16 m0k = mask16(rem < 16 ? rem : 16);
+                const __mmask16 m1k = mask16(rem > 16 ? rem - 16 : 0);
+                const __mmask16 mb = mask16(rem / 2);
+                __m512 xe[MC], xo[MC];
                 for (int m = 0; m < MC; ++m) {
-                    acc[0][m][r] = _mm512_fmadd_ps(xe[m], wl, acc[0][m][r]);
-                    acc[NA - 1][m][r] = _mm512_fmadd_ps(xo[m], wh, acc[NA - 1][m][r]);
+                    const __m512 x0 = _mm512_maskz_loadu_ps(m0k, rw.x[m] + k);
+                    const __m512 x1 = _mm512_maskz_loadu_ps(m1k, rw.x[m] + k + 16);
+                    xe[m] = _mm512_permutex2var_ps(x0, ie, x1);
+                    xo[m] = _mm512_permutex2var_ps(x0, io, x1);
+                }
+                for (int r = 0; r < R; ++r) {
+                    const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mb, rw.w[r] + k / 2));
+                    const __m512 wl = _mm512_permutexvar_ps(b, lut[r]);
+                    const __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[r]);
+                    for (int m = 0; m < MC; ++m) {
+                        acc[0][m][r] = _mm512_fmadd_ps(xe[m], wl, acc[0][m][r]);
+                        acc[NA - 1][m][r] = _mm512_fmadd_ps(xo[m], wh, acc[NA - 1][m][r]);
+                    }
                 }
             }
         }
