@@ -99,7 +99,12 @@ describe('QLinear.forwardShared: one quantization of x, the same bits as each la
     expect(QLinear.forwardShared([p1, p2], x, none, { rowInvariant: 'prefill' })).not.toBeNull();
   });
 
-  it('bad input: NaN in x, a wrong width, outs that overlap or are too short', () => {
+  it('bad input: not arrays, NaN in x, a wrong width, outs that overlap or are too short', () => {
+    const l2 = [layer(8, 64, 1, W4(32)), layer(8, 64, 2, W4(32))];
+    const x0 = new Tensor('f32', [2, 64], randomF32(128, 3));
+    expect(() => QLinear.forwardShared('ab' as never, x0, [undefined, undefined])).toThrow(/QLinear.forwardShared: 'layers' must be an array/);
+    expect(() => QLinear.forwardShared(l2, x0, [undefined])).toThrow(/'outs' must be an array of 2/);
+    expect(() => QLinear.forwardSharedAsync(l2, x0, null as never)).toThrow(RangeError);
     const K = 64;
     const layers = [layer(8, K, 1, W4(32)), layer(8, K, 2, W4(32))];
     const w8 = [layer(8, K, 3, W8), layer(8, K, 4, W8)];

@@ -212,21 +212,25 @@ export class QLinear extends Module {
    * (the caller then runs them one by one).
    */
   static forwardShared(layers: readonly unknown[], x: Tensor, outs: readonly (Float32Array | undefined)[], options?: LinearCallOptions): Tensor<'f32'>[] | null {
-    const fn = 'QLinear.forward';
-    const s = QLinear.#shared(fn, layers, x, options);
+    const fn = 'QLinear.forwardShared';
+    const s = QLinear.#shared(fn, layers, x, outs, options);
     if (s === null) return null;
     return s.w4 ? matmulW4A8Multi(fn, x, s.w4, s.biases, outs) : matmulW8A8Multi(fn, x, s.w8!, s.biases, outs);
   }
 
   /** forwardShared on a worker thread (null, synchronously, when the layers do not qualify). */
   static forwardSharedAsync(layers: readonly unknown[], x: Tensor, outs: readonly (Float32Array | undefined)[], options?: LinearCallOptions): Promise<Tensor<'f32'>[]> | null {
-    const fn = 'QLinear.forwardAsync';
-    const s = QLinear.#shared(fn, layers, x, options);
+    const fn = 'QLinear.forwardSharedAsync';
+    const s = QLinear.#shared(fn, layers, x, outs, options);
     if (s === null) return null;
     return s.w4 ? matmulW4A8MultiAsync(fn, x, s.w4, s.biases, outs) : matmulW8A8MultiAsync(fn, x, s.w8!, s.biases, outs);
   }
 
-  static #shared(fn: string, layers: readonly unknown[], x: Tensor, options: LinearCallOptions | undefined): { w4?: PreparedWeight[]; w8?: W8A8Weight[]; biases: (Float32Array | null)[] } | null {
+  static #shared(fn: string, layers: readonly unknown[], x: Tensor, outs: readonly unknown[], options: LinearCallOptions | undefined): { w4?: PreparedWeight[]; w8?: W8A8Weight[]; biases: (Float32Array | null)[] } | null {
+    if (!Array.isArray(layers)) throw typeError(fn, 'layers', `must be an array of layers, got ${describe(layers)}`);
+    if (!Array.isArray(outs) || outs.length !== layers.length) {
+      throw rangeError(fn, 'outs', `must be an array of ${layers.length} Float32Array or undefined entries (one per layer), got ${describe(outs)}`);
+    }
     if (layers.length < 2 || layers.length > 4) return null;
     const inv = rowInvariant(fn, options);
     const w4: PreparedWeight[] = [], w8: W8A8Weight[] = [], biases: (Float32Array | null)[] = [];

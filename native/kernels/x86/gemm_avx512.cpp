@@ -308,8 +308,8 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     // The scales (and zero points) of that tile are contiguous too.
     const size_t pf_sc = (n + kPfTiles * R) * gpr;
     constexpr size_t kChunk = TileScales<S, R>::kChunk;
-    for (size_t g0 = 0; g0 < ngr; g0 = ngr - g0 <= kChunk ? ngr : g0 + kChunk) {
-        const size_t g1 = ngr - g0 <= kChunk ? ngr : g0 + kChunk;
+    for (size_t g0 = 0, g1; g0 < ngr; g0 = g1) {
+        g1 = ngr - g0 <= kChunk ? ngr : g0 + kChunk;  // (kChunk may be SIZE_MAX)
         sc.load(g0, g1 - g0);
         for (size_t g = g0; g < g1; ++g) {
             if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T1);
@@ -381,8 +381,8 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
     Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
     const size_t pf_sc = (n + kPfTiles * R) * gpr;
     constexpr size_t kChunk = TileScales<S, R>::kChunk;
-    for (size_t g0 = 0; g0 < ngr; g0 = ngr - g0 <= kChunk ? ngr : g0 + kChunk) {
-        const size_t g1 = ngr - g0 <= kChunk ? ngr : g0 + kChunk;
+    for (size_t g0 = 0, g1; g0 < ngr; g0 = g1) {
+        g1 = ngr - g0 <= kChunk ? ngr : g0 + kChunk;  // (kChunk may be SIZE_MAX)
         sc.load(g0, g1 - g0);
         for (size_t g = g0; g < g1; ++g) {
             if (R == 4) _mm_prefetch(scale_addr(a.w, pf_sc + R * g), _MM_HINT_T0);
