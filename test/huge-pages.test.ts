@@ -108,6 +108,33 @@ describe('huge pages for weight arrays', () => {
     expect(Array.from(fa.get('odd_f32').data as Float32Array)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it("a safetensors file whose data section starts mid-line (Hugging Face pads its header to 8 bytes) is read with the tensors on lines", async () => {
+    // data section at 8 mod 64, tensors of whole lines after it, and one odd tensor last
+    const w = new Float32Array(32 * 48).map((_, i) => Math.sin(i) * 3);
+    const b = new Float32Array(5).map((_, i) => i - 2.5);
+    const header = { w: { dtype: 'F32', shape: [32, 48], data_offsets: [0, w.byteLength] }, b: { dtype: 'F32', shape: [5], data_offsets: [w.byteLength, w.byteLength + b.byteLength] } };
+    let json = JSON.stringify(header);
+    while ((8 + json.length) % 64 !== 8) json += ' ';
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    const file = path.join(tmp, 'hf-style.safetensors');
+    fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), Buffer.from(w.buffer), Buffer.from(b.buffer)]));
+    for (const f of [readSafetensors(file), await readSafetensorsAsync(file)]) {
+      expect(addon.lineOffset(f.get('w').data)).toBe(0);
+      expect(Array.from(f.get('w').data as Float32Array)).toEqual(Array.from(w));
+      expect(Array.from(f.get('b').data as Float32Array)).toEqual(Array.from(b));
+    }
+    // mapped, the pages are the file's: the tensor stays where the file puts it, zero-copy
+    const mapped = readSafetensors(file, { mmap: true }).get('w');
+    expect(addon.lineOffset(mapped.data)).toBe(56);
+    expect(Array.from(mapped.data as Float32Array)).toEqual(Array.from(w));
+    // a file too short for a header length still reads (and fails in the parser, naming the file)
+    const short = path.join(tmp, 'short.safetensors');
+    fs.writeFileSync(short, Buffer.from([1, 2, 3]));
+    expect(() => readSafetensors(short)).toThrow(/short\.safetensors.*truncated/);
+    await expect(readSafetensorsAsync(short)).rejects.toThrow(/truncated/);
+  });
+
   it('leave memory mapped from a file alone', () => {
     const file = path.join(tmp, 'w.bin');
     fs.writeFileSync(file, Buffer.alloc(8 * MiB, 7));

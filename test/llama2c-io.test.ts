@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { addon } from '../lib/binding.js';
 import { QuantkitError } from '../lib/errors.js';
 import { llama2cToHfRoPERows, parseLlama2c, readLlama2c } from '../lib/io/llama2c.js';
 import { readSafetensors } from '../lib/io/safetensors.js';
@@ -50,6 +51,16 @@ function expectBad(bytes: Buffer, pattern: RegExp) {
 
 describe('llama2.c checkpoint: synthetic files', () => {
   const tied: Hdr = [8, 12, 2, 2, 1, 10, 4];
+
+  it('reads the weights after the 28-byte header onto 64-byte lines (mapped: where the file puts them)', () => {
+    const h: Hdr = [16, 32, 1, 2, 2, 40, 8]; // every tensor a whole number of lines
+    const file = path.join(dir, 'lines.bin');
+    fs.writeFileSync(file, synth(h));
+    const read = readLlama2c(file);
+    for (const name of read.names) expect(addon.lineOffset(read.get(name).data), name).toBe(0);
+    expect(read.get('model.embed_tokens.weight').data[0]).toBe(0);
+    expect(addon.lineOffset(readLlama2c(file, { mmap: true }).get('model.embed_tokens.weight').data)).toBe(36);
+  });
 
   it('lays out a tied checkpoint in run.c order and names it like HF', () => {
     const ck = parseLlama2c(synth(tied), 'tied.bin');

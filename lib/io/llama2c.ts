@@ -157,7 +157,8 @@ export function parseLlama2c(buffer: Uint8Array, file = '<buffer>'): Llama2cChec
 /** Read (or map, see ReadOptions.mmap) a llama2.c .bin checkpoint and parse it. */
 export function readLlama2c(file: string, options: ReadOptions = {}): Llama2cCheckpoint {
   const what = 'llama2.c checkpoint';
-  return parseLlama2c(options.mmap ? mapFileBuffer(file, what) : readFileUnpooled(file, what), file);
+  // the weights follow the 28-byte header in sizes of whole lines (dims that are multiples of 16)
+  return parseLlama2c(options.mmap ? mapFileBuffer(file, what) : readFileUnpooled(file, what, LLAMA2C_HEADER_BYTES), file);
 }
 
 /**
