@@ -45,6 +45,10 @@ describe('weight arrays on cache lines', () => {
     const w = new Tensor('f32', [64, 96], new Float32Array(64 * 96).map((_, i) => Math.cos(i)));
     expect(addon.lineOffset(quantize(w, { bits: 8 }).data)).toBe(0);
     expect(addon.lineOffset(quantize(w, { bits: 4, groupSize: 32 }).data)).toBe(0);
+    // and the scales, f32 or rounded to f16 (large enough to be placed: 1 KiB and more)
+    const wide = new Tensor('f32', [64, 1024], new Float32Array(64 * 1024).map((_, i) => Math.sin(i)));
+    expect(addon.lineOffset(quantize(wide, { bits: 4, groupSize: 32 }).scaleData)).toBe(0);
+    expect(addon.lineOffset(quantize(wide, { bits: 4, groupSize: 32, scaleDtype: 'f16' }).scaleData)).toBe(0);
   });
 
   it('lineArray does the same without the advice, and activations land on lines', () => {
