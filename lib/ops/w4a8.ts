@@ -55,15 +55,26 @@ export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, 
 type MultiCall = { args: Parameters<typeof addon.gemmW4A8Multi> | null; ys: Tensor<'f32'>[] };
 
 function prepareMulti(fn: string, x: Tensor, ws: readonly PreparedWeight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): MultiCall {
+  const K = ws[0]?.K ?? 0;
+  const live: number[] = [];
+  let rows = 0;
   checkDisjoint(fn, outs);
-  const calls = ws.map((w, i) => prepareCall(fn, x, w, biases[i] ?? null, outs[i]));
-  const live = ws.map((_, i) => i).filter((i) => calls[i]!.args !== null);
-  const ys = calls.map((c) => c.y);
+  const ys = ws.map((w, i) => {
+    const o = linearOutput(fn, x, w.N, w.K, outs[i]); // (checks that every w.K is x's K)
+    rows = o.rows;
+    if (o.y.size > 0) live.push(i);
+    return o.y;
+  });
   if (live.length === 0) return { args: null, ys };
-  const a = calls.map((c) => c.args!);
-  const first = a[live[0]!]!;
-  const pick = <T>(j: number) => live.map((i) => a[i]![j] as T);
-  return { args: [first[0], first[1], first[2], pick(3), pick(4), pick(5), pick(6), pick(7), pick(8), pick(9)], ys };
+  const pick = <T>(f: (w: PreparedWeight, i: number) => T) => live.map((i) => f(ws[i]!, i));
+  return {
+    args: [
+      x.data as Float32Array, rows, K,
+      pick((w) => w.data as Uint8Array), pick((w) => w.N), pick((w) => w.groupSize), pick((w) => w.scales!),
+      pick((w) => w.zeroPoints as Uint8Array | null), pick((_, i) => biases[i] ?? null), pick((_, i) => ys[i]!.data),
+    ],
+    ys,
+  };
 }
 
 /**
