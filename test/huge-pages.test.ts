@@ -14,7 +14,10 @@ import { readFileUnpooled, readSafetensors, readSafetensorsAsync, writeSafetenso
 import { hugeArray, lineArray } from '../lib/ops/huge-pages.js';
 import { Linear } from '../lib/nn/linear.js';
 import { Scratch } from '../lib/nn/scratch.js';
-import { quantize } from '../lib/quant/quantize.js';
+import { quantize, toFloat32 } from '../lib/quant/quantize.js';
+import { gptqQuantize } from '../lib/quant/gptq.js';
+import { transpose2d } from '../lib/models/gpt2.js';
+import { llama2cToHfRoPERows } from '../lib/io/llama2c.js';
 import { Tensor } from '../lib/tensor.js';
 
 const MiB = 1 << 20;
@@ -62,6 +65,29 @@ describe('weight arrays on cache lines', () => {
     expect(addon.lineOffset(new Scratch().f32('x', 3 * 768))).toBe(0);
     const lin = new Linear(new Tensor('f32', [300, 8], new Float32Array(2400).fill(0.5)));
     expect(addon.lineOffset(lin.forward(new Tensor('f32', [2, 8], new Float32Array(16).fill(1))).data)).toBe(0);
+  });
+});
+
+describe('weights the loaders and quantizers make start on lines', () => {
+  it("GPT-2's transposed Conv1D weights, llama2.c's permuted q/k rows, f16/bf16 widened to f32, GPTQ's scales and zero points", () => {
+    const w = new Tensor('f32', [48, 64], new Float32Array(48 * 64).map((_, i) => Math.sin(i)));
+    const t = transpose2d(w);
+    expect(addon.lineOffset(t.data)).toBe(0);
+    expect(t.data[5 * 48 + 7]).toBe(w.data[7 * 64 + 5]);
+    const h16 = transpose2d(new Tensor('f16', [16, 64], new Uint16Array(16 * 64).map((_, i) => i)));
+    expect(addon.lineOffset(h16.data)).toBe(0);
+    expect(h16.data[3 * 16 + 2]).toBe(2 * 64 + 3);
+    expect(addon.lineOffset(llama2cToHfRoPERows(w, 4).data)).toBe(0);
+    const wide = toFloat32(new Tensor('bf16', [32, 64], new Uint16Array(32 * 64).fill(0x3f80)));
+    expect(addon.lineOffset(wide.data)).toBe(0);
+    expect(wide.data[100]).toBe(1);
+    const K = 512, N = 32; // 1024 groups: arrays of 1 KiB and more are placed
+    const x = new Float32Array(N * K).map((_, i) => Math.cos(i * 0.7));
+    const h = new Float64Array(K * K);
+    for (let j = 0; j < K; j++) h[j * K + j] = 1 + (j % 5);
+    const q = gptqQuantize(new Tensor('f32', [N, K], x), h, { bits: 4, scheme: 'asymmetric', groupSize: 16 });
+    expect(addon.lineOffset(q.scaleData)).toBe(0);
+    expect(addon.lineOffset(q.zeroPoints!)).toBe(0);
   });
 });
 

@@ -179,7 +179,7 @@ describe.skipIf(!present)('stories260K.bin vs model.safetensors', () => {
       expect(found, name).toEqual(expected);
       // and the helper reproduces the HF tensor bit for bit
       const p = llama2cToHfRoPERows(a as never, isQ ? nHeads : nKvHeads);
-      expect(Buffer.from(p.data.buffer).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.nbytes)), name).toBe(true);
+      expect(Buffer.from(p.data.buffer, p.data.byteOffset, p.nbytes).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.nbytes)), name).toBe(true);
     }
   });
 });

@@ -13,6 +13,7 @@
  */
 import { QuantkitError } from '../errors.js';
 import { Tensor } from '../tensor.js';
+import { hugeArray } from '../ops/huge-pages.js';
 import { noteCopy } from '../provenance.js';
 import { type ReadOptions, asBuffer, mapFileBuffer, readFileUnpooled } from './safetensors.js';
 import { assertFinite } from './finite.js';
@@ -172,7 +173,7 @@ export function llama2cToHfRoPERows(w: Tensor<'f32'>, nHeads: number): Tensor<'f
   if (w.shape.length !== 2 || !Number.isInteger(hs) || hs % 2 !== 0) {
     throw new RangeError(`llama2cToHfRoPERows: shape [${w.shape.join(', ')}] does not split into ${nHeads} heads of even size`);
   }
-  const out = new Float32Array(rows * cols);
+  const out = hugeArray(Float32Array, rows * cols); // a weight: on a 64-byte line, as the file's others
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < hs / 2; i++) {
       out.set(w.data.subarray((h * hs + 2 * i) * cols, (h * hs + 2 * i + 1) * cols), (h * hs + i) * cols);

@@ -23,6 +23,7 @@ import { Linear } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import type { ScaleGroup } from '../nn/scale-fold.js';
 import { LayerNorm } from '../nn/norm.js';
+import { hugeArray } from '../ops/huge-pages.js';
 import { noteCopy } from '../provenance.js';
 import { Tensor } from '../tensor.js';
 import type { Scratch } from '../nn/scratch.js';
@@ -225,7 +226,8 @@ export class Gpt2LMHeadModel extends DecoderLM {
 export function transpose2d(t: Tensor): Tensor {
   const [r, c] = t.shape as [number, number];
   const src = t.data;
-  const dst = new (src.constructor as new (n: number) => typeof src)(src.length);
+  // a weight the kernels read: on a 64-byte line, as files read whole put theirs
+  const dst = hugeArray(src.constructor as Float32ArrayConstructor, src.length) as unknown as typeof src;
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) dst[j * r + i] = src[i * c + j]!;
   noteCopy(dst, `transposed: Conv1D [${r}, ${c}] -> [${c}, ${r}]`);
   return new Tensor(t.dtype, [c, r], dst, t.name);

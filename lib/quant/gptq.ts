@@ -212,7 +212,7 @@ export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOption
     for (let n = n0; n < n1; n++) for (let p = 0; p < K; p++) Wp[n * K + p] = dead[perm[p]!] ? 0 : W0[n * K + perm[p]!]!;
   });
 
-  const scales = new Float32Array(N * ng);
+  const scales = hugeArray(Float32Array, N * ng); // on lines, as quantize()'s
   const zps = new Int32Array(N * ng);
   const codes = hugeArray(Int8Array, N * K); // the int8 layer's storage: on lines like quantize()'s
   // Scales and zero points of a slice [N, L] (storage order, columns k0 ..
@@ -301,7 +301,8 @@ export function* gptqJobs(w: Tensor<'f32'>, h: Float64Array, options: GptqOption
   }
 
   // Storage: codes as quantize() lays them out.
-  const zeroPoints = asym ? (bits === 8 ? Int8Array.from(zps) : Uint8Array.from(zps)) : null;
+  const zeroPoints = asym ? (bits === 8 ? hugeArray(Int8Array, zps.length) : hugeArray(Uint8Array, zps.length)) : null;
+  zeroPoints?.set(zps);
   const data = bits === 8 ? codes : packInt4(asym ? Uint8Array.from(codes) : codes, [N, K], { signed: !asym });
   return new QuantizedTensor({
     bits,

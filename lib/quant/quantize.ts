@@ -146,7 +146,7 @@ export function toFloat32(t: Tensor): Tensor<'f32'> {
   if (!(t instanceof Tensor)) throw typeError('toFloat32', 't', `must be a Tensor, got ${describe(t)}`);
   if (t.dtype === 'f32') return t as Tensor<'f32'>;
   if (t.dtype === 'f16' || t.dtype === 'bf16') {
-    const out = new Float32Array(t.size);
+    const out = hugeArray(Float32Array, t.size); // widened weights: on a 64-byte line like quantize()'s
     if (t.size > 0) addon.toF32(SRC_CODE[t.dtype], t.data as Uint16Array, out);
     noteCopy(out, `${t.dtype} -> f32`);
     return new Tensor('f32', t.shape, out, t.name);
