@@ -296,7 +296,7 @@ function safetensorsDataStart(fd: number): number {
 
 /**
  * Read a whole file into a Buffer of its own, with the file's byte `lineAt`
- * (0 by default; a function of the open file and its size, for formats whose
+ * (0 by default; a function of the open file descriptor, for formats whose
  * data start is in a header) on a 64-byte line. The kernels read weights in
  * 64-byte vectors, and one that starts mid-line spans two lines: the
  * synthetic fp32 Llama of bench/ (12 x d768) read from a file whose data
@@ -308,12 +308,12 @@ function safetensorsDataStart(fd: number): number {
  * Errors: ERR_NOT_FOUND for a missing file, ERR_BAD_FILE otherwise; both name it.
  * @internal
  */
-export function readFileUnpooled(file: string, what: string, lineAt: number | ((fd: number, size: number) => number) = 0): Buffer {
+export function readFileUnpooled(file: string, what: string, lineAt: number | ((fd: number) => number) = 0): Buffer {
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    const buf = fileBuffer(size, typeof lineAt === 'number' ? lineAt : lineAt(fd, size));
+    const buf = fileBuffer(size, typeof lineAt === 'number' ? lineAt : lineAt(fd));
     let off = 0;
     while (off < size) {
       // in chunks, so a progress bar can follow a multi-gigabyte file
