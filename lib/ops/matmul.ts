@@ -83,8 +83,27 @@ export function linearOutput(fn: string, x: Tensor, N: number, K: number, out?: 
   return { rows, y: new Tensor('f32', outputShape(x.shape, N), out ?? lineArray(Float32Array, rows * N)) };
 }
 
-/** Output buffers of one multi-product call must not overlap (the products run at once). */
-export function checkDisjoint(fn: string, outs: readonly (Float32Array | undefined)[]): void {
+/**
+ * The outputs of several products of one x [..., K] (a multi-product call:
+ * q/k/v, or gate/up): each as linearOutput gives it (which also checks that
+ * every weight's K is x's), the row count, and the indices of the products
+ * that have outputs (N > 0 and rows > 0: the ones the native call runs).
+ * Given output buffers must not overlap, since the products run at once.
+ */
+export function multiOutputs(fn: string, x: Tensor, ws: readonly { N: number; K: number }[], outs: readonly (Float32Array | undefined)[]): { rows: number; live: number[]; ys: Tensor<'f32'>[] } {
+  checkDisjoint(fn, outs);
+  const live: number[] = [];
+  let rows = 0;
+  const ys = ws.map((w, i) => {
+    const o = linearOutput(fn, x, w.N, w.K, outs[i]);
+    rows = o.rows;
+    if (o.y.size > 0) live.push(i);
+    return o.y;
+  });
+  return { rows, live, ys };
+}
+
+function checkDisjoint(fn: string, outs: readonly (Float32Array | undefined)[]): void {
   for (let i = 0; i < outs.length; i++) {
     const a = outs[i];
     if (a === undefined) continue;

@@ -9,7 +9,7 @@
 import { addon, WFormat } from '../binding.js';
 import { QuantkitError } from '../errors.js';
 import type { QuantizedTensor } from '../quant/qtensor.js';
-import { type PreparedWeight, checkDisjoint, linearOutput, prepareWeight } from './matmul.js';
+import { type PreparedWeight, linearOutput, multiOutputs, prepareWeight } from './matmul.js';
 import type { Tensor } from '../tensor.js';
 
 /** Check that w is an int4 weight [N, K] and describe it for the W4A8 kernels. */
@@ -55,21 +55,12 @@ export async function matmulW4A8Async(fn: string, x: Tensor, w: PreparedWeight, 
 type MultiCall = { args: Parameters<typeof addon.gemmW4A8Multi> | null; ys: Tensor<'f32'>[] };
 
 function prepareMulti(fn: string, x: Tensor, ws: readonly PreparedWeight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): MultiCall {
-  const K = ws[0]?.K ?? 0;
-  const live: number[] = [];
-  let rows = 0;
-  checkDisjoint(fn, outs);
-  const ys = ws.map((w, i) => {
-    const o = linearOutput(fn, x, w.N, w.K, outs[i]); // (checks that every w.K is x's K)
-    rows = o.rows;
-    if (o.y.size > 0) live.push(i);
-    return o.y;
-  });
+  const { rows, live, ys } = multiOutputs(fn, x, ws, outs);
   if (live.length === 0) return { args: null, ys };
   const pick = <T>(f: (w: PreparedWeight, i: number) => T) => live.map((i) => f(ws[i]!, i));
   return {
     args: [
-      x.data as Float32Array, rows, K,
+      x.data as Float32Array, rows, ws[0]!.K,
       pick((w) => w.data as Uint8Array), pick((w) => w.N), pick((w) => w.groupSize), pick((w) => w.scales!),
       pick((w) => w.zeroPoints as Uint8Array | null), pick((_, i) => biases[i] ?? null), pick((_, i) => ys[i]!.data),
     ],

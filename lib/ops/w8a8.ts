@@ -11,7 +11,7 @@
 import { addon } from '../binding.js';
 import { QuantkitError, describe, rangeError, typeError } from '../errors.js';
 import { QuantizedTensor } from '../quant/qtensor.js';
-import { checkDisjoint, linearOutput } from './matmul.js';
+import { linearOutput, multiOutputs } from './matmul.js';
 import { Tensor } from '../tensor.js';
 
 export interface W8A8Weight {
@@ -76,20 +76,11 @@ export async function matmulW8A8Async(fn: string, x: Tensor, w: W8A8Weight, bias
 type MultiCall = { args: Parameters<typeof addon.gemmW8A8Multi> | null; ys: Tensor<'f32'>[] };
 
 function prepareMulti(fn: string, x: Tensor, ws: readonly W8A8Weight[], biases: readonly (Float32Array | null)[], outs: readonly (Float32Array | undefined)[]): MultiCall {
-  const K = ws[0]?.K ?? 0;
-  const live: number[] = [];
-  let rows = 0;
-  checkDisjoint(fn, outs);
-  const ys = ws.map((w, i) => {
-    const o = linearOutput(fn, x, w.N, w.K, outs[i]); // (checks that every w.K is x's K)
-    rows = o.rows;
-    if (o.y.size > 0) live.push(i);
-    return o.y;
-  });
+  const { rows, live, ys } = multiOutputs(fn, x, ws, outs);
   if (live.length === 0) return { args: null, ys };
   const pick = <T>(f: (i: number) => T) => live.map(f);
   return {
-    args: [x.data as Float32Array, rows, K, pick((i) => ws[i]!.q), pick((i) => ws[i]!.N), pick((i) => ws[i]!.scale), pick((i) => ws[i]!.rowsum), pick((i) => biases[i] ?? null), pick((i) => ys[i]!.data)],
+    args: [x.data as Float32Array, rows, ws[0]!.K, pick((i) => ws[i]!.q), pick((i) => ws[i]!.N), pick((i) => ws[i]!.scale), pick((i) => ws[i]!.rowsum), pick((i) => biases[i] ?? null), pick((i) => ys[i]!.data)],
     ys,
   };
 }
