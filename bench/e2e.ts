@@ -14,7 +14,9 @@
  * `quantkit serve` its pooled caches: a fresh cache's first prompt would also allocate and first-touch its buffers;
  * decode = 32 forwards of 1 token after that prompt (greedy argmax feedback).
  * Each figure is the median of 5 repeats (3 with --quick) after a warm-up;
- * repeats go round-robin over the configs (see main) to spread machine noise.
+ * repeats go round-robin over the configs and the thread counts (see main)
+ * to spread machine noise; "x thr1" is the speed-up over the first thread
+ * count, the median of each repeat's own ratio.
  *
  * Configs (each rebuilt from the same float tensors, since quantizeModel
  * swaps layers in place): fp32; int8 (sym, per channel, f32 activations);
@@ -98,6 +100,9 @@ interface Row {
   decodeTokS: number;
   prefillX: number | null;
   decodeX: number | null;
+  /** Speed-up over the first --threads count: the median over repeats of that repeat's time ratio (1 for the first count). */
+  prefillScaling: number;
+  decodeScaling: number;
   /** LLM.int8 only: mean outlier input columns per quantized layer in the last prefill. */
   outlierCols?: number;
 }
@@ -311,17 +316,23 @@ function main() {
     // one cache per model, reset before each run (see runOnce)
     return { v, ...b, fp: footprint(b.model), cache: b.model.createCache(PROMPT + STEPS), pre: new Map<number, number[]>(), dec: new Map<number, number[]>() };
   });
+  // Thread counts alternate inside each repeat too, so that a ratio between
+  // them (the scaling columns) compares runs minutes apart at most, not a
+  // whole phase of the run against another after the host's speed moved.
   for (const threads of THREADS) {
     setThreads(threads);
     for (const b of built) runOnce(b.model, prompt, 2, b.cache); // warm-up: JIT, RoPE tables, the cache's buffers at the prompt's size
-    for (let r = 0; r < REPEATS; r++) {
+  }
+  for (let r = 0; r < REPEATS; r++) {
+    for (const threads of THREADS) {
+      setThreads(threads);
       for (const b of built) {
         const m = runOnce(b.model, prompt, STEPS, b.cache);
         b.pre.set(threads, [...(b.pre.get(threads) ?? []), m.prefillMs]);
         b.dec.set(threads, [...(b.dec.get(threads) ?? []), m.decodeMs / STEPS]);
       }
-      log(`  threads ${threads}: repeat ${r + 1}/${REPEATS} done`);
     }
+    log(`  repeat ${r + 1}/${REPEATS} done (threads ${THREADS.join(', ')})`);
   }
   const rows: Row[] = [];
   for (const b of built) {
@@ -331,6 +342,9 @@ function main() {
       b.model.forward(prompt, b.model.createCache(PROMPT)); // outlier counts of a prefill, not of the last decode step
       outlierCols = outlierColumns(b.model);
     }
+    // per-repeat speed-up over the first thread count, then the median
+    const t1 = THREADS[0]!;
+    const speedup = (times: Map<number, number[]>, threads: number) => median(times.get(threads)!.map((ms, i) => times.get(t1)![i]! / ms));
     for (const threads of THREADS) {
       const prefillMs = median(b.pre.get(threads)!);
       const decodeMs = median(b.dec.get(threads)!);
@@ -343,6 +357,7 @@ function main() {
         prefillMs, prefillTokS: PROMPT / (prefillMs / 1000),
         decodeMsPerTok: decodeMs, decodeTokS: 1000 / decodeMs,
         prefillX: null, decodeX: null,
+        prefillScaling: speedup(b.pre, threads), decodeScaling: speedup(b.dec, threads),
         ...(outlierCols !== undefined ? { outlierCols } : {}),
       });
     }
@@ -370,13 +385,16 @@ function main() {
   );
   console.log(`lm_head stays f32 unless the config says +head; footprint = footprint(model) in MB (1e6 B), embedding included; each config's KV cache reset and reused between repeats`);
   console.log(`thread pool spin ${SPIN_US} us (--spin); load average at start ${la.map((x) => x.toFixed(2)).join(' ')}, at end ${la2.map((x) => x.toFixed(2)).join(' ')} (2 vCPUs: above ~0.5 the machine is shared; distrust the numbers)\n`);
-  const header = ['config', 'thr', 'MB', 'prefill tok/s', 'x fp32', 'decode tok/s', 'ms/tok', 'x fp32', 'quantize s'];
+  const scaling = THREADS.length > 1;
+  if (scaling) console.log(`x thr${THREADS[0]}: speed-up over ${THREADS[0]} thread(s), the median of the repeats' own ratios (the thread counts alternate inside each repeat)\n`);
+  const header = ['config', 'thr', 'MB', 'prefill tok/s', 'x fp32', ...(scaling ? [`x thr${THREADS[0]}`] : []), 'decode tok/s', 'ms/tok', 'x fp32', ...(scaling ? [`x thr${THREADS[0]}`] : []), 'quantize s'];
   printTable(
     header,
     rows.map((r) =>
       [
         r.config + (r.outlierCols !== undefined ? ` (${r.outlierCols.toFixed(1)} outlier cols)` : ''),
-        r.threads, fmt(r.footprintMB, 0), fmt(r.prefillTokS, 1), fmt(r.prefillX), fmt(r.decodeTokS, 2), fmt(r.decodeMsPerTok, 1), fmt(r.decodeX), fmt(r.quantizeMs / 1000, 1),
+        r.threads, fmt(r.footprintMB, 0), fmt(r.prefillTokS, 1), fmt(r.prefillX), ...(scaling ? [fmt(r.prefillScaling)] : []),
+        fmt(r.decodeTokS, 2), fmt(r.decodeMsPerTok, 1), fmt(r.decodeX), ...(scaling ? [fmt(r.decodeScaling)] : []), fmt(r.quantizeMs / 1000, 1),
       ].map(String),
     ),
   );
