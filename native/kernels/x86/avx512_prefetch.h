@@ -31,6 +31,46 @@ struct NextTile {
     }
 };
 
+// Several contiguous blocks (a later tile's codes, scales, zero points)
+// prefetched into L2 a few lines at a time over `steps` calls of step(),
+// spread over a tile's compute instead of issued in one burst: a burst of
+// more lines than the core has misses outstanding stalls on the prefetch
+// instructions themselves (in the W4A8 rows kernel, the 96-line burst per
+// tile took about half of its panel fill's time at M = 16).
+struct SpreadAhead {
+    static constexpr int kBlocks = 3;
+    const char* p[kBlocks] = {};
+    size_t lines[kBlocks] = {};
+    size_t per = 0, block = 0, cur = 0;
+    // Adds the next tile's block of a buffer of rows `stride` bytes apart
+    // (NextTile's: rows [n + 16, n + 32)); nothing past the last tile.
+    void add(const void* data, size_t stride, size_t n, size_t N) {
+        const NextTile t(data, stride, n, N);
+        for (int b = 0; b < kBlocks; ++b)
+            if (lines[b] == 0) {
+                p[b] = t.p;
+                lines[b] = (t.bytes + 63) / 64;
+                return;
+            }
+    }
+    // Spread what was added over `steps` calls of step().
+    void spread(size_t steps) {
+        size_t total = 0;
+        for (int b = 0; b < kBlocks; ++b) total += lines[b];
+        per = steps == 0 ? total : (total + steps - 1) / steps;
+    }
+    inline void step() {
+        for (size_t k = 0; k < per && block < kBlocks; ++k) {
+            while (block < kBlocks && cur >= lines[block]) {
+                ++block;
+                cur = 0;
+            }
+            if (block == kBlocks) return;
+            _mm_prefetch(p[block] + 64 * cur++, _MM_HINT_T1);
+        }
+    }
+};
+
 // How many rows ahead a one-row-of-X (memory-bound) kernel prefetches 16-row
 // tiles of rows of `row_bytes` code bytes: about 18 KiB ahead, in whole
 // tiles, at least the next one. Short rows make short tiles, which the next
