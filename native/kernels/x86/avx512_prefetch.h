@@ -60,8 +60,8 @@ struct SpreadAhead {
         per = steps == 0 ? total : (total + steps - 1) / steps;
     }
     inline void step() {
-        for (size_t k = 0; k < per && block < kBlocks; ++k) {
-            while (block < kBlocks && cur >= lines[block]) {
+        for (size_t k = 0; k < per; ++k) {
+            while (block < kBlocks && cur >= lines[block]) {  // past an empty or finished block
                 ++block;
                 cur = 0;
             }
