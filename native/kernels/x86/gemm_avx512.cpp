@@ -208,9 +208,9 @@ constexpr size_t kPfTiles = 2;
 struct Prefetcher {
     const char* p;
     explicit Prefetcher(const void* next_tile) : p(static_cast<const char*>(next_tile)) {}
-    template <int LINES>
+    template <int LINES, int HINT = _MM_HINT_T1>
     inline void step() {
-        for (int i = 0; i < LINES; ++i) _mm_prefetch(p + 64 * i, _MM_HINT_T1);
+        for (int i = 0; i < LINES; ++i) _mm_prefetch(p + 64 * i, static_cast<decltype(_MM_HINT_T1)>(HINT));
         p += 64 * LINES;
     }
 };
@@ -249,10 +249,18 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
     // Bytes of W consumed per step by the tile: R rows x 16 values (R = 4,
     // or 2 in the tiles of 5 to 8 rows of X).
     constexpr int PF_LINES = (R == 4 || R == 2) ? (F == static_cast<int>(WFormat::f32) ? R : R / 2) : 0;
-    Prefetcher pf(rw.w[0] + kPfTiles * R * a.w.row_bytes);
+    // 5-8 rows (R = 2): the next tile straight into L1. Each weight loaded
+    // there feeds 8 FMAs, so the loads from L2 (the T1 hint) held the FMAs
+    // back: the f32 lm_head (32000 x 768, cold weights, one thread, AMD
+    // Zen 5) at 8 / 16 rows took 1.15x / 1.04x the time with the L2 hint
+    // two tiles ahead (medians of 8 alternating pairs). One tile is 6 KiB
+    // at K = 768, beside the 24 KiB of X that stay in L1.
+    constexpr bool kL1 = MC > 4;
+    constexpr int HINT = kL1 ? _MM_HINT_T0 : _MM_HINT_T1;
+    Prefetcher pf(rw.w[0] + (kL1 ? 1 : kPfTiles) * R * a.w.row_bytes);
     size_t k = 0;
     for (; k + 16 <= K; k += 16) {
-        pf.step<PF_LINES>();
+        pf.step<PF_LINES, HINT>();
         __m512 xv[MC];
         for (int m = 0; m < MC; ++m) xv[m] = _mm512_loadu_ps(rw.x[m] + k);
 #if defined(__GNUC__)
