@@ -151,7 +151,7 @@ static inline void store_tile(const GemmArgs& a, size_t m0, size_t n, __m256 (&a
 }
 
 // ---- gemv tiles ----------------------------------------------------------
-template <int F, int MC, int R>
+template <int F, int MC, int R, bool L1 = false>  // (L1: unused here, see gemm_dispatch.inc)
 static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K;

@@ -239,7 +239,7 @@ static inline void store_tile(const GemmArgs& a, size_t m0, size_t n, __m512 (&a
 }
 
 // ---- gemv tiles ----------------------------------------------------------
-template <int F, int MC, int R>
+template <int F, int MC, int R, bool L1 = false>
 static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
     const Rows<MC, R> rw(a, m0, n);
     const size_t K = a.K;
@@ -249,13 +249,16 @@ static void gemv_float_tile(const GemmArgs& a, size_t m0, size_t n) {
     // Bytes of W consumed per step by the tile: R rows x 16 values (R = 4,
     // or 2 in the tiles of 5 to 8 rows of X).
     constexpr int PF_LINES = (R == 4 || R == 2) ? (F == static_cast<int>(WFormat::f32) ? R : R / 2) : 0;
-    // 5-8 rows (R = 2): the next tile straight into L1. Each weight loaded
-    // there feeds 8 FMAs, so the loads from L2 (the T1 hint) held the FMAs
-    // back: the f32 lm_head (32000 x 768, cold weights, one thread, AMD
-    // Zen 5) at 8 / 16 rows took 1.15x / 1.04x the time with the L2 hint
-    // two tiles ahead (medians of 8 alternating pairs). One tile is 6 KiB
-    // at K = 768, beside the 24 KiB of X that stay in L1.
-    constexpr bool kL1 = MC > 4;
+    // L1 (the avx512 table) and 5-8 rows (R = 2): the next tile straight
+    // into L1. Each weight loaded there feeds 8 FMAs, so the loads from L2
+    // (the T1 hint) held the FMAs back: the f32 lm_head (32000 x 768, cold
+    // weights, one thread, AMD Zen 5) at 8 / 16 rows took 1.15x / 1.04x the
+    // time with the L2 hint two tiles ahead (medians of 8 alternating
+    // pairs). One tile is 6 KiB at K = 768, beside the 24 KiB of X that
+    // stay in L1. The amx table (Sapphire Rapids) keeps the L2 hint: L1
+    // hints for that lm_head measured no faster there (README, batched
+    // decoding), and this one was not measured there.
+    constexpr bool kL1 = L1 && MC > 4;
     constexpr int HINT = kL1 ? _MM_HINT_T0 : _MM_HINT_T1;
     Prefetcher pf(rw.w[0] + (kL1 ? 1 : kPfTiles) * R * a.w.row_bytes);
     size_t k = 0;
@@ -699,7 +702,7 @@ void gemv(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
 }
 
 void gemv_linear_m1(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1) {
-    gemv_dispatch<true>(a, m0, mc, n0, n1);
+    gemv_dispatch<true, true>(a, m0, mc, n0, n1);
 }
 
 void gemm_panel_f32(const float* x, size_t ldx, size_t M, const float* p, size_t ldp, size_t nr,

@@ -19,6 +19,8 @@ namespace avx512 {
 // 4.5-4.9 ms against 4.3-4.6 ms here, the d768 layers' shapes 5-25 % slower,
 // and the synthetic fp32 model's decode at 51.6-52.7 against 58.2 tokens/s.
 // The AMX table (Sapphire Rapids) keeps avx512::gemv: not measured there.
+// Its f32 tiles of 5-8 rows also prefetch the next weight tile into L1
+// rather than L2 (gemv_float_tile in gemm_avx512.cpp: measured on Zen 5).
 void gemv_linear_m1(const GemmArgs& a, size_t m0, size_t mc, size_t n0, size_t n1);
 
 }  // namespace avx512
