@@ -147,7 +147,7 @@ describe('LLM.int8()', () => {
     const x = new Float32Array(K);
     x[17] = NaN;
     expect(() => l.forward(new Tensor('f32', [1, K], x))).toThrow(/NaN at index 17/);
-    // from 15 rows the activations are quantized and packed per block of 16
+    // from 7 rows (AVX-512) the activations are quantized and packed per block of 16
     // rows: the first non-finite value is still the one named, whichever
     // block (and thread) finds it
     const xs = new Float32Array(40 * K);

@@ -46,7 +46,7 @@ QK_TABLE(avx2, avx2, Isa::avx2, "avx2", avx2::gemv, 4, 16, avx2::gemm_w8a8, SIZE
 // The AVX-512 and AMX tables take AVX2's w4a8_chunk_x: it moves and sums
 // bytes, 128 per chunk in four 256-bit shuffles (no 512-bit version).
 // AVX-512: gemv reading f32 weights a row at a time at M = 1
-// (gemv_avx512_linear.h); VNNI outer-product kernel over packed activations from M = 15
+// (gemv_avx512_linear.h); VNNI outer-product kernel over packed activations from M = 7
 // rows (the others never read them: their packer is the ref one, unused);
 // W4A8 with lanes over weight rows from M = kW4A8RowsMinM, bit-identical to
 // the row-layout kernel (as on AVX2; scalar and NEON have one W4A8 kernel

@@ -4,7 +4,7 @@
 // gemm_w8a8: (1) quantize X per row into a biased uint8 scratch (parallel
 // over rows; the table's minmax + quantize, qk::choose_params); (1b) if the
 // kernel reads packed activations at this M (Kernels::w8a8_packed_min_m:
-// AVX-512 from 15 rows), the table's w8a8_pack_a regroups them, parallel
+// AVX-512 from 7 rows), the table's w8a8_pack_a regroups them, parallel
 // over 16-row blocks; (2) the table's gemm_w8a8 kernel over blocks of N rows
 // of W (parallel_for), fused int32 -> float rescale and bias.
 // gemm_llm_int8: (0) find the outlier columns; (1) as above with those

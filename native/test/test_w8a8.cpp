@@ -100,7 +100,7 @@ Problem make_problem(size_t M, size_t N, size_t K, int mode, Rng& rng) {
 }
 
 // packed: also pass the packed activations (kernels with a packed path,
-// AVX-512 from M = 16, then read those instead of a).
+// AVX-512 from M = 7, then read those instead of a).
 qk::W8A8Args raw_args(const Problem& p, int32_t* c, bool packed = false) {
     qk::W8A8Args a;
     a.a = p.a.data(); a.lda = p.lda; a.sa = nullptr;

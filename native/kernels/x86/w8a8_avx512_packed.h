@@ -1,5 +1,5 @@
 // The AVX-512 VNNI W8A8 kernel over packed activations (W8A8Args::ap),
-// used by avx512::gemm_w8a8 for M >= kW8A8PackedMinM (15). Internal to the
+// used by avx512::gemm_w8a8 for M >= kW8A8PackedMinM (7). Internal to the
 // avx512 kernels, the AMX kernel (which falls back on them and shares the
 // epilogue) and tables.cpp, which only reads the constant.
 #pragma once
@@ -12,10 +12,15 @@ namespace qk {
 namespace avx512 {
 
 // From this many rows of X the outer-product kernel beats the inner-product
-// one (one 16-row block fills a zmm of lanes). Measured (AMD EPYC Zen 4, one
-// thread, weights in cache, 4096 x 4096 to 11008 x 4096): at M = 15 it is
-// 12-27 % faster; at M = 14 the two trade places by shape.
-constexpr size_t kW8A8PackedMinM = 15;
+// one. With the weights in cache (AMD EPYC Zen 4, one thread, 4096 x 4096 to
+// 11008 x 4096) that was M = 15, where one 16-row block fills a zmm of
+// lanes. Batched decoding reads the weights from memory, and there, once
+// both kernels prefetch the next weight tile, the outer-product one is
+// ahead from M = 7 (AMD EPYC Zen 5, one thread, the 12 layers of bench:e2e's
+// model, 75 MB of int8 weights, cold; ms inner / outer: M = 5 3.4-3.7 /
+// 4.7-4.9, 6 4.3-4.4 / 4.7-4.9, 7 6.7 / 4.9, 8 5.2-5.3 / 4.8, 12 6.2-6.6 /
+// 4.7-4.9, 14 7.7-8.6 / 4.7-5.0). Same sums either way.
+constexpr size_t kW8A8PackedMinM = 7;
 
 // Same contract as Kernels::gemm_w8a8 for columns [n0, n1); needs p.ap.
 void gemm_w8a8_packed(const W8A8Args& p, size_t n0, size_t n1);
