@@ -125,9 +125,10 @@ void tile(const W8A8Args& p, size_t m0, size_t n0) {
         // The next tile's 6 rows, one line of each per step, into L1 (the
         // current rows when this is the last tile). Without it, the loop
         // waited on every new weight line: the 12 layers of bench:e2e's
-        // model, cold, at M = 8 took 8.2-9.0 ms against 5.2-5.9, at M = 4
-        // 5.0 against 3.8 (AMD EPYC Zen 5, one thread). Two tiles ahead, or
-        // a second stream into L2 further ahead, measured no faster.
+        // model, cold, at M = 4 took 5.0 ms against 3.8, and at M = 8 (before
+        // the packed kernel took 8 rows) 8.2-9.0 against 5.2-5.9 (AMD EPYC
+        // Zen 5, one thread). Two tiles ahead, or a second stream into L2
+        // further ahead, measured no faster.
         const bool pf_next = n0 + 12 <= p.N;
         const int8_t* pf = pf_next ? bp0 + 6 * ldb : bp0;
         const int8_t* pf4 = pf_next ? bp0 + 10 * ldb : bp4;

@@ -64,9 +64,10 @@ static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 // The main loop of a tile: acc[v][j][i] = sum over the first 4 Kf values of
 // k of the packed rows (MV blocks at ap, bstride apart) times weight row j
 // (b + j * ldb). pf (or nullptr): the first of NR rows (stride ldb) to
-// prefetch, line (q / 16) of row q % 16 at step q. Its own function, with the accumulators stored once at the
-// end: anything else reading or writing c[][] (the K tail, the epilogue's
-// loops) makes GCC 12 keep them in memory through the loop.
+// prefetch, line q / 16 of row q % 16 at step q. Its own function, with the
+// accumulators stored once at the end: anything else reading or writing
+// c[][] (the K tail, the epilogue's loops) makes GCC 12 keep them in memory
+// through the loop.
 template <int MV, int NR>
 __attribute__((noinline)) void accumulate(const uint8_t* ap, size_t bstride, const int8_t* b, size_t ldb, size_t Kf,
                                           const int8_t* pf, int32_t* acc) {
