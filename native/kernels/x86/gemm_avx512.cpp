@@ -392,8 +392,9 @@ static void gemv_i8_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
 // sums in the same order as gemv_i8_tile_impl's scaled decode, as one flat
 // loop over k with the group's scales reloaded every G / 16 steps (see
 // gemv_i4_tile_flat for why). The 12 d768 layers (cold weights, one
-// thread, AMD Zen 5): int8 g32 at M = 4 / 8 7.8-8.1 / 15.2-15.5 ms nested,
-// 4.7-6.6 / 8.7-9.2 ms flat; g128 at M = 8 9.7-9.9 -> 8.3 ms.
+// thread, AMD Zen 5, two alternating rounds): int8 g32 at M = 4 / 8
+// 7.8-8.1 / 15.2-15.5 ms nested, 4.7-6.6 / 8.7-9.2 ms flat; g128 at M = 8
+// 9.7-9.9 -> 8.3 and 11.1 ms (the second round in a slow stretch).
 template <bool ASYM, int MC, int R, typename S>
 static void gemv_i8_tile_flat(const GemmArgs& a, size_t m0, size_t n) {
     static_assert(MC >= 3, "MC <= 2 takes gemv_i8_tile_impl");
@@ -529,10 +530,13 @@ static void gemv_i4_tile_impl(const GemmArgs& a, size_t m0, size_t n) {
 // rebuilt every G / 32 steps. As a loop over groups around a loop over a
 // group's steps, GCC keeps the 12-16 accumulators in memory across the
 // group loop (a store and a load of each per group): the 12 d768 layers at
-// G = 32 (cold weights, one thread, AMD Zen 5) took 6.8-7.9 / 19.5-20.4 /
-// 38.5-39.6 ms at M = 3 / 8 / 16 that way, against 4.2-4.3 / 10.3-10.9 /
-// 21.0-21.6 ms here. With MC <= 2 (8 accumulators) the nested loop keeps
-// them in registers, and the flat one was 3-7 % slower at M = 1.
+// G = 32 (cold weights, one thread, AMD Zen 5) took 6.8-7.9 / 19.2-20.4 /
+// 38.4-39.6 ms at M = 3 / 8 / 16 that way, against 4.2-4.3 / 10.3-11.7 /
+// 21.0-22.9 ms here (alternating builds). With MC <= 2 (8 accumulators)
+// the nested loop keeps them in registers, and the flat one was 3-7 %
+// slower at M = 1 (cold). This repeats the nested tile's set-up rather
+// than sharing it: reshaping gemv_i4_tile_impl (a shared group and step
+// helper) cost the M = 1 decode 5-7 % in three alternating rounds.
 template <bool ASYM, int MC, int R, typename S>
 static void gemv_i4_tile_flat(const GemmArgs& a, size_t m0, size_t n) {
     static_assert(MC >= 3, "MC <= 2 takes gemv_i4_tile_impl");
